@@ -1,0 +1,55 @@
+# The verbs a newcomer needs. Everything runs from a local virtualenv (.venv).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTEST := $(PY) -m pytest
+
+.PHONY: install cluster-build cluster cluster-down demo test test-unit test-integration \
+        test-action test-kind lint bench
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+# Builds etcd, kube-apiserver, kube-controller-manager and kubectl from Go modules
+# into ~/.cache/nsprov (many minutes the first time, a no-op afterwards).
+cluster-build: install
+	$(PY) -m tests.cluster build
+
+# A local control plane in the background; its admin kubeconfig is .cluster/kubeconfig.
+cluster: cluster-build
+	$(PY) -m tests.cluster up
+
+cluster-down:
+	@if [ -x $(PY) ]; then $(PY) -m tests.cluster down; else echo "control plane not running"; fi
+
+# A provisioner on the local control plane (or on $$KUBECONFIG's cluster), used once with curl.
+demo: cluster-build
+	$(PY) -m tests.demo
+
+test: test-unit test-integration test-action
+
+test-unit: install
+	$(PYTEST) tests/unit
+
+test-integration: cluster-build
+	$(PYTEST) tests/integration
+
+test-action:
+	node --test action/test/
+
+# Needs docker and kind; the tests skip with a reason where they are missing.
+test-kind: install
+	$(PYTEST) tests/kind || [ $$? -eq 5 ]
+
+lint: install
+	$(VENV)/bin/ruff check service tests
+	$(VENV)/bin/ruff format --check service tests
+	$(VENV)/bin/mypy
+
+bench: cluster-build
+	$(PY) -m tests.bench

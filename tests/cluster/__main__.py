@@ -1,0 +1,135 @@
+"""Command line for the test control plane: build, run, up, down.
+
+``up`` starts ``run`` as a detached process and returns once the admin
+kubeconfig is written (``make cluster``); ``down`` ends it and waits until
+every process is gone (``make cluster-down``). ``run`` keeps the control plane
+in the foreground until SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from tests.cluster import build, controlplane
+
+_REPO = Path(__file__).resolve().parents[2]
+
+
+def _state_paths(state_dir: Path) -> tuple[Path, Path, Path]:
+    return state_dir / "kubeconfig", state_dir / "launcher.pid", state_dir / "launcher.log"
+
+
+def _run(state_dir: Path) -> int:
+    kubeconfig, pid_file, _ = _state_paths(state_dir)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    started = time.monotonic()
+    plane = controlplane.start()
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(plane.kubeconfig, kubeconfig)
+        kubeconfig.chmod(0o600)
+        pid_file.write_text(f"{os.getpid()}\n")
+        print(
+            f"control plane ready in {time.monotonic() - started:.1f}s: {plane.server}\n"
+            f"  export KUBECONFIG={kubeconfig}",
+            flush=True,
+        )
+        while not stop.wait(1.0):
+            dead = [c.name for c in plane.components.values() if not c.running()]
+            if dead:
+                print(f"error: {', '.join(dead)} exited; stopping", file=sys.stderr, flush=True)
+                return 1
+        return 0
+    finally:
+        plane.stop()
+        kubeconfig.unlink(missing_ok=True)
+        pid_file.unlink(missing_ok=True)
+
+
+def _up(state_dir: Path, timeout: float) -> int:
+    kubeconfig, pid_file, log_file = _state_paths(state_dir)
+    if pid_file.exists() and _alive(int(pid_file.read_text())):
+        print(f"control plane already running; export KUBECONFIG={kubeconfig}")
+        return 0
+    # Build in the foreground so a first-time user sees the (slow) progress.
+    build.ensure_built()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    kubeconfig.unlink(missing_ok=True)
+    with log_file.open("wb") as log:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "tests.cluster", "run", "--state-dir", str(state_dir)],
+            cwd=_REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if kubeconfig.exists() and pid_file.exists():
+            print(f"control plane running (pid {child.pid}); export KUBECONFIG={kubeconfig}")
+            return 0
+        if child.poll() is not None:
+            print(f"error: control plane failed to start:\n{log_file.read_text()}", file=sys.stderr)
+            return 1
+        time.sleep(0.2)
+    child.terminate()
+    print(f"error: control plane not ready after {timeout:.0f}s; see {log_file}", file=sys.stderr)
+    return 1
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _down(state_dir: Path, timeout: float) -> int:
+    _, pid_file, _ = _state_paths(state_dir)
+    if not pid_file.exists():
+        print("control plane not running")
+        return 0
+    pid = int(pid_file.read_text())
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _alive(pid):
+        print(f"error: launcher {pid} still running after {timeout:.0f}s", file=sys.stderr)
+        return 1
+    pid_file.unlink(missing_ok=True)
+    print("control plane stopped")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.cluster", description=__doc__)
+    parser.add_argument("command", choices=["build", "run", "up", "down"])
+    parser.add_argument("--state-dir", type=Path, default=_REPO / ".cluster")
+    parser.add_argument("--timeout", type=float, default=180.0)
+    args = parser.parse_args(argv)
+    if args.command == "build":
+        return build.main()
+    if args.command == "run":
+        return _run(args.state_dir)
+    if args.command == "up":
+        return _up(args.state_dir, args.timeout)
+    return _down(args.state_dir, args.timeout)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""Build the test control plane's binaries from Go modules, once per version.
+
+The machines this project runs on have no docker and no prebuilt Kubernetes, but
+they do reach the Go module proxy. ``go build`` of the published modules gives us
+the real kube-apiserver, kube-controller-manager, kubectl and etcd. A cold build
+takes many minutes on two cores, so the results are cached outside the repo,
+keyed by version, and a warm call costs one ``stat`` per binary.
+
+Run ``python -m tests.cluster.build`` (or ``python tests/cluster/build.py``) to
+build ahead of time; it prints where the binaries are.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+KUBERNETES_VERSION = "v1.36.3"
+# The etcd release k8s.io/kubernetes v1.36.3 requires (go.etcd.io/etcd/*/v3 in its go.mod).
+ETCD_VERSION = "v3.6.8"
+# The release's date, from the module proxy's .info; a fixed date keeps builds reproducible.
+KUBERNETES_BUILD_DATE = "2026-07-22T18:07:38Z"
+
+GO_DIR = Path(__file__).resolve().parent / "go"
+
+
+class BuildError(RuntimeError):
+    """A binary of the test control plane could not be built."""
+
+
+@dataclass(frozen=True)
+class Binaries:
+    """Paths to the control plane's executables."""
+
+    etcd: Path
+    kube_apiserver: Path
+    kube_controller_manager: Path
+    kubectl: Path
+
+
+def cache_root() -> Path:
+    """Where built binaries live: ``$NSPROV_CACHE_DIR`` or ``~/.cache/nsprov``."""
+    override = os.environ.get("NSPROV_CACHE_DIR")
+    if override:
+        return Path(override)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".cache"
+    return base / "nsprov"
+
+
+def binaries() -> Binaries:
+    """The cached binaries' paths, whether or not they exist yet."""
+    kube_dir = cache_root() / f"kubernetes-{KUBERNETES_VERSION}"
+    etcd_dir = cache_root() / f"etcd-{ETCD_VERSION}"
+    return Binaries(
+        etcd=etcd_dir / "etcd",
+        kube_apiserver=kube_dir / "kube-apiserver",
+        kube_controller_manager=kube_dir / "kube-controller-manager",
+        kubectl=kube_dir / "kubectl",
+    )
+
+
+def _version_ldflags() -> str:
+    # Without these, /version reports v0.0.0-master and kubectl warns about skew.
+    major, minor, _ = KUBERNETES_VERSION.lstrip("v").split(".")
+    values = {
+        "gitVersion": KUBERNETES_VERSION,
+        "gitMajor": major,
+        "gitMinor": minor,
+        "gitTreeState": "clean",
+        "buildDate": KUBERNETES_BUILD_DATE,
+    }
+    flags = [
+        f"-X {package}.{name}={value}"
+        for package in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version")
+        for name, value in values.items()
+    ]
+    return " ".join(["-s", "-w", *flags])
+
+
+def _go_build(module_dir: Path, package: str, output: Path, ldflags: str) -> None:
+    output.parent.mkdir(parents=True, exist_ok=True)
+    # Build into a temp name and rename, so an interrupted build never leaves a
+    # truncated binary that a later run would take for a finished one.
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent)
+    os.close(fd)
+    env = {**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-mod=readonly -trimpath -buildvcs=false"}
+    command = ["go", "build", "-ldflags", ldflags, "-o", tmp_name, package]
+    started = time.monotonic()
+    print(f"building {output.name} ({package}) ...", file=sys.stderr, flush=True)
+    result = subprocess.run(command, cwd=module_dir, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise BuildError(
+            f"go build {package} failed (exit {result.returncode}) in {module_dir}:\n"
+            + result.stderr[-4000:]
+        )
+    os.chmod(tmp_name, 0o755)  # noqa: S103 - an executable, readable by the user running tests
+    os.replace(tmp_name, output)
+    print(
+        f"built {output} in {time.monotonic() - started:.0f}s",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def ensure_built() -> Binaries:
+    """Build whatever binary is missing from the cache and return all paths."""
+    if shutil.which("go") is None:
+        missing = [p for p in _as_list(binaries()) if not p.exists()]
+        if missing:
+            raise BuildError("go is not on PATH and the control plane is not built yet")
+    bins = binaries()
+    kube_ldflags = _version_ldflags()
+    plan = [
+        (GO_DIR / "etcd", "go.etcd.io/etcd/server/v3", bins.etcd, "-s -w"),
+        (
+            GO_DIR / "kubernetes",
+            "k8s.io/kubernetes/cmd/kube-apiserver",
+            bins.kube_apiserver,
+            kube_ldflags,
+        ),
+        (
+            GO_DIR / "kubernetes",
+            "k8s.io/kubernetes/cmd/kube-controller-manager",
+            bins.kube_controller_manager,
+            kube_ldflags,
+        ),
+        (GO_DIR / "kubernetes", "k8s.io/kubernetes/cmd/kubectl", bins.kubectl, kube_ldflags),
+    ]
+    for module_dir, package, output, ldflags in plan:
+        if not output.exists():
+            _go_build(module_dir, package, output, ldflags)
+    return bins
+
+
+def _as_list(bins: Binaries) -> list[Path]:
+    return [bins.etcd, bins.kube_apiserver, bins.kube_controller_manager, bins.kubectl]
+
+
+def main() -> int:
+    started = time.monotonic()
+    try:
+        bins = ensure_built()
+    except BuildError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    report = {
+        "kubernetes": KUBERNETES_VERSION,
+        "etcd": ETCD_VERSION,
+        "seconds": round(time.monotonic() - started, 1),
+        "binaries": {p.name: {"path": str(p), "bytes": p.stat().st_size} for p in _as_list(bins)},
+    }
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""Certificates and keys for the throwaway control plane.
+
+Everything is generated fresh per control plane and lives only in its temp dir:
+a CA, the API server's serving cert, an admin client cert in ``system:masters``
+and the key pair that signs ServiceAccount tokens (TokenRequest needs it).
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+# In-cluster names of the API server; a kubeconfig handed to a pod may use them.
+_SERVING_DNS_NAMES = (
+    "localhost",
+    "kubernetes",
+    "kubernetes.default",
+    "kubernetes.default.svc",
+    "kubernetes.default.svc.cluster.local",
+)
+
+
+@dataclass(frozen=True)
+class Pki:
+    """Paths of the PEM files one control plane uses."""
+
+    ca_cert: Path
+    ca_key: Path
+    serving_cert: Path
+    serving_key: Path
+    admin_cert: Path
+    admin_key: Path
+    sa_public_key: Path
+    sa_private_key: Path
+
+
+def _name(common_name: str, organization: str | None = None) -> x509.Name:
+    attributes = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    if organization:
+        attributes.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
+    return x509.Name(attributes)
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    path.chmod(0o600)
+    return path
+
+
+def _issue(
+    subject: x509.Name,
+    key: ec.EllipticCurvePrivateKey,
+    issuer: x509.Name,
+    issuer_key: ec.EllipticCurvePrivateKey,
+    *,
+    is_ca: bool = False,
+    usage: ExtendedKeyUsageOID | None = None,
+    sans: list[x509.GeneralName] | None = None,
+) -> x509.Certificate:
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=7))
+        .add_extension(x509.BasicConstraints(ca=is_ca, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=not is_ca,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=is_ca,
+                crl_sign=is_ca,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+    )
+    if usage is not None:
+        builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def generate(directory: Path) -> Pki:
+    """Write a fresh PKI into ``directory`` and return the file paths."""
+    directory.mkdir(parents=True, exist_ok=True)
+    pem = serialization.Encoding.PEM
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = _name("nsprov-test-ca")
+    ca = _issue(ca_name, ca_key, ca_name, ca_key, is_ca=True)
+
+    serving_key = ec.generate_private_key(ec.SECP256R1())
+    sans: list[x509.GeneralName] = [x509.DNSName(n) for n in _SERVING_DNS_NAMES]
+    sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ("127.0.0.1", "10.0.0.1")]
+    serving = _issue(
+        _name("kube-apiserver"),
+        serving_key,
+        ca_name,
+        ca_key,
+        usage=ExtendedKeyUsageOID.SERVER_AUTH,
+        sans=sans,
+    )
+
+    admin_key = ec.generate_private_key(ec.SECP256R1())
+    admin = _issue(
+        _name("nsprov-test-admin", "system:masters"),
+        admin_key,
+        ca_name,
+        ca_key,
+        usage=ExtendedKeyUsageOID.CLIENT_AUTH,
+    )
+
+    # RSA because RS256 is what every token consumer understands.
+    sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    sa_public = sa_key.public_key().public_bytes(
+        pem, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+    return Pki(
+        ca_cert=_write(directory / "ca.crt", ca.public_bytes(pem)),
+        ca_key=_write(directory / "ca.key", _key_pem(ca_key)),
+        serving_cert=_write(directory / "apiserver.crt", serving.public_bytes(pem)),
+        serving_key=_write(directory / "apiserver.key", _key_pem(serving_key)),
+        admin_cert=_write(directory / "admin.crt", admin.public_bytes(pem)),
+        admin_key=_write(directory / "admin.key", _key_pem(admin_key)),
+        sa_public_key=_write(directory / "sa.pub", sa_public),
+        sa_private_key=_write(directory / "sa.key", _key_pem(sa_key)),
+    )
