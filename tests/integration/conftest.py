@@ -101,3 +101,148 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if here in item.path.parents:
             item.add_marker(pytest.mark.integration)
+
+
+SELECTOR = "controller.observatorium.io=namespace-provisioner"
+EMPTY_GRANT = "namespace-provisioner-grant"
+CONFIGMAP_GRANT = "nsprov-test-configmaps"
+
+
+@pytest.fixture(scope="session")
+def grants(cluster: Cluster) -> Iterator[None]:
+    """The empty default grant (as k8s/ installs it) and a grant that allows configmaps."""
+    rbac = client.RbacAuthorizationV1Api(cluster.api)
+    roles = {
+        EMPTY_GRANT: [],
+        CONFIGMAP_GRANT: [
+            client.V1PolicyRule(api_groups=[""], resources=["configmaps"], verbs=["*"])
+        ],
+    }
+    for name, rules in roles.items():
+        try:
+            rbac.create_cluster_role(
+                client.V1ClusterRole(metadata=client.V1ObjectMeta(name=name), rules=rules)
+            )
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+    yield
+    for name in roles:
+        rbac.delete_cluster_role(name)
+
+
+def delete_managed_namespaces(core: client.CoreV1Api) -> list[str]:
+    """Delete every namespace carrying nsprov's label; returns their names."""
+    names = [ns.metadata.name for ns in core.list_namespace(label_selector=SELECTOR).items]
+    for name in names:
+        try:
+            core.delete_namespace(name)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+    return names
+
+
+def live_managed_namespaces(core: client.CoreV1Api) -> list[str]:
+    return sorted(
+        ns.metadata.name
+        for ns in core.list_namespace(label_selector=SELECTOR).items
+        if ns.metadata.deletion_timestamp is None
+    )
+
+
+@pytest.fixture
+def clean_namespaces(core: client.CoreV1Api) -> Iterator[None]:
+    """Start with no live managed namespace, and delete whatever the test provisioned."""
+    delete_managed_namespaces(core)
+    yield
+    delete_managed_namespaces(core)
+
+
+# What the service needs, and nothing more (k8s/ grants the same to the deployed service).
+LIMITED_RULES = [
+    client.V1PolicyRule(
+        api_groups=[""],
+        resources=["namespaces"],
+        verbs=["create", "get", "list", "watch", "delete", "patch"],
+    ),
+    client.V1PolicyRule(
+        api_groups=[""], resources=["serviceaccounts"], verbs=["create", "get", "list", "watch"]
+    ),
+    client.V1PolicyRule(api_groups=[""], resources=["serviceaccounts/token"], verbs=["create"]),
+    client.V1PolicyRule(
+        api_groups=["rbac.authorization.k8s.io"],
+        resources=["rolebindings"],
+        verbs=["create", "get", "list", "watch", "delete"],
+    ),
+    client.V1PolicyRule(
+        api_groups=["rbac.authorization.k8s.io"],
+        resources=["clusterroles"],
+        verbs=["bind"],
+        resource_names=[EMPTY_GRANT],
+    ),
+]
+
+
+def token_kubeconfig(cluster: Cluster, token: str, path: Path) -> Path:
+    """A kubeconfig for ``token`` against the test cluster."""
+    import base64
+
+    import yaml
+
+    ca = Path(cluster.api.configuration.ssl_ca_cert).read_bytes()
+    config_ = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "test",
+                "cluster": {
+                    "server": cluster.server,
+                    "certificate-authority-data": base64.b64encode(ca).decode(),
+                },
+            }
+        ],
+        "users": [{"name": "test", "user": {"token": token}}],
+        "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}],
+        "current-context": "test",
+    }
+    path.write_text(yaml.safe_dump(config_))
+    path.chmod(0o600)
+    return path
+
+
+@pytest.fixture(scope="session")
+def limited_kubeconfig(
+    cluster: Cluster, grants: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Path]:
+    """A ServiceAccount identity with only the permissions nsprov needs."""
+    core = client.CoreV1Api(cluster.api)
+    rbac = client.RbacAuthorizationV1Api(cluster.api)
+    namespace, name = "nsprov-test-system", "nsprov-limited"
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+    core.create_namespaced_service_account(
+        namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=name))
+    )
+    rbac.create_cluster_role(
+        client.V1ClusterRole(metadata=client.V1ObjectMeta(name=name), rules=LIMITED_RULES)
+    )
+    rbac.create_cluster_role_binding(
+        client.V1ClusterRoleBinding(
+            metadata=client.V1ObjectMeta(name=name),
+            role_ref=client.V1RoleRef(
+                api_group="rbac.authorization.k8s.io", kind="ClusterRole", name=name
+            ),
+            subjects=[client.RbacV1Subject(kind="ServiceAccount", name=name, namespace=namespace)],
+        )
+    )
+    request = client.AuthenticationV1TokenRequest(
+        spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600)
+    )
+    token = core.create_namespaced_service_account_token(name, namespace, request).status.token
+    try:
+        yield token_kubeconfig(cluster, token, tmp_path_factory.mktemp("limited") / "kubeconfig")
+    finally:
+        rbac.delete_cluster_role_binding(name)
+        rbac.delete_cluster_role(name)
+        core.delete_namespace(namespace)

@@ -1,0 +1,5 @@
+"""nsprov: self-service, short-lived Kubernetes namespaces with scoped kubeconfigs."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

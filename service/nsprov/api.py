@@ -1,0 +1,277 @@
+"""The HTTP contract of nsprov v1: routes, request parsing, responses and problem details.
+
+Every error a client can see is an RFC 9457 problem (application/problem+json)
+carrying the request id that the log lines of the same request carry, so an
+admin can find the Kubernetes-side reason a client was only told about briefly.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from nsprov import kubeconfig, openapi
+from nsprov.auth import TokenStore
+from nsprov.errors import BadRequest, ClusterUnavailable, NsprovError, Unauthorized
+from nsprov.metrics import Metrics
+from nsprov.provisioner import Provisioned, Provisioner
+from nsprov.ttl import parse_ttl
+
+log = logging.getLogger(__name__)
+
+PROBLEM = "application/problem+json"
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_MAX_IDEMPOTENCY_KEY = 255
+
+
+@dataclass
+class Api:
+    """What the routes need, held on ``app.state.api``."""
+
+    tokens: TokenStore
+    provisioner: Provisioner
+    default_ttl: float
+    max_ttl: float
+
+
+def _api(request: Request) -> Api:
+    api: Api = request.app.state.api
+    return api
+
+
+def request_id(request: Request) -> str:
+    return str(request.scope.get("state", {}).get("request_id", "-"))
+
+
+def problem(
+    status: int, title: str, detail: str, rid: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    body = {
+        "type": "about:blank",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "requestId": rid,
+    }
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+# ---- parsing ------------------------------------------------------------------------------
+
+
+def _owner(request: Request) -> str:
+    return _api(request).tokens.authenticate(request.headers.get("authorization"))
+
+
+def _ttl(request: Request) -> float:
+    api = _api(request)
+    return parse_ttl(request.query_params.get("ttl"), default=api.default_ttl, maximum=api.max_ttl)
+
+
+def _server(request: Request) -> str | None:
+    raw = request.query_params.get("server")
+    if raw is None or raw == "":
+        return None
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise BadRequest(f"server {raw!r} must be an absolute http(s) URL")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise BadRequest(f"server {raw!r} must not carry credentials, a query or a fragment")
+    return raw
+
+
+def _idempotency_key(request: Request) -> str | None:
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    if not key.strip() or len(key) > _MAX_IDEMPOTENCY_KEY:
+        raise BadRequest(f"Idempotency-Key must be 1 to {_MAX_IDEMPOTENCY_KEY} characters")
+    return key
+
+
+def _wants_json(request: Request) -> bool:
+    accept = request.headers.get("accept", "")
+    return "application/json" in accept and "yaml" not in accept
+
+
+# ---- responses ----------------------------------------------------------------------------
+
+
+def _kubeconfig_response(request: Request, result: Provisioned, status: int) -> Response:
+    headers = {
+        "Location": str(request.url_for("namespace", name=result.name).path),
+        "X-Namespace": result.name,
+        "X-Expires-At": result.expires_at_iso,
+        # A kubeconfig holds a credential.
+        "Cache-Control": "no-store",
+    }
+    if result.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    if _wants_json(request):
+        body = {
+            "namespace": result.name,
+            "expiresAt": result.expires_at_iso,
+            "kubeconfig": kubeconfig.render(result.kubeconfig),
+        }
+        return JSONResponse(body, status_code=status, headers=headers)
+    return Response(
+        kubeconfig.render(result.kubeconfig),
+        status_code=status,
+        media_type="application/yaml",
+        headers=headers,
+    )
+
+
+# ---- routes -------------------------------------------------------------------------------
+
+
+async def create_namespace(request: Request) -> Response:
+    owner = _owner(request)
+    ttl, server, key = _ttl(request), _server(request), _idempotency_key(request)
+    result = await _api(request).provisioner.provision(
+        owner, ttl, server=server, idempotency_key=key
+    )
+    return _kubeconfig_response(request, result, 201)
+
+
+async def list_namespaces(request: Request) -> Response:
+    owner = _owner(request)
+    infos = await _api(request).provisioner.list(owner)
+    return JSONResponse({"items": [info.to_json() for info in infos]})
+
+
+async def get_namespace(request: Request) -> Response:
+    owner = _owner(request)
+    info = await _api(request).provisioner.get(owner, request.path_params["name"])
+    return JSONResponse(info.to_json())
+
+
+async def extend_namespace(request: Request) -> Response:
+    owner = _owner(request)
+    ttl, server = _ttl(request), _server(request)
+    result = await _api(request).provisioner.extend(
+        owner, request.path_params["name"], ttl, server=server
+    )
+    return _kubeconfig_response(request, result, 200)
+
+
+async def delete_namespace(request: Request) -> Response:
+    owner = _owner(request)
+    name = request.path_params["name"]
+    await _api(request).provisioner.delete(owner, name)
+    return JSONResponse({"name": name, "state": "MARKED_FOR_DELETION"}, status_code=202)
+
+
+async def openapi_document(request: Request) -> Response:
+    return JSONResponse(openapi.DOCUMENT)
+
+
+routes = [
+    Route("/api/v1/namespaces", create_namespace, methods=["POST"]),
+    Route("/api/v1/namespaces", list_namespaces, methods=["GET"]),
+    Route("/api/v1/namespaces/{name}", get_namespace, methods=["GET"], name="namespace"),
+    Route("/api/v1/namespaces/{name}", extend_namespace, methods=["PATCH"]),
+    Route("/api/v1/namespaces/{name}", delete_namespace, methods=["DELETE"]),
+    # Aliases: drop-in for clients of the original Go provisioner.
+    Route("/api/v1/namespace", create_namespace, methods=["POST"]),
+    Route("/api/v1/namespace/{name}", delete_namespace, methods=["DELETE"]),
+    Route("/openapi.json", openapi_document, methods=["GET"]),
+]
+
+
+# ---- errors -------------------------------------------------------------------------------
+
+
+async def on_nsprov_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, NsprovError)
+    headers: dict[str, str] = {}
+    if isinstance(exc, Unauthorized):
+        headers["WWW-Authenticate"] = 'Bearer realm="nsprov"'
+    if isinstance(exc, ClusterUnavailable):
+        headers["Retry-After"] = str(exc.retry_after)
+    rid = request_id(request)
+    if exc.status >= 500:
+        log.error(
+            "request_id=%s %s %s -> %d: %s",
+            rid,
+            request.method,
+            request.url.path,
+            exc.status,
+            exc.detail,
+        )
+    return problem(exc.status, exc.title, exc.detail, rid, headers)
+
+
+async def on_http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    detail = {
+        404: f"no route {request.url.path}",
+        405: f"method {request.method} not allowed on {request.url.path}",
+    }.get(exc.status_code, str(exc.detail))
+    title = {404: "Not Found", 405: "Method Not Allowed"}.get(exc.status_code, "Error")
+    return problem(exc.status_code, title, detail, request_id(request), dict(exc.headers or {}))
+
+
+async def on_unexpected(request: Request, exc: Exception) -> Response:
+    rid = request_id(request)
+    log.exception("request_id=%s unexpected error", rid, exc_info=exc)
+    return problem(500, "Internal Server Error", f"unexpected error (request id {rid})", rid)
+
+
+exception_handlers = {
+    NsprovError: on_nsprov_error,
+    HTTPException: on_http_exception,
+    Exception: on_unexpected,
+}
+
+
+# ---- middleware ---------------------------------------------------------------------------
+
+
+class RequestContext:
+    """Pure ASGI middleware: a request id on every request, and HTTP metrics by route.
+
+    The id is the client's ``X-Request-Id`` when it is a sane token, else a new one;
+    it is echoed in the response headers and in every problem body.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
+        rid = incoming if _REQUEST_ID.fullmatch(incoming) else secrets.token_hex(8)
+        scope.setdefault("state", {})["request_id"] = rid
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            method = scope["method"]
+            self.metrics.requests.labels(template, method, str(status)).inc()
+            self.metrics.latency.labels(template, method).observe(time.perf_counter() - started)

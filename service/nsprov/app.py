@@ -1,0 +1,123 @@
+"""Wires settings, the Kubernetes client, tokens and the provisioner into two ASGI apps.
+
+The public app serves the API; the internal app serves /healthz, /readyz and
+/metrics on a separate listener so probes and scrapes need no token and the
+API port exposes nothing else. The public app's lifespan sizes the worker
+thread pool and, on shutdown, closes the shared Kubernetes client.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import anyio.to_thread
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from nsprov import api, kube
+from nsprov.auth import TokenStore
+from nsprov.bundle import Selector
+from nsprov.errors import NsprovError
+from nsprov.metrics import Metrics
+from nsprov.provisioner import Provisioner
+from nsprov.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Service:
+    """Everything one nsprov instance runs on."""
+
+    settings: Settings
+    kube: kube.Kube
+    tokens: TokenStore
+    provisioner: Provisioner
+    metrics: Metrics
+
+    def close(self) -> None:
+        self.kube.api.close()
+
+
+def create_service(settings: Settings) -> Service:
+    """Connect the pieces; raises ValueError (with a one-line reason) on bad configuration."""
+    tokens = TokenStore(settings.tokens, settings.token_file)
+    api_client = kube.load_api_client(settings.kubeconfig, settings.concurrency)
+    client = kube.Kube(api_client, timeout=settings.request_timeout)
+    metrics = Metrics()
+    provisioner = Provisioner(
+        kube=client,
+        selector=Selector.parse(settings.selector),
+        cluster_role=settings.cluster_role,
+        prefix=settings.prefix,
+        default_server=settings.server or client.host,
+        ca_data=kube.ca_data(api_client, settings.ca_file),
+        metrics=metrics,
+        pod_security=settings.pod_security,
+        max_namespaces=settings.max_namespaces,
+        max_namespaces_per_owner=settings.max_namespaces_per_owner,
+    )
+    metrics.count_live_namespaces_with(provisioner.count_live)
+    return Service(settings, client, tokens, provisioner, metrics)
+
+
+def public_app(service: Service) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # One worker thread per pooled connection: more threads would wait on the pool,
+        # fewer would leave connections idle.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = service.settings.concurrency
+        try:
+            yield
+        finally:
+            service.close()
+
+    app = Starlette(
+        routes=api.routes,
+        exception_handlers=api.exception_handlers,
+        middleware=[Middleware(api.RequestContext, metrics=service.metrics)],
+        lifespan=lifespan,
+    )
+    app.state.api = api.Api(
+        tokens=service.tokens,
+        provisioner=service.provisioner,
+        default_ttl=service.settings.ttl,
+        max_ttl=service.settings.max_ttl,
+    )
+    return app
+
+
+def internal_app(service: Service) -> Starlette:
+    async def healthz(request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    async def readyz(request: Request) -> Response:
+        try:
+            await anyio.to_thread.run_sync(
+                lambda: service.kube.get("/version", timeout=min(5.0, service.kube.timeout))
+            )
+        except NsprovError as exc:
+            return JSONResponse({"ready": False, "reason": exc.detail}, status_code=503)
+        except Exception as exc:
+            # /version is readable by everyone; anything else means the cluster is not usable.
+            return JSONResponse({"ready": False, "reason": type(exc).__name__}, status_code=503)
+        return JSONResponse({"ready": True})
+
+    async def metrics(request: Request) -> Response:
+        body = await anyio.to_thread.run_sync(generate_latest, service.metrics.registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    return Starlette(
+        routes=[
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Route("/metrics", metrics),
+        ]
+    )

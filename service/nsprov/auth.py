@@ -1,0 +1,137 @@
+"""Bearer tokens -> the name of the token's owner.
+
+Tokens are never kept or compared in the clear: we keep SHA-256 digests and
+compare the presented token's digest with every configured one using
+``hmac.compare_digest``, visiting all of them, so the time taken says nothing
+about which token, or which prefix, came close.
+
+The token file (``name: token`` per line, which is also YAML) is re-read when
+its identity changes (mtime, size or inode: Kubernetes updates mounted Secrets
+by swapping a symlink), so tokens rotate without a restart. A file that fails
+to parse keeps the previous tokens in force and logs why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import re
+import threading
+import time
+from pathlib import Path
+
+import yaml
+
+from nsprov.errors import Unauthorized
+
+log = logging.getLogger(__name__)
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,62}")
+_RECHECK_SECONDS = 1.0
+
+
+class TokenFileError(ValueError):
+    """The token file is unreadable or malformed."""
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def parse_token_file(text: str) -> dict[str, str]:
+    """``name: token`` pairs -> {name: token}; raise TokenFileError saying what is wrong."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        # The parser's message quotes the offending line, which may hold a token.
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise TokenFileError(f"not valid 'name: token' lines{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise TokenFileError("expected 'name: token' lines")
+    tokens: dict[str, str] = {}
+    for name, token in data.items():
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            raise TokenFileError(f"invalid token name {name!r}")
+        if not isinstance(token, str) or len(token) < 16:
+            # Never echo the value: it may be a real token with a typo.
+            raise TokenFileError(f"token for {name!r} must be a string of at least 16 characters")
+        tokens[name] = token
+    return tokens
+
+
+class TokenStore:
+    """Resolves ``Authorization`` headers to owner names; thread-safe."""
+
+    def __init__(
+        self,
+        static: dict[str, str],
+        token_file: Path | None = None,
+        *,
+        recheck_seconds: float = _RECHECK_SECONDS,
+    ) -> None:
+        self._static = {name: _digest(token) for name, token in static.items()}
+        self._file = token_file
+        self._from_file: dict[str, bytes] = {}
+        self._file_identity: tuple[int, int, int] | None = None
+        self._next_check = 0.0
+        self._recheck = recheck_seconds
+        self._lock = threading.Lock()
+        if token_file is not None:
+            self._reload(strict=True)
+        if not self._static and not self._from_file:
+            raise TokenFileError("no token configured")
+
+    @property
+    def owners(self) -> list[str]:
+        return sorted({*self._static, *self._from_file})
+
+    def _reload(self, *, strict: bool) -> None:
+        assert self._file is not None
+        try:
+            stat = os.stat(self._file)
+            identity = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+            if identity == self._file_identity:
+                return
+            tokens = parse_token_file(self._file.read_text())
+        except (OSError, TokenFileError) as exc:
+            if strict:
+                raise TokenFileError(f"token file {self._file}: {exc}") from None
+            log.error(
+                "token file %s not reloaded, keeping the previous tokens: %s", self._file, exc
+            )
+            return
+        self._from_file = {name: _digest(token) for name, token in tokens.items()}
+        self._file_identity = identity
+        log.info("token file %s loaded: %d token(s)", self._file, len(tokens))
+
+    def _maybe_reload(self) -> None:
+        if self._file is None:
+            return
+        now = time.monotonic()
+        with self._lock:
+            if now < self._next_check:
+                return
+            self._next_check = now + self._recheck
+            self._reload(strict=False)
+
+    def authenticate(self, header: str | None) -> str:
+        """The owner of the bearer token in ``header``; Unauthorized otherwise."""
+        if not header:
+            raise Unauthorized("missing Authorization header (expected 'Bearer <token>')")
+        scheme, _, token = header.strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized("Authorization must use the Bearer scheme")
+        self._maybe_reload()
+        presented = _digest(token.strip())
+        owner = None
+        for name, digest in (*self._static.items(), *self._from_file.items()):
+            if hmac.compare_digest(presented, digest) and owner is None:
+                owner = name
+        if owner is None:
+            raise Unauthorized("invalid token")
+        return owner

@@ -1,0 +1,175 @@
+"""What a provisioned namespace is: its names, labels and the objects that make it up.
+
+The provisioner (which creates bundles) and the controller (which keeps them
+whole and expires them) both read this module and nothing else about the shape
+of a namespace, so the two can never disagree about it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+EXPIRES_AT_LABEL = "nsprov.io/expires-at"
+IDEMPOTENCY_LABEL = "nsprov.io/idempotency-key"
+OWNER_ANNOTATION = "nsprov.io/owner"
+SERVICE_ACCOUNT = "namespace-provisioner"
+ROLE_BINDING = "namespace-provisioner"
+RBAC_GROUP = "rbac.authorization.k8s.io"
+# TokenRequest refuses expirationSeconds below 10 minutes.
+MIN_TOKEN_SECONDS = 600
+_PSA_PREFIX = "pod-security.kubernetes.io/"
+_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
+_RANDOM_LENGTH = 10  # 50 bits: collisions are not a practical concern
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+
+
+@dataclass(frozen=True)
+class Selector:
+    """The ``key=value`` label that marks everything nsprov made."""
+
+    key: str
+    value: str
+
+    @classmethod
+    def parse(cls, text: str) -> Selector:
+        key, sep, value = text.partition("=")
+        if not sep or not key or not value:
+            raise ValueError(f"selector {text!r} must be key=value")
+        return cls(key.strip(), value.strip())
+
+    def __str__(self) -> str:
+        return f"{self.key}={self.value}"
+
+    def matches(self, labels: dict[str, str] | None) -> bool:
+        return bool(labels) and labels.get(self.key) == self.value  # type: ignore[union-attr]
+
+
+def validate_prefix(prefix: str) -> str:
+    if len(prefix) > 63 - 1 - _RANDOM_LENGTH or not _DNS_LABEL.fullmatch(prefix):
+        raise ValueError(
+            f"prefix {prefix!r} must be a DNS label of at most {62 - _RANDOM_LENGTH} characters"
+        )
+    return prefix
+
+
+def random_name(prefix: str) -> str:
+    """``<prefix>-<random>``: unguessable, so names reveal nothing about other tenants."""
+    suffix = "".join(secrets.choice(_ALPHABET) for _ in range(_RANDOM_LENGTH))
+    return f"{prefix}-{suffix}"
+
+
+def idempotent_name(prefix: str, owner: str, key: str) -> tuple[str, str]:
+    """The name and label value for a request carrying an Idempotency-Key.
+
+    Deriving the name from (owner, key) makes the API server itself the lock:
+    a concurrent or retried POST with the same key runs into AlreadyExists
+    instead of creating a second namespace.
+    """
+    digest = hashlib.sha256(f"{owner}\0{key}".encode()).digest()
+    suffix = "".join(_ALPHABET[b % 32] for b in digest[:_RANDOM_LENGTH])
+    return f"{prefix}-{suffix}", digest.hex()[:40]
+
+
+def namespace_labels(
+    selector: Selector, expires_at: int, pod_security: str, idempotency: str | None
+) -> dict[str, str]:
+    labels = {selector.key: selector.value, EXPIRES_AT_LABEL: str(expires_at)}
+    if pod_security:
+        labels[_PSA_PREFIX + "enforce"] = pod_security
+        labels[_PSA_PREFIX + "enforce-version"] = "latest"
+    if idempotency:
+        labels[IDEMPOTENCY_LABEL] = idempotency
+    return labels
+
+
+def namespace(
+    name: str,
+    *,
+    selector: Selector,
+    owner: str,
+    expires_at: int,
+    pod_security: str,
+    idempotency: str | None = None,
+) -> dict[str, Any]:
+    """The Namespace, with its expiry label from the very first write."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": name,
+            "labels": namespace_labels(selector, expires_at, pod_security, idempotency),
+            "annotations": {OWNER_ANNOTATION: owner},
+        },
+    }
+
+
+def service_account(namespace_name: str, selector: Selector) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {
+            "name": SERVICE_ACCOUNT,
+            "namespace": namespace_name,
+            "labels": {selector.key: selector.value},
+        },
+        # Tokens come from TokenRequest only; nothing should mount one into pods.
+        "automountServiceAccountToken": False,
+    }
+
+
+def role_binding(namespace_name: str, selector: Selector, cluster_role: str) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{RBAC_GROUP}/v1",
+        "kind": "RoleBinding",
+        "metadata": {
+            "name": ROLE_BINDING,
+            "namespace": namespace_name,
+            "labels": {selector.key: selector.value},
+        },
+        "roleRef": {"apiGroup": RBAC_GROUP, "kind": "ClusterRole", "name": cluster_role},
+        "subjects": [
+            {"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": namespace_name}
+        ],
+    }
+
+
+def role_binding_is_right(binding: dict[str, Any], namespace_name: str, cluster_role: str) -> bool:
+    """Whether a RoleBinding still grants what the bundle says (else the controller repairs it)."""
+    wanted = role_binding(namespace_name, Selector("", ""), cluster_role)
+    return bool(
+        binding.get("roleRef") == wanted["roleRef"]
+        and binding.get("subjects") == wanted["subjects"]
+    )
+
+
+def token_seconds(seconds_left: float) -> int:
+    """TokenRequest lifetime: the namespace's remaining life, never below the API minimum."""
+    return max(MIN_TOKEN_SECONDS, int(seconds_left) + 60)
+
+
+def token_request(seconds: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenRequest",
+        "spec": {"expirationSeconds": seconds},
+    }
+
+
+def is_managed(metadata: dict[str, Any] | None, selector: Selector) -> bool:
+    return bool(metadata) and selector.matches((metadata or {}).get("labels"))
+
+
+def owner_of(metadata: dict[str, Any]) -> str | None:
+    return (metadata.get("annotations") or {}).get(OWNER_ANNOTATION)
+
+
+def expires_at_of(metadata: dict[str, Any]) -> int | None:
+    raw = (metadata.get("labels") or {}).get(EXPIRES_AT_LABEL)
+    try:
+        return int(raw) if raw is not None else None
+    except ValueError:
+        return None

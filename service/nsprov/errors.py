@@ -1,0 +1,63 @@
+"""The service's own error hierarchy, mapped to HTTP problem details in one place (api.py).
+
+Kubernetes errors never travel to clients as they are: their text can name
+objects and identities a tenant should not learn about. The provisioner turns
+them into one of these, with a detail written for the caller, and logs the raw
+error next to the request id.
+"""
+
+from __future__ import annotations
+
+
+class NsprovError(Exception):
+    """Base class: an HTTP status, a short title and a detail for the client."""
+
+    status = 500
+    title = "Internal Server Error"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.detail!r})"
+
+
+class BadRequest(NsprovError):
+    status = 400
+    title = "Bad Request"
+
+
+class Unauthorized(NsprovError):
+    status = 401
+    title = "Unauthorized"
+
+
+class NotFound(NsprovError):
+    status = 404
+    title = "Not Found"
+
+
+class Conflict(NsprovError):
+    status = 409
+    title = "Conflict"
+
+
+class TooManyNamespaces(NsprovError):
+    status = 429
+    title = "Too Many Namespaces"
+
+
+class ProvisioningFailed(NsprovError):
+    """Kubernetes refused a step; the half-made namespace has been removed."""
+
+    status = 500
+    title = "Provisioning Failed"
+
+
+class ClusterUnavailable(NsprovError):
+    """The Kubernetes API server could not be reached or answered 5xx."""
+
+    status = 503
+    title = "Cluster Unavailable"
+    retry_after = 5

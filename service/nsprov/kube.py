@@ -1,0 +1,135 @@
+"""Kubernetes client setup and the one way the service makes API calls.
+
+We use the official client's ApiClient for what it does well (kubeconfig and
+in-cluster config, auth refresh, TLS, a pooled urllib3 connection) but send and
+receive plain JSON: the generated typed methods validate and deserialize every
+object through pydantic models, which costs more CPU than the rest of a
+provisioning request, and the bundle module already speaks dicts.
+
+Every call carries a timeout; the connection pool is sized to the number of
+worker threads so a burst of requests never opens (and discards) extra
+connections, which urllib3 would warn about.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import urllib3
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+
+from nsprov.errors import ClusterUnavailable
+
+log = logging.getLogger(__name__)
+
+IN_CLUSTER_CA = Path("/var/run/secrets/kubernetes.io/serviceaccount/ca.crt")
+
+JSON = "application/json"
+MERGE_PATCH = "application/merge-patch+json"
+
+
+class KubeError(Exception):
+    """An API call answered with an error status; ``status`` and ``reason`` say which."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+
+def load_api_client(kubeconfig: str | None, pool_size: int) -> client.ApiClient:
+    """An ApiClient from ``kubeconfig``, else in-cluster config, else the default lookup."""
+    configuration = client.Configuration()
+    if kubeconfig:
+        config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    else:
+        try:
+            config.load_incluster_config(client_configuration=configuration)
+        except ConfigException:
+            config.load_kube_config(client_configuration=configuration)
+    configuration.connection_pool_maxsize = pool_size
+    # The client's own retries would multiply our timeouts; callers decide about retrying.
+    configuration.retries = False
+    return client.ApiClient(configuration)
+
+
+def ca_data(api: client.ApiClient, ca_file: Path | None) -> str | None:
+    """Base64 CA bundle for kubeconfigs: --ca-file, else the CA the service itself trusts."""
+    path = ca_file or api.configuration.ssl_ca_cert
+    if not path:
+        return None
+    return base64.b64encode(Path(path).read_bytes()).decode()
+
+
+@dataclass
+class Kube:
+    """Thin JSON-in, JSON-out access to the API server through one shared ApiClient."""
+
+    api: client.ApiClient
+    timeout: float = 30.0
+
+    @property
+    def host(self) -> str:
+        return str(self.api.configuration.host)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: dict[str, Any] | None = None,
+        query: dict[str, str] | None = None,
+        content_type: str = JSON,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """Send one request; return the decoded body or raise KubeError / ClusterUnavailable."""
+        if query:
+            path = f"{path}?{urlencode(query)}"
+        headers = {"Accept": JSON}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        method_, url, headers_, _, _ = self.api.param_serialize(
+            method, path, header_params=headers, auth_settings=["BearerToken"]
+        )
+        limit = timeout or self.timeout
+        try:
+            response = self.api.call_api(
+                method_, url, header_params=headers_, body=body, _request_timeout=limit
+            )
+            data = response.read()
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise ClusterUnavailable(f"Kubernetes API unreachable: {type(exc).__name__}") from exc
+        except ApiException as exc:  # transport-level problems surface as status 0
+            raise ClusterUnavailable(f"Kubernetes API unreachable: {exc.reason}") from exc
+        if response.status >= 500:
+            raise ClusterUnavailable(f"Kubernetes API answered {response.status}")
+        try:
+            decoded: dict[str, Any] = json.loads(data) if data else {}
+        except ValueError:
+            decoded = {"message": data[:200].decode(errors="replace")}
+        if not 200 <= response.status <= 299:
+            raise KubeError(
+                response.status, str(decoded.get("reason", "")), str(decoded.get("message", ""))
+            )
+        return decoded
+
+    def get(self, path: str, **kw: Any) -> dict[str, Any]:
+        return self.request("GET", path, **kw)
+
+    def post(self, path: str, body: dict[str, Any], **kw: Any) -> dict[str, Any]:
+        return self.request("POST", path, body=body, **kw)
+
+    def delete(self, path: str, body: dict[str, Any] | None = None, **kw: Any) -> dict[str, Any]:
+        return self.request("DELETE", path, body=body, **kw)
+
+    def merge_patch(self, path: str, body: dict[str, Any], **kw: Any) -> dict[str, Any]:
+        return self.request("PATCH", path, body=body, content_type=MERGE_PATCH, **kw)

@@ -1,0 +1,63 @@
+"""Prometheus metrics, in a registry per service instance (tests run several in one process)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class _LiveNamespaces(Collector):
+    """Counts live managed namespaces at scrape time, from whatever source can count them."""
+
+    def __init__(self, count: Callable[[], int | None]) -> None:
+        self._count = count
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        value = self._count()
+        if value is not None:
+            yield GaugeMetricFamily(
+                "nsprov_live_namespaces", "Namespaces nsprov manages that exist now", value=value
+            )
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "nsprov_http_requests",
+            "HTTP requests by route, method and status",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "nsprov_http_request_duration_seconds",
+            "HTTP request latency by route and method",
+            ["route", "method"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.provision_duration = Histogram(
+            "nsprov_provision_duration_seconds",
+            "Time to provision a namespace (namespace, serviceaccount, binding, token)",
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.provisioned = Counter(
+            "nsprov_namespaces_provisioned",
+            "Namespaces provisioned, by owner",
+            ["owner"],
+            registry=self.registry,
+        )
+        self.provision_failures = Counter(
+            "nsprov_provision_failures",
+            "Provisioning attempts that failed and were rolled back",
+            registry=self.registry,
+        )
+
+    def count_live_namespaces_with(self, count: Callable[[], int | None]) -> None:
+        self.registry.register(_LiveNamespaces(count))

@@ -1,0 +1,214 @@
+"""The OpenAPI 3.1 document of the public API, served at /openapi.json.
+
+Written by hand because the contract is small and its wording matters more
+than generation would allow; a unit test keeps it and the routes in step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_PROBLEM = {"$ref": "#/components/responses/Problem"}
+_NAME = {
+    "name": "name",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"},
+}
+_TTL = {
+    "name": "ttl",
+    "in": "query",
+    "required": False,
+    "description": "Lifetime in Go duration syntax (30s, 5m, 1h30m); absent or 0 = the default; "
+    "above the service's maximum = 400.",
+    "schema": {"type": "string", "example": "30m"},
+}
+_SERVER = {
+    "name": "server",
+    "in": "query",
+    "required": False,
+    "description": "Kubernetes API URL written into the kubeconfig (absolute http/https URL).",
+    "schema": {"type": "string", "format": "uri"},
+}
+_KUBECONFIG_HEADERS = {
+    "Location": {"schema": {"type": "string"}},
+    "X-Namespace": {"schema": {"type": "string"}},
+    "X-Expires-At": {"schema": {"type": "string", "format": "date-time"}},
+}
+_KUBECONFIG_CONTENT = {
+    "application/yaml": {"schema": {"type": "string", "description": "a kubeconfig"}},
+    "application/json": {"schema": {"$ref": "#/components/schemas/Provisioned"}},
+}
+_ERRORS = {status: _PROBLEM for status in ("400", "401", "404", "429", "500", "503")}
+
+
+def _operation(summary: str, op_id: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {
+        "summary": summary,
+        "operationId": op_id,
+        "security": [{"bearer": []}],
+        "responses": {**responses, **_ERRORS},
+        **extra,
+    }
+
+
+_CREATE = _operation(
+    "Provision a namespace and return a kubeconfig scoped to it",
+    "createNamespace",
+    {
+        "201": {
+            "description": "created",
+            "headers": _KUBECONFIG_HEADERS,
+            "content": _KUBECONFIG_CONTENT,
+        }
+    },
+    parameters=[
+        _TTL,
+        _SERVER,
+        {
+            "name": "Idempotency-Key",
+            "in": "header",
+            "required": False,
+            "description": "A retried POST with the same key (and token) returns the same "
+            "namespace.",
+            "schema": {"type": "string", "maxLength": 255},
+        },
+    ],
+)
+_DELETE = _operation(
+    "Delete a namespace now",
+    "deleteNamespace",
+    {
+        "202": {
+            "description": "deletion started",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Deletion"}}},
+        }
+    },
+    parameters=[_NAME],
+)
+
+DOCUMENT: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "nsprov",
+        "version": "1",
+        "description": "Short-lived Kubernetes namespaces with kubeconfigs scoped to them.",
+    },
+    "paths": {
+        "/api/v1/namespaces": {
+            "post": _CREATE,
+            "get": _operation(
+                "List the caller's namespaces",
+                "listNamespaces",
+                {
+                    "200": {
+                        "description": "the caller's live namespaces",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "items": {
+                                            "type": "array",
+                                            "items": {"$ref": "#/components/schemas/Namespace"},
+                                        }
+                                    },
+                                }
+                            }
+                        },
+                    }
+                },
+            ),
+        },
+        "/api/v1/namespaces/{name}": {
+            "get": _operation(
+                "One of the caller's namespaces",
+                "getNamespace",
+                {
+                    "200": {
+                        "description": "the namespace",
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/Namespace"}
+                            }
+                        },
+                    }
+                },
+                parameters=[_NAME],
+            ),
+            "patch": _operation(
+                "Extend a namespace: new expiry = now + ttl; returns a fresh kubeconfig",
+                "extendNamespace",
+                {
+                    "200": {
+                        "description": "extended",
+                        "headers": _KUBECONFIG_HEADERS,
+                        "content": _KUBECONFIG_CONTENT,
+                    },
+                    "409": _PROBLEM,
+                },
+                parameters=[_NAME, _TTL, _SERVER],
+            ),
+            "delete": _DELETE,
+        },
+        "/api/v1/namespace": {"post": {**_CREATE, "operationId": "createNamespaceAlias"}},
+        "/api/v1/namespace/{name}": {"delete": {**_DELETE, "operationId": "deleteNamespaceAlias"}},
+        "/openapi.json": {
+            "get": {
+                "summary": "This document",
+                "operationId": "openapi",
+                "responses": {"200": {"description": "OpenAPI document"}},
+            }
+        },
+    },
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "responses": {
+            "Problem": {
+                "description": "RFC 9457 problem details",
+                "content": {
+                    "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+                },
+            }
+        },
+        "schemas": {
+            "Problem": {
+                "type": "object",
+                "required": ["type", "title", "status", "detail"],
+                "properties": {
+                    "type": {"type": "string"},
+                    "title": {"type": "string"},
+                    "status": {"type": "integer"},
+                    "detail": {"type": "string"},
+                    "requestId": {"type": "string"},
+                },
+            },
+            "Provisioned": {
+                "type": "object",
+                "required": ["namespace", "expiresAt", "kubeconfig"],
+                "properties": {
+                    "namespace": {"type": "string"},
+                    "expiresAt": {"type": "string", "format": "date-time"},
+                    "kubeconfig": {"type": "string"},
+                },
+            },
+            "Namespace": {
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string"},
+                    "owner": {"type": "string"},
+                    "createdAt": {"type": "string", "format": "date-time"},
+                    "expiresAt": {"type": "string", "format": "date-time"},
+                    "state": {"enum": ["ACTIVE", "TERMINATING"]},
+                },
+            },
+            "Deletion": {
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string"},
+                    "state": {"const": "MARKED_FOR_DELETION"},
+                },
+            },
+        },
+    },
+}

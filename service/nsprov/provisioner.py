@@ -1,0 +1,349 @@
+"""The only code that writes Kubernetes objects on behalf of a request.
+
+Provisioning is namespace -> (serviceaccount | rolebinding) -> token. Each step
+tolerates AlreadyExists, so a retried request with the same Idempotency-Key (or
+the controller) can finish a bundle another attempt started. If a step fails,
+the namespace this request created is deleted before we answer; should even
+that fail, its expiry label (written with the namespace itself) lets the
+controller remove it when the TTL runs out.
+
+The kubernetes client blocks, so every call runs on a worker thread; the
+threads come from anyio's default limiter, which the app sizes to the client's
+connection pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import functools
+import logging
+import math
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import anyio.to_thread
+
+from nsprov import bundle
+from nsprov import kubeconfig as kubeconfig_
+from nsprov.errors import (
+    Conflict,
+    NotFound,
+    ProvisioningFailed,
+    TooManyNamespaces,
+)
+from nsprov.kube import Kube, KubeError
+from nsprov.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_NAMESPACES = "/api/v1/namespaces"
+
+
+def _iso(unix: int | None) -> str | None:
+    if unix is None:
+        return None
+    return datetime.datetime.fromtimestamp(unix, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class NamespaceInfo:
+    """What a caller may know about one of its namespaces."""
+
+    name: str
+    owner: str
+    expires_at: int | None
+    created_at: str | None
+    terminating: bool
+
+    @classmethod
+    def from_object(cls, obj: dict[str, Any]) -> NamespaceInfo:
+        metadata = obj["metadata"]
+        return cls(
+            name=metadata["name"],
+            owner=bundle.owner_of(metadata) or "",
+            expires_at=bundle.expires_at_of(metadata),
+            created_at=metadata.get("creationTimestamp"),
+            terminating=bool(metadata.get("deletionTimestamp"))
+            or obj.get("status", {}).get("phase") == "Terminating",
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "owner": self.owner,
+            "createdAt": self.created_at,
+            "expiresAt": _iso(self.expires_at),
+            "state": "TERMINATING" if self.terminating else "ACTIVE",
+        }
+
+
+@dataclass(frozen=True)
+class Provisioned:
+    """A namespace and a kubeconfig for it."""
+
+    name: str
+    expires_at: int
+    kubeconfig: dict[str, Any]
+    replayed: bool = False
+
+    @property
+    def expires_at_iso(self) -> str:
+        return _iso(self.expires_at) or ""
+
+
+@dataclass
+class Provisioner:
+    kube: Kube
+    selector: bundle.Selector
+    cluster_role: str
+    prefix: str
+    default_server: str
+    ca_data: str | None
+    metrics: Metrics
+    pod_security: str = "baseline"
+    max_namespaces: int = 0
+    max_namespaces_per_owner: int = 0
+    clock: Callable[[], float] = time.time
+
+    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
+
+    # ---- reading --------------------------------------------------------------------------
+
+    def list_managed(self) -> list[dict[str, Any]]:
+        """Every namespace carrying the selector label (blocking)."""
+        listing = self.kube.get(_NAMESPACES, query={"labelSelector": str(self.selector)})
+        items: list[dict[str, Any]] = listing.get("items", [])
+        return items
+
+    def count_live(self) -> int | None:
+        """Managed namespaces not being deleted (blocking); None when the cluster is unreachable."""
+        try:
+            return sum(1 for obj in self.list_managed() if not _terminating(obj))
+        except Exception:
+            return None
+
+    async def _managed(self) -> list[dict[str, Any]]:
+        return await self._call(self.list_managed)
+
+    async def _owned(self, owner: str, name: str) -> dict[str, Any]:
+        """The namespace if it is managed and ``owner``'s; otherwise NotFound, the same for all."""
+        missing = NotFound(f"namespace {name!r} not found")
+        if not _NAME.fullmatch(name):
+            raise missing
+        try:
+            obj = await self._call(self.kube.get, f"{_NAMESPACES}/{name}")
+        except KubeError as exc:
+            if exc.status == 404:
+                raise missing from None
+            raise _failed("read the namespace", exc) from exc
+        metadata = obj.get("metadata", {})
+        if not bundle.is_managed(metadata, self.selector) or bundle.owner_of(metadata) != owner:
+            raise missing
+        return obj
+
+    async def list(self, owner: str) -> list[NamespaceInfo]:
+        """The owner's live namespaces (those being deleted are left out)."""
+        infos = [NamespaceInfo.from_object(obj) for obj in await self._managed()]
+        mine = (i for i in infos if i.owner == owner and not i.terminating)
+        return sorted(mine, key=lambda i: i.name)
+
+    async def get(self, owner: str, name: str) -> NamespaceInfo:
+        return NamespaceInfo.from_object(await self._owned(owner, name))
+
+    # ---- provisioning -------------------------------------------------------------------
+
+    async def provision(
+        self,
+        owner: str,
+        ttl: float,
+        *,
+        server: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Provisioned:
+        started = time.perf_counter()
+        idempotency = None
+        if idempotency_key:
+            name, idempotency = bundle.idempotent_name(self.prefix, owner, idempotency_key)
+            existing = await self._replayable(owner, name, idempotency)
+            if existing is not None:
+                return await self._complete(existing, server, replayed=True)
+        else:
+            name = bundle.random_name(self.prefix)
+        await self._check_caps(owner)
+        expires_at = math.ceil(self.clock() + ttl)
+        manifest = bundle.namespace(
+            name,
+            selector=self.selector,
+            owner=owner,
+            expires_at=expires_at,
+            pod_security=self.pod_security,
+            idempotency=idempotency,
+        )
+        try:
+            created = await self._call(self.kube.post, _NAMESPACES, manifest)
+        except KubeError as exc:
+            if exc.status == 409 and idempotency:
+                # A concurrent request with the same key won the race: finish its bundle.
+                existing = await self._replayable(owner, name, idempotency)
+                if existing is not None:
+                    return await self._complete(existing, server, replayed=True)
+            raise _failed("create the namespace", exc) from exc
+        try:
+            result = await self._complete(created, server, replayed=False)
+        except BaseException:
+            self.metrics.provision_failures.inc()
+            await self._roll_back(created)
+            raise
+        self.metrics.provision_duration.observe(time.perf_counter() - started)
+        self.metrics.provisioned.labels(owner=owner).inc()
+        log.info("provisioned namespace=%s owner=%s expires_at=%d", name, owner, expires_at)
+        return result
+
+    async def _replayable(self, owner: str, name: str, idempotency: str) -> dict[str, Any] | None:
+        try:
+            obj = await self._call(self.kube.get, f"{_NAMESPACES}/{name}")
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise _failed("read the namespace", exc) from exc
+        metadata = obj.get("metadata", {})
+        labels = metadata.get("labels") or {}
+        if (
+            not bundle.is_managed(metadata, self.selector)
+            or bundle.owner_of(metadata) != owner
+            or labels.get(bundle.IDEMPOTENCY_LABEL) != idempotency
+        ):
+            raise Conflict("Idempotency-Key clashes with a namespace nsprov cannot reuse")
+        if _terminating(obj):
+            raise Conflict("the namespace for this Idempotency-Key is being deleted")
+        return obj
+
+    async def _check_caps(self, owner: str) -> None:
+        if not (self.max_namespaces or self.max_namespaces_per_owner):
+            return
+        live = [obj for obj in await self._managed() if not _terminating(obj)]
+        if self.max_namespaces and len(live) >= self.max_namespaces:
+            raise TooManyNamespaces(
+                f"the limit of {self.max_namespaces} live namespaces is reached"
+            )
+        mine = sum(1 for obj in live if bundle.owner_of(obj["metadata"]) == owner)
+        if self.max_namespaces_per_owner and mine >= self.max_namespaces_per_owner:
+            raise TooManyNamespaces(
+                f"the limit of {self.max_namespaces_per_owner} live namespaces per owner is reached"
+            )
+
+    async def _complete(
+        self, namespace: dict[str, Any], server: str | None, *, replayed: bool
+    ) -> Provisioned:
+        """ServiceAccount and RoleBinding (concurrently), then a token outliving the namespace."""
+        name = namespace["metadata"]["name"]
+        expires_at = bundle.expires_at_of(namespace["metadata"]) or math.ceil(self.clock())
+        await asyncio.gather(
+            self._create(
+                f"{_NAMESPACES}/{name}/serviceaccounts",
+                bundle.service_account(name, self.selector),
+                "create the ServiceAccount",
+            ),
+            self._create(
+                f"/apis/rbac.authorization.k8s.io/v1/namespaces/{name}/rolebindings",
+                bundle.role_binding(name, self.selector, self.cluster_role),
+                f"bind ClusterRole {self.cluster_role!r}",
+            ),
+        )
+        token = await self._token(name, expires_at)
+        config = kubeconfig_.build(
+            server=server or self.default_server, ca_data=self.ca_data, namespace=name, token=token
+        )
+        return Provisioned(name=name, expires_at=expires_at, kubeconfig=config, replayed=replayed)
+
+    async def _create(self, path: str, body: dict[str, Any], what: str) -> None:
+        try:
+            await self._call(self.kube.post, path, body)
+        except KubeError as exc:
+            if exc.status != 409:
+                raise _failed(what, exc) from exc
+
+    async def _token(self, name: str, expires_at: int) -> str:
+        seconds = bundle.token_seconds(expires_at - self.clock())
+        path = f"{_NAMESPACES}/{name}/serviceaccounts/{bundle.SERVICE_ACCOUNT}/token"
+        try:
+            response = await self._call(self.kube.post, path, bundle.token_request(seconds))
+        except KubeError as exc:
+            raise _failed("request a token", exc) from exc
+        token: str = response["status"]["token"]
+        return token
+
+    async def _roll_back(self, namespace: dict[str, Any]) -> None:
+        name = namespace["metadata"]["name"]
+        try:
+            await self._call(self._delete_namespace, namespace)
+        except Exception:
+            log.exception("rollback of namespace=%s failed; its TTL will remove it", name)
+        else:
+            log.warning("rolled back half-provisioned namespace=%s", name)
+
+    def _delete_namespace(self, namespace: dict[str, Any]) -> None:
+        # The UID precondition makes sure we delete the object we looked at, not a
+        # namespace of the same name created since.
+        metadata = namespace["metadata"]
+        self.kube.delete(
+            f"{_NAMESPACES}/{metadata['name']}",
+            {
+                "apiVersion": "v1",
+                "kind": "DeleteOptions",
+                "preconditions": {"uid": metadata["uid"]},
+                "propagationPolicy": "Background",
+            },
+        )
+
+    # ---- changing -------------------------------------------------------------------------
+
+    async def delete(self, owner: str, name: str) -> None:
+        obj = await self._owned(owner, name)
+        try:
+            await self._call(self._delete_namespace, obj)
+        except KubeError as exc:
+            if exc.status in (404, 409):  # gone, or replaced by another object since the read
+                raise NotFound(f"namespace {name!r} not found") from None
+            raise _failed("delete the namespace", exc) from exc
+        log.info("deleted namespace=%s owner=%s reason=request", name, owner)
+
+    async def extend(self, owner: str, name: str, ttl: float, *, server: str | None) -> Provisioned:
+        obj = await self._owned(owner, name)
+        if _terminating(obj):
+            raise Conflict(f"namespace {name!r} is being deleted")
+        expires_at = math.ceil(self.clock() + ttl)
+        patch = {
+            "metadata": {
+                # The resourceVersion turns the patch into a compare-and-swap.
+                "resourceVersion": obj["metadata"]["resourceVersion"],
+                "labels": {bundle.EXPIRES_AT_LABEL: str(expires_at)},
+            }
+        }
+        try:
+            patched = await self._call(self.kube.merge_patch, f"{_NAMESPACES}/{name}", patch)
+        except KubeError as exc:
+            if exc.status == 409:
+                raise Conflict(f"namespace {name!r} changed meanwhile; retry") from None
+            raise _failed("extend the namespace", exc) from exc
+        log.info("extended namespace=%s owner=%s expires_at=%d", name, owner, expires_at)
+        return await self._complete(patched, server, replayed=False)
+
+
+def _terminating(obj: dict[str, Any]) -> bool:
+    return bool(obj.get("metadata", {}).get("deletionTimestamp"))
+
+
+def _failed(what: str, exc: KubeError) -> ProvisioningFailed:
+    # The raw Kubernetes message goes to the log only; the client gets what failed.
+    log.error("could not %s: %s", what, exc)
+    if exc.status == 403:
+        return ProvisioningFailed(f"could not {what}: the provisioner is not allowed to")
+    return ProvisioningFailed(f"could not {what} (Kubernetes answered {exc.status})")

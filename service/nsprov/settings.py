@@ -1,0 +1,65 @@
+"""What the service is configured with; filled by cli.py from flags and NSPROV_* env vars."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Settings:
+    kubeconfig: str | None = None
+    """Kubeconfig to talk to the cluster with; None = in-cluster config, else the usual lookup."""
+
+    listen: str = ":8080"
+    """host:port of the public API (an empty host means every interface)."""
+
+    listen_internal: str = ":9090"
+    """host:port of /healthz, /readyz and /metrics."""
+
+    server: str | None = None
+    """Kubernetes API URL written into kubeconfigs; None = the URL nsprov itself uses."""
+
+    cluster_role: str = "namespace-provisioner-grant"
+    """ClusterRole each namespace's RoleBinding refers to: what a tenant may do."""
+
+    ttl: float = 3600.0
+    """Default namespace lifetime in seconds."""
+
+    max_ttl: float = 86400.0
+    """Longest lifetime a request may ask for, in seconds."""
+
+    prefix: str = "np"
+    """Namespace name prefix: names are ``<prefix>-<random>``."""
+
+    selector: str = "controller.observatorium.io=namespace-provisioner"
+    """``key=value`` label on everything nsprov creates; nothing without it is touched."""
+
+    tokens: dict[str, str] = field(default_factory=dict, repr=False)
+    """Static ``owner -> token`` pairs (from --token / NSPROV_TOKEN)."""
+
+    token_file: Path | None = None
+    """File of ``name: token`` pairs, re-read when it changes."""
+
+    ca_file: Path | None = None
+    """CA bundle written into kubeconfigs, when the client's CA is not the right one."""
+
+    max_namespaces: int = 0
+    """Cap on live managed namespaces in total (0 = no cap)."""
+
+    max_namespaces_per_owner: int = 0
+    """Cap on live managed namespaces per token owner (0 = no cap)."""
+
+    pod_security: str = "baseline"
+    """Pod Security Admission level enforced in each namespace ('' = no label)."""
+
+    request_timeout: float = 30.0
+    """Seconds any single Kubernetes call may take."""
+
+    concurrency: int = 40
+    """Worker threads for Kubernetes calls; the client's connection pool has the same size."""
+
+    @property
+    def selector_label(self) -> tuple[str, str]:
+        key, _, value = self.selector.partition("=")
+        return key, value

@@ -1,0 +1,83 @@
+"""Go duration syntax (``30s``, ``5m``, ``1h30m``, ``1.5h``), as the original Go tool took it.
+
+We accept exactly what Go's ``time.ParseDuration`` accepts, so clients of the
+original provisioner keep working; only the sign is restricted, since a
+namespace cannot live for a negative time.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal, InvalidOperation
+
+from nsprov.errors import BadRequest
+
+_UNIT_SECONDS = {
+    "ns": Decimal("1e-9"),
+    "us": Decimal("1e-6"),
+    "\u00b5s": Decimal("1e-6"),  # micro sign
+    "\u03bcs": Decimal("1e-6"),  # Greek mu
+    "ms": Decimal("1e-3"),
+    "s": Decimal(1),
+    "m": Decimal(60),
+    "h": Decimal(3600),
+}
+_TERM = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
+
+
+def parse_duration(text: str) -> float:
+    """Parse a Go duration into seconds; raise BadRequest with the reason."""
+    raw = text.strip()
+    if not raw:
+        raise BadRequest("empty duration")
+    sign = Decimal(1)
+    body = raw
+    if body[0] in "+-":
+        sign = Decimal(-1) if body[0] == "-" else Decimal(1)
+        body = body[1:]
+    if body == "0":
+        return 0.0
+    if not body:
+        raise BadRequest(f"invalid duration {raw!r}")
+    total = Decimal(0)
+    position = 0
+    while position < len(body):
+        match = _TERM.match(body, position)
+        if match is None:
+            if re.fullmatch(r"\d+\.?\d*|\.\d+", body[position:]):
+                raise BadRequest(
+                    f"missing unit in duration {raw!r} (use ns, us, ms, s, m or h, e.g. 30m)"
+                )
+            raise BadRequest(f"invalid duration {raw!r} (expected e.g. 30s, 5m, 1h30m)")
+        try:
+            total += Decimal(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        except InvalidOperation as exc:
+            raise BadRequest(f"invalid duration {raw!r}") from exc
+        position = match.end()
+    return float(sign * total)
+
+
+def parse_ttl(text: str | None, *, default: float, maximum: float) -> float:
+    """A request's ttl in seconds: absent or 0 means the default; negative or above max is 400."""
+    if text is None or text == "":
+        return default
+    seconds = parse_duration(text)
+    if seconds < 0:
+        raise BadRequest(f"ttl {text!r} is negative")
+    if seconds == 0:
+        return default
+    if seconds > maximum:
+        raise BadRequest(f"ttl {text!r} exceeds the maximum of {format_duration(maximum)}")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """Render seconds the way Go prints a duration rounded to seconds (``1h30m0s``)."""
+    whole = round(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    if minutes:
+        return f"{minutes}m{secs}s"
+    return f"{secs}s"

@@ -1,0 +1,163 @@
+"""Run ``nsprov serve`` as a real process against the test cluster.
+
+The service runs exactly as an admin would run it (console script, flags, a
+token file), so these tests exercise uvicorn, the lifespan and the real
+threadpool rather than an in-process test client.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.support import wait_until
+
+OWNERS = ("alice", "bob")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class RunningService:
+    url: str
+    internal_url: str
+    tokens: dict[str, str]
+    token_file: Path
+    log_path: Path
+    process: subprocess.Popen[bytes]
+    argv: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+
+    def auth(self, owner: str = "alice") -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[owner]}"}
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=60)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def start_again(self, timeout: float = 30) -> None:
+        """Start the same service again (same flags, ports and tokens)."""
+        self.process = _spawn(self.argv, self.env, self.log_path)
+        _wait_ready(self, timeout)
+
+
+def _spawn(argv: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            argv, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+        )
+
+
+def _wait_ready(service: RunningService, timeout: float) -> None:
+    def ready() -> bool:
+        if service.process.poll() is not None:
+            raise AssertionError(f"nsprov exited {service.process.returncode}:\n{service.log()}")
+        with contextlib.suppress(httpx.HTTPError):
+            return httpx.get(f"{service.internal_url}/readyz", timeout=2).status_code == 200
+        return False
+
+    wait_until(ready, timeout=timeout, message="nsprov /readyz")
+
+
+def start_service(
+    kubeconfig: Path, workdir: Path, args: Sequence[str] = (), env: dict[str, str] | None = None
+) -> RunningService:
+    workdir.mkdir(parents=True, exist_ok=True)
+    tokens = {owner: secrets.token_urlsafe(24) for owner in OWNERS}
+    token_file = workdir / "tokens"
+    token_file.write_text("".join(f"{o}: {t}\n" for o, t in tokens.items()))
+    token_file.chmod(0o600)
+    port, internal = free_port(), free_port()
+    argv = [
+        sys.executable,
+        "-m",
+        "nsprov.cli",
+        "serve",
+        f"--kubeconfig={kubeconfig}",
+        f"--listen=127.0.0.1:{port}",
+        f"--listen-internal=127.0.0.1:{internal}",
+        *args,
+    ]
+    full_env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("NSPROV_")},
+        "NSPROV_TOKEN_FILE": str(token_file),
+        "PYTHONWARNINGS": "error::ResourceWarning",
+        **(env or {}),
+    }
+    log_path = workdir / f"nsprov-{port}.log"
+    service = RunningService(
+        url=f"http://127.0.0.1:{port}",
+        internal_url=f"http://127.0.0.1:{internal}",
+        tokens=tokens,
+        token_file=token_file,
+        log_path=log_path,
+        process=_spawn(argv, full_env, log_path),
+        argv=argv,
+        env=full_env,
+    )
+    try:
+        _wait_ready(service, timeout=30)
+    except BaseException:
+        service.stop()
+        raise
+    return service
+
+
+@contextlib.contextmanager
+def running_service(
+    kubeconfig: Path, workdir: Path, args: Sequence[str] = (), env: dict[str, str] | None = None
+) -> Iterator[RunningService]:
+    service = start_service(kubeconfig, workdir, args, env)
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+def kubeconfig_from(response: httpx.Response, path: Path) -> Path:
+    """Save a create/extend response's kubeconfig (YAML or JSON body) to ``path``."""
+    if response.headers["content-type"].startswith("application/json"):
+        text = response.json()["kubeconfig"]
+    else:
+        text = response.text
+    path.write_text(text)
+    path.chmod(0o600)
+    return path
+
+
+def problem(response: httpx.Response, status: int) -> dict[str, Any]:
+    """Assert ``response`` is an RFC 9457 problem with ``status``; return its body."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status
+    assert body["title"]
+    assert body["detail"]
+    assert body["requestId"] == response.headers["x-request-id"]
+    return body

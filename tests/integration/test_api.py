@@ -1,0 +1,421 @@
+"""The nsprov API against the real control plane, used the way CI jobs use it."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from tests.integration.conftest import (
+    CONFIGMAP_GRANT,
+    SELECTOR,
+    Cluster,
+    live_managed_namespaces,
+)
+from tests.integration.service import (
+    RunningService,
+    kubeconfig_from,
+    problem,
+    running_service,
+)
+from tests.support import wait_until
+
+pytestmark = pytest.mark.usefixtures("grants", "clean_namespaces")
+
+
+@pytest.fixture(scope="module")
+def service(cluster: Cluster, grants: None, tmp_path_factory) -> Iterator[RunningService]:
+    """A provisioner whose grant allows configmaps, with a short max TTL."""
+    workdir = tmp_path_factory.mktemp("nsprov")
+    with running_service(
+        cluster.kubeconfig, workdir, [f"--cluster-role={CONFIGMAP_GRANT}", "--max-ttl=2h"]
+    ) as running:
+        yield running
+
+
+def _create(service: RunningService, owner: str = "alice", **params: str) -> httpx.Response:
+    with service.client() as http:
+        return http.post("/api/v1/namespaces", params=params, headers=service.auth(owner))
+
+
+def _kubectl(cluster: Cluster, kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+    return subprocess.run(
+        [cluster.kubectl, *args], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def _tenant_core(kubeconfig: Path) -> client.CoreV1Api:
+    return client.CoreV1Api(config.new_client_from_config(config_file=str(kubeconfig)))
+
+
+def _configmap(name: str) -> client.V1ConfigMap:
+    return client.V1ConfigMap(metadata=client.V1ObjectMeta(name=name), data={"k": "v"})
+
+
+# ---- what the kubeconfig can and cannot do ------------------------------------------------
+
+
+def test_kubeconfig_is_scoped_to_its_namespace(
+    service: RunningService, cluster: Cluster, tmp_path: Path
+) -> None:
+    response = _create(service, ttl="10m")
+    assert response.status_code == 201, response.text
+    name = response.headers["x-namespace"]
+    assert response.headers["location"] == f"/api/v1/namespaces/{name}"
+    assert response.headers["content-type"].startswith("application/yaml")
+    kubeconfig = kubeconfig_from(response, tmp_path / "kubeconfig")
+    parsed = yaml.safe_load(kubeconfig.read_text())
+    assert parsed["contexts"][0]["context"]["namespace"] == name
+
+    # kubectl: allowed in its namespace, Forbidden in default and cluster-wide.
+    created = _kubectl(
+        cluster, kubeconfig, "create", "configmap", "from-kubectl", "--from-literal=a=b"
+    )
+    assert created.returncode == 0, created.stderr
+    listed = _kubectl(cluster, kubeconfig, "get", "configmap", "from-kubectl", "-o", "name")
+    assert listed.stdout.strip() == "configmap/from-kubectl"
+    elsewhere = _kubectl(cluster, kubeconfig, "get", "configmaps", "-n", "default")
+    assert elsewhere.returncode != 0
+    assert "Forbidden" in elsewhere.stderr
+    everywhere = _kubectl(cluster, kubeconfig, "get", "configmaps", "--all-namespaces")
+    assert everywhere.returncode != 0
+    assert "Forbidden" in everywhere.stderr
+    secrets = _kubectl(cluster, kubeconfig, "get", "secrets")
+    assert secrets.returncode != 0
+    assert "Forbidden" in secrets.stderr
+
+    # The official Python client with the same kubeconfig (its CA verifies the server).
+    tenant = _tenant_core(kubeconfig)
+    try:
+        tenant.create_namespaced_config_map(name, _configmap("from-python"))
+        assert tenant.read_namespaced_config_map("from-python", name).data == {"k": "v"}
+        with pytest.raises(ApiException) as forbidden:
+            tenant.create_namespaced_config_map("default", _configmap("nope"))
+        assert forbidden.value.status == 403
+        with pytest.raises(ApiException) as cluster_wide:
+            tenant.list_config_map_for_all_namespaces()
+        assert cluster_wide.value.status == 403
+        with pytest.raises(ApiException) as own_namespace:
+            tenant.patch_namespace(name, {"metadata": {"labels": {"nsprov.io/expires-at": "1"}}})
+        assert own_namespace.value.status == 403
+    finally:
+        tenant.api_client.close()
+
+
+def test_default_empty_grant_allows_nothing(cluster: Cluster, tmp_path: Path) -> None:
+    with running_service(cluster.kubeconfig, tmp_path) as service:
+        response = _create(service)
+        assert response.status_code == 201, response.text
+        kubeconfig = kubeconfig_from(response, tmp_path / "kubeconfig")
+    for verb, resource in [("get", "configmaps"), ("create", "configmaps"), ("list", "pods")]:
+        answer = _kubectl(cluster, kubeconfig, "auth", "can-i", verb, resource)
+        assert answer.stdout.strip() == "no", (verb, resource, answer.stdout)
+    listing = _kubectl(cluster, kubeconfig, "get", "configmaps")
+    assert listing.returncode != 0
+    assert "Forbidden" in listing.stderr
+
+
+def test_server_parameter_is_written_into_the_kubeconfig(service: RunningService) -> None:
+    response = _create(service, server="https://k8s.example.com:6443")
+    assert response.status_code == 201, response.text
+    cluster_entry = yaml.safe_load(response.text)["clusters"][0]["cluster"]
+    assert cluster_entry["server"] == "https://k8s.example.com:6443"
+    assert cluster_entry["certificate-authority-data"]
+
+
+def test_json_response_and_expiry(service: RunningService) -> None:
+    before = time.time()
+    with service.client() as http:
+        response = http.post(
+            "/api/v1/namespaces",
+            params={"ttl": "90m"},
+            headers={**service.auth(), "Accept": "application/json"},
+        )
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert set(body) == {"namespace", "expiresAt", "kubeconfig"}
+    assert body["namespace"] == response.headers["x-namespace"]
+    assert body["expiresAt"] == response.headers["x-expires-at"]
+    expires = time.mktime(time.strptime(body["expiresAt"], "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
+    assert before + 90 * 60 - 2 <= expires <= time.time() + 90 * 60 + 2
+    assert yaml.safe_load(body["kubeconfig"])["current-context"] == body["namespace"]
+
+
+def test_the_namespace_carries_labels_owner_and_bundle(
+    service: RunningService, core: client.CoreV1Api, cluster: Cluster
+) -> None:
+    response = _create(service, ttl="5m")
+    name = response.headers["x-namespace"]
+    namespace = core.read_namespace(name)
+    labels = namespace.metadata.labels
+    assert labels["controller.observatorium.io"] == "namespace-provisioner"
+    assert abs(int(labels["nsprov.io/expires-at"]) - (time.time() + 300)) < 5
+    assert labels["pod-security.kubernetes.io/enforce"] == "baseline"
+    assert namespace.metadata.annotations["nsprov.io/owner"] == "alice"
+    assert service.tokens["alice"] not in json.dumps(namespace.to_dict(), default=str)
+    sa = core.read_namespaced_service_account("namespace-provisioner", name)
+    assert sa.metadata.labels["controller.observatorium.io"] == "namespace-provisioner"
+    rbac = client.RbacAuthorizationV1Api(cluster.api)
+    binding = rbac.read_namespaced_role_binding("namespace-provisioner", name)
+    assert binding.role_ref.name == CONFIGMAP_GRANT
+    assert binding.subjects[0].name == "namespace-provisioner"
+    assert not core.list_namespaced_secret(name).items, "no legacy token Secrets"
+
+
+# ---- list, get, extend, delete --------------------------------------------------------------
+
+
+def test_list_get_extend_delete(
+    service: RunningService, core: client.CoreV1Api, tmp_path: Path
+) -> None:
+    name = _create(service, ttl="10m").headers["x-namespace"]
+    _create(service, owner="bob")
+    with service.client() as http:
+        listing = http.get("/api/v1/namespaces", headers=service.auth())
+        assert listing.status_code == 200
+        assert [item["name"] for item in listing.json()["items"]] == [name]
+        one = http.get(f"/api/v1/namespaces/{name}", headers=service.auth())
+        assert one.status_code == 200
+        assert one.json()["state"] == "ACTIVE"
+        assert one.json()["owner"] == "alice"
+
+        extended = http.patch(
+            f"/api/v1/namespaces/{name}", params={"ttl": "2h"}, headers=service.auth()
+        )
+        assert extended.status_code == 200, extended.text
+        label = core.read_namespace(name).metadata.labels["nsprov.io/expires-at"]
+        assert abs(int(label) - (time.time() + 7200)) < 5
+        kubeconfig = kubeconfig_from(extended, tmp_path / "extended")
+        tenant = _tenant_core(kubeconfig)
+        try:
+            tenant.create_namespaced_config_map(name, _configmap("after-extend"))
+        finally:
+            tenant.api_client.close()
+        too_long = http.patch(
+            f"/api/v1/namespaces/{name}", params={"ttl": "3h"}, headers=service.auth()
+        )
+        assert "exceeds" in problem(too_long, 400)["detail"]
+
+        deleted = http.delete(f"/api/v1/namespaces/{name}", headers=service.auth())
+        assert deleted.status_code == 202
+        assert deleted.json() == {"name": name, "state": "MARKED_FOR_DELETION"}
+    assert core.read_namespace(name).metadata.deletion_timestamp is not None
+
+
+def test_alias_routes_of_the_original_provisioner(
+    service: RunningService, core: client.CoreV1Api
+) -> None:
+    with service.client() as http:
+        created = http.post("/api/v1/namespace", headers=service.auth())
+        assert created.status_code == 201, created.text
+        name = created.headers["x-namespace"]
+        deleted = http.delete(f"/api/v1/namespace/{name}", headers=service.auth())
+        assert deleted.status_code == 202
+    assert core.read_namespace(name).metadata.deletion_timestamp is not None
+
+
+def test_idempotency_key_returns_the_same_namespace(service: RunningService) -> None:
+    key = {"Idempotency-Key": "job-1234-attempt"}
+    with service.client() as http:
+        first = http.post("/api/v1/namespaces", headers={**service.auth(), **key})
+        again = http.post("/api/v1/namespaces", headers={**service.auth(), **key})
+        other_owner = http.post("/api/v1/namespaces", headers={**service.auth("bob"), **key})
+        fresh = http.post("/api/v1/namespaces", headers=service.auth())
+    assert first.status_code == again.status_code == 201
+    assert again.headers["x-namespace"] == first.headers["x-namespace"]
+    assert again.headers["x-expires-at"] == first.headers["x-expires-at"]
+    assert again.headers["idempotent-replayed"] == "true"
+    assert other_owner.headers["x-namespace"] != first.headers["x-namespace"]
+    assert fresh.headers["x-namespace"] != first.headers["x-namespace"]
+
+
+# ---- what nsprov refuses ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("headers", "detail"),
+    [
+        ({}, "missing Authorization"),
+        ({"Authorization": "Bearer not-a-configured-token"}, "invalid token"),
+        ({"Authorization": "Basic YWxpY2U6c2VjcmV0"}, "Bearer scheme"),
+        ({"Authorization": "Bearer"}, "Bearer scheme"),
+    ],
+)
+def test_bad_credentials_are_401(
+    service: RunningService, core: client.CoreV1Api, headers: dict[str, str], detail: str
+) -> None:
+    with service.client() as http:
+        for method, path in [
+            ("POST", "/api/v1/namespaces"),
+            ("GET", "/api/v1/namespaces"),
+            ("DELETE", "/api/v1/namespaces/kube-system"),
+        ]:
+            response = http.request(method, path, headers=headers)
+            assert detail in problem(response, 401)["detail"]
+            assert response.headers["www-authenticate"].startswith("Bearer")
+    assert live_managed_namespaces(core) == []
+
+
+def test_bearer_scheme_is_case_insensitive(service: RunningService) -> None:
+    with service.client() as http:
+        response = http.get(
+            "/api/v1/namespaces", headers={"Authorization": f"bEaReR {service.tokens['alice']}"}
+        )
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("params", "detail"),
+    [
+        ({"ttl": "soon"}, "invalid duration"),
+        ({"ttl": "10"}, "missing unit"),
+        ({"ttl": "-5m"}, "negative"),
+        ({"ttl": "3h"}, "exceeds the maximum of 2h0m0s"),
+        ({"ttl": "1h", "server": "ftp://k8s.example.com"}, "absolute http(s) URL"),
+        ({"server": "/relative/path"}, "absolute http(s) URL"),
+        ({"server": "https://user:pw@k8s.example.com"}, "credentials"),
+    ],
+)
+def test_bad_parameters_are_400_and_create_nothing(
+    service: RunningService, core: client.CoreV1Api, params: dict[str, str], detail: str
+) -> None:
+    response = _create(service, **params)
+    assert detail in problem(response, 400)["detail"]
+    assert live_managed_namespaces(core) == []
+
+
+def test_unknown_routes_and_methods_are_problems(service: RunningService) -> None:
+    with service.client() as http:
+        assert (
+            "no route"
+            in problem(http.get("/api/v2/namespaces", headers=service.auth()), 404)["detail"]
+        )
+        not_allowed = http.put("/api/v1/namespaces", headers=service.auth())
+        assert "not allowed" in problem(not_allowed, 405)["detail"]
+
+
+def test_foreign_namespaces_are_404_and_untouched(
+    service: RunningService, core: client.CoreV1Api
+) -> None:
+    bobs = _create(service, owner="bob").headers["x-namespace"]
+    system_version = core.read_namespace("kube-system").metadata.resource_version
+    bob_version = core.read_namespace(bobs).metadata.resource_version
+    with service.client() as http:
+        for name in ("kube-system", "default", bobs, "no-such-namespace", "Invalid_Name"):
+            for method in ("GET", "PATCH", "DELETE"):
+                response = http.request(
+                    method, f"/api/v1/namespaces/{name}", headers=service.auth()
+                )
+                assert problem(response, 404)["detail"] == f"namespace {name!r} not found"
+    assert core.read_namespace("kube-system").metadata.resource_version == system_version
+    bob_ns = core.read_namespace(bobs)
+    assert bob_ns.metadata.resource_version == bob_version
+    assert bob_ns.metadata.deletion_timestamp is None
+
+
+def test_per_owner_cap_is_429(cluster: Cluster, tmp_path: Path) -> None:
+    with running_service(cluster.kubeconfig, tmp_path, ["--max-namespaces-per-owner=1"]) as service:
+        assert _create(service).status_code == 201
+        assert "limit of 1" in problem(_create(service), 429)["detail"]
+        assert _create(service, owner="bob").status_code == 201
+
+
+def test_failure_mid_provisioning_leaves_no_namespace(
+    cluster: Cluster, core: client.CoreV1Api, tmp_path: Path, limited_kubeconfig: Path
+) -> None:
+    # An identity that may create namespaces but not bind cluster-admin: the RoleBinding
+    # step fails after the namespace exists, so nsprov must remove it again.
+    with running_service(limited_kubeconfig, tmp_path, ["--cluster-role=cluster-admin"]) as service:
+        response = _create(service)
+        body = problem(response, 500)
+        assert "cluster-admin" in body["detail"]
+        assert "not allowed" in body["detail"]
+        assert body["requestId"] in service.log()
+    assert live_managed_namespaces(core) == []
+    wait_until(
+        lambda: core.list_namespace(label_selector=SELECTOR).items == [],
+        timeout=60,
+        message="rolled-back namespace gone",
+    )
+
+
+def test_50_concurrent_creates_succeed_with_distinct_namespaces(service: RunningService) -> None:
+    def create(_: int) -> httpx.Response:
+        with httpx.Client(base_url=service.url, timeout=120) as http:
+            return http.post("/api/v1/namespaces", params={"ttl": "10m"}, headers=service.auth())
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=50) as pool:
+        responses = list(pool.map(create, range(50)))
+    assert [r.status_code for r in responses] == [201] * 50
+    assert len({r.headers["x-namespace"] for r in responses}) == 50
+    log = service.log()
+    assert "Connection pool is full" not in log
+    assert "Traceback" not in log
+
+
+# ---- internal listener ------------------------------------------------------------------------
+
+
+def test_health_readiness_and_metrics(service: RunningService) -> None:
+    _create(service)
+    assert httpx.get(f"{service.internal_url}/healthz").text == "ok"
+    assert httpx.get(f"{service.internal_url}/readyz").json() == {"ready": True}
+    metrics = httpx.get(f"{service.internal_url}/metrics").text
+    assert (
+        'nsprov_http_requests_total{method="POST",route="/api/v1/namespaces",status="201"}'
+        in metrics
+    )
+    assert "nsprov_provision_duration_seconds_count" in metrics
+    assert "nsprov_live_namespaces 1.0" in metrics
+    # The public listener serves no internal endpoints.
+    with service.client() as http:
+        assert http.get("/metrics").status_code == 404
+
+
+def test_openapi_document_is_served(service: RunningService) -> None:
+    with service.client() as http:
+        document = http.get("/openapi.json").json()
+    assert document["openapi"].startswith("3.")
+    assert "/api/v1/namespaces" in document["paths"]
+
+
+def test_token_file_is_reloaded(service: RunningService) -> None:
+    original = service.token_file.read_text()
+    rotated = "rotated-token-for-alice-0123456789"
+    try:
+        service.token_file.write_text(f"alice: {rotated}\n")
+
+        def new_token_works() -> bool:
+            with service.client() as http:
+                answer = http.get(
+                    "/api/v1/namespaces", headers={"Authorization": f"Bearer {rotated}"}
+                )
+            return answer.status_code == 200
+
+        wait_until(new_token_works, timeout=10, message="rotated token accepted")
+        with service.client() as http:
+            assert http.get("/api/v1/namespaces", headers=service.auth()).status_code == 401
+            assert http.get("/api/v1/namespaces", headers=service.auth("bob")).status_code == 401
+    finally:
+        service.token_file.write_text(original)
+        wait_until(
+            lambda: (
+                httpx.get(f"{service.url}/api/v1/namespaces", headers=service.auth()).status_code
+                == 200
+            ),
+            timeout=10,
+            message="original tokens back",
+        )
+    assert rotated not in service.log()
+    assert service.tokens["alice"] not in service.log()

@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from nsprov.auth import TokenFileError, TokenStore, parse_token_file
+from nsprov.errors import Unauthorized
+
+ALICE = "alice-token-0123456789abcdef"
+BOB = "bob-token-0123456789abcdef"
+
+
+def test_parse_name_token_lines() -> None:
+    assert parse_token_file(f"alice: {ALICE}\nbob: '{BOB}'\n") == {"alice": ALICE, "bob": BOB}
+    assert parse_token_file("# nobody yet\n") == {}
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("just-a-token-without-a-name", "expected 'name: token'"),
+        ("alice: short", "at least 16"),
+        ("alice: 12345678901234567890", "must be a string"),
+        ("'bad name': 0123456789abcdefgh", "invalid token name"),
+        ("alice: [unclosed", "not valid"),
+    ],
+)
+def test_malformed_token_files_are_refused(text: str, reason: str) -> None:
+    with pytest.raises(TokenFileError, match=reason) as error:
+        parse_token_file(text)
+    assert "0123456789abcdefgh" not in str(error.value)
+
+
+def test_authenticate_resolves_owner() -> None:
+    store = TokenStore({"alice": ALICE, "bob": BOB})
+    assert store.authenticate(f"Bearer {ALICE}") == "alice"
+    assert store.authenticate(f"bearer {BOB}") == "bob"
+    assert store.authenticate(f"  BEARER   {BOB} ") == "bob"
+    assert store.owners == ["alice", "bob"]
+
+
+@pytest.mark.parametrize(
+    ("header", "reason"),
+    [
+        (None, "missing"),
+        ("", "missing"),
+        (f"Basic {ALICE}", "Bearer scheme"),
+        ("Bearer", "Bearer scheme"),
+        ("Bearer ", "Bearer scheme"),
+        (f"Bearer {ALICE}x", "invalid token"),
+        (f"Bearer {ALICE[:-1]}", "invalid token"),
+    ],
+)
+def test_authenticate_refuses(header: str | None, reason: str) -> None:
+    store = TokenStore({"alice": ALICE})
+    with pytest.raises(Unauthorized, match=reason):
+        store.authenticate(header)
+
+
+def test_no_token_at_all_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(TokenFileError, match="no token configured"):
+        TokenStore({})
+    empty = tmp_path / "tokens"
+    empty.write_text("")
+    with pytest.raises(TokenFileError, match="no token configured"):
+        TokenStore({}, empty)
+
+
+def test_unreadable_token_file_fails_at_start(tmp_path: Path) -> None:
+    with pytest.raises(TokenFileError, match="token file"):
+        TokenStore({}, tmp_path / "missing")
+
+
+def test_token_file_is_reloaded_and_bad_edits_keep_old_tokens(tmp_path: Path) -> None:
+    path = tmp_path / "tokens"
+    path.write_text(f"alice: {ALICE}\n")
+    store = TokenStore({}, path, recheck_seconds=0)
+    assert store.authenticate(f"Bearer {ALICE}") == "alice"
+
+    path.write_text(f"bob: {BOB}\n")
+    os.utime(path, ns=(1, 1))  # a different mtime even on coarse clocks
+    assert store.authenticate(f"Bearer {BOB}") == "bob"
+    with pytest.raises(Unauthorized):
+        store.authenticate(f"Bearer {ALICE}")
+
+    path.write_text("bob: [broken\n")
+    assert store.authenticate(f"Bearer {BOB}") == "bob"
+
+
+def test_static_and_file_tokens_combine(tmp_path: Path) -> None:
+    path = tmp_path / "tokens"
+    path.write_text(f"bob: {BOB}\n")
+    store = TokenStore({"default": ALICE}, path)
+    assert store.authenticate(f"Bearer {ALICE}") == "default"
+    assert store.authenticate(f"Bearer {BOB}") == "bob"
+
+
+def test_parse_errors_never_quote_the_file() -> None:
+    secret = "s3cr3t-token-value-0123456789"
+    with pytest.raises(TokenFileError) as error:
+        parse_token_file(f"alice: {secret}\nbob: [{secret}\n")
+    assert secret not in str(error.value)
+    assert "line" in str(error.value)

@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from nsprov import bundle
+
+SELECTOR = bundle.Selector.parse("controller.observatorium.io=namespace-provisioner")
+DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+def test_random_names_are_dns_labels_and_differ() -> None:
+    names = {bundle.random_name("np") for _ in range(200)}
+    assert len(names) == 200
+    assert all(DNS_LABEL.fullmatch(n) and n.startswith("np-") for n in names)
+
+
+@pytest.mark.parametrize("prefix", ["", "Np", "-np", "np-", "a" * 53, "n_p"])
+def test_bad_prefixes_are_refused(prefix: str) -> None:
+    with pytest.raises(ValueError, match="prefix"):
+        bundle.validate_prefix(prefix)
+
+
+def test_longest_prefix_still_makes_a_valid_name() -> None:
+    prefix = bundle.validate_prefix("a" * 52)
+    assert DNS_LABEL.fullmatch(bundle.random_name(prefix))
+
+
+def test_idempotent_names_depend_on_owner_and_key() -> None:
+    name, label = bundle.idempotent_name("np", "alice", "key-1")
+    assert (name, label) == bundle.idempotent_name("np", "alice", "key-1")
+    assert name != bundle.idempotent_name("np", "bob", "key-1")[0]
+    assert name != bundle.idempotent_name("np", "alice", "key-2")[0]
+    assert DNS_LABEL.fullmatch(name)
+    assert re.fullmatch(r"[0-9a-f]{40}", label)  # a valid label value
+
+
+def test_namespace_has_selector_expiry_owner_and_pod_security() -> None:
+    manifest = bundle.namespace(
+        "np-abc", selector=SELECTOR, owner="alice", expires_at=1700000000, pod_security="baseline"
+    )
+    metadata = manifest["metadata"]
+    assert SELECTOR.matches(metadata["labels"])
+    assert bundle.expires_at_of(metadata) == 1700000000
+    assert bundle.owner_of(metadata) == "alice"
+    assert metadata["labels"]["pod-security.kubernetes.io/enforce"] == "baseline"
+    assert bundle.IDEMPOTENCY_LABEL not in metadata["labels"]
+    bare = bundle.namespace(
+        "np-abc", selector=SELECTOR, owner="a", expires_at=1, pod_security="", idempotency="x"
+    )
+    assert not any(k.startswith("pod-security") for k in bare["metadata"]["labels"])
+    assert bare["metadata"]["labels"][bundle.IDEMPOTENCY_LABEL] == "x"
+
+
+def test_role_binding_shape_and_drift_detection() -> None:
+    binding = bundle.role_binding("np-abc", SELECTOR, "grant")
+    assert binding["roleRef"]["name"] == "grant"
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": bundle.SERVICE_ACCOUNT, "namespace": "np-abc"}
+    ]
+    assert bundle.role_binding_is_right(binding, "np-abc", "grant")
+    assert not bundle.role_binding_is_right(binding, "np-abc", "other")
+    changed = {**binding, "subjects": [*binding["subjects"], {"kind": "User", "name": "eve"}]}
+    assert not bundle.role_binding_is_right(changed, "np-abc", "grant")
+
+
+def test_service_account_does_not_automount() -> None:
+    sa = bundle.service_account("np-abc", SELECTOR)
+    assert sa["automountServiceAccountToken"] is False
+    assert SELECTOR.matches(sa["metadata"]["labels"])
+
+
+@pytest.mark.parametrize(("left", "seconds"), [(0, 600), (30, 600), (539, 600), (3600, 3660)])
+def test_token_outlives_the_namespace_and_respects_the_api_minimum(
+    left: float, seconds: int
+) -> None:
+    assert bundle.token_seconds(left) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "novalue", "=x", "k=", "k"])
+def test_selector_must_be_key_value(text: str) -> None:
+    with pytest.raises(ValueError, match="key=value"):
+        bundle.Selector.parse(text)
+
+
+def test_managed_means_carrying_the_selector() -> None:
+    assert bundle.is_managed({"labels": {SELECTOR.key: SELECTOR.value}}, SELECTOR)
+    assert not bundle.is_managed({"labels": {SELECTOR.key: "other"}}, SELECTOR)
+    assert not bundle.is_managed({"labels": None}, SELECTOR)
+    assert not bundle.is_managed({}, SELECTOR)
+    assert bundle.expires_at_of({"labels": {bundle.EXPIRES_AT_LABEL: "soon"}}) is None

@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import pytest
+
+from nsprov.errors import BadRequest
+from nsprov.ttl import format_duration, parse_duration, parse_ttl
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("0", 0.0),
+        ("30s", 30.0),
+        ("5m", 300.0),
+        ("1h30m", 5400.0),
+        ("1.5h", 5400.0),
+        ("2h45m10s", 9910.0),
+        ("300ms", 0.3),
+        (".5s", 0.5),
+        ("1.s", 1.0),
+        ("+5m", 300.0),
+        ("-1m", -60.0),
+        ("1h15m30.5s", 4530.5),
+        ("1000us", 0.001),
+        ("1000\u00b5s", 0.001),
+        ("1500000000ns", 1.5),
+    ],
+)
+def test_go_duration_syntax(text: str, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("", "empty"),
+        ("5", "missing unit"),
+        ("1h5", "missing unit"),
+        ("5x", "invalid"),
+        ("h", "invalid"),
+        (".", "invalid"),
+        ("1h-5m", "invalid"),
+        ("-", "invalid"),
+        ("1d", "invalid"),
+        ("5 m", "invalid"),
+    ],
+)
+def test_invalid_durations_say_why(text: str, reason: str) -> None:
+    with pytest.raises(BadRequest, match=reason):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize("text", [None, "", "0", "0s", "0h0m"])
+def test_absent_or_zero_ttl_is_the_default(text: str | None) -> None:
+    assert parse_ttl(text, default=3600, maximum=7200) == 3600
+
+
+def test_ttl_bounds() -> None:
+    assert parse_ttl("2h", default=60, maximum=7200) == 7200
+    with pytest.raises(BadRequest, match="exceeds the maximum of 2h0m0s"):
+        parse_ttl("2h0m1s", default=60, maximum=7200)
+    with pytest.raises(BadRequest, match="negative"):
+        parse_ttl("-1s", default=60, maximum=7200)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0, "0s"), (59, "59s"), (60, "1m0s"), (5400, "1h30m0s"), (86400, "24h0m0s")],
+)
+def test_format_duration(seconds: float, text: str) -> None:
+    assert format_duration(seconds) == text
+    assert parse_duration(text) == seconds
