@@ -40,7 +40,7 @@ test-integration: cluster-build
 	$(PYTEST) tests/integration
 
 test-action:
-	node --test action/test/
+	node --test action/test/*.test.js
 
 # Needs docker and kind; the tests skip with a reason where they are missing.
 test-kind: install

@@ -1,0 +1,82 @@
+// The kubeconfig the service returns: which of its values are secrets, and
+// how it lands on disk.
+//
+// A line-based scan instead of a YAML parser keeps the Action dependency-free.
+// It only has to find scalar values of a few well-known keys, which kubeconfig
+// writers (the service's PyYAML, kubectl) emit on one line each.
+
+import { randomBytes } from 'node:crypto';
+import { chmod, mkdir, mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { basename, dirname, join } from 'node:path';
+
+/** Keys whose values are credentials: user tokens, passwords, private keys. */
+const SECRET_KEY = /^(token|password|id-token|refresh-token|access-token|client-secret|[A-Za-z-]*key-data)$/;
+
+/** `  key: value`, optionally as a list item (`- key: value`). */
+const KEY_VALUE = /^\s*(?:-\s+)?([A-Za-z][A-Za-z0-9_-]*)\s*:\s+(.*)$/;
+
+/** The secret values in a kubeconfig, in order of appearance, without duplicates. */
+export function findKubeconfigSecrets(text) {
+  const secrets = new Set();
+  for (const line of String(text).split(/\r?\n/)) {
+    const match = KEY_VALUE.exec(line);
+    if (!match || !SECRET_KEY.test(match[1])) continue;
+    const value = scalarValue(match[2]);
+    if (value) secrets.add(value);
+  }
+  return [...secrets];
+}
+
+/** The value of a one-line YAML scalar: quotes removed, trailing comment dropped. */
+function scalarValue(raw) {
+  const text = raw.trim();
+  if (text.startsWith("'")) {
+    const end = text.lastIndexOf("'");
+    return end > 0 ? text.slice(1, end).replace(/''/g, "'") : '';
+  }
+  if (text.startsWith('"')) {
+    const end = text.lastIndexOf('"');
+    return end > 0 ? text.slice(1, end).replace(/\\"/g, '"').replace(/\\\\/g, '\\') : '';
+  }
+  // Block scalars (| or >) and flow collections are not how kubeconfigs carry tokens.
+  if (/^[|>{[]/.test(text)) return '';
+  return text.replace(/\s+#.*$/, '').trim();
+}
+
+/** A new private directory (mode 0700) under RUNNER_TEMP for the default kubeconfig path. */
+export async function makePrivateDir(runnerTemp) {
+  const parent = runnerTemp || tmpdir();
+  await mkdir(parent, { recursive: true });
+  return mkdtemp(join(parent, 'nsprov-'));
+}
+
+/**
+ * Writes the kubeconfig with mode 0600. It goes to a fresh file that is renamed
+ * over `path`, so an existing, more readable file at `path` never holds the
+ * credentials, not even for a moment.
+ */
+export async function writeKubeconfig(path, text) {
+  await mkdir(dirname(path), { recursive: true, mode: 0o700 });
+  const temporary = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
+  try {
+    await writeFile(temporary, text, { mode: 0o600, flag: 'wx' });
+    await chmod(temporary, 0o600);
+    await rename(temporary, path);
+  } catch (err) {
+    await rm(temporary, { force: true });
+    throw err;
+  }
+}
+
+/**
+ * Removes a kubeconfig main wrote, and the private directory main made for it.
+ * The directory goes only if it is the file's own parent and has our prefix,
+ * so a damaged state entry cannot point this at anything else.
+ */
+export async function removeKubeconfig(path, privateDir) {
+  if (path) await rm(path, { force: true });
+  if (privateDir && path && dirname(path) === privateDir && basename(privateDir).startsWith('nsprov-')) {
+    await rm(privateDir, { recursive: true, force: true });
+  }
+}
