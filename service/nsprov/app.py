@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -24,7 +26,9 @@ from starlette.routing import Route
 from nsprov import api, kube
 from nsprov.auth import TokenStore
 from nsprov.bundle import Selector
+from nsprov.controller import Controller
 from nsprov.errors import NsprovError
+from nsprov.leader import LeaderElector
 from nsprov.metrics import Metrics
 from nsprov.provisioner import Provisioner
 from nsprov.settings import Settings
@@ -41,8 +45,27 @@ class Service:
     tokens: TokenStore
     provisioner: Provisioner
     metrics: Metrics
+    controller: Controller | None = None
+    elector: LeaderElector | None = None
+
+    def start_controller(self) -> None:
+        if self.controller is None:
+            return
+        self.controller.start_informers()
+        if self.elector is None:
+            self.controller.start_reconciling()
+        else:
+            self.elector.start()
+
+    def ready(self) -> bool:
+        return self.controller is None or self.controller.synced()
 
     def close(self) -> None:
+        if self.elector is not None:
+            self.elector.stop()
+        if self.controller is not None:
+            self.controller.stop()
+            self.controller.kube.api.close()
         self.kube.api.close()
 
 
@@ -64,8 +87,39 @@ def create_service(settings: Settings) -> Service:
         max_namespaces=settings.max_namespaces,
         max_namespaces_per_owner=settings.max_namespaces_per_owner,
     )
-    metrics.count_live_namespaces_with(provisioner.count_live)
-    return Service(settings, client, tokens, provisioner, metrics)
+    service = Service(settings, client, tokens, provisioner, metrics)
+    if settings.controller:
+        _add_controller(service)
+    return service
+
+
+def _add_controller(service: Service) -> None:
+    settings = service.settings
+    # Its own connection pool: four watches hold a connection each for good, and must
+    # never take one from (or wait behind) the API's request threads.
+    api_client = kube.load_api_client(settings.kubeconfig, pool_size=8)
+    client = kube.Kube(api_client, timeout=settings.request_timeout)
+    controller = Controller(
+        client,
+        selector=Selector.parse(settings.selector),
+        cluster_role=settings.cluster_role,
+        metrics=service.metrics,
+        resync_seconds=settings.resync_period,
+    )
+    service.controller = controller
+    if settings.leader_elect:
+        duration = settings.leader_elect_lease_duration
+        service.elector = LeaderElector(
+            client,
+            namespace=settings.leader_elect_namespace,
+            name=settings.leader_elect_lease_name,
+            identity=f"{socket.gethostname()}_{secrets.token_hex(4)}",
+            on_started_leading=controller.start_reconciling,
+            on_stopped_leading=controller.stop_reconciling,
+            lease_duration=duration,
+            renew_deadline=duration * 2 / 3,
+            retry_period=max(0.5, duration / 7.5),
+        )
 
 
 def public_app(service: Service) -> Starlette:
@@ -74,6 +128,7 @@ def public_app(service: Service) -> Starlette:
         # One worker thread per pooled connection: more threads would wait on the pool,
         # fewer would leave connections idle.
         anyio.to_thread.current_default_thread_limiter().total_tokens = service.settings.concurrency
+        service.start_controller()
         try:
             yield
         finally:
@@ -108,6 +163,8 @@ def internal_app(service: Service) -> Starlette:
         except Exception as exc:
             # /version is readable by everyone; anything else means the cluster is not usable.
             return JSONResponse({"ready": False, "reason": type(exc).__name__}, status_code=503)
+        if not service.ready():
+            return JSONResponse({"ready": False, "reason": "caches not synced"}, status_code=503)
         return JSONResponse({"ready": True})
 
     async def metrics(request: Request) -> Response:

@@ -16,6 +16,9 @@ from typing import Any
 EXPIRES_AT_LABEL = "nsprov.io/expires-at"
 IDEMPOTENCY_LABEL = "nsprov.io/idempotency-key"
 OWNER_ANNOTATION = "nsprov.io/owner"
+# The grant is recorded on the namespace, so the controller repairs a RoleBinding to
+# what it was provisioned with, whatever --cluster-role the repairing replica has.
+CLUSTER_ROLE_ANNOTATION = "nsprov.io/cluster-role"
 SERVICE_ACCOUNT = "namespace-provisioner"
 ROLE_BINDING = "namespace-provisioner"
 RBAC_GROUP = "rbac.authorization.k8s.io"
@@ -91,6 +94,7 @@ def namespace(
     *,
     selector: Selector,
     owner: str,
+    cluster_role: str,
     expires_at: int,
     pod_security: str,
     idempotency: str | None = None,
@@ -102,7 +106,7 @@ def namespace(
         "metadata": {
             "name": name,
             "labels": namespace_labels(selector, expires_at, pod_security, idempotency),
-            "annotations": {OWNER_ANNOTATION: owner},
+            "annotations": {OWNER_ANNOTATION: owner, CLUSTER_ROLE_ANNOTATION: cluster_role},
         },
     }
 
@@ -165,6 +169,10 @@ def is_managed(metadata: dict[str, Any] | None, selector: Selector) -> bool:
 
 def owner_of(metadata: dict[str, Any]) -> str | None:
     return (metadata.get("annotations") or {}).get(OWNER_ANNOTATION)
+
+
+def cluster_role_of(metadata: dict[str, Any]) -> str | None:
+    return (metadata.get("annotations") or {}).get(CLUSTER_ROLE_ANNOTATION)
 
 
 def expires_at_of(metadata: dict[str, Any]) -> int | None:

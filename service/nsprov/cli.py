@@ -29,6 +29,8 @@ from nsprov.ttl import parse_duration
 
 log = logging.getLogger("nsprov")
 
+IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
 
 class ConfigError(ValueError):
     """The configuration cannot work; the message is the one-line reason."""
@@ -72,6 +74,12 @@ def _parser() -> argparse.ArgumentParser:
     flag("pod-security", "Pod Security level enforced in each namespace ('' = none)", "baseline")
     flag("request-timeout", "timeout of each Kubernetes call (Go duration)", "30s")
     flag("concurrency", "worker threads and Kubernetes connections", str(defaults.concurrency))
+    flag("controller", "run the expiry/repair controller (true/false)", "true")
+    flag("leader-elect", "take a Lease before the controller acts (true/false)", "true")
+    flag("leader-elect-namespace", "namespace of the Lease (default: the pod's, else default)")
+    flag("leader-elect-lease-name", "name of the Lease", defaults.leader_elect_lease_name)
+    flag("leader-elect-lease-duration", "lease duration (Go duration)", "15s")
+    flag("resync-period", "full pass over every namespace this often (Go duration)", "5m")
     flag("log-level", "debug, info, warning or error", "info")
     return parser
 
@@ -94,6 +102,22 @@ def _count(name: str, value: str) -> int:
     if number < 0:
         raise ConfigError(f"--{name} must not be negative")
     return number
+
+
+def _bool(name: str, value: str) -> bool:
+    lowered = str(value).strip().lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no"):
+        return False
+    raise ConfigError(f"--{name} must be true or false, not {value!r}")
+
+
+def _own_namespace() -> str:
+    try:
+        return IN_CLUSTER_NAMESPACE.read_text().strip() or "default"
+    except OSError:
+        return "default"
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -130,7 +154,20 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         pod_security=args.pod_security,
         request_timeout=_duration("request-timeout", args.request_timeout),
         concurrency=max(1, _count("concurrency", args.concurrency)),
+        controller=_bool("controller", args.controller),
+        leader_elect=_bool("leader-elect", args.leader_elect),
+        leader_elect_namespace=args.leader_elect_namespace or _own_namespace(),
+        leader_elect_lease_name=args.leader_elect_lease_name,
+        leader_elect_lease_duration=_lease_duration(args.leader_elect_lease_duration),
+        resync_period=_duration("resync-period", args.resync_period),
     )
+
+
+def _lease_duration(value: str) -> float:
+    seconds = _duration("leader-elect-lease-duration", value)
+    if seconds < 3:
+        raise ConfigError("--leader-elect-lease-duration must be at least 3s")
+    return seconds
 
 
 def split_address(address: str) -> tuple[str, int]:

@@ -122,6 +122,39 @@ class Kube:
             )
         return decoded
 
+    def stream(
+        self, path: str, query: dict[str, str], *, read_timeout: float
+    ) -> urllib3.BaseHTTPResponse:
+        """Open a streaming GET (a watch); the caller iterates lines and releases it."""
+        method, url, headers, _, _ = self.api.param_serialize(
+            "GET",
+            f"{path}?{urlencode(query)}",
+            header_params={"Accept": JSON},
+            auth_settings=["BearerToken"],
+        )
+        try:
+            response = self.api.call_api(
+                method, url, header_params=headers, _request_timeout=(self.timeout, read_timeout)
+            ).response
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise ClusterUnavailable(f"Kubernetes API unreachable: {type(exc).__name__}") from exc
+        except ApiException as exc:
+            raise ClusterUnavailable(f"Kubernetes API unreachable: {exc.reason}") from exc
+        if response.status != 200:
+            data = response.read()
+            response.release_conn()
+            if response.status >= 500:
+                raise ClusterUnavailable(f"Kubernetes API answered {response.status}")
+            try:
+                decoded = json.loads(data)
+            except ValueError:
+                decoded = {}
+            raise KubeError(
+                response.status, str(decoded.get("reason", "")), str(decoded.get("message", ""))
+            )
+        stream: urllib3.BaseHTTPResponse = response
+        return stream
+
     def get(self, path: str, **kw: Any) -> dict[str, Any]:
         return self.request("GET", path, **kw)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -58,6 +58,44 @@ class Metrics:
             "Provisioning attempts that failed and were rolled back",
             registry=self.registry,
         )
+
+        self.expiry_lag = Histogram(
+            "nsprov_expiry_lag_seconds",
+            "Time from a namespace's expiry instant to the start of its deletion",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
+            registry=self.registry,
+        )
+        self.deletions = Counter(
+            "nsprov_namespace_deletions",
+            "Namespaces deleted, by reason (expired, request)",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.repairs = Counter(
+            "nsprov_repairs",
+            "Objects the controller recreated or replaced, by kind",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.reconcile_errors = Counter(
+            "nsprov_reconcile_errors", "Reconciles that failed and were retried",
+            registry=self.registry,
+        )  # fmt: skip
+        self.watch_restarts = Counter(
+            "nsprov_watch_restarts",
+            "Watches restarted, by resource and reason (expired, error)",
+            ["resource", "reason"],
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "nsprov_queue_depth", "Namespaces waiting to be reconciled", registry=self.registry
+        )
+        self.leader = Gauge(
+            "nsprov_leader", "1 while this replica's controller leads", registry=self.registry
+        )
+
+    def watch_restarts_for(self, resource: str, reason: str) -> None:
+        self.watch_restarts.labels(resource=resource, reason=reason).inc()
 
     def count_live_namespaces_with(self, count: Callable[[], int | None]) -> None:
         self.registry.register(_LiveNamespaces(count))

@@ -122,13 +122,6 @@ class Provisioner:
         items: list[dict[str, Any]] = listing.get("items", [])
         return items
 
-    def count_live(self) -> int | None:
-        """Managed namespaces not being deleted (blocking); None when the cluster is unreachable."""
-        try:
-            return sum(1 for obj in self.list_managed() if not _terminating(obj))
-        except Exception:
-            return None
-
     async def _managed(self) -> list[dict[str, Any]]:
         return await self._call(self.list_managed)
 
@@ -182,6 +175,7 @@ class Provisioner:
             name,
             selector=self.selector,
             owner=owner,
+            cluster_role=self.cluster_role,
             expires_at=expires_at,
             pod_security=self.pod_security,
             idempotency=idempotency,
@@ -243,8 +237,10 @@ class Provisioner:
         self, namespace: dict[str, Any], server: str | None, *, replayed: bool
     ) -> Provisioned:
         """ServiceAccount and RoleBinding (concurrently), then a token outliving the namespace."""
-        name = namespace["metadata"]["name"]
-        expires_at = bundle.expires_at_of(namespace["metadata"]) or math.ceil(self.clock())
+        metadata = namespace["metadata"]
+        name = metadata["name"]
+        expires_at = bundle.expires_at_of(metadata) or math.ceil(self.clock())
+        cluster_role = bundle.cluster_role_of(metadata) or self.cluster_role
         await asyncio.gather(
             self._create(
                 f"{_NAMESPACES}/{name}/serviceaccounts",
@@ -253,8 +249,8 @@ class Provisioner:
             ),
             self._create(
                 f"/apis/rbac.authorization.k8s.io/v1/namespaces/{name}/rolebindings",
-                bundle.role_binding(name, self.selector, self.cluster_role),
-                f"bind ClusterRole {self.cluster_role!r}",
+                bundle.role_binding(name, self.selector, cluster_role),
+                f"bind ClusterRole {cluster_role!r}",
             ),
         )
         token = await self._token(name, expires_at)
@@ -313,6 +309,7 @@ class Provisioner:
             if exc.status in (404, 409):  # gone, or replaced by another object since the read
                 raise NotFound(f"namespace {name!r} not found") from None
             raise _failed("delete the namespace", exc) from exc
+        self.metrics.deletions.labels(reason="request").inc()
         log.info("deleted namespace=%s owner=%s reason=request", name, owner)
 
     async def extend(self, owner: str, name: str, ttl: float, *, server: str | None) -> Provisioned:

@@ -59,7 +59,20 @@ class Settings:
     concurrency: int = 40
     """Worker threads for Kubernetes calls; the client's connection pool has the same size."""
 
-    @property
-    def selector_label(self) -> tuple[str, str]:
-        key, _, value = self.selector.partition("=")
-        return key, value
+    controller: bool = True
+    """Run the expiry/repair controller in this process."""
+
+    leader_elect: bool = True
+    """Take a Lease before the controller acts (needed with more than one replica)."""
+
+    leader_elect_namespace: str = "default"
+    """Namespace of the Lease (in a cluster: the pod's own namespace)."""
+
+    leader_elect_lease_name: str = "nsprov-controller"
+    """Name of the Lease."""
+
+    leader_elect_lease_duration: float = 15.0
+    """Seconds a leader's lease lasts without renewal; a successor waits this long."""
+
+    resync_period: float = 300.0
+    """Seconds between full passes over every managed namespace (the safety net)."""

@@ -159,6 +159,7 @@ def clean_namespaces(core: client.CoreV1Api) -> Iterator[None]:
     delete_managed_namespaces(core)
 
 
+LIMITED_NAMESPACE = "nsprov-test-system"
 # What the service needs, and nothing more (k8s/ grants the same to the deployed service).
 LIMITED_RULES = [
     client.V1PolicyRule(
@@ -174,6 +175,11 @@ LIMITED_RULES = [
         api_groups=["rbac.authorization.k8s.io"],
         resources=["rolebindings"],
         verbs=["create", "get", "list", "watch", "delete"],
+    ),
+    client.V1PolicyRule(
+        api_groups=["rbac.authorization.k8s.io"],
+        resources=["roles"],
+        verbs=["get", "list", "watch"],
     ),
     client.V1PolicyRule(
         api_groups=["rbac.authorization.k8s.io"],
@@ -219,7 +225,7 @@ def limited_kubeconfig(
     """A ServiceAccount identity with only the permissions nsprov needs."""
     core = client.CoreV1Api(cluster.api)
     rbac = client.RbacAuthorizationV1Api(cluster.api)
-    namespace, name = "nsprov-test-system", "nsprov-limited"
+    namespace, name = LIMITED_NAMESPACE, "nsprov-limited"
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
     core.create_namespaced_service_account(
         namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=name))
@@ -235,6 +241,30 @@ def limited_kubeconfig(
             ),
             subjects=[client.RbacV1Subject(kind="ServiceAccount", name=name, namespace=namespace)],
         )
+    )
+    # Leader election: a Lease in its own namespace only.
+    rbac.create_namespaced_role(
+        namespace,
+        client.V1Role(
+            metadata=client.V1ObjectMeta(name=name),
+            rules=[
+                client.V1PolicyRule(
+                    api_groups=["coordination.k8s.io"],
+                    resources=["leases"],
+                    verbs=["get", "create", "update"],
+                )
+            ],
+        ),
+    )
+    rbac.create_namespaced_role_binding(
+        namespace,
+        client.V1RoleBinding(
+            metadata=client.V1ObjectMeta(name=name),
+            role_ref=client.V1RoleRef(
+                api_group="rbac.authorization.k8s.io", kind="Role", name=name
+            ),
+            subjects=[client.RbacV1Subject(kind="ServiceAccount", name=name, namespace=namespace)],
+        ),
     )
     request = client.AuthenticationV1TokenRequest(
         spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600)

@@ -86,7 +86,12 @@ def _wait_ready(service: RunningService, timeout: float) -> None:
 
 
 def start_service(
-    kubeconfig: Path, workdir: Path, args: Sequence[str] = (), env: dict[str, str] | None = None
+    kubeconfig: Path,
+    workdir: Path,
+    args: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+    *,
+    ready_timeout: float = 30,
 ) -> RunningService:
     workdir.mkdir(parents=True, exist_ok=True)
     tokens = {owner: secrets.token_urlsafe(24) for owner in OWNERS}
@@ -122,7 +127,7 @@ def start_service(
         env=full_env,
     )
     try:
-        _wait_ready(service, timeout=30)
+        _wait_ready(service, timeout=ready_timeout)
     except BaseException:
         service.stop()
         raise

@@ -18,6 +18,7 @@ from kubernetes.client.exceptions import ApiException
 
 from tests.integration.conftest import (
     CONFIGMAP_GRANT,
+    LIMITED_NAMESPACE,
     SELECTOR,
     Cluster,
     live_managed_namespaces,
@@ -336,7 +337,8 @@ def test_failure_mid_provisioning_leaves_no_namespace(
 ) -> None:
     # An identity that may create namespaces but not bind cluster-admin: the RoleBinding
     # step fails after the namespace exists, so nsprov must remove it again.
-    with running_service(limited_kubeconfig, tmp_path, ["--cluster-role=cluster-admin"]) as service:
+    args = ["--cluster-role=cluster-admin", f"--leader-elect-namespace={LIMITED_NAMESPACE}"]
+    with running_service(limited_kubeconfig, tmp_path, args) as service:
         response = _create(service)
         body = problem(response, 500)
         assert "cluster-admin" in body["detail"]

@@ -38,16 +38,28 @@ def test_idempotent_names_depend_on_owner_and_key() -> None:
 
 def test_namespace_has_selector_expiry_owner_and_pod_security() -> None:
     manifest = bundle.namespace(
-        "np-abc", selector=SELECTOR, owner="alice", expires_at=1700000000, pod_security="baseline"
+        "np-abc",
+        selector=SELECTOR,
+        owner="alice",
+        cluster_role="grant",
+        expires_at=1700000000,
+        pod_security="baseline",
     )
     metadata = manifest["metadata"]
     assert SELECTOR.matches(metadata["labels"])
     assert bundle.expires_at_of(metadata) == 1700000000
     assert bundle.owner_of(metadata) == "alice"
+    assert bundle.cluster_role_of(metadata) == "grant"
     assert metadata["labels"]["pod-security.kubernetes.io/enforce"] == "baseline"
     assert bundle.IDEMPOTENCY_LABEL not in metadata["labels"]
     bare = bundle.namespace(
-        "np-abc", selector=SELECTOR, owner="a", expires_at=1, pod_security="", idempotency="x"
+        "np-abc",
+        selector=SELECTOR,
+        owner="a",
+        cluster_role="g",
+        expires_at=1,
+        pod_security="",
+        idempotency="x",
     )
     assert not any(k.startswith("pod-security") for k in bare["metadata"]["labels"])
     assert bare["metadata"]["labels"][bundle.IDEMPOTENCY_LABEL] == "x"

@@ -1,0 +1,294 @@
+"""Reconcile provisioned namespaces: expire what is due, repair what a tenant broke.
+
+The original provisioner kept its TTL timers in memory, so every restart leaked
+the namespaces it had made. Here all state is in the cluster: the expiry is a
+label on the Namespace, written with it. The controller lists and watches what
+carries nsprov's label, and for each namespace decides from what it sees
+(level-based), never from what it remembers:
+
+- expired: delete the Namespace, with a UID precondition so a namespace of the
+  same name created since is never hit;
+- otherwise: make sure the ServiceAccount and RoleBinding exist and are right,
+  and schedule a wake-up at the expiry instant.
+
+Caches (informers) run on every replica, so /readyz and metrics work
+everywhere; the reconcile workers run only while this replica leads.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from nsprov import bundle
+from nsprov.errors import NsprovError
+from nsprov.kube import Kube, KubeError
+from nsprov.metrics import Metrics
+from nsprov.watch import (
+    NAMESPACES,
+    ROLE_BINDINGS,
+    ROLES,
+    SERVICE_ACCOUNTS,
+    Informer,
+    wait_synced,
+)
+from nsprov.workqueue import WorkQueue
+
+log = logging.getLogger(__name__)
+
+_RETRY_SECONDS = (1.0, 30.0)  # backoff of a failed reconcile: first, maximum
+# The provisioner creates the ServiceAccount and RoleBinding right after the Namespace,
+# whose watch event usually arrives first. Repairs of a namespace wait this long after
+# its ADDED event, so the controller does not race the provisioner (and call its work a
+# repair). creationTimestamp has whole seconds only, too coarse to measure this by.
+SETTLE_SECONDS = 1.0
+
+
+class Controller:
+    def __init__(
+        self,
+        kube: Kube,
+        *,
+        selector: bundle.Selector,
+        cluster_role: str,
+        metrics: Metrics,
+        resync_seconds: float = 300.0,
+        workers: int = 2,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.kube = kube
+        self.selector = selector
+        self.cluster_role = cluster_role
+        self.metrics = metrics
+        self.resync_seconds = resync_seconds
+        self.workers = workers
+        self.clock = clock
+        self.queue = WorkQueue(clock=clock)
+        self._failures: dict[str, int] = {}
+        self._deleted: set[str] = set()  # UIDs we deleted, until their DELETED event
+        self._added_at: dict[str, float] = {}  # UID -> when its ADDED event arrived
+        self._reconciling = threading.Event()
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        on_restart = metrics.watch_restarts_for
+        self.namespaces = Informer(kube, NAMESPACES, str(selector), self._on_namespace, on_restart)
+        self.service_accounts = Informer(
+            kube, SERVICE_ACCOUNTS, str(selector), self._on_namespaced, on_restart
+        )
+        self.roles = Informer(kube, ROLES, str(selector), self._on_namespaced, on_restart)
+        self.role_bindings = Informer(
+            kube, ROLE_BINDINGS, str(selector), self._on_namespaced, on_restart
+        )
+        self.informers = [self.namespaces, self.service_accounts, self.roles, self.role_bindings]
+        metrics.queue_depth.set_function(lambda: len(self.queue))
+        metrics.count_live_namespaces_with(self.count_live)
+
+    # ---- events -> queue ------------------------------------------------------------------
+
+    def _on_namespace(self, kind: str, obj: dict[str, Any]) -> None:
+        uid = obj["metadata"].get("uid", "")
+        if kind == "ADDED":
+            self._added_at[uid] = self.clock()
+        elif kind == "DELETED":
+            self._deleted.discard(uid)
+            self._added_at.pop(uid, None)
+        self.queue.add(obj["metadata"]["name"])
+
+    def _on_namespaced(self, kind: str, obj: dict[str, Any]) -> None:
+        namespace = obj["metadata"].get("namespace")
+        if namespace:
+            self.queue.add(namespace)
+
+    # ---- lifecycle ------------------------------------------------------------------------
+
+    def start_informers(self) -> None:
+        for informer in self.informers:
+            informer.start()
+
+    def synced(self) -> bool:
+        return all(informer.synced.is_set() for informer in self.informers)
+
+    def wait_synced(self, timeout: float) -> bool:
+        return wait_synced(self.informers, timeout)
+
+    def count_live(self) -> int | None:
+        if not self.namespaces.synced.is_set():
+            return None
+        return sum(1 for ns in self.namespaces.items() if not _terminating(ns))
+
+    def start_reconciling(self) -> None:
+        """Called when this replica becomes leader (or at start without leader election)."""
+        self._reconciling.set()
+        self.metrics.leader.set(1)
+        if not self._threads:
+            for i in range(self.workers):
+                self._spawn(self._work, f"reconcile-{i}")
+            self._spawn(self._resync, "resync")
+        self._enqueue_all()
+
+    def stop_reconciling(self) -> None:
+        """Called when leadership is lost: no new write starts after this returns."""
+        self._reconciling.clear()
+        self.metrics.leader.set(0)
+
+    def stop(self) -> None:
+        self.stop_reconciling()
+        self._stopping.set()
+        self.queue.shutdown()
+        for informer in self.informers:
+            informer.stop()
+        for thread in self._threads:
+            thread.join(timeout=10)
+
+    def _spawn(self, target: Callable[[], None], name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _enqueue_all(self) -> None:
+        for ns in self.namespaces.items():
+            self.queue.add(ns["metadata"]["name"])
+
+    def _resync(self) -> None:
+        # The safety net: even if an event or a deadline were lost, every namespace is
+        # looked at again within one resync period.
+        while not self._stopping.wait(self.resync_seconds):
+            if self._reconciling.is_set():
+                self._enqueue_all()
+
+    def _work(self) -> None:
+        while True:
+            name = self.queue.get()
+            if name is None:
+                return
+            try:
+                if self._reconciling.is_set():
+                    self.reconcile(name)
+                self._failures.pop(name, None)
+            except (NsprovError, KubeError) as exc:
+                self._retry_later(name, exc)
+            except Exception as exc:
+                log.exception("reconcile of namespace=%s crashed", name)
+                self._retry_later(name, exc)
+            finally:
+                self.queue.done(name)
+
+    def _retry_later(self, name: str, exc: Exception) -> None:
+        attempts = self._failures.get(name, 0) + 1
+        self._failures[name] = attempts
+        first, maximum = _RETRY_SECONDS
+        delay = min(maximum, first * 2 ** (attempts - 1))
+        log.warning("reconcile of namespace=%s failed (%s); again in %.0fs", name, exc, delay)
+        self.metrics.reconcile_errors.inc()
+        self.queue.add_at(name, self.clock() + delay)
+
+    # ---- reconcile ------------------------------------------------------------------------
+
+    def reconcile(self, name: str) -> None:
+        namespace = self.namespaces.get("", name)
+        if namespace is None or _terminating(namespace):
+            return
+        metadata = namespace["metadata"]
+        if metadata.get("uid") in self._deleted:
+            return  # our delete is done; the cache has not seen it yet
+        if not bundle.is_managed(metadata, self.selector):
+            return  # the cache only holds labelled namespaces; this is a guard, not a path
+        expires_at = bundle.expires_at_of(metadata)
+        if expires_at is None:
+            log.warning("namespace=%s has no valid %s label; leaving it alone", name,
+                        bundle.EXPIRES_AT_LABEL)  # fmt: skip
+            return
+        now = self.clock()
+        if now >= expires_at:
+            self._expire(namespace, expires_at, now)
+            return
+        settled_at = self._added_at.get(metadata["uid"], 0.0) + SETTLE_SECONDS
+        if now < settled_at:
+            self.queue.add_at(name, settled_at)
+            return
+        self._ensure_service_account(name)
+        self._ensure_role_binding(name, bundle.cluster_role_of(metadata) or self.cluster_role)
+        self.queue.add_at(name, expires_at)
+
+    def _expire(self, namespace: dict[str, Any], expires_at: int, now: float) -> None:
+        metadata = namespace["metadata"]
+        name = metadata["name"]
+        try:
+            self.kube.delete(
+                f"/api/v1/namespaces/{name}",
+                {
+                    "apiVersion": "v1",
+                    "kind": "DeleteOptions",
+                    # Delete exactly the object we judged, not a namesake created since.
+                    "preconditions": {"uid": metadata["uid"]},
+                    "propagationPolicy": "Background",
+                },
+            )
+        except KubeError as exc:
+            if exc.status in (404, 409):  # already gone, or not the object we judged
+                return
+            raise
+        self._deleted.add(metadata["uid"])
+        lag = max(0.0, self.clock() - expires_at)
+        self.metrics.expiry_lag.observe(lag)
+        self.metrics.deletions.labels(reason="expired").inc()
+        log.info(
+            "deleted namespace=%s owner=%s reason=expired expires_at=%d lag_seconds=%.3f",
+            name, bundle.owner_of(metadata), expires_at, lag,
+        )  # fmt: skip
+
+    def _create(self, path: str, body: dict[str, Any], kind: str, namespace: str) -> None:
+        try:
+            self.kube.post(path, body)
+        except KubeError as exc:
+            if exc.status == 409:
+                # Exists but not in our cache: either our own create racing the watch, or an
+                # object without nsprov's label, which we never touch.
+                return
+            raise
+        self.metrics.repairs.labels(kind=kind).inc()
+        log.info("repaired namespace=%s kind=%s action=created", namespace, kind)
+
+    def _ensure_service_account(self, namespace: str) -> None:
+        if self.service_accounts.get(namespace, bundle.SERVICE_ACCOUNT) is not None:
+            return
+        self._create(
+            f"/api/v1/namespaces/{namespace}/serviceaccounts",
+            bundle.service_account(namespace, self.selector),
+            "serviceaccount",
+            namespace,
+        )
+
+    def _ensure_role_binding(self, namespace: str, cluster_role: str) -> None:
+        path = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings"
+        binding = self.role_bindings.get(namespace, bundle.ROLE_BINDING)
+        if binding is not None:
+            if bundle.role_binding_is_right(binding, namespace, cluster_role):
+                return
+            # roleRef is immutable: a changed binding can only be replaced.
+            try:
+                self.kube.delete(
+                    f"{path}/{bundle.ROLE_BINDING}",
+                    {
+                        "apiVersion": "v1",
+                        "kind": "DeleteOptions",
+                        "preconditions": {"uid": binding["metadata"]["uid"]},
+                    },
+                )
+            except KubeError as exc:
+                if exc.status not in (404, 409):
+                    raise
+            log.info("repaired namespace=%s kind=rolebinding action=deleted-drifted", namespace)
+        self._create(
+            path,
+            bundle.role_binding(namespace, self.selector, cluster_role),
+            "rolebinding",
+            namespace,
+        )
+
+
+def _terminating(obj: dict[str, Any]) -> bool:
+    return bool(obj.get("metadata", {}).get("deletionTimestamp"))

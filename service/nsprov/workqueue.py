@@ -1,0 +1,105 @@
+"""A deduplicating work queue with deadlines, keyed by namespace name.
+
+Watch events, the periodic resync and expiry instants all say the same thing:
+"look at namespace X again". Many such signals for one key collapse into one
+pending item, and a key is never handed to two workers at once (a key added
+while it is being processed is queued again when the worker is done), so
+reconciles of one namespace never race each other.
+
+Deadlines live in a heap and wake the queue at the exact instant, so a
+namespace is looked at when it expires rather than at the next poll.
+"""
+
+from __future__ import annotations
+
+import heapq
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+
+class WorkQueue:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._ready: deque[str] = deque()
+        self._queued: set[str] = set()
+        self._processing: set[str] = set()
+        self._dirty: set[str] = set()
+        self._deadlines: list[tuple[float, str]] = []
+        self._closed = False
+        self._cond = threading.Condition()
+
+    def __len__(self) -> int:
+        """Keys waiting to be processed now (not counting future deadlines)."""
+        with self._cond:
+            return len(self._ready)
+
+    @property
+    def scheduled(self) -> int:
+        with self._cond:
+            return len(self._deadlines)
+
+    def add(self, key: str) -> None:
+        with self._cond:
+            self._add_locked(key)
+
+    def _add_locked(self, key: str) -> None:
+        if self._closed or key in self._queued:
+            return
+        if key in self._processing:
+            self._dirty.add(key)
+            return
+        self._queued.add(key)
+        self._ready.append(key)
+        self._cond.notify()
+
+    def add_at(self, key: str, when: float) -> None:
+        """Queue ``key`` at wall-clock time ``when`` (unix seconds); now if it has passed."""
+        with self._cond:
+            if when <= self._clock():
+                self._add_locked(key)
+                return
+            heapq.heappush(self._deadlines, (when, key))
+            self._cond.notify()
+
+    def _release_due_locked(self) -> float | None:
+        """Move due deadlines to the ready list; return seconds until the next one."""
+        now = self._clock()
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, key = heapq.heappop(self._deadlines)
+            self._add_locked(key)
+        return self._deadlines[0][0] - now if self._deadlines else None
+
+    def get(self, timeout: float | None = None) -> str | None:
+        """The next key to process, or None on timeout or after shutdown."""
+        give_up = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while True:
+                if self._closed:
+                    return None
+                until_deadline = self._release_due_locked()
+                if self._ready:
+                    key = self._ready.popleft()
+                    self._queued.discard(key)
+                    self._processing.add(key)
+                    return key
+                waits = [w for w in (until_deadline,) if w is not None]
+                if give_up is not None:
+                    left = give_up - time.monotonic()
+                    if left <= 0:
+                        return None
+                    waits.append(left)
+                self._cond.wait(min(waits) if waits else None)
+
+    def done(self, key: str) -> None:
+        with self._cond:
+            self._processing.discard(key)
+            if key in self._dirty:
+                self._dirty.discard(key)
+                self._add_locked(key)
+
+    def shutdown(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()

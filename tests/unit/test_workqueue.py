@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import threading
+import time
+
+from nsprov.workqueue import WorkQueue
+
+
+def test_keys_are_deduplicated_and_fifo() -> None:
+    queue = WorkQueue()
+    for key in ["a", "b", "a", "c", "b"]:
+        queue.add(key)
+    assert len(queue) == 3
+    assert [queue.get(0), queue.get(0), queue.get(0)] == ["a", "b", "c"]
+    assert queue.get(0) is None
+
+
+def test_a_key_is_never_processed_twice_at_once() -> None:
+    queue = WorkQueue()
+    queue.add("a")
+    assert queue.get(0) == "a"
+    queue.add("a")  # an event arrives while "a" is being processed
+    assert queue.get(0) is None, "must not hand out 'a' to a second worker"
+    queue.done("a")
+    assert queue.get(0) == "a"
+    queue.done("a")
+    assert queue.get(0) is None
+
+
+def test_deadlines_fire_in_order_at_their_instant() -> None:
+    now = [1000.0]
+    queue = WorkQueue(clock=lambda: now[0])
+    queue.add_at("late", 1010.0)
+    queue.add_at("soon", 1005.0)
+    queue.add_at("past", 999.0)
+    assert queue.scheduled == 2
+    assert queue.get(0) == "past"
+    assert queue.get(0) is None
+    now[0] = 1005.0
+    assert queue.get(0) == "soon"
+    now[0] = 1011.0
+    assert queue.get(0) == "late"
+
+
+def test_a_blocked_get_wakes_at_the_deadline() -> None:
+    queue = WorkQueue()
+    due = time.time() + 0.2
+    queue.add_at("ns", due)
+    key = queue.get(timeout=5)
+    assert key == "ns"
+    assert time.time() >= due
+
+
+def test_shutdown_releases_waiting_workers() -> None:
+    queue = WorkQueue()
+    results: list[str | None] = []
+    worker = threading.Thread(target=lambda: results.append(queue.get()))
+    worker.start()
+    queue.shutdown()
+    worker.join(timeout=5)
+    assert not worker.is_alive()
+    assert results == [None]
+    queue.add("after")
+    assert queue.get(0) is None
