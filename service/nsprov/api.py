@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from nsprov import kubeconfig, openapi
+from nsprov import kubeconfig, openapi, requestid
 from nsprov.auth import TokenStore
 from nsprov.errors import BadRequest, ClusterUnavailable, NsprovError, Unauthorized
 from nsprov.metrics import Metrics
@@ -202,8 +202,7 @@ async def on_nsprov_error(request: Request, exc: Exception) -> Response:
     rid = request_id(request)
     if exc.status >= 500:
         log.error(
-            "request_id=%s %s %s -> %d: %s",
-            rid,
+            "%s %s -> %d: %s",
             request.method,
             request.url.path,
             exc.status,
@@ -223,6 +222,7 @@ async def on_http_exception(request: Request, exc: Exception) -> Response:
 
 
 async def on_unexpected(request: Request, exc: Exception) -> Response:
+    # Runs outside RequestContext (in Starlette's outermost middleware): name the id here.
     rid = request_id(request)
     log.exception("request_id=%s unexpected error", rid, exc_info=exc)
     return problem(500, "Internal Server Error", f"unexpected error (request id {rid})", rid)
@@ -256,6 +256,7 @@ class RequestContext:
         incoming = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
         rid = incoming if _REQUEST_ID.fullmatch(incoming) else secrets.token_hex(8)
         scope.setdefault("state", {})["request_id"] = rid
+        token = requestid.current.set(rid)
         status = 500
         started = time.perf_counter()
 
@@ -270,6 +271,7 @@ class RequestContext:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            requestid.current.reset(token)
             route = scope.get("route")
             template = getattr(route, "path", "unmatched")
             method = scope["method"]

@@ -24,6 +24,7 @@ from nsprov import __version__, bundle
 from nsprov.app import create_service, internal_app, public_app
 from nsprov.auth import TokenFileError
 from nsprov.errors import BadRequest
+from nsprov.requestid import RequestIdFilter
 from nsprov.settings import Settings
 from nsprov.ttl import parse_duration
 
@@ -215,9 +216,12 @@ async def _serve(settings: Settings, log_level: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     level = str(args.log_level).lower()
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    handler = logging.StreamHandler()
+    handler.addFilter(RequestIdFilter())
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
     )
+    logging.basicConfig(level=level.upper(), handlers=[handler])
     try:
         settings = settings_from_args(args)
         split_address(settings.listen)
