@@ -52,4 +52,5 @@ lint: install
 	$(VENV)/bin/mypy
 
 bench: cluster-build
-	$(PY) -m tests.bench
+	$(PY) -m tests.bench provision
+	$(PY) -m tests.bench controller

@@ -1,9 +1,13 @@
-"""``make bench``: provisioning latency through nsprov vs. the raw API calls it makes.
+"""``make bench``: figures for provisioning and for the controller.
 
 Prints figures; asserts nothing (speed targets do not belong in timed tests).
-Uses the local control plane (fresh, or ``make cluster``'s if it is up).
 
-    python -m tests.bench [--requests 100] [--concurrency 50]
+    python -m tests.bench provision [--requests 100] [--concurrency 50]
+        POST latency through nsprov vs. the four raw API calls it makes, on the
+        local control plane (``make cluster``'s if it is up, else a fresh one).
+    python -m tests.bench controller [--expiring 50] [--live 1000] [--idle 30]
+        expiry lag over short-TTL namespaces, then the service's RSS and idle CPU
+        with many live namespaces, on a fresh control plane.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import contextlib
+import os
+import re
 import statistics
 import tempfile
 import time
@@ -27,15 +33,18 @@ _REPO = Path(__file__).resolve().parents[1]
 SELECTOR = "controller.observatorium.io=namespace-provisioner"
 
 
-def percentiles(samples: list[float]) -> str:
+def percentiles(samples: list[float], points: tuple[int, ...] = (50, 95)) -> str:
+    if not samples:
+        return "no samples"
     ordered = sorted(samples)
 
-    def pct(p: float) -> float:
+    def ms(p: float) -> float:
         return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))] * 1000
 
+    shown = " ".join(f"p{p}={ms(p):.1f}ms" for p in points)
     return (
-        f"n={len(ordered)} p50={pct(50):.1f}ms p95={pct(95):.1f}ms "
-        f"max={ordered[-1] * 1000:.1f}ms mean={statistics.fmean(ordered) * 1000:.1f}ms"
+        f"n={len(ordered)} {shown} max={ordered[-1] * 1000:.1f}ms "
+        f"mean={statistics.fmean(ordered) * 1000:.1f}ms"
     )
 
 
@@ -98,11 +107,101 @@ def raw_calls(api: client.ApiClient, n: int) -> list[float]:
     return totals
 
 
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def controller(args: argparse.Namespace) -> None:
+    with controlplane.running() as plane, tempfile.TemporaryDirectory() as tmp:
+        service_args = ["--max-ttl=24h"]
+        with running_service(plane.kubeconfig, Path(tmp), service_args) as service:
+            pid = service.process.pid
+            auth = service.auth()
+            print(f"service RSS at start:            {_rss_mib(pid):.1f} MiB")
+
+            def create(ttl: str) -> str:
+                with httpx.Client(base_url=service.url, timeout=120) as http:
+                    response = http.post("/api/v1/namespaces", params={"ttl": ttl}, headers=auth)
+                    assert response.status_code == 201, response.text
+                    return response.headers["x-namespace"]
+
+            # Short TTLs spread over a few seconds, so expiries do not all share one instant.
+            ttls = [f"{3 + i % 5}s" for i in range(args.expiring)]
+            with concurrent.futures.ThreadPoolExecutor(10) as pool:
+                names = set(pool.map(create, ttls))
+            deadline = time.monotonic() + 120
+            lags: dict[str, float] = {}
+            while len(lags) < len(names) and time.monotonic() < deadline:
+                for line in service.log().splitlines():
+                    match = re.search(r"deleted namespace=(\S+) .*lag_seconds=([0-9.]+)", line)
+                    if match and match.group(1) in names:
+                        lags[match.group(1)] = float(match.group(2))
+                time.sleep(0.5)
+            lag = percentiles(list(lags.values()), (50, 99))
+            print(f"expiry lag, {len(lags)} of {len(names)} expired: {lag}")
+
+            started = time.monotonic()
+            with concurrent.futures.ThreadPoolExecutor(20) as pool:
+                list(pool.map(create, ["12h"] * args.live))
+            print(f"created {args.live} live namespaces in {time.monotonic() - started:.1f}s")
+            metrics_url = f"{service.internal_url}/metrics"
+
+            def live() -> float:
+                for line in httpx.get(metrics_url).text.splitlines():
+                    if line.startswith("nsprov_live_namespaces "):
+                        return float(line.split()[1])
+                return -1
+
+            while live() < args.live and time.monotonic() < started + 300:
+                time.sleep(0.5)
+            while float(_metric_value(metrics_url, "nsprov_queue_depth")) > 0:
+                time.sleep(0.5)
+            time.sleep(2)  # let the last reconciles (settle window) finish
+            print(f"service RSS with {args.live} live:     {_rss_mib(pid):.1f} MiB")
+            cpu_before, wall_before = _cpu_seconds(pid), time.monotonic()
+            time.sleep(args.idle)
+            cpu = _cpu_seconds(pid) - cpu_before
+            wall = time.monotonic() - wall_before
+            print(
+                f"idle CPU with {args.live} live:        {cpu:.2f}s over {wall:.0f}s "
+                f"= {100 * cpu / wall:.2f}% of one core"
+            )
+
+
+def _metric_value(url: str, name: str) -> str:
+    for line in httpx.get(url).text.splitlines():
+        if line.startswith(name + " "):
+            return line.split()[1]
+    return "0"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--requests", type=int, default=100)
-    parser.add_argument("--concurrency", type=int, default=50)
+    commands = parser.add_subparsers(dest="command")
+    provision_ = commands.add_parser("provision")
+    provision_.add_argument("--requests", type=int, default=100)
+    provision_.add_argument("--concurrency", type=int, default=50)
+    controller_ = commands.add_parser("controller")
+    controller_.add_argument("--expiring", type=int, default=50)
+    controller_.add_argument("--live", type=int, default=1000)
+    controller_.add_argument("--idle", type=float, default=30.0)
     args = parser.parse_args()
+    if args.command == "controller":
+        controller(args)
+    else:
+        provision(args if args.command else provision_.parse_args([]))
+    return 0
+
+
+def provision(args: argparse.Namespace) -> None:
     with _kubeconfig() as kubeconfig, tempfile.TemporaryDirectory() as tmp:
         api = config.new_client_from_config(config_file=str(kubeconfig))
         core = client.CoreV1Api(api)
@@ -136,7 +235,6 @@ def main() -> int:
         for ns in core.list_namespace(label_selector=SELECTOR).items:
             core.delete_namespace(ns.metadata.name)
         api.close()
-    return 0
 
 
 if __name__ == "__main__":
