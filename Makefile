@@ -31,7 +31,7 @@ cluster-down:
 demo: cluster-build
 	$(PY) -m tests.demo
 
-test: test-unit test-integration test-action
+test: test-unit test-integration test-action test-kind
 
 test-unit: install
 	$(PYTEST) tests/unit

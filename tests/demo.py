@@ -90,7 +90,7 @@ metadata:
 rules:
 - apiGroups: [""]
   resources: [configmaps]
-  verbs: ["*"]
+  verbs: [get, list, watch, create, update, patch, delete]
 """
     step(f"Creating ClusterRole {DEMO_GRANT} (what each namespace's kubeconfig may do)")
     print(manifest.strip())

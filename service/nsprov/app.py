@@ -28,6 +28,8 @@ from nsprov.auth import TokenStore
 from nsprov.bundle import Selector
 from nsprov.controller import Controller
 from nsprov.errors import NsprovError
+from nsprov.grant import unsafe_reasons
+from nsprov.kube import KubeError
 from nsprov.leader import LeaderElector
 from nsprov.metrics import Metrics
 from nsprov.provisioner import Provisioner
@@ -120,6 +122,37 @@ def _add_controller(service: Service) -> None:
             renew_deadline=duration * 2 / 3,
             retry_period=max(0.5, duration / 7.5),
         )
+
+
+class UnsafeGrant(ValueError):
+    """The grant ClusterRole would let tenants undo nsprov's guarantees."""
+
+
+def check_grant(service: Service) -> None:
+    """Read the grant ClusterRole and refuse an unsafe one (unless allowed); warn if unreadable."""
+    name = service.settings.cluster_role
+    try:
+        role = service.kube.get(f"/apis/rbac.authorization.k8s.io/v1/clusterroles/{name}")
+    except KubeError as exc:
+        if exc.status == 404:
+            log.warning("grant ClusterRole %r does not exist: kubeconfigs can do nothing until "
+                        "it does", name)  # fmt: skip
+            return
+        if exc.status == 403:
+            log.warning("cannot read grant ClusterRole %r to check it (nsprov needs get on it); "
+                        "continuing unchecked", name)  # fmt: skip
+            return
+        raise
+    except NsprovError as exc:
+        log.warning("cannot check grant ClusterRole %r: %s", name, exc.detail)
+        return
+    reasons = unsafe_reasons(role)
+    if not reasons:
+        return
+    summary = f"grant ClusterRole {name!r} is unsafe for tenants: {'; '.join(reasons)}"
+    if not service.settings.allow_unsafe_grant:
+        raise UnsafeGrant(f"{summary} (fix it, or pass --allow-unsafe-grant=true)")
+    log.warning("%s (allowed by --allow-unsafe-grant)", summary)
 
 
 def public_app(service: Service) -> Starlette:

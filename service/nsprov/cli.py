@@ -21,7 +21,7 @@ import uvicorn
 from kubernetes.config.config_exception import ConfigException
 
 from nsprov import __version__, bundle
-from nsprov.app import create_service, internal_app, public_app
+from nsprov.app import UnsafeGrant, check_grant, create_service, internal_app, public_app
 from nsprov.auth import TokenFileError
 from nsprov.errors import BadRequest
 from nsprov.requestid import RequestIdFilter
@@ -75,6 +75,9 @@ def _parser() -> argparse.ArgumentParser:
     flag("pod-security", "Pod Security level enforced in each namespace ('' = none)", "baseline")
     flag("request-timeout", "timeout of each Kubernetes call (Go duration)", "30s")
     flag("concurrency", "worker threads and Kubernetes connections", str(defaults.concurrency))
+    flag(
+        "allow-unsafe-grant", "start even if the grant lets tenants escalate (true/false)", "false"
+    )
     flag("controller", "run the expiry/repair controller (true/false)", "true")
     flag("leader-elect", "take a Lease before the controller acts (true/false)", "true")
     flag("leader-elect-namespace", "namespace of the Lease (default: the pod's, else default)")
@@ -155,6 +158,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         pod_security=args.pod_security,
         request_timeout=_duration("request-timeout", args.request_timeout),
         concurrency=max(1, _count("concurrency", args.concurrency)),
+        allow_unsafe_grant=_bool("allow-unsafe-grant", args.allow_unsafe_grant),
         controller=_bool("controller", args.controller),
         leader_elect=_bool("leader-elect", args.leader_elect),
         leader_elect_namespace=args.leader_elect_namespace or _own_namespace(),
@@ -182,6 +186,11 @@ def split_address(address: str) -> tuple[str, int]:
 
 async def _serve(settings: Settings, log_level: str) -> None:
     service = create_service(settings)
+    try:
+        check_grant(service)
+    except UnsafeGrant as exc:
+        service.close()
+        raise ConfigError(str(exc)) from None
     servers = []
     for app, address in (
         (public_app(service), settings.listen),

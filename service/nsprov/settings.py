@@ -59,6 +59,9 @@ class Settings:
     concurrency: int = 40
     """Worker threads for Kubernetes calls; the client's connection pool has the same size."""
 
+    allow_unsafe_grant: bool = False
+    """Start even when the grant ClusterRole lets tenants edit Namespaces or RBAC."""
+
     controller: bool = True
     """Run the expiry/repair controller in this process."""
 

@@ -18,7 +18,7 @@ from kubernetes.client.exceptions import ApiException
 
 from tests.integration.conftest import (
     CONFIGMAP_GRANT,
-    LIMITED_NAMESPACE,
+    NSPROV_NAMESPACE,
     SELECTOR,
     Cluster,
     live_managed_namespaces,
@@ -333,17 +333,20 @@ def test_per_owner_cap_is_429(cluster: Cluster, tmp_path: Path) -> None:
 
 
 def test_failure_mid_provisioning_leaves_no_namespace(
-    cluster: Cluster, core: client.CoreV1Api, tmp_path: Path, limited_kubeconfig: Path
+    cluster: Cluster, core: client.CoreV1Api, tmp_path: Path, manifest_kubeconfig: Path
 ) -> None:
-    # An identity that may create namespaces but not bind cluster-admin: the RoleBinding
-    # step fails after the namespace exists, so nsprov must remove it again.
-    args = ["--cluster-role=cluster-admin", f"--leader-elect-namespace={LIMITED_NAMESPACE}"]
-    with running_service(limited_kubeconfig, tmp_path, args) as service:
+    # With the manifests' permissions nsprov may create namespaces but not bind
+    # cluster-admin: the RoleBinding step fails after the namespace exists, so nsprov
+    # must remove it again. (It cannot read cluster-admin either, so the startup check
+    # of the grant only warns.)
+    args = ["--cluster-role=cluster-admin", f"--leader-elect-namespace={NSPROV_NAMESPACE}"]
+    with running_service(manifest_kubeconfig, tmp_path, args) as service:
         response = _create(service)
         body = problem(response, 500)
         assert "cluster-admin" in body["detail"]
         assert "not allowed" in body["detail"]
         assert body["requestId"] in service.log()
+        assert "cannot read grant ClusterRole 'cluster-admin'" in service.log()
     assert live_managed_namespaces(core) == []
     wait_until(
         lambda: core.list_namespace(label_selector=SELECTOR).items == [],

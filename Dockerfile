@@ -1,0 +1,23 @@
+# nsprov: docker build -t nsprov .
+# Stage 1 builds a wheel; stage 2 installs it (runtime dependencies only) on a
+# slim base and runs as an unprivileged user with a read-only root filesystem.
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY service ./service
+RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+
+FROM python:3.11-slim
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+COPY --from=build /wheels /wheels
+RUN pip install --no-index --find-links=/wheels nsprov \
+    && rm -rf /wheels \
+    && groupadd --gid 10001 nsprov \
+    && useradd --uid 10001 --gid nsprov --no-create-home --shell /usr/sbin/nologin nsprov
+USER 10001:10001
+EXPOSE 8080 9090
+ENTRYPOINT ["nsprov"]
+CMD ["serve"]

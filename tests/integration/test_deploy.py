@@ -1,0 +1,217 @@
+"""k8s/ deploys nsprov with least privilege, and that privilege is enough (and no more)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+
+from tests.integration.conftest import (
+    CONFIGMAP_VERBS,
+    EMPTY_GRANT,
+    NSPROV_NAMESPACE,
+    REPO,
+    Cluster,
+    live_managed_namespaces,
+)
+from tests.integration.service import RunningService, kubeconfig_from, problem, running_service
+from tests.support import wait_until
+
+pytestmark = pytest.mark.usefixtures("grants", "clean_namespaces")
+
+
+def _kubectl(cluster: Cluster, kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+    return subprocess.run(
+        [cluster.kubectl, *args], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+@pytest.fixture(scope="module")
+def rendered(cluster: Cluster) -> dict[tuple[str, str], dict[str, Any]]:
+    """k8s/ as kustomize renders it, by (kind, name)."""
+    result = _kubectl(cluster, cluster.kubeconfig, "kustomize", str(REPO / "k8s"))
+    assert result.returncode == 0, result.stderr
+    return {
+        (doc["kind"], doc["metadata"]["name"]): doc for doc in yaml.safe_load_all(result.stdout)
+    }
+
+
+@pytest.fixture
+def configmap_grant(cluster: Cluster) -> Iterator[None]:
+    """The admin's job after installing: give the grant some rules (configmaps here)."""
+    rbac = client.RbacAuthorizationV1Api(cluster.api)
+    rule = {"apiGroups": [""], "resources": ["configmaps"], "verbs": CONFIGMAP_VERBS}
+    rbac.patch_cluster_role(EMPTY_GRANT, {"rules": [rule]})
+    try:
+        yield
+    finally:
+        rbac.patch_cluster_role(EMPTY_GRANT, {"rules": []})
+
+
+@pytest.fixture
+def deployed_service(manifest_kubeconfig: Path, tmp_path: Path) -> Iterator[RunningService]:
+    """nsprov run with exactly the permissions k8s/ gives its ServiceAccount."""
+    args = [f"--leader-elect-namespace={NSPROV_NAMESPACE}"]
+    with running_service(manifest_kubeconfig, tmp_path, args) as service:
+        yield service
+
+
+# ---- the manifests as written -------------------------------------------------------------
+
+
+def test_server_side_dry_run_accepts_the_manifests(
+    cluster: Cluster, manifest_kubeconfig: Path
+) -> None:
+    result = _kubectl(
+        cluster, cluster.kubeconfig, "apply", "--dry-run=server", "-k", str(REPO / "k8s")
+    )
+    assert result.returncode == 0, result.stderr
+    assert "deployment.apps/nsprov" in result.stdout
+
+
+def test_service_clusterrole_is_least_privilege(rendered) -> None:
+    rules = rendered[("ClusterRole", "nsprov")]["rules"]
+    for rule in rules:
+        for field in ("apiGroups", "resources", "verbs"):
+            assert "*" not in rule[field], rule
+        assert "escalate" not in rule["verbs"]
+        assert "secrets" not in rule["resources"]
+        if "clusterroles" in rule["resources"]:
+            assert rule["resourceNames"] == [EMPTY_GRANT]
+            assert set(rule["verbs"]) == {"bind", "get"}
+    assert rendered[("ClusterRole", EMPTY_GRANT)]["rules"] == []
+    lease_rules = rendered[("Role", "nsprov-leader-election")]["rules"]
+    assert {r["resources"][0] for r in lease_rules} == {"leases"}
+
+
+def test_deployment_is_hardened(rendered) -> None:
+    deployment = rendered[("Deployment", "nsprov")]
+    assert deployment["spec"]["replicas"] == 2
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    (container,) = pod["containers"]
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert container["resources"]["limits"]["memory"]
+    assert not any("token" in arg for arg in container.get("args", []))
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["NSPROV_TOKEN_FILE"].startswith("/etc/nsprov/tokens/")
+    ports = {p["name"] for p in rendered[("Service", "nsprov")]["spec"]["ports"]}
+    assert ports == {"http", "metrics"}
+    assert rendered[("PodDisruptionBudget", "nsprov")]["spec"]["minAvailable"] == 1
+
+
+# ---- the manifests' identity at work ------------------------------------------------------
+
+
+@pytest.mark.usefixtures("configmap_grant")
+def test_manifest_identity_creates_uses_extends_deletes_and_expires(
+    deployed_service: RunningService, cluster: Cluster, core: client.CoreV1Api, tmp_path: Path
+) -> None:
+    service = deployed_service
+    assert "cannot read grant" not in service.log()
+    with service.client() as http:
+        created = http.post("/api/v1/namespaces", params={"ttl": "10m"}, headers=service.auth())
+        assert created.status_code == 201, created.text
+        name = created.headers["x-namespace"]
+        kubeconfig = kubeconfig_from(created, tmp_path / "kubeconfig")
+        used = _kubectl(cluster, kubeconfig, "create", "configmap", "ci", "--from-literal=a=b")
+        assert used.returncode == 0, used.stderr
+
+        extended = http.patch(f"/api/v1/namespaces/{name}", params={"ttl": "1h"},
+                              headers=service.auth())  # fmt: skip
+        assert extended.status_code == 200, extended.text
+        deleted = http.delete(f"/api/v1/namespaces/{name}", headers=service.auth())
+        assert deleted.status_code == 202
+
+        short = http.post("/api/v1/namespaces", params={"ttl": "2s"}, headers=service.auth())
+        assert short.status_code == 201, short.text
+    expiring = short.headers["x-namespace"]
+    wait_until(lambda: expiring not in live_managed_namespaces(core), timeout=15,
+               message="expired by the manifest identity's controller")  # fmt: skip
+    assert f"deleted namespace={expiring} " in service.log()
+    assert name not in live_managed_namespaces(core)
+
+
+def test_manifest_identity_cannot_escalate(
+    deployed_service: RunningService, cluster: Cluster, manifest_kubeconfig: Path,
+    core: client.CoreV1Api,
+) -> None:  # fmt: skip
+    def can_i(*args: str) -> str:
+        return _kubectl(cluster, manifest_kubeconfig, "auth", "can-i", *args).stdout.strip()
+
+    assert can_i("get", "secrets", "--namespace", "default") == "no"
+    assert can_i("list", "secrets", "--all-namespaces") == "no"
+    assert can_i("bind", "clusterroles/cluster-admin") == "no"
+    assert can_i("bind", f"clusterroles/{EMPTY_GRANT}") == "yes"
+    assert can_i("escalate", "clusterroles") == "no"
+    assert can_i("create", "clusterrolebindings") == "no"
+    assert can_i("*", "*") == "no"
+
+    with deployed_service.client() as http:
+        created = http.post("/api/v1/namespaces", headers=deployed_service.auth())
+        name = created.headers["x-namespace"]
+        rolebinding = _kubectl(
+            cluster, manifest_kubeconfig, "create", "rolebinding", "escalate",
+            "--clusterrole=cluster-admin", f"--serviceaccount={name}:namespace-provisioner",
+            "--namespace", name,
+        )  # fmt: skip
+        assert rolebinding.returncode != 0
+        assert "forbidden" in rolebinding.stderr.lower()
+
+        version = core.read_namespace("kube-system").metadata.resource_version
+        refused = http.delete("/api/v1/namespaces/kube-system", headers=deployed_service.auth())
+        problem(refused, 404)
+    assert core.read_namespace("kube-system").metadata.resource_version == version
+
+
+def _serve(cluster: Cluster, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    tokens = tmp_path / "tokens"
+    tokens.write_text("ci: 0123456789abcdef0123456789abcdef\n")
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("NSPROV_")},
+        "NSPROV_TOKEN_FILE": str(tokens),
+    }
+    argv = [sys.executable, "-m", "nsprov.cli", "serve", f"--kubeconfig={cluster.kubeconfig}",
+            "--listen=127.0.0.1:0", "--listen-internal=127.0.0.1:0", *args]  # fmt: skip
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_unsafe_grant_is_refused_at_start(cluster: Cluster, tmp_path: Path) -> None:
+    rbac = client.RbacAuthorizationV1Api(cluster.api)
+    unsafe = "nsprov-test-unsafe-grant"
+    rbac.create_cluster_role(
+        client.V1ClusterRole(
+            metadata=client.V1ObjectMeta(name=unsafe),
+            rules=[
+                client.V1PolicyRule(api_groups=[""], resources=["namespaces"], verbs=["patch"]),
+                client.V1PolicyRule(
+                    api_groups=["rbac.authorization.k8s.io"],
+                    resources=["rolebindings"],
+                    verbs=["create"],
+                ),
+                client.V1PolicyRule(api_groups=["apps"], resources=["*"], verbs=["get"]),
+            ],
+        )
+    )
+    try:
+        refused = _serve(cluster, tmp_path, f"--cluster-role={unsafe}")
+        assert refused.returncode == 2
+        (line,) = refused.stderr.strip().splitlines()[-1:]
+        for reason in ("edit Namespaces", "change RBAC", "wildcard", "--allow-unsafe-grant"):
+            assert reason in line, line
+    finally:
+        rbac.delete_cluster_role(unsafe)
