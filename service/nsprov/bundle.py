@@ -181,3 +181,22 @@ def expires_at_of(metadata: dict[str, Any]) -> int | None:
         return int(raw) if raw is not None else None
     except ValueError:
         return None
+
+
+def is_terminating(obj: dict[str, Any]) -> bool:
+    return bool(obj.get("metadata", {}).get("deletionTimestamp"))
+
+
+def delete_exactly(uid: str) -> dict[str, Any]:
+    """DeleteOptions for the object we looked at and no other.
+
+    The UID precondition makes the API server refuse (409) when the name now belongs
+    to an object created since; background propagation returns at once and leaves
+    emptying to the namespace controller and the garbage collector.
+    """
+    return {
+        "apiVersion": "v1",
+        "kind": "DeleteOptions",
+        "preconditions": {"uid": uid},
+        "propagationPolicy": "Background",
+    }

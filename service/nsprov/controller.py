@@ -117,7 +117,7 @@ class Controller:
     def count_live(self) -> int | None:
         if not self.namespaces.synced.is_set():
             return None
-        return sum(1 for ns in self.namespaces.items() if not _terminating(ns))
+        return sum(1 for ns in self.namespaces.items() if not bundle.is_terminating(ns))
 
     def start_reconciling(self) -> None:
         """Called when this replica becomes leader (or at start without leader election)."""
@@ -189,7 +189,7 @@ class Controller:
 
     def reconcile(self, name: str) -> None:
         namespace = self.namespaces.get("", name)
-        if namespace is None or _terminating(namespace):
+        if namespace is None or bundle.is_terminating(namespace):
             return
         metadata = namespace["metadata"]
         if metadata.get("uid") in self._deleted:
@@ -217,16 +217,7 @@ class Controller:
         metadata = namespace["metadata"]
         name = metadata["name"]
         try:
-            self.kube.delete(
-                f"/api/v1/namespaces/{name}",
-                {
-                    "apiVersion": "v1",
-                    "kind": "DeleteOptions",
-                    # Delete exactly the object we judged, not a namesake created since.
-                    "preconditions": {"uid": metadata["uid"]},
-                    "propagationPolicy": "Background",
-                },
-            )
+            self.kube.delete(f"/api/v1/namespaces/{name}", bundle.delete_exactly(metadata["uid"]))
         except KubeError as exc:
             if exc.status in (404, 409):  # already gone, or not the object we judged
                 return
@@ -272,11 +263,7 @@ class Controller:
             try:
                 self.kube.delete(
                     f"{path}/{bundle.ROLE_BINDING}",
-                    {
-                        "apiVersion": "v1",
-                        "kind": "DeleteOptions",
-                        "preconditions": {"uid": binding["metadata"]["uid"]},
-                    },
+                    bundle.delete_exactly(binding["metadata"]["uid"]),
                 )
             except KubeError as exc:
                 if exc.status not in (404, 409):
@@ -288,7 +275,3 @@ class Controller:
             "rolebinding",
             namespace,
         )
-
-
-def _terminating(obj: dict[str, Any]) -> bool:
-    return bool(obj.get("metadata", {}).get("deletionTimestamp"))

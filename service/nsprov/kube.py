@@ -81,6 +81,46 @@ class Kube:
     def host(self) -> str:
         return str(self.api.configuration.host)
 
+    def _send(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None,
+        content_type: str,
+        timeout: float | tuple[float, float],
+    ) -> urllib3.BaseHTTPResponse:
+        """One request through the shared client; the response body is not read yet."""
+        headers = {"Accept": JSON}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        method_, url, headers_, _, _ = self.api.param_serialize(
+            method, path, header_params=headers, auth_settings=["BearerToken"]
+        )
+        try:
+            response: urllib3.BaseHTTPResponse = self.api.call_api(
+                method_, url, header_params=headers_, body=body, _request_timeout=timeout
+            ).response
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise ClusterUnavailable(f"Kubernetes API unreachable: {type(exc).__name__}") from exc
+        except ApiException as exc:  # transport-level problems surface as status 0
+            raise ClusterUnavailable(f"Kubernetes API unreachable: {exc.reason}") from exc
+        return response
+
+    @staticmethod
+    def _decode(response: urllib3.BaseHTTPResponse, data: bytes) -> dict[str, Any]:
+        """The JSON body of a finished response, or KubeError / ClusterUnavailable."""
+        if response.status >= 500:
+            raise ClusterUnavailable(f"Kubernetes API answered {response.status}")
+        try:
+            decoded: dict[str, Any] = json.loads(data) if data else {}
+        except ValueError:
+            decoded = {"message": data[:200].decode(errors="replace")}
+        if not 200 <= response.status <= 299:
+            raise KubeError(
+                response.status, str(decoded.get("reason", "")), str(decoded.get("message", ""))
+            )
+        return decoded
+
     def request(
         self,
         method: str,
@@ -94,66 +134,27 @@ class Kube:
         """Send one request; return the decoded body or raise KubeError / ClusterUnavailable."""
         if query:
             path = f"{path}?{urlencode(query)}"
-        headers = {"Accept": JSON}
-        if body is not None:
-            headers["Content-Type"] = content_type
-        method_, url, headers_, _, _ = self.api.param_serialize(
-            method, path, header_params=headers, auth_settings=["BearerToken"]
-        )
-        limit = timeout or self.timeout
+        response = self._send(method, path, body, content_type, timeout or self.timeout)
         try:
-            response = self.api.call_api(
-                method_, url, header_params=headers_, body=body, _request_timeout=limit
-            )
-            data = response.read()
+            data = response.data
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise ClusterUnavailable(f"Kubernetes API unreachable: {type(exc).__name__}") from exc
-        except ApiException as exc:  # transport-level problems surface as status 0
-            raise ClusterUnavailable(f"Kubernetes API unreachable: {exc.reason}") from exc
-        if response.status >= 500:
-            raise ClusterUnavailable(f"Kubernetes API answered {response.status}")
-        try:
-            decoded: dict[str, Any] = json.loads(data) if data else {}
-        except ValueError:
-            decoded = {"message": data[:200].decode(errors="replace")}
-        if not 200 <= response.status <= 299:
-            raise KubeError(
-                response.status, str(decoded.get("reason", "")), str(decoded.get("message", ""))
-            )
-        return decoded
+        return self._decode(response, data)
 
     def stream(
         self, path: str, query: dict[str, str], *, read_timeout: float
     ) -> urllib3.BaseHTTPResponse:
         """Open a streaming GET (a watch); the caller iterates lines and releases it."""
-        method, url, headers, _, _ = self.api.param_serialize(
-            "GET",
-            f"{path}?{urlencode(query)}",
-            header_params={"Accept": JSON},
-            auth_settings=["BearerToken"],
+        response = self._send(
+            "GET", f"{path}?{urlencode(query)}", None, JSON, (self.timeout, read_timeout)
         )
-        try:
-            response = self.api.call_api(
-                method, url, header_params=headers, _request_timeout=(self.timeout, read_timeout)
-            ).response
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise ClusterUnavailable(f"Kubernetes API unreachable: {type(exc).__name__}") from exc
-        except ApiException as exc:
-            raise ClusterUnavailable(f"Kubernetes API unreachable: {exc.reason}") from exc
         if response.status != 200:
-            data = response.read()
-            response.release_conn()
-            if response.status >= 500:
-                raise ClusterUnavailable(f"Kubernetes API answered {response.status}")
             try:
-                decoded = json.loads(data)
-            except ValueError:
-                decoded = {}
-            raise KubeError(
-                response.status, str(decoded.get("reason", "")), str(decoded.get("message", ""))
-            )
-        stream: urllib3.BaseHTTPResponse = response
-        return stream
+                self._decode(response, response.data)
+            finally:
+                response.release_conn()
+            raise KubeError(response.status, "", "a watch answered without a stream")
+        return response
 
     def get(self, path: str, **kw: Any) -> dict[str, Any]:
         return self.request("GET", path, **kw)

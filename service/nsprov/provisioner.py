@@ -69,8 +69,7 @@ class NamespaceInfo:
             owner=bundle.owner_of(metadata) or "",
             expires_at=bundle.expires_at_of(metadata),
             created_at=metadata.get("creationTimestamp"),
-            terminating=bool(metadata.get("deletionTimestamp"))
-            or obj.get("status", {}).get("phase") == "Terminating",
+            terminating=bundle.is_terminating(obj),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -215,14 +214,14 @@ class Provisioner:
             or labels.get(bundle.IDEMPOTENCY_LABEL) != idempotency
         ):
             raise Conflict("Idempotency-Key clashes with a namespace nsprov cannot reuse")
-        if _terminating(obj):
+        if bundle.is_terminating(obj):
             raise Conflict("the namespace for this Idempotency-Key is being deleted")
         return obj
 
     async def _check_caps(self, owner: str) -> None:
         if not (self.max_namespaces or self.max_namespaces_per_owner):
             return
-        live = [obj for obj in await self._managed() if not _terminating(obj)]
+        live = [obj for obj in await self._managed() if not bundle.is_terminating(obj)]
         if self.max_namespaces and len(live) >= self.max_namespaces:
             raise TooManyNamespaces(
                 f"the limit of {self.max_namespaces} live namespaces is reached"
@@ -286,17 +285,9 @@ class Provisioner:
             log.warning("rolled back half-provisioned namespace=%s", name)
 
     def _delete_namespace(self, namespace: dict[str, Any]) -> None:
-        # The UID precondition makes sure we delete the object we looked at, not a
-        # namespace of the same name created since.
         metadata = namespace["metadata"]
         self.kube.delete(
-            f"{_NAMESPACES}/{metadata['name']}",
-            {
-                "apiVersion": "v1",
-                "kind": "DeleteOptions",
-                "preconditions": {"uid": metadata["uid"]},
-                "propagationPolicy": "Background",
-            },
+            f"{_NAMESPACES}/{metadata['name']}", bundle.delete_exactly(metadata["uid"])
         )
 
     # ---- changing -------------------------------------------------------------------------
@@ -314,7 +305,7 @@ class Provisioner:
 
     async def extend(self, owner: str, name: str, ttl: float, *, server: str | None) -> Provisioned:
         obj = await self._owned(owner, name)
-        if _terminating(obj):
+        if bundle.is_terminating(obj):
             raise Conflict(f"namespace {name!r} is being deleted")
         expires_at = math.ceil(self.clock() + ttl)
         patch = {
@@ -332,10 +323,6 @@ class Provisioner:
             raise _failed("extend the namespace", exc) from exc
         log.info("extended namespace=%s owner=%s expires_at=%d", name, owner, expires_at)
         return await self._complete(patched, server, replayed=False)
-
-
-def _terminating(obj: dict[str, Any]) -> bool:
-    return bool(obj.get("metadata", {}).get("deletionTimestamp"))
 
 
 def _failed(what: str, exc: KubeError) -> ProvisioningFailed:

@@ -59,7 +59,7 @@ def _run(state_dir: Path) -> int:
 
 def _up(state_dir: Path, timeout: float) -> int:
     kubeconfig, pid_file, log_file = _state_paths(state_dir)
-    if pid_file.exists() and _alive(int(pid_file.read_text())):
+    if pid_file.exists() and controlplane.pid_alive(int(pid_file.read_text())):
         print(f"control plane already running; export KUBECONFIG={kubeconfig}")
         return 0
     # Build in the foreground so a first-time user sees the (slow) progress.
@@ -89,14 +89,6 @@ def _up(state_dir: Path, timeout: float) -> int:
     return 1
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def _down(state_dir: Path, timeout: float) -> int:
     _, pid_file, _ = _state_paths(state_dir)
     if not pid_file.exists():
@@ -106,9 +98,9 @@ def _down(state_dir: Path, timeout: float) -> int:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while _alive(pid) and time.monotonic() < deadline:
+    while controlplane.pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
-    if _alive(pid):
+    if controlplane.pid_alive(pid):
         print(f"error: launcher {pid} still running after {timeout:.0f}s", file=sys.stderr)
         return 1
     pid_file.unlink(missing_ok=True)

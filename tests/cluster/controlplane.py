@@ -57,6 +57,14 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def _die_with_parent() -> None:
     # Runs in the child between fork and exec.
     libc = ctypes.CDLL(None, use_errno=True)

@@ -89,7 +89,12 @@ def make_namespace(core: client.CoreV1Api) -> Iterator[Callable[[], str]]:
         return name
 
     yield make
-    for name in created:
+    delete_namespaces(core, created)
+
+
+def delete_namespaces(core: client.CoreV1Api, names: list[str]) -> None:
+    """Delete these namespaces; one that is already gone is fine."""
+    for name in names:
         try:
             core.delete_namespace(name)
         except ApiException as exc:
@@ -140,12 +145,7 @@ def grants(cluster: Cluster) -> Iterator[None]:
 def delete_managed_namespaces(core: client.CoreV1Api) -> list[str]:
     """Delete every namespace carrying nsprov's label; returns their names."""
     names = [ns.metadata.name for ns in core.list_namespace(label_selector=SELECTOR).items]
-    for name in names:
-        try:
-            core.delete_namespace(name)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
+    delete_namespaces(core, names)
     return names
 
 

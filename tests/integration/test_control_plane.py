@@ -144,22 +144,14 @@ def test_kubectl_works_with_the_admin_kubeconfig(cluster: Cluster) -> None:
         assert server_version == build.KUBERNETES_VERSION
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def test_stopping_the_control_plane_leaves_no_process(cluster: Cluster) -> None:
     cluster.require_local()
     with controlplane.running() as plane:
         pids = plane.pids
         workdir = plane.workdir
         assert len(pids) == 3
-        assert all(_alive(pid) for pid in pids)
-    assert not [pid for pid in pids if _alive(pid)]
+        assert all(controlplane.pid_alive(pid) for pid in pids)
+    assert not [pid for pid in pids if controlplane.pid_alive(pid)]
     assert not workdir.exists()
     leftovers = subprocess.run(
         ["pgrep", "-f", str(workdir)], capture_output=True, text=True, check=False
