@@ -101,12 +101,13 @@ class Component:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def stop(self, timeout: float = 15.0) -> None:
+    def stop(self, timeout: float = 15.0, *, kill: bool = False) -> None:
+        """End the process group: SIGTERM (SIGKILL after ``timeout``), or SIGKILL at once."""
         process, self.process = self.process, None
         if process is None:
             return
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
+            os.killpg(process.pid, signal.SIGKILL if kill else signal.SIGTERM)
         try:
             process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -155,8 +156,9 @@ class ControlPlane:
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read()
 
-    def stop_component(self, name: str) -> None:
-        self.components[name].stop()
+    def stop_component(self, name: str, *, kill: bool = False) -> None:
+        """Stop one component (as a crash with ``kill``); start_component brings it back."""
+        self.components[name].stop(kill=kill)
 
     def start_component(self, name: str, timeout: float = 60.0) -> None:
         """Start a stopped component again with the same flags and ports."""

@@ -424,3 +424,51 @@ def test_token_file_is_reloaded(service: RunningService) -> None:
         )
     assert rotated not in service.log()
     assert service.tokens["alice"] not in service.log()
+
+
+def test_unreachable_api_server_is_503_with_retry_after(
+    service: RunningService, cluster: Cluster, core: client.CoreV1Api
+) -> None:
+    plane = cluster.require_local()
+    plane.stop_component("kube-apiserver", kill=True)
+    try:
+        response = _create(service)
+        body = problem(response, 503)
+        assert "unreachable" in body["detail"]
+        assert int(response.headers["retry-after"]) > 0
+    finally:
+        plane.start_component("kube-apiserver")
+    assert live_managed_namespaces(core) == []
+
+
+def test_deleting_the_namespace_revokes_its_token(
+    service: RunningService, core: client.CoreV1Api, tmp_path: Path
+) -> None:
+    created = _create(service)
+    name = created.headers["x-namespace"]
+    tenant = _tenant_core(kubeconfig_from(created, tmp_path / "kubeconfig"))
+    try:
+        assert tenant.list_namespaced_config_map(name).items is not None
+        with service.client() as http:
+            assert (
+                http.delete(f"/api/v1/namespaces/{name}", headers=service.auth()).status_code == 202
+            )
+
+        def revoked() -> bool:
+            try:
+                tenant.list_namespaced_config_map(name)
+            except ApiException as exc:
+                return exc.status == 401
+            return False
+
+        # The ServiceAccount goes with the namespace, and its bound token with it.
+        wait_until(revoked, timeout=60, message="token rejected with 401")
+    finally:
+        tenant.api_client.close()
+
+
+def test_total_cap_is_429(cluster: Cluster, tmp_path: Path) -> None:
+    with running_service(cluster.kubeconfig, tmp_path, ["--max-namespaces=2"]) as service:
+        assert _create(service).status_code == 201
+        assert _create(service, owner="bob").status_code == 201
+        assert "limit of 2 live namespaces" in problem(_create(service, owner="bob"), 429)["detail"]
