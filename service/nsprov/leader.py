@@ -87,6 +87,11 @@ class LeaderElector:
             except (NsprovError, KubeError) as exc:
                 log.warning("lease %s: %s", self.name, exc)
                 held = False
+            except Exception:
+                # Never let the thread die: a replica that silently stops campaigning
+                # would keep leading on a lease it no longer renews.
+                log.exception("lease %s: unexpected error", self.name)
+                held = False
             now = time.monotonic()
             if held:
                 self._last_renew = now
