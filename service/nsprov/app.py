@@ -23,9 +23,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from nsprov import api, kube
+from nsprov import api, bundle, kube
 from nsprov.auth import TokenStore
-from nsprov.bundle import Selector
 from nsprov.controller import Controller
 from nsprov.errors import NsprovError
 from nsprov.grant import unsafe_reasons
@@ -79,7 +78,7 @@ def create_service(settings: Settings) -> Service:
     metrics = Metrics()
     provisioner = Provisioner(
         kube=client,
-        selector=Selector.parse(settings.selector),
+        selector=bundle.Selector.parse(settings.selector),
         cluster_role=settings.cluster_role,
         prefix=settings.prefix,
         default_server=settings.server or client.host,
@@ -103,7 +102,7 @@ def _add_controller(service: Service) -> None:
     client = kube.Kube(api_client, timeout=settings.request_timeout)
     controller = Controller(
         client,
-        selector=Selector.parse(settings.selector),
+        selector=bundle.Selector.parse(settings.selector),
         cluster_role=settings.cluster_role,
         metrics=service.metrics,
         resync_seconds=settings.resync_period,
@@ -132,17 +131,15 @@ def check_grant(service: Service) -> None:
     """Read the grant ClusterRole and refuse an unsafe one (unless allowed); warn if unreadable."""
     name = service.settings.cluster_role
     try:
-        role = service.kube.get(f"/apis/rbac.authorization.k8s.io/v1/clusterroles/{name}")
+        role = service.kube.get(bundle.cluster_role_path(name))
     except KubeError as exc:
         if exc.status == 404:
             log.warning("grant ClusterRole %r does not exist: kubeconfigs can do nothing until "
                         "it does", name)  # fmt: skip
             return
-        if exc.status == 403:
-            log.warning("cannot read grant ClusterRole %r to check it (nsprov needs get on it); "
-                        "continuing unchecked", name)  # fmt: skip
-            return
-        raise
+        log.warning("cannot read grant ClusterRole %r to check it (%s; nsprov needs get on "
+                    "it); continuing unchecked", name, exc)  # fmt: skip
+        return
     except NsprovError as exc:
         log.warning("cannot check grant ClusterRole %r: %s", name, exc.detail)
         return

@@ -51,6 +51,38 @@ class Selector:
         return bool(labels) and labels.get(self.key) == self.value  # type: ignore[union-attr]
 
 
+# Where the bundle's objects live in the API (cluster-wide collections are what we watch).
+NAMESPACES_PATH = "/api/v1/namespaces"
+SERVICE_ACCOUNTS_PATH = "/api/v1/serviceaccounts"
+ROLES_PATH = f"/apis/{RBAC_GROUP}/v1/roles"
+ROLE_BINDINGS_PATH = f"/apis/{RBAC_GROUP}/v1/rolebindings"
+
+
+def namespace_path(name: str) -> str:
+    return f"{NAMESPACES_PATH}/{name}"
+
+
+def service_accounts_path(namespace_name: str) -> str:
+    return f"{NAMESPACES_PATH}/{namespace_name}/serviceaccounts"
+
+
+def token_path(namespace_name: str) -> str:
+    return f"{service_accounts_path(namespace_name)}/{SERVICE_ACCOUNT}/token"
+
+
+def role_bindings_path(namespace_name: str) -> str:
+    return f"/apis/{RBAC_GROUP}/v1/namespaces/{namespace_name}/rolebindings"
+
+
+def cluster_role_path(name: str) -> str:
+    return f"/apis/{RBAC_GROUP}/v1/clusterroles/{name}"
+
+
+def is_dns_label(name: str) -> bool:
+    """Whether ``name`` can be a namespace name (an RFC 1123 label)."""
+    return len(name) <= 63 and _DNS_LABEL.fullmatch(name) is not None
+
+
 def validate_prefix(prefix: str) -> str:
     if len(prefix) > 63 - 1 - _RANDOM_LENGTH or not _DNS_LABEL.fullmatch(prefix):
         raise ValueError(
@@ -187,16 +219,21 @@ def is_terminating(obj: dict[str, Any]) -> bool:
     return bool(obj.get("metadata", {}).get("deletionTimestamp"))
 
 
-def delete_exactly(uid: str) -> dict[str, Any]:
+def delete_exactly(uid: str, resource_version: str | None = None) -> dict[str, Any]:
     """DeleteOptions for the object we looked at and no other.
 
     The UID precondition makes the API server refuse (409) when the name now belongs
-    to an object created since; background propagation returns at once and leaves
-    emptying to the namespace controller and the garbage collector.
+    to an object created since; with ``resource_version`` it also refuses when the
+    object changed since we judged it (say, its expiry was extended a moment ago).
+    Background propagation returns at once and leaves emptying to the namespace
+    controller and the garbage collector.
     """
+    preconditions = {"uid": uid}
+    if resource_version:
+        preconditions["resourceVersion"] = resource_version
     return {
         "apiVersion": "v1",
         "kind": "DeleteOptions",
-        "preconditions": {"uid": uid},
+        "preconditions": preconditions,
         "propagationPolicy": "Background",
     }

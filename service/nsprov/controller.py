@@ -165,7 +165,9 @@ class Controller:
             if name is None:
                 return
             try:
-                if self._reconciling.is_set():
+                # Until every cache has synced, a missing object may only be unseen yet; the
+                # initial lists queue every namespace again once they complete.
+                if self._reconciling.is_set() and self.synced():
                     self.reconcile(name)
                 self._failures.pop(name, None)
             except (NsprovError, KubeError) as exc:
@@ -217,9 +219,13 @@ class Controller:
         metadata = namespace["metadata"]
         name = metadata["name"]
         try:
-            self.kube.delete(f"/api/v1/namespaces/{name}", bundle.delete_exactly(metadata["uid"]))
+            self.kube.delete(
+                bundle.namespace_path(name),
+                # The version we judged: a namespace extended since is not deleted.
+                bundle.delete_exactly(metadata["uid"], metadata.get("resourceVersion")),
+            )
         except KubeError as exc:
-            if exc.status in (404, 409):  # already gone, or not the object we judged
+            if exc.status in (404, 409):  # gone, or changed since: its next event says what now
                 return
             raise
         self._deleted.add(metadata["uid"])
@@ -232,14 +238,10 @@ class Controller:
         )  # fmt: skip
 
     def _create(self, path: str, body: dict[str, Any], kind: str, namespace: str) -> None:
-        try:
-            self.kube.post(path, body)
-        except KubeError as exc:
-            if exc.status == 409:
-                # Exists but not in our cache: either our own create racing the watch, or an
-                # object without nsprov's label, which we never touch.
-                return
-            raise
+        if not self.kube.create(path, body):
+            # Exists but not in our cache: either our own create racing the watch, or an
+            # object without nsprov's label, which we never touch.
+            return
         self.metrics.repairs.labels(kind=kind).inc()
         log.info("repaired namespace=%s kind=%s action=created", namespace, kind)
 
@@ -247,14 +249,14 @@ class Controller:
         if self.service_accounts.get(namespace, bundle.SERVICE_ACCOUNT) is not None:
             return
         self._create(
-            f"/api/v1/namespaces/{namespace}/serviceaccounts",
+            bundle.service_accounts_path(namespace),
             bundle.service_account(namespace, self.selector),
             "serviceaccount",
             namespace,
         )
 
     def _ensure_role_binding(self, namespace: str, cluster_role: str) -> None:
-        path = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings"
+        path = bundle.role_bindings_path(namespace)
         binding = self.role_bindings.get(namespace, bundle.ROLE_BINDING)
         if binding is not None:
             if bundle.role_binding_is_right(binding, namespace, cluster_role):

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from nsprov.bundle import RBAC_GROUP as _RBAC_GROUP
+
 _WRITE = {"create", "update", "patch", "delete", "deletecollection", "*"}
-_RBAC_GROUP = "rbac.authorization.k8s.io"
 _RISKY_RBAC_VERBS = _WRITE | {"bind", "escalate", "impersonate"}
 
 

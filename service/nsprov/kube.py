@@ -30,10 +30,14 @@ from nsprov.errors import ClusterUnavailable
 
 log = logging.getLogger(__name__)
 
-IN_CLUSTER_CA = Path("/var/run/secrets/kubernetes.io/serviceaccount/ca.crt")
-
 JSON = "application/json"
 MERGE_PATCH = "application/merge-patch+json"
+
+
+def _unreachable(exc: Exception) -> ClusterUnavailable:
+    # The transport's own text (hosts, certificate details) goes to the log, not to clients.
+    log.warning("Kubernetes API unreachable: %s: %s", type(exc).__name__, exc)
+    return ClusterUnavailable("Kubernetes API unreachable")
 
 
 class KubeError(Exception):
@@ -100,16 +104,17 @@ class Kube:
             response: urllib3.BaseHTTPResponse = self.api.call_api(
                 method_, url, header_params=headers_, body=body, _request_timeout=timeout
             ).response
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise ClusterUnavailable(f"Kubernetes API unreachable: {type(exc).__name__}") from exc
-        except ApiException as exc:  # transport-level problems surface as status 0
-            raise ClusterUnavailable(f"Kubernetes API unreachable: {exc.reason}") from exc
+        except (urllib3.exceptions.HTTPError, OSError, ApiException) as exc:
+            # ApiException here is a transport problem (status 0), e.g. a TLS failure.
+            raise _unreachable(exc) from exc
         return response
 
     @staticmethod
     def _decode(response: urllib3.BaseHTTPResponse, data: bytes) -> dict[str, Any]:
         """The JSON body of a finished response, or KubeError / ClusterUnavailable."""
-        if response.status >= 500:
+        if response.status >= 500 or response.status == 429:
+            # 429: API Priority and Fairness is shedding load; a retry later will do.
+            log.warning("Kubernetes API answered %d", response.status)
             raise ClusterUnavailable(f"Kubernetes API answered {response.status}")
         try:
             decoded: dict[str, Any] = json.loads(data) if data else {}
@@ -138,7 +143,7 @@ class Kube:
         try:
             data = response.data
         except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise ClusterUnavailable(f"Kubernetes API unreachable: {type(exc).__name__}") from exc
+            raise _unreachable(exc) from exc
         return self._decode(response, data)
 
     def stream(
@@ -161,6 +166,16 @@ class Kube:
 
     def post(self, path: str, body: dict[str, Any], **kw: Any) -> dict[str, Any]:
         return self.request("POST", path, body=body, **kw)
+
+    def create(self, path: str, body: dict[str, Any], **kw: Any) -> bool:
+        """POST ``body``; False when it already exists (409), which every caller tolerates."""
+        try:
+            self.post(path, body, **kw)
+        except KubeError as exc:
+            if exc.status == 409:
+                return False
+            raise
+        return True
 
     def delete(self, path: str, body: dict[str, Any] | None = None, **kw: Any) -> dict[str, Any]:
         return self.request("DELETE", path, body=body, **kw)

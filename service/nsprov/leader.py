@@ -7,8 +7,9 @@ lease duration *as observed by this replica's monotonic clock* (the holder's
 renewTime is another machine's clock and cannot be trusted to compare with
 ours); every write carries the resourceVersion we read, so two candidates
 cannot both win; a leader that fails to renew for ``renew_deadline`` steps
-down before its lease could have been taken over; a leader that stops releases
-the lease so a successor need not wait.
+down before its lease could have been taken over, and no lease call of a leader
+may run past that deadline (a hung call must not keep a stale leader acting);
+a leader that stops releases the lease so a successor need not wait.
 """
 
 from __future__ import annotations
@@ -80,6 +81,13 @@ class LeaderElector:
             self._step_down()
             self._release()
 
+    def _call_timeout(self) -> float:
+        """A lease call may take a retry period, and a leader's never past its renew deadline."""
+        if not self._leading.is_set():
+            return self.retry_period
+        left = self._last_renew + self.renew_deadline - time.monotonic()
+        return max(0.2, min(self.retry_period, left))
+
     def _run(self) -> None:
         while not self._stopping.is_set():
             try:
@@ -98,7 +106,11 @@ class LeaderElector:
                 if not self._leading.is_set():
                     log.info("lease %s acquired by %s", self.name, self.identity)
                     self._leading.set()
-                    self._on_started()
+                    try:
+                        self._on_started()
+                    except Exception:
+                        log.exception("lease %s: starting to lead failed", self.name)
+                        self._step_down()
             elif self._leading.is_set() and now - self._last_renew >= self.renew_deadline:
                 log.warning("lease %s not renewed for %.0fs; stepping down", self.name,
                             now - self._last_renew)  # fmt: skip
@@ -127,7 +139,7 @@ class LeaderElector:
 
     def _try_acquire_or_renew(self) -> bool:
         try:
-            lease = self.kube.get(self.path)
+            lease = self.kube.get(self.path, timeout=self._call_timeout())
         except KubeError as exc:
             if exc.status != 404:
                 raise
@@ -138,7 +150,7 @@ class LeaderElector:
                 "spec": self._spec(None),
             }
             try:
-                self.kube.post(self.collection, body)
+                self.kube.post(self.collection, body, timeout=self._call_timeout())
             except KubeError as conflict:
                 if conflict.status == 409:  # another replica created it first
                     return False
@@ -159,7 +171,8 @@ class LeaderElector:
             return False
         lease["spec"] = self._spec(spec)
         try:
-            self.kube.request("PUT", self.path, body=lease)  # resourceVersion from our read
+            # The resourceVersion from our read makes this a compare-and-swap.
+            self.kube.request("PUT", self.path, body=lease, timeout=self._call_timeout())
         except KubeError as exc:
             if exc.status == 409:
                 return False

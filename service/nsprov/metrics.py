@@ -61,7 +61,7 @@ class Metrics:
 
         self.expiry_lag = Histogram(
             "nsprov_expiry_lag_seconds",
-            "Time from a namespace's expiry instant to the start of its deletion",
+            "Time from a namespace's expiry instant until the API server accepted its deletion",
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
             registry=self.registry,
         )

@@ -13,7 +13,7 @@ _NAME = {
     "name": "name",
     "in": "path",
     "required": True,
-    "schema": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"},
+    "schema": {"type": "string", "maxLength": 63, "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"},
 }
 _TTL = {
     "name": "ttl",
@@ -57,10 +57,11 @@ _CREATE = _operation(
     "createNamespace",
     {
         "201": {
-            "description": "created",
+            "description": "created (or, for a repeated Idempotency-Key, the same namespace)",
             "headers": _KUBECONFIG_HEADERS,
             "content": _KUBECONFIG_CONTENT,
-        }
+        },
+        "409": _PROBLEM,
     },
     parameters=[
         _TTL,

@@ -19,12 +19,12 @@ import datetime
 import functools
 import logging
 import math
-import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import anyio
 import anyio.to_thread
 
 from nsprov import bundle
@@ -41,8 +41,6 @@ from nsprov.metrics import Metrics
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
-_NAMESPACES = "/api/v1/namespaces"
 
 
 def _iso(unix: int | None) -> str | None:
@@ -109,6 +107,9 @@ class Provisioner:
     max_namespaces: int = 0
     max_namespaces_per_owner: int = 0
     clock: Callable[[], float] = time.time
+    # Caps are checked and the namespace created under this lock, so concurrent requests
+    # to one replica cannot all pass the check; across replicas the caps stay soft.
+    _cap_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
 
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
@@ -117,20 +118,23 @@ class Provisioner:
 
     def list_managed(self) -> list[dict[str, Any]]:
         """Every namespace carrying the selector label (blocking)."""
-        listing = self.kube.get(_NAMESPACES, query={"labelSelector": str(self.selector)})
+        listing = self.kube.get(bundle.NAMESPACES_PATH, query={"labelSelector": str(self.selector)})
         items: list[dict[str, Any]] = listing.get("items", [])
         return items
 
     async def _managed(self) -> list[dict[str, Any]]:
-        return await self._call(self.list_managed)
+        try:
+            return await self._call(self.list_managed)
+        except KubeError as exc:
+            raise _failed("list namespaces", exc) from exc
 
     async def _owned(self, owner: str, name: str) -> dict[str, Any]:
         """The namespace if it is managed and ``owner``'s; otherwise NotFound, the same for all."""
         missing = NotFound(f"namespace {name!r} not found")
-        if not _NAME.fullmatch(name):
+        if not bundle.is_dns_label(name):
             raise missing
         try:
-            obj = await self._call(self.kube.get, f"{_NAMESPACES}/{name}")
+            obj = await self._call(self.kube.get, bundle.namespace_path(name))
         except KubeError as exc:
             if exc.status == 404:
                 raise missing from None
@@ -168,7 +172,6 @@ class Provisioner:
                 return await self._complete(existing, server, replayed=True)
         else:
             name = bundle.random_name(self.prefix)
-        await self._check_caps(owner)
         expires_at = math.ceil(self.clock() + ttl)
         manifest = bundle.namespace(
             name,
@@ -180,7 +183,12 @@ class Provisioner:
             idempotency=idempotency,
         )
         try:
-            created = await self._call(self.kube.post, _NAMESPACES, manifest)
+            if self.max_namespaces or self.max_namespaces_per_owner:
+                async with self._cap_lock:
+                    await self._check_caps(owner)
+                    created = await self._call(self.kube.post, bundle.NAMESPACES_PATH, manifest)
+            else:
+                created = await self._call(self.kube.post, bundle.NAMESPACES_PATH, manifest)
         except KubeError as exc:
             if exc.status == 409 and idempotency:
                 # A concurrent request with the same key won the race: finish its bundle.
@@ -201,7 +209,7 @@ class Provisioner:
 
     async def _replayable(self, owner: str, name: str, idempotency: str) -> dict[str, Any] | None:
         try:
-            obj = await self._call(self.kube.get, f"{_NAMESPACES}/{name}")
+            obj = await self._call(self.kube.get, bundle.namespace_path(name))
         except KubeError as exc:
             if exc.status == 404:
                 return None
@@ -219,8 +227,6 @@ class Provisioner:
         return obj
 
     async def _check_caps(self, owner: str) -> None:
-        if not (self.max_namespaces or self.max_namespaces_per_owner):
-            return
         live = [obj for obj in await self._managed() if not bundle.is_terminating(obj)]
         if self.max_namespaces and len(live) >= self.max_namespaces:
             raise TooManyNamespaces(
@@ -242,12 +248,12 @@ class Provisioner:
         cluster_role = bundle.cluster_role_of(metadata) or self.cluster_role
         await asyncio.gather(
             self._create(
-                f"{_NAMESPACES}/{name}/serviceaccounts",
+                bundle.service_accounts_path(name),
                 bundle.service_account(name, self.selector),
                 "create the ServiceAccount",
             ),
             self._create(
-                f"/apis/rbac.authorization.k8s.io/v1/namespaces/{name}/rolebindings",
+                bundle.role_bindings_path(name),
                 bundle.role_binding(name, self.selector, cluster_role),
                 f"bind ClusterRole {cluster_role!r}",
             ),
@@ -260,14 +266,13 @@ class Provisioner:
 
     async def _create(self, path: str, body: dict[str, Any], what: str) -> None:
         try:
-            await self._call(self.kube.post, path, body)
+            await self._call(self.kube.create, path, body)
         except KubeError as exc:
-            if exc.status != 409:
-                raise _failed(what, exc) from exc
+            raise _failed(what, exc) from exc
 
     async def _token(self, name: str, expires_at: int) -> str:
         seconds = bundle.token_seconds(expires_at - self.clock())
-        path = f"{_NAMESPACES}/{name}/serviceaccounts/{bundle.SERVICE_ACCOUNT}/token"
+        path = bundle.token_path(name)
         try:
             response = await self._call(self.kube.post, path, bundle.token_request(seconds))
         except KubeError as exc:
@@ -278,7 +283,9 @@ class Provisioner:
     async def _roll_back(self, namespace: dict[str, Any]) -> None:
         name = namespace["metadata"]["name"]
         try:
-            await self._call(self._delete_namespace, namespace)
+            # Shielded: a client that hangs up mid-request must not cancel the cleanup.
+            with anyio.CancelScope(shield=True):
+                await self._call(self._delete_namespace, namespace)
         except Exception:
             log.exception("rollback of namespace=%s failed; its TTL will remove it", name)
         else:
@@ -287,13 +294,15 @@ class Provisioner:
     def _delete_namespace(self, namespace: dict[str, Any]) -> None:
         metadata = namespace["metadata"]
         self.kube.delete(
-            f"{_NAMESPACES}/{metadata['name']}", bundle.delete_exactly(metadata["uid"])
+            bundle.namespace_path(metadata["name"]), bundle.delete_exactly(metadata["uid"])
         )
 
     # ---- changing -------------------------------------------------------------------------
 
     async def delete(self, owner: str, name: str) -> None:
         obj = await self._owned(owner, name)
+        if bundle.is_terminating(obj):
+            return  # already on its way out: the caller's wish is granted
         try:
             await self._call(self._delete_namespace, obj)
         except KubeError as exc:
@@ -307,6 +316,10 @@ class Provisioner:
         obj = await self._owned(owner, name)
         if bundle.is_terminating(obj):
             raise Conflict(f"namespace {name!r} is being deleted")
+        current = bundle.expires_at_of(obj["metadata"])
+        if current is not None and current <= self.clock():
+            # The controller may be deleting it right now; extending would race that.
+            raise Conflict(f"namespace {name!r} has expired")
         expires_at = math.ceil(self.clock() + ttl)
         patch = {
             "metadata": {
@@ -316,7 +329,7 @@ class Provisioner:
             }
         }
         try:
-            patched = await self._call(self.kube.merge_patch, f"{_NAMESPACES}/{name}", patch)
+            patched = await self._call(self.kube.merge_patch, bundle.namespace_path(name), patch)
         except KubeError as exc:
             if exc.status == 409:
                 raise Conflict(f"namespace {name!r} changed meanwhile; retry") from None

@@ -25,6 +25,7 @@ from typing import Any
 
 import urllib3
 
+from nsprov import bundle
 from nsprov.errors import ClusterUnavailable
 from nsprov.kube import Kube, KubeError
 
@@ -56,10 +57,10 @@ class Resource:
     path: str
 
 
-NAMESPACES = Resource("namespaces", "/api/v1/namespaces")
-SERVICE_ACCOUNTS = Resource("serviceaccounts", "/api/v1/serviceaccounts")
-ROLES = Resource("roles", "/apis/rbac.authorization.k8s.io/v1/roles")
-ROLE_BINDINGS = Resource("rolebindings", "/apis/rbac.authorization.k8s.io/v1/rolebindings")
+NAMESPACES = Resource("namespaces", bundle.NAMESPACES_PATH)
+SERVICE_ACCOUNTS = Resource("serviceaccounts", bundle.SERVICE_ACCOUNTS_PATH)
+ROLES = Resource("roles", bundle.ROLES_PATH)
+ROLE_BINDINGS = Resource("rolebindings", bundle.ROLE_BINDINGS_PATH)
 
 
 def key_of(obj: dict[str, Any]) -> Key:
@@ -146,7 +147,6 @@ class Informer:
         while not self._stopping.is_set():
             try:
                 version = self._list()
-                self._backoff.reset()
                 while not self._stopping.is_set():
                     version = self._watch(version)
             except WatchExpired:
@@ -209,6 +209,9 @@ class Informer:
                     break
                 if line.strip():
                     version = self._apply(json.loads(line), version)
+                    # Only a watch that delivers proves the API healthy again; a successful
+                    # list followed by a failing watch must keep backing off.
+                    self._backoff.reset()
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             if not self._stopping.is_set():
                 raise WatchFailed(f"{type(exc).__name__}: {exc}") from exc

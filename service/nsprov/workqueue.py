@@ -27,6 +27,7 @@ class WorkQueue:
         self._processing: set[str] = set()
         self._dirty: set[str] = set()
         self._deadlines: list[tuple[float, str]] = []
+        self._deadline_of: dict[str, float] = {}  # the one live heap entry per key
         self._closed = False
         self._cond = threading.Condition()
 
@@ -37,8 +38,9 @@ class WorkQueue:
 
     @property
     def scheduled(self) -> int:
+        """Keys with a pending deadline."""
         with self._cond:
-            return len(self._deadlines)
+            return len(self._deadline_of)
 
     def add(self, key: str) -> None:
         with self._cond:
@@ -55,11 +57,19 @@ class WorkQueue:
         self._cond.notify()
 
     def add_at(self, key: str, when: float) -> None:
-        """Queue ``key`` at wall-clock time ``when`` (unix seconds); now if it has passed."""
+        """Queue ``key`` at wall-clock time ``when`` (unix seconds); now if it has passed.
+
+        A key keeps only its earliest pending deadline: every reconcile schedules its
+        namespace's expiry again, and the heap must not grow with each of them.
+        """
         with self._cond:
             if when <= self._clock():
                 self._add_locked(key)
                 return
+            pending = self._deadline_of.get(key)
+            if pending is not None and pending <= when:
+                return
+            self._deadline_of[key] = when
             heapq.heappush(self._deadlines, (when, key))
             self._cond.notify()
 
@@ -67,7 +77,10 @@ class WorkQueue:
         """Move due deadlines to the ready list; return seconds until the next one."""
         now = self._clock()
         while self._deadlines and self._deadlines[0][0] <= now:
-            _, key = heapq.heappop(self._deadlines)
+            when, key = heapq.heappop(self._deadlines)
+            if self._deadline_of.get(key) != when:
+                continue  # superseded by an earlier deadline that already fired
+            del self._deadline_of[key]
             self._add_locked(key)
         return self._deadlines[0][0] - now if self._deadlines else None
 

@@ -7,6 +7,7 @@ threadpool rather than an in-process test client.
 
 from __future__ import annotations
 
+import calendar
 import contextlib
 import os
 import secrets
@@ -14,12 +15,15 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 
 from tests.support import wait_until
 
@@ -166,3 +170,45 @@ def problem(response: httpx.Response, status: int) -> dict[str, Any]:
     assert body["detail"]
     assert body["requestId"] == response.headers["x-request-id"]
     return body
+
+
+def provision(service: RunningService, ttl: str) -> tuple[str, int]:
+    """POST a namespace as alice; its name and expiry (unix seconds)."""
+    with service.client() as http:
+        response = http.post("/api/v1/namespaces", params={"ttl": ttl}, headers=service.auth())
+    assert response.status_code == 201, response.text
+    expires = calendar.timegm(time.strptime(response.headers["x-expires-at"], "%Y-%m-%dT%H:%M:%SZ"))
+    return response.headers["x-namespace"], expires
+
+
+def metric(service: RunningService, name: str) -> float | None:
+    """The sum of a metric's samples, or None when absent or the service is down."""
+    try:
+        text = httpx.get(f"{service.internal_url}/metrics", timeout=5).text
+    except httpx.HTTPError:
+        return None
+    total = None
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            total = (total or 0.0) + float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def namespace_status(core: client.CoreV1Api, name: str) -> str:
+    """active, deleting or gone."""
+    try:
+        namespace = core.read_namespace(name)
+    except ApiException as exc:
+        if exc.status == 404:
+            return "gone"
+        raise
+    return "deleting" if namespace.metadata.deletion_timestamp else "active"
+
+
+def expired_lines(service: RunningService, name: str) -> list[str]:
+    """The log lines in which this service deleted ``name`` because it expired."""
+    return [
+        line
+        for line in service.log().splitlines()
+        if f"deleted namespace={name} " in line and "reason=expired" in line
+    ]

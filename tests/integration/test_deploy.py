@@ -13,6 +13,7 @@ import pytest
 import yaml
 from kubernetes import client
 
+from nsprov.grant import unsafe_reasons
 from tests.integration.conftest import (
     CONFIGMAP_VERBS,
     EMPTY_GRANT,
@@ -98,6 +99,10 @@ def test_deployment_is_hardened(rendered) -> None:
     pod = deployment["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    # The token Secret is root-owned: the non-root user reads it through fsGroup.
+    assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsUser"]
+    tokens = next(v for v in pod["volumes"] if v["name"] == "tokens")
+    assert tokens["secret"]["defaultMode"] & 0o040
     (container,) = pod["containers"]
     security = container["securityContext"]
     assert security["readOnlyRootFilesystem"] is True
@@ -112,6 +117,22 @@ def test_deployment_is_hardened(rendered) -> None:
     ports = {p["name"] for p in rendered[("Service", "nsprov")]["spec"]["ports"]}
     assert ports == {"http", "metrics"}
     assert rendered[("PodDisruptionBudget", "nsprov")]["spec"]["minAvailable"] == 1
+
+
+@pytest.mark.parametrize("source", ["deploy/overlay", "k8s/examples/grant-configmaps.yaml"])
+def test_example_grants_pass_the_safety_check(cluster: Cluster, source: str) -> None:
+    path = REPO / source
+    if path.is_dir():
+        result = _kubectl(cluster, cluster.kubeconfig, "kustomize", str(path))
+        assert result.returncode == 0, result.stderr
+        docs = list(yaml.safe_load_all(result.stdout))
+    else:
+        docs = list(yaml.safe_load_all(path.read_text()))
+    (grant,) = [
+        d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"] == EMPTY_GRANT
+    ]
+    assert grant["rules"], "an example grant that grants nothing teaches nothing"
+    assert unsafe_reasons(grant) == []
 
 
 # ---- the manifests' identity at work ------------------------------------------------------

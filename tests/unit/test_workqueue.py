@@ -62,3 +62,20 @@ def test_shutdown_releases_waiting_workers() -> None:
     assert results == [None]
     queue.add("after")
     assert queue.get(0) is None
+
+
+def test_a_key_keeps_only_its_earliest_deadline() -> None:
+    now = [1000.0]
+    queue = WorkQueue(clock=lambda: now[0])
+    for _ in range(100):  # every reconcile schedules the same expiry again
+        queue.add_at("ns", 1010.0)
+    queue.add_at("ns", 1020.0)  # a later one is covered by the pending earlier one
+    assert queue.scheduled == 1
+    queue.add_at("ns", 1005.0)  # an earlier one replaces it
+    assert queue.scheduled == 1
+    now[0] = 1006.0
+    assert queue.get(0) == "ns"
+    queue.done("ns")
+    now[0] = 1030.0
+    assert queue.get(0) is None, "the superseded deadline must not fire again"
+    assert queue.scheduled == 0
