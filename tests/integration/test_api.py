@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import calendar
 import concurrent.futures
 import json
 import os
@@ -472,3 +473,25 @@ def test_total_cap_is_429(cluster: Cluster, tmp_path: Path) -> None:
         assert _create(service).status_code == 201
         assert _create(service, owner="bob").status_code == 201
         assert "limit of 2 live namespaces" in problem(_create(service, owner="bob"), 429)["detail"]
+
+
+def test_expired_namespaces_are_not_extended_and_deleting_twice_is_fine(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    # No controller acts on it (this service runs none, and its label is its own), so the
+    # API's own rule shows. Its two DELETEs below are its cleanup.
+    args = ["--controller=false", "--selector=nsprov-test=expired-extend"]
+    with running_service(cluster.kubeconfig, tmp_path, args) as service:
+        created = _create(service, ttl="1s")
+        name = created.headers["x-namespace"]
+        expires_at = calendar.timegm(
+            time.strptime(created.headers["x-expires-at"], "%Y-%m-%dT%H:%M:%SZ")
+        )
+        wait_until(lambda: time.time() > expires_at, timeout=5, message="expiry passed")
+        with service.client() as http:
+            late = http.patch(f"/api/v1/namespaces/{name}", params={"ttl": "1h"},
+                              headers=service.auth())  # fmt: skip
+            assert "has expired" in problem(late, 409)["detail"]
+            for _ in range(2):
+                deleted = http.delete(f"/api/v1/namespaces/{name}", headers=service.auth())
+                assert deleted.status_code == 202, deleted.text
