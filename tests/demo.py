@@ -151,11 +151,18 @@ def main() -> int:
             f"--listen-internal=127.0.0.1:{internal}",
             f"--cluster-role={grant}",
         ]  # fmt: skip
-        print("$ NSPROV_TOKEN_FILE=" + str(token_file) + " " + shlex.join(argv[2:]))
+        print(f"$ NSPROV_TOKEN_FILE={token_file} nsprov {shlex.join(argv[3:])}")
+        log_path = workdir / "nsprov.log"
+        print(f"  (its log: {log_path})")
         # Its own session: Ctrl-C reaches the demo, which still needs nsprov to clean up.
-        service = subprocess.Popen(
-            argv, env={**os.environ, "NSPROV_TOKEN_FILE": str(token_file)}, start_new_session=True
-        )
+        with log_path.open("wb") as log:
+            service = subprocess.Popen(
+                argv,
+                env={**os.environ, "NSPROV_TOKEN_FILE": str(token_file)},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         namespace = ""
         try:
             _wait_ready(f"http://127.0.0.1:{internal}/readyz", service)
@@ -201,10 +208,12 @@ def main() -> int:
             print(f"  curl -H @{header_file} -X POST '{url}/api/v1/namespaces?ttl=10m'")
             print(f"  curl -H @{header_file} {url}/api/v1/namespaces")
             print(f"  curl http://127.0.0.1:{internal}/metrics")
+            print(f"  tail -f {log_path}")
             with contextlib.suppress(KeyboardInterrupt):
                 while not stop.wait(0.5):
                     if service.poll() is not None:
-                        print(f"nsprov exited with {service.returncode}", file=sys.stderr)
+                        print(f"nsprov exited with {service.returncode}:", file=sys.stderr)
+                        print(log_path.read_text(errors="replace")[-4000:], file=sys.stderr)
                         return 1
             return 0
         finally:

@@ -113,9 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["build", "run", "up", "down"])
     parser.add_argument("--state-dir", type=Path, default=_REPO / ".cluster")
     parser.add_argument("--timeout", type=float, default=180.0)
+    parser.add_argument("--json", action="store_true", help="build: print paths and sizes")
     args = parser.parse_args(argv)
     if args.command == "build":
-        return build.main()
+        return build.main(json_report=args.json)
     if args.command == "run":
         return _run(args.state_dir)
     if args.command == "up":

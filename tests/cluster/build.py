@@ -6,8 +6,8 @@ the real kube-apiserver, kube-controller-manager, kubectl and etcd. A cold build
 takes many minutes on two cores, so the results are cached outside the repo,
 keyed by version, and a warm call costs one ``stat`` per binary.
 
-Run ``python -m tests.cluster.build`` (or ``python tests/cluster/build.py``) to
-build ahead of time; it prints where the binaries are.
+Run ``python -m tests.cluster build`` (or ``python tests/cluster/build.py``) to
+build ahead of time; ``--json`` prints each binary's path and size.
 """
 
 from __future__ import annotations
@@ -145,22 +145,30 @@ def _as_list(bins: Binaries) -> list[Path]:
     return [bins.etcd, bins.kube_apiserver, bins.kube_controller_manager, bins.kubectl]
 
 
-def main() -> int:
+def main(json_report: bool = False) -> int:
     started = time.monotonic()
     try:
         bins = ensure_built()
     except BuildError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    report = {
-        "kubernetes": KUBERNETES_VERSION,
-        "etcd": ETCD_VERSION,
-        "seconds": round(time.monotonic() - started, 1),
-        "binaries": {p.name: {"path": str(p), "bytes": p.stat().st_size} for p in _as_list(bins)},
-    }
-    print(json.dumps(report, indent=2))
+    if json_report:
+        report = {
+            "kubernetes": KUBERNETES_VERSION,
+            "etcd": ETCD_VERSION,
+            "seconds": round(time.monotonic() - started, 1),
+            "binaries": {
+                p.name: {"path": str(p), "bytes": p.stat().st_size} for p in _as_list(bins)
+            },
+        }
+        print(json.dumps(report, indent=2))
+        return 0
+    print(
+        f"control plane binaries ready (Kubernetes {KUBERNETES_VERSION}, etcd {ETCD_VERSION}) "
+        f"in {bins.kubectl.parent.parent}"
+    )
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(json_report="--json" in sys.argv[1:]))
