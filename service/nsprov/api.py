@@ -11,6 +11,7 @@ import logging
 import re
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -176,16 +177,30 @@ async def openapi_document(request: Request) -> Response:
     return JSONResponse(openapi.DOCUMENT)
 
 
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def _path(path: str, handlers: dict[str, Endpoint], name: str | None = None) -> Route:
+    """One route per path, so a 405 names every method the path has in ``Allow``."""
+
+    async def dispatch(request: Request) -> Response:
+        method = "GET" if request.method == "HEAD" else request.method
+        return await handlers[method](request)
+
+    return Route(path, dispatch, methods=list(handlers), name=name)
+
+
 routes = [
-    Route("/api/v1/namespaces", create_namespace, methods=["POST"]),
-    Route("/api/v1/namespaces", list_namespaces, methods=["GET"]),
-    Route("/api/v1/namespaces/{name}", get_namespace, methods=["GET"], name="namespace"),
-    Route("/api/v1/namespaces/{name}", extend_namespace, methods=["PATCH"]),
-    Route("/api/v1/namespaces/{name}", delete_namespace, methods=["DELETE"]),
+    _path("/api/v1/namespaces", {"POST": create_namespace, "GET": list_namespaces}),
+    _path(
+        "/api/v1/namespaces/{name}",
+        {"GET": get_namespace, "PATCH": extend_namespace, "DELETE": delete_namespace},
+        name="namespace",
+    ),
     # Aliases: drop-in for clients of the original Go provisioner.
-    Route("/api/v1/namespace", create_namespace, methods=["POST"]),
-    Route("/api/v1/namespace/{name}", delete_namespace, methods=["DELETE"]),
-    Route("/openapi.json", openapi_document, methods=["GET"]),
+    _path("/api/v1/namespace", {"POST": create_namespace}),
+    _path("/api/v1/namespace/{name}", {"DELETE": delete_namespace}),
+    _path("/openapi.json", {"GET": openapi_document}),
 ]
 
 

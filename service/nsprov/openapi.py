@@ -21,7 +21,11 @@ _TTL = {
     "required": False,
     "description": "Lifetime in Go duration syntax (30s, 5m, 1h30m); absent or 0 = the default; "
     "above the service's maximum = 400.",
-    "schema": {"type": "string", "example": "30m"},
+    "schema": {
+        "type": "string",
+        "pattern": r"^(|0|((\d+\.?\d*|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h))+)$",
+        "example": "30m",
+    },
 }
 _SERVER = {
     "name": "server",
@@ -36,7 +40,7 @@ _KUBECONFIG_HEADERS = {
     "X-Expires-At": {"schema": {"type": "string", "format": "date-time"}},
 }
 _KUBECONFIG_CONTENT = {
-    "application/yaml": {"schema": {"type": "string", "description": "a kubeconfig"}},
+    "application/yaml": {"schema": {"type": "object", "description": "a kubeconfig"}},
     "application/json": {"schema": {"$ref": "#/components/schemas/Provisioned"}},
 }
 _ERRORS = {status: _PROBLEM for status in ("400", "401", "404", "429", "500", "503")}
@@ -72,12 +76,12 @@ _CREATE = _operation(
             "required": False,
             "description": "A retried POST with the same key (and token) returns the same "
             "namespace.",
-            "schema": {"type": "string", "maxLength": 255},
+            "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"\S"},
         },
     ],
 )
 _DELETE = _operation(
-    "Delete a namespace now",
+    "Delete a namespace now (asynchronously: GET shows it TERMINATING until it is gone)",
     "deleteNamespace",
     {
         "202": {
