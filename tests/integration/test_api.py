@@ -305,6 +305,10 @@ def test_unknown_routes_and_methods_are_problems(service: RunningService) -> Non
         )
         not_allowed = http.put("/api/v1/namespaces", headers=service.auth())
         assert "not allowed" in problem(not_allowed, 405)["detail"]
+        assert set(not_allowed.headers["allow"].split(", ")) >= {"GET", "POST"}
+        item = http.post("/api/v1/namespaces/np-anything", headers=service.auth())
+        problem(item, 405)
+        assert set(item.headers["allow"].split(", ")) >= {"GET", "PATCH", "DELETE"}
 
 
 def test_foreign_namespaces_are_404_and_untouched(
