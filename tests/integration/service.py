@@ -205,6 +205,17 @@ def namespace_status(core: client.CoreV1Api, name: str) -> str:
     return "deleting" if namespace.metadata.deletion_timestamp else "active"
 
 
+def wait_expired_line(service: RunningService, name: str, timeout: float = 5) -> str:
+    """The one line in which ``service`` deleted ``name`` as expired, once it is written.
+
+    The API server shows the deletion a moment before the controller logs it.
+    """
+    lines = wait_until(lambda: expired_lines(service, name), timeout=timeout,
+                       message=f"expiry of {name} logged")  # fmt: skip
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
 def expired_lines(service: RunningService, name: str) -> list[str]:
     """The log lines in which this service deleted ``name`` because it expired."""
     return [

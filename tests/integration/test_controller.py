@@ -19,12 +19,12 @@ from tests.integration.conftest import (
 )
 from tests.integration.service import (
     RunningService,
-    expired_lines,
     metric,
     namespace_status,
     provision,
     running_service,
     start_service,
+    wait_expired_line,
 )
 from tests.support import wait_until
 
@@ -49,7 +49,7 @@ def test_namespace_expires_on_time(service: RunningService, core: client.CoreV1A
     assert namespace_status(core, name) == "active"
     wait_until(lambda: namespace_status(core, name) == "gone", timeout=5 + 60, interval=0.2,
                message=f"{name} gone")  # fmt: skip
-    (line,) = expired_lines(service, name)
+    line = wait_expired_line(service, name)
     lag = float(re.search(r"lag_seconds=([0-9.]+)", line).group(1))  # type: ignore[union-attr]
     assert lag < 1.0, line
     assert f"expires_at={expires_at}" in line
@@ -69,7 +69,7 @@ def test_expiry_survives_a_restart(service: RunningService, core: client.CoreV1A
         timeout=15,
         message="deleted after restart",
     )
-    assert len(expired_lines(service, name)) == 1
+    wait_expired_line(service, name)
 
 
 def test_unlabelled_namespaces_are_never_deleted(

@@ -22,7 +22,13 @@ from tests.integration.conftest import (
     Cluster,
     live_managed_namespaces,
 )
-from tests.integration.service import RunningService, kubeconfig_from, problem, running_service
+from tests.integration.service import (
+    RunningService,
+    kubeconfig_from,
+    problem,
+    running_service,
+    wait_expired_line,
+)
 from tests.support import wait_until
 
 pytestmark = pytest.mark.usefixtures("grants", "clean_namespaces")
@@ -163,7 +169,7 @@ def test_manifest_identity_creates_uses_extends_deletes_and_expires(
     expiring = short.headers["x-namespace"]
     wait_until(lambda: expiring not in live_managed_namespaces(core), timeout=15,
                message="expired by the manifest identity's controller")  # fmt: skip
-    assert f"deleted namespace={expiring} " in service.log()
+    wait_expired_line(service, expiring)
     assert name not in live_managed_namespaces(core)
 
 
