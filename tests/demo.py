@@ -14,6 +14,7 @@ import os
 import secrets
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -42,17 +43,14 @@ def show(argv: list[str], env: dict[str, str] | None = None) -> subprocess.Compl
     return result
 
 
-def _free_port(preferred: int) -> int:
-    import socket
-
-    for port in (preferred, 0):
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return int(sock.getsockname()[1])
-    raise RuntimeError("no free port")
+def _port(preferred: int) -> int:
+    """``preferred`` if it is free (the README's URLs then work as written), else any."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", preferred))
+        except OSError:
+            return controlplane.free_port()
+    return preferred
 
 
 @contextlib.contextmanager
@@ -140,7 +138,7 @@ def main() -> int:
         header_file = workdir / "auth-header"
         header_file.write_text(f"Authorization: Bearer {token}\n")
         header_file.chmod(0o600)
-        port, internal = _free_port(8080), _free_port(9090)
+        port, internal = _port(8080), _port(9090)
         url = f"http://127.0.0.1:{port}"
 
         step(f"Starting nsprov on {url} (metrics on :{internal})")

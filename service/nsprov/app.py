@@ -102,7 +102,7 @@ def _add_controller(service: Service) -> None:
     client = kube.Kube(api_client, timeout=settings.request_timeout)
     controller = Controller(
         client,
-        selector=bundle.Selector.parse(settings.selector),
+        selector=service.provisioner.selector,
         cluster_role=settings.cluster_role,
         metrics=service.metrics,
         resync_seconds=settings.resync_period,

@@ -15,6 +15,7 @@ connection pool.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import functools
 import logging
@@ -116,29 +117,33 @@ class Provisioner:
 
     # ---- reading --------------------------------------------------------------------------
 
-    def list_managed(self) -> list[dict[str, Any]]:
-        """Every namespace carrying the selector label (blocking)."""
-        listing = self.kube.get(bundle.NAMESPACES_PATH, query={"labelSelector": str(self.selector)})
+    async def _managed(self) -> list[dict[str, Any]]:
+        """Every namespace carrying the selector label."""
+        query = {"labelSelector": str(self.selector)}
+        try:
+            listing = await self._call(self.kube.get, bundle.NAMESPACES_PATH, query=query)
+        except KubeError as exc:
+            raise _failed("list namespaces", exc) from exc
         items: list[dict[str, Any]] = listing.get("items", [])
         return items
 
-    async def _managed(self) -> list[dict[str, Any]]:
+    async def _read(self, name: str) -> dict[str, Any] | None:
+        """The namespace ``name`` as the API has it now, or None when there is none."""
         try:
-            return await self._call(self.list_managed)
+            return await self._call(self.kube.get, bundle.namespace_path(name))
         except KubeError as exc:
-            raise _failed("list namespaces", exc) from exc
+            if exc.status == 404:
+                return None
+            raise _failed("read the namespace", exc) from exc
 
     async def _owned(self, owner: str, name: str) -> dict[str, Any]:
         """The namespace if it is managed and ``owner``'s; otherwise NotFound, the same for all."""
         missing = NotFound(f"namespace {name!r} not found")
         if not bundle.is_dns_label(name):
             raise missing
-        try:
-            obj = await self._call(self.kube.get, bundle.namespace_path(name))
-        except KubeError as exc:
-            if exc.status == 404:
-                raise missing from None
-            raise _failed("read the namespace", exc) from exc
+        obj = await self._read(name)
+        if obj is None:
+            raise missing
         metadata = obj.get("metadata", {})
         if not bundle.is_managed(metadata, self.selector) or bundle.owner_of(metadata) != owner:
             raise missing
@@ -182,12 +187,11 @@ class Provisioner:
             pod_security=self.pod_security,
             idempotency=idempotency,
         )
+        capped = bool(self.max_namespaces or self.max_namespaces_per_owner)
         try:
-            if self.max_namespaces or self.max_namespaces_per_owner:
-                async with self._cap_lock:
+            async with self._cap_lock if capped else contextlib.nullcontext():
+                if capped:
                     await self._check_caps(owner)
-                    created = await self._call(self.kube.post, bundle.NAMESPACES_PATH, manifest)
-            else:
                 created = await self._call(self.kube.post, bundle.NAMESPACES_PATH, manifest)
         except KubeError as exc:
             if exc.status == 409 and idempotency:
@@ -208,12 +212,9 @@ class Provisioner:
         return result
 
     async def _replayable(self, owner: str, name: str, idempotency: str) -> dict[str, Any] | None:
-        try:
-            obj = await self._call(self.kube.get, bundle.namespace_path(name))
-        except KubeError as exc:
-            if exc.status == 404:
-                return None
-            raise _failed("read the namespace", exc) from exc
+        obj = await self._read(name)
+        if obj is None:
+            return None
         metadata = obj.get("metadata", {})
         labels = metadata.get("labels") or {}
         if (

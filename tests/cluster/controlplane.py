@@ -51,7 +51,7 @@ class ControlPlaneError(RuntimeError):
     """A component failed to start or to become ready."""
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -202,7 +202,7 @@ def _tcp_open(port: int) -> bool:
 
 
 def _etcd(bins: build.Binaries, workdir: Path) -> tuple[Component, int]:
-    client_port, peer_port = _free_port(), _free_port()
+    client_port, peer_port = free_port(), free_port()
     peer = f"http://127.0.0.1:{peer_port}"
     client = f"http://127.0.0.1:{client_port}"
     argv = [
@@ -318,7 +318,7 @@ def start(timeout: float = 120.0) -> ControlPlane:
 
 def _start_in(workdir: Path, bins: build.Binaries, timeout: float) -> ControlPlane:
     keys = pki.generate(workdir / "pki")
-    api_port = _free_port()
+    api_port = free_port()
     server = f"https://127.0.0.1:{api_port}"
     kubeconfig = workdir / "kubeconfig"
     write_admin_kubeconfig(kubeconfig, server, keys)

@@ -12,7 +12,6 @@ import contextlib
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,15 +24,10 @@ import httpx
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from tests.cluster.controlplane import free_port
 from tests.support import wait_until
 
 OWNERS = ("alice", "bob")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
