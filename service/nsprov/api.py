@@ -100,6 +100,14 @@ def _idempotency_key(request: Request) -> str | None:
     return key
 
 
+def _idempotency_key_query(request: Request) -> str:
+    """``?idempotencyKey=``: the same rules as the header it looks up."""
+    key = request.query_params["idempotencyKey"]
+    if not key.strip() or len(key) > _MAX_IDEMPOTENCY_KEY:
+        raise BadRequest(f"idempotencyKey must be 1 to {_MAX_IDEMPOTENCY_KEY} characters")
+    return key
+
+
 def _wants_json(request: Request) -> bool:
     accept = request.headers.get("accept", "")
     return "application/json" in accept and "yaml" not in accept
@@ -146,9 +154,22 @@ async def create_namespace(request: Request) -> Response:
 
 
 async def list_namespaces(request: Request) -> Response:
+    if "idempotencyKey" in request.query_params:
+        return await find_by_idempotency_key(request)
     owner = _owner(request)
     infos = await _api(request).provisioner.list(owner)
     return JSONResponse({"items": [info.to_json() for info in infos]})
+
+
+async def find_by_idempotency_key(request: Request) -> Response:
+    """GET /api/v1/namespaces?idempotencyKey=: what a POST with that key made, if anything."""
+    owner = _owner(request)
+    key = _idempotency_key_query(request)
+    infos = await _api(request).provisioner.find_by_idempotency_key(owner, key)
+    # The key is echoed so a client can tell this answer from the plain list an
+    # older nsprov (which ignores the parameter) would send: deleting items[0] of
+    # that list would delete the wrong namespace.
+    return JSONResponse({"idempotencyKey": key, "items": [info.to_json() for info in infos]})
 
 
 async def get_namespace(request: Request) -> Response:

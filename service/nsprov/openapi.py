@@ -34,6 +34,17 @@ _SERVER = {
     "description": "Kubernetes API URL written into the kubeconfig (absolute http/https URL).",
     "schema": {"type": "string", "format": "uri"},
 }
+_IDEMPOTENCY_KEY_QUERY = {
+    "name": "idempotencyKey",
+    "in": "query",
+    "required": False,
+    "description": "The Idempotency-Key of an earlier POST by the same caller: the answer "
+    "holds the live namespace that POST made, or no item, and echoes the key (a server "
+    "without this parameter would answer the whole list without it). For a client whose "
+    "create response was lost (e.g. a CI job cancelled mid-request) and that must still "
+    "delete it. Another caller using the same key finds nothing.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"\S"},
+}
 _KUBECONFIG_HEADERS = {
     "Location": {"schema": {"type": "string"}},
     "X-Namespace": {"schema": {"type": "string"}},
@@ -103,11 +114,12 @@ DOCUMENT: dict[str, Any] = {
         "/api/v1/namespaces": {
             "post": _CREATE,
             "get": _operation(
-                "List the caller's namespaces",
+                "List the caller's namespaces, or find the one a POST with an Idempotency-Key made",
                 "listNamespaces",
                 {
                     "200": {
-                        "description": "the caller's live namespaces",
+                        "description": "the caller's live namespaces; with idempotencyKey, "
+                        "zero or one of them",
                         "content": {
                             "application/json": {
                                 "schema": {
@@ -116,13 +128,19 @@ DOCUMENT: dict[str, Any] = {
                                         "items": {
                                             "type": "array",
                                             "items": {"$ref": "#/components/schemas/Namespace"},
-                                        }
+                                        },
+                                        "idempotencyKey": {
+                                            "type": "string",
+                                            "description": "the idempotencyKey parameter, "
+                                            "echoed when it was given",
+                                        },
                                     },
                                 }
                             }
                         },
                     }
                 },
+                parameters=[_IDEMPOTENCY_KEY_QUERY],
             ),
         },
         "/api/v1/namespaces/{name}": {

@@ -149,6 +149,27 @@ class Provisioner:
             raise missing
         return obj
 
+    async def find_by_idempotency_key(self, owner: str, key: str) -> list[NamespaceInfo]:
+        """The owner's live namespace made with this Idempotency-Key, as a list of 0 or 1.
+
+        A client whose create response was lost (a CI job killed mid-request) knows
+        only the key. The name is derived from (owner, key), so this is one read,
+        and another owner using the same key derives another name and finds nothing.
+        """
+        name, idempotency = bundle.idempotent_name(self.prefix, owner, key)
+        obj = await self._read(name)
+        if obj is None or bundle.is_terminating(obj):
+            return []
+        metadata = obj.get("metadata", {})
+        labels = metadata.get("labels") or {}
+        if (
+            not bundle.is_managed(metadata, self.selector)
+            or bundle.owner_of(metadata) != owner
+            or labels.get(bundle.IDEMPOTENCY_LABEL) != idempotency
+        ):
+            return []
+        return [NamespaceInfo.from_object(obj)]
+
     async def list(self, owner: str) -> list[NamespaceInfo]:
         """The owner's live namespaces (those being deleted are left out)."""
         infos = [NamespaceInfo.from_object(obj) for obj in await self._managed()]
