@@ -6,7 +6,7 @@
 // writers (the service's PyYAML, kubectl) emit on one line each.
 
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdir, mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
+import { chmod, link, lstat, mkdir, mkdtemp, open, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 
@@ -52,20 +52,73 @@ export async function makePrivateDir(runnerTemp) {
 }
 
 /**
- * Writes the kubeconfig with mode 0600. It goes to a fresh file that is renamed
- * over `path`, so an existing, more readable file at `path` never holds the
- * credentials, not even for a moment.
+ * The first line of every kubeconfig the Action writes. It is how the Action
+ * recognises a file at kubeconfig-path as its own (from an earlier run of it
+ * on the same runner, or an earlier step of the job) and may replace it; any
+ * other file there (a developer's ~/.kube/config on a self-hosted runner) is
+ * left alone. A YAML comment, so kubectl and client libraries ignore it.
+ */
+export const OWN_MARKER = '# Written by the nsprov GitHub Action, which may replace or delete this file.';
+
+/** Why a file at kubeconfig-path is not the Action's to replace. */
+export class NotOurFile extends Error {
+  constructor(path, reason) {
+    super(`kubeconfig-path ${path} ${reason}: refusing to overwrite it; remove it or choose another path`);
+    this.name = 'NotOurFile';
+  }
+}
+
+/**
+ * Whether `path` holds the Action's own kubeconfig (true) or nothing (false);
+ * throws NotOurFile for anything else. Main calls it before asking for a
+ * namespace, so a clash costs nothing.
+ */
+export async function existingIsOurs(path) {
+  let info;
+  try {
+    info = await lstat(path);
+  } catch (err) {
+    if (err.code === 'ENOENT') return false;
+    throw err;
+  }
+  if (!info.isFile()) throw new NotOurFile(path, 'exists and is not a regular file');
+  const file = await open(path, 'r');
+  try {
+    const head = Buffer.alloc(OWN_MARKER.length + 2);
+    const { bytesRead } = await file.read(head, 0, head.length, 0);
+    const firstLine = head.subarray(0, bytesRead).toString('utf8').split(/\r?\n/, 1)[0];
+    if (firstLine !== OWN_MARKER) throw new NotOurFile(path, 'already exists and was not written by this Action');
+  } finally {
+    await file.close();
+  }
+  return true;
+}
+
+/**
+ * Writes the kubeconfig, marked as ours, with mode 0600. It goes to a fresh
+ * file first, so an existing, more readable file at `path` never holds the
+ * credentials, not even for a moment. That file is renamed over our own
+ * kubeconfig, or hard-linked to `path` when there is none: the link fails if a
+ * file appeared there meanwhile, so a foreign file is never replaced.
  */
 export async function writeKubeconfig(path, text) {
   await mkdir(dirname(path), { recursive: true, mode: 0o700 });
   const temporary = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
   try {
-    await writeFile(temporary, text, { mode: 0o600, flag: 'wx' });
+    await writeFile(temporary, `${OWN_MARKER}\n${text}`, { mode: 0o600, flag: 'wx' });
     await chmod(temporary, 0o600);
-    await rename(temporary, path);
-  } catch (err) {
+    if (await existingIsOurs(path)) {
+      await rename(temporary, path);
+    } else {
+      try {
+        await link(temporary, path);
+      } catch (err) {
+        if (err.code === 'EEXIST') throw new NotOurFile(path, 'appeared while the Action was writing it');
+        throw err;
+      }
+    }
+  } finally {
     await rm(temporary, { force: true });
-    throw err;
   }
 }
 

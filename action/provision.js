@@ -3,21 +3,28 @@
 //
 // The order of the steps below is the point of this module:
 //  1. mask the token before anything can print it;
-//  2. read and check every input before creating anything;
-//  3. record the namespace for the post step as soon as the service names it,
+//  2. read and check every input (and that kubeconfig-path is free) before
+//     creating anything;
+//  3. get the bearer token (the input, or an OIDC ID token masked on arrival);
+//  4. record the Idempotency-Key for the post step before the first POST, so
+//     post can find and delete a namespace whose answer never came back;
+//  5. record the namespace for the post step as soon as the service names it,
 //     so that whatever fails afterwards, post can still delete it;
-//  4. mask the kubeconfig's credentials before any output, variable or file
-//     can carry them;
-//  5. only then write the file, the outputs and KUBECONFIG.
+//  6. mask the kubeconfig's credentials and check expiresAt before any output,
+//     variable or file can carry them;
+//  7. only then write the file, the outputs and KUBECONFIG.
 
+import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
-import { findKubeconfigSecrets, makePrivateDir, writeKubeconfig } from './kubeconfig.js';
-import { PROVISION_TIMING, timingFromEnv } from './retry.js';
+import { bearerToken, readCredentials } from './credentials.js';
+import { existingIsOurs, findKubeconfigSecrets, makePrivateDir, writeKubeconfig } from './kubeconfig.js';
+import { PROVISION_TIMING, stepTiming, timingFromEnv } from './retry.js';
 import { Runner } from './runner.js';
-import { NsprovClient, serviceBaseUrl } from './service-client.js';
+import { NsprovClient, ServiceError, requireSecureUrl } from './service-client.js';
 
 /** Names under which main leaves facts for post (post reads them as STATE_<name>). */
 export const STATE = Object.freeze({
+  idempotencyKey: 'idempotency_key',
   namespace: 'namespace',
   expiresAt: 'expires_at',
   kubeconfig: 'kubeconfig',
@@ -27,23 +34,43 @@ export const STATE = Object.freeze({
 /** A Kubernetes namespace name (an RFC 1123 label). */
 const NAMESPACE_NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 
+/** RFC 3339 date-time (section 5.6); the field ranges are checked in isRfc3339. */
+const RFC3339 = /^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?(?:[Zz]|[+-](\d{2}):(\d{2}))$/;
+
+/**
+ * Whether `value` is an RFC 3339 date-time. expiresAt comes from the service
+ * and goes into an output that workflows paste into shell scripts, so anything
+ * else (a newline, a quote, `$(...)`) is refused rather than passed on.
+ */
+export function isRfc3339(value) {
+  const match = typeof value === 'string' ? RFC3339.exec(value) : null;
+  if (!match) return false;
+  const [year, month, day, hour, minute, second] = match.slice(1, 7).map(Number);
+  const daysInMonth = new Date(Date.UTC(year, month, 0)).getUTCDate();
+  const offsetOk = match[8] === undefined || (Number(match[8]) <= 23 && Number(match[9]) <= 59);
+  // Second 60 is a leap second, which RFC 3339 allows.
+  return month >= 1 && month <= 12 && day >= 1 && day <= daysInMonth && hour <= 23 && minute <= 59 && second <= 60 && offsetOk;
+}
+
 /**
  * Runs the main step. `runner` talks to the runner (tests pass one built on a
  * stand-in process); `signal` aborts when the runner cancels the job.
  */
 export async function run({ runner = new Runner(), signal, fetch } = {}) {
-  let token = '';
+  const secrets = [];
   try {
-    token = runner.getInput('token', { required: true });
-    runner.setSecret(token);
-    await provision(runner, token, { signal, fetch });
+    await provision(runner, secrets, { signal, fetch });
   } catch (err) {
-    runner.setFailed(redact(err?.message ?? String(err), token));
+    runner.setFailed(redact(err?.message ?? String(err), ...secrets));
   }
 }
 
-async function provision(runner, token, { signal, fetch }) {
-  const url = serviceBaseUrl(runner.getInput('url', { required: true }));
+async function provision(runner, secrets, { signal, fetch }) {
+  const credentials = readCredentials(runner);
+  secrets.push(credentials.token ?? credentials.oidc.requestToken);
+  const url = requireSecureUrl(runner.getInput('url', { required: true }), {
+    allowInsecure: runner.getBooleanInput('allow-insecure-url', { defaultValue: false }),
+  });
   const ttl = runner.getInput('ttl');
   const server = runner.getInput('server');
   const requestedPath = runner.getInput('kubeconfig-path');
@@ -51,24 +78,34 @@ async function provision(runner, token, { signal, fetch }) {
   // Post reads these; a typo should fail here, before a namespace exists.
   runner.getBooleanInput('cleanup', { defaultValue: true });
   runner.getBooleanInput('fail-on-cleanup-error', { defaultValue: false });
-  const timing = timingFromEnv(runner.env, PROVISION_TIMING);
+  const timing = stepTiming(timingFromEnv(runner.env, PROVISION_TIMING));
+  if (requestedPath) await existingIsOurs(requestedPath);
 
   signal?.addEventListener(
     'abort',
     () => runner.info('Cancelled: no further attempts; a request in flight may still finish so post can delete its namespace.'),
     { once: true },
   );
-  const client = new NsprovClient({
-    url,
-    token,
-    timing,
-    signal,
-    fetch,
-    onRetry: ({ error, attempt, delayMs }) =>
-      runner.info(`Attempt ${attempt} failed (${error.message}); retrying in ${(delayMs / 1000).toFixed(1)}s`),
-  });
+  const onRetry = ({ error, attempt, delayMs }) =>
+    runner.info(`Attempt ${attempt} failed (${error.message}); retrying in ${(delayMs / 1000).toFixed(1)}s`);
+  const token = await bearerToken(runner, credentials, { timing, fetch, signal, onRetry });
+  secrets.push(token);
+  const client = new NsprovClient({ url, token, timing, signal, fetch, onRetry });
+
+  const idempotencyKey = randomUUID();
+  runner.saveState(STATE.idempotencyKey, idempotencyKey);
   runner.info(`Requesting a namespace from ${url}${ttl ? ` with ttl ${ttl}` : ''}`);
-  const created = await client.createNamespace({ ttl, server });
+  let created;
+  try {
+    created = await client.createNamespace({ ttl, server, idempotencyKey });
+  } catch (err) {
+    // The service refused the first and only attempt (4xx): no namespace carries
+    // the key, so post need not look for one (and repeat the same refusal).
+    if (err instanceof ServiceError && err.attempt === 1 && err.status >= 400 && err.status < 500) {
+      runner.saveState(STATE.idempotencyKey, '');
+    }
+    throw err;
+  }
 
   const namespace = created.namespace;
   if (typeof namespace !== 'string' || !NAMESPACE_NAME.test(namespace)) {
@@ -80,13 +117,17 @@ async function provision(runner, token, { signal, fetch }) {
   if (typeof kubeconfig !== 'string' || kubeconfig.trim() === '') {
     throw new Error(`POST ${url}/api/v1/namespaces: the response for namespace ${namespace} has no kubeconfig${created.parseError ? ` (${created.parseError})` : ''}`);
   }
-  const secrets = findKubeconfigSecrets(kubeconfig);
-  for (const secret of secrets) runner.setSecret(secret);
-  if (secrets.length === 0) {
+  const kubeconfigSecrets = findKubeconfigSecrets(kubeconfig);
+  for (const secret of kubeconfigSecrets) runner.setSecret(secret);
+  if (kubeconfigSecrets.length === 0) {
     runner.warning('The kubeconfig holds no token or key that could be masked; check the service version.');
   }
-  const expiresAt = typeof created.expiresAt === 'string' ? created.expiresAt : '';
-  if (expiresAt) runner.saveState(STATE.expiresAt, expiresAt);
+  const expiresAt = created.expiresAt;
+  if (!isRfc3339(expiresAt)) {
+    const shown = typeof expiresAt === 'string' ? JSON.stringify(expiresAt.slice(0, 64)) : String(expiresAt);
+    throw new Error(`POST ${url}/api/v1/namespaces: the response for namespace ${namespace} has no RFC 3339 expiresAt (got ${shown}); post deletes the namespace`);
+  }
+  runner.saveState(STATE.expiresAt, expiresAt);
 
   let path = requestedPath;
   if (!path) {
@@ -105,10 +146,10 @@ async function provision(runner, token, { signal, fetch }) {
   runner.setOutput('kubeconfig', path);
   runner.setOutput('expires-at', expiresAt);
   if (exportKubeconfig) runner.exportVariable('KUBECONFIG', path);
-  runner.info(`Namespace ${namespace} is ready${expiresAt ? ` until ${expiresAt}` : ''}; kubeconfig: ${path}`);
+  runner.info(`Namespace ${namespace} is ready until ${expiresAt}; kubeconfig: ${path}`);
 }
 
-/** The message with every occurrence of the token replaced; belt and braces to the mask. */
-export function redact(message, token) {
-  return token ? message.split(token).join('***') : message;
+/** The message with every occurrence of each secret replaced; belt and braces to the mask. */
+export function redact(message, ...secrets) {
+  return secrets.filter(Boolean).reduce((text, secret) => text.split(secret).join('***'), message);
 }

@@ -75,6 +75,15 @@ export function timingFromEnv(env, defaults) {
   return timing;
 }
 
+/**
+ * `timing` with one absolute deadline for the whole step: a step makes several
+ * exchanges (an ID token, a lookup, a delete), and the budget is the step's,
+ * not each exchange's, because the runner's patience is per step.
+ */
+export function stepTiming(timing, now = Date.now()) {
+  return { ...timing, deadlineAt: now + timing.deadlineMs };
+}
+
 /** Exponential backoff with jitter: a random point in the upper half of the window. */
 export function backoffDelay(retry, { backoffMs, backoffMaxMs }, random = Math.random) {
   const window = Math.min(backoffMaxMs, backoffMs * 2 ** retry);
@@ -86,11 +95,12 @@ export function backoffDelay(retry, { backoffMs, backoffMaxMs }, random = Math.r
  * other than a TransientError, or the deadline leaves no room for another try.
  * A Retry-After hint longer than the computed backoff wins; one that reaches
  * past the deadline ends the loop at once. `signal` (the step being cancelled)
- * stops further attempts but never interrupts the one in flight.
+ * stops further attempts but never interrupts the one in flight. A
+ * `timing.deadlineAt` (from stepTiming) caps the loop's deadline further.
  */
 export async function withRetries(attempt, timing, { signal, onRetry, describe = 'request' } = {}) {
   const started = Date.now();
-  const deadline = started + timing.deadlineMs;
+  const deadline = Math.min(started + timing.deadlineMs, timing.deadlineAt ?? Infinity);
   const giveUp = (n, error) => {
     const elapsed = ((Date.now() - started) / 1000).toFixed(1);
     return new DeadlineExceeded(`${describe}: gave up after ${n} attempt(s) in ${elapsed}s: ${error.message}`, {

@@ -1,4 +1,5 @@
-// The nsprov HTTP API (v1) as the Action uses it: create a namespace, delete it.
+// The nsprov HTTP API (v1) as the Action uses it: create a namespace, find the
+// one a create made by its Idempotency-Key, delete it.
 //
 // Error messages name the method and URL and carry the service's problem
 // `detail`; they never contain the token, which only ever travels in the
@@ -12,11 +13,13 @@ const USER_AGENT = 'nsprov-action';
 
 /** A response the service gave that retrying will not change. */
 export class ServiceError extends Error {
-  constructor(message, { status = null, detail = null } = {}) {
+  constructor(message, { status = null, detail = null, attempt = null } = {}) {
     super(message);
     this.name = 'ServiceError';
     this.status = status;
     this.detail = detail;
+    // Which attempt got this answer: a refusal of the first one means nothing was made.
+    this.attempt = attempt;
   }
 }
 
@@ -38,6 +41,28 @@ export function serviceBaseUrl(url) {
     throw new Error(`url must not have a query or fragment, got ${JSON.stringify(url)}`);
   }
   return parsed.href.replace(/\/+$/, '');
+}
+
+/** 127.0.0.0/8, ::1 and localhost: the only hosts a token may reach over plain http. */
+export function isLoopbackHost(hostname) {
+  // WHATWG URL parsing has already normalised 127.1 and 0x7f.0.0.1 to dotted decimal.
+  const host = hostname.toLowerCase();
+  return host === 'localhost' || host === '[::1]' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+}
+
+/**
+ * Refuses to send a bearer token over plain http to anything but loopback, where
+ * anyone on the path could read it and use it until it expires.
+ * `allowInsecure` (input allow-insecure-url) is the user's explicit override.
+ */
+export function requireSecureUrl(url, { allowInsecure = false } = {}) {
+  const parsed = new URL(serviceBaseUrl(url));
+  if (parsed.protocol === 'http:' && !allowInsecure && !isLoopbackHost(parsed.hostname)) {
+    throw new Error(
+      `url ${parsed.origin} is plain http and not loopback, so the token would cross the network unencrypted; use https, or set allow-insecure-url: true if that is what you want`,
+    );
+  }
+  return serviceBaseUrl(url);
 }
 
 /** Retry-After in milliseconds: delay-seconds or an HTTP date; null when absent or unreadable. */
@@ -98,6 +123,29 @@ export class NsprovClient {
   }
 
   /**
+   * GET /api/v1/namespaces?idempotencyKey=: the name of the live namespace a
+   * POST with this key made for the same caller, or null when there is none.
+   */
+  async findByIdempotencyKey(idempotencyKey) {
+    const url = new URL(`${this.#base}/api/v1/namespaces`);
+    url.searchParams.set('idempotencyKey', idempotencyKey);
+    const { text } = await this.#exchange('GET', url, {});
+    const body = problemOf(text);
+    // An nsprov without this lookup ignores the parameter and lists every namespace
+    // of the caller; only an answer that echoes the key is about the key.
+    if (body?.idempotencyKey !== idempotencyKey || !Array.isArray(body?.items)) {
+      throw new ServiceError(`GET ${url.origin}${url.pathname}: the answer is not a lookup by Idempotency-Key; is the service older than the Action?`);
+    }
+    const items = body.items;
+    if (items.length === 0) return null;
+    const name = items[0]?.name;
+    if (items.length > 1 || typeof name !== 'string' || !/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(name)) {
+      throw new ServiceError(`GET ${url.origin}${url.pathname}: the lookup by Idempotency-Key should name one namespace, got ${JSON.stringify(items).slice(0, 120)}`);
+    }
+    return name;
+  }
+
+  /**
    * DELETE /api/v1/namespaces/{name}. Returns "deleted" (202: the service
    * marked it for deletion) or "gone" (404: already deleted, expired, or never
    * ours; either way there is nothing left to do).
@@ -111,13 +159,13 @@ export class NsprovClient {
   #exchange(method, url, headers, { notFoundIsDone = false } = {}) {
     const describe = `${method} ${url.href}`;
     return withRetries(
-      ({ timeoutMs }) => this.#attempt(method, url, headers, timeoutMs, notFoundIsDone),
+      ({ timeoutMs, attempt }) => this.#attempt(method, url, headers, timeoutMs, notFoundIsDone, attempt),
       this.#timing,
       { signal: this.#signal, onRetry: this.#onRetry, describe },
     );
   }
 
-  async #attempt(method, url, headers, timeoutMs, notFoundIsDone) {
+  async #attempt(method, url, headers, timeoutMs, notFoundIsDone, attempt) {
     const describe = `${method} ${url.href}`;
     let response;
     let text;
@@ -153,11 +201,11 @@ export class NsprovClient {
         status: response.status,
       });
     }
-    throw new ServiceError(message, { status: response.status, detail: problemOf(text)?.detail ?? null });
+    throw new ServiceError(message, { status: response.status, detail: problemOf(text)?.detail ?? null, attempt });
   }
 }
 
-function describeNetworkError(err, timeoutMs) {
+export function describeNetworkError(err, timeoutMs) {
   if (err?.name === 'TimeoutError' || err?.name === 'AbortError') {
     return `no response within ${(timeoutMs / 1000).toFixed(1)}s`;
   }
@@ -167,7 +215,7 @@ function describeNetworkError(err, timeoutMs) {
   return `request failed: ${reason}`;
 }
 
-function problemOf(text) {
+export function problemOf(text) {
   try {
     const body = JSON.parse(text);
     return body && typeof body === 'object' ? body : null;
@@ -177,11 +225,13 @@ function problemOf(text) {
 }
 
 /** "401 Unauthorized: <detail>", from a problem+json body when there is one. */
-function describeFailure(response, text) {
+export function describeFailure(response, text) {
   const problem = problemOf(text);
   const title = flatten((typeof problem?.title === 'string' && problem.title) || response.statusText || 'error');
   // One line, so that text from the service can never start a workflow command of its own.
-  let detail = typeof problem?.detail === 'string' ? flatten(problem.detail) : '';
+  // `detail` from problem+json; `message` from other JSON errors (GitHub's token endpoint).
+  const said = [problem?.detail, problem?.message].find((value) => typeof value === 'string');
+  let detail = said ? flatten(said) : '';
   if (!problem && text.trim()) {
     const flat = flatten(text);
     detail = flat.length > 200 ? `${flat.slice(0, 200)}...` : flat;

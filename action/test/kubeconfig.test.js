@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
-import { access, readFile, stat, writeFile } from 'node:fs/promises';
+import { access, mkdir, readFile, readdir, stat, symlink, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { test } from 'node:test';
 
-import { findKubeconfigSecrets, makePrivateDir, removeKubeconfig, writeKubeconfig } from '../kubeconfig.js';
+import { OWN_MARKER, existingIsOurs, findKubeconfigSecrets, makePrivateDir, removeKubeconfig, writeKubeconfig } from '../kubeconfig.js';
 import { kubeconfigFor } from '../test-support/fake-service.js';
 import { makeWorkspace } from '../test-support/step.js';
 
@@ -38,18 +38,47 @@ test('a kubeconfig without credentials yields nothing', () => {
   assert.deepEqual(findKubeconfigSecrets('apiVersion: v1\nkind: Config\ntoken:\n'), []);
 });
 
-test('writeKubeconfig writes mode 0600 and replaces a readable file without widening it', async (t) => {
+test('writeKubeconfig writes mode 0600, marked as ours, and replaces its own readable file without widening it', async (t) => {
   const ws = await makeWorkspace(t);
   const path = join(ws.root, 'nested', 'dir', 'kubeconfig');
   await writeKubeconfig(path, 'one');
-  assert.equal(await readFile(path, 'utf8'), 'one');
+  assert.equal(await readFile(path, 'utf8'), `${OWN_MARKER}\none`);
   assert.equal((await stat(path)).mode & 0o777, 0o600);
 
   const existing = join(ws.root, 'existing');
-  await writeFile(existing, 'old', { mode: 0o644 });
+  await writeFile(existing, `${OWN_MARKER}\nold`, { mode: 0o644 });
   await writeKubeconfig(existing, 'two');
-  assert.equal(await readFile(existing, 'utf8'), 'two');
+  assert.equal(await readFile(existing, 'utf8'), `${OWN_MARKER}\ntwo`);
   assert.equal((await stat(existing)).mode & 0o777, 0o600);
+  assert.deepEqual((await readdir(ws.root)).sort(), ['env', 'existing', 'nested', 'output', 'runner-temp', 'state'], 'no temporary file left');
+});
+
+test('writeKubeconfig refuses to replace a file that is not its own, or a symlink, and leaves it as it was', async (t) => {
+  const ws = await makeWorkspace(t);
+  const foreign = join(ws.root, 'config');
+  await writeFile(foreign, 'apiVersion: v1\n# my own cluster\n', { mode: 0o644 });
+  await assert.rejects(writeKubeconfig(foreign, 'x'), /kubeconfig-path .*config already exists and was not written by this Action: refusing to overwrite it/);
+  assert.equal(await readFile(foreign, 'utf8'), 'apiVersion: v1\n# my own cluster\n');
+  assert.equal((await stat(foreign)).mode & 0o777, 0o644);
+
+  // The marker anywhere but on the first line does not count.
+  const later = join(ws.root, 'later');
+  await writeFile(later, `apiVersion: v1\n${OWN_MARKER}\n`);
+  await assert.rejects(writeKubeconfig(later, 'x'), /not written by this Action/);
+
+  const ours = join(ws.root, 'ours');
+  await writeKubeconfig(ours, 'x');
+  const link = join(ws.root, 'link');
+  await symlink(ours, link);
+  await assert.rejects(writeKubeconfig(link, 'y'), /link exists and is not a regular file/);
+  assert.equal(await readFile(ours, 'utf8'), `${OWN_MARKER}\nx`);
+
+  const dir = join(ws.root, 'a-directory');
+  await mkdir(dir);
+  await assert.rejects(existingIsOurs(dir), /not a regular file/);
+  assert.equal(await existingIsOurs(join(ws.root, 'absent')), false);
+  assert.equal(await existingIsOurs(ours), true);
+  assert.deepEqual((await readdir(ws.root)).filter((name) => name.endsWith('.tmp')), [], 'no temporary file left');
 });
 
 test('makePrivateDir makes a 0700 nsprov- directory under RUNNER_TEMP', async (t) => {

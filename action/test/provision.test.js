@@ -19,6 +19,7 @@ import {
   startFakeService,
 } from '../test-support/fake-service.js';
 import { FAST_TIMING, FakeProcess, MAIN, inputEnv, makeWorkspace, runStep } from '../test-support/step.js';
+import { OWN_MARKER } from '../kubeconfig.js';
 
 const TOKEN = 'nsprov-test-token-5f2a9c';
 const SA_TOKEN = 'eyJhbGciOiJSUzI1NiJ9.sa-token-body.signature';
@@ -68,11 +69,12 @@ test('success: namespace, kubeconfig 0600, outputs, KUBECONFIG and state, token 
   assert.deepEqual(outputs, { namespace: 'np-x1y2z', kubeconfig: path, 'expires-at': EXPIRES_AT });
   assert.equal(dirname(dirname(path)), ws.runnerTemp, 'default path is a private dir under RUNNER_TEMP');
   assert.match(path, /nsprov-[^/]+\/kubeconfig$/);
-  assert.equal(await readFile(path, 'utf8'), kubeconfigFor('np-x1y2z', SA_TOKEN));
+  assert.equal(await readFile(path, 'utf8'), `${OWN_MARKER}\n${kubeconfigFor('np-x1y2z', SA_TOKEN)}`);
   assert.equal((await stat(path)).mode & 0o777, 0o600);
   assert.equal((await stat(dirname(path))).mode & 0o777, 0o700);
   assert.deepEqual(await ws.exported(), { KUBECONFIG: path });
   assert.deepEqual(await ws.state(), {
+    idempotency_key: request.headers['idempotency-key'],
     namespace: 'np-x1y2z',
     expires_at: EXPIRES_AT,
     kubeconfig_dir: dirname(path),
@@ -92,9 +94,9 @@ test('masks are printed before any file command carries a value', async (t) => {
   const saMask = proc.lines.find(({ line }) => line === `::add-mask::${SA_TOKEN}`);
   assert.equal(saMask.fileSizes.GITHUB_OUTPUT, 0);
   assert.equal(saMask.fileSizes.GITHUB_ENV, 0);
-  // Only the namespace (no secret) may be in the state file by then.
+  // Only the Idempotency-Key and the namespace (no secret) may be in the state file by then.
   const stateSoFar = (await ws.raw('GITHUB_STATE')).slice(0, saMask.fileSizes.GITHUB_STATE);
-  assert.match(stateSoFar, /^namespace<<(ghadelimiter_\S+)\r?\nnp-order\r?\n\1\r?\n$/);
+  assert.match(stateSoFar, /^idempotency_key<<(ghadelimiter_\S+)\r?\n[0-9a-f-]{36}\r?\n\1\r?\nnamespace<<(ghadelimiter_\S+)\r?\nnp-order\r?\n\2\r?\n$/);
   assert.ok((await ws.raw('GITHUB_OUTPUT')).length > 0, 'outputs were written afterwards');
 });
 
@@ -156,7 +158,7 @@ test('401 fails at once with the problem detail and the URL, never the token', a
     new RegExp(`^::error::POST ${service.url.replace(/\./g, '\\.')}/api/v1/namespaces\\?ttl=5m: 401 Unauthorized: bearer token not recognised$`, 'm'),
   );
   assertNeverPrinted(result, TOKEN);
-  assert.deepEqual(await ws.state(), {}, 'nothing for post to clean up');
+  assert.deepEqual(await ws.state(), { idempotency_key: '' }, 'refused at once: nothing for post to look up');
   assert.deepEqual(await ws.outputs(), {});
 });
 
@@ -186,7 +188,7 @@ test('persistent 503 gives up within the deadline', async (t) => {
   assert.ok(service.requests.at(-1).at - service.requests[0].at < 1500, 'all attempts inside the 1.5 s deadline');
   assert.ok(elapsed < 6000, `step took ${elapsed} ms`);
   assert.match(result.stdout, new RegExp(`^::error::POST .*: gave up after ${attempts} attempt\\(s\\) in [\\d.]+s: .*still down \\(${attempts}\\)$`, 'm'));
-  assert.deepEqual(await ws.state(), {});
+  assert.deepEqual(await ws.state(), { idempotency_key: service.requests[0].headers['idempotency-key'] }, 'post will look the key up');
 });
 
 test('an unreachable service is retried, then reported with its URL', async (t) => {
@@ -206,7 +208,7 @@ test('bad inputs fail before any request', async (t) => {
     [{ 'export-kubeconfig': 'yes' }, /Core Schema.*: export-kubeconfig/],
     [{ cleanup: 'no' }, /Core Schema.*: cleanup/],
     [{ url: 'not a url' }, /url is not a valid URL/],
-    [{ token: '' }, /Input required and not supplied: token/],
+    [{ token: '' }, /^::error::No credentials for nsprov: set the token input .*, or give the job "permissions: id-token: write"/m],
   ]) {
     const result = await runStep(MAIN, mainEnv(ws, service, inputs));
     assert.equal(result.code, 1, JSON.stringify(inputs));
@@ -238,7 +240,7 @@ test('a broken 201 still leaves the namespace for post', async (t) => {
   const result = await runStep(MAIN, mainEnv(ws, service));
   assert.equal(result.code, 1);
   assert.match(result.stdout, /^::error::.*namespace np-yaml has no kubeconfig \(response is not JSON \(application\/yaml\)/m);
-  assert.deepEqual(await ws.state(), { namespace: 'np-yaml' });
+  assert.deepEqual(await ws.state(), { idempotency_key: service.requests[0].headers['idempotency-key'], namespace: 'np-yaml' });
 });
 
 test('a response without a valid namespace name is an error', async (t) => {
@@ -249,7 +251,7 @@ test('a response without a valid namespace name is an error', async (t) => {
   const result = await runStep(MAIN, mainEnv(ws, service));
   assert.equal(result.code, 1);
   assert.match(result.stdout, /the response names no valid namespace/);
-  assert.deepEqual(await ws.state(), {});
+  assert.deepEqual(Object.keys(await ws.state()), ['idempotency_key'], 'post will look the key up');
 });
 
 test('cancelled while the request is in flight: the answer is still recorded for post', async (t) => {
