@@ -53,6 +53,12 @@ export function sendCreated(res, { namespace = 'np-abc12', token = 'sa-token-abc
   );
 }
 
+/** 200 for GET /api/v1/namespaces?idempotencyKey=: the namespaces that key made (0 or 1). */
+export function sendFound(res, idempotencyKey, names) {
+  const items = names.map((name) => ({ name, owner: 'ci', createdAt: '2026-01-02T14:04:05Z', expiresAt: EXPIRES_AT, state: 'ACTIVE' }));
+  sendJson(res, 200, { idempotencyKey, items });
+}
+
 /** 202 for DELETE /api/v1/namespaces/{name}. */
 export function sendMarked(res, name) {
   sendJson(res, 202, { name, state: 'MARKED_FOR_DELETION' });
@@ -75,6 +81,7 @@ export async function startFakeService(t, respond) {
         method: req.method,
         path: url.pathname,
         query: Object.fromEntries(url.searchParams),
+        rawQuery: url.search,
         headers: req.headers,
         body: Buffer.concat(chunks).toString('utf8'),
         at: Date.now(),
