@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -14,7 +17,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from tests.integration.conftest import CONFIGMAP_GRANT, Cluster
-from tests.integration.service import RunningService, running_service
+from tests.integration.service import RunningService, namespace_status, running_service
 from tests.support import wait_until
 
 pytestmark = pytest.mark.usefixtures("grants", "clean_namespaces")
@@ -50,6 +53,144 @@ def service(cluster: Cluster, grants: None, tmp_path_factory) -> Iterator[Runnin
         cluster.kubeconfig, tmp_path_factory.mktemp("nsprov"), [f"--cluster-role={CONFIGMAP_GRANT}"]
     ) as running:
         yield running
+
+
+class AnswerSwallowingProxy:
+    """Forwards requests to the service; the answer to a POST never reaches the client.
+
+    It stands for a create answer lost on the way back (a proxy timeout, a
+    cancelled runner): the service has made the namespace, the client never
+    learns its name. Other methods pass through, as they would for post.
+    """
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.created = threading.Event()  # the service answered a POST (and it was swallowed)
+        self.created_name = ""
+        self._release = threading.Event()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _forward(self) -> httpx.Response:
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length) if length else b""
+                keep = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_HEADERS}
+                with httpx.Client(base_url=proxy.upstream, timeout=60) as http:
+                    return http.request(self.command, self.path, headers=keep, content=body)
+
+            def do_POST(self) -> None:
+                response = self._forward()
+                proxy.created_name = response.headers.get("x-namespace", "")
+                proxy.created.set()
+                proxy._release.wait(timeout=60)
+                self.close_connection = True  # and no answer at all
+
+            def _pass_through(self) -> None:
+                response = self._forward()
+                self.send_response(response.status_code)
+                self.send_header("Content-Type", response.headers.get("content-type", ""))
+                self.send_header("Content-Length", str(len(response.content)))
+                self.end_headers()
+                self.wfile.write(response.content)
+
+            do_GET = do_DELETE = _pass_through
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._release.set()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=10)
+
+
+_HOP_HEADERS = {"host", "content-length", "connection", "keep-alive", "transfer-encoding"}
+
+
+def _runner_files(tmp_path: Path) -> dict[str, str]:
+    """RUNNER_TEMP and empty GITHUB_OUTPUT/ENV/STATE files, as the runner sets them."""
+    files = {
+        name: tmp_path / name.lower() for name in ("GITHUB_OUTPUT", "GITHUB_ENV", "GITHUB_STATE")
+    }
+    for path in files.values():
+        path.touch()
+    runner_temp = tmp_path / "runner-temp"
+    runner_temp.mkdir()
+    return {"RUNNER_TEMP": str(runner_temp), **{name: str(path) for name, path in files.items()}}
+
+
+def test_post_deletes_by_idempotency_key_when_main_died_before_the_answer(
+    service: RunningService, core: client.CoreV1Api, tmp_path: Path
+) -> None:
+    proxy = AnswerSwallowingProxy(service.url)
+    try:
+        env = {
+            "PATH": os.environ["PATH"],
+            **_runner_files(tmp_path),
+            "INPUT_URL": proxy.url,
+            "INPUT_TOKEN": service.tokens["alice"],
+            "INPUT_TTL": "15m",
+            # One long attempt: main is still waiting for the answer when it is killed.
+            "NSPROV_ACTION_ATTEMPT_TIMEOUT_MS": "60000",
+        }
+        main = subprocess.Popen(
+            ["node", str(ACTION / "main.js")],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert proxy.created.wait(timeout=60), "the POST never reached the service"
+        finally:
+            main.send_signal(signal.SIGKILL)  # the runner's last resort after SIGINT, SIGTERM
+            out, err = main.communicate(timeout=30)
+        assert main.returncode == -signal.SIGKILL, out + err
+
+        name = proxy.created_name
+        assert name, "the service created a namespace"
+        assert namespace_status(core, name) == "active"
+        state = parse_file_commands(Path(env["GITHUB_STATE"]).read_text())
+        assert set(state) == {"idempotency_key"}, "main never learnt the name, only the key"
+
+        post = _step("post.js", {**env, **{f"STATE_{k}": v for k, v in state.items()}})
+        assert post.returncode == 0, post.stdout + post.stderr
+        assert f"Found namespace {name} by its Idempotency-Key" in post.stdout
+        assert "::warning::" not in post.stdout
+        assert namespace_status(core, name) in ("deleting", "gone")
+    finally:
+        proxy.close()
+
+
+def test_the_key_finds_nothing_for_another_owner(
+    service: RunningService, core: client.CoreV1Api, tmp_path: Path
+) -> None:
+    """Post with bob's token and alice's key (a shared key, a copied state) deletes nothing."""
+    key = "shared-key-1"
+    with service.client() as http:
+        created = http.post(
+            "/api/v1/namespaces", headers={**service.auth("alice"), "Idempotency-Key": key}
+        )
+    assert created.status_code == 201, created.text
+    name = created.headers["x-namespace"]
+    env = {
+        "PATH": os.environ["PATH"],
+        **_runner_files(tmp_path),
+        "INPUT_URL": service.url,
+        "INPUT_TOKEN": service.tokens["bob"],
+        "STATE_idempotency_key": key,
+    }
+    post = _step("post.js", env)
+    assert post.returncode == 0, post.stdout + post.stderr
+    assert "no live namespace for this Idempotency-Key: nothing to delete" in post.stdout
+    assert namespace_status(core, name) == "active"
 
 
 def _step(script: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
