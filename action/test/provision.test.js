@@ -18,7 +18,7 @@ import {
   sendProblem,
   startFakeService,
 } from '../test-support/fake-service.js';
-import { FAST_TIMING, FakeProcess, MAIN, inputEnv, makeWorkspace, runStep } from '../test-support/step.js';
+import { FAST_TIMING, FakeProcess, MAIN, POST, inputEnv, makeWorkspace, runStep } from '../test-support/step.js';
 import { OWN_MARKER } from '../kubeconfig.js';
 
 const TOKEN = 'nsprov-test-token-5f2a9c';
@@ -160,6 +160,10 @@ test('401 fails at once with the problem detail and the URL, never the token', a
   assertNeverPrinted(result, TOKEN);
   assert.deepEqual(await ws.state(), { idempotency_key: '' }, 'refused at once: nothing for post to look up');
   assert.deepEqual(await ws.outputs(), {});
+  const post = await runStep(POST, { ...mainEnv(ws, service), ...(await ws.stateEnv()) });
+  assert.equal(post.code, 0);
+  assert.match(post.stdout, /Nothing to clean up/);
+  assert.equal(service.requests.length, 1, 'post asked nothing');
 });
 
 test('the token is redacted even when the service echoes it', async (t) => {
