@@ -43,6 +43,7 @@ class Api:
     provisioner: Provisioner
     default_ttl: float
     max_ttl: float
+    min_ttl: float = 0.0
 
 
 def _api(request: Request) -> Api:
@@ -76,7 +77,12 @@ def _owner(request: Request) -> str:
 
 def _ttl(request: Request) -> float:
     api = _api(request)
-    return parse_ttl(request.query_params.get("ttl"), default=api.default_ttl, maximum=api.max_ttl)
+    return parse_ttl(
+        request.query_params.get("ttl"),
+        default=api.default_ttl,
+        maximum=api.max_ttl,
+        minimum=api.min_ttl,
+    )
 
 
 def _server(request: Request) -> str | None:

@@ -175,6 +175,7 @@ def public_app(service: Service) -> Starlette:
         provisioner=service.provisioner,
         default_ttl=service.settings.ttl,
         max_ttl=service.settings.max_ttl,
+        min_ttl=service.settings.min_ttl,
     )
     return app
 

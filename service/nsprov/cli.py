@@ -65,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     flag("cluster-role", "ClusterRole granted in each namespace", defaults.cluster_role)
     flag("ttl", "default namespace lifetime (Go duration)", "1h")
     flag("max-ttl", "longest lifetime a request may ask for (Go duration)", "24h")
+    flag("min-ttl", "shortest lifetime a request may ask for (Go duration)", "30s")
     flag("prefix", "namespace name prefix", defaults.prefix)
     flag("selector", "key=value label on everything nsprov creates", defaults.selector)
     flag("token", "a single bearer token (owner 'default'); prefer --token-file or the env")
@@ -95,6 +96,14 @@ def _duration(name: str, value: str) -> float:
         raise ConfigError(f"--{name}: {exc.detail}") from None
     if seconds <= 0:
         raise ConfigError(f"--{name} must be positive")
+    return seconds
+
+
+def _min_ttl(value: str, ttl: float) -> float:
+    """--min-ttl: a default ttl below it would make every request without a ttl fail."""
+    seconds = _duration("min-ttl", value)
+    if seconds > ttl:
+        raise ConfigError("--min-ttl must not exceed --ttl")
     return seconds
 
 
@@ -129,6 +138,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     ttl, max_ttl = _duration("ttl", args.ttl), _duration("max-ttl", args.max_ttl)
     if ttl > max_ttl:
         raise ConfigError("--ttl must not exceed --max-ttl")
+    min_ttl = _min_ttl(args.min_ttl, ttl)
     try:
         bundle.validate_prefix(args.prefix)
         bundle.Selector.parse(args.selector)
@@ -148,6 +158,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         cluster_role=args.cluster_role,
         ttl=ttl,
         max_ttl=max_ttl,
+        min_ttl=min_ttl,
         prefix=args.prefix,
         selector=args.selector,
         tokens=tokens,

@@ -29,6 +29,10 @@ class Settings:
     max_ttl: float = 86400.0
     """Longest lifetime a request may ask for, in seconds."""
 
+    min_ttl: float = 30.0
+    """Shortest lifetime a request may ask for, in seconds: below it a namespace is dead on
+    arrival."""
+
     prefix: str = "np"
     """Namespace name prefix: names are ``<prefix>-<random>``."""
 

@@ -284,6 +284,11 @@ def test_bearer_scheme_is_case_insensitive(service: RunningService) -> None:
         ({"ttl": "10"}, "missing unit"),
         ({"ttl": "-5m"}, "negative"),
         ({"ttl": "3h"}, "exceeds the maximum of 2h0m0s"),
+        # A namespace dead on arrival: below --min-ttl (30s by default).
+        ({"ttl": "1ns"}, "below the minimum of 30s"),
+        ({"ttl": "29s"}, "below the minimum of 30s"),
+        # Arabic-Indic digits: Python's \d takes them, Go's ParseDuration does not.
+        ({"ttl": "\u0661h"}, "invalid duration"),
         ({"ttl": "1h", "server": "ftp://k8s.example.com"}, "absolute http(s) URL"),
         ({"server": "/relative/path"}, "absolute http(s) URL"),
         ({"server": "https://user:pw@k8s.example.com"}, "credentials"),
@@ -484,7 +489,7 @@ def test_expired_namespaces_are_not_extended_and_deleting_twice_is_fine(
 ) -> None:
     # No controller acts on it (this service runs none, and its label is its own), so the
     # API's own rule shows. Its two DELETEs below are its cleanup.
-    args = ["--controller=false", "--selector=nsprov-test=expired-extend"]
+    args = ["--controller=false", "--selector=nsprov-test=expired-extend", "--min-ttl=1s"]
     with running_service(cluster.kubeconfig, tmp_path, args) as service:
         created = _create(service, ttl="1s")
         name = created.headers["x-namespace"]

@@ -35,7 +35,11 @@ RBAC_GROUP = "rbac.authorization.k8s.io"
 
 @pytest.fixture(scope="module")
 def service(cluster: Cluster, grants: None, tmp_path_factory) -> Iterator[RunningService]:
-    args = [f"--cluster-role={CONFIGMAP_GRANT}", f"--leader-elect-lease-name={LEASE}"]
+    args = [
+        f"--cluster-role={CONFIGMAP_GRANT}",
+        f"--leader-elect-lease-name={LEASE}",
+        "--min-ttl=1s",  # expiry tests use ttls of seconds
+    ]
     with running_service(cluster.kubeconfig, tmp_path_factory.mktemp("nsprov"), args) as running:
         wait_until(lambda: metric(running, "nsprov_leader") == 1, timeout=15, message="leader")
         yield running
