@@ -165,6 +165,10 @@ async def get_namespace(request: Request) -> Response:
 
 async def extend_namespace(request: Request) -> Response:
     owner = _owner(request)
+    # Unlike POST, a missing ttl is no default: a PATCH meant to extend a 24h namespace
+    # would silently cut it to --ttl.
+    if not request.query_params.get("ttl"):
+        raise BadRequest("PATCH needs a ttl, the new lifetime from now (e.g. ?ttl=1h)")
     ttl, server = _ttl(request), _server(request)
     result = await _api(request).provisioner.extend(
         owner, request.path_params["name"], ttl, server=server

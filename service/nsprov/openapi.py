@@ -20,12 +20,19 @@ _TTL = {
     "in": "query",
     "required": False,
     "description": "Lifetime in Go duration syntax (30s, 5m, 1h30m); absent or 0 = the default; "
-    "above the service's maximum = 400.",
+    "below the service's minimum (--min-ttl) or above its maximum (--max-ttl) = 400.",
     "schema": {
         "type": "string",
-        "pattern": r"^(|0|((\d+\.?\d*|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h))+)$",
+        "pattern": r"^(|0|(([0-9]+\.?[0-9]*|\.[0-9]+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h))+)$",
         "example": "30m",
     },
+}
+_TTL_REQUIRED = {
+    **_TTL,
+    "required": True,
+    "description": "The new lifetime from now, in Go duration syntax; required (400 without "
+    "it), 0 = the default; below the minimum or above the maximum = 400.",
+    "schema": {**_TTL["schema"], "minLength": 1},  # type: ignore[dict-item]
 }
 _SERVER = {
     "name": "server",
@@ -152,7 +159,7 @@ DOCUMENT: dict[str, Any] = {
                     },
                     "409": _PROBLEM,
                 },
-                parameters=[_NAME, _TTL, _SERVER],
+                parameters=[_NAME, _TTL_REQUIRED, _SERVER],
             ),
             "delete": _DELETE,
         },

@@ -208,6 +208,12 @@ def test_list_get_extend_delete(
             f"/api/v1/namespaces/{name}", params={"ttl": "3h"}, headers=service.auth()
         )
         assert "exceeds" in problem(too_long, 400)["detail"]
+        # Without a ttl a PATCH used to reset the expiry to --ttl (1h): now it changes nothing.
+        for params in ({}, {"ttl": ""}):
+            no_ttl = http.patch(f"/api/v1/namespaces/{name}", params=params,
+                                headers=service.auth())  # fmt: skip
+            assert "needs a ttl" in problem(no_ttl, 400)["detail"]
+        assert core.read_namespace(name).metadata.labels["nsprov.io/expires-at"] == label
 
         deleted = http.delete(f"/api/v1/namespaces/{name}", headers=service.auth())
         assert deleted.status_code == 202
