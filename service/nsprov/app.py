@@ -87,6 +87,7 @@ def create_service(settings: Settings) -> Service:
         pod_security=settings.pod_security,
         max_namespaces=settings.max_namespaces,
         max_namespaces_per_owner=settings.max_namespaces_per_owner,
+        max_lifetime=settings.max_lifetime,
     )
     service = Service(settings, client, tokens, provisioner, metrics)
     if settings.controller:

@@ -7,9 +7,11 @@ of a namespace, so the two can never disagree about it.
 
 from __future__ import annotations
 
+import calendar
 import hashlib
 import re
 import secrets
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -211,6 +213,17 @@ def expires_at_of(metadata: dict[str, Any]) -> int | None:
     raw = (metadata.get("labels") or {}).get(EXPIRES_AT_LABEL)
     try:
         return int(raw) if raw is not None else None
+    except ValueError:
+        return None
+
+
+def created_at_of(metadata: dict[str, Any]) -> int | None:
+    """creationTimestamp as unix seconds (the API server writes whole seconds, in UTC)."""
+    raw = metadata.get("creationTimestamp")
+    if not isinstance(raw, str):
+        return None
+    try:
+        return calendar.timegm(time.strptime(raw, "%Y-%m-%dT%H:%M:%SZ"))
     except ValueError:
         return None
 

@@ -66,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     flag("ttl", "default namespace lifetime (Go duration)", "1h")
     flag("max-ttl", "longest lifetime a request may ask for (Go duration)", "24h")
     flag("min-ttl", "shortest lifetime a request may ask for (Go duration)", "30s")
+    flag("max-lifetime", "longest life from creation, extensions included (Go duration)", "72h")
     flag("prefix", "namespace name prefix", defaults.prefix)
     flag("selector", "key=value label on everything nsprov creates", defaults.selector)
     flag("token", "a single bearer token (owner 'default'); prefer --token-file or the env")
@@ -107,6 +108,14 @@ def _min_ttl(value: str, ttl: float) -> float:
     return seconds
 
 
+def _max_lifetime(value: str, max_ttl: float) -> float:
+    """--max-lifetime: below --max-ttl, a POST the ttl rules allow would be refused anyway."""
+    seconds = _duration("max-lifetime", value)
+    if max_ttl > seconds:
+        raise ConfigError("--max-ttl must not exceed --max-lifetime")
+    return seconds
+
+
 def _count(name: str, value: str) -> int:
     try:
         number = int(value)
@@ -139,6 +148,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     if ttl > max_ttl:
         raise ConfigError("--ttl must not exceed --max-ttl")
     min_ttl = _min_ttl(args.min_ttl, ttl)
+    max_lifetime = _max_lifetime(args.max_lifetime, max_ttl)
     try:
         bundle.validate_prefix(args.prefix)
         bundle.Selector.parse(args.selector)
@@ -159,6 +169,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         ttl=ttl,
         max_ttl=max_ttl,
         min_ttl=min_ttl,
+        max_lifetime=max_lifetime,
         prefix=args.prefix,
         selector=args.selector,
         tokens=tokens,

@@ -31,7 +31,8 @@ _TTL_REQUIRED = {
     **_TTL,
     "required": True,
     "description": "The new lifetime from now, in Go duration syntax; required (400 without "
-    "it), 0 = the default; below the minimum or above the maximum = 400.",
+    "it), 0 = the default; below the minimum, above the maximum or past the total "
+    "lifetime from creation (--max-lifetime) = 400.",
     "schema": {**_TTL["schema"], "minLength": 1},  # type: ignore[dict-item]
 }
 _SERVER = {

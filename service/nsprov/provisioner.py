@@ -31,6 +31,7 @@ import anyio.to_thread
 from nsprov import bundle
 from nsprov import kubeconfig as kubeconfig_
 from nsprov.errors import (
+    BadRequest,
     Conflict,
     NotFound,
     ProvisioningFailed,
@@ -38,6 +39,7 @@ from nsprov.errors import (
 )
 from nsprov.kube import Kube, KubeError
 from nsprov.metrics import Metrics
+from nsprov.ttl import format_duration
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +109,9 @@ class Provisioner:
     pod_security: str = "baseline"
     max_namespaces: int = 0
     max_namespaces_per_owner: int = 0
+    # Longest a namespace may live from its creation, however often it is extended
+    # (0 = no limit): without it, repeated PATCHes keep a namespace forever.
+    max_lifetime: float = 0.0
     clock: Callable[[], float] = time.time
     # Caps are checked and the namespace created under this lock, so concurrent requests
     # to one replica cannot all pass the check; across replicas the caps stay soft.
@@ -178,6 +183,12 @@ class Provisioner:
         else:
             name = bundle.random_name(self.prefix)
         expires_at = math.ceil(self.clock() + ttl)
+        if self.max_lifetime and ttl > self.max_lifetime:
+            over = format_duration(ttl - self.max_lifetime)
+            raise BadRequest(
+                f"ttl {format_duration(ttl)} exceeds the total lifetime of "
+                f"{format_duration(self.max_lifetime)} by {over}"
+            )
         manifest = bundle.namespace(
             name,
             selector=self.selector,
@@ -322,6 +333,7 @@ class Provisioner:
             # The controller may be deleting it right now; extending would race that.
             raise Conflict(f"namespace {name!r} has expired")
         expires_at = math.ceil(self.clock() + ttl)
+        self._check_lifetime(obj["metadata"], expires_at)
         patch = {
             "metadata": {
                 # The resourceVersion turns the patch into a compare-and-swap.
@@ -337,6 +349,19 @@ class Provisioner:
             raise _failed("extend the namespace", exc) from exc
         log.info("extended namespace=%s owner=%s expires_at=%d", name, owner, expires_at)
         return await self._complete(patched, server, replayed=False)
+
+    def _check_lifetime(self, metadata: dict[str, Any], expires_at: int) -> None:
+        """BadRequest when ``expires_at`` is past creation + max_lifetime, saying by how much."""
+        created = bundle.created_at_of(metadata)
+        if not self.max_lifetime or created is None:
+            return
+        latest = created + math.floor(self.max_lifetime)
+        if expires_at > latest:
+            raise BadRequest(
+                f"the new expiry {_iso(expires_at)} is {format_duration(expires_at - latest)} "
+                f"past the total lifetime of {format_duration(self.max_lifetime)} from creation "
+                f"(the latest possible expiry is {_iso(latest)})"
+            )
 
 
 def _failed(what: str, exc: KubeError) -> ProvisioningFailed:

@@ -33,6 +33,9 @@ class Settings:
     """Shortest lifetime a request may ask for, in seconds: below it a namespace is dead on
     arrival."""
 
+    max_lifetime: float = 259200.0
+    """Longest a namespace may live from its creation, extensions included, in seconds."""
+
     prefix: str = "np"
     """Namespace name prefix: names are ``<prefix>-<random>``."""
 

@@ -510,3 +510,24 @@ def test_expired_namespaces_are_not_extended_and_deleting_twice_is_fine(
             for _ in range(2):
                 deleted = http.delete(f"/api/v1/namespaces/{name}", headers=service.auth())
                 assert deleted.status_code == 202, deleted.text
+
+
+def test_extensions_stop_at_the_total_lifetime(
+    cluster: Cluster, core: client.CoreV1Api, tmp_path: Path
+) -> None:
+    # Creation time is in whole seconds and never after the POST, so a PATCH to now + 2m
+    # lands strictly past creation + 2m: by at least a moment, whatever the timing.
+    args = ["--controller=false", "--ttl=1m", "--max-ttl=2m", "--max-lifetime=2m"]
+    with running_service(cluster.kubeconfig, tmp_path, args) as service:
+        name = _create(service, ttl="1m").headers["x-namespace"]
+        label = core.read_namespace(name).metadata.labels["nsprov.io/expires-at"]
+        with service.client() as http:
+            too_late = http.patch(f"/api/v1/namespaces/{name}", params={"ttl": "2m"},
+                                  headers=service.auth())  # fmt: skip
+            detail = problem(too_late, 400)["detail"]
+            assert "past the total lifetime of 2m0s from creation" in detail
+            assert "latest possible expiry" in detail
+            assert core.read_namespace(name).metadata.labels["nsprov.io/expires-at"] == label
+            within = http.patch(f"/api/v1/namespaces/{name}", params={"ttl": "1m"},
+                                headers=service.auth())  # fmt: skip
+            assert within.status_code == 200, within.text

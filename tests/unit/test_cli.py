@@ -25,6 +25,7 @@ def test_defaults_follow_the_original_tool(monkeypatch: pytest.MonkeyPatch) -> N
     assert settings.ttl == 3600
     assert settings.max_ttl == 86400
     assert settings.min_ttl == 30
+    assert settings.max_lifetime == 72 * 3600
     assert settings.prefix == "np"
     assert settings.selector == "controller.observatorium.io=namespace-provisioner"
     assert settings.tokens == {"default": "t" * 20}
@@ -52,6 +53,8 @@ def test_env_fallback_and_flag_precedence(monkeypatch: pytest.MonkeyPatch) -> No
         (["--token=x" * 3, "--pod-security=strict"], "--pod-security"),
         (["--token=x" * 3, "--ttl=1m", "--min-ttl=2m"], "--min-ttl must not exceed --ttl"),
         (["--token=x" * 3, "--min-ttl=0s"], "--min-ttl must be positive"),
+        (["--token=x" * 3, "--max-ttl=73h"], "--max-ttl must not exceed --max-lifetime"),
+        (["--token=x" * 3, "--max-lifetime=soon"], "--max-lifetime: invalid"),
     ],
 )
 def test_bad_configuration_names_the_flag(
