@@ -27,6 +27,7 @@ from tests.integration.conftest import (
 from tests.integration.service import (
     RunningService,
     kubeconfig_from,
+    metric,
     problem,
     running_service,
 )
@@ -531,3 +532,34 @@ def test_extensions_stop_at_the_total_lifetime(
             within = http.patch(f"/api/v1/namespaces/{name}", params={"ttl": "1m"},
                                 headers=service.auth())  # fmt: skip
             assert within.status_code == 200, within.text
+
+
+def test_a_malformed_token_file_is_reported_and_a_deleted_one_revokes(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    with running_service(cluster.kubeconfig, tmp_path, ["--controller=false"]) as service:
+
+        def listing() -> int:
+            with service.client() as http:
+                return http.get("/api/v1/namespaces", headers=service.auth()).status_code
+
+        def readyz() -> httpx.Response:
+            return httpx.get(f"{service.internal_url}/readyz", timeout=5)
+
+        good = service.token_file.read_text()
+        service.token_file.write_text(good + "carol: [unclosed\n")
+        wait_until(lambda: "tokenFile" in readyz().json(), timeout=5,
+                   message="/readyz names the bad token file")  # fmt: skip
+        ready = readyz()
+        # Still ready (the last good tokens serve), and the detail says what is wrong.
+        assert ready.status_code == 200
+        assert "malformed" in ready.json()["tokenFile"]
+        assert service.tokens["alice"] not in ready.text
+        assert listing() == 200
+        assert metric(service, "nsprov_token_file_errors_total") == 1
+
+        service.token_file.unlink()
+        wait_until(lambda: listing() == 401, timeout=5, message="deleted token file revoked")
+        assert "revoked" in readyz().json()["tokenFile"]
+        assert metric(service, "nsprov_token_file_errors_total") == 2
+        assert "token file" in service.log()
