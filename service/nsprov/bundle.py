@@ -21,6 +21,9 @@ OWNER_ANNOTATION = "nsprov.io/owner"
 # The grant is recorded on the namespace, so the controller repairs a RoleBinding to
 # what it was provisioned with, whatever --cluster-role the repairing replica has.
 CLUSTER_ROLE_ANNOTATION = "nsprov.io/cluster-role"
+# The ttl the creating request asked for, as a Go duration in seconds ("1800.0s"): a replay
+# with the same Idempotency-Key must ask for the same, or it is not the same request.
+REQUESTED_TTL_ANNOTATION = "nsprov.io/requested-ttl"
 SERVICE_ACCOUNT = "namespace-provisioner"
 ROLE_BINDING = "namespace-provisioner"
 RBAC_GROUP = "rbac.authorization.k8s.io"
@@ -132,15 +135,19 @@ def namespace(
     expires_at: int,
     pod_security: str,
     idempotency: str | None = None,
+    requested_ttl: float | None = None,
 ) -> dict[str, Any]:
     """The Namespace, with its expiry label from the very first write."""
+    annotations = {OWNER_ANNOTATION: owner, CLUSTER_ROLE_ANNOTATION: cluster_role}
+    if requested_ttl is not None:
+        annotations[REQUESTED_TTL_ANNOTATION] = f"{float(requested_ttl)!r}s"
     return {
         "apiVersion": "v1",
         "kind": "Namespace",
         "metadata": {
             "name": name,
             "labels": namespace_labels(selector, expires_at, pod_security, idempotency),
-            "annotations": {OWNER_ANNOTATION: owner, CLUSTER_ROLE_ANNOTATION: cluster_role},
+            "annotations": annotations,
         },
     }
 
@@ -203,6 +210,17 @@ def is_managed(metadata: dict[str, Any] | None, selector: Selector) -> bool:
 
 def owner_of(metadata: dict[str, Any]) -> str | None:
     return (metadata.get("annotations") or {}).get(OWNER_ANNOTATION)
+
+
+def requested_ttl_of(metadata: dict[str, Any]) -> float | None:
+    """The ttl the creating request asked for, in seconds; None if not recorded (or garbled)."""
+    raw = (metadata.get("annotations") or {}).get(REQUESTED_TTL_ANNOTATION)
+    if not isinstance(raw, str) or not raw.endswith("s"):
+        return None
+    try:
+        return float(raw[:-1])
+    except ValueError:
+        return None
 
 
 def cluster_role_of(metadata: dict[str, Any]) -> str | None:

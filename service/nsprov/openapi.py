@@ -73,7 +73,16 @@ _CREATE = _operation(
             "headers": _KUBECONFIG_HEADERS,
             "content": _KUBECONFIG_CONTENT,
         },
-        "409": _PROBLEM,
+        "409": {
+            **_PROBLEM,
+            "description": "the Idempotency-Key's namespace is being deleted or has expired, "
+            "or the key clashes with a namespace nsprov cannot reuse",
+        },
+        "422": {
+            **_PROBLEM,
+            "description": "a replay of an Idempotency-Key asked for another ttl than the "
+            "first request",
+        },
     },
     parameters=[
         _TTL,
@@ -82,8 +91,8 @@ _CREATE = _operation(
             "name": "Idempotency-Key",
             "in": "header",
             "required": False,
-            "description": "A retried POST with the same key (and token) returns the same "
-            "namespace.",
+            "description": "A retried POST with the same key (and token) and the same ttl "
+            "returns the same namespace while it lives.",
             "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"\S"},
         },
     ],

@@ -36,6 +36,7 @@ from nsprov.errors import (
     NotFound,
     ProvisioningFailed,
     TooManyNamespaces,
+    Unprocessable,
 )
 from nsprov.kube import Kube, KubeError
 from nsprov.metrics import Metrics
@@ -177,7 +178,7 @@ class Provisioner:
         idempotency = None
         if idempotency_key:
             name, idempotency = bundle.idempotent_name(self.prefix, owner, idempotency_key)
-            existing = await self._replayable(owner, name, idempotency)
+            existing = await self._replayable(owner, name, idempotency, ttl)
             if existing is not None:
                 return await self._complete(existing, server, replayed=True)
         else:
@@ -197,6 +198,7 @@ class Provisioner:
             expires_at=expires_at,
             pod_security=self.pod_security,
             idempotency=idempotency,
+            requested_ttl=ttl,
         )
         capped = bool(self.max_namespaces or self.max_namespaces_per_owner)
         try:
@@ -207,7 +209,7 @@ class Provisioner:
         except KubeError as exc:
             if exc.status == 409 and idempotency:
                 # A concurrent request with the same key won the race: finish its bundle.
-                existing = await self._replayable(owner, name, idempotency)
+                existing = await self._replayable(owner, name, idempotency, ttl)
                 if existing is not None:
                     return await self._complete(existing, server, replayed=True)
             raise _failed("create the namespace", exc) from exc
@@ -222,7 +224,14 @@ class Provisioner:
         log.info("provisioned namespace=%s owner=%s expires_at=%d", name, owner, expires_at)
         return result
 
-    async def _replayable(self, owner: str, name: str, idempotency: str) -> dict[str, Any] | None:
+    async def _replayable(
+        self, owner: str, name: str, idempotency: str, ttl: float
+    ) -> dict[str, Any] | None:
+        """The namespace a replayed request made, or None if there is none yet.
+
+        A replay answers what the first request would have: never a kubeconfig for a
+        namespace that is gone or going (409), never one for a different ttl (422).
+        """
         obj = await self._read(name)
         if obj is None:
             return None
@@ -236,6 +245,18 @@ class Provisioner:
             raise Conflict("Idempotency-Key clashes with a namespace nsprov cannot reuse")
         if bundle.is_terminating(obj):
             raise Conflict("the namespace for this Idempotency-Key is being deleted")
+        expires_at = bundle.expires_at_of(metadata)
+        if expires_at is not None and expires_at <= self.clock():
+            raise Conflict(
+                f"the namespace for this Idempotency-Key expired at {_iso(expires_at)}; "
+                "use a new key for a new namespace"
+            )
+        recorded = bundle.requested_ttl_of(metadata)
+        if recorded is not None and recorded != ttl:
+            raise Unprocessable(
+                f"this Idempotency-Key was first used with ttl {format_duration(recorded)}, "
+                f"not {format_duration(ttl)}; repeat the same request or use a new key"
+            )
         return obj
 
     async def _check_caps(self, owner: str) -> None:

@@ -249,6 +249,54 @@ def test_idempotency_key_returns_the_same_namespace(service: RunningService) -> 
     assert fresh.headers["x-namespace"] != first.headers["x-namespace"]
 
 
+def test_an_idempotent_replay_must_ask_for_the_same_ttl(
+    service: RunningService, core: client.CoreV1Api
+) -> None:
+    key = {"Idempotency-Key": "job-ttl-check"}
+    with service.client() as http:
+        first = http.post("/api/v1/namespaces", params={"ttl": "10m"},
+                          headers={**service.auth(), **key})  # fmt: skip
+        assert first.status_code == 201, first.text
+        name = first.headers["x-namespace"]
+        before = core.read_namespace(name).metadata
+        other = http.post("/api/v1/namespaces", params={"ttl": "20m"},
+                          headers={**service.auth(), **key})  # fmt: skip
+        detail = problem(other, 422)["detail"]
+        assert "first used with ttl 10m0s, not 20m0s" in detail
+        same = http.post("/api/v1/namespaces", params={"ttl": "600s"},
+                         headers={**service.auth(), **key})  # fmt: skip
+        assert same.status_code == 201, same.text
+        assert same.headers["x-namespace"] == name
+    after = core.read_namespace(name).metadata
+    assert after.resource_version == before.resource_version
+    assert after.annotations["nsprov.io/requested-ttl"] == "600.0s"
+
+
+def test_an_idempotent_replay_of_an_expired_namespace_is_409(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    # No controller acts on it (none here, and its label is its own): it stays, expired, as
+    # it would while a deletion is pending. The DELETE below is its cleanup.
+    args = ["--controller=false", "--selector=nsprov-test=expired-replay", "--min-ttl=1s"]
+    key = {"Idempotency-Key": "job-expired"}
+    with running_service(cluster.kubeconfig, tmp_path, args) as service, service.client() as http:
+        first = http.post("/api/v1/namespaces", params={"ttl": "1s"},
+                          headers={**service.auth(), **key})  # fmt: skip
+        assert first.status_code == 201, first.text
+        expires_at = calendar.timegm(
+            time.strptime(first.headers["x-expires-at"], "%Y-%m-%dT%H:%M:%SZ")
+        )
+        wait_until(lambda: time.time() > expires_at, timeout=5, message="expiry passed")
+        replay = http.post("/api/v1/namespaces", params={"ttl": "1s"},
+                           headers={**service.auth(), **key})  # fmt: skip
+        assert "expired" in problem(replay, 409)["detail"]
+        name = first.headers["x-namespace"]
+        assert http.delete(f"/api/v1/namespaces/{name}", headers=service.auth()).status_code == 202
+        deleting = http.post("/api/v1/namespaces", params={"ttl": "1s"},
+                             headers={**service.auth(), **key})  # fmt: skip
+        assert "being deleted" in problem(deleting, 409)["detail"]
+
+
 # ---- what nsprov refuses ------------------------------------------------------------------
 
 
