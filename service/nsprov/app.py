@@ -111,6 +111,7 @@ def _add_controller(service: Service) -> None:
         cluster_role=settings.cluster_role,
         metrics=service.metrics,
         resync_seconds=settings.resync_period,
+        adopt_seconds=settings.adopt_ttl,
     )
     service.controller = controller
     if settings.leader_elect:

@@ -86,6 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     flag("leader-elect-lease-name", "name of the Lease", defaults.leader_elect_lease_name)
     flag("leader-elect-lease-duration", "lease duration (Go duration)", "15s")
     flag("resync-period", "full pass over every namespace this often (Go duration)", "5m")
+    flag("adopt-ttl", "lifetime from creation of namespaces found without expiry", "24h")
     flag("log-level", "all, debug, info, warn(ing), error or none", "info")
     return parser
 
@@ -222,6 +223,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         leader_elect_lease_name=args.leader_elect_lease_name,
         leader_elect_lease_duration=_lease_duration(args.leader_elect_lease_duration),
         resync_period=_duration("resync-period", args.resync_period),
+        adopt_ttl=_duration("adopt-ttl", args.adopt_ttl),
     )
 
 

@@ -10,6 +10,11 @@ carries nsprov's label, and for each namespace decides from what it sees
   same name created since is never hit;
 - otherwise: make sure the ServiceAccount and RoleBinding exist and are right,
   and schedule a wake-up at the expiry instant.
+- without an expiry label (every namespace the original Go tool made, which
+  kept its timers in memory): adopt it, by writing the label as its
+  creationTimestamp + the adoption ttl; its next event judges it like any other.
+  An adopted namespace has no owner, so no API caller can see it, and nothing
+  in it is repaired: nsprov only takes over its end.
 
 Caches (informers) run on every replica, so /readyz and metrics work
 everywhere; the reconcile workers run only while this replica leads.
@@ -18,6 +23,7 @@ everywhere; the reconcile workers run only while this replica leads.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -56,6 +62,7 @@ class Controller:
         cluster_role: str,
         metrics: Metrics,
         resync_seconds: float = 300.0,
+        adopt_seconds: float = 86400.0,
         workers: int = 2,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -64,6 +71,7 @@ class Controller:
         self.cluster_role = cluster_role
         self.metrics = metrics
         self.resync_seconds = resync_seconds
+        self.adopt_seconds = adopt_seconds
         self.workers = workers
         self.clock = clock
         self.queue = WorkQueue(clock=clock)
@@ -200,12 +208,15 @@ class Controller:
             return  # the cache only holds labelled namespaces; this is a guard, not a path
         expires_at = bundle.expires_at_of(metadata)
         if expires_at is None:
-            log.warning("namespace=%s has no valid %s label; leaving it alone", name,
-                        bundle.EXPIRES_AT_LABEL)  # fmt: skip
+            self._adopt(namespace)
             return
         now = self.clock()
         if now >= expires_at:
             self._expire(namespace, expires_at, now)
+            return
+        if bundle.owner_of(metadata) is None:
+            # Adopted: its objects are whatever the tool that made it left; not ours to repair.
+            self.queue.add_at(name, expires_at)
             return
         settled_at = self._added_at.get(metadata["uid"], 0.0) + SETTLE_SECONDS
         if now < settled_at:
@@ -214,6 +225,35 @@ class Controller:
         self._ensure_service_account(name)
         self._ensure_role_binding(name, bundle.cluster_role_of(metadata) or self.cluster_role)
         self.queue.add_at(name, expires_at)
+
+    def _adopt(self, namespace: dict[str, Any]) -> None:
+        """Give a managed namespace without a (valid) expiry one: creation + adopt_seconds."""
+        metadata = namespace["metadata"]
+        name = metadata["name"]
+        created = bundle.created_at_of(metadata)
+        if created is None:
+            log.warning("namespace=%s has no expiry and no creationTimestamp; leaving it", name)
+            return
+        expires_at = created + math.ceil(self.adopt_seconds)
+        had = (metadata.get("labels") or {}).get(bundle.EXPIRES_AT_LABEL)
+        patch = {
+            "metadata": {
+                # Compare-and-swap: if anyone wrote the namespace since, its next event decides.
+                "resourceVersion": metadata.get("resourceVersion"),
+                "labels": {bundle.EXPIRES_AT_LABEL: str(expires_at)},
+            }
+        }
+        try:
+            self.kube.merge_patch(bundle.namespace_path(name), patch)
+        except KubeError as exc:
+            if exc.status in (404, 409):
+                return
+            raise
+        self.metrics.repairs.labels(kind="adoption").inc()
+        log.info(
+            "adopted namespace=%s reason=%s expires_at=%d created_at=%d",
+            name, "no-expiry-label" if had is None else "invalid-expiry-label", expires_at, created,
+        )  # fmt: skip
 
     def _expire(self, namespace: dict[str, Any], expires_at: int, now: float) -> None:
         metadata = namespace["metadata"]

@@ -84,5 +84,8 @@ class Settings:
     leader_elect_lease_duration: float = 15.0
     """Seconds a leader's lease lasts without renewal; a successor waits this long."""
 
+    adopt_ttl: float = 86400.0
+    """Lifetime, from creation, given to managed namespaces found without an expiry label."""
+
     resync_period: float = 300.0
     """Seconds between full passes over every managed namespace (the safety net)."""
