@@ -41,11 +41,16 @@ from nsprov.watch import (
     Informer,
     wait_synced,
 )
-from nsprov.workqueue import WorkQueue
+from nsprov.workqueue import RetryBucket, WorkQueue, retry_delay
 
 log = logging.getLogger(__name__)
 
 _RETRY_SECONDS = (1.0, 30.0)  # backoff of a failed reconcile: first, maximum
+# Retries of all keys together: a burst of 100, then 10 a second (client-go's defaults).
+_RETRY_RATE, _RETRY_BURST = 10.0, 100
+# How long losing the lead (or stopping) waits for reconciles in flight to finish before
+# the Lease is released; a reconcile is a few calls, each bounded by the request timeout.
+DRAIN_SECONDS = 30.0
 # The provisioner creates the ServiceAccount and RoleBinding right after the Namespace,
 # whose watch event usually arrives first. Repairs of a namespace wait this long after
 # its ADDED event, so the controller does not race the provisioner (and call its work a
@@ -79,6 +84,11 @@ class Controller:
         self._deleted: set[str] = set()  # UIDs we deleted, until their DELETED event
         self._added_at: dict[str, float] = {}  # UID -> when its ADDED event arrived
         self._reconciling = threading.Event()
+        self._retry_bucket = RetryBucket(_RETRY_RATE, _RETRY_BURST)
+        # Guards the start of each reconcile against stop_reconciling, which waits for
+        # _in_flight to drop to zero: no write after the lead is given up.
+        self._flight = threading.Condition()
+        self._in_flight = 0
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         on_restart = metrics.watch_restarts_for
@@ -137,10 +147,18 @@ class Controller:
             self._spawn(self._resync, "resync")
         self._enqueue_all()
 
-    def stop_reconciling(self) -> None:
-        """Called when leadership is lost: no new write starts after this returns."""
-        self._reconciling.clear()
+    def stop_reconciling(self, drain_seconds: float = DRAIN_SECONDS) -> None:
+        """Called when leadership is lost (before the Lease is released): no reconcile
+        starts after this is called, and those in flight have finished when it returns
+        (or ``drain_seconds`` have passed), so a successor never races one of ours.
+        """
+        with self._flight:
+            self._reconciling.clear()
+            drained = self._flight.wait_for(lambda: self._in_flight == 0, drain_seconds)
         self.metrics.leader.set(0)
+        if not drained:
+            log.warning("%d reconcile(s) still running after %.0fs; stepping down anyway",
+                        self._in_flight, drain_seconds)  # fmt: skip
 
     def stop(self) -> None:
         self.stop_reconciling()
@@ -168,15 +186,29 @@ class Controller:
                 self._enqueue_all()
 
     def _work(self) -> None:
+        # Until every cache has synced, a missing object may only be unseen yet, so no key
+        # is taken off the queue before then (client-go's WaitForCacheSync): a key taken
+        # early would have to be dropped, and nothing would queue it again.
+        while not self.wait_synced(1.0):
+            if self._stopping.is_set():
+                return
         while True:
             name = self.queue.get()
             if name is None:
                 return
             try:
-                # Until every cache has synced, a missing object may only be unseen yet; the
-                # initial lists queue every namespace again once they complete.
-                if self._reconciling.is_set() and self.synced():
-                    self.reconcile(name)
+                with self._flight:
+                    # Not leading: dropped; start_reconciling queues every namespace again.
+                    leading = self._reconciling.is_set()
+                    if leading:
+                        self._in_flight += 1
+                if leading:
+                    try:
+                        self.reconcile(name)
+                    finally:
+                        with self._flight:
+                            self._in_flight -= 1
+                            self._flight.notify_all()
                 self._failures.pop(name, None)
             except (NsprovError, KubeError) as exc:
                 self._retry_later(name, exc)
@@ -190,7 +222,9 @@ class Controller:
         attempts = self._failures.get(name, 0) + 1
         self._failures[name] = attempts
         first, maximum = _RETRY_SECONDS
-        delay = min(maximum, first * 2 ** (attempts - 1))
+        delay = max(
+            retry_delay(attempts, first=first, maximum=maximum), self._retry_bucket.reserve()
+        )
         log.warning("reconcile of namespace=%s failed (%s); again in %.0fs", name, exc, delay)
         self.metrics.reconcile_errors.inc()
         self.queue.add_at(name, self.clock() + delay)
