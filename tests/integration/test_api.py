@@ -381,7 +381,10 @@ def test_foreign_namespaces_are_404_and_untouched(
         for name in ("kube-system", "default", bobs, "no-such-namespace", "Invalid_Name"):
             for method in ("GET", "PATCH", "DELETE"):
                 response = http.request(
-                    method, f"/api/v1/namespaces/{name}", headers=service.auth()
+                    method,
+                    f"/api/v1/namespaces/{name}",
+                    params={"ttl": "1h"} if method == "PATCH" else None,
+                    headers=service.auth(),
                 )
                 assert problem(response, 404)["detail"] == f"namespace {name!r} not found"
     assert core.read_namespace("kube-system").metadata.resource_version == system_version
