@@ -118,7 +118,10 @@ def _kubeconfig_response(request: Request, result: Provisioned, status: int) -> 
     headers = {
         "Location": str(request.url_for("namespace", name=result.name).path),
         "X-Namespace": result.name,
+        # When the kubeconfig stops working; the namespace may live longer (next header)
+        # when the API server caps token lifetimes.
         "X-Expires-At": result.expires_at_iso,
+        "X-Namespace-Expires-At": result.namespace_expires_at_iso,
         # A kubeconfig holds a credential.
         "Cache-Control": "no-store",
     }
@@ -128,6 +131,7 @@ def _kubeconfig_response(request: Request, result: Provisioned, status: int) -> 
         body = {
             "namespace": result.name,
             "expiresAt": result.expires_at_iso,
+            "namespaceExpiresAt": result.namespace_expires_at_iso,
             "kubeconfig": kubeconfig.render(result.kubeconfig),
         }
         return JSONResponse(body, status_code=status, headers=headers)

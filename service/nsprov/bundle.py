@@ -235,15 +235,19 @@ def expires_at_of(metadata: dict[str, Any]) -> int | None:
         return None
 
 
-def created_at_of(metadata: dict[str, Any]) -> int | None:
-    """creationTimestamp as unix seconds (the API server writes whole seconds, in UTC)."""
-    raw = metadata.get("creationTimestamp")
+def unix_time(raw: object) -> int | None:
+    """An API server timestamp (RFC 3339, whole seconds, UTC) as unix seconds; None if not one."""
     if not isinstance(raw, str):
         return None
     try:
         return calendar.timegm(time.strptime(raw, "%Y-%m-%dT%H:%M:%SZ"))
     except ValueError:
         return None
+
+
+def created_at_of(metadata: dict[str, Any]) -> int | None:
+    """creationTimestamp as unix seconds."""
+    return unix_time(metadata.get("creationTimestamp"))
 
 
 def is_terminating(obj: dict[str, Any]) -> bool:

@@ -45,7 +45,15 @@ _SERVER = {
 _KUBECONFIG_HEADERS = {
     "Location": {"schema": {"type": "string"}},
     "X-Namespace": {"schema": {"type": "string"}},
-    "X-Expires-At": {"schema": {"type": "string", "format": "date-time"}},
+    "X-Expires-At": {
+        "description": "when the kubeconfig stops working: the namespace's expiry, or the "
+        "token's when the API server grants a shorter token",
+        "schema": {"type": "string", "format": "date-time"},
+    },
+    "X-Namespace-Expires-At": {
+        "description": "when the namespace expires",
+        "schema": {"type": "string", "format": "date-time"},
+    },
 }
 _KUBECONFIG_CONTENT = {
     "application/yaml": {"schema": {"type": "object", "description": "a kubeconfig"}},
@@ -207,10 +215,11 @@ DOCUMENT: dict[str, Any] = {
             },
             "Provisioned": {
                 "type": "object",
-                "required": ["namespace", "expiresAt", "kubeconfig"],
+                "required": ["namespace", "expiresAt", "namespaceExpiresAt", "kubeconfig"],
                 "properties": {
                     "namespace": {"type": "string"},
                     "expiresAt": {"type": "string", "format": "date-time"},
+                    "namespaceExpiresAt": {"type": "string", "format": "date-time"},
                     "kubeconfig": {"type": "string"},
                 },
             },

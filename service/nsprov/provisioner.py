@@ -90,11 +90,30 @@ class Provisioned:
 
     name: str
     expires_at: int
+    """When the namespace expires (its label)."""
     kubeconfig: dict[str, Any]
     replayed: bool = False
+    token_expires_at: int | None = None
+    """When the kubeconfig's token expires, as the API server said (None: not said)."""
+
+    @property
+    def usable_until(self) -> int:
+        """When the kubeconfig stops working: the namespace's end, or the token's if earlier.
+
+        The API server may cut a TokenRequest short (--service-account-max-token-expiration);
+        we never promise a client more than the credential it holds can do.
+        """
+        if self.token_expires_at is None:
+            return self.expires_at
+        return min(self.expires_at, self.token_expires_at)
 
     @property
     def expires_at_iso(self) -> str:
+        """What X-Expires-At and expiresAt say: when the kubeconfig stops working."""
+        return _iso(self.usable_until) or ""
+
+    @property
+    def namespace_expires_at_iso(self) -> str:
         return _iso(self.expires_at) or ""
 
 
@@ -291,11 +310,23 @@ class Provisioner:
                 f"bind ClusterRole {cluster_role!r}",
             ),
         )
-        token = await self._token(name, expires_at)
+        token, token_expires_at = await self._token(name, expires_at)
         config = kubeconfig_.build(
             server=server or self.default_server, ca_data=self.ca_data, namespace=name, token=token
         )
-        return Provisioned(name=name, expires_at=expires_at, kubeconfig=config, replayed=replayed)
+        if token_expires_at is not None and token_expires_at < expires_at:
+            log.warning(
+                "namespace=%s token expires at %d, before the namespace (%d): the API server "
+                "caps token lifetimes (--service-account-max-token-expiration)",
+                name, token_expires_at, expires_at,
+            )  # fmt: skip
+        return Provisioned(
+            name=name,
+            expires_at=expires_at,
+            kubeconfig=config,
+            replayed=replayed,
+            token_expires_at=token_expires_at,
+        )
 
     async def _create(self, path: str, body: dict[str, Any], what: str) -> None:
         try:
@@ -303,15 +334,20 @@ class Provisioner:
         except KubeError as exc:
             raise _failed(what, exc) from exc
 
-    async def _token(self, name: str, expires_at: int) -> str:
+    async def _token(self, name: str, expires_at: int) -> tuple[str, int | None]:
+        """A token for the namespace's ServiceAccount, and when it really expires.
+
+        We ask for the namespace's remaining life, but the API server may grant less.
+        """
         seconds = bundle.token_seconds(expires_at - self.clock())
         path = bundle.token_path(name)
         try:
             response = await self._call(self.kube.post, path, bundle.token_request(seconds))
         except KubeError as exc:
             raise _failed("request a token", exc) from exc
-        token: str = response["status"]["token"]
-        return token
+        status = response["status"]
+        token: str = status["token"]
+        return token, bundle.unix_time(status.get("expirationTimestamp"))
 
     async def _roll_back(self, namespace: dict[str, Any]) -> None:
         name = namespace["metadata"]["name"]

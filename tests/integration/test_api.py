@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import calendar
 import concurrent.futures
 import json
@@ -614,3 +615,61 @@ def test_a_malformed_token_file_is_reported_and_a_deleted_one_revokes(
         assert "revoked" in readyz().json()["tokenFile"]
         assert metric(service, "nsprov_token_file_errors_total") == 2
         assert "token file" in service.log()
+
+
+def _iso_unix(text: str) -> int:
+    return calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%SZ"))
+
+
+def _token_exp(kubeconfig_text: str) -> int:
+    token = yaml.safe_load(kubeconfig_text)["users"][0]["user"]["token"]
+    payload = token.split(".")[1]
+    return int(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["exp"])
+
+
+def test_x_expires_at_never_outlives_a_shortened_token(
+    cluster: Cluster, core: client.CoreV1Api, tmp_path: Path
+) -> None:
+    # The API server may cap TokenRequest lifetimes below what nsprov asks for (the
+    # namespace's remaining life): restart it with a cap of 1h and ask for 2h.
+    plane = cluster.require_local()
+    apiserver = plane.components["kube-apiserver"]
+    original = list(apiserver.argv)
+    plane.stop_component("kube-apiserver")
+    apiserver.argv.append("--service-account-max-token-expiration=1h")
+    try:
+        plane.start_component("kube-apiserver")
+        args = ["--controller=false", "--max-ttl=3h"]
+        with running_service(cluster.kubeconfig, tmp_path, args) as capped:
+            created = _create(capped, ttl="2h")
+            assert created.status_code == 201, created.text
+            name = created.headers["x-namespace"]
+            token_exp = _token_exp(created.text)
+            namespace_exp = _iso_unix(created.headers["x-namespace-expires-at"])
+            label = core.read_namespace(name).metadata.labels["nsprov.io/expires-at"]
+            assert namespace_exp == int(label)  # the namespace lives its full ttl
+            assert abs(namespace_exp - (time.time() + 7200)) < 10
+            assert abs(token_exp - (time.time() + 3600)) < 10  # the API server's cap
+            assert _iso_unix(created.headers["x-expires-at"]) == token_exp
+            with capped.client() as http:
+                extended = http.patch(
+                    f"/api/v1/namespaces/{name}",
+                    params={"ttl": "2h"},
+                    headers={**capped.auth(), "Accept": "application/json"},
+                )
+            body = extended.json()
+            assert _iso_unix(body["expiresAt"]) == _token_exp(body["kubeconfig"])
+            assert _iso_unix(body["namespaceExpiresAt"]) > _iso_unix(body["expiresAt"]) + 3000
+    finally:
+        plane.stop_component("kube-apiserver")
+        apiserver.argv[:] = original
+        plane.start_component("kube-apiserver")
+
+
+def test_x_expires_at_is_the_namespace_expiry_when_the_token_outlives_it(
+    service: RunningService,
+) -> None:
+    created = _create(service, ttl="15m")
+    assert created.status_code == 201, created.text
+    assert created.headers["x-expires-at"] == created.headers["x-namespace-expires-at"]
+    assert _token_exp(created.text) >= _iso_unix(created.headers["x-expires-at"])

@@ -108,3 +108,9 @@ def test_created_at_of_reads_the_api_servers_timestamp() -> None:
     assert bundle.created_at_of({"creationTimestamp": "2026-11-22T03:47:21Z"}) == 1795319241
     assert bundle.created_at_of({}) is None
     assert bundle.created_at_of({"creationTimestamp": "yesterday"}) is None
+
+
+def test_unix_time_reads_rfc3339_seconds_only() -> None:
+    assert bundle.unix_time("1970-01-01T01:00:00Z") == 3600
+    assert bundle.unix_time(None) is None
+    assert bundle.unix_time("1970-01-01T01:00:00.5Z") is None
