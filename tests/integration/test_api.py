@@ -148,9 +148,11 @@ def test_json_response_and_expiry(service: RunningService) -> None:
         )
     assert response.status_code == 201, response.text
     body = response.json()
-    assert set(body) == {"namespace", "expiresAt", "kubeconfig"}
+    assert set(body) == {"namespace", "expiresAt", "namespaceExpiresAt", "kubeconfig"}
     assert body["namespace"] == response.headers["x-namespace"]
     assert body["expiresAt"] == response.headers["x-expires-at"]
+    assert body["namespaceExpiresAt"] == response.headers["x-namespace-expires-at"]
+    assert body["namespaceExpiresAt"] == body["expiresAt"]  # the token outlives the namespace
     expires = time.mktime(time.strptime(body["expiresAt"], "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
     assert before + 90 * 60 - 2 <= expires <= time.time() + 90 * 60 + 2
     assert yaml.safe_load(body["kubeconfig"])["current-context"] == body["namespace"]
