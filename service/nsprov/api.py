@@ -43,6 +43,7 @@ class Api:
     provisioner: Provisioner
     default_ttl: float
     max_ttl: float
+    min_ttl: float = 0.0
 
 
 def _api(request: Request) -> Api:
@@ -76,7 +77,12 @@ def _owner(request: Request) -> str:
 
 def _ttl(request: Request) -> float:
     api = _api(request)
-    return parse_ttl(request.query_params.get("ttl"), default=api.default_ttl, maximum=api.max_ttl)
+    return parse_ttl(
+        request.query_params.get("ttl"),
+        default=api.default_ttl,
+        maximum=api.max_ttl,
+        minimum=api.min_ttl,
+    )
 
 
 def _server(request: Request) -> str | None:
@@ -120,7 +126,10 @@ def _kubeconfig_response(request: Request, result: Provisioned, status: int) -> 
     headers = {
         "Location": str(request.url_for("namespace", name=result.name).path),
         "X-Namespace": result.name,
+        # When the kubeconfig stops working; the namespace may live longer (next header)
+        # when the API server caps token lifetimes.
         "X-Expires-At": result.expires_at_iso,
+        "X-Namespace-Expires-At": result.namespace_expires_at_iso,
         # A kubeconfig holds a credential.
         "Cache-Control": "no-store",
     }
@@ -130,6 +139,7 @@ def _kubeconfig_response(request: Request, result: Provisioned, status: int) -> 
         body = {
             "namespace": result.name,
             "expiresAt": result.expires_at_iso,
+            "namespaceExpiresAt": result.namespace_expires_at_iso,
             "kubeconfig": kubeconfig.render(result.kubeconfig),
         }
         return JSONResponse(body, status_code=status, headers=headers)
@@ -180,6 +190,10 @@ async def get_namespace(request: Request) -> Response:
 
 async def extend_namespace(request: Request) -> Response:
     owner = _owner(request)
+    # Unlike POST, a missing ttl is no default: a PATCH meant to extend a 24h namespace
+    # would silently cut it to --ttl.
+    if not request.query_params.get("ttl"):
+        raise BadRequest("PATCH needs a ttl, the new lifetime from now (e.g. ?ttl=1h)")
     ttl, server = _ttl(request), _server(request)
     result = await _api(request).provisioner.extend(
         owner, request.path_params["name"], ttl, server=server

@@ -72,10 +72,14 @@ class Service:
 
 def create_service(settings: Settings) -> Service:
     """Connect the pieces; raises ValueError (with a one-line reason) on bad configuration."""
-    tokens = TokenStore(settings.tokens, settings.token_file)
+    metrics = Metrics()
+    tokens = TokenStore(
+        settings.tokens,
+        settings.token_file,
+        on_error=lambda reason: metrics.token_file_errors.labels(reason=reason).inc(),
+    )
     api_client = kube.load_api_client(settings.kubeconfig, settings.concurrency)
     client = kube.Kube(api_client, timeout=settings.request_timeout)
-    metrics = Metrics()
     provisioner = Provisioner(
         kube=client,
         selector=bundle.Selector.parse(settings.selector),
@@ -87,6 +91,7 @@ def create_service(settings: Settings) -> Service:
         pod_security=settings.pod_security,
         max_namespaces=settings.max_namespaces,
         max_namespaces_per_owner=settings.max_namespaces_per_owner,
+        max_lifetime=settings.max_lifetime,
     )
     service = Service(settings, client, tokens, provisioner, metrics)
     if settings.controller:
@@ -106,6 +111,7 @@ def _add_controller(service: Service) -> None:
         cluster_role=settings.cluster_role,
         metrics=service.metrics,
         resync_seconds=settings.resync_period,
+        adopt_seconds=settings.adopt_ttl,
     )
     service.controller = controller
     if settings.leader_elect:
@@ -175,6 +181,7 @@ def public_app(service: Service) -> Starlette:
         provisioner=service.provisioner,
         default_ttl=service.settings.ttl,
         max_ttl=service.settings.max_ttl,
+        min_ttl=service.settings.min_ttl,
     )
     return app
 
@@ -195,6 +202,11 @@ def internal_app(service: Service) -> Starlette:
             return JSONResponse({"ready": False, "reason": type(exc).__name__}, status_code=503)
         if not service.ready():
             return JSONResponse({"ready": False, "reason": "caches not synced"}, status_code=503)
+        # A bad token file keeps the last good tokens serving: say so, but stay ready,
+        # since taking every replica out of the Service for a typo would be worse.
+        token_file_problem = service.tokens.problem
+        if token_file_problem is not None:
+            return JSONResponse({"ready": True, "tokenFile": token_file_problem})
         return JSONResponse({"ready": True})
 
     async def metrics(request: Request) -> Response:

@@ -7,9 +7,11 @@ of a namespace, so the two can never disagree about it.
 
 from __future__ import annotations
 
+import calendar
 import hashlib
 import re
 import secrets
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +21,9 @@ OWNER_ANNOTATION = "nsprov.io/owner"
 # The grant is recorded on the namespace, so the controller repairs a RoleBinding to
 # what it was provisioned with, whatever --cluster-role the repairing replica has.
 CLUSTER_ROLE_ANNOTATION = "nsprov.io/cluster-role"
+# The ttl the creating request asked for, as a Go duration in seconds ("1800.0s"): a replay
+# with the same Idempotency-Key must ask for the same, or it is not the same request.
+REQUESTED_TTL_ANNOTATION = "nsprov.io/requested-ttl"
 SERVICE_ACCOUNT = "namespace-provisioner"
 ROLE_BINDING = "namespace-provisioner"
 RBAC_GROUP = "rbac.authorization.k8s.io"
@@ -130,15 +135,19 @@ def namespace(
     expires_at: int,
     pod_security: str,
     idempotency: str | None = None,
+    requested_ttl: float | None = None,
 ) -> dict[str, Any]:
     """The Namespace, with its expiry label from the very first write."""
+    annotations = {OWNER_ANNOTATION: owner, CLUSTER_ROLE_ANNOTATION: cluster_role}
+    if requested_ttl is not None:
+        annotations[REQUESTED_TTL_ANNOTATION] = f"{float(requested_ttl)!r}s"
     return {
         "apiVersion": "v1",
         "kind": "Namespace",
         "metadata": {
             "name": name,
             "labels": namespace_labels(selector, expires_at, pod_security, idempotency),
-            "annotations": {OWNER_ANNOTATION: owner, CLUSTER_ROLE_ANNOTATION: cluster_role},
+            "annotations": annotations,
         },
     }
 
@@ -203,6 +212,17 @@ def owner_of(metadata: dict[str, Any]) -> str | None:
     return (metadata.get("annotations") or {}).get(OWNER_ANNOTATION)
 
 
+def requested_ttl_of(metadata: dict[str, Any]) -> float | None:
+    """The ttl the creating request asked for, in seconds; None if not recorded (or garbled)."""
+    raw = (metadata.get("annotations") or {}).get(REQUESTED_TTL_ANNOTATION)
+    if not isinstance(raw, str) or not raw.endswith("s"):
+        return None
+    try:
+        return float(raw[:-1])
+    except ValueError:
+        return None
+
+
 def cluster_role_of(metadata: dict[str, Any]) -> str | None:
     return (metadata.get("annotations") or {}).get(CLUSTER_ROLE_ANNOTATION)
 
@@ -213,6 +233,21 @@ def expires_at_of(metadata: dict[str, Any]) -> int | None:
         return int(raw) if raw is not None else None
     except ValueError:
         return None
+
+
+def unix_time(raw: object) -> int | None:
+    """An API server timestamp (RFC 3339, whole seconds, UTC) as unix seconds; None if not one."""
+    if not isinstance(raw, str):
+        return None
+    try:
+        return calendar.timegm(time.strptime(raw, "%Y-%m-%dT%H:%M:%SZ"))
+    except ValueError:
+        return None
+
+
+def created_at_of(metadata: dict[str, Any]) -> int | None:
+    """creationTimestamp as unix seconds."""
+    return unix_time(metadata.get("creationTimestamp"))
 
 
 def is_terminating(obj: dict[str, Any]) -> bool:

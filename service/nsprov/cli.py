@@ -65,6 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     flag("cluster-role", "ClusterRole granted in each namespace", defaults.cluster_role)
     flag("ttl", "default namespace lifetime (Go duration)", "1h")
     flag("max-ttl", "longest lifetime a request may ask for (Go duration)", "24h")
+    flag("min-ttl", "shortest lifetime a request may ask for (Go duration)", "30s")
+    flag("max-lifetime", "longest life from creation, extensions included (Go duration)", "72h")
     flag("prefix", "namespace name prefix", defaults.prefix)
     flag("selector", "key=value label on everything nsprov creates", defaults.selector)
     flag("token", "a single bearer token (owner 'default'); prefer --token-file or the env")
@@ -84,7 +86,8 @@ def _parser() -> argparse.ArgumentParser:
     flag("leader-elect-lease-name", "name of the Lease", defaults.leader_elect_lease_name)
     flag("leader-elect-lease-duration", "lease duration (Go duration)", "15s")
     flag("resync-period", "full pass over every namespace this often (Go duration)", "5m")
-    flag("log-level", "debug, info, warning or error", "info")
+    flag("adopt-ttl", "lifetime from creation of namespaces found without expiry", "24h")
+    flag("log-level", "all, debug, info, warn(ing), error or none", "info")
     return parser
 
 
@@ -95,6 +98,22 @@ def _duration(name: str, value: str) -> float:
         raise ConfigError(f"--{name}: {exc.detail}") from None
     if seconds <= 0:
         raise ConfigError(f"--{name} must be positive")
+    return seconds
+
+
+def _min_ttl(value: str, ttl: float) -> float:
+    """--min-ttl: a default ttl below it would make every request without a ttl fail."""
+    seconds = _duration("min-ttl", value)
+    if seconds > ttl:
+        raise ConfigError("--min-ttl must not exceed --ttl")
+    return seconds
+
+
+def _max_lifetime(value: str, max_ttl: float) -> float:
+    """--max-lifetime: below --max-ttl, a POST the ttl rules allow would be refused anyway."""
+    seconds = _duration("max-lifetime", value)
+    if max_ttl > seconds:
+        raise ConfigError("--max-ttl must not exceed --max-lifetime")
     return seconds
 
 
@@ -117,6 +136,41 @@ def _bool(name: str, value: str) -> bool:
     raise ConfigError(f"--{name} must be true or false, not {value!r}")
 
 
+# The original Go tool's names (go-kit's all/debug/info/warn/error/none) and Python's.
+# There is nothing below debug to show for "all"; "none" is above every level we log at.
+_LOG_LEVELS = {
+    "all": logging.DEBUG,
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warn": logging.WARNING,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "none": logging.CRITICAL + 10,
+}
+
+
+def log_level(value: str) -> int:
+    """--log-level as a logging level; ConfigError for a name we do not know."""
+    level = _LOG_LEVELS.get(str(value).strip().lower())
+    if level is None:
+        raise ConfigError(f"--log-level must be one of {', '.join(_LOG_LEVELS)}, not {value!r}")
+    return level
+
+
+def _ca_file(value: str | None) -> Path | None:
+    """--ca-file must be a readable file now, not a traceback when the first kubeconfig is made."""
+    if not value:
+        return None
+    path = Path(value)
+    try:
+        text = path.read_text(encoding="ascii", errors="replace")
+    except OSError as exc:
+        raise ConfigError(f"--ca-file {value}: {exc.strerror or exc}") from None
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        raise ConfigError(f"--ca-file {value}: no PEM certificate in it")
+    return path
+
+
 def _own_namespace() -> str:
     try:
         return IN_CLUSTER_NAMESPACE.read_text().strip() or "default"
@@ -129,6 +183,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     ttl, max_ttl = _duration("ttl", args.ttl), _duration("max-ttl", args.max_ttl)
     if ttl > max_ttl:
         raise ConfigError("--ttl must not exceed --max-ttl")
+    min_ttl = _min_ttl(args.min_ttl, ttl)
+    max_lifetime = _max_lifetime(args.max_lifetime, max_ttl)
     try:
         bundle.validate_prefix(args.prefix)
         bundle.Selector.parse(args.selector)
@@ -148,11 +204,13 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         cluster_role=args.cluster_role,
         ttl=ttl,
         max_ttl=max_ttl,
+        min_ttl=min_ttl,
+        max_lifetime=max_lifetime,
         prefix=args.prefix,
         selector=args.selector,
         tokens=tokens,
         token_file=token_file,
-        ca_file=Path(args.ca_file) if args.ca_file else None,
+        ca_file=_ca_file(args.ca_file),
         max_namespaces=_count("max-namespaces", args.max_namespaces),
         max_namespaces_per_owner=_count("max-namespaces-per-owner", args.max_namespaces_per_owner),
         pod_security=args.pod_security,
@@ -165,6 +223,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         leader_elect_lease_name=args.leader_elect_lease_name,
         leader_elect_lease_duration=_lease_duration(args.leader_elect_lease_duration),
         resync_period=_duration("resync-period", args.resync_period),
+        adopt_ttl=_duration("adopt-ttl", args.adopt_ttl),
     )
 
 
@@ -184,7 +243,7 @@ def split_address(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
-async def _serve(settings: Settings, log_level: str) -> None:
+async def _serve(settings: Settings, level: int) -> None:
     service = create_service(settings)
     try:
         check_grant(service)
@@ -201,7 +260,7 @@ async def _serve(settings: Settings, log_level: str) -> None:
             app,
             host=host,
             port=port,
-            log_level=log_level,
+            log_level=level,
             lifespan="on" if address == settings.listen else "off",
             server_header=False,
             log_config=None,
@@ -224,13 +283,17 @@ async def _serve(settings: Settings, log_level: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    level = str(args.log_level).lower()
+    try:
+        level = log_level(args.log_level)
+    except ConfigError as exc:
+        print(f"nsprov: {exc}", file=sys.stderr)
+        return 2
     handler = logging.StreamHandler()
     handler.addFilter(RequestIdFilter())
     handler.setFormatter(
         logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
     )
-    logging.basicConfig(level=level.upper(), handlers=[handler])
+    logging.basicConfig(level=level, handlers=[handler])
     try:
         settings = settings_from_args(args)
         split_address(settings.listen)

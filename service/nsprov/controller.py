@@ -10,6 +10,11 @@ carries nsprov's label, and for each namespace decides from what it sees
   same name created since is never hit;
 - otherwise: make sure the ServiceAccount and RoleBinding exist and are right,
   and schedule a wake-up at the expiry instant.
+- without an expiry label (every namespace the original Go tool made, which
+  kept its timers in memory): adopt it, by writing the label as its
+  creationTimestamp + the adoption ttl; its next event judges it like any other.
+  An adopted namespace has no owner, so no API caller can see it, and nothing
+  in it is repaired: nsprov only takes over its end.
 
 Caches (informers) run on every replica, so /readyz and metrics work
 everywhere; the reconcile workers run only while this replica leads.
@@ -18,6 +23,7 @@ everywhere; the reconcile workers run only while this replica leads.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -35,11 +41,16 @@ from nsprov.watch import (
     Informer,
     wait_synced,
 )
-from nsprov.workqueue import WorkQueue
+from nsprov.workqueue import RetryBucket, WorkQueue, retry_delay
 
 log = logging.getLogger(__name__)
 
 _RETRY_SECONDS = (1.0, 30.0)  # backoff of a failed reconcile: first, maximum
+# Retries of all keys together: a burst of 100, then 10 a second (client-go's defaults).
+_RETRY_RATE, _RETRY_BURST = 10.0, 100
+# How long losing the lead (or stopping) waits for reconciles in flight to finish before
+# the Lease is released; a reconcile is a few calls, each bounded by the request timeout.
+DRAIN_SECONDS = 30.0
 # The provisioner creates the ServiceAccount and RoleBinding right after the Namespace,
 # whose watch event usually arrives first. Repairs of a namespace wait this long after
 # its ADDED event, so the controller does not race the provisioner (and call its work a
@@ -56,6 +67,7 @@ class Controller:
         cluster_role: str,
         metrics: Metrics,
         resync_seconds: float = 300.0,
+        adopt_seconds: float = 86400.0,
         workers: int = 2,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -64,6 +76,7 @@ class Controller:
         self.cluster_role = cluster_role
         self.metrics = metrics
         self.resync_seconds = resync_seconds
+        self.adopt_seconds = adopt_seconds
         self.workers = workers
         self.clock = clock
         self.queue = WorkQueue(clock=clock)
@@ -71,6 +84,11 @@ class Controller:
         self._deleted: set[str] = set()  # UIDs we deleted, until their DELETED event
         self._added_at: dict[str, float] = {}  # UID -> when its ADDED event arrived
         self._reconciling = threading.Event()
+        self._retry_bucket = RetryBucket(_RETRY_RATE, _RETRY_BURST)
+        # Guards the start of each reconcile against stop_reconciling, which waits for
+        # _in_flight to drop to zero: no write after the lead is given up.
+        self._flight = threading.Condition()
+        self._in_flight = 0
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         on_restart = metrics.watch_restarts_for
@@ -129,10 +147,18 @@ class Controller:
             self._spawn(self._resync, "resync")
         self._enqueue_all()
 
-    def stop_reconciling(self) -> None:
-        """Called when leadership is lost: no new write starts after this returns."""
-        self._reconciling.clear()
+    def stop_reconciling(self, drain_seconds: float = DRAIN_SECONDS) -> None:
+        """Called when leadership is lost (before the Lease is released): no reconcile
+        starts after this is called, and those in flight have finished when it returns
+        (or ``drain_seconds`` have passed), so a successor never races one of ours.
+        """
+        with self._flight:
+            self._reconciling.clear()
+            drained = self._flight.wait_for(lambda: self._in_flight == 0, drain_seconds)
         self.metrics.leader.set(0)
+        if not drained:
+            log.warning("%d reconcile(s) still running after %.0fs; stepping down anyway",
+                        self._in_flight, drain_seconds)  # fmt: skip
 
     def stop(self) -> None:
         self.stop_reconciling()
@@ -160,15 +186,29 @@ class Controller:
                 self._enqueue_all()
 
     def _work(self) -> None:
+        # Until every cache has synced, a missing object may only be unseen yet, so no key
+        # is taken off the queue before then (client-go's WaitForCacheSync): a key taken
+        # early would have to be dropped, and nothing would queue it again.
+        while not self.wait_synced(1.0):
+            if self._stopping.is_set():
+                return
         while True:
             name = self.queue.get()
             if name is None:
                 return
             try:
-                # Until every cache has synced, a missing object may only be unseen yet; the
-                # initial lists queue every namespace again once they complete.
-                if self._reconciling.is_set() and self.synced():
-                    self.reconcile(name)
+                with self._flight:
+                    # Not leading: dropped; start_reconciling queues every namespace again.
+                    leading = self._reconciling.is_set()
+                    if leading:
+                        self._in_flight += 1
+                if leading:
+                    try:
+                        self.reconcile(name)
+                    finally:
+                        with self._flight:
+                            self._in_flight -= 1
+                            self._flight.notify_all()
                 self._failures.pop(name, None)
             except (NsprovError, KubeError) as exc:
                 self._retry_later(name, exc)
@@ -182,7 +222,9 @@ class Controller:
         attempts = self._failures.get(name, 0) + 1
         self._failures[name] = attempts
         first, maximum = _RETRY_SECONDS
-        delay = min(maximum, first * 2 ** (attempts - 1))
+        delay = max(
+            retry_delay(attempts, first=first, maximum=maximum), self._retry_bucket.reserve()
+        )
         log.warning("reconcile of namespace=%s failed (%s); again in %.0fs", name, exc, delay)
         self.metrics.reconcile_errors.inc()
         self.queue.add_at(name, self.clock() + delay)
@@ -200,12 +242,15 @@ class Controller:
             return  # the cache only holds labelled namespaces; this is a guard, not a path
         expires_at = bundle.expires_at_of(metadata)
         if expires_at is None:
-            log.warning("namespace=%s has no valid %s label; leaving it alone", name,
-                        bundle.EXPIRES_AT_LABEL)  # fmt: skip
+            self._adopt(namespace)
             return
         now = self.clock()
         if now >= expires_at:
             self._expire(namespace, expires_at, now)
+            return
+        if bundle.owner_of(metadata) is None:
+            # Adopted: its objects are whatever the tool that made it left; not ours to repair.
+            self.queue.add_at(name, expires_at)
             return
         settled_at = self._added_at.get(metadata["uid"], 0.0) + SETTLE_SECONDS
         if now < settled_at:
@@ -214,6 +259,35 @@ class Controller:
         self._ensure_service_account(name)
         self._ensure_role_binding(name, bundle.cluster_role_of(metadata) or self.cluster_role)
         self.queue.add_at(name, expires_at)
+
+    def _adopt(self, namespace: dict[str, Any]) -> None:
+        """Give a managed namespace without a (valid) expiry one: creation + adopt_seconds."""
+        metadata = namespace["metadata"]
+        name = metadata["name"]
+        created = bundle.created_at_of(metadata)
+        if created is None:
+            log.warning("namespace=%s has no expiry and no creationTimestamp; leaving it", name)
+            return
+        expires_at = created + math.ceil(self.adopt_seconds)
+        had = (metadata.get("labels") or {}).get(bundle.EXPIRES_AT_LABEL)
+        patch = {
+            "metadata": {
+                # Compare-and-swap: if anyone wrote the namespace since, its next event decides.
+                "resourceVersion": metadata.get("resourceVersion"),
+                "labels": {bundle.EXPIRES_AT_LABEL: str(expires_at)},
+            }
+        }
+        try:
+            self.kube.merge_patch(bundle.namespace_path(name), patch)
+        except KubeError as exc:
+            if exc.status in (404, 409):
+                return
+            raise
+        self.metrics.repairs.labels(kind="adoption").inc()
+        log.info(
+            "adopted namespace=%s reason=%s expires_at=%d created_at=%d",
+            name, "no-expiry-label" if had is None else "invalid-expiry-label", expires_at, created,
+        )  # fmt: skip
 
     def _expire(self, namespace: dict[str, Any], expires_at: int, now: float) -> None:
         metadata = namespace["metadata"]

@@ -43,6 +43,13 @@ class Conflict(NsprovError):
     title = "Conflict"
 
 
+class Unprocessable(NsprovError):
+    """Well-formed, but it contradicts what the same request asked for before."""
+
+    status = 422
+    title = "Unprocessable Content"
+
+
 class TooManyNamespaces(NsprovError):
     status = 429
     title = "Too Many Namespaces"

@@ -87,6 +87,13 @@ class Metrics:
             ["resource", "reason"],
             registry=self.registry,
         )
+        self.token_file_errors = Counter(
+            "nsprov_token_file_errors",
+            "Token file versions that could not be used, by reason (malformed, unreadable, "
+            "missing: its tokens revoked)",
+            ["reason"],
+            registry=self.registry,
+        )
         self.queue_depth = Gauge(
             "nsprov_queue_depth", "Namespaces waiting to be reconciled", registry=self.registry
         )

@@ -20,12 +20,20 @@ _TTL = {
     "in": "query",
     "required": False,
     "description": "Lifetime in Go duration syntax (30s, 5m, 1h30m); absent or 0 = the default; "
-    "above the service's maximum = 400.",
+    "below the service's minimum (--min-ttl) or above its maximum (--max-ttl) = 400.",
     "schema": {
         "type": "string",
-        "pattern": r"^(|0|((\d+\.?\d*|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h))+)$",
+        "pattern": r"^(|0|(([0-9]+\.?[0-9]*|\.[0-9]+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h))+)$",
         "example": "30m",
     },
+}
+_TTL_REQUIRED = {
+    **_TTL,
+    "required": True,
+    "description": "The new lifetime from now, in Go duration syntax; required (400 without "
+    "it), 0 = the default; below the minimum, above the maximum or past the total "
+    "lifetime from creation (--max-lifetime) = 400.",
+    "schema": {**_TTL["schema"], "minLength": 1},  # type: ignore[dict-item]
 }
 _SERVER = {
     "name": "server",
@@ -48,7 +56,15 @@ _IDEMPOTENCY_KEY_QUERY = {
 _KUBECONFIG_HEADERS = {
     "Location": {"schema": {"type": "string"}},
     "X-Namespace": {"schema": {"type": "string"}},
-    "X-Expires-At": {"schema": {"type": "string", "format": "date-time"}},
+    "X-Expires-At": {
+        "description": "when the kubeconfig stops working: the namespace's expiry, or the "
+        "token's when the API server grants a shorter token",
+        "schema": {"type": "string", "format": "date-time"},
+    },
+    "X-Namespace-Expires-At": {
+        "description": "when the namespace expires",
+        "schema": {"type": "string", "format": "date-time"},
+    },
 }
 _KUBECONFIG_CONTENT = {
     "application/yaml": {"schema": {"type": "object", "description": "a kubeconfig"}},
@@ -76,7 +92,16 @@ _CREATE = _operation(
             "headers": _KUBECONFIG_HEADERS,
             "content": _KUBECONFIG_CONTENT,
         },
-        "409": _PROBLEM,
+        "409": {
+            **_PROBLEM,
+            "description": "the Idempotency-Key's namespace is being deleted or has expired, "
+            "or the key clashes with a namespace nsprov cannot reuse",
+        },
+        "422": {
+            **_PROBLEM,
+            "description": "a replay of an Idempotency-Key asked for another ttl than the "
+            "first request",
+        },
     },
     parameters=[
         _TTL,
@@ -85,8 +110,8 @@ _CREATE = _operation(
             "name": "Idempotency-Key",
             "in": "header",
             "required": False,
-            "description": "A retried POST with the same key (and token) returns the same "
-            "namespace.",
+            "description": "A retried POST with the same key (and token) and the same ttl "
+            "returns the same namespace while it lives.",
             "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"\S"},
         },
     ],
@@ -170,7 +195,7 @@ DOCUMENT: dict[str, Any] = {
                     },
                     "409": _PROBLEM,
                 },
-                parameters=[_NAME, _TTL, _SERVER],
+                parameters=[_NAME, _TTL_REQUIRED, _SERVER],
             ),
             "delete": _DELETE,
         },
@@ -208,10 +233,11 @@ DOCUMENT: dict[str, Any] = {
             },
             "Provisioned": {
                 "type": "object",
-                "required": ["namespace", "expiresAt", "kubeconfig"],
+                "required": ["namespace", "expiresAt", "namespaceExpiresAt", "kubeconfig"],
                 "properties": {
                     "namespace": {"type": "string"},
                     "expiresAt": {"type": "string", "format": "date-time"},
+                    "namespaceExpiresAt": {"type": "string", "format": "date-time"},
                     "kubeconfig": {"type": "string"},
                 },
             },

@@ -31,13 +31,16 @@ import anyio.to_thread
 from nsprov import bundle
 from nsprov import kubeconfig as kubeconfig_
 from nsprov.errors import (
+    BadRequest,
     Conflict,
     NotFound,
     ProvisioningFailed,
     TooManyNamespaces,
+    Unprocessable,
 )
 from nsprov.kube import Kube, KubeError
 from nsprov.metrics import Metrics
+from nsprov.ttl import format_duration
 
 log = logging.getLogger(__name__)
 
@@ -87,11 +90,30 @@ class Provisioned:
 
     name: str
     expires_at: int
+    """When the namespace expires (its label)."""
     kubeconfig: dict[str, Any]
     replayed: bool = False
+    token_expires_at: int | None = None
+    """When the kubeconfig's token expires, as the API server said (None: not said)."""
+
+    @property
+    def usable_until(self) -> int:
+        """When the kubeconfig stops working: the namespace's end, or the token's if earlier.
+
+        The API server may cut a TokenRequest short (--service-account-max-token-expiration);
+        we never promise a client more than the credential it holds can do.
+        """
+        if self.token_expires_at is None:
+            return self.expires_at
+        return min(self.expires_at, self.token_expires_at)
 
     @property
     def expires_at_iso(self) -> str:
+        """What X-Expires-At and expiresAt say: when the kubeconfig stops working."""
+        return _iso(self.usable_until) or ""
+
+    @property
+    def namespace_expires_at_iso(self) -> str:
         return _iso(self.expires_at) or ""
 
 
@@ -107,6 +129,9 @@ class Provisioner:
     pod_security: str = "baseline"
     max_namespaces: int = 0
     max_namespaces_per_owner: int = 0
+    # Longest a namespace may live from its creation, however often it is extended
+    # (0 = no limit): without it, repeated PATCHes keep a namespace forever.
+    max_lifetime: float = 0.0
     clock: Callable[[], float] = time.time
     # Caps are checked and the namespace created under this lock, so concurrent requests
     # to one replica cannot all pass the check; across replicas the caps stay soft.
@@ -193,12 +218,18 @@ class Provisioner:
         idempotency = None
         if idempotency_key:
             name, idempotency = bundle.idempotent_name(self.prefix, owner, idempotency_key)
-            existing = await self._replayable(owner, name, idempotency)
+            existing = await self._replayable(owner, name, idempotency, ttl)
             if existing is not None:
                 return await self._complete(existing, server, replayed=True)
         else:
             name = bundle.random_name(self.prefix)
         expires_at = math.ceil(self.clock() + ttl)
+        if self.max_lifetime and ttl > self.max_lifetime:
+            over = format_duration(ttl - self.max_lifetime)
+            raise BadRequest(
+                f"ttl {format_duration(ttl)} exceeds the total lifetime of "
+                f"{format_duration(self.max_lifetime)} by {over}"
+            )
         manifest = bundle.namespace(
             name,
             selector=self.selector,
@@ -207,6 +238,7 @@ class Provisioner:
             expires_at=expires_at,
             pod_security=self.pod_security,
             idempotency=idempotency,
+            requested_ttl=ttl,
         )
         capped = bool(self.max_namespaces or self.max_namespaces_per_owner)
         try:
@@ -217,7 +249,7 @@ class Provisioner:
         except KubeError as exc:
             if exc.status == 409 and idempotency:
                 # A concurrent request with the same key won the race: finish its bundle.
-                existing = await self._replayable(owner, name, idempotency)
+                existing = await self._replayable(owner, name, idempotency, ttl)
                 if existing is not None:
                     return await self._complete(existing, server, replayed=True)
             raise _failed("create the namespace", exc) from exc
@@ -232,7 +264,14 @@ class Provisioner:
         log.info("provisioned namespace=%s owner=%s expires_at=%d", name, owner, expires_at)
         return result
 
-    async def _replayable(self, owner: str, name: str, idempotency: str) -> dict[str, Any] | None:
+    async def _replayable(
+        self, owner: str, name: str, idempotency: str, ttl: float
+    ) -> dict[str, Any] | None:
+        """The namespace a replayed request made, or None if there is none yet.
+
+        A replay answers what the first request would have: never a kubeconfig for a
+        namespace that is gone or going (409), never one for a different ttl (422).
+        """
         obj = await self._read(name)
         if obj is None:
             return None
@@ -246,6 +285,18 @@ class Provisioner:
             raise Conflict("Idempotency-Key clashes with a namespace nsprov cannot reuse")
         if bundle.is_terminating(obj):
             raise Conflict("the namespace for this Idempotency-Key is being deleted")
+        expires_at = bundle.expires_at_of(metadata)
+        if expires_at is not None and expires_at <= self.clock():
+            raise Conflict(
+                f"the namespace for this Idempotency-Key expired at {_iso(expires_at)}; "
+                "use a new key for a new namespace"
+            )
+        recorded = bundle.requested_ttl_of(metadata)
+        if recorded is not None and recorded != ttl:
+            raise Unprocessable(
+                f"this Idempotency-Key was first used with ttl {format_duration(recorded)}, "
+                f"not {format_duration(ttl)}; repeat the same request or use a new key"
+            )
         return obj
 
     async def _check_caps(self, owner: str) -> None:
@@ -280,11 +331,23 @@ class Provisioner:
                 f"bind ClusterRole {cluster_role!r}",
             ),
         )
-        token = await self._token(name, expires_at)
+        token, token_expires_at = await self._token(name, expires_at)
         config = kubeconfig_.build(
             server=server or self.default_server, ca_data=self.ca_data, namespace=name, token=token
         )
-        return Provisioned(name=name, expires_at=expires_at, kubeconfig=config, replayed=replayed)
+        if token_expires_at is not None and token_expires_at < expires_at:
+            log.warning(
+                "namespace=%s token expires at %d, before the namespace (%d): the API server "
+                "caps token lifetimes (--service-account-max-token-expiration)",
+                name, token_expires_at, expires_at,
+            )  # fmt: skip
+        return Provisioned(
+            name=name,
+            expires_at=expires_at,
+            kubeconfig=config,
+            replayed=replayed,
+            token_expires_at=token_expires_at,
+        )
 
     async def _create(self, path: str, body: dict[str, Any], what: str) -> None:
         try:
@@ -292,15 +355,20 @@ class Provisioner:
         except KubeError as exc:
             raise _failed(what, exc) from exc
 
-    async def _token(self, name: str, expires_at: int) -> str:
+    async def _token(self, name: str, expires_at: int) -> tuple[str, int | None]:
+        """A token for the namespace's ServiceAccount, and when it really expires.
+
+        We ask for the namespace's remaining life, but the API server may grant less.
+        """
         seconds = bundle.token_seconds(expires_at - self.clock())
         path = bundle.token_path(name)
         try:
             response = await self._call(self.kube.post, path, bundle.token_request(seconds))
         except KubeError as exc:
             raise _failed("request a token", exc) from exc
-        token: str = response["status"]["token"]
-        return token
+        status = response["status"]
+        token: str = status["token"]
+        return token, bundle.unix_time(status.get("expirationTimestamp"))
 
     async def _roll_back(self, namespace: dict[str, Any]) -> None:
         name = namespace["metadata"]["name"]
@@ -343,6 +411,7 @@ class Provisioner:
             # The controller may be deleting it right now; extending would race that.
             raise Conflict(f"namespace {name!r} has expired")
         expires_at = math.ceil(self.clock() + ttl)
+        self._check_lifetime(obj["metadata"], expires_at)
         patch = {
             "metadata": {
                 # The resourceVersion turns the patch into a compare-and-swap.
@@ -358,6 +427,19 @@ class Provisioner:
             raise _failed("extend the namespace", exc) from exc
         log.info("extended namespace=%s owner=%s expires_at=%d", name, owner, expires_at)
         return await self._complete(patched, server, replayed=False)
+
+    def _check_lifetime(self, metadata: dict[str, Any], expires_at: int) -> None:
+        """BadRequest when ``expires_at`` is past creation + max_lifetime, saying by how much."""
+        created = bundle.created_at_of(metadata)
+        if not self.max_lifetime or created is None:
+            return
+        latest = created + math.floor(self.max_lifetime)
+        if expires_at > latest:
+            raise BadRequest(
+                f"the new expiry {_iso(expires_at)} is {format_duration(expires_at - latest)} "
+                f"past the total lifetime of {format_duration(self.max_lifetime)} from creation "
+                f"(the latest possible expiry is {_iso(latest)})"
+            )
 
 
 def _failed(what: str, exc: KubeError) -> ProvisioningFailed:

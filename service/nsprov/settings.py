@@ -29,6 +29,13 @@ class Settings:
     max_ttl: float = 86400.0
     """Longest lifetime a request may ask for, in seconds."""
 
+    min_ttl: float = 30.0
+    """Shortest lifetime a request may ask for, in seconds: below it a namespace is dead on
+    arrival."""
+
+    max_lifetime: float = 259200.0
+    """Longest a namespace may live from its creation, extensions included, in seconds."""
+
     prefix: str = "np"
     """Namespace name prefix: names are ``<prefix>-<random>``."""
 
@@ -76,6 +83,9 @@ class Settings:
 
     leader_elect_lease_duration: float = 15.0
     """Seconds a leader's lease lasts without renewal; a successor waits this long."""
+
+    adopt_ttl: float = 86400.0
+    """Lifetime, from creation, given to managed namespaces found without an expiry label."""
 
     resync_period: float = 300.0
     """Seconds between full passes over every managed namespace (the safety net)."""

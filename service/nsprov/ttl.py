@@ -2,7 +2,9 @@
 
 We accept exactly what Go's ``time.ParseDuration`` accepts, so clients of the
 original provisioner keep working; only the sign is restricted, since a
-namespace cannot live for a negative time.
+namespace cannot live for a negative time. Digits are ASCII only, as in Go:
+Python's regex digit class also matches other scripts' digits (U+0661 ARABIC-INDIC DIGIT ONE), which
+Go refuses and which no client means.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ _UNIT_SECONDS = {
     "m": Decimal(60),
     "h": Decimal(3600),
 }
-_TERM = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
+_NUMBER = r"[0-9]+\.?[0-9]*|\.[0-9]+"
+_TERM = re.compile(rf"({_NUMBER})(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
 
 
 def parse_duration(text: str) -> float:
@@ -44,7 +47,7 @@ def parse_duration(text: str) -> float:
     while position < len(body):
         match = _TERM.match(body, position)
         if match is None:
-            if re.fullmatch(r"\d+\.?\d*|\.\d+", body[position:]):
+            if re.fullmatch(_NUMBER, body[position:]):
                 raise BadRequest(
                     f"missing unit in duration {raw!r} (use ns, us, ms, s, m or h, e.g. 30m)"
                 )
@@ -57,8 +60,13 @@ def parse_duration(text: str) -> float:
     return float(sign * total)
 
 
-def parse_ttl(text: str | None, *, default: float, maximum: float) -> float:
-    """A request's ttl in seconds: absent or 0 means the default; negative or above max is 400."""
+def parse_ttl(text: str | None, *, default: float, maximum: float, minimum: float = 0.0) -> float:
+    """A request's ttl in seconds: absent or 0 means the default; negative, below ``minimum``
+    or above ``maximum`` is 400.
+
+    The minimum exists because a ttl of ``1ns`` would create a namespace that is dead
+    before its kubeconfig reaches the client: nothing useful, and work for the controller.
+    """
     if text is None or text == "":
         return default
     seconds = parse_duration(text)
@@ -66,6 +74,8 @@ def parse_ttl(text: str | None, *, default: float, maximum: float) -> float:
         raise BadRequest(f"ttl {text!r} is negative")
     if seconds == 0:
         return default
+    if seconds < minimum:
+        raise BadRequest(f"ttl {text!r} is below the minimum of {format_duration(minimum)}")
     if seconds > maximum:
         raise BadRequest(f"ttl {text!r} exceeds the maximum of {format_duration(maximum)}")
     return seconds

@@ -8,11 +8,18 @@ reconciles of one namespace never race each other.
 
 Deadlines live in a heap and wake the queue at the exact instant, so a
 namespace is looked at when it expires rather than at the next poll.
+
+Failed reconciles come back through ``retry_delay`` and ``RetryBucket``: after
+an outage every namespace fails at once, and identical per-key backoffs would
+bring them all back in lock-step, again and again. Jitter spreads each key's
+retries, and one token bucket bounds how fast retries of all keys together
+reach the API server (as client-go's default controller rate limiter does).
 """
 
 from __future__ import annotations
 
 import heapq
+import random
 import threading
 import time
 from collections import deque
@@ -116,3 +123,46 @@ class WorkQueue:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+
+
+def retry_delay(
+    attempts: int,
+    *,
+    first: float,
+    maximum: float,
+    rand: Callable[[], float] = random.random,
+) -> float:
+    """Seconds before retry number ``attempts`` of one key: exponential, capped, jittered.
+
+    The jitter keeps at least half of the exponential step, so backoff still backs
+    off, and draws the rest at random, so keys that failed together drift apart.
+    """
+    step = min(maximum, first * 2.0 ** max(0, attempts - 1))
+    return step * (0.5 + 0.5 * rand())
+
+
+class RetryBucket:
+    """A token bucket shared by every key's retries: ``burst`` at once, then ``rate`` a second.
+
+    ``reserve`` never refuses: it hands out a place in line (the bucket may go into
+    debt), and says how long that place is from now.
+    """
+
+    def __init__(
+        self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._clock = clock
+        self._tokens = float(burst)
+        self._last = clock()
+        self._lock = threading.Lock()
+
+    def reserve(self) -> float:
+        """Take one token; the seconds until it is really there (0 when it is now)."""
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(float(self.burst), self._tokens + (now - self._last) * self.rate)
+            self._last = now
+            self._tokens -= 1
+            return 0.0 if self._tokens >= 0 else -self._tokens / self.rate

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import calendar
 import concurrent.futures
 import json
@@ -27,6 +28,7 @@ from tests.integration.conftest import (
 from tests.integration.service import (
     RunningService,
     kubeconfig_from,
+    metric,
     problem,
     running_service,
 )
@@ -146,9 +148,11 @@ def test_json_response_and_expiry(service: RunningService) -> None:
         )
     assert response.status_code == 201, response.text
     body = response.json()
-    assert set(body) == {"namespace", "expiresAt", "kubeconfig"}
+    assert set(body) == {"namespace", "expiresAt", "namespaceExpiresAt", "kubeconfig"}
     assert body["namespace"] == response.headers["x-namespace"]
     assert body["expiresAt"] == response.headers["x-expires-at"]
+    assert body["namespaceExpiresAt"] == response.headers["x-namespace-expires-at"]
+    assert body["namespaceExpiresAt"] == body["expiresAt"]  # the token outlives the namespace
     expires = time.mktime(time.strptime(body["expiresAt"], "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
     assert before + 90 * 60 - 2 <= expires <= time.time() + 90 * 60 + 2
     assert yaml.safe_load(body["kubeconfig"])["current-context"] == body["namespace"]
@@ -208,6 +212,12 @@ def test_list_get_extend_delete(
             f"/api/v1/namespaces/{name}", params={"ttl": "3h"}, headers=service.auth()
         )
         assert "exceeds" in problem(too_long, 400)["detail"]
+        # Without a ttl a PATCH used to reset the expiry to --ttl (1h): now it changes nothing.
+        for params in ({}, {"ttl": ""}):
+            no_ttl = http.patch(f"/api/v1/namespaces/{name}", params=params,
+                                headers=service.auth())  # fmt: skip
+            assert "needs a ttl" in problem(no_ttl, 400)["detail"]
+        assert core.read_namespace(name).metadata.labels["nsprov.io/expires-at"] == label
 
         deleted = http.delete(f"/api/v1/namespaces/{name}", headers=service.auth())
         assert deleted.status_code == 202
@@ -240,6 +250,54 @@ def test_idempotency_key_returns_the_same_namespace(service: RunningService) -> 
     assert again.headers["idempotent-replayed"] == "true"
     assert other_owner.headers["x-namespace"] != first.headers["x-namespace"]
     assert fresh.headers["x-namespace"] != first.headers["x-namespace"]
+
+
+def test_an_idempotent_replay_must_ask_for_the_same_ttl(
+    service: RunningService, core: client.CoreV1Api
+) -> None:
+    key = {"Idempotency-Key": "job-ttl-check"}
+    with service.client() as http:
+        first = http.post("/api/v1/namespaces", params={"ttl": "10m"},
+                          headers={**service.auth(), **key})  # fmt: skip
+        assert first.status_code == 201, first.text
+        name = first.headers["x-namespace"]
+        before = core.read_namespace(name).metadata
+        other = http.post("/api/v1/namespaces", params={"ttl": "20m"},
+                          headers={**service.auth(), **key})  # fmt: skip
+        detail = problem(other, 422)["detail"]
+        assert "first used with ttl 10m0s, not 20m0s" in detail
+        same = http.post("/api/v1/namespaces", params={"ttl": "600s"},
+                         headers={**service.auth(), **key})  # fmt: skip
+        assert same.status_code == 201, same.text
+        assert same.headers["x-namespace"] == name
+    after = core.read_namespace(name).metadata
+    assert after.resource_version == before.resource_version
+    assert after.annotations["nsprov.io/requested-ttl"] == "600.0s"
+
+
+def test_an_idempotent_replay_of_an_expired_namespace_is_409(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    # No controller acts on it (none here, and its label is its own): it stays, expired, as
+    # it would while a deletion is pending. The DELETE below is its cleanup.
+    args = ["--controller=false", "--selector=nsprov-test=expired-replay", "--min-ttl=1s"]
+    key = {"Idempotency-Key": "job-expired"}
+    with running_service(cluster.kubeconfig, tmp_path, args) as service, service.client() as http:
+        first = http.post("/api/v1/namespaces", params={"ttl": "1s"},
+                          headers={**service.auth(), **key})  # fmt: skip
+        assert first.status_code == 201, first.text
+        expires_at = calendar.timegm(
+            time.strptime(first.headers["x-expires-at"], "%Y-%m-%dT%H:%M:%SZ")
+        )
+        wait_until(lambda: time.time() > expires_at, timeout=5, message="expiry passed")
+        replay = http.post("/api/v1/namespaces", params={"ttl": "1s"},
+                           headers={**service.auth(), **key})  # fmt: skip
+        assert "expired" in problem(replay, 409)["detail"]
+        name = first.headers["x-namespace"]
+        assert http.delete(f"/api/v1/namespaces/{name}", headers=service.auth()).status_code == 202
+        deleting = http.post("/api/v1/namespaces", params={"ttl": "1s"},
+                             headers={**service.auth(), **key})  # fmt: skip
+        assert "being deleted" in problem(deleting, 409)["detail"]
 
 
 # ---- what nsprov refuses ------------------------------------------------------------------
@@ -284,6 +342,11 @@ def test_bearer_scheme_is_case_insensitive(service: RunningService) -> None:
         ({"ttl": "10"}, "missing unit"),
         ({"ttl": "-5m"}, "negative"),
         ({"ttl": "3h"}, "exceeds the maximum of 2h0m0s"),
+        # A namespace dead on arrival: below --min-ttl (30s by default).
+        ({"ttl": "1ns"}, "below the minimum of 30s"),
+        ({"ttl": "29s"}, "below the minimum of 30s"),
+        # Arabic-Indic digits: Python's \d takes them, Go's ParseDuration does not.
+        ({"ttl": "\u0661h"}, "invalid duration"),
         ({"ttl": "1h", "server": "ftp://k8s.example.com"}, "absolute http(s) URL"),
         ({"server": "/relative/path"}, "absolute http(s) URL"),
         ({"server": "https://user:pw@k8s.example.com"}, "credentials"),
@@ -321,7 +384,10 @@ def test_foreign_namespaces_are_404_and_untouched(
         for name in ("kube-system", "default", bobs, "no-such-namespace", "Invalid_Name"):
             for method in ("GET", "PATCH", "DELETE"):
                 response = http.request(
-                    method, f"/api/v1/namespaces/{name}", headers=service.auth()
+                    method,
+                    f"/api/v1/namespaces/{name}",
+                    params={"ttl": "1h"} if method == "PATCH" else None,
+                    headers=service.auth(),
                 )
                 assert problem(response, 404)["detail"] == f"namespace {name!r} not found"
     assert core.read_namespace("kube-system").metadata.resource_version == system_version
@@ -484,7 +550,7 @@ def test_expired_namespaces_are_not_extended_and_deleting_twice_is_fine(
 ) -> None:
     # No controller acts on it (this service runs none, and its label is its own), so the
     # API's own rule shows. Its two DELETEs below are its cleanup.
-    args = ["--controller=false", "--selector=nsprov-test=expired-extend"]
+    args = ["--controller=false", "--selector=nsprov-test=expired-extend", "--min-ttl=1s"]
     with running_service(cluster.kubeconfig, tmp_path, args) as service:
         created = _create(service, ttl="1s")
         name = created.headers["x-namespace"]
@@ -499,3 +565,113 @@ def test_expired_namespaces_are_not_extended_and_deleting_twice_is_fine(
             for _ in range(2):
                 deleted = http.delete(f"/api/v1/namespaces/{name}", headers=service.auth())
                 assert deleted.status_code == 202, deleted.text
+
+
+def test_extensions_stop_at_the_total_lifetime(
+    cluster: Cluster, core: client.CoreV1Api, tmp_path: Path
+) -> None:
+    # Creation time is in whole seconds and never after the POST, so a PATCH to now + 2m
+    # lands strictly past creation + 2m: by at least a moment, whatever the timing.
+    args = ["--controller=false", "--ttl=1m", "--max-ttl=2m", "--max-lifetime=2m"]
+    with running_service(cluster.kubeconfig, tmp_path, args) as service:
+        name = _create(service, ttl="1m").headers["x-namespace"]
+        label = core.read_namespace(name).metadata.labels["nsprov.io/expires-at"]
+        with service.client() as http:
+            too_late = http.patch(f"/api/v1/namespaces/{name}", params={"ttl": "2m"},
+                                  headers=service.auth())  # fmt: skip
+            detail = problem(too_late, 400)["detail"]
+            assert "past the total lifetime of 2m0s from creation" in detail
+            assert "latest possible expiry" in detail
+            assert core.read_namespace(name).metadata.labels["nsprov.io/expires-at"] == label
+            within = http.patch(f"/api/v1/namespaces/{name}", params={"ttl": "1m"},
+                                headers=service.auth())  # fmt: skip
+            assert within.status_code == 200, within.text
+
+
+def test_a_malformed_token_file_is_reported_and_a_deleted_one_revokes(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    with running_service(cluster.kubeconfig, tmp_path, ["--controller=false"]) as service:
+
+        def listing() -> int:
+            with service.client() as http:
+                return http.get("/api/v1/namespaces", headers=service.auth()).status_code
+
+        def readyz() -> httpx.Response:
+            return httpx.get(f"{service.internal_url}/readyz", timeout=5)
+
+        good = service.token_file.read_text()
+        service.token_file.write_text(good + "carol: [unclosed\n")
+        wait_until(lambda: "tokenFile" in readyz().json(), timeout=5,
+                   message="/readyz names the bad token file")  # fmt: skip
+        ready = readyz()
+        # Still ready (the last good tokens serve), and the detail says what is wrong.
+        assert ready.status_code == 200
+        assert "malformed" in ready.json()["tokenFile"]
+        assert service.tokens["alice"] not in ready.text
+        assert listing() == 200
+        assert metric(service, "nsprov_token_file_errors_total") == 1
+
+        service.token_file.unlink()
+        wait_until(lambda: listing() == 401, timeout=5, message="deleted token file revoked")
+        assert "revoked" in readyz().json()["tokenFile"]
+        assert metric(service, "nsprov_token_file_errors_total") == 2
+        assert "token file" in service.log()
+
+
+def _iso_unix(text: str) -> int:
+    return calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%SZ"))
+
+
+def _token_exp(kubeconfig_text: str) -> int:
+    token = yaml.safe_load(kubeconfig_text)["users"][0]["user"]["token"]
+    payload = token.split(".")[1]
+    return int(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["exp"])
+
+
+def test_x_expires_at_never_outlives_a_shortened_token(
+    cluster: Cluster, core: client.CoreV1Api, tmp_path: Path
+) -> None:
+    # The API server may cap TokenRequest lifetimes below what nsprov asks for (the
+    # namespace's remaining life): restart it with a cap of 1h and ask for 2h.
+    plane = cluster.require_local()
+    apiserver = plane.components["kube-apiserver"]
+    original = list(apiserver.argv)
+    plane.stop_component("kube-apiserver")
+    apiserver.argv.append("--service-account-max-token-expiration=1h")
+    try:
+        plane.start_component("kube-apiserver")
+        args = ["--controller=false", "--max-ttl=3h"]
+        with running_service(cluster.kubeconfig, tmp_path, args) as capped:
+            created = _create(capped, ttl="2h")
+            assert created.status_code == 201, created.text
+            name = created.headers["x-namespace"]
+            token_exp = _token_exp(created.text)
+            namespace_exp = _iso_unix(created.headers["x-namespace-expires-at"])
+            label = core.read_namespace(name).metadata.labels["nsprov.io/expires-at"]
+            assert namespace_exp == int(label)  # the namespace lives its full ttl
+            assert abs(namespace_exp - (time.time() + 7200)) < 10
+            assert abs(token_exp - (time.time() + 3600)) < 10  # the API server's cap
+            assert _iso_unix(created.headers["x-expires-at"]) == token_exp
+            with capped.client() as http:
+                extended = http.patch(
+                    f"/api/v1/namespaces/{name}",
+                    params={"ttl": "2h"},
+                    headers={**capped.auth(), "Accept": "application/json"},
+                )
+            body = extended.json()
+            assert _iso_unix(body["expiresAt"]) == _token_exp(body["kubeconfig"])
+            assert _iso_unix(body["namespaceExpiresAt"]) > _iso_unix(body["expiresAt"]) + 3000
+    finally:
+        plane.stop_component("kube-apiserver")
+        apiserver.argv[:] = original
+        plane.start_component("kube-apiserver")
+
+
+def test_x_expires_at_is_the_namespace_expiry_when_the_token_outlives_it(
+    service: RunningService,
+) -> None:
+    created = _create(service, ttl="15m")
+    assert created.status_code == 201, created.text
+    assert created.headers["x-expires-at"] == created.headers["x-namespace-expires-at"]
+    assert _token_exp(created.text) >= _iso_unix(created.headers["x-expires-at"])

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import calendar
 import re
+import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +16,9 @@ from kubernetes.client.exceptions import ApiException
 
 from tests.integration.conftest import (
     CONFIGMAP_GRANT,
+    SELECTOR,
     Cluster,
+    delete_namespaces,
     token_kubeconfig,
 )
 from tests.integration.service import (
@@ -35,7 +39,11 @@ RBAC_GROUP = "rbac.authorization.k8s.io"
 
 @pytest.fixture(scope="module")
 def service(cluster: Cluster, grants: None, tmp_path_factory) -> Iterator[RunningService]:
-    args = [f"--cluster-role={CONFIGMAP_GRANT}", f"--leader-elect-lease-name={LEASE}"]
+    args = [
+        f"--cluster-role={CONFIGMAP_GRANT}",
+        f"--leader-elect-lease-name={LEASE}",
+        "--min-ttl=1s",  # expiry tests use ttls of seconds
+    ]
     with running_service(cluster.kubeconfig, tmp_path_factory.mktemp("nsprov"), args) as running:
         wait_until(lambda: metric(running, "nsprov_leader") == 1, timeout=15, message="leader")
         yield running
@@ -150,6 +158,64 @@ def test_rolebinding_with_changed_roleref_is_replaced(
         return current is not None and current.role_ref.name == CONFIGMAP_GRANT
 
     wait_until(right_again, timeout=2, interval=0.05, message="roleRef restored")
+
+
+# ---- adoption of namespaces the original Go tool made ---------------------------------------
+
+
+def _go_tool_namespace(core: client.CoreV1Api, label: str) -> client.V1Namespace:
+    """A namespace as the original Go tool made it: the selector label, nothing else."""
+    key, value = label.split("=")
+    name = f"np-gotool{secrets.token_hex(3)}"
+    return core.create_namespace(
+        client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels={key: value}))
+    )
+
+
+def test_a_go_tool_namespace_is_adopted_but_stays_hidden_from_callers(
+    service: RunningService, core: client.CoreV1Api
+) -> None:
+    created = _go_tool_namespace(core, SELECTOR)
+    name = created.metadata.name
+
+    def expiry_label() -> str | None:
+        return (core.read_namespace(name).metadata.labels or {}).get("nsprov.io/expires-at")
+
+    label = wait_until(expiry_label, timeout=10, message="adopted")
+    # The default --adopt-ttl: 24h from creation.
+    assert int(label) == calendar.timegm(created.metadata.creation_timestamp.timetuple()) + 86400
+    assert f"adopted namespace={name} reason=no-expiry-label" in service.log()
+    assert namespace_status(core, name) == "active"
+    # No owner: every caller gets 404 and nothing changes.
+    with service.client() as http:
+        for owner in ("alice", "bob"):
+            listing = http.get("/api/v1/namespaces", headers=service.auth(owner)).json()
+            assert name not in [item["name"] for item in listing["items"]]
+            path = f"/api/v1/namespaces/{name}"
+            assert http.get(path, headers=service.auth(owner)).status_code == 404
+            patched = http.patch(path, params={"ttl": "1h"}, headers=service.auth(owner))
+            assert patched.status_code == 404
+            assert http.delete(path, headers=service.auth(owner)).status_code == 404
+    assert expiry_label() == label
+    assert namespace_status(core, name) == "active"
+    # Nothing inside it is "repaired": the Go tool's objects are not nsprov's.
+    assert core.list_namespaced_service_account(name, label_selector=SELECTOR).items == []
+
+
+def test_an_adopted_namespace_expires_after_the_adopt_ttl(
+    cluster: Cluster, core: client.CoreV1Api, tmp_path: Path
+) -> None:
+    label = "nsprov-test=adopt"
+    args = [f"--selector={label}", "--adopt-ttl=5s", "--leader-elect-lease-name=nsprov-test-adopt"]
+    with running_service(cluster.kubeconfig, tmp_path, args) as adopting:
+        name = _go_tool_namespace(core, label).metadata.name
+        try:
+            wait_until(lambda: namespace_status(core, name) != "active", timeout=20,
+                       message=f"{name} expired")  # fmt: skip
+            wait_expired_line(adopting, name)
+            assert f"adopted namespace={name} " in adopting.log()
+        finally:
+            delete_namespaces(core, [name])
 
 
 # ---- readiness, API server restarts, leadership --------------------------------------------

@@ -66,7 +66,7 @@ def configmap_grant(cluster: Cluster) -> Iterator[None]:
 @pytest.fixture
 def deployed_service(manifest_kubeconfig: Path, tmp_path: Path) -> Iterator[RunningService]:
     """nsprov run with exactly the permissions k8s/ gives its ServiceAccount."""
-    args = [f"--leader-elect-namespace={NSPROV_NAMESPACE}"]
+    args = [f"--leader-elect-namespace={NSPROV_NAMESPACE}", "--min-ttl=1s"]
     with running_service(manifest_kubeconfig, tmp_path, args) as service:
         yield service
 

@@ -43,6 +43,7 @@ def test_two_replicas_one_leader_and_takeover(
         f"--cluster-role={CONFIGMAP_GRANT}",
         f"--leader-elect-lease-name={lease}",
         f"--leader-elect-lease-duration={duration:.0f}s",
+        "--min-ttl=1s",
     ]
     with (
         running_service(cluster.kubeconfig, tmp_path / "a", args) as first,

@@ -108,7 +108,7 @@ def test_deploy_provision_use_delete_expire(kind_cluster, tmp_path: Path) -> Non
         deleted = httpx.delete(f"{url}/api/v1/namespaces/{name}", headers=auth, timeout=60)
         assert deleted.status_code == 202
 
-        short = httpx.post(f"{url}/api/v1/namespaces", params={"ttl": "5s"}, headers=auth,
+        short = httpx.post(f"{url}/api/v1/namespaces", params={"ttl": "30s"}, headers=auth,
                            timeout=60)  # fmt: skip
         assert short.status_code == 201, short.text
         expiring = short.headers["x-namespace"]

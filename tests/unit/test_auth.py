@@ -103,3 +103,68 @@ def test_parse_errors_never_quote_the_file() -> None:
         parse_token_file(f"alice: {secret}\nbob: [{secret}\n")
     assert secret not in str(error.value)
     assert "line" in str(error.value)
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _store(tmp_path: Path) -> tuple[Path, TokenStore, _Clock, list[str]]:
+    path = tmp_path / "tokens"
+    path.write_text(f"alice: {ALICE}\n")
+    clock, errors = _Clock(), []
+    store = TokenStore({"bob": BOB}, path, recheck_seconds=0, on_error=errors.append, clock=clock)
+    return path, store, clock, errors
+
+
+def test_a_malformed_token_file_keeps_the_last_good_tokens_and_says_so(tmp_path: Path) -> None:
+    path, store, _, errors = _store(tmp_path)
+    path.write_text(f"alice: [{ALICE}\n")
+    for _ in range(3):
+        assert store.authenticate(f"Bearer {ALICE}") == "alice"
+    assert errors == ["malformed"]  # once per bad version, not once per check
+    assert store.problem is not None
+    assert "malformed" in store.problem
+    assert "last good tokens" in store.problem
+    assert ALICE not in store.problem
+
+    path.write_text(f"alice: {ALICE}\n")
+    os.utime(path, ns=(2, 2))
+    assert store.authenticate(f"Bearer {ALICE}") == "alice"
+    assert store.problem is None
+
+
+def test_a_deleted_token_file_revokes_its_tokens(tmp_path: Path) -> None:
+    path, store, clock, errors = _store(tmp_path)
+    path.unlink()
+    # Seen missing once: maybe a swap caught mid-way, so nothing is revoked yet.
+    assert store.authenticate(f"Bearer {ALICE}") == "alice"
+    clock.now += 1.0
+    with pytest.raises(Unauthorized):
+        store.authenticate(f"Bearer {ALICE}")
+    assert store.authenticate(f"Bearer {BOB}") == "bob"  # static tokens are not the file's
+    assert errors == ["missing"]
+    assert store.problem is not None
+    assert "revoked" in store.problem
+
+    path.write_text(f"alice: {ALICE}\n")
+    assert store.authenticate(f"Bearer {ALICE}") == "alice"
+    assert store.problem is None
+
+
+def test_a_file_missing_only_for_a_moment_revokes_nothing(tmp_path: Path) -> None:
+    path, store, clock, errors = _store(tmp_path)
+    content = path.read_text()
+    path.unlink()
+    assert store.authenticate(f"Bearer {ALICE}") == "alice"
+    path.write_text(content)  # the new version is in place before the grace ran out
+    clock.now += 0.5
+    assert store.authenticate(f"Bearer {ALICE}") == "alice"
+    clock.now += 5
+    assert store.authenticate(f"Bearer {ALICE}") == "alice"
+    assert errors == []
+    assert store.problem is None

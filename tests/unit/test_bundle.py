@@ -102,3 +102,15 @@ def test_managed_means_carrying_the_selector() -> None:
     assert not bundle.is_managed({"labels": None}, SELECTOR)
     assert not bundle.is_managed({}, SELECTOR)
     assert bundle.expires_at_of({"labels": {bundle.EXPIRES_AT_LABEL: "soon"}}) is None
+
+
+def test_created_at_of_reads_the_api_servers_timestamp() -> None:
+    assert bundle.created_at_of({"creationTimestamp": "2026-11-22T03:47:21Z"}) == 1795319241
+    assert bundle.created_at_of({}) is None
+    assert bundle.created_at_of({"creationTimestamp": "yesterday"}) is None
+
+
+def test_unix_time_reads_rfc3339_seconds_only() -> None:
+    assert bundle.unix_time("1970-01-01T01:00:00Z") == 3600
+    assert bundle.unix_time(None) is None
+    assert bundle.unix_time("1970-01-01T01:00:00.5Z") is None

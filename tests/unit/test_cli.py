@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import os
 
 import pytest
@@ -24,6 +25,8 @@ def test_defaults_follow_the_original_tool(monkeypatch: pytest.MonkeyPatch) -> N
     assert settings.cluster_role == "namespace-provisioner-grant"
     assert settings.ttl == 3600
     assert settings.max_ttl == 86400
+    assert settings.min_ttl == 30
+    assert settings.max_lifetime == 72 * 3600
     assert settings.prefix == "np"
     assert settings.selector == "controller.observatorium.io=namespace-provisioner"
     assert settings.tokens == {"default": "t" * 20}
@@ -49,6 +52,15 @@ def test_env_fallback_and_flag_precedence(monkeypatch: pytest.MonkeyPatch) -> No
         (["--token=x" * 3, "--selector=nolabel"], "key=value"),
         (["--token=x" * 3, "--max-namespaces=many"], "whole number"),
         (["--token=x" * 3, "--pod-security=strict"], "--pod-security"),
+        (["--token=x" * 3, "--ttl=1m", "--min-ttl=2m"], "--min-ttl must not exceed --ttl"),
+        (["--token=x" * 3, "--min-ttl=0s"], "--min-ttl must be positive"),
+        (["--token=x" * 3, "--max-ttl=73h"], "--max-ttl must not exceed --max-lifetime"),
+        (["--token=x" * 3, "--max-lifetime=soon"], "--max-lifetime: invalid"),
+        (
+            ["--token=x" * 3, "--ca-file=/nonexistent/ca.crt"],
+            "--ca-file /nonexistent/ca.crt: No such",
+        ),
+        (["--token=x" * 3, "--ca-file=/dev/null"], "no PEM certificate"),
     ],
 )
 def test_bad_configuration_names_the_flag(
@@ -82,3 +94,39 @@ def test_split_address(address: str, split: tuple[str, int]) -> None:
 def test_bad_address(address: str) -> None:
     with pytest.raises(cli.ConfigError, match="host:port"):
         cli.split_address(address)
+
+
+@pytest.mark.parametrize(
+    ("name", "level"),
+    [
+        ("all", logging.DEBUG),
+        ("debug", logging.DEBUG),
+        ("INFO", logging.INFO),
+        ("warn", logging.WARNING),
+        ("warning", logging.WARNING),
+        ("error", logging.ERROR),
+        ("none", logging.CRITICAL + 10),
+    ],
+)
+def test_log_levels_of_the_go_tool_and_of_python(name: str, level: int) -> None:
+    assert cli.log_level(name) == level
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["serve", "--log-level=verbose"],
+        ["serve", "--ca-file=/nonexistent/ca.crt"],
+    ],
+)
+def test_bad_flags_are_one_line_and_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], args: list[str]
+) -> None:
+    for key in list(os.environ):
+        if key.startswith("NSPROV_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("NSPROV_TOKEN", "t" * 20)
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert err.startswith("nsprov: --")

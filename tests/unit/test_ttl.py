@@ -43,6 +43,10 @@ def test_go_duration_syntax(text: str, seconds: float) -> None:
         ("-", "invalid"),
         ("1d", "invalid"),
         ("5 m", "invalid"),
+        ("\u0661h", "invalid"),  # ARABIC-INDIC DIGIT ONE: not an ASCII digit, as Go says
+        ("1\u0660m", "invalid"),
+        ("\uff15m", "invalid"),  # FULLWIDTH DIGIT FIVE
+        ("\u0665", "invalid"),
     ],
 )
 def test_invalid_durations_say_why(text: str, reason: str) -> None:
@@ -70,3 +74,12 @@ def test_ttl_bounds() -> None:
 def test_format_duration(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text
     assert parse_duration(text) == seconds
+
+
+def test_ttl_below_the_minimum_is_refused() -> None:
+    assert parse_ttl("30s", default=60, maximum=7200, minimum=30) == 30
+    for text in ("1ns", "29.999s", "1s"):
+        with pytest.raises(BadRequest, match="below the minimum of 30s"):
+            parse_ttl(text, default=60, maximum=7200, minimum=30)
+    # Absent or 0 still means the default, which --min-ttl may not exceed.
+    assert parse_ttl("0", default=60, maximum=7200, minimum=30) == 60

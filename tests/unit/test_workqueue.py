@@ -3,7 +3,9 @@ from __future__ import annotations
 import threading
 import time
 
-from nsprov.workqueue import WorkQueue
+import pytest
+
+from nsprov.workqueue import RetryBucket, WorkQueue, retry_delay
 
 
 def test_keys_are_deduplicated_and_fifo() -> None:
@@ -79,3 +81,26 @@ def test_a_key_keeps_only_its_earliest_deadline() -> None:
     now[0] = 1030.0
     assert queue.get(0) is None, "the superseded deadline must not fire again"
     assert queue.scheduled == 0
+
+
+def test_retry_delays_back_off_with_jitter() -> None:
+    assert retry_delay(1, first=1, maximum=30, rand=lambda: 0.0) == 0.5
+    assert retry_delay(1, first=1, maximum=30, rand=lambda: 1.0) == 1.0
+    assert retry_delay(3, first=1, maximum=30, rand=lambda: 1.0) == 4.0
+    assert retry_delay(10, first=1, maximum=30, rand=lambda: 1.0) == 30.0
+    draws = {retry_delay(4, first=1, maximum=30) for _ in range(50)}
+    assert len(draws) > 40
+    assert all(4.0 <= d <= 8.0 for d in draws)
+
+
+def test_retry_bucket_allows_a_burst_then_a_rate() -> None:
+    now = [100.0]
+    bucket = RetryBucket(rate=10, burst=100, clock=lambda: now[0])
+    assert [bucket.reserve() for _ in range(100)] == [0.0] * 100
+    assert bucket.reserve() == pytest.approx(0.1)
+    assert bucket.reserve() == pytest.approx(0.2)
+    now[0] += 0.2  # two tokens refilled, both already promised
+    assert bucket.reserve() == pytest.approx(0.1)
+    now[0] += 60  # refills up to the burst, no further
+    assert [bucket.reserve() for _ in range(100)] == [0.0] * 100
+    assert bucket.reserve() > 0
