@@ -28,9 +28,11 @@ from nsprov.auth import TokenStore
 from nsprov.controller import Controller
 from nsprov.errors import NsprovError
 from nsprov.grant import unsafe_reasons
+from nsprov.identity import Authenticator
 from nsprov.kube import KubeError
 from nsprov.leader import LeaderElector
 from nsprov.metrics import Metrics
+from nsprov.policy import PolicyError, PolicyFile
 from nsprov.provisioner import Provisioner
 from nsprov.settings import Settings
 
@@ -43,7 +45,7 @@ class Service:
 
     settings: Settings
     kube: kube.Kube
-    tokens: TokenStore
+    authenticator: Authenticator
     provisioner: Provisioner
     metrics: Metrics
     controller: Controller | None = None
@@ -72,10 +74,19 @@ class Service:
 
 def create_service(settings: Settings) -> Service:
     """Connect the pieces; raises ValueError (with a one-line reason) on bad configuration."""
-    tokens = TokenStore(settings.tokens, settings.token_file)
+    metrics = Metrics()
+    # With a policy file, ID tokens alone may authenticate: no static token is then needed.
+    has_tokens = bool(settings.tokens) or settings.token_file is not None
+    tokens = TokenStore(settings.tokens, settings.token_file) if has_tokens else None
+    policy = None
+    if settings.policy_file is not None:
+        policy = PolicyFile(settings.policy_file, on_reload=metrics.policy_reloaded)
+        if tokens is None and not policy.current().issuers:
+            raise PolicyError(f"policy file {settings.policy_file} trusts no issuer and no "
+                              "token is configured: nobody could authenticate")  # fmt: skip
     api_client = kube.load_api_client(settings.kubeconfig, settings.concurrency)
     client = kube.Kube(api_client, timeout=settings.request_timeout)
-    metrics = Metrics()
+    authenticator = Authenticator(tokens, policy, kube=client)
     provisioner = Provisioner(
         kube=client,
         selector=bundle.Selector.parse(settings.selector),
@@ -88,7 +99,7 @@ def create_service(settings: Settings) -> Service:
         max_namespaces=settings.max_namespaces,
         max_namespaces_per_owner=settings.max_namespaces_per_owner,
     )
-    service = Service(settings, client, tokens, provisioner, metrics)
+    service = Service(settings, client, authenticator, provisioner, metrics)
     if settings.controller:
         _add_controller(service)
     return service
@@ -171,7 +182,7 @@ def public_app(service: Service) -> Starlette:
         lifespan=lifespan,
     )
     app.state.api = api.Api(
-        tokens=service.tokens,
+        authenticator=service.authenticator,
         provisioner=service.provisioner,
         default_ttl=service.settings.ttl,
         max_ttl=service.settings.max_ttl,
@@ -193,9 +204,15 @@ def internal_app(service: Service) -> Starlette:
         except Exception as exc:
             # /version is readable by everyone; anything else means the cluster is not usable.
             return JSONResponse({"ready": False, "reason": type(exc).__name__}, status_code=503)
+        # A bad policy file does not make a replica unready (the last good policy serves);
+        # the detail says so, for whoever looks.
+        policy = service.authenticator.policy
+        detail = {"policy": policy.status().to_json()} if policy is not None else {}
         if not service.ready():
-            return JSONResponse({"ready": False, "reason": "caches not synced"}, status_code=503)
-        return JSONResponse({"ready": True})
+            return JSONResponse(
+                {"ready": False, "reason": "caches not synced", **detail}, status_code=503
+            )
+        return JSONResponse({"ready": True, **detail})
 
     async def metrics(request: Request) -> Response:
         body = await anyio.to_thread.run_sync(generate_latest, service.metrics.registry)

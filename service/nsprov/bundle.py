@@ -16,6 +16,9 @@ from typing import Any
 EXPIRES_AT_LABEL = "nsprov.io/expires-at"
 IDEMPOTENCY_LABEL = "nsprov.io/idempotency-key"
 OWNER_ANNOTATION = "nsprov.io/owner"
+# The policy tenant that admitted the caller, and a small JSON of who asked (audit claims).
+TENANT_ANNOTATION = "nsprov.io/tenant"
+REQUESTED_BY_ANNOTATION = "nsprov.io/requested-by"
 # The grant is recorded on the namespace, so the controller repairs a RoleBinding to
 # what it was provisioned with, whatever --cluster-role the repairing replica has.
 CLUSTER_ROLE_ANNOTATION = "nsprov.io/cluster-role"
@@ -130,15 +133,22 @@ def namespace(
     expires_at: int,
     pod_security: str,
     idempotency: str | None = None,
+    tenant: str | None = None,
+    requested_by: str | None = None,
 ) -> dict[str, Any]:
     """The Namespace, with its expiry label from the very first write."""
+    annotations = {OWNER_ANNOTATION: owner, CLUSTER_ROLE_ANNOTATION: cluster_role}
+    if tenant:
+        annotations[TENANT_ANNOTATION] = tenant
+    if requested_by:
+        annotations[REQUESTED_BY_ANNOTATION] = requested_by
     return {
         "apiVersion": "v1",
         "kind": "Namespace",
         "metadata": {
             "name": name,
             "labels": namespace_labels(selector, expires_at, pod_security, idempotency),
-            "annotations": {OWNER_ANNOTATION: owner, CLUSTER_ROLE_ANNOTATION: cluster_role},
+            "annotations": annotations,
         },
     }
 

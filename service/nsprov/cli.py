@@ -24,6 +24,7 @@ from nsprov import __version__, bundle
 from nsprov.app import UnsafeGrant, check_grant, create_service, internal_app, public_app
 from nsprov.auth import TokenFileError
 from nsprov.errors import BadRequest
+from nsprov.policy import PolicyError
 from nsprov.requestid import RequestIdFilter
 from nsprov.settings import Settings
 from nsprov.ttl import parse_duration
@@ -69,6 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     flag("selector", "key=value label on everything nsprov creates", defaults.selector)
     flag("token", "a single bearer token (owner 'default'); prefer --token-file or the env")
     flag("token-file", "file of 'name: token' lines, re-read when it changes")
+    flag("policy-file", "YAML of trusted OIDC issuers and tenants, re-read when it changes")
     flag("ca-file", "CA bundle written into kubeconfigs (default: the CA nsprov trusts)")
     flag("max-namespaces", "cap on live namespaces in total (0 = none)", "0")
     flag("max-namespaces-per-owner", "cap on live namespaces per token owner (0 = none)", "0")
@@ -138,8 +140,11 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         raise ConfigError("--pod-security must be privileged, baseline, restricted or ''")
     tokens = {"default": args.token} if args.token else {}
     token_file = Path(args.token_file) if args.token_file else None
-    if not tokens and token_file is None:
-        raise ConfigError("no token configured: set NSPROV_TOKEN_FILE or NSPROV_TOKEN")
+    policy_file = Path(args.policy_file) if args.policy_file else None
+    if not tokens and token_file is None and policy_file is None:
+        raise ConfigError(
+            "no token configured: set NSPROV_TOKEN_FILE, NSPROV_TOKEN or NSPROV_POLICY_FILE"
+        )
     return Settings(
         kubeconfig=args.kubeconfig or None,
         listen=args.listen,
@@ -152,6 +157,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         selector=args.selector,
         tokens=tokens,
         token_file=token_file,
+        policy_file=policy_file,
         ca_file=Path(args.ca_file) if args.ca_file else None,
         max_namespaces=_count("max-namespaces", args.max_namespaces),
         max_namespaces_per_owner=_count("max-namespaces-per-owner", args.max_namespaces_per_owner),
@@ -236,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         split_address(settings.listen)
         split_address(settings.listen_internal)
         asyncio.run(_serve(settings, level))
-    except (ConfigError, TokenFileError, ConfigException) as exc:
+    except (ConfigError, TokenFileError, PolicyError, ConfigException) as exc:
         print(f"nsprov: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
