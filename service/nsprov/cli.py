@@ -31,6 +31,7 @@ from nsprov.ttl import parse_duration
 
 log = logging.getLogger("nsprov")
 
+_MAX_REQUEST_HEAD_BYTES = 256 * 1024
 IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
@@ -211,6 +212,10 @@ async def _serve(settings: Settings, log_level: str) -> None:
             lifespan="on" if address == settings.listen else "off",
             server_header=False,
             log_config=None,
+            # h11 drops a request head above 16 KiB with a reset connection; an oversized
+            # bearer token should rather get a 401 that says why (nsprov refuses any token
+            # above 16 KiB before parsing it).
+            h11_max_incomplete_event_size=_MAX_REQUEST_HEAD_BYTES,
         )
         servers.append(uvicorn.Server(config))
     log.info(
