@@ -81,7 +81,9 @@ def fetch_json(url: str, ca_file: str | None) -> dict[str, Any]:
     """GET an https URL and return its JSON object; IssuerUnavailable says what went wrong."""
     if not url.startswith("https://"):
         raise IssuerUnavailable(f"refusing to fetch {url}: not https")
-    request = urllib.request.Request(url, headers={"Accept": "application/json"})  # noqa: S310
+    # kube-apiserver answers 406 to a JWKS request that does not accept jwk-set+json.
+    accept = "application/json, application/jwk-set+json"
+    request = urllib.request.Request(url, headers={"Accept": accept})  # noqa: S310
     try:
         context = ssl.create_default_context(cafile=ca_file)
         handler = urllib.request.HTTPSHandler(context=context)
