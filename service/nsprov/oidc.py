@@ -128,7 +128,6 @@ class IssuerKeys:
         self._fetched_at: float | None = None
         self._attempted_at: float | None = None
         self._parsed: dict[tuple[str | None, str], jwt.PyJWK] = {}
-        self.fetches = 0
 
     def _jwks_uri(self) -> str:
         if self.issuer.jwks_uri:
@@ -151,7 +150,6 @@ class IssuerKeys:
 
     def _refresh(self) -> None:
         self._attempted_at = self._clock()
-        self.fetches += 1
         ca = str(self.issuer.ca_file) if self.issuer.ca_file else None
         document = self._fetch(self._jwks_uri(), ca)
         keys: dict[str | None, dict[str, Any]] = {}
