@@ -30,6 +30,8 @@ from pathlib import Path
 import httpx
 from kubernetes import client, config
 
+from nsprov.oidc import Verifier
+from nsprov.policy import parse_policy
 from tests.cluster import controlplane
 from tests.integration.service import running_service
 from tests.oidc_issuer import LoopbackIssuer
@@ -277,6 +279,11 @@ def oidc(args: argparse.Namespace) -> None:
             "  - {name: tokens, match: {token: alice}}\n"
         )
         claims = {"sub": "repo:acme/web:ref:refs/heads/main", "repository": "acme/web"}
+        parsed, verifier = parse_policy(policy.read_text()), Verifier()
+        tokens = [issuer.mint(claims) for _ in range(args.requests + 1)]
+        verifier.verify(tokens.pop(), parsed)  # warms the key cache
+        in_process = [_timed(lambda t=t: verifier.verify(t, parsed)) for t in tokens]
+        print(f"Verifier.verify in process (RS256, warm): {percentiles(in_process)}")
         service_args = [f"--policy-file={policy}", "--controller=false"]
         with (
             running_service(kubeconfig, Path(tmp), service_args) as service,

@@ -15,6 +15,7 @@ tenant whose conditions all hold names the owner; none = 403.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -27,6 +28,8 @@ from nsprov.errors import Forbidden, Unauthorized
 from nsprov.kube import Kube
 from nsprov.oidc import MAX_TOKEN_BYTES, Verifier, looks_like_jwt
 from nsprov.policy import NoTenant, PolicyFile, Principal, admit, lookup_claim
+
+log = logging.getLogger(__name__)
 
 # Claims worth keeping on a namespace to say which job asked for it: GitHub's, GitLab's and
 # a Kubernetes pod's (by JSON pointer). Output key -> claim.
@@ -115,6 +118,7 @@ class Authenticator:
         try:
             admission = admit(policy, principal)
         except NoTenant as exc:
+            log.info("refused %s", exc.detail)
             raise Forbidden(exc.detail) from None
         return Caller(admission.owner, admission.tenant.name, audit_claims(claims))
 
@@ -133,5 +137,6 @@ class Authenticator:
         try:
             admission = admit(self.policy.current(), Principal(issuer=None, token=name, claims={}))
         except NoTenant as exc:
+            log.info("refused %s", exc.detail)
             raise Forbidden(exc.detail) from None
         return Caller(admission.owner, admission.tenant.name, audit)
