@@ -31,7 +31,7 @@ import httpx
 from kubernetes import client, config
 
 from nsprov.oidc import Verifier
-from nsprov.policy import parse_policy
+from nsprov.policyfile import parse_policy
 from tests.cluster import controlplane
 from tests.integration.service import running_service
 from tests.oidc_issuer import LoopbackIssuer

@@ -32,7 +32,7 @@ from nsprov.identity import Authenticator
 from nsprov.kube import KubeError
 from nsprov.leader import LeaderElector
 from nsprov.metrics import Metrics
-from nsprov.policy import PolicyError, PolicyFile
+from nsprov.policyfile import PolicyError, PolicyFile
 from nsprov.provisioner import Provisioner
 from nsprov.settings import Settings
 

@@ -24,7 +24,7 @@ from nsprov import __version__, bundle
 from nsprov.app import UnsafeGrant, check_grant, create_service, internal_app, public_app
 from nsprov.auth import TokenFileError
 from nsprov.errors import BadRequest
-from nsprov.policy import PolicyError
+from nsprov.policyfile import PolicyError
 from nsprov.requestid import RequestIdFilter
 from nsprov.settings import Settings
 from nsprov.ttl import parse_duration

@@ -27,7 +27,8 @@ from nsprov.auth import TokenStore
 from nsprov.errors import Forbidden, Unauthorized
 from nsprov.kube import Kube
 from nsprov.oidc import MAX_TOKEN_BYTES, Verifier, looks_like_jwt
-from nsprov.policy import NoTenant, PolicyFile, Principal, admit, lookup_claim
+from nsprov.policy import NoTenant, Principal, admit, lookup_claim
+from nsprov.policyfile import PolicyFile
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import pytest
 from nsprov.auth import TokenStore
 from nsprov.errors import Forbidden, Unauthorized
 from nsprov.identity import Authenticator, Caller, audit_claims
-from nsprov.policy import PolicyFile
+from nsprov.policyfile import PolicyFile
 
 # A static secret that happens to have the shape of a JWT.
 JWT_SHAPED = (

@@ -13,7 +13,8 @@ import pytest
 
 from nsprov.errors import IssuerUnavailable, Unauthorized
 from nsprov.oidc import Verifier, looks_like_jwt
-from nsprov.policy import Policy, parse_policy
+from nsprov.policy import Policy
+from nsprov.policyfile import parse_policy
 from tests.oidc_issuer import LoopbackIssuer
 
 GITHUB = {"sub": "repo:acme/web:ref:refs/heads/main", "repository": "acme/web"}

@@ -8,17 +8,8 @@ from typing import Any
 
 import pytest
 
-from nsprov.policy import (
-    Glob,
-    NoTenant,
-    Policy,
-    PolicyError,
-    PolicyFile,
-    Principal,
-    admit,
-    lookup_claim,
-    parse_policy,
-)
+from nsprov.policy import Glob, NoTenant, Policy, Principal, admit, lookup_claim
+from nsprov.policyfile import PolicyError, PolicyFile, parse_policy
 
 POLICY = """
 issuers:
