@@ -193,7 +193,8 @@ class IssuerKeys:
             raise IssuerUnavailable(f"signing keys of issuer {self.issuer.name!r} unavailable")
         if jwk is None:
             raise Unauthorized(
-                f"token signed with key {kid!r}, which issuer {self.issuer.name!r} does not publish"
+                f"token signed with key {kid and kid[:64]!r}, which issuer {self.issuer.name!r} "
+                "does not publish"
             )
         return self._parse(kid, jwk, alg)
 
