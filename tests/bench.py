@@ -8,6 +8,9 @@ Prints figures; asserts nothing (speed targets do not belong in timed tests).
     python -m tests.bench controller [--expiring 50] [--live 1000] [--idle 30]
         expiry lag over short-TTL namespaces, then the service's RSS and idle CPU
         with many live namespaces, on a fresh control plane.
+    python -m tests.bench oidc [--requests 100] [--rotations 5]
+        POST latency with an OIDC ID token (loopback issuer, warm key cache) vs a
+        static token, interleaved; then the first request after each key rotation.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import argparse
 import concurrent.futures
 import contextlib
 import os
+import platform
 import re
 import statistics
 import tempfile
@@ -26,8 +30,11 @@ from pathlib import Path
 import httpx
 from kubernetes import client, config
 
+from nsprov.oidc import Verifier
+from nsprov.policyfile import parse_policy
 from tests.cluster import controlplane
 from tests.integration.service import running_service
+from tests.oidc_issuer import LoopbackIssuer
 
 _REPO = Path(__file__).resolve().parents[1]
 SELECTOR = "controller.observatorium.io=namespace-provisioner"
@@ -193,9 +200,14 @@ def main() -> int:
     controller_.add_argument("--expiring", type=int, default=50)
     controller_.add_argument("--live", type=int, default=1000)
     controller_.add_argument("--idle", type=float, default=30.0)
+    oidc_ = commands.add_parser("oidc")
+    oidc_.add_argument("--requests", type=int, default=100)
+    oidc_.add_argument("--rotations", type=int, default=5)
     args = parser.parse_args()
     if args.command == "controller":
         controller(args)
+    elif args.command == "oidc":
+        oidc(args)
     else:
         provision(args if args.command else provision_.parse_args([]))
     return 0
@@ -235,6 +247,77 @@ def provision(args: argparse.Namespace) -> None:
         for ns in core.list_namespace(label_selector=SELECTOR).items:
             core.delete_namespace(ns.metadata.name)
         api.close()
+
+
+def _machine() -> str:
+    model = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+         if line.startswith("model name")),
+        platform.processor() or "unknown CPU",
+    )  # fmt: skip
+    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs ({model}), " \
+        f"Python {platform.python_version()}"  # fmt: skip
+
+
+def oidc(args: argparse.Namespace) -> None:
+    """What verifying an ID token costs on top of a static token, and after a key rotation."""
+    print(f"machine: {_machine()}")
+    print(f"command: python -m tests.bench oidc --requests {args.requests} "
+          f"--rotations {args.rotations}")  # fmt: skip
+    with (
+        _kubeconfig() as kubeconfig,
+        tempfile.TemporaryDirectory() as tmp,
+        LoopbackIssuer() as issuer,
+    ):
+        policy = Path(tmp) / "policy.yaml"
+        policy.write_text(
+            f"issuers: [{{name: github, issuer: '{issuer.url}', audience: nsprov, "
+            f"caFile: '{issuer.ca_file}'}}]\n"
+            "tenants:\n"
+            "  - {name: web, match: {issuer: github, claims: {repository: 'acme/*'}}, "
+            "owner: 'github:{repository}'}\n"
+            "  - {name: tokens, match: {token: alice}}\n"
+        )
+        claims = {"sub": "repo:acme/web:ref:refs/heads/main", "repository": "acme/web"}
+        parsed, verifier = parse_policy(policy.read_text()), Verifier()
+        tokens = [issuer.mint(claims) for _ in range(args.requests + 1)]
+        verifier.verify(tokens.pop(), parsed)  # warms the key cache
+        in_process = [_timed(lambda t=t: verifier.verify(t, parsed)) for t in tokens]
+        print(f"Verifier.verify in process (RS256, warm): {percentiles(in_process)}")
+        service_args = [f"--policy-file={policy}", "--controller=false"]
+        with (
+            running_service(kubeconfig, Path(tmp), service_args) as service,
+            service.client() as http,
+        ):
+
+            def post(headers: dict[str, str]) -> float:
+                started = time.perf_counter()
+                response = http.post("/api/v1/namespaces", params={"ttl": "10m"}, headers=headers)
+                elapsed = time.perf_counter() - started
+                assert response.status_code == 201, response.text
+                return elapsed
+
+            static = service.auth("alice")
+            post({"Authorization": f"Bearer {issuer.mint(claims)}"})  # warms the key cache
+            post(static)
+            with_static, with_oidc = [], []
+            for _ in range(args.requests):  # interleaved, so drift hits both alike
+                with_static.append(post(static))
+                with_oidc.append(post({"Authorization": f"Bearer {issuer.mint(claims)}"}))
+            print(f"POST, static token:              {percentiles(with_static)}")
+            print(f"POST, OIDC token (warm keys):    {percentiles(with_oidc)}")
+            after_rotation = []
+            for _ in range(args.rotations):
+                # Unknown kids refresh the keys at most every 10 s (nsprov.oidc.REFRESH_INTERVAL).
+                time.sleep(10.5)
+                kid = issuer.rotate("RS256")
+                token = issuer.mint(claims, kid=kid)
+                after_rotation.append(post({"Authorization": f"Bearer {token}"}))
+            print(f"POST, first after key rotation:  {percentiles(after_rotation)}")
+        core = client.CoreV1Api(config.new_client_from_config(config_file=str(kubeconfig)))
+        for ns in core.list_namespace(label_selector=SELECTOR).items:
+            core.delete_namespace(ns.metadata.name)
+        core.api_client.close()
 
 
 if __name__ == "__main__":

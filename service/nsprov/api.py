@@ -22,8 +22,8 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nsprov import kubeconfig, openapi, requestid
-from nsprov.auth import TokenStore
 from nsprov.errors import BadRequest, ClusterUnavailable, NsprovError, Unauthorized
+from nsprov.identity import Authenticator, Caller
 from nsprov.metrics import Metrics
 from nsprov.provisioner import Provisioned, Provisioner
 from nsprov.ttl import parse_ttl
@@ -39,7 +39,7 @@ _MAX_IDEMPOTENCY_KEY = 255
 class Api:
     """What the routes need, held on ``app.state.api``."""
 
-    tokens: TokenStore
+    authenticator: Authenticator
     provisioner: Provisioner
     default_ttl: float
     max_ttl: float
@@ -71,8 +71,8 @@ def problem(
 # ---- parsing ------------------------------------------------------------------------------
 
 
-def _owner(request: Request) -> str:
-    return _api(request).tokens.authenticate(request.headers.get("authorization"))
+async def _caller(request: Request) -> Caller:
+    return await _api(request).authenticator.authenticate(request.headers.get("authorization"))
 
 
 def _ttl(request: Request) -> float:
@@ -155,10 +155,15 @@ def _kubeconfig_response(request: Request, result: Provisioned, status: int) -> 
 
 
 async def create_namespace(request: Request) -> Response:
-    owner = _owner(request)
+    caller = await _caller(request)
     ttl, server, key = _ttl(request), _server(request), _idempotency_key(request)
     result = await _api(request).provisioner.provision(
-        owner, ttl, server=server, idempotency_key=key
+        caller.owner,
+        ttl,
+        server=server,
+        idempotency_key=key,
+        tenant=caller.tenant,
+        requested_by=caller.requested_by_json(),
     )
     return _kubeconfig_response(request, result, 201)
 
@@ -166,16 +171,16 @@ async def create_namespace(request: Request) -> Response:
 async def list_namespaces(request: Request) -> Response:
     if "idempotencyKey" in request.query_params:
         return await find_by_idempotency_key(request)
-    owner = _owner(request)
-    infos = await _api(request).provisioner.list(owner)
+    caller = await _caller(request)
+    infos = await _api(request).provisioner.list(caller.owner)
     return JSONResponse({"items": [info.to_json() for info in infos]})
 
 
 async def find_by_idempotency_key(request: Request) -> Response:
     """GET /api/v1/namespaces?idempotencyKey=: what a POST with that key made, if anything."""
-    owner = _owner(request)
+    caller = await _caller(request)
     key = _idempotency_key_query(request)
-    infos = await _api(request).provisioner.find_by_idempotency_key(owner, key)
+    infos = await _api(request).provisioner.find_by_idempotency_key(caller.owner, key)
     # The key is echoed so a client can tell this answer from the plain list an
     # older nsprov (which ignores the parameter) would send: deleting items[0] of
     # that list would delete the wrong namespace.
@@ -183,28 +188,28 @@ async def find_by_idempotency_key(request: Request) -> Response:
 
 
 async def get_namespace(request: Request) -> Response:
-    owner = _owner(request)
-    info = await _api(request).provisioner.get(owner, request.path_params["name"])
+    caller = await _caller(request)
+    info = await _api(request).provisioner.get(caller.owner, request.path_params["name"])
     return JSONResponse(info.to_json())
 
 
 async def extend_namespace(request: Request) -> Response:
-    owner = _owner(request)
+    caller = await _caller(request)
     # Unlike POST, a missing ttl is no default: a PATCH meant to extend a 24h namespace
     # would silently cut it to --ttl.
     if not request.query_params.get("ttl"):
         raise BadRequest("PATCH needs a ttl, the new lifetime from now (e.g. ?ttl=1h)")
     ttl, server = _ttl(request), _server(request)
     result = await _api(request).provisioner.extend(
-        owner, request.path_params["name"], ttl, server=server
+        caller.owner, request.path_params["name"], ttl, server=server
     )
     return _kubeconfig_response(request, result, 200)
 
 
 async def delete_namespace(request: Request) -> Response:
-    owner = _owner(request)
+    caller = await _caller(request)
     name = request.path_params["name"]
-    await _api(request).provisioner.delete(owner, name)
+    await _api(request).provisioner.delete(caller.owner, name)
     return JSONResponse({"name": name, "state": "MARKED_FOR_DELETION"}, status_code=202)
 
 

@@ -14,6 +14,7 @@ import secrets
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import anyio.to_thread
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -28,9 +29,11 @@ from nsprov.auth import TokenStore
 from nsprov.controller import Controller
 from nsprov.errors import NsprovError
 from nsprov.grant import unsafe_reasons
+from nsprov.identity import Authenticator
 from nsprov.kube import KubeError
 from nsprov.leader import LeaderElector
 from nsprov.metrics import Metrics
+from nsprov.policyfile import PolicyError, PolicyFile
 from nsprov.provisioner import Provisioner
 from nsprov.settings import Settings
 
@@ -43,7 +46,7 @@ class Service:
 
     settings: Settings
     kube: kube.Kube
-    tokens: TokenStore
+    authenticator: Authenticator
     provisioner: Provisioner
     metrics: Metrics
     controller: Controller | None = None
@@ -73,13 +76,26 @@ class Service:
 def create_service(settings: Settings) -> Service:
     """Connect the pieces; raises ValueError (with a one-line reason) on bad configuration."""
     metrics = Metrics()
-    tokens = TokenStore(
-        settings.tokens,
-        settings.token_file,
-        on_error=lambda reason: metrics.token_file_errors.labels(reason=reason).inc(),
+    # With a policy file, ID tokens alone may authenticate: no static token is then needed.
+    has_tokens = bool(settings.tokens) or settings.token_file is not None
+    tokens = (
+        TokenStore(
+            settings.tokens,
+            settings.token_file,
+            on_error=lambda reason: metrics.token_file_errors.labels(reason=reason).inc(),
+        )
+        if has_tokens
+        else None
     )
+    policy = None
+    if settings.policy_file is not None:
+        policy = PolicyFile(settings.policy_file, on_reload=metrics.policy_reloaded)
+        if tokens is None and not policy.current().issuers:
+            raise PolicyError(f"policy file {settings.policy_file} trusts no issuer and no "
+                              "token is configured: nobody could authenticate")  # fmt: skip
     api_client = kube.load_api_client(settings.kubeconfig, settings.concurrency)
     client = kube.Kube(api_client, timeout=settings.request_timeout)
+    authenticator = Authenticator(tokens, policy, kube=client)
     provisioner = Provisioner(
         kube=client,
         selector=bundle.Selector.parse(settings.selector),
@@ -93,7 +109,7 @@ def create_service(settings: Settings) -> Service:
         max_namespaces_per_owner=settings.max_namespaces_per_owner,
         max_lifetime=settings.max_lifetime,
     )
-    service = Service(settings, client, tokens, provisioner, metrics)
+    service = Service(settings, client, authenticator, provisioner, metrics)
     if settings.controller:
         _add_controller(service)
     return service
@@ -177,7 +193,7 @@ def public_app(service: Service) -> Starlette:
         lifespan=lifespan,
     )
     app.state.api = api.Api(
-        tokens=service.tokens,
+        authenticator=service.authenticator,
         provisioner=service.provisioner,
         default_ttl=service.settings.ttl,
         max_ttl=service.settings.max_ttl,
@@ -200,14 +216,22 @@ def internal_app(service: Service) -> Starlette:
         except Exception as exc:
             # /version is readable by everyone; anything else means the cluster is not usable.
             return JSONResponse({"ready": False, "reason": type(exc).__name__}, status_code=503)
+        # A bad policy file does not make a replica unready (the last good policy serves);
+        # the detail says so, for whoever looks.
+        policy = service.authenticator.policy
+        detail: dict[str, Any] = {}
+        if policy is not None:
+            detail["policy"] = policy.status().to_json()
         if not service.ready():
-            return JSONResponse({"ready": False, "reason": "caches not synced"}, status_code=503)
+            return JSONResponse(
+                {"ready": False, "reason": "caches not synced", **detail}, status_code=503
+            )
         # A bad token file keeps the last good tokens serving: say so, but stay ready,
         # since taking every replica out of the Service for a typo would be worse.
-        token_file_problem = service.tokens.problem
-        if token_file_problem is not None:
-            return JSONResponse({"ready": True, "tokenFile": token_file_problem})
-        return JSONResponse({"ready": True})
+        tokens = service.authenticator.tokens
+        if tokens is not None and tokens.problem is not None:
+            detail["tokenFile"] = tokens.problem
+        return JSONResponse({"ready": True, **detail})
 
     async def metrics(request: Request) -> Response:
         body = await anyio.to_thread.run_sync(generate_latest, service.metrics.registry)

@@ -18,6 +18,9 @@ from typing import Any
 EXPIRES_AT_LABEL = "nsprov.io/expires-at"
 IDEMPOTENCY_LABEL = "nsprov.io/idempotency-key"
 OWNER_ANNOTATION = "nsprov.io/owner"
+# The policy tenant that admitted the caller, and a small JSON of who asked (audit claims).
+TENANT_ANNOTATION = "nsprov.io/tenant"
+REQUESTED_BY_ANNOTATION = "nsprov.io/requested-by"
 # The grant is recorded on the namespace, so the controller repairs a RoleBinding to
 # what it was provisioned with, whatever --cluster-role the repairing replica has.
 CLUSTER_ROLE_ANNOTATION = "nsprov.io/cluster-role"
@@ -136,11 +139,17 @@ def namespace(
     pod_security: str,
     idempotency: str | None = None,
     requested_ttl: float | None = None,
+    tenant: str | None = None,
+    requested_by: str | None = None,
 ) -> dict[str, Any]:
     """The Namespace, with its expiry label from the very first write."""
     annotations = {OWNER_ANNOTATION: owner, CLUSTER_ROLE_ANNOTATION: cluster_role}
     if requested_ttl is not None:
         annotations[REQUESTED_TTL_ANNOTATION] = f"{float(requested_ttl)!r}s"
+    if tenant:
+        annotations[TENANT_ANNOTATION] = tenant
+    if requested_by:
+        annotations[REQUESTED_BY_ANNOTATION] = requested_by
     return {
         "apiVersion": "v1",
         "kind": "Namespace",

@@ -24,12 +24,14 @@ from nsprov import __version__, bundle
 from nsprov.app import UnsafeGrant, check_grant, create_service, internal_app, public_app
 from nsprov.auth import TokenFileError
 from nsprov.errors import BadRequest
+from nsprov.policyfile import PolicyError
 from nsprov.requestid import RequestIdFilter
 from nsprov.settings import Settings
 from nsprov.ttl import parse_duration
 
 log = logging.getLogger("nsprov")
 
+_MAX_REQUEST_HEAD_BYTES = 256 * 1024
 IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
@@ -71,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     flag("selector", "key=value label on everything nsprov creates", defaults.selector)
     flag("token", "a single bearer token (owner 'default'); prefer --token-file or the env")
     flag("token-file", "file of 'name: token' lines, re-read when it changes")
+    flag("policy-file", "YAML of trusted OIDC issuers and tenants, re-read when it changes")
     flag("ca-file", "CA bundle written into kubeconfigs (default: the CA nsprov trusts)")
     flag("max-namespaces", "cap on live namespaces in total (0 = none)", "0")
     flag("max-namespaces-per-owner", "cap on live namespaces per token owner (0 = none)", "0")
@@ -194,8 +197,11 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         raise ConfigError("--pod-security must be privileged, baseline, restricted or ''")
     tokens = {"default": args.token} if args.token else {}
     token_file = Path(args.token_file) if args.token_file else None
-    if not tokens and token_file is None:
-        raise ConfigError("no token configured: set NSPROV_TOKEN_FILE or NSPROV_TOKEN")
+    policy_file = Path(args.policy_file) if args.policy_file else None
+    if not tokens and token_file is None and policy_file is None:
+        raise ConfigError(
+            "no token configured: set NSPROV_TOKEN_FILE, NSPROV_TOKEN or NSPROV_POLICY_FILE"
+        )
     return Settings(
         kubeconfig=args.kubeconfig or None,
         listen=args.listen,
@@ -210,6 +216,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         selector=args.selector,
         tokens=tokens,
         token_file=token_file,
+        policy_file=policy_file,
         ca_file=_ca_file(args.ca_file),
         max_namespaces=_count("max-namespaces", args.max_namespaces),
         max_namespaces_per_owner=_count("max-namespaces-per-owner", args.max_namespaces_per_owner),
@@ -264,6 +271,10 @@ async def _serve(settings: Settings, level: int) -> None:
             lifespan="on" if address == settings.listen else "off",
             server_header=False,
             log_config=None,
+            # h11 drops a request head above 16 KiB with a reset connection; an oversized
+            # bearer token should rather get a 401 that says why (nsprov refuses any token
+            # above 16 KiB before parsing it).
+            h11_max_incomplete_event_size=_MAX_REQUEST_HEAD_BYTES,
         )
         servers.append(uvicorn.Server(config))
     log.info(
@@ -299,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         split_address(settings.listen)
         split_address(settings.listen_internal)
         asyncio.run(_serve(settings, level))
-    except (ConfigError, TokenFileError, ConfigException) as exc:
+    except (ConfigError, TokenFileError, PolicyError, ConfigException) as exc:
         print(f"nsprov: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

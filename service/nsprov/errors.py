@@ -33,6 +33,13 @@ class Unauthorized(NsprovError):
     title = "Unauthorized"
 
 
+class Forbidden(NsprovError):
+    """Authenticated, but not allowed: no tenant of the policy admits the identity."""
+
+    status = 403
+    title = "Forbidden"
+
+
 class NotFound(NsprovError):
     status = 404
     title = "Not Found"
@@ -68,3 +75,9 @@ class ClusterUnavailable(NsprovError):
     status = 503
     title = "Cluster Unavailable"
     retry_after = 5
+
+
+class IssuerUnavailable(ClusterUnavailable):
+    """An OIDC issuer's discovery document or keys could not be fetched."""
+
+    title = "Issuer Unavailable"

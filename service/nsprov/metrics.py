@@ -97,9 +97,25 @@ class Metrics:
         self.queue_depth = Gauge(
             "nsprov_queue_depth", "Namespaces waiting to be reconciled", registry=self.registry
         )
+        self.policy_reloads = Counter(
+            "nsprov_policy_reloads",
+            "Policy file loads, by result (success, error: the last good policy stays)",
+            ["result"],
+            registry=self.registry,
+        )
+        self.policy_reload_ok = Gauge(
+            "nsprov_policy_last_reload_successful",
+            "1 if the policy file as it is now is in force, 0 if it failed to load",
+            registry=self.registry,
+        )
         self.leader = Gauge(
             "nsprov_leader", "1 while this replica's controller leads", registry=self.registry
         )
+
+    def policy_reloaded(self, ok: bool) -> None:
+        """Count a policy file (re)load and record whether the file in place now is in force."""
+        self.policy_reloads.labels(result="success" if ok else "error").inc()
+        self.policy_reload_ok.set(1 if ok else 0)
 
     def watch_restarts_for(self, resource: str, reason: str) -> None:
         self.watch_restarts.labels(resource=resource, reason=reason).inc()

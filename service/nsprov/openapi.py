@@ -70,7 +70,8 @@ _KUBECONFIG_CONTENT = {
     "application/yaml": {"schema": {"type": "object", "description": "a kubeconfig"}},
     "application/json": {"schema": {"$ref": "#/components/schemas/Provisioned"}},
 }
-_ERRORS = {status: _PROBLEM for status in ("400", "401", "404", "429", "500", "503")}
+# 403: authenticated, but no tenant of the policy file admits the identity.
+_ERRORS = {status: _PROBLEM for status in ("400", "401", "403", "404", "429", "500", "503")}
 
 
 def _operation(summary: str, op_id: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -210,7 +211,14 @@ DOCUMENT: dict[str, Any] = {
         },
     },
     "components": {
-        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "securitySchemes": {
+            "bearer": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "A token from nsprov's token file, or an OIDC ID token of an "
+                "issuer its policy file trusts (GitHub Actions, GitLab CI, Kubernetes).",
+            }
+        },
         "responses": {
             "Problem": {
                 "description": "RFC 9457 problem details",

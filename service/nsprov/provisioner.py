@@ -213,6 +213,8 @@ class Provisioner:
         *,
         server: str | None = None,
         idempotency_key: str | None = None,
+        tenant: str | None = None,
+        requested_by: str | None = None,
     ) -> Provisioned:
         started = time.perf_counter()
         idempotency = None
@@ -239,6 +241,8 @@ class Provisioner:
             pod_security=self.pod_security,
             idempotency=idempotency,
             requested_ttl=ttl,
+            tenant=tenant,
+            requested_by=requested_by,
         )
         capped = bool(self.max_namespaces or self.max_namespaces_per_owner)
         try:
@@ -261,7 +265,10 @@ class Provisioner:
             raise
         self.metrics.provision_duration.observe(time.perf_counter() - started)
         self.metrics.provisioned.labels(owner=owner).inc()
-        log.info("provisioned namespace=%s owner=%s expires_at=%d", name, owner, expires_at)
+        log.info(
+            "provisioned namespace=%s owner=%s expires_at=%d tenant=%s requested_by=%s",
+            name, owner, expires_at, tenant or "-", requested_by or "-",
+        )  # fmt: skip
         return result
 
     async def _replayable(

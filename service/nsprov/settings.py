@@ -48,6 +48,9 @@ class Settings:
     token_file: Path | None = None
     """File of ``name: token`` pairs, re-read when it changes."""
 
+    policy_file: Path | None = None
+    """YAML of trusted OIDC issuers and tenants, re-read when it changes; None = no policy."""
+
     ca_file: Path | None = None
     """CA bundle written into kubeconfigs, when the client's CA is not the right one."""
 

@@ -43,7 +43,9 @@ CONTROLLERS = (
     "garbagecollector",
     "clusterrole-aggregation",
 )
-SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
+# The in-cluster issuer name stays accepted; tokens are issued by the API server's own URL so
+# that its discovery document and keys are reachable: a real OIDC issuer for tests.
+IN_CLUSTER_ISSUER = "https://kubernetes.default.svc.cluster.local"
 _PR_SET_PDEATHSIG = 1
 
 
@@ -235,7 +237,13 @@ def _apiserver(
         f"--tls-private-key-file={keys.serving_key}",
         f"--client-ca-file={keys.ca_cert}",
         "--authorization-mode=RBAC",
-        f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
+        # The first issuer signs (and is what discovery announces); the second is accepted.
+        f"--service-account-issuer=https://127.0.0.1:{port}",
+        f"--service-account-issuer={IN_CLUSTER_ISSUER}",
+        f"--service-account-jwks-uri=https://127.0.0.1:{port}/openid/v1/jwks",
+        # Anonymous requests reach the discovery endpoints only where RBAC lets them
+        # (system:service-account-issuer-discovery bound to system:unauthenticated).
+        "--anonymous-auth=true",
         f"--service-account-key-file={keys.sa_public_key}",
         f"--service-account-signing-key-file={keys.sa_private_key}",
         "--service-cluster-ip-range=10.0.0.0/24",

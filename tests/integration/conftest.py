@@ -226,3 +226,39 @@ def manifest_kubeconfig(
              "--wait=false"],
             env=env, capture_output=True, timeout=120, check=False,
         )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def issuer_discovery(cluster: Cluster) -> Iterator[controlplane.ControlPlane]:
+    """The local control plane's ServiceAccount issuer, its discovery readable anonymously.
+
+    Its issuer URL is the API server's own (see tests/cluster/controlplane.py), so nsprov
+    can fetch the discovery document and keys like any OIDC relying party would.
+    """
+    plane = cluster.require_local()
+    rbac = client.RbacAuthorizationV1Api(cluster.api)
+    name = "nsprov-test-issuer-discovery"
+    binding = client.V1ClusterRoleBinding(
+        metadata=client.V1ObjectMeta(name=name),
+        role_ref=client.V1RoleRef(
+            api_group="rbac.authorization.k8s.io",
+            kind="ClusterRole",
+            name="system:service-account-issuer-discovery",
+        ),
+        subjects=[
+            client.RbacV1Subject(
+                kind="Group", name="system:unauthenticated", api_group="rbac.authorization.k8s.io"
+            )
+        ],
+    )
+    try:
+        rbac.create_cluster_role_binding(binding)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+    yield plane
+    try:
+        rbac.delete_cluster_role_binding(name)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise

@@ -130,3 +130,27 @@ def test_bad_flags_are_one_line_and_exit_2(
     err = capsys.readouterr().err
     assert err.count("\n") == 1, err
     assert err.startswith("nsprov: --")
+
+
+def test_a_policy_file_alone_is_enough_to_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = _settings(monkeypatch, NSPROV_POLICY_FILE="/etc/nsprov/policy.yaml")
+    assert str(settings.policy_file) == "/etc/nsprov/policy.yaml"
+    assert settings.tokens == {}
+    assert settings.token_file is None
+
+
+def test_a_bad_policy_file_refuses_to_start_with_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path
+) -> None:
+    for key in list(os.environ):
+        if key.startswith("NSPROV_"):
+            monkeypatch.delenv(key)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("tenants: [{name: t, match: {tokn: ci}}]")
+    assert cli.main(["serve", f"--policy-file={policy}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "tenants[0].match: unknown key 'tokn'" in err
+    policy.write_text("tenants: []")
+    assert cli.main(["serve", f"--policy-file={policy}"]) == 2
+    assert "trusts no issuer and no token is configured" in capsys.readouterr().err

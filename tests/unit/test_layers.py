@@ -13,10 +13,10 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[2] / "service" / "nsprov"
 
 GROUND = {
-    "bundle", "errors", "grant", "kube", "kubeconfig", "metrics", "requestid", "settings",
-    "ttl", "workqueue",
+    "bundle", "errors", "grant", "kube", "kubeconfig", "metrics", "policy", "policyfile",
+    "requestid", "settings", "ttl", "workqueue",
 }  # fmt: skip
-API_WING = {"api", "auth", "openapi", "provisioner"}
+API_WING = {"api", "auth", "identity", "oidc", "openapi", "provisioner"}
 CONTROLLER_WING = {"controller", "leader", "watch"}
 TOP = {"app", "cli"}
 

@@ -1,0 +1,326 @@
+"""OIDC ID tokens -> verified claims, with each trusted issuer's keys fetched over TLS and cached.
+
+A token names its issuer in ``iss`` before anything is verified, so we read that
+claim only to pick one configured issuer, then verify with that issuer's keys and
+no one else's: a token can never be checked against keys it chose itself.
+
+What we refuse before any key is touched: tokens above ``MAX_TOKEN_BYTES`` (a
+parser must not chew on megabytes an attacker sent), and any ``alg`` outside an
+allowlist of asymmetric algorithms (``none`` and HMAC would let whoever knows
+the public key forge tokens: algorithm confusion). A key is used only with the
+algorithm its type allows.
+
+Keys are refreshed when a token names an unknown ``kid`` (the issuer rotated),
+but at most once per ``REFRESH_INTERVAL`` per issuer, so a flood of made-up kids
+costs the issuer one request, not one each. All of this blocks on the network,
+so callers run it on a worker thread.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import ssl
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jwt
+from jwt import exceptions as jwt_errors
+
+from nsprov.errors import ClusterUnavailable, IssuerUnavailable, Unauthorized
+from nsprov.kube import Kube, KubeError
+from nsprov.policy import Issuer, Policy
+
+log = logging.getLogger(__name__)
+
+MAX_TOKEN_BYTES = 16 * 1024
+LEEWAY_SECONDS = 60
+REFRESH_INTERVAL = 10.0
+"""Least time between two key fetches of one issuer (unknown kids wait, known keys are served)."""
+KEYS_MAX_AGE = 600.0
+"""Keys older than this are re-fetched, so a key the issuer withdrew stops working."""
+FETCH_TIMEOUT = 5.0
+_MAX_DOCUMENT_BYTES = 512 * 1024
+REQUIRED_CLAIMS = ("iss", "aud", "sub", "exp", "iat")
+
+# Accepted algorithms and the key type (and curve) each may be used with.
+ALGORITHMS: Mapping[str, tuple[str, str | None]] = {
+    "RS256": ("RSA", None), "RS384": ("RSA", None), "RS512": ("RSA", None),
+    "PS256": ("RSA", None), "PS384": ("RSA", None), "PS512": ("RSA", None),
+    "ES256": ("EC", "P-256"), "ES384": ("EC", "P-384"), "ES512": ("EC", "P-521"),
+    "EdDSA": ("OKP", None),
+}  # fmt: skip
+
+
+def looks_like_jwt(token: str) -> bool:
+    """Three base64url segments whose first is a JSON object: what we treat as an ID token."""
+    parts = token.split(".")
+    if len(parts) != 3 or not parts[0]:
+        return False
+    try:
+        header = json.loads(base64.urlsafe_b64decode(parts[0] + "=" * (-len(parts[0]) % 4)))
+    except (ValueError, binascii.Error):
+        return False
+    return isinstance(header, dict)
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Discovery and keys come from the URLs configured or announced, nowhere else."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def fetch_json(url: str, ca_file: str | None) -> dict[str, Any]:
+    """GET an https URL and return its JSON object; IssuerUnavailable says what went wrong."""
+    if not url.startswith("https://"):
+        raise IssuerUnavailable(f"refusing to fetch {url}: not https")
+    # kube-apiserver answers 406 to a JWKS request that does not accept jwk-set+json.
+    accept = "application/json, application/jwk-set+json"
+    request = urllib.request.Request(url, headers={"Accept": accept})  # noqa: S310
+    try:
+        context = ssl.create_default_context(cafile=ca_file)
+        handler = urllib.request.HTTPSHandler(context=context)
+        opener = urllib.request.build_opener(handler, _NoRedirect)
+        with opener.open(request, timeout=FETCH_TIMEOUT) as response:
+            body = response.read(_MAX_DOCUMENT_BYTES + 1)
+    except urllib.error.HTTPError as exc:
+        raise IssuerUnavailable(f"{url} answered {exc.code}") from None
+    except (OSError, ValueError) as exc:
+        raise IssuerUnavailable(f"{url} unreachable: {type(exc).__name__}: {exc}") from None
+    if len(body) > _MAX_DOCUMENT_BYTES:
+        raise IssuerUnavailable(f"{url} answered more than {_MAX_DOCUMENT_BYTES} bytes")
+    try:
+        document = json.loads(body)
+    except ValueError:
+        raise IssuerUnavailable(f"{url} did not answer JSON") from None
+    if not isinstance(document, dict):
+        raise IssuerUnavailable(f"{url} did not answer a JSON object")
+    return document
+
+
+Fetch = Callable[[str, str | None], dict[str, Any]]
+
+
+class IssuerKeys:
+    """One issuer's signing keys by ``kid``: fetched on demand, refreshed at a bounded rate."""
+
+    def __init__(
+        self,
+        issuer: Issuer,
+        *,
+        fetch: Fetch = fetch_json,
+        clock: Callable[[], float] = time.monotonic,
+        refresh_interval: float = REFRESH_INTERVAL,
+    ) -> None:
+        self.issuer = issuer
+        self._fetch = fetch
+        self._clock = clock
+        self._interval = refresh_interval
+        self._lock = threading.Lock()
+        self._keys: dict[str | None, dict[str, Any]] = {}
+        self._fetched_at: float | None = None
+        self._attempted_at: float | None = None
+        self._parsed: dict[tuple[str | None, str], jwt.PyJWK] = {}
+
+    def _jwks_uri(self) -> str:
+        if self.issuer.jwks_uri:
+            return self.issuer.jwks_uri
+        ca = str(self.issuer.ca_file) if self.issuer.ca_file else None
+        discovery = self._fetch(
+            self.issuer.issuer.rstrip("/") + "/.well-known/openid-configuration", ca
+        )
+        if discovery.get("issuer") != self.issuer.issuer:
+            # OpenID Connect Discovery 1.0, 4.3: the document must name the issuer exactly.
+            raise IssuerUnavailable(
+                f"discovery document of {self.issuer.issuer} names issuer "
+                f"{str(discovery.get('issuer'))[:100]!r}"
+            )
+        uri = discovery.get("jwks_uri")
+        if not isinstance(uri, str) or not uri.startswith("https://"):
+            raise IssuerUnavailable(f"discovery document of {self.issuer.issuer} has no https "
+                                    "jwks_uri")  # fmt: skip
+        return uri
+
+    def _refresh(self) -> None:
+        self._attempted_at = self._clock()
+        ca = str(self.issuer.ca_file) if self.issuer.ca_file else None
+        document = self._fetch(self._jwks_uri(), ca)
+        keys: dict[str | None, dict[str, Any]] = {}
+        for jwk in document.get("keys") or []:
+            if not isinstance(jwk, dict) or jwk.get("use", "sig") != "sig":
+                continue
+            kid = jwk.get("kid")
+            keys[kid if isinstance(kid, str) else None] = jwk
+        if not keys:
+            raise IssuerUnavailable(f"issuer {self.issuer.name!r} publishes no signing keys")
+        self._keys, self._parsed = keys, {}
+        self._fetched_at = self._attempted_at
+        log.info("issuer %s: %d signing key(s) loaded", self.issuer.name, len(keys))
+
+    def _stale(self) -> bool:
+        return self._fetched_at is None or self._clock() - self._fetched_at > KEYS_MAX_AGE
+
+    def _may_refresh(self) -> bool:
+        return self._attempted_at is None or self._clock() - self._attempted_at >= self._interval
+
+    def _find(self, kid: str | None) -> dict[str, Any] | None:
+        if kid is None and None not in self._keys and len(self._keys) == 1:
+            return next(iter(self._keys.values()))  # one key and no kid: nothing to choose
+        return self._keys.get(kid)
+
+    def signing_key(self, kid: str | None, alg: str) -> jwt.PyJWK:
+        """The key ``kid`` for ``alg``; Unauthorized when the issuer has no such key."""
+        jwk = self._find(kid)
+        if jwk is None or self._stale():
+            with self._lock:
+                jwk = self._find(kid)
+                if (jwk is None or self._stale()) and self._may_refresh():
+                    try:
+                        self._refresh()
+                    except IssuerUnavailable as exc:
+                        log.warning("issuer %s: keys not refreshed: %s", self.issuer.name, exc)
+                        if jwk is None and not self._keys:
+                            raise
+                    jwk = self._find(kid)
+        if jwk is None and not self._keys:
+            raise IssuerUnavailable(f"signing keys of issuer {self.issuer.name!r} unavailable")
+        if jwk is None:
+            raise Unauthorized(
+                f"token signed with key {kid and kid[:64]!r}, which issuer {self.issuer.name!r} "
+                "does not publish"
+            )
+        return self._parse(kid, jwk, alg)
+
+    def _parse(self, kid: str | None, jwk: dict[str, Any], alg: str) -> jwt.PyJWK:
+        cached = self._parsed.get((kid, alg))
+        if cached is not None:
+            return cached
+        kty, crv = ALGORITHMS[alg]
+        if jwk.get("kty") != kty or (crv and jwk.get("crv") != crv) or jwk.get("alg", alg) != alg:
+            raise Unauthorized(f"token algorithm {alg} does not fit the issuer's key {kid!r}")
+        try:
+            key = jwt.PyJWK(jwk, algorithm=alg)
+        except jwt_errors.PyJWTError:
+            raise Unauthorized(f"issuer key {kid!r} is not usable") from None
+        self._parsed[(kid, alg)] = key
+        return key
+
+
+def _unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    try:
+        header = jwt.get_unverified_header(token)
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt_errors.PyJWTError:
+        raise Unauthorized("malformed token (not a JWT)") from None
+    return header, claims
+
+
+def _claims_error(exc: jwt_errors.PyJWTError) -> str:
+    if isinstance(exc, jwt_errors.ExpiredSignatureError):
+        return "token has expired"
+    if isinstance(exc, jwt_errors.ImmatureSignatureError):
+        return "token is not valid yet (nbf or iat in the future)"
+    if isinstance(exc, jwt_errors.InvalidAudienceError):
+        return "token audience (aud) is not this service's"
+    if isinstance(exc, jwt_errors.InvalidIssuerError):
+        return "token issuer (iss) is not trusted"
+    if isinstance(exc, jwt_errors.MissingRequiredClaimError):
+        return f"token lacks the required claim {exc.claim!r}"
+    if isinstance(exc, jwt_errors.InvalidSignatureError):
+        return "token signature does not verify"
+    if isinstance(exc, jwt_errors.InvalidKeyError):
+        return "token signed with a key too weak to trust"
+    return f"invalid token ({type(exc).__name__})"
+
+
+class Verifier:
+    """Verifies ID tokens of the issuers a policy trusts; keeps each issuer's keys across
+    policy reloads for as long as the issuer's configuration stays the same."""
+
+    def __init__(
+        self,
+        kube: Kube | None = None,
+        *,
+        fetch: Fetch = fetch_json,
+        refresh_interval: float = REFRESH_INTERVAL,
+    ) -> None:
+        self._kube = kube
+        self._fetch = fetch
+        self._interval = refresh_interval
+        self._lock = threading.Lock()
+        self._keys: dict[Issuer, IssuerKeys] = {}
+
+    def keys_of(self, issuer: Issuer) -> IssuerKeys:
+        with self._lock:
+            keys = self._keys.get(issuer)
+            if keys is None:
+                keys = self._keys[issuer] = IssuerKeys(
+                    issuer, fetch=self._fetch, refresh_interval=self._interval
+                )
+            return keys
+
+    def verify(self, token: str, policy: Policy) -> tuple[Issuer, dict[str, Any]]:
+        """The trusted issuer and the verified claims of ``token``; Unauthorized otherwise."""
+        if len(token) > MAX_TOKEN_BYTES:
+            raise Unauthorized(f"token is longer than {MAX_TOKEN_BYTES} bytes")
+        header, unverified = _unverified(token)
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg not in ALGORITHMS:
+            raise Unauthorized(
+                f"token algorithm {str(alg)[:20]!r} is not accepted "
+                f"(accepted: {', '.join(ALGORITHMS)})"
+            )
+        iss = unverified.get("iss")
+        issuer = policy.issuer_for(iss) if isinstance(iss, str) else None
+        if issuer is None:
+            raise Unauthorized(f"token issuer {str(iss)[:100]!r} is not trusted")
+        kid = header.get("kid")
+        key = self.keys_of(issuer).signing_key(kid if isinstance(kid, str) else None, alg)
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key,
+                algorithms=[alg],
+                audience=issuer.audience,
+                issuer=issuer.issuer,
+                leeway=LEEWAY_SECONDS,
+                options={"require": list(REQUIRED_CLAIMS), "enforce_minimum_key_length": True},
+            )
+        except jwt_errors.PyJWTError as exc:
+            raise Unauthorized(_claims_error(exc)) from None
+        if not isinstance(claims.get("sub"), str):
+            raise Unauthorized("token subject (sub) must be a string")
+        if issuer.token_review:
+            self._review(token, issuer, claims)
+        return issuer, claims
+
+    def _review(self, token: str, issuer: Issuer, claims: dict[str, Any]) -> None:
+        """Ask the API server whether the token is still good: a signature outlives the pod
+        and ServiceAccount it was minted for, a TokenReview does not."""
+        if self._kube is None:
+            raise IssuerUnavailable(f"issuer {issuer.name!r} needs a TokenReview, and nsprov "
+                                    "has no cluster to ask")  # fmt: skip
+        review = {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenReview",
+            "spec": {"token": token, "audiences": [issuer.audience]},
+        }
+        try:
+            answer = self._kube.post("/apis/authentication.k8s.io/v1/tokenreviews", review)
+        except KubeError as exc:
+            log.error("TokenReview for issuer %s failed: %s", issuer.name, exc)
+            raise ClusterUnavailable("could not review the token with the Kubernetes API") from None
+        status = answer.get("status") or {}
+        if not status.get("authenticated"):
+            raise Unauthorized("token was revoked (its pod or ServiceAccount is gone)")
+        if (status.get("user") or {}).get("username") != claims["sub"] or issuer.audience not in (
+            status.get("audiences") or []
+        ):
+            raise Unauthorized("token review does not confirm the token's subject and audience")

@@ -1,0 +1,269 @@
+"""What a policy is: trusted OIDC issuers, tenants, and which tenant admits which identity.
+
+A policy is a tree of frozen dataclasses (read from a file by ``policyfile``),
+only ever read, so a request thread can hold on to the policy it started with
+while the file is reloaded.
+
+Matching follows Vault's bound claims: every condition of a tenant must hold, a
+value is an exact string or a glob, a list means any of. Globs are
+case-sensitive and treat ``/`` as a separator, as in paths: ``*`` and ``?`` never
+match ``/``, ``**`` matches anything. ``acme/web-*`` therefore admits
+``acme/web-app`` but not ``acme/web-app/../other``, and ``refs/heads/**`` admits
+every branch. A claim is named by its top-level name (``repository``) or by a
+JSON pointer (``/kubernetes.io/namespace``) for nested claims, because claim
+names themselves contain dots.
+
+Owners decide isolation, so they must never collide: an issuer tenant's owner
+always starts with ``<issuer name>:`` and token names cannot contain ``:``, so
+``github:acme/web`` can only ever be a GitHub identity, never a token named so,
+and never another issuer's.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+# `{claim}` or `{/json/pointer}` in an owner template.
+PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
+# What a claim may contribute to an owner: safe in an annotation, a log line and a URL path.
+_OWNER_PART = re.compile(r"[A-Za-z0-9._@/:+=~-]{1,200}")
+MAX_OWNER_LENGTH = 256
+
+
+# ---- the model ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Issuer:
+    """An OIDC issuer whose ID tokens nsprov accepts as bearer tokens."""
+
+    name: str
+    """Short name tenants refer to (``match.issuer``) and owners start with."""
+    issuer: str
+    """The exact ``iss`` of its tokens; discovery is at ``<issuer>/.well-known/...``."""
+    audience: str
+    """The ``aud`` a token must carry: a token minted for another service is refused."""
+    jwks_uri: str | None = None
+    """Where its keys are, for issuers without a discovery document."""
+    ca_file: Path | None = None
+    """CA bundle to verify its TLS certificate with (default: the system's)."""
+    token_review: bool = False
+    """Also ask the managed cluster (TokenReview), so a deleted pod's token is refused."""
+
+
+@dataclass(frozen=True)
+class Glob:
+    """An exact string or a glob (``*``/``?`` stop at ``/``, ``**`` does not)."""
+
+    pattern: str
+    _regex: re.Pattern[str] = field(compare=False, repr=False)
+
+    @classmethod
+    def compile(cls, pattern: str) -> Glob:
+        parts = []
+        i = 0
+        while i < len(pattern):
+            if pattern.startswith("**", i):
+                parts.append(".*")
+                i += 2
+            elif pattern[i] == "*":
+                parts.append("[^/]*")
+                i += 1
+            elif pattern[i] == "?":
+                parts.append("[^/]")
+                i += 1
+            else:
+                parts.append(re.escape(pattern[i]))
+                i += 1
+        return cls(pattern, re.compile("".join(parts), re.DOTALL))
+
+    def matches(self, value: str) -> bool:
+        return self._regex.fullmatch(value) is not None
+
+
+@dataclass(frozen=True)
+class ClaimCondition:
+    """One bound claim: the claim's value must match one of ``patterns``."""
+
+    claim: str
+    patterns: tuple[Glob, ...]
+
+    def holds(self, claims: Mapping[str, Any]) -> bool:
+        values = claim_strings(lookup_claim(claims, self.claim))
+        return any(p.matches(v) for p in self.patterns for v in values)
+
+
+@dataclass(frozen=True)
+class Match:
+    """Who a tenant admits: an issuer's tokens with these claims, or static tokens by name."""
+
+    issuer: str | None = None
+    claims: tuple[ClaimCondition, ...] = ()
+    tokens: tuple[Glob, ...] = ()
+
+
+@dataclass(frozen=True)
+class OwnerTemplate:
+    """``github:{repository}``: literal text and claim placeholders."""
+
+    template: str
+    placeholders: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class TenantSettings:
+    """What a tenant gets; None = the defaults' value (issue 10 enforces these)."""
+
+    cluster_roles: tuple[str, ...] | None = None
+    ttl: float | None = None
+    max_ttl: float | None = None
+    max_lifetime: float | None = None
+    max_namespaces: int | None = None
+    max_namespaces_per_owner: int | None = None
+    pod_security: str | None = None
+    labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    annotations: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    template: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Tenant:
+    name: str
+    match: Match
+    owner: OwnerTemplate
+    settings: TenantSettings
+
+
+@dataclass(frozen=True)
+class Policy:
+    issuers: tuple[Issuer, ...] = ()
+    defaults: TenantSettings = field(default_factory=TenantSettings)
+    tenants: tuple[Tenant, ...] = ()
+
+    def issuer_named(self, name: str) -> Issuer | None:
+        return next((i for i in self.issuers if i.name == name), None)
+
+    def issuer_for(self, iss: str) -> Issuer | None:
+        """The trusted issuer whose ``issuer`` is exactly ``iss``."""
+        return next((i for i in self.issuers if i.issuer == iss), None)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who authenticated: an issuer's verified claims, or the name of a static token."""
+
+    issuer: Issuer | None
+    token: str | None
+    claims: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Admission:
+    tenant: Tenant
+    owner: str
+
+
+class NoTenant(Exception):
+    """Authenticated, but no tenant admits this identity; ``detail`` says what was checked."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+# ---- claims -------------------------------------------------------------------------------
+
+
+def lookup_claim(claims: Mapping[str, Any], name: str) -> Any:
+    """A top-level claim by name, or a nested one by JSON pointer (``/kubernetes.io/pod/name``)."""
+    if not name.startswith("/"):
+        return claims.get(name)
+    value: Any = claims
+    for token in name[1:].split("/"):
+        key = token.replace("~1", "/").replace("~0", "~")
+        if not isinstance(value, Mapping) or key not in value:
+            return None
+        value = value[key]
+    return value
+
+
+def claim_strings(value: Any) -> list[str]:
+    """The strings a claim value is compared as: a string, a number or boolean as JSON
+    spells it, or the strings of a list (any of them may match); nothing else."""
+    if isinstance(value, bool):
+        return ["true" if value else "false"]
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, int):
+        return [str(value)]
+    if isinstance(value, list):
+        return [v for v in value if isinstance(v, str)]
+    return []
+
+
+def render_owner(template: OwnerTemplate, values: Mapping[str, Any]) -> str | None:
+    """The owner for these claims, or None when a placeholder's claim is missing or unsafe."""
+
+    def part(match: re.Match[str]) -> str:
+        value = lookup_claim(values, match.group(1))
+        text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+        if not isinstance(text, str) or not _OWNER_PART.fullmatch(text):
+            raise LookupError(match.group(1))
+        return text
+
+    try:
+        owner = PLACEHOLDER.sub(part, template.template)
+    except LookupError:
+        return None
+    return owner if len(owner) <= MAX_OWNER_LENGTH else None
+
+
+def _describe(principal: Principal, claims_checked: list[str]) -> str:
+    if principal.issuer is None:
+        return f"token {principal.token!r}"
+    shown = []
+    for name in claims_checked:
+        value = lookup_claim(principal.claims, name)
+        shown.append(f"{name}={_short(value)}" if value is not None else f"{name} (absent)")
+    checked = "; claims checked: " + ", ".join(shown) if shown else ""
+    return f"issuer {principal.issuer.name!r} (sub={_short(principal.claims.get('sub'))}){checked}"
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def admit(policy: Policy, principal: Principal) -> Admission:
+    """The first tenant that admits ``principal``, and its owner; NoTenant otherwise."""
+    checked: list[str] = []
+    for tenant in policy.tenants:
+        match = tenant.match
+        if principal.issuer is not None:
+            if match.issuer != principal.issuer.name:
+                continue
+            for condition in match.claims:
+                if condition.claim not in checked:
+                    checked.append(condition.claim)
+            if not all(c.holds(principal.claims) for c in match.claims):
+                continue
+            owner = render_owner(tenant.owner, principal.claims)
+            if owner is None:
+                for name in tenant.owner.placeholders:
+                    if name not in checked:
+                        checked.append(name)
+                continue
+        else:
+            assert principal.token is not None
+            if not any(g.matches(principal.token) for g in match.tokens):
+                continue
+            owner = render_owner(tenant.owner, {"token": principal.token})
+            if owner is None:
+                continue
+        return Admission(tenant, owner)
+    raise NoTenant(f"no tenant admits this identity: {_describe(principal, checked)}")

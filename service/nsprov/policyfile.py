@@ -1,0 +1,381 @@
+"""The policy file: YAML -> a validated Policy, re-read when the file changes.
+
+Parsing is strict: an unknown key is an error that names where it is (a typo
+such as ``claim:`` for ``claims:`` must not silently admit everyone), and so is
+every value of the wrong type. The keys are DESIGN.md's "Tenants and policy".
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import yaml
+
+from nsprov.errors import BadRequest
+from nsprov.policy import (
+    PLACEHOLDER,
+    ClaimCondition,
+    Glob,
+    Issuer,
+    Match,
+    OwnerTemplate,
+    Policy,
+    Tenant,
+    TenantSettings,
+)
+from nsprov.ttl import parse_duration
+
+log = logging.getLogger(__name__)
+
+_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+# Token names as the token file allows them (auth.py), plus globs; no ':' so they never look
+# like an issuer owner.
+_TOKEN_NAME = re.compile(r"[A-Za-z0-9*?][A-Za-z0-9._@*?-]{0,62}")
+_RECHECK_SECONDS = 1.0
+_POD_SECURITY = ("", "privileged", "baseline", "restricted")
+
+
+class PolicyError(ValueError):
+    """The policy file is unreadable or invalid; the message says where and why."""
+
+
+# ---- parsing ------------------------------------------------------------------------------
+
+
+class _Reader:
+    """Strict access to one YAML mapping, with its place in the file for error messages."""
+
+    def __init__(self, data: Any, where: str, known: tuple[str, ...]) -> None:
+        if not isinstance(data, dict):
+            raise PolicyError(f"{where}: expected a mapping, got {_kind(data)}")
+        for key in data:
+            if key not in known:
+                close = difflib.get_close_matches(str(key), known, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise PolicyError(f"{where}: unknown key {key!r}{hint}; known: {', '.join(known)}")
+        self.data: dict[str, Any] = data
+        self.where = where
+
+    def at(self, key: str) -> str:
+        return f"{self.where}.{key}" if self.where else key
+
+    def has(self, key: str) -> bool:
+        return self.data.get(key) is not None
+
+    def string(self, key: str, *, required: bool = False) -> str | None:
+        value = self.data.get(key)
+        if value is None:
+            if required:
+                raise PolicyError(f"{self.at(key)}: required")
+            return None
+        if not isinstance(value, str) or not value:
+            raise PolicyError(
+                f"{self.at(key)}: expected a non-empty string, got {_kind(value)} (quote it)"
+            )
+        return value
+
+    def boolean(self, key: str) -> bool:
+        value = self.data.get(key, False)
+        if not isinstance(value, bool):
+            raise PolicyError(f"{self.at(key)}: expected true or false, got {_kind(value)}")
+        return value
+
+    def count(self, key: str) -> int | None:
+        value = self.data.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise PolicyError(f"{self.at(key)}: expected a whole number >= 0, got {value!r}")
+        return int(value)
+
+    def duration(self, key: str) -> float | None:
+        text = self.string(key)
+        if text is None:
+            return None
+        try:
+            seconds = parse_duration(text)
+        except BadRequest as exc:
+            raise PolicyError(f"{self.at(key)}: {exc.detail}") from None
+        if seconds <= 0:
+            raise PolicyError(f"{self.at(key)}: must be positive")
+        return seconds
+
+    def strings(self, key: str) -> tuple[str, ...] | None:
+        """One string or a list of strings."""
+        value = self.data.get(key)
+        if value is None:
+            return None
+        items = value if isinstance(value, list) else [value]
+        if not items or not all(isinstance(v, str) and v for v in items):
+            raise PolicyError(f"{self.at(key)}: expected a string or a list of strings")
+        return tuple(items)
+
+    def string_map(self, key: str) -> Mapping[str, str]:
+        value = self.data.get(key) or {}
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
+            raise PolicyError(f"{self.at(key)}: expected a mapping of strings to strings")
+        return MappingProxyType(dict(value))
+
+
+def _kind(value: Any) -> str:
+    return "nothing" if value is None else type(value).__name__
+
+
+_SETTINGS_KEYS = (
+    "clusterRole", "ttl", "maxTTL", "maxLifetime", "maxNamespaces", "maxNamespacesPerOwner",
+    "podSecurity", "labels", "annotations", "template",
+)  # fmt: skip
+_TEMPLATE_KEYS = ("resourceQuota", "limitRange", "networkPolicy", "isolatedEgress")
+
+
+def _settings(reader: _Reader) -> TenantSettings:
+    pod_security = reader.data.get("podSecurity")
+    if pod_security is not None and pod_security not in _POD_SECURITY:
+        raise PolicyError(
+            f"{reader.at('podSecurity')}: expected privileged, baseline, restricted or ''"
+        )
+    template = reader.data.get("template")
+    if template is not None:
+        template = MappingProxyType(dict(_Reader(template, reader.at("template"),
+                                                 _TEMPLATE_KEYS).data))  # fmt: skip
+    return TenantSettings(
+        cluster_roles=reader.strings("clusterRole"),
+        ttl=reader.duration("ttl"),
+        max_ttl=reader.duration("maxTTL"),
+        max_lifetime=reader.duration("maxLifetime"),
+        max_namespaces=reader.count("maxNamespaces"),
+        max_namespaces_per_owner=reader.count("maxNamespacesPerOwner"),
+        pod_security=pod_security,
+        labels=reader.string_map("labels"),
+        annotations=reader.string_map("annotations"),
+        template=template,
+    )
+
+
+def _https_url(value: str, where: str) -> str:
+    if not re.fullmatch(r"https://[^\s/?#]+(/[^\s?#]*)?", value):
+        raise PolicyError(f"{where}: must be an https:// URL without query or fragment")
+    return value
+
+
+def _issuer(data: Any, where: str, base: Path) -> Issuer:
+    r = _Reader(data, where, ("name", "issuer", "audience", "jwksUri", "caFile", "tokenReview"))
+    name = r.string("name", required=True)
+    assert name is not None
+    if not _NAME.fullmatch(name):
+        raise PolicyError(f"{r.at('name')}: {name!r} must be a DNS label (a-z, 0-9, -)")
+    url = _https_url(r.string("issuer", required=True) or "", r.at("issuer"))
+    jwks_uri = r.string("jwksUri")
+    ca_file = r.string("caFile")
+    ca_path = None
+    if ca_file is not None:
+        ca_path = Path(ca_file) if Path(ca_file).is_absolute() else base / ca_file
+        if not ca_path.is_file():
+            raise PolicyError(f"{r.at('caFile')}: {ca_path} is not a readable file")
+    return Issuer(
+        name=name,
+        issuer=url,
+        audience=r.string("audience", required=True) or "",
+        jwks_uri=_https_url(jwks_uri, r.at("jwksUri")) if jwks_uri else None,
+        ca_file=ca_path,
+        token_review=r.boolean("tokenReview"),
+    )
+
+
+def _owner_template(text: str, where: str, allowed: Callable[[str], bool]) -> OwnerTemplate:
+    stripped = PLACEHOLDER.sub("", text)
+    if "{" in stripped or "}" in stripped:
+        raise PolicyError(f"{where}: unbalanced '{{' or '}}' in {text!r}")
+    names = tuple(PLACEHOLDER.findall(text))
+    for name in names:
+        if not allowed(name):
+            raise PolicyError(f"{where}: placeholder {{{name}}} is not allowed here")
+    return OwnerTemplate(text, names)
+
+
+def _tenant(data: Any, where: str, issuers: dict[str, Issuer]) -> Tenant:
+    r = _Reader(data, where, ("name", "match", "owner", *_SETTINGS_KEYS))
+    name = r.string("name", required=True)
+    assert name is not None
+    if not _NAME.fullmatch(name):
+        raise PolicyError(f"{r.at('name')}: {name!r} must be a DNS label (a-z, 0-9, -)")
+    m = _Reader(r.data.get("match"), r.at("match"), ("issuer", "claims", "token"))
+    owner_text = r.string("owner")
+    if m.has("token"):
+        if m.has("issuer") or m.has("claims"):
+            raise PolicyError(f"{m.where}: either 'token' or 'issuer' with 'claims', not both")
+        tokens = m.strings("token") or ()
+        for token in tokens:
+            if not _TOKEN_NAME.fullmatch(token):
+                raise PolicyError(f"{m.at('token')}: {token!r} is not a token name")
+        match = Match(tokens=tuple(Glob.compile(t) for t in tokens))
+        owner_text = owner_text or "{token}"
+        if ":" in owner_text:
+            # Only issuer owners contain ':', so a token never takes an OIDC identity's owner.
+            raise PolicyError(f"{r.at('owner')}: a token tenant's owner must not contain ':'")
+        owner = _owner_template(owner_text, r.at("owner"), lambda n: n == "token")
+    else:
+        issuer_name = m.string("issuer", required=True)
+        assert issuer_name is not None
+        if issuer_name not in issuers:
+            raise PolicyError(
+                f"{m.at('issuer')}: no issuer named {issuer_name!r} "
+                f"(issuers: {', '.join(issuers) or 'none'})"
+            )
+        raw_claims = m.data.get("claims")
+        if not isinstance(raw_claims, dict) or not raw_claims:
+            # Anyone can get a token from a public issuer (any GitHub repository in the world
+            # can mint one with audience 'nsprov'): an issuer alone admits strangers.
+            raise PolicyError(
+                f"{m.at('claims')}: required, at least one claim (an issuer alone admits "
+                "every identity it has, e.g. every repository on GitHub)"
+            )
+        claims = _Reader(raw_claims, m.at("claims"), tuple(str(k) for k in raw_claims))
+        conditions = []
+        for claim in raw_claims:
+            if not isinstance(claim, str) or not claim or claim == "/":
+                raise PolicyError(f"{claims.where}: claim names must be non-empty strings")
+            patterns = claims.strings(claim)
+            if patterns is None:
+                raise PolicyError(f"{claims.at(claim)}: expected a string or a list of strings")
+            conditions.append(ClaimCondition(claim, tuple(Glob.compile(p) for p in patterns)))
+        match = Match(issuer=issuer_name, claims=tuple(conditions))
+        owner_text = owner_text or f"{issuer_name}:{{sub}}"
+        if not owner_text.startswith(f"{issuer_name}:"):
+            raise PolicyError(
+                f"{r.at('owner')}: must start with '{issuer_name}:' so owners of different "
+                "issuers (and static tokens) can never be the same"
+            )
+        owner = _owner_template(owner_text, r.at("owner"), lambda n: n != "/")
+    return Tenant(name=name, match=match, owner=owner, settings=_settings(r))
+
+
+def _list(value: Any, where: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise PolicyError(f"{where}: expected a list, got {_kind(value)}")
+    return value
+
+
+def parse_policy(text: str, base: Path = Path()) -> Policy:
+    """Parse and validate a policy file's text; relative ``caFile`` paths are under ``base``."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise PolicyError(f"not valid YAML: {exc}") from None
+    root = _Reader(data if data is not None else {}, "", ("issuers", "defaults", "tenants"))
+    issuers: dict[str, Issuer] = {}
+    urls: set[str] = set()
+    for i, raw in enumerate(_list(root.data.get("issuers"), "issuers")):
+        issuer = _issuer(raw, f"issuers[{i}]", base)
+        if issuer.name in issuers:
+            raise PolicyError(f"issuers[{i}].name: {issuer.name!r} is used twice")
+        if issuer.issuer in urls:
+            # Tokens are routed to an issuer by their 'iss': it must be unambiguous.
+            raise PolicyError(f"issuers[{i}].issuer: {issuer.issuer!r} is listed twice")
+        issuers[issuer.name] = issuer
+        urls.add(issuer.issuer)
+    defaults = _settings(_Reader(root.data.get("defaults") or {}, "defaults", _SETTINGS_KEYS))
+    tenants: list[Tenant] = []
+    for i, raw in enumerate(_list(root.data.get("tenants"), "tenants")):
+        tenant = _tenant(raw, f"tenants[{i}]", issuers)
+        if any(t.name == tenant.name for t in tenants):
+            raise PolicyError(f"tenants[{i}].name: {tenant.name!r} is used twice")
+        tenants.append(tenant)
+    return Policy(issuers=tuple(issuers.values()), defaults=defaults, tenants=tuple(tenants))
+
+
+# ---- the file -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PolicyStatus:
+    """What /readyz and the metrics say about the policy file."""
+
+    path: str
+    loaded_at: float | None
+    error: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"file": self.path, "loadedAt": self.loaded_at, "error": self.error}
+
+
+class PolicyFile:
+    """The policy from a file, re-read when the file changes; thread-safe.
+
+    Like the token file, the file's identity (mtime, size, inode) is checked at most
+    once a second; a file that fails to load keeps the last good policy in force, and
+    the failure is logged, counted (``on_reload``) and shown by :meth:`status`.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        on_reload: Callable[[bool], None] = lambda ok: None,
+        recheck_seconds: float = _RECHECK_SECONDS,
+    ) -> None:
+        self.path = path
+        self._on_reload = on_reload
+        self._recheck = recheck_seconds
+        self._lock = threading.Lock()
+        self._identity: tuple[int, int, int] | None = None
+        self._next_check = 0.0
+        self._loaded_at: float | None = None
+        self._error: str | None = None
+        self._policy = self._load(strict=True) or Policy()
+
+    def _load(self, *, strict: bool) -> Policy | None:
+        try:
+            stat = os.stat(self.path)
+            identity = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+            if identity == self._identity:
+                return None
+            policy = parse_policy(self.path.read_text(), self.path.parent)
+        except (OSError, PolicyError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            if strict:
+                raise PolicyError(f"policy file {self.path}: {reason}") from None
+            if self._error != reason:
+                log.error("policy file %s not reloaded, keeping the last good policy: %s",
+                          self.path, reason)  # fmt: skip
+                self._on_reload(False)
+            self._error = reason
+            return None
+        self._identity = identity
+        self._loaded_at = time.time()
+        self._error = None
+        log.info(
+            "policy file %s loaded: %d issuer(s), %d tenant(s)",
+            self.path, len(policy.issuers), len(policy.tenants),
+        )  # fmt: skip
+        self._on_reload(True)
+        return policy
+
+    def current(self) -> Policy:
+        """The policy in force, after re-reading the file if it changed (at most once a second)."""
+        now = time.monotonic()
+        with self._lock:
+            if now >= self._next_check:
+                self._next_check = now + self._recheck
+                policy = self._load(strict=False)
+                if policy is not None:
+                    self._policy = policy
+            return self._policy
+
+    def status(self) -> PolicyStatus:
+        self.current()
+        return PolicyStatus(str(self.path), self._loaded_at, self._error)

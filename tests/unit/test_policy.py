@@ -1,0 +1,273 @@
+"""The policy file: strict parsing with errors that say where, and Vault-like claim matching."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nsprov.policy import Glob, NoTenant, Policy, Principal, admit, lookup_claim
+from nsprov.policyfile import PolicyError, PolicyFile, parse_policy
+
+POLICY = """
+issuers:
+  - name: github
+    issuer: https://token.actions.githubusercontent.com
+    audience: nsprov
+  - name: gitlab
+    issuer: https://gitlab.example.com
+    audience: nsprov
+  - name: cluster
+    issuer: https://kubernetes.default.svc.cluster.local
+    audience: nsprov
+    tokenReview: true
+defaults:
+  clusterRole: namespace-provisioner-grant
+  ttl: 1h
+  maxTTL: 24h
+  maxLifetime: 72h
+  template:
+    resourceQuota: {hard: {pods: "20"}}
+    networkPolicy: isolated
+tenants:
+  - name: web
+    match:
+      issuer: github
+      claims: {repository_owner: acme, repository: "acme/web-*", ref: refs/heads/main}
+    owner: "github:{repository}"
+    clusterRole: [ci-deployer, view]
+    maxNamespaces: 20
+    maxNamespacesPerOwner: 5
+  - name: releases
+    match:
+      issuer: github
+      claims: {repository_owner: acme, ref: ["refs/tags/v*", "refs/heads/release/**"]}
+    owner: "github:{repository}"
+  - name: gitlab-ci
+    match:
+      issuer: gitlab
+      claims: {namespace_path: platform, ref_protected: "true"}
+    owner: "gitlab:{project_path}"
+  - name: cluster-ci
+    match:
+      issuer: cluster
+      claims: {/kubernetes.io/namespace: "ci-*"}
+    owner: "cluster:{/kubernetes.io/namespace}/{/kubernetes.io/serviceaccount/name}"
+  - name: legacy-ci
+    match: {token: [ci, "team-*"]}
+"""
+
+
+def _policy(text: str = POLICY) -> Policy:
+    return parse_policy(textwrap.dedent(text))
+
+
+def _github(**claims: Any) -> Principal:
+    policy = _policy()
+    base = {"sub": "repo:acme/web-app:ref:refs/heads/main", "repository_owner": "acme"}
+    return Principal(issuer=policy.issuer_named("github"), token=None, claims={**base, **claims})
+
+
+def test_the_design_example_parses_into_frozen_settings() -> None:
+    policy = _policy()
+    assert [i.name for i in policy.issuers] == ["github", "gitlab", "cluster"]
+    assert policy.issuer_named("cluster").token_review  # type: ignore[union-attr]
+    assert policy.defaults.ttl == 3600
+    assert policy.defaults.max_lifetime == 72 * 3600
+    assert policy.defaults.template is not None
+    assert policy.defaults.template["networkPolicy"] == "isolated"
+    web = policy.tenants[0]
+    assert web.settings.cluster_roles == ("ci-deployer", "view")
+    assert web.settings.max_namespaces_per_owner == 5
+    with pytest.raises(AttributeError):
+        web.name = "other"  # type: ignore[misc]
+
+
+def test_first_matching_tenant_names_the_owner() -> None:
+    admission = admit(_policy(), _github(repository="acme/web-app", ref="refs/heads/main"))
+    assert (admission.tenant.name, admission.owner) == ("web", "github:acme/web-app")
+
+
+def test_every_condition_must_hold() -> None:
+    with pytest.raises(NoTenant) as refused:
+        admit(_policy(), _github(repository="acme/web-app", ref="refs/heads/feature"))
+    # The caller learns which claims were checked, with its own values.
+    assert "repository='acme/web-app'" in refused.value.detail
+    assert "ref='refs/heads/feature'" in refused.value.detail
+    assert "no tenant admits" in refused.value.detail
+
+
+def test_a_list_means_any_of_and_globs_treat_slash_as_a_separator() -> None:
+    policy = _policy()
+    for ref in ("refs/tags/v1.2.0", "refs/heads/release/1.x", "refs/heads/release/a/b"):
+        admission = admit(policy, _github(repository="acme/api", ref=ref))
+        assert admission.tenant.name == "releases", ref
+    for ref in ("refs/tags/v1/evil", "refs/heads/main2", "refs/tags/V1"):
+        with pytest.raises(NoTenant):
+            admit(policy, _github(repository="acme/api", ref=ref))
+
+
+def test_glob_rules() -> None:
+    assert Glob.compile("acme/web-*").matches("acme/web-app")
+    assert not Glob.compile("acme/web-*").matches("acme/web-app/x")
+    assert not Glob.compile("acme/web-*").matches("ACME/web-app")  # case-sensitive
+    assert Glob.compile("a/**").matches("a/b/c")
+    assert Glob.compile("v?").matches("v1")
+    assert not Glob.compile("v?").matches("v10")
+    assert Glob.compile("a.b").matches("a.b")
+    assert not Glob.compile("a.b").matches("axb")
+    assert Glob.compile("[x]").matches("[x]")  # no character classes: brackets are literal
+
+
+def test_a_missing_claim_never_matches_even_a_star() -> None:
+    principal = _github(ref="refs/heads/main")  # no repository claim
+    with pytest.raises(NoTenant, match=r"repository \(absent\)"):
+        admit(_policy(), principal)
+
+
+def test_nested_claims_by_json_pointer() -> None:
+    policy = _policy()
+    claims = {
+        "sub": "system:serviceaccount:ci-web:builder",
+        "kubernetes.io": {"namespace": "ci-web", "serviceaccount": {"name": "builder"}},
+    }
+    principal = Principal(issuer=policy.issuer_named("cluster"), token=None, claims=claims)
+    admission = admit(policy, principal)
+    assert admission.owner == "cluster:ci-web/builder"
+    assert lookup_claim({"a/b": {"c~d": 1}}, "/a~1b/c~0d") == 1
+    assert lookup_claim(claims, "kubernetes.io") == claims["kubernetes.io"]
+    other = Principal(
+        issuer=policy.issuer_named("cluster"),
+        token=None,
+        claims={**claims, "kubernetes.io": {"namespace": "prod"}},
+    )
+    with pytest.raises(NoTenant):
+        admit(policy, other)
+
+
+def test_string_claims_compare_as_json_spells_them() -> None:
+    policy = _policy()
+    gitlab = policy.issuer_named("gitlab")
+    claims = {"sub": "project_path:platform/api:ref_type:branch:ref:main", "namespace_path":
+              "platform", "project_path": "platform/api"}  # fmt: skip
+    admission = admit(
+        policy, Principal(issuer=gitlab, token=None, claims={**claims, "ref_protected": "true"})
+    )
+    assert admission.owner == "gitlab:platform/api"
+    # A JSON true is "true" as well; false is not.
+    assert admit(policy, Principal(gitlab, None, {**claims, "ref_protected": True}))
+    with pytest.raises(NoTenant):
+        admit(policy, Principal(gitlab, None, {**claims, "ref_protected": False}))
+
+
+def test_unsafe_claim_values_never_become_owners() -> None:
+    for repository in ("acme/web-x\nowner: root", "acme/web-" + "x" * 300, "acme/web-<b>"):
+        with pytest.raises(NoTenant):
+            admit(_policy(), _github(repository=repository, ref="refs/heads/main"))
+
+
+def test_static_tokens_by_name_keep_their_name_as_owner() -> None:
+    policy = _policy()
+    assert admit(policy, Principal(None, "ci", {})).owner == "ci"
+    assert admit(policy, Principal(None, "team-a", {})).tenant.name == "legacy-ci"
+    with pytest.raises(NoTenant, match="token 'alice'"):
+        admit(policy, Principal(None, "alice", {}))
+
+
+def test_a_token_tenant_never_matches_an_oidc_identity_and_vice_versa() -> None:
+    policy = _policy("""
+        issuers: [{name: github, issuer: "https://gh.example", audience: nsprov}]
+        tenants:
+          - {name: tokens, match: {token: "*"}}
+          - {name: gh, match: {issuer: github, claims: {sub: "**"}}}
+    """)
+    principal = Principal(policy.issuer_named("github"), None, {"sub": "repo:a/b"})
+    assert admit(policy, principal).tenant.name == "gh"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("tenant: []", "unknown key 'tenant' (did you mean 'tenants'?)"),
+        ("issuers: [{name: gh, issuer: 'https://a', audience: x, audiance: y}]",
+         "issuers[0]: unknown key 'audiance' (did you mean 'audience'?)"),
+        ("issuers: [{name: gh, issuer: 'https://a'}]", "issuers[0].audience: required"),
+        ("issuers: [{name: gh, issuer: 'http://a', audience: x}]", "issuers[0].issuer: must be"),
+        ("issuers: [{name: GH, issuer: 'https://a', audience: x}]", "must be a DNS label"),
+        ("issuers: [{name: a, issuer: 'https://a', audience: x},"
+         " {name: b, issuer: 'https://a', audience: x}]", "issuers[1].issuer: 'https://a'"),
+        ("issuers: [{name: a, issuer: 'https://a', audience: x, tokenReview: 'yes'}]",
+         "issuers[0].tokenReview: expected true or false"),
+        ("issuers: [{name: a, issuer: 'https://a', audience: x, caFile: /nonexistent}]",
+         "issuers[0].caFile"),
+        ("tenants: [{name: t, match: {issuer: nope, claims: {sub: x}}}]",
+         "tenants[0].match.issuer: no issuer named 'nope'"),
+        ("issuers: [{name: gh, issuer: 'https://a', audience: x}]\n"
+         "tenants: [{name: t, match: {issuer: gh}}]", "tenants[0].match.claims: required"),
+        ("issuers: [{name: gh, issuer: 'https://a', audience: x}]\n"
+         "tenants: [{name: t, match: {issuer: gh, claim: {sub: x}}}]",
+         "tenants[0].match: unknown key 'claim' (did you mean 'claims'?)"),
+        ("issuers: [{name: gh, issuer: 'https://a', audience: x}]\n"
+         "tenants: [{name: t, match: {issuer: gh, claims: {sub: x}}, owner: 'other:{sub}'}]",
+         "tenants[0].owner: must start with 'gh:'"),
+        ("issuers: [{name: gh, issuer: 'https://a', audience: x}]\n"
+         "tenants: [{name: t, match: {issuer: gh, claims: {ok: true}}}]",
+         "tenants[0].match.claims.ok: expected a string"),
+        ("issuers: [{name: gh, issuer: 'https://a', audience: x}]\n"
+         "tenants: [{name: t, match: {issuer: gh, claims: {sub: x}}, owner: 'gh:{sub'}]",
+         "unbalanced"),
+        ("tenants: [{name: t, match: {token: ci}, owner: 'gh:{token}'}]", "must not contain ':'"),
+        ("tenants: [{name: t, match: {token: ci}, owner: '{sub}'}]", "{sub} is not allowed"),
+        ("tenants: [{name: t, match: {token: 'a b'}}]", "'a b' is not a token name"),
+        ("tenants: [{name: t, match: {token: ci, issuer: gh}}]", "not both"),
+        ("tenants: [{name: t, match: {token: ci}}, {name: t, match: {token: x}}]",
+         "tenants[1].name: 't' is used twice"),
+        ("tenants: [{name: t, match: {token: ci}, ttl: 5}]", "ttl: expected a non-empty"),
+        ("tenants: [{name: t, match: {token: ci}, ttl: 5x}]", "tenants[0].ttl: invalid duration"),
+        ("tenants: [{name: t, match: {token: ci}, maxNamespaces: -1}]", "whole number"),
+        ("tenants: [{name: t, match: {token: ci}, podSecurity: strict}]", "podSecurity"),
+        ("tenants: [{name: t, match: {token: ci}, template: {quota: {}}}]",
+         "tenants[0].template: unknown key 'quota'"),
+        ("defaults: {clusterRol: x}", "defaults: unknown key 'clusterRol'"),
+        ("tenants: {name: t}", "tenants: expected a list"),
+        ("issuers: [", "not valid YAML"),
+    ],
+)  # fmt: skip
+def test_invalid_policies_say_where_and_why(text: str, message: str) -> None:
+    with pytest.raises(PolicyError) as refused:
+        parse_policy(text)
+    assert message in str(refused.value)
+
+
+def test_ca_file_is_relative_to_the_policy_file(tmp_path: Path) -> None:
+    (tmp_path / "ca.crt").write_text("pem")
+    text = "issuers: [{name: a, issuer: 'https://a', audience: x, caFile: ca.crt}]"
+    assert parse_policy(text, tmp_path).issuers[0].ca_file == tmp_path / "ca.crt"
+
+
+def test_a_bad_file_keeps_the_last_good_policy(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text("tenants: [{name: a, match: {token: ci}}]")
+    results: list[bool] = []
+    policy = PolicyFile(path, on_reload=results.append, recheck_seconds=0)
+    assert [t.name for t in policy.current().tenants] == ["a"]
+    path.write_text("tenants: [{name: b, match: {tokn: ci}}]")
+    assert [t.name for t in policy.current().tenants] == ["a"]
+    status = policy.status()
+    assert status.error is not None
+    assert "unknown key 'tokn'" in status.error
+    path.write_text("tenants: [{name: c, match: {token: ci}}]\n")
+    assert [t.name for t in policy.current().tenants] == ["c"]
+    assert policy.status().error is None
+    assert results == [True, False, True]
+
+
+def test_a_bad_file_at_start_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text("issuers: 3")
+    with pytest.raises(PolicyError, match=r"policy\.yaml: issuers: expected a list"):
+        PolicyFile(path)
+    with pytest.raises(PolicyError, match="No such file"):
+        PolicyFile(tmp_path / "missing.yaml")
