@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 PROBLEM = "application/problem+json"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _MAX_IDEMPOTENCY_KEY = 255
+# The methods that become a metric label as they are; any other is counted as "other".
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 @dataclass
@@ -289,6 +291,8 @@ class RequestContext:
             requestid.current.reset(token)
             route = scope.get("route")
             template = getattr(route, "path", "unmatched")
-            method = scope["method"]
+            # The method is whatever the client sent; as a label it would let anyone,
+            # without a token, create series without bound.
+            method = scope["method"] if scope["method"] in _METHODS else "other"
             self.metrics.requests.labels(template, method, str(status)).inc()
             self.metrics.latency.labels(template, method).observe(time.perf_counter() - started)
