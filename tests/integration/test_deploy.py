@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 import yaml
-from kubernetes import client
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
 
 from nsprov.grant import unsafe_reasons
 from tests.integration.conftest import (
@@ -94,6 +95,10 @@ def test_service_clusterrole_is_least_privilege(rendered) -> None:
         if "clusterroles" in rule["resources"]:
             assert rule["resourceNames"] == [EMPTY_GRANT]
             assert set(rule["verbs"]) == {"bind", "get"}
+        # Tokens and deletions for nsprov's own objects only.
+        own = "serviceaccounts/token" in rule["resources"] or "delete" in rule["verbs"]
+        if own and rule["resources"] != ["namespaces"]:
+            assert rule["resourceNames"] == ["namespace-provisioner"], rule
     assert rendered[("ClusterRole", EMPTY_GRANT)]["rules"] == []
     lease_rules = rendered[("Role", "nsprov-leader-election")]["rules"]
     assert {r["resources"][0] for r in lease_rules} == {"leases"}
@@ -203,6 +208,36 @@ def test_manifest_identity_cannot_escalate(
         refused = http.delete("/api/v1/namespaces/kube-system", headers=deployed_service.auth())
         problem(refused, 404)
     assert core.read_namespace("kube-system").metadata.resource_version == version
+
+
+def test_manifest_identity_mints_tokens_and_deletes_bindings_only_for_its_own(
+    cluster: Cluster, manifest_kubeconfig: Path
+) -> None:
+    """Measured before: nsprov's identity could mint a token for any ServiceAccount."""
+    nsprov = f"system:serviceaccount:{NSPROV_NAMESPACE}:nsprov"
+
+    def can_i(*args: str) -> str:
+        answer = _kubectl(cluster, cluster.kubeconfig, "auth", "can-i", f"--as={nsprov}", *args)
+        return answer.stdout.strip()
+
+    token = ("create", "--subresource=token")
+    assert can_i(*token, "serviceaccounts/default", "-n", "kube-system") == "no"
+    assert can_i(*token, "serviceaccounts/namespace-controller", "-n", "kube-system") == "no"
+    assert can_i(*token, "serviceaccounts/nsprov", "-n", NSPROV_NAMESPACE) == "no"
+    assert can_i(*token, "serviceaccounts/namespace-provisioner", "-n", "np-abc") == "yes"
+    assert can_i("delete", "rolebindings/namespace-provisioner", "-n", "np-abc") == "yes"
+    assert can_i("delete", "rolebindings/nsprov-leader-election", "-n", NSPROV_NAMESPACE) == "no"
+    assert can_i("delete", "rolebindings", "-n", "kube-system") == "no"
+
+    # And the API server agrees when nsprov's identity actually asks.
+    as_nsprov = client.CoreV1Api(config.new_client_from_config(str(manifest_kubeconfig)))
+    request = client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[]))
+    try:
+        with pytest.raises(ApiException) as refused:
+            as_nsprov.create_namespaced_service_account_token("default", "kube-system", request)
+        assert refused.value.status == 403
+    finally:
+        as_nsprov.api_client.close()
 
 
 def _serve(cluster: Cluster, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
