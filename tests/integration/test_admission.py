@@ -23,15 +23,18 @@ import pytest
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from nsprov.grant import unsafe_reasons
 from tests.integration.conftest import (
     EMPTY_GRANT,
     NSPROV_NAMESPACE,
     SELECTOR,
     Cluster,
     live_managed_namespaces,
+    token_kubeconfig,
 )
 from tests.integration.service import (
     RunningService,
+    kubeconfig_from,
     namespace_status,
     provision,
     running_service,
@@ -368,3 +371,84 @@ def test_a_terminating_namespace_can_still_be_emptied(
         plane.start_component("kube-controller-manager")
     wait_until(lambda: namespace_status(core, name) == "gone", timeout=60, interval=0.5,
                message=f"{name} gone")  # fmt: skip
+
+
+# ---- why a grant must not carry namespaces/finalize ----------------------------------------
+
+
+def test_finalize_rights_let_a_tenant_rewrite_its_own_namespace_labels(
+    service: RunningService, cluster: Cluster, core: client.CoreV1Api, make_namespace,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """What Kubernetes does, recorded: the grant check and the policy both stand on it.
+
+    A RoleBinding in a namespace authorizes requests on that Namespace object itself
+    (the API server takes a namespace's name as the request's namespace), and the
+    finalize subresource's update strategy resets only ``status``: metadata changes
+    go through. Measured on Kubernetes 1.36: a tenant bound to nothing but
+    ``update namespaces/finalize`` rewrote its namespace's labels and annotations
+    (``namespaces/status`` behaves the same). So a grant with it is refused by the
+    grant check, and the policy also refuses the edit on a namespace nsprov manages.
+    """
+    rbac = client.RbacAuthorizationV1Api(cluster.api)
+    finalize = "nsprov-test-finalize"
+    rules = [
+        client.V1PolicyRule(api_groups=[""], resources=["namespaces/finalize"], verbs=["update"]),
+        client.V1PolicyRule(api_groups=[""], resources=["namespaces"], verbs=["get"]),
+    ]
+    role = rbac.create_cluster_role(
+        client.V1ClusterRole(metadata=client.V1ObjectMeta(name=finalize), rules=rules)
+    )
+    try:
+        grant = cluster.api.sanitize_for_serialization(role)
+        assert any("edit Namespaces" in reason for reason in unsafe_reasons(grant))
+
+        # Without nsprov: a plain namespace and a tenant bound to finalize there.
+        plain = make_namespace()
+        core.create_namespaced_service_account(
+            plain, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="tenant"))
+        )
+        rbac.create_namespaced_role_binding(plain, _binding(finalize, "tenant", plain))
+        request = client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[]))
+        token = core.create_namespaced_service_account_token("tenant", plain, request).status.token
+        tenant = client.CoreV1Api(
+            config.new_client_from_config(str(token_kubeconfig(cluster, token, tmp_path / "t")))
+        )
+        try:
+            own = tenant.read_namespace(plain)
+            own.metadata.labels[EXPIRES_AT] = "1"
+            own.metadata.annotations = {OWNER: "mallory"}
+            tenant.replace_namespace_finalize(plain, own)  # Kubernetes lets it through
+        finally:
+            tenant.api_client.close()
+        rewritten = core.read_namespace(plain).metadata
+        assert rewritten.labels[EXPIRES_AT] == "1"
+        assert rewritten.annotations[OWNER] == "mallory"
+
+        # With nsprov: the same right, given to a provisioned namespace's own kubeconfig.
+        with service.client() as http:
+            created = http.post("/api/v1/namespaces", params={"ttl": "1h"}, headers=service.auth())
+        assert created.status_code == 201, created.text
+        name = created.headers["x-namespace"]
+        rbac.create_namespaced_role_binding(name, _binding(finalize, BUNDLE, name))
+        kubeconfig = kubeconfig_from(created, tmp_path / "kubeconfig")
+        tenant = client.CoreV1Api(config.new_client_from_config(str(kubeconfig)))
+        try:
+            own = tenant.read_namespace(name)
+            own.metadata.labels[EXPIRES_AT] = "1"
+            _denied(lambda: tenant.replace_namespace_finalize(name, own))
+        finally:
+            tenant.api_client.close()
+        assert core.read_namespace(name).metadata.labels[EXPIRES_AT] != "1"
+    finally:
+        rbac.delete_cluster_role(finalize)
+
+
+def _binding(cluster_role: str, service_account: str, namespace: str) -> client.V1RoleBinding:
+    return client.V1RoleBinding(
+        metadata=client.V1ObjectMeta(name="finalize"),
+        role_ref=client.V1RoleRef(api_group=RBAC_GROUP, kind="ClusterRole", name=cluster_role),
+        subjects=[
+            client.RbacV1Subject(kind="ServiceAccount", name=service_account, namespace=namespace)
+        ],
+    )

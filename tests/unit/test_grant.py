@@ -17,7 +17,20 @@ def test_empty_and_ordinary_grants_are_safe() -> None:
         {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "patch"]},
         {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]},
         {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles"], "verbs": ["get"]},
-    )
+        # Reading what bounds the tenant, or its namespace's subresources, is harmless.
+        {"apiGroups": [""], "resources": ["namespaces/status", "namespaces/finalize"],
+         "verbs": ["get"]},
+        {"apiGroups": [""], "resources": ["resourcequotas", "limitranges"],
+         "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies", "ingresses"],
+         "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses"], "verbs": ["create"]},
+        {"apiGroups": [""], "resources": ["pods/log", "pods/portforward"],
+         "verbs": ["get", "create"]},
+        # Same resource names in another group are another resource.
+        {"apiGroups": ["example.com"], "resources": ["networkpolicies", "namespaces"],
+         "verbs": ["create"]},
+    )  # fmt: skip
     assert unsafe_reasons(ordinary) == []
 
 
@@ -44,6 +57,48 @@ def test_empty_and_ordinary_grants_are_safe() -> None:
             "mint ServiceAccount tokens",
         ),
         ({"apiGroups": [""], "resources": ["users"], "verbs": ["impersonate"]}, "impersonate"),
+        # Subresource wildcards, and anything under a "*" resource.
+        ({"apiGroups": [""], "resources": ["*/status"], "verbs": ["update"]}, "wildcard"),
+        ({"apiGroups": [""], "resources": ["*/finalize"], "verbs": ["update"]}, "wildcard"),
+        ({"apiGroups": [""], "resources": ["*/token"], "verbs": ["create"]}, "wildcard"),
+        ({"apiGroups": [""], "resources": ["*/*"], "verbs": ["get"]}, "wildcard"),
+        ({"apiGroups": [""], "resources": ["serviceaccounts/*"], "verbs": ["create"]}, "wildcard"),
+        ({"apiGroups": [""], "resources": ["namespaces/*"], "verbs": ["update"]}, "wildcard"),
+        ({"apiGroups": ["apps"], "resources": ["*/scale"], "verbs": ["get"]}, "wildcard"),
+        # A subresource writes its parent: finalize and status updates carry labels too.
+        (
+            {"apiGroups": [""], "resources": ["namespaces/finalize"], "verbs": ["update"]},
+            "edit Namespaces",
+        ),
+        (
+            {"apiGroups": [""], "resources": ["namespaces/status"], "verbs": ["patch"]},
+            "edit Namespaces",
+        ),
+        (
+            {"apiGroups": [""], "resources": ["configmaps", "namespaces"],
+             "verbs": ["deletecollection"]},
+            "edit Namespaces",
+        ),
+        # The bounds nsprov sets in each namespace are not the tenant's to change.
+        ({"apiGroups": [""], "resources": ["resourcequotas"], "verbs": ["patch"]}, "quota"),
+        ({"apiGroups": [""], "resources": ["resourcequotas/status"], "verbs": ["update"]}, "quota"),
+        ({"apiGroups": [""], "resources": ["resourcequotas"], "verbs": ["delete"]}, "quota"),
+        ({"apiGroups": [""], "resources": ["limitranges"], "verbs": ["create"]}, "limits"),
+        (
+            {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"],
+             "verbs": ["delete"]},
+            "network policy",
+        ),
+        (
+            {"apiGroups": ["extensions"], "resources": ["networkpolicies"],
+             "verbs": ["update"]},
+            "network policy",
+        ),
+        (
+            {"apiGroups": ["", "networking.k8s.io"],
+             "resources": ["limitranges", "networkpolicies"], "verbs": ["create"]},
+            "limits and network policy",
+        ),
     ],
 )  # fmt: skip
 def test_rights_that_undo_nsprov_are_named(rule: dict[str, list[str]], reason: str) -> None:
