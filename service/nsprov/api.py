@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from nsprov import kubeconfig, openapi, requestid
 from nsprov.auth import TokenStore
 from nsprov.errors import BadRequest, ClusterUnavailable, NsprovError, Unauthorized
+from nsprov.grant import GrantGuard
 from nsprov.metrics import Metrics
 from nsprov.provisioner import Provisioned, Provisioner
 from nsprov.ttl import parse_ttl
@@ -45,6 +46,8 @@ class Api:
     provisioner: Provisioner
     default_ttl: float
     max_ttl: float
+    grant: GrantGuard | None = None
+    """Asked before anything is handed out (POST, PATCH); None = not checked (tests)."""
 
 
 def _api(request: Request) -> Api:
@@ -138,8 +141,15 @@ def _kubeconfig_response(request: Request, result: Provisioned, status: int) -> 
 # ---- routes -------------------------------------------------------------------------------
 
 
+def _require_grant(request: Request) -> None:
+    guard = _api(request).grant
+    if guard is not None:
+        guard.require()
+
+
 async def create_namespace(request: Request) -> Response:
     owner = _owner(request)
+    _require_grant(request)
     ttl, server, key = _ttl(request), _server(request), _idempotency_key(request)
     result = await _api(request).provisioner.provision(
         owner, ttl, server=server, idempotency_key=key
@@ -161,6 +171,7 @@ async def get_namespace(request: Request) -> Response:
 
 async def extend_namespace(request: Request) -> Response:
     owner = _owner(request)
+    _require_grant(request)
     ttl, server = _ttl(request), _server(request)
     result = await _api(request).provisioner.extend(
         owner, request.path_params["name"], ttl, server=server

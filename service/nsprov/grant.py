@@ -7,13 +7,24 @@ Security level), creating or changing RoleBindings or Roles (granting itself
 more, or keeping a foothold), minting tokens, rewriting the quota, limits or
 network policy that bound it, or anything through a wildcard.
 nsprov refuses to start with such a grant unless told it is intended.
+
+A grant can change while nsprov runs, so the check does not end at start:
+``GrantGuard`` holds what nsprov last learned about the grant (the app keeps it
+current from a watch on that one ClusterRole) and fails closed. While the
+grant is missing, unreadable or unsafe, nothing new is handed out (POST and
+PATCH answer 503 naming the grant); reading and deleting namespaces go on.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 from typing import Any
 
 from nsprov.bundle import RBAC_GROUP as _RBAC_GROUP
+from nsprov.errors import GrantUnusable
+
+log = logging.getLogger(__name__)
 
 _WRITE = {"create", "update", "patch", "delete", "deletecollection", "*"}
 _RISKY_RBAC_VERBS = _WRITE | {"bind", "escalate", "impersonate"}
@@ -78,3 +89,68 @@ def _show(rule: dict[str, Any]) -> str:
     resources = ",".join(rule.get("resources") or [])
     verbs = ",".join(rule.get("verbs") or [])
     return f"[{groups}] {resources}: {verbs}"
+
+
+class GrantGuard:
+    """What nsprov last learned about the grant ClusterRole; ``require()`` before handing it out.
+
+    Fails closed: until the grant has been read and found safe (or unsafe, with
+    ``allow_unsafe``), ``require()`` raises. ``--allow-unsafe-grant`` covers an unsafe
+    grant, never one nsprov cannot read: a grant nobody checked is not an intended one.
+    Changes of state are logged once each, not on every event.
+    """
+
+    def __init__(self, name: str, *, allow_unsafe: bool = False) -> None:
+        self.name = name
+        self.allow_unsafe = allow_unsafe
+        self._lock = threading.Lock()
+        self._refusal: str | None = f"grant ClusterRole {name!r} has not been checked yet"
+        self._allowed_reasons: list[str] = []
+
+    def saw(self, cluster_role: dict[str, Any] | None) -> list[str]:
+        """The grant as the API server has it now (None: it does not exist); its unsafe reasons."""
+        if cluster_role is None:
+            self._set(f"grant ClusterRole {self.name!r} does not exist")
+            return []
+        reasons = unsafe_reasons(cluster_role)
+        if not reasons:
+            self._set(None)
+        elif self.allow_unsafe:
+            if reasons != self._allowed_reasons:
+                log.warning("%s (allowed by --allow-unsafe-grant)", self._unsafe(reasons))
+            self._set(None)
+        else:
+            self._set(self._unsafe(reasons) + " (fix it, or pass --allow-unsafe-grant=true)")
+        self._allowed_reasons = reasons if self.allow_unsafe else []
+        return reasons
+
+    def unreadable(self, why: object) -> None:
+        """nsprov may not read the grant (403, 401, ...): it cannot know what it hands out."""
+        log.debug("grant ClusterRole %r unreadable: %s", self.name, why)
+        self._set(
+            f"nsprov cannot read grant ClusterRole {self.name!r} (it needs get, list and "
+            "watch on it; see nsprov's log)"
+        )
+
+    def refusal(self) -> str | None:
+        """Why nothing may be handed out now; None when the grant is usable."""
+        with self._lock:
+            return self._refusal
+
+    def require(self) -> None:
+        refusal = self.refusal()
+        if refusal is not None:
+            raise GrantUnusable(f"{refusal}; provisioning is paused until it is fixed")
+
+    def _unsafe(self, reasons: list[str]) -> str:
+        return f"grant ClusterRole {self.name!r} is unsafe for tenants: {'; '.join(reasons)}"
+
+    def _set(self, refusal: str | None) -> None:
+        with self._lock:
+            previous, self._refusal = self._refusal, refusal
+        if refusal == previous:
+            return
+        if refusal is None:
+            log.info("grant ClusterRole %r checked: provisioning enabled", self.name)
+        else:
+            log.warning("%s: provisioning paused (POST and PATCH answer 503)", refusal)

@@ -93,6 +93,11 @@ class Metrics:
         self.leader = Gauge(
             "nsprov_leader", "1 while this replica's controller leads", registry=self.registry
         )
+        self.grant_usable = Gauge(
+            "nsprov_grant_usable",
+            "1 while the grant ClusterRole is readable and safe (else POST and PATCH answer 503)",
+            registry=self.registry,
+        )
 
     def watch_restarts_for(self, resource: str, reason: str) -> None:
         self.watch_restarts.labels(resource=resource, reason=reason).inc()

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 from kubernetes import client, config
@@ -26,6 +27,7 @@ from tests.integration.conftest import (
 from tests.integration.service import (
     RunningService,
     kubeconfig_from,
+    metric,
     problem,
     running_service,
     wait_expired_line,
@@ -94,7 +96,7 @@ def test_service_clusterrole_is_least_privilege(rendered) -> None:
         assert "secrets" not in rule["resources"]
         if "clusterroles" in rule["resources"]:
             assert rule["resourceNames"] == [EMPTY_GRANT]
-            assert set(rule["verbs"]) == {"bind", "get"}
+            assert set(rule["verbs"]) == {"bind", "get", "list", "watch"}
         # Tokens and deletions for nsprov's own objects only.
         own = "serviceaccounts/token" in rule["resources"] or "delete" in rule["verbs"]
         if own and rule["resources"] != ["namespaces"]:
@@ -238,6 +240,116 @@ def test_manifest_identity_mints_tokens_and_deletes_bindings_only_for_its_own(
         assert refused.value.status == 403
     finally:
         as_nsprov.api_client.close()
+
+
+# ---- the grant, checked while nsprov runs ---------------------------------------------------
+
+
+def _post(service: RunningService) -> httpx.Response:
+    with service.client() as http:
+        return http.post("/api/v1/namespaces", params={"ttl": "10m"}, headers=service.auth())
+
+
+def _refused(service: RunningService) -> httpx.Response | None:
+    response = _post(service)
+    return response if response.status_code == 503 else None
+
+
+def _provisions(service: RunningService) -> bool:
+    return _post(service).status_code == 201
+
+
+def test_grant_made_unsafe_while_running_pauses_provisioning_until_fixed(
+    deployed_service: RunningService, cluster: Cluster
+) -> None:
+    service = deployed_service
+    rbac = client.RbacAuthorizationV1Api(cluster.api)
+    first = _post(service)
+    assert first.status_code == 201, first.text
+    name = first.headers["x-namespace"]
+    unsafe = {"apiGroups": [""], "resources": ["namespaces/finalize"], "verbs": ["update"]}
+    rbac.patch_cluster_role(EMPTY_GRANT, {"rules": [unsafe]})
+    try:
+        response = wait_until(lambda: _refused(service), timeout=5, interval=0.1,
+                              message="POST refused after the grant became unsafe")  # fmt: skip
+        detail = problem(response, 503)["detail"]
+        assert EMPTY_GRANT in detail, detail
+        assert "edit Namespaces" in detail, detail
+        assert int(response.headers["retry-after"]) > 0
+        assert metric(service, "nsprov_grant_usable") == 0
+        with service.client() as http:
+            extend = http.patch(f"/api/v1/namespaces/{name}", params={"ttl": "1h"},
+                                headers=service.auth())  # fmt: skip
+            assert EMPTY_GRANT in problem(extend, 503)["detail"]
+            # Reading and deleting what exists goes on.
+            assert http.get(f"/api/v1/namespaces/{name}", headers=service.auth()).status_code == 200
+            deleted = http.delete(f"/api/v1/namespaces/{name}", headers=service.auth())
+            assert deleted.status_code == 202, deleted.text
+    finally:
+        rbac.patch_cluster_role(EMPTY_GRANT, {"rules": []})
+    wait_until(lambda: _provisions(service), timeout=5, message="POST works once fixed")
+    assert metric(service, "nsprov_grant_usable") == 1
+
+
+def test_grant_deleted_while_running_pauses_provisioning_until_it_is_back(
+    deployed_service: RunningService, cluster: Cluster
+) -> None:
+    service = deployed_service
+    rbac = client.RbacAuthorizationV1Api(cluster.api)
+    assert _provisions(service)
+    rbac.delete_cluster_role(EMPTY_GRANT)
+    try:
+        response = wait_until(lambda: _refused(service), timeout=5, interval=0.1,
+                              message="POST refused without a grant")  # fmt: skip
+        detail = problem(response, 503)["detail"]
+        assert f"grant ClusterRole {EMPTY_GRANT!r} does not exist" in detail, detail
+    finally:
+        rbac.create_cluster_role(
+            client.V1ClusterRole(metadata=client.V1ObjectMeta(name=EMPTY_GRANT), rules=[])
+        )
+    wait_until(lambda: _provisions(service), timeout=5, message="POST works once it is back")
+
+
+def test_a_grant_nsprov_may_not_read_is_never_handed_out(
+    cluster: Cluster, manifest_kubeconfig: Path, tmp_path: Path
+) -> None:
+    """k8s/ lets nsprov read its grant by name only; another --cluster-role is unreadable.
+
+    Before, nsprov only warned and provisioned anyway, unchecked.
+    """
+    rbac = client.RbacAuthorizationV1Api(cluster.api)
+    other = "nsprov-test-unreadable-grant"
+    rbac.create_cluster_role(
+        client.V1ClusterRole(metadata=client.V1ObjectMeta(name=other), rules=[])
+    )
+    args = [f"--leader-elect-namespace={NSPROV_NAMESPACE}", f"--cluster-role={other}"]
+    try:
+        with running_service(manifest_kubeconfig, tmp_path, args) as service:
+            detail = problem(_post(service), 503)["detail"]
+            assert f"cannot read grant ClusterRole {other!r}" in detail, detail
+            # Unreadable is not unsafe: --allow-unsafe-grant does not cover it.
+        with running_service(
+            manifest_kubeconfig, tmp_path / "allow", [*args, "--allow-unsafe-grant=true"]
+        ) as service:
+            assert other in problem(_post(service), 503)["detail"]
+    finally:
+        rbac.delete_cluster_role(other)
+
+
+def test_allow_unsafe_grant_still_provisions_with_a_grant_made_unsafe(
+    manifest_kubeconfig: Path, cluster: Cluster, tmp_path: Path
+) -> None:
+    rbac = client.RbacAuthorizationV1Api(cluster.api)
+    args = [f"--leader-elect-namespace={NSPROV_NAMESPACE}", "--allow-unsafe-grant=true"]
+    with running_service(manifest_kubeconfig, tmp_path, args) as service:
+        unsafe = {"apiGroups": [""], "resources": ["resourcequotas"], "verbs": ["delete"]}
+        rbac.patch_cluster_role(EMPTY_GRANT, {"rules": [unsafe]})
+        try:
+            wait_until(lambda: "allowed by --allow-unsafe-grant" in service.log(), timeout=5,
+                       message="the unsafe grant noticed")  # fmt: skip
+            assert _provisions(service)
+        finally:
+            rbac.patch_cluster_role(EMPTY_GRANT, {"rules": []})
 
 
 def _serve(cluster: Cluster, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
