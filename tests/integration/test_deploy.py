@@ -127,8 +127,17 @@ def test_deployment_is_hardened(rendered) -> None:
     assert not any("token" in arg for arg in container.get("args", []))
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["NSPROV_TOKEN_FILE"].startswith("/etc/nsprov/tokens/")
-    ports = {p["name"] for p in rendered[("Service", "nsprov")]["spec"]["ports"]}
-    assert ports == {"http", "metrics"}
+    # The API Service exposes only the API; metrics and probes have a Service of their own.
+    api, metrics = rendered[("Service", "nsprov")], rendered[("Service", "nsprov-metrics")]
+    assert [(p["name"], p["targetPort"]) for p in api["spec"]["ports"]] == [("http", "http")]
+    assert [(p["name"], p["targetPort"]) for p in metrics["spec"]["ports"]] == [
+        ("metrics", "metrics")
+    ]
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    for service in (api, metrics):
+        assert service["spec"]["selector"].items() <= pod_labels.items()
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": 8080, "metrics": 9090}
     assert rendered[("PodDisruptionBudget", "nsprov")]["spec"]["minAvailable"] == 1
 
 
