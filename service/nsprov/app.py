@@ -66,6 +66,8 @@ class Service:
     def degraded(self) -> dict[str, str]:
         """What works less than it should while the replica still serves: for /readyz."""
         found: dict[str, str] = {}
+        if self.elector is not None and self.elector.problem is not None:
+            found["leaderElection"] = self.elector.problem
         refusal = self.grant.refusal()
         if refusal is not None:
             found["grant"] = f"{refusal}; POST and PATCH answer 503"
@@ -169,6 +171,7 @@ def _add_controller(service: Service) -> None:
             lease_duration=duration,
             renew_deadline=duration * 2 / 3,
             retry_period=max(0.5, duration / 7.5),
+            on_error=lambda reason: service.metrics.leader_election_errors.labels(reason).inc(),
         )
 
 
@@ -252,7 +255,7 @@ def internal_app(service: Service) -> Starlette:
         degraded = service.degraded()
         if degraded:
             # Still ready: this replica serves the API, and taking every replica out of
-            # its Service would turn a grant problem into an outage. The detail
+            # its Service would turn a lease or grant problem into an outage. The detail
             # names the problem; metrics and the log carry it too.
             return JSONResponse({"ready": True, "degraded": degraded})
         return JSONResponse({"ready": True})

@@ -398,3 +398,37 @@ def test_unsafe_grant_is_refused_at_start(cluster: Cluster, tmp_path: Path) -> N
             assert reason in line, line
     finally:
         rbac.delete_cluster_role(unsafe)
+
+
+# ---- a Lease nsprov may not use ------------------------------------------------------------
+
+
+def test_a_lease_nsprov_may_not_use_is_named_in_readyz_metrics_and_once_in_the_log(
+    manifest_kubeconfig: Path, tmp_path: Path
+) -> None:
+    """--leader-elect-namespace left at its default outside a pod: ``default``.
+
+    k8s/ lets nsprov use a Lease in its own namespace only, so every replica run
+    like this is a follower forever and nothing expires. Before, /readyz said ready
+    with no word of it and the log repeated the same warning every retry.
+    """
+    # A 3 s lease retries every 0.5 s: many failed calls within a few seconds.
+    with running_service(
+        manifest_kubeconfig, tmp_path, ["--leader-elect-lease-duration=3s"]
+    ) as service:
+        wait_until(
+            lambda: (metric(service, "nsprov_leader_election_errors_total") or 0) >= 6,
+            timeout=15,
+            message="failed lease calls counted",
+        )
+        ready = httpx.get(f"{service.internal_url}/readyz", timeout=5)
+        assert ready.status_code == 200  # it still serves the API
+        problem_ = ready.json()["degraded"]["leaderElection"]
+        assert "lease default/nsprov-controller: forbidden" in problem_, problem_
+        assert "--leader-elect-namespace" in problem_
+        metrics = httpx.get(f"{service.internal_url}/metrics", timeout=5).text
+        assert 'nsprov_leader_election_errors_total{reason="forbidden"}' in metrics
+        assert metric(service, "nsprov_leader") == 0
+        said = [line for line in service.log().splitlines() if "nsprov-controller" in line]
+        assert len(said) == 1, said
+        assert "WARNING" in said[0]
