@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nsprov import kubeconfig, openapi, requestid
 from nsprov.errors import BadRequest, ClusterUnavailable, NsprovError, Unauthorized
+from nsprov.grant import GrantGuard
 from nsprov.identity import Authenticator, Caller
 from nsprov.metrics import Metrics
 from nsprov.provisioner import Provisioned, Provisioner
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 PROBLEM = "application/problem+json"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _MAX_IDEMPOTENCY_KEY = 255
+# The methods that become a metric label as they are; any other is counted as "other".
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 @dataclass
@@ -44,6 +47,8 @@ class Api:
     default_ttl: float
     max_ttl: float
     min_ttl: float = 0.0
+    grant: GrantGuard | None = None
+    """Asked before anything is handed out (POST, PATCH); None = not checked (tests)."""
 
 
 def _api(request: Request) -> Api:
@@ -154,8 +159,15 @@ def _kubeconfig_response(request: Request, result: Provisioned, status: int) -> 
 # ---- routes -------------------------------------------------------------------------------
 
 
+def _require_grant(request: Request) -> None:
+    guard = _api(request).grant
+    if guard is not None:
+        guard.require()
+
+
 async def create_namespace(request: Request) -> Response:
     caller = await _caller(request)
+    _require_grant(request)
     ttl, server, key = _ttl(request), _server(request), _idempotency_key(request)
     result = await _api(request).provisioner.provision(
         caller.owner,
@@ -195,6 +207,7 @@ async def get_namespace(request: Request) -> Response:
 
 async def extend_namespace(request: Request) -> Response:
     caller = await _caller(request)
+    _require_grant(request)
     # Unlike POST, a missing ttl is no default: a PATCH meant to extend a 24h namespace
     # would silently cut it to --ttl.
     if not request.query_params.get("ttl"):
@@ -329,6 +342,8 @@ class RequestContext:
             requestid.current.reset(token)
             route = scope.get("route")
             template = getattr(route, "path", "unmatched")
-            method = scope["method"]
+            # The method is whatever the client sent; as a label it would let anyone,
+            # without a token, create series without bound.
+            method = scope["method"] if scope["method"] in _METHODS else "other"
             self.metrics.requests.labels(template, method, str(status)).inc()
             self.metrics.latency.labels(template, method).observe(time.perf_counter() - started)

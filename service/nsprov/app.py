@@ -24,11 +24,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from nsprov import api, bundle, kube
+from nsprov import api, bundle, kube, watch
 from nsprov.auth import TokenStore
 from nsprov.controller import Controller
 from nsprov.errors import NsprovError
-from nsprov.grant import unsafe_reasons
+from nsprov.grant import GrantGuard, unsafe_reasons
 from nsprov.identity import Authenticator
 from nsprov.kube import KubeError
 from nsprov.leader import LeaderElector
@@ -49,8 +49,10 @@ class Service:
     authenticator: Authenticator
     provisioner: Provisioner
     metrics: Metrics
+    grant: GrantGuard
     controller: Controller | None = None
     elector: LeaderElector | None = None
+    grant_watch: watch.Informer | None = None
 
     def start_controller(self) -> None:
         if self.controller is None:
@@ -64,7 +66,54 @@ class Service:
     def ready(self) -> bool:
         return self.controller is None or self.controller.synced()
 
+    def degraded(self) -> dict[str, str]:
+        """What works less than it should while the replica still serves: for /readyz."""
+        found: dict[str, str] = {}
+        if self.elector is not None and self.elector.problem is not None:
+            found["leaderElection"] = self.elector.problem
+        refusal = self.grant.refusal()
+        if refusal is not None:
+            found["grant"] = f"{refusal}; POST and PATCH answer 503"
+        return found
+
+    def start_grant_watch(self) -> None:
+        """Keep ``grant`` current: every change of the grant ClusterRole is checked again.
+
+        One object, watched by name (RBAC lets nsprov list and watch that name only,
+        which the API server allows with a ``metadata.name`` field selector). Its own
+        small connection pool, since a watch holds its connection for good.
+        """
+        name = self.settings.cluster_role
+        api_client = kube.load_api_client(self.settings.kubeconfig, pool_size=2)
+        client = kube.Kube(api_client, timeout=self.settings.request_timeout)
+
+        def changed(event: str, obj: dict[str, object]) -> None:
+            self.grant.saw(informer.get("", name))
+
+        def listed(error: Exception | None) -> None:
+            if error is None:
+                self.grant.saw(informer.get("", name))
+            elif isinstance(error, KubeError):
+                # Refused (403, 401, ...). An unreachable API server says nothing about
+                # the grant: the last verdict stands, and provisioning fails on its own.
+                self.grant.unreadable(error)
+
+        informer = watch.Informer(
+            client,
+            watch.Resource("clusterroles", f"/apis/{bundle.RBAC_GROUP}/v1/clusterroles"),
+            "",
+            changed,
+            on_restart=self.metrics.watch_restarts_for,
+            field_selector=f"metadata.name={name}",
+            on_list=listed,
+        )
+        self.grant_watch = informer
+        informer.start()
+
     def close(self) -> None:
+        if self.grant_watch is not None:
+            self.grant_watch.stop()
+            self.grant_watch.kube.api.close()
         if self.elector is not None:
             self.elector.stop()
         if self.controller is not None:
@@ -109,7 +158,9 @@ def create_service(settings: Settings) -> Service:
         max_namespaces_per_owner=settings.max_namespaces_per_owner,
         max_lifetime=settings.max_lifetime,
     )
-    service = Service(settings, client, authenticator, provisioner, metrics)
+    grant = GrantGuard(settings.cluster_role, allow_unsafe=settings.allow_unsafe_grant)
+    metrics.grant_usable.set_function(lambda: 0.0 if grant.refusal() else 1.0)
+    service = Service(settings, client, authenticator, provisioner, metrics, grant)
     if settings.controller:
         _add_controller(service)
     return service
@@ -142,6 +193,7 @@ def _add_controller(service: Service) -> None:
             lease_duration=duration,
             renew_deadline=duration * 2 / 3,
             retry_period=max(0.5, duration / 7.5),
+            on_error=lambda reason: service.metrics.leader_election_errors.labels(reason).inc(),
         )
 
 
@@ -150,28 +202,31 @@ class UnsafeGrant(ValueError):
 
 
 def check_grant(service: Service) -> None:
-    """Read the grant ClusterRole and refuse an unsafe one (unless allowed); warn if unreadable."""
-    name = service.settings.cluster_role
+    """Read the grant once at start: refuse to start with an unsafe one (unless allowed).
+
+    A grant that is missing or unreadable does not stop the start (nsprov may be
+    installed before its grant), but nothing is provisioned until it is readable
+    and safe; the watch started with the app keeps checking.
+    """
+    name = service.grant.name
     try:
         role = service.kube.get(bundle.cluster_role_path(name))
     except KubeError as exc:
         if exc.status == 404:
-            log.warning("grant ClusterRole %r does not exist: kubeconfigs can do nothing until "
-                        "it does", name)  # fmt: skip
+            service.grant.saw(None)
             return
-        log.warning("cannot read grant ClusterRole %r to check it (%s; nsprov needs get on "
-                    "it); continuing unchecked", name, exc)  # fmt: skip
+        log.warning("cannot read grant ClusterRole %r to check it (%s; nsprov needs get, list "
+                    "and watch on it)", name, exc)  # fmt: skip
+        service.grant.unreadable(exc)
         return
     except NsprovError as exc:
-        log.warning("cannot check grant ClusterRole %r: %s", name, exc.detail)
+        log.warning("cannot check grant ClusterRole %r yet: %s", name, exc.detail)
         return
     reasons = unsafe_reasons(role)
-    if not reasons:
-        return
-    summary = f"grant ClusterRole {name!r} is unsafe for tenants: {'; '.join(reasons)}"
-    if not service.settings.allow_unsafe_grant:
+    if reasons and not service.settings.allow_unsafe_grant:
+        summary = f"grant ClusterRole {name!r} is unsafe for tenants: {'; '.join(reasons)}"
         raise UnsafeGrant(f"{summary} (fix it, or pass --allow-unsafe-grant=true)")
-    log.warning("%s (allowed by --allow-unsafe-grant)", summary)
+    service.grant.saw(role)
 
 
 def public_app(service: Service) -> Starlette:
@@ -180,6 +235,7 @@ def public_app(service: Service) -> Starlette:
         # One worker thread per pooled connection: more threads would wait on the pool,
         # fewer would leave connections idle.
         anyio.to_thread.current_default_thread_limiter().total_tokens = service.settings.concurrency
+        service.start_grant_watch()
         service.start_controller()
         try:
             yield
@@ -198,6 +254,7 @@ def public_app(service: Service) -> Starlette:
         default_ttl=service.settings.ttl,
         max_ttl=service.settings.max_ttl,
         min_ttl=service.settings.min_ttl,
+        grant=service.grant,
     )
     return app
 
@@ -226,11 +283,12 @@ def internal_app(service: Service) -> Starlette:
             return JSONResponse(
                 {"ready": False, "reason": "caches not synced", **detail}, status_code=503
             )
-        # A bad token file keeps the last good tokens serving: say so, but stay ready,
-        # since taking every replica out of the Service for a typo would be worse.
-        tokens = service.authenticator.tokens
-        if tokens is not None and tokens.problem is not None:
-            detail["tokenFile"] = tokens.problem
+        # Still ready when degraded: this replica serves the API, and taking every replica
+        # out of its Service would turn a lease, grant, token-file or policy problem into
+        # an outage. The detail names the problem; metrics and the log carry it too.
+        degraded = service.degraded()
+        if degraded:
+            detail["degraded"] = degraded
         return JSONResponse({"ready": True, **detail})
 
     async def metrics(request: Request) -> Response:

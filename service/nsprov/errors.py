@@ -81,3 +81,14 @@ class IssuerUnavailable(ClusterUnavailable):
     """An OIDC issuer's discovery document or keys could not be fetched."""
 
     title = "Issuer Unavailable"
+
+
+class GrantUnusable(ClusterUnavailable):
+    """The grant ClusterRole is missing, unreadable or unsafe: nothing new is handed out.
+
+    A 503 (with Retry-After) rather than a 500: the request is fine and will work once
+    an admin fixes the grant; reading and deleting namespaces keep working meanwhile.
+    """
+
+    title = "Grant Unusable"
+    retry_after = 30

@@ -10,6 +10,13 @@ cannot both win; a leader that fails to renew for ``renew_deadline`` steps
 down before its lease could have been taken over, and no lease call of a leader
 may run past that deadline (a hung call must not keep a stale leader acting);
 a leader that stops releases the lease so a successor need not wait.
+
+A replica that may not use its Lease at all (403 for a wrong
+``--leader-elect-namespace``, 404 for a namespace that does not exist) never
+leads, and if every replica is in that state nothing expires. That must not be
+a quiet state: ``problem`` names it (for /readyz), every failed call is counted
+by reason (for a metric), and the log says it when it starts, once a minute
+while it lasts, and when it ends, not on every retry.
 """
 
 from __future__ import annotations
@@ -19,12 +26,41 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from nsprov.errors import NsprovError
 from nsprov.kube import Kube, KubeError
 
 log = logging.getLogger(__name__)
+
+# How often a lasting lease problem is logged again.
+REPEAT_LOG_SECONDS = 60.0
+_HINTS = {
+    "forbidden": "nsprov's identity may not use this Lease: is --leader-elect-namespace the "
+    "namespace its RBAC allows (k8s/: nsprov's own)?",
+    "unauthorized": "the API server does not accept nsprov's credentials",
+    "not_found": "does the namespace of --leader-elect-namespace exist?",
+}
+
+
+def error_reason(exc: Exception) -> str:
+    """A short, bounded name for why a lease call failed (a metric label)."""
+    if isinstance(exc, KubeError):
+        return {401: "unauthorized", 403: "forbidden", 404: "not_found"}.get(exc.status, "rejected")
+    if isinstance(exc, NsprovError):
+        return "unavailable"
+    return "unexpected"
+
+
+@dataclass
+class LeaseProblem:
+    """Why lease calls fail, since when (monotonic) and when we last said so."""
+
+    reason: str
+    detail: str
+    since: float
+    logged: float
 
 
 def _now_micro() -> str:
@@ -44,6 +80,7 @@ class LeaderElector:
         lease_duration: float = 15.0,
         renew_deadline: float = 10.0,
         retry_period: float = 2.0,
+        on_error: Callable[[str], None] = lambda reason: None,
     ) -> None:
         if not retry_period < renew_deadline < lease_duration:
             raise ValueError("need retry_period < renew_deadline < lease_duration")
@@ -51,7 +88,10 @@ class LeaderElector:
         self.path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}"
         self.collection = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
         self.name = name
+        self.namespace = namespace
         self.identity = identity
+        self._on_error = on_error
+        self._problem: LeaseProblem | None = None
         self.lease_duration = lease_duration
         self.renew_deadline = renew_deadline
         self.retry_period = retry_period
@@ -67,6 +107,20 @@ class LeaderElector:
     @property
     def is_leader(self) -> bool:
         return self._leading.is_set()
+
+    @property
+    def problem(self) -> str | None:
+        """Why this replica cannot take part in the election now; None while lease calls work."""
+        problem = self._problem
+        if problem is None:
+            return None
+        hint = _HINTS.get(problem.reason, "")
+        return (
+            f"lease {self.namespace}/{self.name}: {problem.reason} for "
+            f"{time.monotonic() - problem.since:.0f}s ({problem.detail})"
+            + (f"; {hint}" if hint else "")
+            + "; this replica cannot lead, so it expires and repairs nothing"
+        )
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="leader-election", daemon=True)
@@ -92,14 +146,13 @@ class LeaderElector:
         while not self._stopping.is_set():
             try:
                 held = self._try_acquire_or_renew()
-            except (NsprovError, KubeError) as exc:
-                log.warning("lease %s: %s", self.name, exc)
-                held = False
-            except Exception:
+            except Exception as exc:
                 # Never let the thread die: a replica that silently stops campaigning
                 # would keep leading on a lease it no longer renews.
-                log.exception("lease %s: unexpected error", self.name)
+                self._failed(exc)
                 held = False
+            else:
+                self._worked()
             now = time.monotonic()
             if held:
                 self._last_renew = now
@@ -116,6 +169,27 @@ class LeaderElector:
                             now - self._last_renew)  # fmt: skip
                 self._step_down()
             self._stopping.wait(self.retry_period)
+
+    def _failed(self, exc: Exception) -> None:
+        reason = error_reason(exc)
+        detail = exc.detail if isinstance(exc, NsprovError) else str(exc)
+        self._on_error(reason)
+        now = time.monotonic()
+        problem = self._problem
+        if problem is None or problem.reason != reason:
+            self._problem = LeaseProblem(reason, detail, since=now, logged=now)
+            log.warning("%s", self.problem, exc_info=reason == "unexpected")
+        else:
+            problem.detail = detail
+            if now - problem.logged >= REPEAT_LOG_SECONDS:
+                problem.logged = now
+                log.warning("%s (still)", self.problem)
+
+    def _worked(self) -> None:
+        problem, self._problem = self._problem, None
+        if problem is not None:
+            log.info("lease %s/%s: calls work again after %.0fs of %s", self.namespace,
+                     self.name, time.monotonic() - problem.since, problem.reason)  # fmt: skip
 
     def _step_down(self) -> None:
         if self._leading.is_set():

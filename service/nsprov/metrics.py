@@ -111,6 +111,18 @@ class Metrics:
         self.leader = Gauge(
             "nsprov_leader", "1 while this replica's controller leads", registry=self.registry
         )
+        self.leader_election_errors = Counter(
+            "nsprov_leader_election_errors",
+            "Lease calls that failed, by reason (forbidden, not_found, unauthorized, rejected, "
+            "unavailable, unexpected)",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.grant_usable = Gauge(
+            "nsprov_grant_usable",
+            "1 while the grant ClusterRole is readable and safe (else POST and PATCH answer 503)",
+            registry=self.registry,
+        )
 
     def policy_reloaded(self, ok: bool) -> None:
         """Count a policy file (re)load and record whether the file in place now is in force."""

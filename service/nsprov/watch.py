@@ -96,10 +96,17 @@ class Informer:
         listener: Listener,
         on_restart: Callable[[str, str], None] = lambda resource, reason: None,
         backoff: Backoff | None = None,
+        *,
+        field_selector: str = "",
+        on_list: Callable[[Exception | None], None] = lambda error: None,
     ) -> None:
+        """``on_list`` hears how each (re)list ended: None once the cache is fresh, else the
+        error; unlike the listener it also hears a list that found nothing."""
         self.kube = kube
         self.resource = resource
         self.label_selector = label_selector
+        self.field_selector = field_selector
+        self._on_list = on_list
         self._listener = listener
         self._on_restart = on_restart
         self._backoff = backoff or Backoff()
@@ -165,14 +172,18 @@ class Informer:
     def _list(self) -> str:
         """Replace the cache with a fresh (paginated) list; return its resourceVersion."""
         items: list[dict[str, Any]] = []
-        query = {"labelSelector": self.label_selector, "limit": str(_PAGE_SIZE)}
-        while True:
-            page = self.kube.get(self.resource.path, query=query)
-            items.extend(page.get("items", []))
-            token = page.get("metadata", {}).get("continue")
-            if not token:
-                break
-            query = {**query, "continue": token}
+        query = {**self._selectors(), "limit": str(_PAGE_SIZE)}
+        try:
+            while True:
+                page = self.kube.get(self.resource.path, query=query)
+                items.extend(page.get("items", []))
+                token = page.get("metadata", {}).get("continue")
+                if not token:
+                    break
+                query = {**query, "continue": token}
+        except Exception as exc:
+            self._on_list(exc)
+            raise
         version = str(page.get("metadata", {}).get("resourceVersion", ""))
         fresh = {key_of(obj): obj for obj in items}
         with self._lock:
@@ -183,12 +194,19 @@ class Informer:
             self._listener("DELETED", obj)
         for obj in items:
             self._listener("SYNC", obj)
+        self._on_list(None)
         return version
+
+    def _selectors(self) -> dict[str, str]:
+        query = {"labelSelector": self.label_selector}
+        if self.field_selector:
+            query["fieldSelector"] = self.field_selector
+        return query
 
     def _watch(self, version: str) -> str:
         """Follow changes from ``version`` until the server ends the watch; return the last one."""
         query = {
-            "labelSelector": self.label_selector,
+            **self._selectors(),
             "watch": "true",
             "allowWatchBookmarks": "true",
             "resourceVersion": version,

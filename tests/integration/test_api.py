@@ -406,18 +406,40 @@ def test_per_owner_cap_is_429(cluster: Cluster, tmp_path: Path) -> None:
 def test_failure_mid_provisioning_leaves_no_namespace(
     cluster: Cluster, core: client.CoreV1Api, tmp_path: Path, manifest_kubeconfig: Path
 ) -> None:
-    # With the manifests' permissions nsprov may create namespaces but not bind
-    # cluster-admin: the RoleBinding step fails after the namespace exists, so nsprov
-    # must remove it again. (It cannot read cluster-admin either, so the startup check
-    # of the grant only warns.)
-    args = ["--cluster-role=cluster-admin", f"--leader-elect-namespace={NSPROV_NAMESPACE}"]
-    with running_service(manifest_kubeconfig, tmp_path, args) as service:
-        response = _create(service)
-        body = problem(response, 500)
-        assert "cluster-admin" in body["detail"]
-        assert "not allowed" in body["detail"]
-        assert body["requestId"] in service.log()
-        assert "cannot read grant ClusterRole 'cluster-admin'" in service.log()
+    # With the manifests' permissions (plus reading this one grant, so the grant check
+    # passes) nsprov may create namespaces but not bind a ClusterRole whose rights it
+    # lacks: the RoleBinding step fails after the namespace exists, so nsprov must
+    # remove it again.
+    rbac = client.RbacAuthorizationV1Api(cluster.api)
+    grant, reader = "nsprov-test-unbindable", "nsprov-test-read-unbindable"
+    configmaps = client.V1PolicyRule(api_groups=[""], resources=["configmaps"], verbs=["get"])
+    read = client.V1PolicyRule(api_groups=["rbac.authorization.k8s.io"],
+                               resources=["clusterroles"], verbs=["get", "list", "watch"],
+                               resource_names=[grant])  # fmt: skip
+    rbac.create_cluster_role(client.V1ClusterRole(metadata=client.V1ObjectMeta(name=grant),
+                                                  rules=[configmaps]))  # fmt: skip
+    rbac.create_cluster_role(client.V1ClusterRole(metadata=client.V1ObjectMeta(name=reader),
+                                                  rules=[read]))  # fmt: skip
+    rbac.create_cluster_role_binding(client.V1ClusterRoleBinding(
+        metadata=client.V1ObjectMeta(name=reader),
+        role_ref=client.V1RoleRef(api_group="rbac.authorization.k8s.io", kind="ClusterRole",
+                                  name=reader),
+        subjects=[client.RbacV1Subject(kind="ServiceAccount", name="nsprov",
+                                       namespace=NSPROV_NAMESPACE)],
+    ))  # fmt: skip
+    args = [f"--cluster-role={grant}", f"--leader-elect-namespace={NSPROV_NAMESPACE}"]
+    try:
+        with running_service(manifest_kubeconfig, tmp_path, args) as service:
+            response = _create(service)
+            body = problem(response, 500)
+            assert grant in body["detail"]
+            assert "not allowed" in body["detail"]
+            assert body["requestId"] in service.log()
+            assert "cannot read grant" not in service.log()
+    finally:
+        rbac.delete_cluster_role_binding(reader)
+        rbac.delete_cluster_role(reader)
+        rbac.delete_cluster_role(grant)
     assert live_managed_namespaces(core) == []
     wait_until(
         lambda: core.list_namespace(label_selector=SELECTOR).items == [],

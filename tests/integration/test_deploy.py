@@ -9,9 +9,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
-from kubernetes import client
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
 
 from nsprov.grant import unsafe_reasons
 from tests.integration.conftest import (
@@ -25,6 +27,7 @@ from tests.integration.conftest import (
 from tests.integration.service import (
     RunningService,
     kubeconfig_from,
+    metric,
     problem,
     running_service,
     wait_expired_line,
@@ -93,7 +96,11 @@ def test_service_clusterrole_is_least_privilege(rendered) -> None:
         assert "secrets" not in rule["resources"]
         if "clusterroles" in rule["resources"]:
             assert rule["resourceNames"] == [EMPTY_GRANT]
-            assert set(rule["verbs"]) == {"bind", "get"}
+            assert set(rule["verbs"]) == {"bind", "get", "list", "watch"}
+        # Tokens and deletions for nsprov's own objects only.
+        own = "serviceaccounts/token" in rule["resources"] or "delete" in rule["verbs"]
+        if own and rule["resources"] != ["namespaces"]:
+            assert rule["resourceNames"] == ["namespace-provisioner"], rule
     assert rendered[("ClusterRole", EMPTY_GRANT)]["rules"] == []
     lease_rules = rendered[("Role", "nsprov-leader-election")]["rules"]
     assert {r["resources"][0] for r in lease_rules} == {"leases"}
@@ -120,8 +127,17 @@ def test_deployment_is_hardened(rendered) -> None:
     assert not any("token" in arg for arg in container.get("args", []))
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["NSPROV_TOKEN_FILE"].startswith("/etc/nsprov/tokens/")
-    ports = {p["name"] for p in rendered[("Service", "nsprov")]["spec"]["ports"]}
-    assert ports == {"http", "metrics"}
+    # The API Service exposes only the API; metrics and probes have a Service of their own.
+    api, metrics = rendered[("Service", "nsprov")], rendered[("Service", "nsprov-metrics")]
+    assert [(p["name"], p["targetPort"]) for p in api["spec"]["ports"]] == [("http", "http")]
+    assert [(p["name"], p["targetPort"]) for p in metrics["spec"]["ports"]] == [
+        ("metrics", "metrics")
+    ]
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    for service in (api, metrics):
+        assert service["spec"]["selector"].items() <= pod_labels.items()
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": 8080, "metrics": 9090}
     assert rendered[("PodDisruptionBudget", "nsprov")]["spec"]["minAvailable"] == 1
 
 
@@ -205,6 +221,146 @@ def test_manifest_identity_cannot_escalate(
     assert core.read_namespace("kube-system").metadata.resource_version == version
 
 
+def test_manifest_identity_mints_tokens_and_deletes_bindings_only_for_its_own(
+    cluster: Cluster, manifest_kubeconfig: Path
+) -> None:
+    """Measured before: nsprov's identity could mint a token for any ServiceAccount."""
+    nsprov = f"system:serviceaccount:{NSPROV_NAMESPACE}:nsprov"
+
+    def can_i(*args: str) -> str:
+        answer = _kubectl(cluster, cluster.kubeconfig, "auth", "can-i", f"--as={nsprov}", *args)
+        return answer.stdout.strip()
+
+    token = ("create", "--subresource=token")
+    assert can_i(*token, "serviceaccounts/default", "-n", "kube-system") == "no"
+    assert can_i(*token, "serviceaccounts/namespace-controller", "-n", "kube-system") == "no"
+    assert can_i(*token, "serviceaccounts/nsprov", "-n", NSPROV_NAMESPACE) == "no"
+    assert can_i(*token, "serviceaccounts/namespace-provisioner", "-n", "np-abc") == "yes"
+    assert can_i("delete", "rolebindings/namespace-provisioner", "-n", "np-abc") == "yes"
+    assert can_i("delete", "rolebindings/nsprov-leader-election", "-n", NSPROV_NAMESPACE) == "no"
+    assert can_i("delete", "rolebindings", "-n", "kube-system") == "no"
+
+    # And the API server agrees when nsprov's identity actually asks.
+    as_nsprov = client.CoreV1Api(config.new_client_from_config(str(manifest_kubeconfig)))
+    request = client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[]))
+    try:
+        with pytest.raises(ApiException) as refused:
+            as_nsprov.create_namespaced_service_account_token("default", "kube-system", request)
+        assert refused.value.status == 403
+    finally:
+        as_nsprov.api_client.close()
+
+
+# ---- the grant, checked while nsprov runs ---------------------------------------------------
+
+
+def _post(service: RunningService) -> httpx.Response:
+    with service.client() as http:
+        return http.post("/api/v1/namespaces", params={"ttl": "10m"}, headers=service.auth())
+
+
+def _refused(service: RunningService) -> httpx.Response | None:
+    response = _post(service)
+    return response if response.status_code == 503 else None
+
+
+def _provisions(service: RunningService) -> bool:
+    return _post(service).status_code == 201
+
+
+def test_grant_made_unsafe_while_running_pauses_provisioning_until_fixed(
+    deployed_service: RunningService, cluster: Cluster
+) -> None:
+    service = deployed_service
+    rbac = client.RbacAuthorizationV1Api(cluster.api)
+    first = _post(service)
+    assert first.status_code == 201, first.text
+    name = first.headers["x-namespace"]
+    unsafe = {"apiGroups": [""], "resources": ["namespaces/finalize"], "verbs": ["update"]}
+    rbac.patch_cluster_role(EMPTY_GRANT, {"rules": [unsafe]})
+    try:
+        response = wait_until(lambda: _refused(service), timeout=5, interval=0.1,
+                              message="POST refused after the grant became unsafe")  # fmt: skip
+        detail = problem(response, 503)["detail"]
+        assert EMPTY_GRANT in detail, detail
+        assert "edit Namespaces" in detail, detail
+        assert int(response.headers["retry-after"]) > 0
+        assert metric(service, "nsprov_grant_usable") == 0
+        with service.client() as http:
+            extend = http.patch(f"/api/v1/namespaces/{name}", params={"ttl": "1h"},
+                                headers=service.auth())  # fmt: skip
+            assert EMPTY_GRANT in problem(extend, 503)["detail"]
+            # Reading and deleting what exists goes on.
+            assert http.get(f"/api/v1/namespaces/{name}", headers=service.auth()).status_code == 200
+            deleted = http.delete(f"/api/v1/namespaces/{name}", headers=service.auth())
+            assert deleted.status_code == 202, deleted.text
+    finally:
+        rbac.patch_cluster_role(EMPTY_GRANT, {"rules": []})
+    wait_until(lambda: _provisions(service), timeout=5, message="POST works once fixed")
+    assert metric(service, "nsprov_grant_usable") == 1
+
+
+def test_grant_deleted_while_running_pauses_provisioning_until_it_is_back(
+    deployed_service: RunningService, cluster: Cluster
+) -> None:
+    service = deployed_service
+    rbac = client.RbacAuthorizationV1Api(cluster.api)
+    assert _provisions(service)
+    rbac.delete_cluster_role(EMPTY_GRANT)
+    try:
+        response = wait_until(lambda: _refused(service), timeout=5, interval=0.1,
+                              message="POST refused without a grant")  # fmt: skip
+        detail = problem(response, 503)["detail"]
+        assert f"grant ClusterRole {EMPTY_GRANT!r} does not exist" in detail, detail
+    finally:
+        rbac.create_cluster_role(
+            client.V1ClusterRole(metadata=client.V1ObjectMeta(name=EMPTY_GRANT), rules=[])
+        )
+    wait_until(lambda: _provisions(service), timeout=5, message="POST works once it is back")
+
+
+def test_a_grant_nsprov_may_not_read_is_never_handed_out(
+    cluster: Cluster, manifest_kubeconfig: Path, tmp_path: Path
+) -> None:
+    """k8s/ lets nsprov read its grant by name only; another --cluster-role is unreadable.
+
+    Before, nsprov only warned and provisioned anyway, unchecked.
+    """
+    rbac = client.RbacAuthorizationV1Api(cluster.api)
+    other = "nsprov-test-unreadable-grant"
+    rbac.create_cluster_role(
+        client.V1ClusterRole(metadata=client.V1ObjectMeta(name=other), rules=[])
+    )
+    args = [f"--leader-elect-namespace={NSPROV_NAMESPACE}", f"--cluster-role={other}"]
+    try:
+        with running_service(manifest_kubeconfig, tmp_path, args) as service:
+            detail = problem(_post(service), 503)["detail"]
+            assert f"cannot read grant ClusterRole {other!r}" in detail, detail
+            # Unreadable is not unsafe: --allow-unsafe-grant does not cover it.
+        with running_service(
+            manifest_kubeconfig, tmp_path / "allow", [*args, "--allow-unsafe-grant=true"]
+        ) as service:
+            assert other in problem(_post(service), 503)["detail"]
+    finally:
+        rbac.delete_cluster_role(other)
+
+
+def test_allow_unsafe_grant_still_provisions_with_a_grant_made_unsafe(
+    manifest_kubeconfig: Path, cluster: Cluster, tmp_path: Path
+) -> None:
+    rbac = client.RbacAuthorizationV1Api(cluster.api)
+    args = [f"--leader-elect-namespace={NSPROV_NAMESPACE}", "--allow-unsafe-grant=true"]
+    with running_service(manifest_kubeconfig, tmp_path, args) as service:
+        unsafe = {"apiGroups": [""], "resources": ["resourcequotas"], "verbs": ["delete"]}
+        rbac.patch_cluster_role(EMPTY_GRANT, {"rules": [unsafe]})
+        try:
+            wait_until(lambda: "allowed by --allow-unsafe-grant" in service.log(), timeout=5,
+                       message="the unsafe grant noticed")  # fmt: skip
+            assert _provisions(service)
+        finally:
+            rbac.patch_cluster_role(EMPTY_GRANT, {"rules": []})
+
+
 def _serve(cluster: Cluster, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     tokens = tmp_path / "tokens"
     tokens.write_text("ci: 0123456789abcdef0123456789abcdef\n")
@@ -242,3 +398,37 @@ def test_unsafe_grant_is_refused_at_start(cluster: Cluster, tmp_path: Path) -> N
             assert reason in line, line
     finally:
         rbac.delete_cluster_role(unsafe)
+
+
+# ---- a Lease nsprov may not use ------------------------------------------------------------
+
+
+def test_a_lease_nsprov_may_not_use_is_named_in_readyz_metrics_and_once_in_the_log(
+    manifest_kubeconfig: Path, tmp_path: Path
+) -> None:
+    """--leader-elect-namespace left at its default outside a pod: ``default``.
+
+    k8s/ lets nsprov use a Lease in its own namespace only, so every replica run
+    like this is a follower forever and nothing expires. Before, /readyz said ready
+    with no word of it and the log repeated the same warning every retry.
+    """
+    # A 3 s lease retries every 0.5 s: many failed calls within a few seconds.
+    with running_service(
+        manifest_kubeconfig, tmp_path, ["--leader-elect-lease-duration=3s"]
+    ) as service:
+        wait_until(
+            lambda: (metric(service, "nsprov_leader_election_errors_total") or 0) >= 6,
+            timeout=15,
+            message="failed lease calls counted",
+        )
+        ready = httpx.get(f"{service.internal_url}/readyz", timeout=5)
+        assert ready.status_code == 200  # it still serves the API
+        problem_ = ready.json()["degraded"]["leaderElection"]
+        assert "lease default/nsprov-controller: forbidden" in problem_, problem_
+        assert "--leader-elect-namespace" in problem_
+        metrics = httpx.get(f"{service.internal_url}/metrics", timeout=5).text
+        assert 'nsprov_leader_election_errors_total{reason="forbidden"}' in metrics
+        assert metric(service, "nsprov_leader") == 0
+        said = [line for line in service.log().splitlines() if "nsprov-controller" in line]
+        assert len(said) == 1, said
+        assert "WARNING" in said[0]

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from nsprov.grant import unsafe_reasons
+from nsprov.errors import GrantUnusable
+from nsprov.grant import GrantGuard, unsafe_reasons
 
 
 def _role(*rules: dict[str, list[str]], **extra: object) -> dict[str, object]:
@@ -17,7 +18,20 @@ def test_empty_and_ordinary_grants_are_safe() -> None:
         {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "patch"]},
         {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]},
         {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles"], "verbs": ["get"]},
-    )
+        # Reading what bounds the tenant, or its namespace's subresources, is harmless.
+        {"apiGroups": [""], "resources": ["namespaces/status", "namespaces/finalize"],
+         "verbs": ["get"]},
+        {"apiGroups": [""], "resources": ["resourcequotas", "limitranges"],
+         "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies", "ingresses"],
+         "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses"], "verbs": ["create"]},
+        {"apiGroups": [""], "resources": ["pods/log", "pods/portforward"],
+         "verbs": ["get", "create"]},
+        # Same resource names in another group are another resource.
+        {"apiGroups": ["example.com"], "resources": ["networkpolicies", "namespaces"],
+         "verbs": ["create"]},
+    )  # fmt: skip
     assert unsafe_reasons(ordinary) == []
 
 
@@ -44,6 +58,48 @@ def test_empty_and_ordinary_grants_are_safe() -> None:
             "mint ServiceAccount tokens",
         ),
         ({"apiGroups": [""], "resources": ["users"], "verbs": ["impersonate"]}, "impersonate"),
+        # Subresource wildcards, and anything under a "*" resource.
+        ({"apiGroups": [""], "resources": ["*/status"], "verbs": ["update"]}, "wildcard"),
+        ({"apiGroups": [""], "resources": ["*/finalize"], "verbs": ["update"]}, "wildcard"),
+        ({"apiGroups": [""], "resources": ["*/token"], "verbs": ["create"]}, "wildcard"),
+        ({"apiGroups": [""], "resources": ["*/*"], "verbs": ["get"]}, "wildcard"),
+        ({"apiGroups": [""], "resources": ["serviceaccounts/*"], "verbs": ["create"]}, "wildcard"),
+        ({"apiGroups": [""], "resources": ["namespaces/*"], "verbs": ["update"]}, "wildcard"),
+        ({"apiGroups": ["apps"], "resources": ["*/scale"], "verbs": ["get"]}, "wildcard"),
+        # A subresource writes its parent: finalize and status updates carry labels too.
+        (
+            {"apiGroups": [""], "resources": ["namespaces/finalize"], "verbs": ["update"]},
+            "edit Namespaces",
+        ),
+        (
+            {"apiGroups": [""], "resources": ["namespaces/status"], "verbs": ["patch"]},
+            "edit Namespaces",
+        ),
+        (
+            {"apiGroups": [""], "resources": ["configmaps", "namespaces"],
+             "verbs": ["deletecollection"]},
+            "edit Namespaces",
+        ),
+        # The bounds nsprov sets in each namespace are not the tenant's to change.
+        ({"apiGroups": [""], "resources": ["resourcequotas"], "verbs": ["patch"]}, "quota"),
+        ({"apiGroups": [""], "resources": ["resourcequotas/status"], "verbs": ["update"]}, "quota"),
+        ({"apiGroups": [""], "resources": ["resourcequotas"], "verbs": ["delete"]}, "quota"),
+        ({"apiGroups": [""], "resources": ["limitranges"], "verbs": ["create"]}, "limits"),
+        (
+            {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"],
+             "verbs": ["delete"]},
+            "network policy",
+        ),
+        (
+            {"apiGroups": ["extensions"], "resources": ["networkpolicies"],
+             "verbs": ["update"]},
+            "network policy",
+        ),
+        (
+            {"apiGroups": ["", "networking.k8s.io"],
+             "resources": ["limitranges", "networkpolicies"], "verbs": ["create"]},
+            "limits and network policy",
+        ),
     ],
 )  # fmt: skip
 def test_rights_that_undo_nsprov_are_named(rule: dict[str, list[str]], reason: str) -> None:
@@ -54,3 +110,45 @@ def test_rights_that_undo_nsprov_are_named(rule: dict[str, list[str]], reason: s
 def test_aggregated_roles_are_unsafe() -> None:
     role = _role(aggregationRule={"clusterRoleSelectors": [{"matchLabels": {"x": "y"}}]})
     assert "aggregates" in unsafe_reasons(role)[0]
+
+
+# ---- the guard: what POST and PATCH ask before handing the grant out ------------------------
+
+_UNSAFE = _role({"apiGroups": [""], "resources": ["namespaces/finalize"], "verbs": ["update"]})
+
+
+def test_guard_fails_closed_until_the_grant_is_seen_safe() -> None:
+    guard = GrantGuard("g")
+    with pytest.raises(GrantUnusable) as unchecked:
+        guard.require()
+    assert "'g' has not been checked yet" in unchecked.value.detail
+    assert unchecked.value.status == 503
+    guard.saw(_role())
+    guard.require()
+    assert guard.refusal() is None
+
+
+@pytest.mark.parametrize("allow_unsafe", [False, True])
+def test_guard_refuses_missing_and_unreadable_grants_even_when_unsafe_is_allowed(
+    allow_unsafe: bool,
+) -> None:
+    guard = GrantGuard("g", allow_unsafe=allow_unsafe)
+    guard.saw(None)
+    assert "grant ClusterRole 'g' does not exist" in (guard.refusal() or "")
+    guard.unreadable("403 Forbidden")
+    assert "cannot read grant ClusterRole 'g'" in (guard.refusal() or "")
+    # The Kubernetes error text is for the log, not for clients.
+    assert "403" not in (guard.refusal() or "")
+
+
+def test_guard_refuses_an_unsafe_grant_unless_allowed() -> None:
+    strict, lenient = GrantGuard("g"), GrantGuard("g", allow_unsafe=True)
+    assert strict.saw(_UNSAFE) == lenient.saw(_UNSAFE) != []
+    with pytest.raises(GrantUnusable) as unsafe:
+        strict.require()
+    assert "'g' is unsafe for tenants: tenants could edit Namespaces" in unsafe.value.detail
+    assert "--allow-unsafe-grant" in unsafe.value.detail
+    lenient.require()
+    # Fixed again: provisioning resumes.
+    strict.saw(_role())
+    strict.require()

@@ -1,0 +1,454 @@
+"""Only nsprov may write what nsprov trusts: k8s/'s admission policy on the real API server.
+
+The attacker here is not a tenant but a neighbour with ordinary cluster rights:
+a GitOps tool or an operator bound to `patch` on namespaces and `delete` on
+ServiceAccounts and RoleBindings. Before the policy, such a user set
+``nsprov.io/expires-at=1`` on a one-hour namespace and nsprov deleted it five
+seconds later; rewriting ``nsprov.io/owner`` would hand the namespace to
+another token. The policy is applied from k8s/ (by ``manifest_kubeconfig``,
+for the rest of the session): it exempts ``system:masters``, which every other
+test's admin identity and the test plane's kube-controller-manager belong to,
+so it changes nothing for them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from nsprov.grant import unsafe_reasons
+from tests.integration.conftest import (
+    EMPTY_GRANT,
+    NSPROV_NAMESPACE,
+    SELECTOR,
+    Cluster,
+    live_managed_namespaces,
+    token_kubeconfig,
+)
+from tests.integration.service import (
+    RunningService,
+    kubeconfig_from,
+    namespace_status,
+    provision,
+    running_service,
+    wait_expired_line,
+)
+from tests.support import wait_until
+
+pytestmark = pytest.mark.usefixtures("grants", "clean_namespaces", "policy")
+
+SELECTOR_KEY, SELECTOR_VALUE = SELECTOR.split("=")
+EXPIRES_AT = "nsprov.io/expires-at"
+OWNER = "nsprov.io/owner"
+BUNDLE = "namespace-provisioner"
+RBAC_GROUP = "rbac.authorization.k8s.io"
+GITOPS = "nsprov-test-gitops"
+# The policy's own words; the API server prefixes them with the policy's name.
+DENIED = "only nsprov may"
+
+
+def _impersonating(cluster: Cluster, user: str, group: str | None = None) -> client.ApiClient:
+    api = config.new_client_from_config(config_file=str(cluster.kubeconfig))
+    api.set_default_header("Impersonate-User", user)
+    if group:
+        api.set_default_header("Impersonate-Group", group)
+    return api
+
+
+@pytest.fixture(scope="module")
+def gitops(cluster: Cluster) -> Iterator[client.ApiClient]:
+    """A user who may patch namespaces and edit ServiceAccounts, RoleBindings, quotas, ...
+
+    Not a member of system:masters: RBAC lets it do all of this; only the policy can refuse.
+    """
+    rbac = client.RbacAuthorizationV1Api(cluster.api)
+    edit = ["get", "list", "create", "update", "patch", "delete"]
+    rules = [
+        client.V1PolicyRule(api_groups=[""], resources=["namespaces"],
+                            verbs=["get", "list", "create", "update", "patch"]),
+        client.V1PolicyRule(api_groups=[""], verbs=["update"],
+                            resources=["namespaces/status", "namespaces/finalize"]),
+        client.V1PolicyRule(api_groups=[""], verbs=edit,
+                            resources=["serviceaccounts", "resourcequotas", "limitranges"]),
+        client.V1PolicyRule(api_groups=[RBAC_GROUP], resources=["rolebindings"], verbs=edit),
+        client.V1PolicyRule(api_groups=["networking.k8s.io"], resources=["networkpolicies"],
+                            verbs=edit),
+    ]  # fmt: skip
+    role = client.V1ClusterRole(metadata=client.V1ObjectMeta(name=GITOPS), rules=rules)
+    binding = client.V1ClusterRoleBinding(
+        metadata=client.V1ObjectMeta(name=GITOPS),
+        role_ref=client.V1RoleRef(api_group=RBAC_GROUP, kind="ClusterRole", name=GITOPS),
+        subjects=[client.RbacV1Subject(api_group=RBAC_GROUP, kind="User", name=GITOPS)],
+    )
+    rbac.create_cluster_role(role)
+    rbac.create_cluster_role_binding(binding)
+    api = _impersonating(cluster, GITOPS)
+    try:
+        yield api
+    finally:
+        api.close()
+        rbac.delete_cluster_role_binding(GITOPS)
+        rbac.delete_cluster_role(GITOPS)
+
+
+def _claiming_namespace(name: str) -> client.V1Namespace:
+    return client.V1Namespace(
+        metadata=client.V1ObjectMeta(
+            name=name,
+            labels={SELECTOR_KEY: SELECTOR_VALUE, EXPIRES_AT: str(int(time.time()) + 3600)},
+            annotations={OWNER: "alice"},
+        )
+    )
+
+
+@pytest.fixture(scope="module")
+def policy(manifest_kubeconfig: Path, gitops: client.ApiClient) -> None:
+    """k8s/ is applied (policy included); wait until the API server enforces the policy.
+
+    The API server compiles a new policy in the background, so the first second after
+    `kubectl apply` may still admit everything. A dry run changes nothing either way.
+    """
+    core = client.CoreV1Api(gitops)
+
+    def enforced() -> bool:
+        try:
+            core.create_namespace(_claiming_namespace("nsprov-test-probe"), dry_run="All")
+        except ApiException as exc:
+            return exc.status == 403 and DENIED in exc.body
+        return False
+
+    wait_until(enforced, timeout=15, interval=0.2, message="admission policy enforced")
+
+
+@pytest.fixture(scope="module")
+def service(manifest_kubeconfig: Path, tmp_path_factory) -> Iterator[RunningService]:
+    """nsprov with exactly the identity k8s/ gives it (the one the policy exempts)."""
+    args = [f"--leader-elect-namespace={NSPROV_NAMESPACE}"]
+    workdir = tmp_path_factory.mktemp("nsprov")
+    with running_service(manifest_kubeconfig, workdir, args) as running:
+        yield running
+
+
+def _denied(call: Callable[[], Any]) -> str:
+    """Run ``call``, which must be refused by the policy; return the API server's message."""
+    with pytest.raises(ApiException) as refused:
+        call()
+    assert refused.value.status == 403, refused.value.body
+    message = str(json.loads(refused.value.body)["message"])
+    assert DENIED in message, message
+    return message
+
+
+def _protected(metadata: client.V1ObjectMeta) -> tuple[dict[str, str], dict[str, str]]:
+    labels = {k: v for k, v in (metadata.labels or {}).items()
+              if k == SELECTOR_KEY or k.startswith("nsprov.io/")}  # fmt: skip
+    annotations = {k: v for k, v in (metadata.annotations or {}).items()
+                   if k.startswith("nsprov.io/")}  # fmt: skip
+    return labels, annotations
+
+
+# ---- what a neighbour with patch rights can no longer do ----------------------------------
+
+
+def test_patch_rights_cannot_rewrite_what_nsprov_reads_from_a_namespace(
+    service: RunningService, gitops: client.ApiClient, core: client.CoreV1Api
+) -> None:
+    name, _ = provision(service, "1h")
+    before = core.read_namespace(name).metadata
+    mallory = client.CoreV1Api(gitops)
+    edits: dict[str, dict[str, Any]] = {
+        # The attack measured before the policy: nsprov deleted the namespace 5 s later.
+        "expiry set to 1": {"labels": {EXPIRES_AT: "1"}},
+        "expiry removed": {"labels": {EXPIRES_AT: None}},
+        "owner rewritten": {"annotations": {OWNER: "bob"}},
+        "owner removed": {"annotations": {OWNER: None}},
+        "grant rewritten": {"annotations": {"nsprov.io/cluster-role": "admin"}},
+        "new nsprov.io label": {"labels": {"nsprov.io/tenant": "web"}},
+        "new nsprov.io annotation": {"annotations": {"nsprov.io/requested-by": "{}"}},
+        "selector removed": {"labels": {SELECTOR_KEY: None}},
+        "selector changed": {"labels": {SELECTOR_KEY: "someone-else"}},
+    }
+    for what, metadata in edits.items():
+        message = _denied(lambda m=metadata: mallory.patch_namespace(name, {"metadata": m}))
+        assert "nsprov" in message, what
+
+    # The subresources write metadata too (see test_finalize_rights_...): refused as well.
+    for replace in (mallory.replace_namespace_status, mallory.replace_namespace_finalize):
+        current = core.read_namespace(name)
+        current.metadata.labels[EXPIRES_AT] = "1"
+        _denied(lambda r=replace, c=current: r(name, c))
+
+    after = core.read_namespace(name)
+    assert after.metadata.resource_version == before.resource_version
+    assert _protected(after.metadata) == _protected(before)
+    assert namespace_status(core, name) == "active"
+
+    # The policy guards nsprov's keys only: other labels stay the neighbour's business.
+    mallory.patch_namespace(name, {"metadata": {"labels": {"team": "web"}}})
+    assert core.read_namespace(name).metadata.labels["team"] == "web"
+
+
+def test_patch_rights_cannot_touch_nsprovs_objects_in_its_namespaces(
+    service: RunningService, gitops: client.ApiClient, cluster: Cluster, core: client.CoreV1Api
+) -> None:
+    name, _ = provision(service, "1h")
+    rbac = client.RbacAuthorizationV1Api(cluster.api)
+    uids = (
+        core.read_namespaced_service_account(BUNDLE, name).metadata.uid,
+        rbac.read_namespaced_role_binding(BUNDLE, name).metadata.uid,
+    )
+    mallory, mallory_rbac = client.CoreV1Api(gitops), client.RbacAuthorizationV1Api(gitops)
+    networking = client.NetworkingV1Api(gitops)
+    label = {"metadata": {"labels": {"mine": "now"}}}
+    meta = client.V1ObjectMeta(name=BUNDLE)
+    _denied(lambda: mallory_rbac.delete_namespaced_role_binding(BUNDLE, name))
+    _denied(lambda: mallory_rbac.patch_namespaced_role_binding(BUNDLE, name, label))
+    _denied(lambda: mallory.delete_namespaced_service_account(BUNDLE, name))
+    _denied(lambda: mallory.patch_namespaced_service_account(BUNDLE, name, label))
+    # What nsprov will make next (quota, limits, network policy): nobody may plant or edit one.
+    _denied(
+        lambda: mallory.create_namespaced_resource_quota(
+            name, client.V1ResourceQuota(metadata=meta, spec=client.V1ResourceQuotaSpec(hard={}))
+        )
+    )
+    _denied(
+        lambda: mallory.create_namespaced_limit_range(
+            name, client.V1LimitRange(metadata=meta, spec=client.V1LimitRangeSpec(limits=[]))
+        )
+    )
+    _denied(lambda: networking.create_namespaced_network_policy(
+        name, client.V1NetworkPolicy(metadata=meta, spec=client.V1NetworkPolicySpec(
+            pod_selector=client.V1LabelSelector()))))  # fmt: skip
+    # Nor dress up an object of its own as nsprov's (the controller watches that label).
+    disguised = client.V1RoleBinding(
+        metadata=client.V1ObjectMeta(name="extra", labels={SELECTOR_KEY: SELECTOR_VALUE}),
+        role_ref=client.V1RoleRef(api_group=RBAC_GROUP, kind="ClusterRole", name=EMPTY_GRANT),
+        subjects=[client.RbacV1Subject(kind="ServiceAccount", name=BUNDLE, namespace=name)],
+    )
+    _denied(lambda: mallory_rbac.create_namespaced_role_binding(name, disguised))
+
+    assert uids == (
+        core.read_namespaced_service_account(BUNDLE, name).metadata.uid,
+        rbac.read_namespaced_role_binding(BUNDLE, name).metadata.uid,
+    )
+    # Objects of its own, under other names, are none of the policy's business.
+    quota = client.V1ResourceQuota(
+        metadata=client.V1ObjectMeta(name="team-quota"), spec=client.V1ResourceQuotaSpec(hard={})
+    )
+    mallory.create_namespaced_resource_quota(name, quota)
+    mallory.delete_namespaced_resource_quota("team-quota", name)
+
+
+def test_nobody_else_can_make_a_namespace_look_like_nsprovs(
+    gitops: client.ApiClient, core: client.CoreV1Api, make_namespace
+) -> None:
+    mallory = client.CoreV1Api(gitops)
+    claimed = "nsprov-test-claimed"
+    _denied(lambda: mallory.create_namespace(_claiming_namespace(claimed)))
+    plain = make_namespace()
+    _denied(lambda: mallory.patch_namespace(
+        plain, {"metadata": {"labels": {SELECTOR_KEY: SELECTOR_VALUE}}}))  # fmt: skip
+    assert claimed not in {ns.metadata.name for ns in core.list_namespace().items}
+    assert SELECTOR_KEY not in (core.read_namespace(plain).metadata.labels or {})
+
+
+def test_namespaces_without_the_selector_are_not_affected(
+    gitops: client.ApiClient, make_namespace
+) -> None:
+    foreign = make_namespace()
+    mallory = client.CoreV1Api(gitops)
+    mallory_rbac = client.RbacAuthorizationV1Api(gitops)
+    look_alike = {
+        "labels": {EXPIRES_AT: "1", SELECTOR_KEY: "someone-else"},
+        "annotations": {OWNER: "alice"},
+    }
+    mallory.patch_namespace(foreign, {"metadata": look_alike})
+    relabelled = mallory.read_namespace(foreign).metadata
+    assert relabelled.labels[EXPIRES_AT] == "1"
+    assert relabelled.annotations[OWNER] == "alice"
+    removed = {"labels": {EXPIRES_AT: None, SELECTOR_KEY: None}, "annotations": {OWNER: None}}
+    mallory.patch_namespace(foreign, {"metadata": removed})
+    assert EXPIRES_AT not in (mallory.read_namespace(foreign).metadata.labels or {})
+
+    binding = client.V1RoleBinding(
+        metadata=client.V1ObjectMeta(name=BUNDLE),
+        role_ref=client.V1RoleRef(api_group=RBAC_GROUP, kind="ClusterRole", name=EMPTY_GRANT),
+        subjects=[client.RbacV1Subject(kind="ServiceAccount", name=BUNDLE, namespace=foreign)],
+    )
+    mallory_rbac.create_namespaced_role_binding(foreign, binding)
+    mallory_rbac.delete_namespaced_role_binding(BUNDLE, foreign)
+
+
+# ---- what still works ---------------------------------------------------------------------
+
+
+def test_nsprov_itself_creates_extends_repairs_deletes_and_expires(
+    service: RunningService, cluster: Cluster, core: client.CoreV1Api
+) -> None:
+    rbac = client.RbacAuthorizationV1Api(cluster.api)
+    name, expires_at = provision(service, "10m")
+    with service.client() as http:
+        extended = http.patch(f"/api/v1/namespaces/{name}", params={"ttl": "1h"},
+                              headers=service.auth())  # fmt: skip
+        assert extended.status_code == 200, extended.text
+    assert int(core.read_namespace(name).metadata.labels[EXPIRES_AT]) > expires_at
+
+    # An admin (system:masters: the break-glass group) deletes the RoleBinding; nsprov's
+    # controller, as nsprov, puts it back.
+    old_uid = rbac.read_namespaced_role_binding(BUNDLE, name).metadata.uid
+
+    def recreated() -> bool:
+        try:
+            return bool(rbac.read_namespaced_role_binding(BUNDLE, name).metadata.uid != old_uid)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+
+    rbac.delete_namespaced_role_binding(BUNDLE, name)
+    wait_until(recreated, timeout=10, message="RoleBinding recreated by nsprov")
+
+    with service.client() as http:
+        deleted = http.delete(f"/api/v1/namespaces/{name}", headers=service.auth())
+        assert deleted.status_code == 202, deleted.text
+    assert namespace_status(core, name) != "active"
+
+    expiring, _ = provision(service, "2s")
+    wait_until(lambda: expiring not in live_managed_namespaces(core), timeout=15,
+               message="expired by nsprov")  # fmt: skip
+    wait_expired_line(service, expiring)
+
+
+def test_break_glass_group_may_edit(
+    service: RunningService, cluster: Cluster, core: client.CoreV1Api
+) -> None:
+    name, _ = provision(service, "1h")
+    api = _impersonating(cluster, GITOPS, group="nsprov:break-glass")
+    try:
+        client.CoreV1Api(api).patch_namespace(name, {"metadata": {"annotations": {OWNER: "bob"}}})
+    finally:
+        api.close()
+    assert core.read_namespace(name).metadata.annotations[OWNER] == "bob"
+
+
+def test_a_terminating_namespace_can_still_be_emptied(
+    service: RunningService, cluster: Cluster, gitops: client.ApiClient, core: client.CoreV1Api
+) -> None:
+    """The namespace controller may run as any identity; it empties a namespace being deleted.
+
+    The test plane's kube-controller-manager is system:masters (exempt), so the
+    neighbour plays its part while it is stopped.
+    """
+    plane = cluster.require_local()
+    name, _ = provision(service, "1h")
+    mallory = client.CoreV1Api(gitops)
+    mallory_rbac = client.RbacAuthorizationV1Api(gitops)
+    _denied(lambda: mallory_rbac.delete_namespaced_role_binding(BUNDLE, name))
+    plane.stop_component("kube-controller-manager")
+    try:
+        core.delete_namespace(name)
+
+        def emptied() -> bool:
+            try:
+                mallory_rbac.delete_namespaced_role_binding(BUNDLE, name)
+            except ApiException as exc:
+                # The API server's namespace cache may lag the deletion by a moment.
+                if exc.status == 403 and DENIED in exc.body:
+                    return False
+                raise
+            return True
+
+        wait_until(emptied, timeout=10, message="RoleBinding deleted in a terminating namespace")
+        mallory.delete_namespaced_service_account(BUNDLE, name)
+    finally:
+        plane.start_component("kube-controller-manager")
+    wait_until(lambda: namespace_status(core, name) == "gone", timeout=60, interval=0.5,
+               message=f"{name} gone")  # fmt: skip
+
+
+# ---- why a grant must not carry namespaces/finalize ----------------------------------------
+
+
+def test_finalize_rights_let_a_tenant_rewrite_its_own_namespace_labels(
+    service: RunningService, cluster: Cluster, core: client.CoreV1Api, make_namespace,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """What Kubernetes does, recorded: the grant check and the policy both stand on it.
+
+    A RoleBinding in a namespace authorizes requests on that Namespace object itself
+    (the API server takes a namespace's name as the request's namespace), and the
+    finalize subresource's update strategy resets only ``status``: metadata changes
+    go through. Measured on Kubernetes 1.36: a tenant bound to nothing but
+    ``update namespaces/finalize`` rewrote its namespace's labels and annotations
+    (``namespaces/status`` behaves the same). So a grant with it is refused by the
+    grant check, and the policy also refuses the edit on a namespace nsprov manages.
+    """
+    rbac = client.RbacAuthorizationV1Api(cluster.api)
+    finalize = "nsprov-test-finalize"
+    rules = [
+        client.V1PolicyRule(api_groups=[""], resources=["namespaces/finalize"], verbs=["update"]),
+        client.V1PolicyRule(api_groups=[""], resources=["namespaces"], verbs=["get"]),
+    ]
+    role = rbac.create_cluster_role(
+        client.V1ClusterRole(metadata=client.V1ObjectMeta(name=finalize), rules=rules)
+    )
+    try:
+        grant = cluster.api.sanitize_for_serialization(role)
+        assert any("edit Namespaces" in reason for reason in unsafe_reasons(grant))
+
+        # Without nsprov: a plain namespace and a tenant bound to finalize there.
+        plain = make_namespace()
+        core.create_namespaced_service_account(
+            plain, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="tenant"))
+        )
+        rbac.create_namespaced_role_binding(plain, _binding(finalize, "tenant", plain))
+        request = client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[]))
+        token = core.create_namespaced_service_account_token("tenant", plain, request).status.token
+        tenant = client.CoreV1Api(
+            config.new_client_from_config(str(token_kubeconfig(cluster, token, tmp_path / "t")))
+        )
+        try:
+            own = tenant.read_namespace(plain)
+            own.metadata.labels[EXPIRES_AT] = "1"
+            own.metadata.annotations = {OWNER: "mallory"}
+            tenant.replace_namespace_finalize(plain, own)  # Kubernetes lets it through
+        finally:
+            tenant.api_client.close()
+        rewritten = core.read_namespace(plain).metadata
+        assert rewritten.labels[EXPIRES_AT] == "1"
+        assert rewritten.annotations[OWNER] == "mallory"
+
+        # With nsprov: the same right, given to a provisioned namespace's own kubeconfig.
+        with service.client() as http:
+            created = http.post("/api/v1/namespaces", params={"ttl": "1h"}, headers=service.auth())
+        assert created.status_code == 201, created.text
+        name = created.headers["x-namespace"]
+        rbac.create_namespaced_role_binding(name, _binding(finalize, BUNDLE, name))
+        kubeconfig = kubeconfig_from(created, tmp_path / "kubeconfig")
+        tenant = client.CoreV1Api(config.new_client_from_config(str(kubeconfig)))
+        try:
+            own = tenant.read_namespace(name)
+            own.metadata.labels[EXPIRES_AT] = "1"
+            _denied(lambda: tenant.replace_namespace_finalize(name, own))
+        finally:
+            tenant.api_client.close()
+        assert core.read_namespace(name).metadata.labels[EXPIRES_AT] != "1"
+    finally:
+        rbac.delete_cluster_role(finalize)
+
+
+def _binding(cluster_role: str, service_account: str, namespace: str) -> client.V1RoleBinding:
+    return client.V1RoleBinding(
+        metadata=client.V1ObjectMeta(name="finalize"),
+        role_ref=client.V1RoleRef(api_group=RBAC_GROUP, kind="ClusterRole", name=cluster_role),
+        subjects=[
+            client.RbacV1Subject(kind="ServiceAccount", name=service_account, namespace=namespace)
+        ],
+    )
