@@ -16,8 +16,10 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tests.integration.conftest import CONFIGMAP_GRANT, Cluster
+from tests.integration.conftest import CONFIGMAP_GRANT, Cluster, live_managed_namespaces
 from tests.integration.service import RunningService, namespace_status, running_service
+from tests.integration.test_oidc import github_claims
+from tests.oidc_issuer import LoopbackIssuer
 from tests.support import wait_until
 
 pytestmark = pytest.mark.usefixtures("grants", "clean_namespaces")
@@ -291,3 +293,111 @@ def _deletes(service: RunningService) -> float:
         for line in metrics.splitlines()
         if line.startswith("nsprov_http_requests_total{") and 'method="DELETE"' in line
     )
+
+
+# ---- keyless: the job's OIDC ID token instead of a secret -----------------------------------
+
+
+@pytest.fixture(scope="module")
+def github_issuer() -> Iterator[LoopbackIssuer]:
+    """Stands in for GitHub's token service: discovery, keys and the runner's ID-token endpoint."""
+    with LoopbackIssuer() as issuer:
+        issuer.id_token_claims = github_claims("acme/web-app")
+        yield issuer
+
+
+@pytest.fixture(scope="module")
+def keyless_service(
+    cluster: Cluster, grants: None, github_issuer: LoopbackIssuer, tmp_path_factory
+) -> Iterator[RunningService]:
+    if shutil.which("node") is None:
+        pytest.skip("node is not installed")
+    workdir = tmp_path_factory.mktemp("nsprov-keyless")
+    policy = workdir / "policy.yaml"
+    policy.write_text(
+        f"""
+issuers:
+  - {{name: github, issuer: "{github_issuer.url}", audience: nsprov,
+      caFile: "{github_issuer.ca_file}"}}
+tenants:
+  - name: web
+    match:
+      issuer: github
+      claims: {{repository_owner: acme, repository: "acme/web-*", ref: refs/heads/main}}
+    owner: "github:{{repository}}"
+"""
+    )
+    args = [f"--cluster-role={CONFIGMAP_GRANT}", f"--policy-file={policy}", "--controller=false"]
+    with running_service(cluster.kubeconfig, workdir, args) as running:
+        yield running
+
+
+def test_keyless_main_and_post_use_the_jobs_id_tokens(
+    keyless_service: RunningService,
+    github_issuer: LoopbackIssuer,
+    cluster: Cluster,
+    core: client.CoreV1Api,
+    tmp_path: Path,
+) -> None:
+    """No `token` input: main and post each ask the runner's endpoint for an ID token."""
+    github_issuer.token_requests.clear()
+    base = {
+        "PATH": os.environ["PATH"],
+        **_runner_files(tmp_path),
+        "INPUT_URL": keyless_service.url,
+        "INPUT_TTL": "15m",
+        "ACTIONS_ID_TOKEN_REQUEST_URL": github_issuer.token_url,
+        "ACTIONS_ID_TOKEN_REQUEST_TOKEN": github_issuer.request_token,
+        # The loopback issuer's CA; GitHub's endpoint has a public certificate.
+        "NODE_EXTRA_CA_CERTS": str(github_issuer.ca_file),
+    }
+    main = _step("main.js", base)
+    assert main.returncode == 0, main.stdout + main.stderr
+    assert github_issuer.token_requests == ["nsprov"], "one ID token, for audience nsprov"
+    masked = [line for line in main.stdout.splitlines() if line.startswith("::add-mask::")]
+    id_token = next(m.removeprefix("::add-mask::") for m in masked if m.count(".") == 2)
+    assert id_token not in main.stdout.replace(f"::add-mask::{id_token}", "")
+
+    outputs = parse_file_commands(Path(base["GITHUB_OUTPUT"]).read_text())
+    state = parse_file_commands(Path(base["GITHUB_STATE"]).read_text())
+    namespace = outputs["namespace"]
+    annotations = core.read_namespace(namespace).metadata.annotations
+    assert annotations["nsprov.io/owner"] == "github:acme/web-app"
+    assert annotations["nsprov.io/tenant"] == "web"
+    assert '"run_id":"4242"' in annotations["nsprov.io/requested-by"].replace(" ", "")
+    created = subprocess.run(
+        [cluster.kubectl, "--kubeconfig", outputs["kubeconfig"], "create", "configmap", "ok"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+
+    post = _step("post.js", {**base, **{f"STATE_{k}": v for k, v in state.items()}})
+    assert post.returncode == 0, post.stdout + post.stderr
+    assert github_issuer.token_requests == ["nsprov", "nsprov"], "post asked for its own token"
+    assert namespace_status(core, namespace) in ("deleting", "gone")
+
+
+def test_keyless_identity_of_another_repository_is_refused(
+    keyless_service: RunningService,
+    github_issuer: LoopbackIssuer,
+    core: client.CoreV1Api,
+    tmp_path: Path,
+) -> None:
+    """A workflow of a repository no tenant admits gets a one-line 403 and no namespace."""
+    github_issuer.id_token_claims = github_claims("evil/web-app")
+    try:
+        env = {
+            "PATH": os.environ["PATH"],
+            **_runner_files(tmp_path),
+            "INPUT_URL": keyless_service.url,
+            "ACTIONS_ID_TOKEN_REQUEST_URL": github_issuer.token_url,
+            "ACTIONS_ID_TOKEN_REQUEST_TOKEN": github_issuer.request_token,
+            "NODE_EXTRA_CA_CERTS": str(github_issuer.ca_file),
+        }
+        before = live_managed_namespaces(core)
+        main = _step("main.js", env)
+        assert main.returncode != 0
+        assert "no tenant admits" in main.stdout + main.stderr
+        assert live_managed_namespaces(core) == before
+    finally:
+        github_issuer.id_token_claims = github_claims("acme/web-app")

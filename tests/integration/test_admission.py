@@ -130,7 +130,7 @@ def policy(manifest_kubeconfig: Path, gitops: client.ApiClient) -> None:
 @pytest.fixture(scope="module")
 def service(manifest_kubeconfig: Path, tmp_path_factory) -> Iterator[RunningService]:
     """nsprov with exactly the identity k8s/ gives it (the one the policy exempts)."""
-    args = [f"--leader-elect-namespace={NSPROV_NAMESPACE}"]
+    args = [f"--leader-elect-namespace={NSPROV_NAMESPACE}", "--min-ttl=1s"]
     workdir = tmp_path_factory.mktemp("nsprov")
     with running_service(manifest_kubeconfig, workdir, args) as running:
         yield running
