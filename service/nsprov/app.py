@@ -74,6 +74,10 @@ class Service:
         refusal = self.grant.refusal()
         if refusal is not None:
             found["grant"] = f"{refusal}; POST and PATCH answer 503"
+        # A bad token file keeps the last good tokens serving (a deleted one revokes them).
+        tokens = self.authenticator.tokens
+        if tokens is not None and tokens.problem is not None:
+            found["tokenFile"] = tokens.problem
         return found
 
     def start_grant_watch(self) -> None:

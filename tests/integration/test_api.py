@@ -624,19 +624,19 @@ def test_a_malformed_token_file_is_reported_and_a_deleted_one_revokes(
 
         good = service.token_file.read_text()
         service.token_file.write_text(good + "carol: [unclosed\n")
-        wait_until(lambda: "tokenFile" in readyz().json(), timeout=5,
+        wait_until(lambda: "tokenFile" in readyz().json().get("degraded", {}), timeout=5,
                    message="/readyz names the bad token file")  # fmt: skip
         ready = readyz()
         # Still ready (the last good tokens serve), and the detail says what is wrong.
         assert ready.status_code == 200
-        assert "malformed" in ready.json()["tokenFile"]
+        assert "malformed" in ready.json()["degraded"]["tokenFile"]
         assert service.tokens["alice"] not in ready.text
         assert listing() == 200
         assert metric(service, "nsprov_token_file_errors_total") == 1
 
         service.token_file.unlink()
         wait_until(lambda: listing() == 401, timeout=5, message="deleted token file revoked")
-        assert "revoked" in readyz().json()["tokenFile"]
+        assert "revoked" in readyz().json()["degraded"]["tokenFile"]
         assert metric(service, "nsprov_token_file_errors_total") == 2
         assert "token file" in service.log()
 
