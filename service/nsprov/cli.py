@@ -1,120 +1,182 @@
-"""``nsprov serve``: flags (with NSPROV_* env fallbacks) -> Settings -> two uvicorn servers.
+"""The ``nsprov`` command: one click group for the server (``serve``) and the client.
 
-Flag names follow the original Go provisioner so an existing deployment can
-switch by changing the image. Every flag ``--some-flag`` can also be given as
-``NSPROV_SOME_FLAG``; a flag on the command line wins over the environment.
-A token belongs in the environment or in a file, not on the command line,
-where any local user can read it from the process list.
+``serve``'s flags are generated from the Settings fields (settings.py declares
+each flag's default, kind and help once). Flag names follow the original Go
+provisioner so an existing deployment can switch by changing the image: every
+flag ``--some-flag`` can also be given as ``NSPROV_SOME_FLAG`` (the command line
+wins), and a boolean flag takes Go's forms ``--flag``, ``--flag=true`` and
+``--flag=false``. A token belongs in the environment or in a file, not on the
+command line, where any local user can read it from the process list.
+
+The server's libraries (starlette, uvicorn, kubernetes) are optional
+(``nsprov[server]``): nothing here imports them until ``serve`` runs, so the
+client commands work with ``pip install nsprov`` alone.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
+import importlib.util
 import logging
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import fields
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import uvicorn
-from kubernetes.config.config_exception import ConfigException
+import click
 
-from nsprov import __version__, bundle
-from nsprov.app import UnsafeGrant, check_grant, create_service, internal_app, public_app
-from nsprov.auth import TokenFileError
+from nsprov import __version__, bundle, client_cli
 from nsprov.errors import BadRequest
-from nsprov.requestid import RequestIdFilter
-from nsprov.settings import Settings
+from nsprov.settings import FlagSpec, Settings, flag_specs
 from nsprov.ttl import parse_duration
+
+if TYPE_CHECKING:
+    from nsprov.app import Service
+
+    # click >= 8.3 makes ParamType generic; older releases (which nsprov also runs on) do not.
+    _ParamType = click.ParamType[Any, Any]
+else:
+    _ParamType = click.ParamType
 
 log = logging.getLogger("nsprov")
 
 IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+SERVER_MODULES = ("starlette", "uvicorn", "kubernetes", "prometheus_client")
+INSTALL_SERVER = "pip install 'nsprov[server]'"
+USAGE_EXIT = 2
 
 
 class ConfigError(ValueError):
     """The configuration cannot work; the message is the one-line reason."""
 
 
-def _env(flag: str) -> str | None:
-    return os.environ.get("NSPROV_" + flag.upper().replace("-", "_"))
+# ---- flag types ---------------------------------------------------------------------------
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="nsprov", description="Short-lived Kubernetes namespaces."
+class Duration(_ParamType):
+    """A positive Go duration (``30s``, ``1h30m``) -> seconds."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, float):
+            return value
+        try:
+            seconds = parse_duration(str(value))
+        except BadRequest as exc:
+            self.fail(exc.detail, param, ctx)
+        if seconds <= 0:
+            self.fail("must be positive", param, ctx)
+        return seconds
+
+
+class Count(_ParamType):
+    """A whole number >= 0."""
+
+    name = "count"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, int):
+            return value
+        try:
+            number = int(str(value))
+        except ValueError:
+            self.fail(f"must be a whole number, not {value!r}", param, ctx)
+        if number < 0:
+            self.fail("must not be negative", param, ctx)
+        return number
+
+
+class GoBool(_ParamType):
+    """``true``/``false`` (also 1/0, yes/no), as Go's flag package reads a boolean."""
+
+    name = "bool"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, bool):
+            return value
+        lowered = str(value).strip().lower()
+        if lowered in ("true", "1", "yes"):
+            return True
+        if lowered in ("false", "0", "no"):
+            return False
+        self.fail(f"must be true or false, not {value!r}", param, ctx)
+
+
+_TYPES: dict[str, _ParamType] = {
+    "duration": Duration(),
+    "count": Count(),
+    "bool": GoBool(),
+    "path": click.Path(dir_okay=False, path_type=Path),
+    "text": click.STRING,
+    "token": click.STRING,
+}
+
+
+class _SettingOption(click.Option):
+    """An option whose environment variable counts when set, even to '' (``--pod-security=``)."""
+
+    def resolve_envvar_value(self, ctx: click.Context) -> str | None:
+        if isinstance(self.envvar, str) and self.envvar in os.environ:
+            return os.environ[self.envvar]
+        return super().resolve_envvar_value(ctx)
+
+
+def go_duration(seconds: float) -> str:
+    """Seconds as the shortest Go duration: 3600 -> ``1h``, 5400 -> ``1h30m``, 30 -> ``30s``."""
+    hours, rest = divmod(round(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    text = (f"{hours}h" if hours else "") + (f"{minutes}m" if minutes else "")
+    return text + (f"{secs}s" if secs or not text else "")
+
+
+def flag_default(spec: FlagSpec) -> str | None:
+    """The Settings default as the text a user would type (None: nsprov works it out)."""
+    if spec.shown is not None or spec.kind == "token" or spec.default is None:
+        return None
+    if spec.kind == "duration":
+        return go_duration(spec.default)
+    if spec.kind == "bool":
+        return "true" if spec.default else "false"
+    return str(spec.default)
+
+
+def _option(spec: FlagSpec) -> click.Option:
+    """The click option for one Settings field: its default, type and env var, from the field.
+
+    The default is the field's, rendered as flag text ("1h", "true") and converted
+    back by the option's type like any value a user gives, so help shows it as typed.
+    """
+    kind_type = (
+        click.Choice(spec.choices, case_sensitive=False)
+        if spec.kind == "choice"
+        else _TYPES[spec.kind]
     )
-    parser.add_argument("--version", action="version", version=f"nsprov {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run the API and the controller")
-    defaults = Settings()
-
-    def flag(name: str, help_: str, default: object = None) -> None:
-        env = _env(name)
-        serve.add_argument(
-            f"--{name}",
-            default=env if env is not None else default,
-            help=f"{help_} [env NSPROV_{name.upper().replace('-', '_')}]",
-        )
-
-    flag("kubeconfig", "kubeconfig path (default: in-cluster, then the usual lookup)")
-    flag("listen", "public API address host:port", defaults.listen)
-    flag("listen-internal", "healthz/readyz/metrics address host:port", defaults.listen_internal)
-    flag("server", "Kubernetes API URL written into kubeconfigs (default: the one nsprov uses)")
-    flag("cluster-role", "ClusterRole granted in each namespace", defaults.cluster_role)
-    flag("ttl", "default namespace lifetime (Go duration)", "1h")
-    flag("max-ttl", "longest lifetime a request may ask for (Go duration)", "24h")
-    flag("prefix", "namespace name prefix", defaults.prefix)
-    flag("selector", "key=value label on everything nsprov creates", defaults.selector)
-    flag("token", "a single bearer token (owner 'default'); prefer --token-file or the env")
-    flag("token-file", "file of 'name: token' lines, re-read when it changes")
-    flag("ca-file", "CA bundle written into kubeconfigs (default: the CA nsprov trusts)")
-    flag("max-namespaces", "cap on live namespaces in total (0 = none)", "0")
-    flag("max-namespaces-per-owner", "cap on live namespaces per token owner (0 = none)", "0")
-    flag("pod-security", "Pod Security level enforced in each namespace ('' = none)", "baseline")
-    flag("request-timeout", "timeout of each Kubernetes call (Go duration)", "30s")
-    flag("concurrency", "worker threads and Kubernetes connections", str(defaults.concurrency))
-    flag(
-        "allow-unsafe-grant", "start even if the grant lets tenants escalate (true/false)", "false"
+    default = flag_default(spec)
+    shown: bool | str = default is not None and default != ""
+    if spec.shown is not None:
+        shown = spec.shown
+    elif default == "":
+        shown = "''"
+    extra: dict[str, Any] = {}
+    if spec.kind == "bool":
+        # ``--flag`` alone means true; ``--flag=false`` still parses, as with Go's flags.
+        extra = {"is_flag": False, "flag_value": "true"}
+    return _SettingOption(
+        [f"--{spec.name}", spec.field],
+        type=kind_type,
+        default=default,
+        envvar=spec.env,
+        show_envvar=True,
+        show_default=shown,
+        help=spec.help,
+        **extra,
     )
-    flag("controller", "run the expiry/repair controller (true/false)", "true")
-    flag("leader-elect", "take a Lease before the controller acts (true/false)", "true")
-    flag("leader-elect-namespace", "namespace of the Lease (default: the pod's, else default)")
-    flag("leader-elect-lease-name", "name of the Lease", defaults.leader_elect_lease_name)
-    flag("leader-elect-lease-duration", "lease duration (Go duration)", "15s")
-    flag("resync-period", "full pass over every namespace this often (Go duration)", "5m")
-    flag("log-level", "debug, info, warning or error", "info")
-    return parser
 
 
-def _duration(name: str, value: str) -> float:
-    try:
-        seconds = parse_duration(value)
-    except BadRequest as exc:
-        raise ConfigError(f"--{name}: {exc.detail}") from None
-    if seconds <= 0:
-        raise ConfigError(f"--{name} must be positive")
-    return seconds
-
-
-def _count(name: str, value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise ConfigError(f"--{name} must be a whole number, not {value!r}") from None
-    if number < 0:
-        raise ConfigError(f"--{name} must not be negative")
-    return number
-
-
-def _bool(name: str, value: str) -> bool:
-    lowered = str(value).strip().lower()
-    if lowered in ("true", "1", "yes"):
-        return True
-    if lowered in ("false", "0", "no"):
-        return False
-    raise ConfigError(f"--{name} must be true or false, not {value!r}")
+# ---- options -> Settings ------------------------------------------------------------------
 
 
 def _own_namespace() -> str:
@@ -124,55 +186,66 @@ def _own_namespace() -> str:
         return "default"
 
 
-def settings_from_args(args: argparse.Namespace) -> Settings:
-    """Validate parsed flags into Settings; raise ConfigError naming the bad flag."""
-    ttl, max_ttl = _duration("ttl", args.ttl), _duration("max-ttl", args.max_ttl)
-    if ttl > max_ttl:
+def settings_from_options(values: dict[str, Any]) -> Settings:
+    """Settings from ``serve``'s converted options; ConfigError names what cannot work."""
+    given: dict[str, Any] = {}
+    for spec in flag_specs():
+        value = values.get(spec.field)
+        if spec.kind == "token":
+            value = {"default": value} if value else {}
+        elif value in (None, "") and spec.kind in ("text", "path") and spec.default is None:
+            value = None
+        if value is None and spec.field == "leader_elect_namespace":
+            value = _own_namespace()
+        if value is None and spec.default is not None:
+            value = spec.default
+        if isinstance(value, Path) and _field_type(spec.field).startswith("str"):
+            value = str(value)
+        given[spec.field] = value
+    given["log_level"] = str(given["log_level"]).lower()
+    given["concurrency"] = max(1, given["concurrency"])
+    settings = Settings(**given)
+    _check(settings)
+    return settings
+
+
+def _field_type(name: str) -> str:
+    return next(str(f.type) for f in fields(Settings) if f.name == name)
+
+
+def _check(settings: Settings) -> None:
+    """What no single flag's type can say: relations between flags and shapes of values."""
+    if settings.ttl > settings.max_ttl:
         raise ConfigError("--ttl must not exceed --max-ttl")
+    if settings.leader_elect_lease_duration < 3:
+        raise ConfigError("--leader-elect-lease-duration must be at least 3s")
     try:
-        bundle.validate_prefix(args.prefix)
-        bundle.Selector.parse(args.selector)
+        bundle.validate_prefix(settings.prefix)
+        bundle.Selector.parse(settings.selector)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    if args.pod_security not in ("", "privileged", "baseline", "restricted"):
-        raise ConfigError("--pod-security must be privileged, baseline, restricted or ''")
-    tokens = {"default": args.token} if args.token else {}
-    token_file = Path(args.token_file) if args.token_file else None
-    if not tokens and token_file is None:
+    if not settings.tokens and settings.token_file is None:
         raise ConfigError("no token configured: set NSPROV_TOKEN_FILE or NSPROV_TOKEN")
-    return Settings(
-        kubeconfig=args.kubeconfig or None,
-        listen=args.listen,
-        listen_internal=args.listen_internal,
-        server=args.server or None,
-        cluster_role=args.cluster_role,
-        ttl=ttl,
-        max_ttl=max_ttl,
-        prefix=args.prefix,
-        selector=args.selector,
-        tokens=tokens,
-        token_file=token_file,
-        ca_file=Path(args.ca_file) if args.ca_file else None,
-        max_namespaces=_count("max-namespaces", args.max_namespaces),
-        max_namespaces_per_owner=_count("max-namespaces-per-owner", args.max_namespaces_per_owner),
-        pod_security=args.pod_security,
-        request_timeout=_duration("request-timeout", args.request_timeout),
-        concurrency=max(1, _count("concurrency", args.concurrency)),
-        allow_unsafe_grant=_bool("allow-unsafe-grant", args.allow_unsafe_grant),
-        controller=_bool("controller", args.controller),
-        leader_elect=_bool("leader-elect", args.leader_elect),
-        leader_elect_namespace=args.leader_elect_namespace or _own_namespace(),
-        leader_elect_lease_name=args.leader_elect_lease_name,
-        leader_elect_lease_duration=_lease_duration(args.leader_elect_lease_duration),
-        resync_period=_duration("resync-period", args.resync_period),
-    )
+    split_address(settings.listen)
+    split_address(settings.listen_internal)
 
 
-def _lease_duration(value: str) -> float:
-    seconds = _duration("leader-elect-lease-duration", value)
-    if seconds < 3:
-        raise ConfigError("--leader-elect-lease-duration must be at least 3s")
-    return seconds
+def one_line(exc: click.ClickException) -> str:
+    """A click error as ``--flag: reason`` (no usage block): one line for logs and CI."""
+    missing = isinstance(exc, click.MissingParameter)
+    if isinstance(exc, click.BadParameter) and exc.param is not None and not missing:
+        names = [o for o in getattr(exc.param, "opts", []) if o.startswith("--")]
+        return f"{names[0] if names else exc.param.name}: {exc.message}"
+    return " ".join(exc.format_message().split())
+
+
+def settings_from_argv(argv: Sequence[str]) -> Settings:
+    """``serve``'s arguments (and the environment) -> Settings, or ConfigError."""
+    try:
+        with serve.make_context("serve", list(argv)) as ctx:
+            return settings_from_options(ctx.params)
+    except click.ClickException as exc:
+        raise ConfigError(one_line(exc)) from None
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -184,8 +257,66 @@ def split_address(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
-async def _serve(settings: Settings, log_level: str) -> None:
-    service = create_service(settings)
+# ---- serve --------------------------------------------------------------------------------
+
+
+def missing_server_modules() -> list[str]:
+    return [name for name in SERVER_MODULES if importlib.util.find_spec(name) is None]
+
+
+_LOGGING_LEVELS = {"warn": "WARNING", "all": "DEBUG", "none": "CRITICAL"}
+_UVICORN_LEVELS = {"warn": "warning", "all": "debug", "none": "critical"}
+
+
+def _configure_logging(level: str) -> None:
+    from nsprov.requestid import RequestIdFilter
+
+    handler = logging.StreamHandler()
+    handler.addFilter(RequestIdFilter())
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
+    )
+    logging.basicConfig(level=_LOGGING_LEVELS.get(level, level.upper()), handlers=[handler])
+    if level == "none":
+        logging.disable(logging.CRITICAL)
+
+
+def _serve_command(**values: Any) -> int:
+    missing = missing_server_modules()
+    if missing:
+        raise ConfigError(
+            f"serve needs the server's libraries ({', '.join(missing)} missing): {INSTALL_SERVER}"
+        )
+    from kubernetes.config.config_exception import ConfigException
+
+    from nsprov.auth import TokenFileError
+
+    settings = settings_from_options(values)
+    _configure_logging(settings.log_level)
+    try:
+        asyncio.run(_serve(settings))
+    except (TokenFileError, ConfigException) as exc:
+        raise ConfigError(str(exc)) from None
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+serve = click.Command(
+    "serve",
+    callback=_serve_command,
+    params=[_option(spec) for spec in flag_specs()],
+    help="Run the API and the controller (needs nsprov[server]).",
+    short_help="run the API and the controller",
+)
+
+
+async def _serve(settings: Settings) -> None:
+    import uvicorn
+
+    from nsprov.app import UnsafeGrant, check_grant, create_service, internal_app, public_app
+
+    service: Service = create_service(settings)
     try:
         check_grant(service)
     except UnsafeGrant as exc:
@@ -201,7 +332,7 @@ async def _serve(settings: Settings, log_level: str) -> None:
             app,
             host=host,
             port=port,
-            log_level=log_level,
+            log_level=_UVICORN_LEVELS.get(settings.log_level, settings.log_level),
             lifespan="on" if address == settings.listen else "off",
             server_header=False,
             log_config=None,
@@ -222,26 +353,43 @@ async def _serve(settings: Settings, log_level: str) -> None:
     await asyncio.gather(*tasks)
 
 
+# ---- the group ----------------------------------------------------------------------------
+
+
+@click.group(
+    name="nsprov",
+    help="Short-lived Kubernetes namespaces. The client commands read NSPROV_URL and one of "
+    "NSPROV_TOKEN, NSPROV_TOKEN_FILE or NSPROV_ID_TOKEN from the environment.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+@click.version_option(__version__, prog_name="nsprov", message="%(prog)s %(version)s")
+def group() -> None:
+    pass
+
+
+group.add_command(serve)
+for _command in client_cli.COMMANDS:
+    group.add_command(_command)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    level = str(args.log_level).lower()
-    handler = logging.StreamHandler()
-    handler.addFilter(RequestIdFilter())
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
-    )
-    logging.basicConfig(level=level.upper(), handlers=[handler])
+    """Run ``nsprov``; every failure is one line on stderr and an exit code (see client_cli)."""
     try:
-        settings = settings_from_args(args)
-        split_address(settings.listen)
-        split_address(settings.listen_internal)
-        asyncio.run(_serve(settings, level))
-    except (ConfigError, TokenFileError, ConfigException) as exc:
-        print(f"nsprov: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 0
-    return 0
+        result = group.main(
+            args=list(argv) if argv is not None else None, prog_name="nsprov", standalone_mode=False
+        )
+    except ConfigError as exc:
+        click.echo(f"nsprov: {exc}", err=True)
+        return USAGE_EXIT
+    except client_cli.Failure as exc:
+        click.echo(f"nsprov: {exc}", err=True)
+        return exc.exit_code
+    except click.ClickException as exc:
+        click.echo(f"nsprov: {one_line(exc)}", err=True)
+        return exc.exit_code
+    except click.exceptions.Abort:
+        return 130
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":

@@ -2,9 +2,11 @@ from __future__ import annotations
 
 import os
 
+import click
 import pytest
 
 from nsprov import cli
+from nsprov.settings import Settings, flag_specs
 
 
 def _settings(monkeypatch: pytest.MonkeyPatch, *args: str, **env: str):
@@ -13,8 +15,7 @@ def _settings(monkeypatch: pytest.MonkeyPatch, *args: str, **env: str):
             monkeypatch.delenv(key)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    parsed = cli._parser().parse_args(["serve", *args])
-    return cli.settings_from_args(parsed)
+    return cli.settings_from_argv(args)
 
 
 def test_defaults_follow_the_original_tool(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -44,10 +45,14 @@ def test_env_fallback_and_flag_precedence(monkeypatch: pytest.MonkeyPatch) -> No
         ([], "no token configured"),
         (["--token=x" * 3, "--ttl=5"], "--ttl: missing unit"),
         (["--token=x" * 3, "--ttl=3h", "--max-ttl=2h"], "must not exceed"),
-        (["--token=x" * 3, "--max-ttl=-1h"], "--max-ttl must be positive"),
+        (["--token=x" * 3, "--max-ttl=-1h"], "--max-ttl: must be positive"),
         (["--token=x" * 3, "--prefix=NP"], "prefix"),
         (["--token=x" * 3, "--selector=nolabel"], "key=value"),
-        (["--token=x" * 3, "--max-namespaces=many"], "whole number"),
+        (["--token=x" * 3, "--max-namespaces=many"], "--max-namespaces: must be a whole number"),
+        (["--token=x" * 3, "--leader-elect=maybe"], "--leader-elect: must be true or false"),
+        (["--token=x" * 3, "--leader-elect-lease-duration=1s"], "at least 3s"),
+        (["--token=x" * 3, "--listen=8080"], "host:port"),
+        (["--token=x" * 3, "--log-level=loud"], "--log-level"),
         (["--token=x" * 3, "--pod-security=strict"], "--pod-security"),
     ],
 )
@@ -82,3 +87,90 @@ def test_split_address(address: str, split: tuple[str, int]) -> None:
 def test_bad_address(address: str) -> None:
     with pytest.raises(cli.ConfigError, match="host:port"):
         cli.split_address(address)
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "expected"),
+    [
+        ([], {}, True),
+        (["--leader-elect"], {}, True),
+        (["--leader-elect=false"], {}, False),
+        (["--leader-elect=true"], {}, True),
+        (["--leader-elect=0"], {}, False),
+        ([], {"NSPROV_LEADER_ELECT": "false"}, False),
+        (["--leader-elect"], {"NSPROV_LEADER_ELECT": "false"}, True),
+    ],
+)
+def test_boolean_flags_take_go_forms(
+    monkeypatch: pytest.MonkeyPatch, args: list[str], env: dict[str, str], expected: bool
+) -> None:
+    settings = _settings(monkeypatch, *args, NSPROV_TOKEN="t" * 20, **env)
+    assert settings.leader_elect is expected
+
+
+def test_a_bare_boolean_flag_does_not_swallow_the_next_flag(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = _settings(
+        monkeypatch, "--allow-unsafe-grant", "--controller=false", NSPROV_TOKEN="t" * 20
+    )
+    assert settings.allow_unsafe_grant is True
+    assert settings.controller is False
+
+
+def test_every_default_is_the_settings_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The flags take their defaults from Settings: nothing is declared twice."""
+    parsed = _settings(monkeypatch, NSPROV_TOKEN="t" * 20)
+    declared = Settings()
+    for spec in flag_specs():
+        if spec.shown is None and spec.kind != "token":
+            assert getattr(parsed, spec.field) == getattr(declared, spec.field), spec.name
+
+
+def test_every_setting_has_its_env_var(monkeypatch: pytest.MonkeyPatch) -> None:
+    names = {o.name: o for o in cli.serve.params if isinstance(o, click.Option)}
+    for spec in flag_specs():
+        assert names[spec.field].envvar == "NSPROV_" + spec.name.upper().replace("-", "_")
+    settings = _settings(
+        monkeypatch,
+        NSPROV_TOKEN="t" * 20,
+        NSPROV_MIN_TTL="1m",
+        NSPROV_MAX_LIFETIME="96h",
+        NSPROV_ADOPT_TTL="2h",
+        NSPROV_POLICY_FILE="/etc/nsprov/policy.yaml",
+        NSPROV_LOG_LEVEL="WARN",
+        NSPROV_MAX_NAMESPACES="7",
+        NSPROV_POD_SECURITY="",
+    )
+    assert (settings.min_ttl, settings.max_lifetime, settings.adopt_ttl) == (60, 96 * 3600, 7200)
+    assert str(settings.policy_file) == "/etc/nsprov/policy.yaml"
+    assert settings.log_level == "warn"
+    assert settings.max_namespaces == 7
+    assert settings.pod_security == ""
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"), [(3600, "1h"), (5400, "1h30m"), (30, "30s"), (259200, "72h"), (0, "0s")]
+)
+def test_go_duration(seconds: float, text: str) -> None:
+    assert cli.go_duration(seconds) == text
+
+
+def test_serve_without_the_server_libraries_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(cli, "missing_server_modules", lambda: ["kubernetes", "uvicorn"])
+    monkeypatch.setenv("NSPROV_TOKEN", "t" * 20)
+    assert cli.main(["serve"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "nsprov: serve needs the server's libraries (kubernetes, uvicorn missing): "
+        "pip install 'nsprov[server]'\n"
+    )
+
+
+def test_an_unknown_command_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["serf"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "serf" in err
