@@ -80,9 +80,12 @@ class Unavailable(Failure):
 class _Transient(Exception):
     """One attempt failed in a way another attempt may not."""
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, retry_after: float | None = None, status: int | None = None
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.status = status
 
 
 # ---- configuration ------------------------------------------------------------------------
@@ -342,9 +345,12 @@ class NsprovClient:
                 delay = max(backoff_delay(attempt - 1, timing), exc.retry_after or 0.0)
                 if time.monotonic() + delay >= deadline:
                     elapsed = time.monotonic() - started
-                    raise Unavailable(
+                    message = (
                         f"{describe}: {exc} (gave up after {attempt} attempt(s) in {elapsed:.1f}s)"
-                    ) from None
+                    )
+                    if exc.status == 429:  # a cap that stayed reached is a refusal
+                        raise Refused(message, 429) from None
+                    raise Unavailable(message) from None
                 if self._on_retry is not None:
                     self._on_retry(str(exc), attempt, delay)
                 self._sleep(delay)
@@ -372,7 +378,8 @@ class NsprovClient:
             return response
         message = describe_failure(response)
         if status in _TRANSIENT_STATUSES:
-            raise _Transient(message, retry_after_seconds(response.headers.get("retry-after")))
+            retry_after = retry_after_seconds(response.headers.get("retry-after"))
+            raise _Transient(message, retry_after, status)
         if 300 <= status < 400:
             where = response.headers.get("location", "nowhere")
             raise Failure(f"unexpected redirect ({status}) to {where}: is NSPROV_URL nsprov?")
