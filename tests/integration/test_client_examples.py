@@ -134,3 +134,60 @@ def test_jenkins_pipeline(
     assert len(ran) == 1
     assert ran[0].stdout.strip().endswith("jenkins-nsprov-example-42")
     _all_deleted(core)
+
+
+# ---- the README's transcript --------------------------------------------------------------
+
+_MARKER = "<!-- transcript: tests/integration/test_client_examples.py"
+_NAME = re.compile(r"\bnp-[a-z0-9]{10}\b")
+_TIME = re.compile(r"\b\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\b")
+_LEFT = re.compile(r"\b(\d+h)?\d+[hms]$")
+
+
+def transcript() -> list[tuple[str, list[str]]]:
+    """The README transcript as (command, expected output lines) pairs."""
+    text = (REPO / "README.md").read_text()
+    block = text[text.index(_MARKER) :].split("```console\n", 1)[1].split("\n```", 1)[0]
+    pairs: list[tuple[str, list[str]]] = []
+    for line in block.splitlines():
+        if line.startswith("$ "):
+            pairs.append((line[2:], []))
+        else:
+            pairs[-1][1].append(line)
+    return pairs
+
+
+def _shape(line: str) -> str:
+    """A line with what differs between runs (names, instants, time left) blanked."""
+    line = _TIME.sub("<time>", _NAME.sub("<name>", line))
+    return " ".join(_LEFT.sub("<left>", line.rstrip()).split())
+
+
+def test_readme_transcript(
+    service: RunningService, cluster: Cluster, core: client.CoreV1Api, tmp_path: Path
+) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(service.tokens["alice"])
+    token_file.chmod(0o600)
+    env = client_env(cluster, service.url, NSPROV_TOKEN_FILE=str(token_file))
+    names: dict[str, str] = {}  # the README's namespace names -> this run's
+    pairs = transcript()
+    assert len(pairs) >= 8
+    for command, expected in pairs:
+        if command.startswith("export "):
+            exported = {pair.split("=", 1)[0] for pair in command.split()[1:]}
+            assert exported == {"NSPROV_URL", "NSPROV_TOKEN_FILE"}
+            continue  # the test's own URL and token file stand in for them
+        for readme_name, actual in names.items():
+            command = command.replace(readme_name, actual)
+        result = subprocess.run(
+            ["sh", "-c", command], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, (command, result.stdout)
+        got = result.stdout.splitlines()
+        assert [_shape(g) for g in got] == [_shape(e) for e in expected], (command, got)
+        for want, have in zip(expected, got, strict=True):
+            for readme_name, actual in zip(_NAME.findall(want), _NAME.findall(have), strict=True):
+                assert names.setdefault(readme_name, actual) == actual, (command, have)
+    _all_deleted(core)
