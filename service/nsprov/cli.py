@@ -9,13 +9,13 @@ wins), and a boolean flag takes Go's forms ``--flag``, ``--flag=true`` and
 command line, where any local user can read it from the process list.
 
 The server's libraries (starlette, uvicorn, kubernetes) are optional
-(``nsprov[server]``): nothing here imports them until ``serve`` runs, so the
-client commands work with ``pip install nsprov`` alone.
+(``nsprov[server]``): nothing here imports them (nor asyncio) until ``serve``
+runs, so the client commands work with ``pip install nsprov`` alone and start
+quickly.
 """
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import logging
 import os
@@ -287,6 +287,8 @@ def _serve_command(**values: Any) -> int:
         raise ConfigError(
             f"serve needs the server's libraries ({', '.join(missing)} missing): {INSTALL_SERVER}"
         )
+    import asyncio
+
     from kubernetes.config.config_exception import ConfigException
 
     from nsprov.auth import TokenFileError
@@ -312,6 +314,8 @@ serve = click.Command(
 
 
 async def _serve(settings: Settings) -> None:
+    import asyncio
+
     import uvicorn
 
     from nsprov.app import UnsafeGrant, check_grant, create_service, internal_app, public_app

@@ -130,7 +130,11 @@ class ClientConfig:
         else:
             token = env[given[0]].strip()
         if any(c.isspace() for c in token):
-            raise UsageFailure(f"the token in {given[0]} contains whitespace")
+            hint = " (it must hold only the token, not serve's 'name: token' lines)"
+            raise UsageFailure(
+                f"the token in {given[0]} contains whitespace"
+                + (hint if given[0] == "NSPROV_TOKEN_FILE" else "")
+            )
         timeout = None
         if env.get("NSPROV_TIMEOUT", "").strip():
             timeout = positive_duration("NSPROV_TIMEOUT", env["NSPROV_TIMEOUT"])

@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import click
-import yaml
 
 from nsprov.client import (
     CLEANUP_TIMING,
@@ -47,7 +46,7 @@ from nsprov.client import (
     check_ttl,
     positive_duration,
 )
-from nsprov.client_run import SignalRouter, run_in_namespace
+from nsprov.client_run import Interrupted, SignalRouter, run_in_namespace
 
 __all__ = ["COMMANDS", "Failure"]
 
@@ -163,6 +162,8 @@ def _emit(data: Any, output: str, rows: list[dict[str, Any]]) -> None:
     if output == "json":
         click.echo(json.dumps(data, indent=2))
     elif output == "yaml":
+        import yaml  # only here: importing it costs a CI job's every command ~50 ms
+
         click.echo(yaml.safe_dump(data, sort_keys=False), nl=False)
     else:
         click.echo(table(rows))
@@ -348,16 +349,20 @@ def run(ttl: str | None, server: str | None, keep: bool, command: tuple[str, ...
     progress = Progress()
     router = SignalRouter()
     with router.installed(), _client(progress, router.stop_retrying) as client:
-        return run_in_namespace(
-            client,
-            command,
-            ttl=ttl,
-            server=server,
-            keep=keep,
-            say=progress.say,
-            router=router,
-            showing=progress.showing,
-        )
+        try:
+            return run_in_namespace(
+                client,
+                command,
+                ttl=ttl,
+                server=server,
+                keep=keep,
+                say=progress.say,
+                router=router,
+                showing=progress.showing,
+            )
+        except Interrupted as exc:  # a second signal in the instant between two phases
+            progress.say(f"interrupted ({exc}); the namespace's TTL deletes what is left")
+            return 128 + exc.signum
 
 
 COMMANDS = [create, list_, get, extend, delete, run]

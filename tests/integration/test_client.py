@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import stat
 import subprocess
@@ -29,6 +31,7 @@ from tests.support import wait_until
 pytestmark = pytest.mark.usefixtures("grants", "clean_namespaces")
 
 EXIT_USAGE, EXIT_AUTH, EXIT_REFUSED, EXIT_UNAVAILABLE = 2, 3, 4, 5
+_NAME = re.compile(r"\bnp-[a-z0-9]{10}\b")
 
 
 @pytest.fixture(scope="module")
@@ -153,6 +156,16 @@ def test_run_exits_with_the_command_code_and_deletes_the_namespace(
     wait_until(lambda: namespace_status(core, name) == "gone", timeout=60, message=f"{name} gone")
 
 
+def test_run_of_a_missing_command_is_127_and_still_deletes(
+    env: dict[str, str], core: client.CoreV1Api
+) -> None:
+    ran = nsprov(env, "run", "--", "no-such-command-for-nsprov")
+    assert ran.returncode == 127
+    name = _NAME.search(ran.stderr).group(0)  # type: ignore[union-attr]
+    assert "command not found" in ran.stderr
+    assert namespace_status(core, name) in ("deleting", "gone")
+
+
 def test_run_without_dashes_and_keep(env: dict[str, str], core: client.CoreV1Api) -> None:
     ran = nsprov(env, "run", "--keep", "kubectl", "get", "configmaps", "-o", "name")
     assert ran.returncode == 0, ran.stderr
@@ -275,3 +288,54 @@ def test_the_token_can_come_from_a_file(
     listed = nsprov(env, "list", "-o", "json")
     assert listed.returncode == 0, listed.stderr
     assert json.loads(listed.stdout) == {"items": []}
+
+
+def install_client_only(repo: Path, workdir: Path) -> Path:
+    """A fresh virtualenv with ``pip install nsprov`` (no extra) from this checkout; its bin/.
+
+    The source is copied first so the build leaves nothing in the work tree; pip
+    takes the dependencies from its cache or the package index.
+    """
+    source = workdir / "src"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(repo / name, source / name)
+    shutil.copytree(repo / "service", source / "service",
+                    ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"))  # fmt: skip
+    venv = workdir / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    installed = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", str(source)],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert installed.returncode == 0, installed.stderr
+    return venv / "bin"
+
+
+@pytest.mark.venv
+def test_pip_install_nsprov_is_a_client_without_kubernetes(
+    service: RunningService, tmp_path: Path
+) -> None:
+    """About 30 s: builds nsprov and installs it with its dependencies into a new virtualenv."""
+    bin_ = install_client_only(Path(__file__).resolve().parents[2], tmp_path)
+    python = str(bin_ / "python")
+    for module in ("kubernetes", "starlette", "uvicorn", "prometheus_client"):
+        found = subprocess.run(
+            [python, "-c", f"import importlib.util as u; print(u.find_spec({module!r}) is None)"],
+            capture_output=True, text=True, check=True, timeout=60,
+        )  # fmt: skip
+        assert found.stdout.strip() == "True", f"{module} is installed"
+    env = {"PATH": str(bin_), "NSPROV_URL": service.url, "NSPROV_TOKEN": service.tokens["alice"]}
+    listed = subprocess.run(
+        [str(bin_ / "nsprov"), "list", "-o", "json"],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout) == {"items": []}
+    serve = subprocess.run(
+        [str(bin_ / "nsprov"), "serve"],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert serve.returncode == 2
+    assert serve.stderr.endswith("missing): pip install 'nsprov[server]'\n")
+    assert serve.stderr.count("\n") == 1
