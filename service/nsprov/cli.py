@@ -105,11 +105,22 @@ class GoBool(_ParamType):
         self.fail(f"must be true or false, not {value!r}", param, ctx)
 
 
+class OptionalPath(_ParamType):
+    """A file path; '' (``--ca-file=``) means none, as it did for the Go flags."""
+
+    name = "file"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if value is None or isinstance(value, Path):
+            return value
+        return Path(value) if str(value) else None
+
+
 _TYPES: dict[str, _ParamType] = {
     "duration": Duration(),
     "count": Count(),
     "bool": GoBool(),
-    "path": click.Path(dir_okay=False, path_type=Path),
+    "path": OptionalPath(),
     "text": click.STRING,
     "token": click.STRING,
 }

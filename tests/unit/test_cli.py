@@ -174,3 +174,13 @@ def test_an_unknown_command_is_one_line_and_exit_2(capsys: pytest.CaptureFixture
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert "serf" in err
+
+
+def test_an_empty_path_or_url_means_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = _settings(
+        monkeypatch, "--kubeconfig=", "--ca-file=", "--server=", NSPROV_TOKEN_FILE="/t"
+    )
+    assert (settings.kubeconfig, settings.ca_file, settings.server) == (None, None, None)
+    assert settings.tokens == {}
+    settings = _settings(monkeypatch, "--kubeconfig=/k", NSPROV_TOKEN_FILE="/t")
+    assert settings.kubeconfig == "/k"
