@@ -376,6 +376,8 @@ async def _serve(settings: Settings) -> None:
     help="Short-lived Kubernetes namespaces. The client commands read NSPROV_URL and one of "
     "NSPROV_TOKEN, NSPROV_TOKEN_FILE or NSPROV_ID_TOKEN from the environment.",
     context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="Exit codes: 0 done, 1 other, 2 usage, 3 auth, 4 refused, 5 unavailable; "
+    "`nsprov run` exits with CMD's code once CMD has started.",
 )
 @click.version_option(__version__, prog_name="nsprov", message="%(prog)s %(version)s")
 def group() -> None:

@@ -198,8 +198,12 @@ def _save_kubeconfig(
 
 # ---- commands -----------------------------------------------------------------------------
 
-_TTL = click.option("--ttl", help="lifetime (Go duration, e.g. 30m); default: the service's")
-_SERVER = click.option("--server", help="Kubernetes API URL to write into the kubeconfig")
+_TTL = click.option(
+    "--ttl", metavar="DURATION", help="lifetime (Go duration, e.g. 30m); default: the service's"
+)
+_SERVER = click.option(
+    "--server", metavar="URL", help="Kubernetes API URL to write into the kubeconfig"
+)
 _TABLE_OUTPUT = click.option(
     "-o", "--output", type=click.Choice(["table", "json", "yaml"]), default="table",
     show_default=True, help="output format",
@@ -338,12 +342,14 @@ def delete(name: str, wait: bool, wait_timeout: str, output: str) -> int:
 @_TTL
 @_SERVER
 @click.option("--keep", is_flag=True, help="keep the namespace (and kubeconfig) afterwards")
-@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.argument(
+    "command", nargs=-1, required=True, type=click.UNPROCESSED, metavar="[--] CMD [ARGS]..."
+)
 def run(ttl: str | None, server: str | None, keep: bool, command: tuple[str, ...]) -> int:
-    """Provision a namespace, run COMMAND with KUBECONFIG and NSPROV_NAMESPACE set, delete it.
+    """Provision a namespace, run CMD with KUBECONFIG and NSPROV_NAMESPACE set, delete it.
 
-    Exits with COMMAND's exit code. SIGINT and SIGTERM are passed on to COMMAND;
-    the namespace and the kubeconfig file go however COMMAND ends.
+    Exits with CMD's exit code. SIGINT and SIGTERM are passed on to CMD;
+    the namespace and the kubeconfig file go however CMD ends.
     """
     check_ttl(ttl)
     progress = Progress()
