@@ -60,6 +60,7 @@ class Progress:
         self._stream = stream or sys.stderr
         self._tty = self._stream.isatty()
         self._text = ""
+        self._detail = ""
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -69,7 +70,7 @@ class Progress:
         if not self._tty:
             yield
             return
-        self._text = text
+        self._text, self._detail = text, ""
         self._stop.clear()
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
@@ -84,7 +85,8 @@ class Progress:
         frame = 0
         while not self._stop.wait(0.1):
             with self._lock:
-                self._stream.write(f"\r{_SPINNER[frame % 4]} {self._text}\x1b[K")
+                detail = f" ({self._detail})" if self._detail else ""
+                self._stream.write(f"\r{_SPINNER[frame % 4]} {self._text}{detail}\x1b[K")
                 self._stream.flush()
             frame += 1
 
@@ -96,7 +98,7 @@ class Progress:
     def note(self, text: str) -> None:
         """Progress worth a glance (a retry): the spinner's new text; nothing without a terminal."""
         if self._tty:
-            self._text = text
+            self._detail = text
 
     def say(self, text: str) -> None:
         """A line of its own on stderr (a retry, a warning), above the spinner."""

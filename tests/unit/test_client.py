@@ -29,6 +29,7 @@ from nsprov.client import (
 )
 from nsprov.client_cli import Progress, table, write_private_file
 from nsprov.client_run import Interrupted, SignalRouter
+from tests.support import wait_until
 
 URL = "http://nsprov.test"
 TOKEN = "s3cret-token-value"
@@ -259,3 +260,20 @@ def test_signals_during_cleanup_abandon_it_and_quiet_phase_records_only() -> Non
     router.enter("cleanup")
     with pytest.raises(Interrupted):
         router._handle(signal.SIGINT, None)
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_on_a_terminal_spins_and_clears_its_line() -> None:
+    stream = _Terminal()
+    progress = Progress(stream)
+    with progress.showing("provisioning"):
+        progress.note("attempt 1 failed")
+        wait_until(lambda: "attempt 1 failed" in stream.getvalue(), timeout=5)
+    shown = stream.getvalue()
+    assert "provisioning (attempt 1 failed)" in shown
+    assert shown.endswith("\r\x1b[K")
+    assert "\n" not in shown
