@@ -115,7 +115,7 @@ class ClientConfig:
     url: str
     token: str = field(repr=False)
     timeout: float | None = None
-    """NSPROV_TIMEOUT: overrides every retry loop's total deadline."""
+    """NSPROV_TIMEOUT: the deadline of a command's requests (and a cap on run's cleanup)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ClientConfig:
@@ -141,11 +141,13 @@ class ClientConfig:
         return cls(url=url, token=token, timeout=timeout)
 
     def timing(self, base: Timing) -> Timing:
+        """``base`` with NSPROV_TIMEOUT as its deadline; the cleanup's short budget only shrinks."""
         if self.timeout is None:
             return base
+        deadline = min(self.timeout, base.deadline) if base == CLEANUP_TIMING else self.timeout
         return Timing(
-            deadline=self.timeout,
-            attempt_timeout=min(base.attempt_timeout, self.timeout),
+            deadline=deadline,
+            attempt_timeout=min(base.attempt_timeout, deadline),
             backoff=base.backoff,
             backoff_max=base.backoff_max,
         )

@@ -89,6 +89,10 @@ def test_timeout_overrides_the_deadline() -> None:
     config = ClientConfig.from_env({"NSPROV_URL": URL, "NSPROV_TOKEN": "t", "NSPROV_TIMEOUT": "3s"})
     timing = config.timing(client_.PROVISION_TIMING)
     assert (timing.deadline, timing.attempt_timeout) == (3.0, 3.0)
+    assert config.timing(client_.CLEANUP_TIMING).deadline == 3.0
+    longer = ClientConfig(url=URL, token="t", timeout=600.0)
+    assert longer.timing(client_.PROVISION_TIMING).deadline == 600.0
+    assert longer.timing(client_.CLEANUP_TIMING) == client_.CLEANUP_TIMING
 
 
 # ---- retries ------------------------------------------------------------------------------
