@@ -228,6 +228,12 @@ def _check(settings: Settings) -> None:
     """What no single flag's type can say: relations between flags and shapes of values."""
     if settings.ttl > settings.max_ttl:
         raise ConfigError("--ttl must not exceed --max-ttl")
+    # A default ttl below --min-ttl would make every request without a ttl fail.
+    if settings.min_ttl > settings.ttl:
+        raise ConfigError("--min-ttl must not exceed --ttl")
+    # Below --max-ttl, a POST the ttl rules allow would be refused anyway.
+    if settings.max_ttl > settings.max_lifetime:
+        raise ConfigError("--max-ttl must not exceed --max-lifetime")
     if settings.leader_elect_lease_duration < 3:
         raise ConfigError("--leader-elect-lease-duration must be at least 3s")
     try:
@@ -235,10 +241,24 @@ def _check(settings: Settings) -> None:
         bundle.Selector.parse(settings.selector)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    if not settings.tokens and settings.token_file is None:
-        raise ConfigError("no token configured: set NSPROV_TOKEN_FILE or NSPROV_TOKEN")
+    if not settings.tokens and settings.token_file is None and settings.policy_file is None:
+        raise ConfigError(
+            "no token configured: set NSPROV_TOKEN_FILE, NSPROV_TOKEN or NSPROV_POLICY_FILE"
+        )
+    if settings.ca_file is not None:
+        _check_ca_file(settings.ca_file)
     split_address(settings.listen)
     split_address(settings.listen_internal)
+
+
+def _check_ca_file(path: Path) -> None:
+    """--ca-file must be a readable PEM file now, not a traceback at the first kubeconfig."""
+    try:
+        text = path.read_text(encoding="ascii", errors="replace")
+    except OSError as exc:
+        raise ConfigError(f"--ca-file {path}: {exc.strerror or exc}") from None
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        raise ConfigError(f"--ca-file {path}: no PEM certificate in it")
 
 
 def one_line(exc: click.ClickException) -> str:
@@ -246,7 +266,13 @@ def one_line(exc: click.ClickException) -> str:
     missing = isinstance(exc, click.MissingParameter)
     if isinstance(exc, click.BadParameter) and exc.param is not None and not missing:
         names = [o for o in getattr(exc.param, "opts", []) if o.startswith("--")]
-        return f"{names[0] if names else exc.param.name}: {exc.message}"
+        name = names[0] if names else exc.param.name
+        # "--ttl must be positive", but "--ttl: missing unit in duration '5'"
+        return (
+            f"{name} {exc.message}"
+            if exc.message.startswith("must")
+            else (f"{name}: {exc.message}")
+        )
     return " ".join(exc.format_message().split())
 
 
@@ -275,8 +301,25 @@ def missing_server_modules() -> list[str]:
     return [name for name in SERVER_MODULES if importlib.util.find_spec(name) is None]
 
 
-_LOGGING_LEVELS = {"warn": "WARNING", "all": "DEBUG", "none": "CRITICAL"}
-_UVICORN_LEVELS = {"warn": "warning", "all": "debug", "none": "critical"}
+# The original Go tool's names (go-kit's all/debug/info/warn/error/none) and Python's.
+# There is nothing below debug to show for "all"; "none" is above every level we log at.
+_LOG_LEVELS = {
+    "all": logging.DEBUG,
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warn": logging.WARNING,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "none": logging.CRITICAL + 10,
+}
+
+
+def log_level(value: str) -> int:
+    """--log-level as a logging level; ConfigError for a name we do not know."""
+    level = _LOG_LEVELS.get(str(value).strip().lower())
+    if level is None:
+        raise ConfigError(f"--log-level must be one of {', '.join(_LOG_LEVELS)}, not {value!r}")
+    return level
 
 
 def _configure_logging(level: str) -> None:
@@ -287,9 +330,7 @@ def _configure_logging(level: str) -> None:
     handler.setFormatter(
         logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
     )
-    logging.basicConfig(level=_LOGGING_LEVELS.get(level, level.upper()), handlers=[handler])
-    if level == "none":
-        logging.disable(logging.CRITICAL)
+    logging.basicConfig(level=log_level(level), handlers=[handler])
 
 
 def _serve_command(**values: Any) -> int:
@@ -347,7 +388,7 @@ async def _serve(settings: Settings) -> None:
             app,
             host=host,
             port=port,
-            log_level=_UVICORN_LEVELS.get(settings.log_level, settings.log_level),
+            log_level=log_level(settings.log_level),
             lifespan="on" if address == settings.listen else "off",
             server_header=False,
             log_config=None,

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import os
 
 import click
@@ -45,14 +46,23 @@ def test_env_fallback_and_flag_precedence(monkeypatch: pytest.MonkeyPatch) -> No
         ([], "no token configured"),
         (["--token=x" * 3, "--ttl=5"], "--ttl: missing unit"),
         (["--token=x" * 3, "--ttl=3h", "--max-ttl=2h"], "must not exceed"),
-        (["--token=x" * 3, "--max-ttl=-1h"], "--max-ttl: must be positive"),
+        (["--token=x" * 3, "--max-ttl=-1h"], "--max-ttl must be positive"),
         (["--token=x" * 3, "--prefix=NP"], "prefix"),
         (["--token=x" * 3, "--selector=nolabel"], "key=value"),
-        (["--token=x" * 3, "--max-namespaces=many"], "--max-namespaces: must be a whole number"),
-        (["--token=x" * 3, "--leader-elect=maybe"], "--leader-elect: must be true or false"),
+        (["--token=x" * 3, "--max-namespaces=many"], "--max-namespaces must be a whole number"),
+        (["--token=x" * 3, "--leader-elect=maybe"], "--leader-elect must be true or false"),
         (["--token=x" * 3, "--leader-elect-lease-duration=1s"], "at least 3s"),
         (["--token=x" * 3, "--listen=8080"], "host:port"),
         (["--token=x" * 3, "--log-level=loud"], "--log-level"),
+        (["--token=x" * 3, "--ttl=1m", "--min-ttl=2m"], "--min-ttl must not exceed --ttl"),
+        (["--token=x" * 3, "--min-ttl=0s"], "--min-ttl must be positive"),
+        (["--token=x" * 3, "--max-ttl=73h"], "--max-ttl must not exceed --max-lifetime"),
+        (["--token=x" * 3, "--max-lifetime=soon"], "--max-lifetime: invalid"),
+        (
+            ["--token=x" * 3, "--ca-file=/nonexistent/ca.crt"],
+            "--ca-file /nonexistent/ca.crt: No such",
+        ),
+        (["--token=x" * 3, "--ca-file=/dev/null"], "no PEM certificate"),
         (["--token=x" * 3, "--pod-security=strict"], "--pod-security"),
     ],
 )
@@ -184,3 +194,25 @@ def test_an_empty_path_or_url_means_none(monkeypatch: pytest.MonkeyPatch) -> Non
     assert settings.tokens == {}
     settings = _settings(monkeypatch, "--kubeconfig=/k", NSPROV_TOKEN_FILE="/t")
     assert settings.kubeconfig == "/k"
+
+
+@pytest.mark.parametrize(
+    ("name", "level"),
+    [
+        ("all", logging.DEBUG),
+        ("debug", logging.DEBUG),
+        ("INFO", logging.INFO),
+        ("warn", logging.WARNING),
+        ("warning", logging.WARNING),
+        ("error", logging.ERROR),
+        ("none", logging.CRITICAL + 10),
+    ],
+)
+def test_log_levels_of_the_go_tool_and_of_python(name: str, level: int) -> None:
+    assert cli.log_level(name) == level
+
+
+def test_a_policy_file_alone_is_enough_to_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = _settings(monkeypatch, NSPROV_POLICY_FILE="/etc/nsprov/policy.yaml")
+    assert str(settings.policy_file) == "/etc/nsprov/policy.yaml"
+    assert settings.tokens == {}
