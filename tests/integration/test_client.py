@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import stat
@@ -216,6 +217,59 @@ def test_run_stopped_by_a_signal_still_deletes(
     assert process.returncode == 128 + signum, stderr
     assert "warning" not in stderr
     assert not Path(kubeconfig).exists()
+    assert namespace_status(core, name) in ("deleting", "gone")
+
+
+# Waits in sigtimedwait, so it takes the terminal's SIGINT the moment it arrives; a copy
+# nsprov sent afterwards would be a second signal, not merged into the first.
+_COUNTER = textwrap.dedent(
+    """
+    import os, signal, sys
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    with open(sys.argv[1], "w") as out:
+        out.write(os.environ["NSPROV_NAMESPACE"])
+    got = [signal.sigtimedwait({signal.SIGINT}, 60)]
+    got.append(signal.sigtimedwait({signal.SIGINT}, 1.5))
+    got = [info for info in got if info is not None]
+    with open(sys.argv[2], "w") as out:
+        out.write(str(len(got)))
+    sys.exit(130 if got else 1)
+    """
+)
+
+
+@pytest.mark.skipif(shutil.which("script") is None, reason="needs script(1) for a terminal")
+def test_ctrl_c_at_a_terminal_reaches_cmd_once(
+    env: dict[str, str], core: client.CoreV1Api, tmp_path: Path
+) -> None:
+    """Ctrl-C reaches CMD from the terminal; nsprov must not send it a second SIGINT.
+
+    A second copy would turn a program's graceful first interrupt (pytest's
+    teardown, a deploy's rollback) into its forced second one. Two SIGINTs that
+    arrive together merge into one, so a nsprov that did forward is caught most
+    of the time rather than every time; a correct one always passes.
+    """
+    seen, count = tmp_path / "seen", tmp_path / "count"
+    command = shlex.join(["nsprov", "run", "--", sys.executable, "-c", _COUNTER, str(seen),
+                          str(count)])  # fmt: skip
+    # script(1) runs the command on a new terminal; ^C written to it is the terminal's SIGINT.
+    process = subprocess.Popen(
+        ["script", "-qfec", command, "/dev/null"], env=env, stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: seen.exists() and seen.read_text(), timeout=60, message="CMD started")
+        name = seen.read_text()
+        assert process.stdin is not None
+        process.stdin.write(b"\x03")
+        process.stdin.flush()
+        output, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert count.read_text() == "1", output
+    assert process.returncode == 130, output
     assert namespace_status(core, name) in ("deleting", "gone")
 
 
