@@ -8,6 +8,7 @@ runs the same commands against the real service.
 from __future__ import annotations
 
 import io
+import os
 import re
 import signal
 import stat
@@ -28,7 +29,7 @@ from nsprov.client import (
     UsageFailure,
 )
 from nsprov.client_cli import Progress, table, write_private_file
-from nsprov.client_run import Interrupted, SignalRouter
+from nsprov.client_run import Interrupted, SignalRouter, run_in_namespace
 from tests.support import wait_until
 
 URL = "http://nsprov.test"
@@ -281,3 +282,58 @@ def test_progress_on_a_terminal_spins_and_clears_its_line() -> None:
     assert "provisioning (attempt 1 failed)" in shown
     assert shown.endswith("\r\x1b[K")
     assert "\n" not in shown
+
+
+# ---- run, against a stand-in service ------------------------------------------------------
+
+
+class _Service:
+    """A stand-in nsprov: creates one namespace, records deletes, can refuse them."""
+
+    def __init__(self, delete_status: int = 202, during_create: Callable[[], None] = lambda: None):
+        self.deleted: list[str] = []
+        self.delete_status = delete_status
+        self.during_create = during_create
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            self.during_create()
+            return httpx.Response(201, json=CREATED)
+        if request.method == "DELETE":
+            self.deleted.append(request.url.path.rsplit("/", 1)[1])
+            if self.delete_status != 202:
+                return _problem(self.delete_status, "Cluster Unavailable", "down",
+                                **{"Retry-After": "3600"})  # fmt: skip
+            return httpx.Response(202, json={"name": "x", "state": "MARKED_FOR_DELETION"})
+        raise AssertionError(request)
+
+
+def _run(service: _Service, argv: list[str], said: list[str]) -> int:
+    router = SignalRouter()
+    with router.installed(), _client(service) as nsprov:
+        return run_in_namespace(
+            nsprov, argv, ttl=None, server=None, keep=False, say=said.append, router=router
+        )
+
+
+def test_run_exits_with_cmd_code_and_a_failed_delete_is_a_warning(tmp_path: Path) -> None:
+    service = _Service(delete_status=503)
+    said: list[str] = []
+    seen = tmp_path / "seen"
+    code = _run(service, ["sh", "-c", f'echo "$KUBECONFIG" > {seen}; exit 7'], said)
+    assert code == 7
+    assert service.deleted == ["np-abcdefghij"]
+    assert said[-1].startswith("warning: namespace np-abcdefghij was not deleted")
+    kubeconfig = Path(seen.read_text().strip())
+    assert not kubeconfig.exists()
+    assert not kubeconfig.parent.exists()
+
+
+def test_a_signal_while_provisioning_deletes_what_the_request_made(tmp_path: Path) -> None:
+    """SIGTERM lands while the POST is out: it finishes, its namespace goes, CMD never runs."""
+    service = _Service(during_create=lambda: os.kill(os.getpid(), signal.SIGTERM))
+    ran = tmp_path / "ran"
+    code = _run(service, ["touch", str(ran)], [])
+    assert code == 128 + signal.SIGTERM
+    assert service.deleted == ["np-abcdefghij"]
+    assert not ran.exists()
