@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+from pathlib import Path
 
 import click
 import pytest
@@ -216,3 +218,31 @@ def test_a_policy_file_alone_is_enough_to_start(monkeypatch: pytest.MonkeyPatch)
     settings = _settings(monkeypatch, NSPROV_POLICY_FILE="/etc/nsprov/policy.yaml")
     assert str(settings.policy_file) == "/etc/nsprov/policy.yaml"
     assert settings.tokens == {}
+
+
+def _readme_flag_rows() -> list[tuple[list[str], list[str]]]:
+    """(flags, code-formatted defaults) of every README table row that documents a flag."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    rows = []
+    for line in readme.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.startswith("| `--") and len(cells) >= 3:
+            rows.append(
+                (re.findall(r"`(--[a-z-]+)`", cells[0]), re.findall(r"`([^`]*)`", cells[1]))
+            )
+    return rows
+
+
+def test_the_readme_flag_tables_are_true() -> None:
+    """Every serve flag is documented, and every documented default is the one nsprov uses."""
+    specs = {f"--{spec.name}": spec for spec in flag_specs()}
+    rows = _readme_flag_rows()
+    documented = {flag for flags, _ in rows for flag in flags}
+    assert documented == set(specs)
+    for flags, defaults in rows:
+        if not defaults or len(defaults) not in (1, len(flags)):
+            continue
+        for flag, default in zip(flags, defaults * len(flags) if len(defaults) == 1 else defaults,
+                                 strict=False):  # fmt: skip
+            if specs[flag].shown is None:
+                assert cli.flag_default(specs[flag]) == default, flag
