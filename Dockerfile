@@ -5,7 +5,7 @@ FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY service ./service
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[server]'
 
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -13,7 +13,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 COPY --from=build /wheels /wheels
-RUN pip install --no-index --find-links=/wheels nsprov \
+RUN pip install --no-index --find-links=/wheels 'nsprov[server]' \
     && rm -rf /wheels \
     && groupadd --gid 10001 nsprov \
     && useradd --uid 10001 --gid nsprov --no-create-home --shell /usr/sbin/nologin nsprov

@@ -11,6 +11,9 @@ Prints figures; asserts nothing (speed targets do not belong in timed tests).
     python -m tests.bench oidc [--requests 100] [--rotations 5]
         POST latency with an OIDC ID token (loopback issuer, warm key cache) vs a
         static token, interleaved; then the first request after each key rotation.
+    python -m tests.bench client [--runs 20]
+        time from `nsprov run` start to CMD start vs. the same POST through curl,
+        and the installed size of `pip install nsprov` vs. `pip install 'nsprov[server]'`.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import os
 import platform
 import re
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -190,6 +195,85 @@ def _metric_value(url: str, name: str) -> str:
     return "0"
 
 
+def _machine() -> str:
+    uname = os.uname()
+    return (
+        f"{uname.sysname} {uname.release} {uname.machine}, {os.cpu_count()} cores, "
+        f"Python {sys.version.split()[0]}"
+    )
+
+
+def _p50(samples: list[float]) -> str:
+    ordered = sorted(samples)
+    return (
+        f"p50={statistics.median(ordered) * 1000:.0f}ms min={ordered[0] * 1000:.0f}ms "
+        f"max={ordered[-1] * 1000:.0f}ms (n={len(ordered)})"
+    )
+
+
+def _site_size(venv: Path) -> int:
+    site = next(venv.glob("lib/python*/site-packages"))
+    return sum(p.stat().st_size for p in site.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def _installed_size(extra: str, workdir: Path) -> tuple[int, str]:
+    """Bytes that ``pip install nsprov<extra>`` adds to a fresh virtualenv's site-packages."""
+    venv = workdir / f"venv{extra or '-client'}"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    before = _site_size(venv)
+    command = f"pip install '{_REPO}{extra}'"
+    subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", f"{_REPO}{extra}"],
+        check=True,
+    )
+    return _site_size(venv) - before, command
+
+
+def client_figures(args: argparse.Namespace) -> None:
+    print(f"machine: {_machine()}")
+    nsprov = str(Path(sys.executable).parent / "nsprov")
+    with _kubeconfig() as kubeconfig, tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        with running_service(kubeconfig, work) as service:
+            env = {
+                **os.environ,
+                "NSPROV_URL": service.url,
+                "NSPROV_TOKEN": service.tokens["alice"],
+            }
+            stamp = work / "cmd-started"
+            to_cmd = []
+            for _ in range(args.runs):
+                started = time.time()
+                subprocess.run(
+                    [nsprov, "run", "--ttl=10m", "--", "sh", "-c", f"date +%s.%N > {stamp}"],
+                    env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                )  # fmt: skip
+                to_cmd.append(float(stamp.read_text()) - started)
+            header = work / "auth-header"
+            header.write_text(f"Authorization: Bearer {service.tokens['alice']}\n")
+            curl_argv = [
+                "curl", "--silent", "--fail", "--header", f"@{header}", "--request", "POST",
+                "--output", str(work / "kubeconfig"), f"{service.url}/api/v1/namespaces?ttl=10m",
+            ]  # fmt: skip
+            with_curl = []
+            for _ in range(args.runs):
+                started = time.time()
+                subprocess.run(curl_argv, check=True)
+                with_curl.append(time.time() - started)
+        print("$ nsprov run --ttl=10m -- sh -c 'date +%s.%N > file'   (start -> CMD starts)")
+        print(f"  {_p50(to_cmd)}")
+        print(f"$ {' '.join(curl_argv[:7])} ... '{service.url}/api/v1/namespaces?ttl=10m'")
+        print(f"  {_p50(with_curl)}")
+        api = config.new_client_from_config(config_file=str(kubeconfig))
+        core = client.CoreV1Api(api)
+        for ns in core.list_namespace(label_selector=SELECTOR).items:
+            core.delete_namespace(ns.metadata.name)
+        api.close()
+        for extra in ("", "[server]"):
+            size, command = _installed_size(extra, work)
+            print(f"$ {command}: {size / 2**20:.1f} MiB added to site-packages (.pyc included)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     commands = parser.add_subparsers(dest="command")
@@ -203,11 +287,15 @@ def main() -> int:
     oidc_ = commands.add_parser("oidc")
     oidc_.add_argument("--requests", type=int, default=100)
     oidc_.add_argument("--rotations", type=int, default=5)
+    client_ = commands.add_parser("client")
+    client_.add_argument("--runs", type=int, default=20)
     args = parser.parse_args()
     if args.command == "controller":
         controller(args)
     elif args.command == "oidc":
         oidc(args)
+    elif args.command == "client":
+        client_figures(args)
     else:
         provision(args if args.command else provision_.parse_args([]))
     return 0

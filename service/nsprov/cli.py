@@ -1,142 +1,306 @@
-"""``nsprov serve``: flags (with NSPROV_* env fallbacks) -> Settings -> two uvicorn servers.
+"""The ``nsprov`` command: one click group for the server (``serve``) and the client.
 
-Flag names follow the original Go provisioner so an existing deployment can
-switch by changing the image. Every flag ``--some-flag`` can also be given as
-``NSPROV_SOME_FLAG``; a flag on the command line wins over the environment.
-A token belongs in the environment or in a file, not on the command line,
-where any local user can read it from the process list.
+``serve``'s flags are generated from the Settings fields (settings.py declares
+each flag's default, kind and help once). Flag names follow the original Go
+provisioner so an existing deployment can switch by changing the image: every
+flag ``--some-flag`` can also be given as ``NSPROV_SOME_FLAG`` (the command line
+wins), and a boolean flag takes Go's forms ``--flag``, ``--flag=true`` and
+``--flag=false``. A token belongs in the environment or in a file, not on the
+command line, where any local user can read it from the process list.
+
+The server's libraries (starlette, uvicorn, kubernetes) are optional
+(``nsprov[server]``): nothing here imports them (nor asyncio) until ``serve``
+runs, so the client commands work with ``pip install nsprov`` alone and start
+quickly.
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
+import importlib.util
 import logging
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import fields
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import uvicorn
-from kubernetes.config.config_exception import ConfigException
+import click
 
-from nsprov import __version__, bundle
-from nsprov.app import UnsafeGrant, check_grant, create_service, internal_app, public_app
-from nsprov.auth import TokenFileError
+from nsprov import __version__, bundle, client_cli
 from nsprov.errors import BadRequest
-from nsprov.policyfile import PolicyError
-from nsprov.requestid import RequestIdFilter
-from nsprov.settings import Settings
+from nsprov.settings import FlagSpec, Settings, flag_specs
 from nsprov.ttl import parse_duration
+
+if TYPE_CHECKING:
+    from nsprov.app import Service
+
+    # click >= 8.3 makes ParamType generic; older releases (which nsprov also runs on) do not.
+    _ParamType = click.ParamType[Any, Any]
+else:
+    _ParamType = click.ParamType
 
 log = logging.getLogger("nsprov")
 
 _MAX_REQUEST_HEAD_BYTES = 256 * 1024
+
 IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+SERVER_MODULES = ("starlette", "uvicorn", "kubernetes", "prometheus_client")
+INSTALL_SERVER = "pip install 'nsprov[server]'"
+USAGE_EXIT = 2
 
 
 class ConfigError(ValueError):
     """The configuration cannot work; the message is the one-line reason."""
 
 
-def _env(flag: str) -> str | None:
-    return os.environ.get("NSPROV_" + flag.upper().replace("-", "_"))
+# ---- flag types ---------------------------------------------------------------------------
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="nsprov", description="Short-lived Kubernetes namespaces."
+class Duration(_ParamType):
+    """A positive Go duration (``30s``, ``1h30m``) -> seconds."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, float):
+            return value
+        try:
+            seconds = parse_duration(str(value))
+        except BadRequest as exc:
+            self.fail(exc.detail, param, ctx)
+        if seconds <= 0:
+            self.fail("must be positive", param, ctx)
+        return seconds
+
+
+class Count(_ParamType):
+    """A whole number >= 0."""
+
+    name = "count"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, int):
+            return value
+        try:
+            number = int(str(value))
+        except ValueError:
+            self.fail(f"must be a whole number, not {value!r}", param, ctx)
+        if number < 0:
+            self.fail("must not be negative", param, ctx)
+        return number
+
+
+class GoBool(_ParamType):
+    """``true``/``false`` (also 1/0, yes/no), as Go's flag package reads a boolean."""
+
+    name = "bool"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, bool):
+            return value
+        lowered = str(value).strip().lower()
+        if lowered in ("true", "1", "yes"):
+            return True
+        if lowered in ("false", "0", "no"):
+            return False
+        self.fail(f"must be true or false, not {value!r}", param, ctx)
+
+
+class OptionalPath(_ParamType):
+    """A file path; '' (``--ca-file=``) means none, as it did for the Go flags."""
+
+    name = "file"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if value is None or isinstance(value, Path):
+            return value
+        return Path(value) if str(value) else None
+
+
+_TYPES: dict[str, _ParamType] = {
+    "duration": Duration(),
+    "count": Count(),
+    "bool": GoBool(),
+    "path": OptionalPath(),
+    "text": click.STRING,
+    "token": click.STRING,
+}
+
+
+class _SettingOption(click.Option):
+    """An option whose environment variable counts when set, even to '' (``--pod-security=``)."""
+
+    def resolve_envvar_value(self, ctx: click.Context) -> str | None:
+        if isinstance(self.envvar, str) and self.envvar in os.environ:
+            return os.environ[self.envvar]
+        return super().resolve_envvar_value(ctx)
+
+
+def go_duration(seconds: float) -> str:
+    """Seconds as the shortest Go duration: 3600 -> ``1h``, 5400 -> ``1h30m``, 30 -> ``30s``."""
+    hours, rest = divmod(round(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    text = (f"{hours}h" if hours else "") + (f"{minutes}m" if minutes else "")
+    return text + (f"{secs}s" if secs or not text else "")
+
+
+def flag_default(spec: FlagSpec) -> str | None:
+    """The Settings default as the text a user would type (None: nsprov works it out)."""
+    if spec.shown is not None or spec.kind == "token" or spec.default is None:
+        return None
+    if spec.kind == "duration":
+        return go_duration(spec.default)
+    if spec.kind == "bool":
+        return "true" if spec.default else "false"
+    return str(spec.default)
+
+
+def _option(spec: FlagSpec) -> click.Option:
+    """The click option for one Settings field: its default, type and env var, from the field.
+
+    The default is the field's, rendered as flag text ("1h", "true") and converted
+    back by the option's type like any value a user gives, so help shows it as typed.
+    """
+    kind_type = (
+        click.Choice(spec.choices, case_sensitive=False)
+        if spec.kind == "choice"
+        else _TYPES[spec.kind]
     )
-    parser.add_argument("--version", action="version", version=f"nsprov {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run the API and the controller")
-    defaults = Settings()
-
-    def flag(name: str, help_: str, default: object = None) -> None:
-        env = _env(name)
-        serve.add_argument(
-            f"--{name}",
-            default=env if env is not None else default,
-            help=f"{help_} [env NSPROV_{name.upper().replace('-', '_')}]",
-        )
-
-    flag("kubeconfig", "kubeconfig path (default: in-cluster, then the usual lookup)")
-    flag("listen", "public API address host:port", defaults.listen)
-    flag("listen-internal", "healthz/readyz/metrics address host:port", defaults.listen_internal)
-    flag("server", "Kubernetes API URL written into kubeconfigs (default: the one nsprov uses)")
-    flag("cluster-role", "ClusterRole granted in each namespace", defaults.cluster_role)
-    flag("ttl", "default namespace lifetime (Go duration)", "1h")
-    flag("max-ttl", "longest lifetime a request may ask for (Go duration)", "24h")
-    flag("min-ttl", "shortest lifetime a request may ask for (Go duration)", "30s")
-    flag("max-lifetime", "longest life from creation, extensions included (Go duration)", "72h")
-    flag("prefix", "namespace name prefix", defaults.prefix)
-    flag("selector", "key=value label on everything nsprov creates", defaults.selector)
-    flag("token", "a single bearer token (owner 'default'); prefer --token-file or the env")
-    flag("token-file", "file of 'name: token' lines, re-read when it changes")
-    flag("policy-file", "YAML of trusted OIDC issuers and tenants, re-read when it changes")
-    flag("ca-file", "CA bundle written into kubeconfigs (default: the CA nsprov trusts)")
-    flag("max-namespaces", "cap on live namespaces in total (0 = none)", "0")
-    flag("max-namespaces-per-owner", "cap on live namespaces per token owner (0 = none)", "0")
-    flag("pod-security", "Pod Security level enforced in each namespace ('' = none)", "baseline")
-    flag("request-timeout", "timeout of each Kubernetes call (Go duration)", "30s")
-    flag("concurrency", "worker threads and Kubernetes connections", str(defaults.concurrency))
-    flag(
-        "allow-unsafe-grant", "start even if the grant lets tenants escalate (true/false)", "false"
+    default = flag_default(spec)
+    shown: bool | str = default is not None and default != ""
+    if spec.shown is not None:
+        shown = spec.shown
+    elif default == "":
+        shown = "''"
+    extra: dict[str, Any] = {}
+    if spec.kind == "bool":
+        # ``--flag`` alone means true; ``--flag=false`` still parses, as with Go's flags.
+        extra = {"is_flag": False, "flag_value": "true"}
+    return _SettingOption(
+        [f"--{spec.name}", spec.field],
+        type=kind_type,
+        default=default,
+        envvar=spec.env,
+        show_envvar=True,
+        show_default=shown,
+        help=spec.help,
+        **extra,
     )
-    flag("controller", "run the expiry/repair controller (true/false)", "true")
-    flag("leader-elect", "take a Lease before the controller acts (true/false)", "true")
-    flag("leader-elect-namespace", "namespace of the Lease (default: the pod's, else default)")
-    flag("leader-elect-lease-name", "name of the Lease", defaults.leader_elect_lease_name)
-    flag("leader-elect-lease-duration", "lease duration (Go duration)", "15s")
-    flag("resync-period", "full pass over every namespace this often (Go duration)", "5m")
-    flag("adopt-ttl", "lifetime from creation of namespaces found without expiry", "24h")
-    flag("log-level", "all, debug, info, warn(ing), error or none", "info")
-    return parser
 
 
-def _duration(name: str, value: str) -> float:
+# ---- options -> Settings ------------------------------------------------------------------
+
+
+def _own_namespace() -> str:
     try:
-        seconds = parse_duration(value)
-    except BadRequest as exc:
-        raise ConfigError(f"--{name}: {exc.detail}") from None
-    if seconds <= 0:
-        raise ConfigError(f"--{name} must be positive")
-    return seconds
+        return IN_CLUSTER_NAMESPACE.read_text().strip() or "default"
+    except OSError:
+        return "default"
 
 
-def _min_ttl(value: str, ttl: float) -> float:
-    """--min-ttl: a default ttl below it would make every request without a ttl fail."""
-    seconds = _duration("min-ttl", value)
-    if seconds > ttl:
+def settings_from_options(values: dict[str, Any]) -> Settings:
+    """Settings from ``serve``'s converted options; ConfigError names what cannot work."""
+    given: dict[str, Any] = {}
+    for spec in flag_specs():
+        value = values.get(spec.field)
+        if spec.kind == "token":
+            value = {"default": value} if value else {}
+        elif value in (None, "") and spec.kind in ("text", "path") and spec.default is None:
+            value = None
+        if value is None and spec.field == "leader_elect_namespace":
+            value = _own_namespace()
+        if value is None and spec.default is not None:
+            value = spec.default
+        if isinstance(value, Path) and _field_type(spec.field).startswith("str"):
+            value = str(value)
+        given[spec.field] = value
+    given["log_level"] = str(given["log_level"]).lower()
+    given["concurrency"] = max(1, given["concurrency"])
+    settings = Settings(**given)
+    _check(settings)
+    return settings
+
+
+def _field_type(name: str) -> str:
+    return next(str(f.type) for f in fields(Settings) if f.name == name)
+
+
+def _check(settings: Settings) -> None:
+    """What no single flag's type can say: relations between flags and shapes of values."""
+    if settings.ttl > settings.max_ttl:
+        raise ConfigError("--ttl must not exceed --max-ttl")
+    # A default ttl below --min-ttl would make every request without a ttl fail.
+    if settings.min_ttl > settings.ttl:
         raise ConfigError("--min-ttl must not exceed --ttl")
-    return seconds
-
-
-def _max_lifetime(value: str, max_ttl: float) -> float:
-    """--max-lifetime: below --max-ttl, a POST the ttl rules allow would be refused anyway."""
-    seconds = _duration("max-lifetime", value)
-    if max_ttl > seconds:
+    # Below --max-ttl, a POST the ttl rules allow would be refused anyway.
+    if settings.max_ttl > settings.max_lifetime:
         raise ConfigError("--max-ttl must not exceed --max-lifetime")
-    return seconds
-
-
-def _count(name: str, value: str) -> int:
+    if settings.leader_elect_lease_duration < 3:
+        raise ConfigError("--leader-elect-lease-duration must be at least 3s")
     try:
-        number = int(value)
-    except ValueError:
-        raise ConfigError(f"--{name} must be a whole number, not {value!r}") from None
-    if number < 0:
-        raise ConfigError(f"--{name} must not be negative")
-    return number
+        bundle.validate_prefix(settings.prefix)
+        bundle.Selector.parse(settings.selector)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if not settings.tokens and settings.token_file is None and settings.policy_file is None:
+        raise ConfigError(
+            "no token configured: set NSPROV_TOKEN_FILE, NSPROV_TOKEN or NSPROV_POLICY_FILE"
+        )
+    if settings.ca_file is not None:
+        _check_ca_file(settings.ca_file)
+    split_address(settings.listen)
+    split_address(settings.listen_internal)
 
 
-def _bool(name: str, value: str) -> bool:
-    lowered = str(value).strip().lower()
-    if lowered in ("true", "1", "yes"):
-        return True
-    if lowered in ("false", "0", "no"):
-        return False
-    raise ConfigError(f"--{name} must be true or false, not {value!r}")
+def _check_ca_file(path: Path) -> None:
+    """--ca-file must be a readable PEM file now, not a traceback at the first kubeconfig."""
+    try:
+        text = path.read_text(encoding="ascii", errors="replace")
+    except OSError as exc:
+        raise ConfigError(f"--ca-file {path}: {exc.strerror or exc}") from None
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        raise ConfigError(f"--ca-file {path}: no PEM certificate in it")
+
+
+def one_line(exc: click.ClickException) -> str:
+    """A click error as ``--flag: reason`` (no usage block): one line for logs and CI."""
+    missing = isinstance(exc, click.MissingParameter)
+    if isinstance(exc, click.BadParameter) and exc.param is not None and not missing:
+        names = [o for o in getattr(exc.param, "opts", []) if o.startswith("--")]
+        name = names[0] if names else exc.param.name
+        # "--ttl must be positive", but "--ttl: missing unit in duration '5'"
+        return (
+            f"{name} {exc.message}"
+            if exc.message.startswith("must")
+            else (f"{name}: {exc.message}")
+        )
+    return " ".join(exc.format_message().split())
+
+
+def settings_from_argv(argv: Sequence[str]) -> Settings:
+    """``serve``'s arguments (and the environment) -> Settings, or ConfigError."""
+    try:
+        with serve.make_context("serve", list(argv)) as ctx:
+            return settings_from_options(ctx.params)
+    except click.ClickException as exc:
+        raise ConfigError(one_line(exc)) from None
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """``:8080`` -> ("0.0.0.0", 8080); ``127.0.0.1:80``; ``[::1]:80``."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError(f"address {address!r} must be host:port")
+    host = host.strip("[]") or "0.0.0.0"  # noqa: S104 - ':port' means every interface, as in Go
+    return host, int(port)
+
+
+# ---- serve --------------------------------------------------------------------------------
+
+
+def missing_server_modules() -> list[str]:
+    return [name for name in SERVER_MODULES if importlib.util.find_spec(name) is None]
 
 
 # The original Go tool's names (go-kit's all/debug/info/warn/error/none) and Python's.
@@ -160,98 +324,58 @@ def log_level(value: str) -> int:
     return level
 
 
-def _ca_file(value: str | None) -> Path | None:
-    """--ca-file must be a readable file now, not a traceback when the first kubeconfig is made."""
-    if not value:
-        return None
-    path = Path(value)
-    try:
-        text = path.read_text(encoding="ascii", errors="replace")
-    except OSError as exc:
-        raise ConfigError(f"--ca-file {value}: {exc.strerror or exc}") from None
-    if "-----BEGIN CERTIFICATE-----" not in text:
-        raise ConfigError(f"--ca-file {value}: no PEM certificate in it")
-    return path
+def _configure_logging(level: str) -> None:
+    from nsprov.requestid import RequestIdFilter
 
-
-def _own_namespace() -> str:
-    try:
-        return IN_CLUSTER_NAMESPACE.read_text().strip() or "default"
-    except OSError:
-        return "default"
-
-
-def settings_from_args(args: argparse.Namespace) -> Settings:
-    """Validate parsed flags into Settings; raise ConfigError naming the bad flag."""
-    ttl, max_ttl = _duration("ttl", args.ttl), _duration("max-ttl", args.max_ttl)
-    if ttl > max_ttl:
-        raise ConfigError("--ttl must not exceed --max-ttl")
-    min_ttl = _min_ttl(args.min_ttl, ttl)
-    max_lifetime = _max_lifetime(args.max_lifetime, max_ttl)
-    try:
-        bundle.validate_prefix(args.prefix)
-        bundle.Selector.parse(args.selector)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-    if args.pod_security not in ("", "privileged", "baseline", "restricted"):
-        raise ConfigError("--pod-security must be privileged, baseline, restricted or ''")
-    tokens = {"default": args.token} if args.token else {}
-    token_file = Path(args.token_file) if args.token_file else None
-    policy_file = Path(args.policy_file) if args.policy_file else None
-    if not tokens and token_file is None and policy_file is None:
-        raise ConfigError(
-            "no token configured: set NSPROV_TOKEN_FILE, NSPROV_TOKEN or NSPROV_POLICY_FILE"
-        )
-    return Settings(
-        kubeconfig=args.kubeconfig or None,
-        listen=args.listen,
-        listen_internal=args.listen_internal,
-        server=args.server or None,
-        cluster_role=args.cluster_role,
-        ttl=ttl,
-        max_ttl=max_ttl,
-        min_ttl=min_ttl,
-        max_lifetime=max_lifetime,
-        prefix=args.prefix,
-        selector=args.selector,
-        tokens=tokens,
-        token_file=token_file,
-        policy_file=policy_file,
-        ca_file=_ca_file(args.ca_file),
-        max_namespaces=_count("max-namespaces", args.max_namespaces),
-        max_namespaces_per_owner=_count("max-namespaces-per-owner", args.max_namespaces_per_owner),
-        pod_security=args.pod_security,
-        request_timeout=_duration("request-timeout", args.request_timeout),
-        concurrency=max(1, _count("concurrency", args.concurrency)),
-        allow_unsafe_grant=_bool("allow-unsafe-grant", args.allow_unsafe_grant),
-        controller=_bool("controller", args.controller),
-        leader_elect=_bool("leader-elect", args.leader_elect),
-        leader_elect_namespace=args.leader_elect_namespace or _own_namespace(),
-        leader_elect_lease_name=args.leader_elect_lease_name,
-        leader_elect_lease_duration=_lease_duration(args.leader_elect_lease_duration),
-        resync_period=_duration("resync-period", args.resync_period),
-        adopt_ttl=_duration("adopt-ttl", args.adopt_ttl),
+    handler = logging.StreamHandler()
+    handler.addFilter(RequestIdFilter())
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
     )
+    logging.basicConfig(level=log_level(level), handlers=[handler])
 
 
-def _lease_duration(value: str) -> float:
-    seconds = _duration("leader-elect-lease-duration", value)
-    if seconds < 3:
-        raise ConfigError("--leader-elect-lease-duration must be at least 3s")
-    return seconds
+def _serve_command(**values: Any) -> int:
+    missing = missing_server_modules()
+    if missing:
+        raise ConfigError(
+            f"serve needs the server's libraries ({', '.join(missing)} missing): {INSTALL_SERVER}"
+        )
+    import asyncio
+
+    from kubernetes.config.config_exception import ConfigException
+
+    from nsprov.auth import TokenFileError
+    from nsprov.policyfile import PolicyError
+
+    settings = settings_from_options(values)
+    _configure_logging(settings.log_level)
+    try:
+        asyncio.run(_serve(settings))
+    except (TokenFileError, PolicyError, ConfigException) as exc:
+        raise ConfigError(str(exc)) from None
+    except KeyboardInterrupt:
+        return 0
+    return 0
 
 
-def split_address(address: str) -> tuple[str, int]:
-    """``:8080`` -> ("0.0.0.0", 8080); ``127.0.0.1:80``; ``[::1]:80``."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ConfigError(f"address {address!r} must be host:port")
-    host = host.strip("[]") or "0.0.0.0"  # noqa: S104 - ':port' means every interface, as in Go
-    return host, int(port)
+serve = click.Command(
+    "serve",
+    callback=_serve_command,
+    params=[_option(spec) for spec in flag_specs()],
+    help="Run the API and the controller (needs nsprov[server]).",
+    short_help="run the API and the controller",
+)
 
 
-async def _serve(settings: Settings, level: int) -> None:
-    service = create_service(settings)
+async def _serve(settings: Settings) -> None:
+    import asyncio
+
+    import uvicorn
+
+    from nsprov.app import UnsafeGrant, check_grant, create_service, internal_app, public_app
+
+    service: Service = create_service(settings)
     try:
         check_grant(service)
     except UnsafeGrant as exc:
@@ -267,7 +391,7 @@ async def _serve(settings: Settings, level: int) -> None:
             app,
             host=host,
             port=port,
-            log_level=level,
+            log_level=log_level(settings.log_level),
             lifespan="on" if address == settings.listen else "off",
             server_header=False,
             log_config=None,
@@ -292,30 +416,45 @@ async def _serve(settings: Settings, level: int) -> None:
     await asyncio.gather(*tasks)
 
 
+# ---- the group ----------------------------------------------------------------------------
+
+
+@click.group(
+    name="nsprov",
+    help="Short-lived Kubernetes namespaces. The client commands read NSPROV_URL and one of "
+    "NSPROV_TOKEN, NSPROV_TOKEN_FILE or NSPROV_ID_TOKEN from the environment.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="Exit codes: 0 done, 1 other, 2 usage, 3 auth, 4 refused, 5 unavailable; "
+    "`nsprov run` exits with CMD's code once CMD has started.",
+)
+@click.version_option(__version__, prog_name="nsprov", message="%(prog)s %(version)s")
+def group() -> None:
+    pass
+
+
+group.add_command(serve)
+for _command in client_cli.COMMANDS:
+    group.add_command(_command)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    """Run ``nsprov``; every failure is one line on stderr and an exit code (see client_cli)."""
     try:
-        level = log_level(args.log_level)
+        result = group.main(
+            args=list(argv) if argv is not None else None, prog_name="nsprov", standalone_mode=False
+        )
     except ConfigError as exc:
-        print(f"nsprov: {exc}", file=sys.stderr)
-        return 2
-    handler = logging.StreamHandler()
-    handler.addFilter(RequestIdFilter())
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
-    )
-    logging.basicConfig(level=level, handlers=[handler])
-    try:
-        settings = settings_from_args(args)
-        split_address(settings.listen)
-        split_address(settings.listen_internal)
-        asyncio.run(_serve(settings, level))
-    except (ConfigError, TokenFileError, PolicyError, ConfigException) as exc:
-        print(f"nsprov: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 0
-    return 0
+        click.echo(f"nsprov: {exc}", err=True)
+        return USAGE_EXIT
+    except client_cli.Failure as exc:
+        click.echo(f"nsprov: {exc}", err=True)
+        return exc.exit_code
+    except click.ClickException as exc:
+        click.echo(f"nsprov: {one_line(exc)}", err=True)
+        return exc.exit_code
+    except click.exceptions.Abort:
+        return 130
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":

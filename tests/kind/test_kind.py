@@ -2,7 +2,7 @@
 
 Needs docker (with a running engine), kind and pytest-kind:
 
-    pip install -e '.[dev,kind]'
+    pip install -e '.[server,dev,kind]'
     make test-kind
 
 Skipped, with the reason, wherever one of them is missing (as on machines without docker).

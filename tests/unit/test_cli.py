@@ -2,10 +2,14 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+from pathlib import Path
 
+import click
 import pytest
 
 from nsprov import cli
+from nsprov.settings import Settings, flag_specs
 
 
 def _settings(monkeypatch: pytest.MonkeyPatch, *args: str, **env: str):
@@ -14,8 +18,7 @@ def _settings(monkeypatch: pytest.MonkeyPatch, *args: str, **env: str):
             monkeypatch.delenv(key)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    parsed = cli._parser().parse_args(["serve", *args])
-    return cli.settings_from_args(parsed)
+    return cli.settings_from_argv(args)
 
 
 def test_defaults_follow_the_original_tool(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -25,8 +28,6 @@ def test_defaults_follow_the_original_tool(monkeypatch: pytest.MonkeyPatch) -> N
     assert settings.cluster_role == "namespace-provisioner-grant"
     assert settings.ttl == 3600
     assert settings.max_ttl == 86400
-    assert settings.min_ttl == 30
-    assert settings.max_lifetime == 72 * 3600
     assert settings.prefix == "np"
     assert settings.selector == "controller.observatorium.io=namespace-provisioner"
     assert settings.tokens == {"default": "t" * 20}
@@ -50,8 +51,11 @@ def test_env_fallback_and_flag_precedence(monkeypatch: pytest.MonkeyPatch) -> No
         (["--token=x" * 3, "--max-ttl=-1h"], "--max-ttl must be positive"),
         (["--token=x" * 3, "--prefix=NP"], "prefix"),
         (["--token=x" * 3, "--selector=nolabel"], "key=value"),
-        (["--token=x" * 3, "--max-namespaces=many"], "whole number"),
-        (["--token=x" * 3, "--pod-security=strict"], "--pod-security"),
+        (["--token=x" * 3, "--max-namespaces=many"], "--max-namespaces must be a whole number"),
+        (["--token=x" * 3, "--leader-elect=maybe"], "--leader-elect must be true or false"),
+        (["--token=x" * 3, "--leader-elect-lease-duration=1s"], "at least 3s"),
+        (["--token=x" * 3, "--listen=8080"], "host:port"),
+        (["--token=x" * 3, "--log-level=loud"], "--log-level"),
         (["--token=x" * 3, "--ttl=1m", "--min-ttl=2m"], "--min-ttl must not exceed --ttl"),
         (["--token=x" * 3, "--min-ttl=0s"], "--min-ttl must be positive"),
         (["--token=x" * 3, "--max-ttl=73h"], "--max-ttl must not exceed --max-lifetime"),
@@ -61,6 +65,7 @@ def test_env_fallback_and_flag_precedence(monkeypatch: pytest.MonkeyPatch) -> No
             "--ca-file /nonexistent/ca.crt: No such",
         ),
         (["--token=x" * 3, "--ca-file=/dev/null"], "no PEM certificate"),
+        (["--token=x" * 3, "--pod-security=strict"], "--pod-security"),
     ],
 )
 def test_bad_configuration_names_the_flag(
@@ -97,6 +102,103 @@ def test_bad_address(address: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("args", "env", "expected"),
+    [
+        ([], {}, True),
+        (["--leader-elect"], {}, True),
+        (["--leader-elect=false"], {}, False),
+        (["--leader-elect=true"], {}, True),
+        (["--leader-elect=0"], {}, False),
+        ([], {"NSPROV_LEADER_ELECT": "false"}, False),
+        (["--leader-elect"], {"NSPROV_LEADER_ELECT": "false"}, True),
+    ],
+)
+def test_boolean_flags_take_go_forms(
+    monkeypatch: pytest.MonkeyPatch, args: list[str], env: dict[str, str], expected: bool
+) -> None:
+    settings = _settings(monkeypatch, *args, NSPROV_TOKEN="t" * 20, **env)
+    assert settings.leader_elect is expected
+
+
+def test_a_bare_boolean_flag_does_not_swallow_the_next_flag(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = _settings(
+        monkeypatch, "--allow-unsafe-grant", "--controller=false", NSPROV_TOKEN="t" * 20
+    )
+    assert settings.allow_unsafe_grant is True
+    assert settings.controller is False
+
+
+def test_every_default_is_the_settings_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The flags take their defaults from Settings: nothing is declared twice."""
+    parsed = _settings(monkeypatch, NSPROV_TOKEN="t" * 20)
+    declared = Settings()
+    for spec in flag_specs():
+        if spec.shown is None and spec.kind != "token":
+            assert getattr(parsed, spec.field) == getattr(declared, spec.field), spec.name
+
+
+def test_every_setting_has_its_env_var(monkeypatch: pytest.MonkeyPatch) -> None:
+    names = {o.name: o for o in cli.serve.params if isinstance(o, click.Option)}
+    for spec in flag_specs():
+        assert names[spec.field].envvar == "NSPROV_" + spec.name.upper().replace("-", "_")
+    settings = _settings(
+        monkeypatch,
+        NSPROV_TOKEN="t" * 20,
+        NSPROV_MIN_TTL="1m",
+        NSPROV_MAX_LIFETIME="96h",
+        NSPROV_ADOPT_TTL="2h",
+        NSPROV_POLICY_FILE="/etc/nsprov/policy.yaml",
+        NSPROV_LOG_LEVEL="WARN",
+        NSPROV_MAX_NAMESPACES="7",
+        NSPROV_POD_SECURITY="",
+    )
+    assert (settings.min_ttl, settings.max_lifetime, settings.adopt_ttl) == (60, 96 * 3600, 7200)
+    assert str(settings.policy_file) == "/etc/nsprov/policy.yaml"
+    assert settings.log_level == "warn"
+    assert settings.max_namespaces == 7
+    assert settings.pod_security == ""
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"), [(3600, "1h"), (5400, "1h30m"), (30, "30s"), (259200, "72h"), (0, "0s")]
+)
+def test_go_duration(seconds: float, text: str) -> None:
+    assert cli.go_duration(seconds) == text
+
+
+def test_serve_without_the_server_libraries_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(cli, "missing_server_modules", lambda: ["kubernetes", "uvicorn"])
+    monkeypatch.setenv("NSPROV_TOKEN", "t" * 20)
+    assert cli.main(["serve"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "nsprov: serve needs the server's libraries (kubernetes, uvicorn missing): "
+        "pip install 'nsprov[server]'\n"
+    )
+
+
+def test_an_unknown_command_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["serf"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "serf" in err
+
+
+def test_an_empty_path_or_url_means_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = _settings(
+        monkeypatch, "--kubeconfig=", "--ca-file=", "--server=", NSPROV_TOKEN_FILE="/t"
+    )
+    assert (settings.kubeconfig, settings.ca_file, settings.server) == (None, None, None)
+    assert settings.tokens == {}
+    settings = _settings(monkeypatch, "--kubeconfig=/k", NSPROV_TOKEN_FILE="/t")
+    assert settings.kubeconfig == "/k"
+
+
+@pytest.mark.parametrize(
     ("name", "level"),
     [
         ("all", logging.DEBUG),
@@ -110,6 +212,40 @@ def test_bad_address(address: str) -> None:
 )
 def test_log_levels_of_the_go_tool_and_of_python(name: str, level: int) -> None:
     assert cli.log_level(name) == level
+
+
+def test_a_policy_file_alone_is_enough_to_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = _settings(monkeypatch, NSPROV_POLICY_FILE="/etc/nsprov/policy.yaml")
+    assert str(settings.policy_file) == "/etc/nsprov/policy.yaml"
+    assert settings.tokens == {}
+
+
+def _readme_flag_rows() -> list[tuple[list[str], list[str]]]:
+    """(flags, code-formatted defaults) of every README table row that documents a flag."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    rows = []
+    for line in readme.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.startswith("| `--") and len(cells) >= 3:
+            rows.append(
+                (re.findall(r"`(--[a-z-]+)`", cells[0]), re.findall(r"`([^`]*)`", cells[1]))
+            )
+    return rows
+
+
+def test_the_readme_flag_tables_are_true() -> None:
+    """Every serve flag is documented, and every documented default is the one nsprov uses."""
+    specs = {f"--{spec.name}": spec for spec in flag_specs()}
+    rows = _readme_flag_rows()
+    documented = {flag for flags, _ in rows for flag in flags}
+    assert documented == set(specs)
+    for flags, defaults in rows:
+        if not defaults or len(defaults) not in (1, len(flags)):
+            continue
+        for flag, default in zip(flags, defaults * len(flags) if len(defaults) == 1 else defaults,
+                                 strict=False):  # fmt: skip
+            if specs[flag].shown is None:
+                assert cli.flag_default(specs[flag]) == default, flag
 
 
 @pytest.mark.parametrize(
@@ -132,15 +268,8 @@ def test_bad_flags_are_one_line_and_exit_2(
     assert err.startswith("nsprov: --")
 
 
-def test_a_policy_file_alone_is_enough_to_start(monkeypatch: pytest.MonkeyPatch) -> None:
-    settings = _settings(monkeypatch, NSPROV_POLICY_FILE="/etc/nsprov/policy.yaml")
-    assert str(settings.policy_file) == "/etc/nsprov/policy.yaml"
-    assert settings.tokens == {}
-    assert settings.token_file is None
-
-
 def test_a_bad_policy_file_refuses_to_start_with_one_line(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     for key in list(os.environ):
         if key.startswith("NSPROV_"):

@@ -1,0 +1,235 @@
+"""``nsprov run``: a namespace for exactly as long as one command runs.
+
+The contract: CMD runs with ``KUBECONFIG`` (a private file) and
+``NSPROV_NAMESPACE`` set; when it ends, however it ends, the file is removed and
+the namespace deleted, and nsprov exits with CMD's code. A failed delete is only
+a warning: the namespace's TTL reclaims it anyway.
+
+Signals are where the care goes. Handlers never interrupt an HTTP exchange on
+the first signal, because an interrupted POST may have made a namespace we
+would then not know about:
+
+- while provisioning, the first SIGINT/SIGTERM stops further retries and lets the
+  request in flight finish, so what it made is deleted; a second one gives up at
+  once (the TTL is the backstop);
+- while CMD runs, SIGTERM is passed on to it, and so is SIGINT unless it came
+  from the terminal: Ctrl-C reaches every process of the terminal's foreground
+  group, CMD included, and a second copy would turn a program's graceful first
+  interrupt into its forced second one. nsprov waits for CMD, whatever CMD
+  decides to do with the signal;
+- while cleaning up, a new signal abandons the delete, with a warning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any, Literal
+
+from nsprov.client import CLEANUP_TIMING, Failure, Kubeconfig, NsprovClient, new_idempotency_key
+
+FORWARDED = (signal.SIGINT, signal.SIGTERM)
+EXIT_CANNOT_EXECUTE = 126
+EXIT_NOT_FOUND = 127
+
+Phase = Literal["provisioning", "child", "quiet", "cleanup"]
+Warn = Callable[[str], None]
+
+
+class Interrupted(BaseException):
+    """A signal that ends what nsprov is doing now (a BaseException, like KeyboardInterrupt)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _terminal_signals_our_group() -> bool:
+    """Whether our process group is the foreground group of a controlling terminal.
+
+    If it is, a SIGINT most likely came from Ctrl-C, which the terminal sent to
+    CMD as well (CMD is in our group).
+    """
+    if not hasattr(os, "tcgetpgrp"):
+        return False
+    try:
+        fd = os.open("/dev/tty", os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        return os.tcgetpgrp(fd) == os.getpgrp()
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class SignalRouter:
+    """SIGINT and SIGTERM handling for the phases of ``nsprov run`` (see the module doc)."""
+
+    phase: Phase = "provisioning"
+    received: list[int] = field(default_factory=list)
+    child: subprocess.Popen[bytes] | None = None
+    terminal_has_cmd: bool = False
+    in_phase: int = 0
+    """Signals received since the current phase began."""
+    _previous: dict[int, Any] = field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[SignalRouter]:
+        for signum in FORWARDED:
+            self._previous[signum] = signal.signal(signum, self._handle)
+        try:
+            yield self
+        finally:
+            for number, handler in self._previous.items():
+                signal.signal(number, handler)
+
+    def enter(self, phase: Phase) -> None:
+        self.phase = phase
+        self.in_phase = 0
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.received.append(signum)
+        self.in_phase += 1
+        if self.phase == "child":
+            self.forward(signum)
+        elif (self.phase == "provisioning" and self.in_phase > 1) or self.phase == "cleanup":
+            raise Interrupted(signum)
+
+    def forward(self, signum: int) -> None:
+        if self.child is None or self.child.poll() is not None:
+            return
+        if signum == signal.SIGINT and self.terminal_has_cmd:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            self.child.send_signal(signum)
+
+    def stop_retrying(self) -> None:
+        """Called before each retry while provisioning: a signal means no further attempts."""
+        if self.phase == "provisioning" and self.in_phase:
+            raise Interrupted(self.received[-1])
+
+
+def _signal_exit(signum: int) -> int:
+    return 128 + signum
+
+
+def write_private_kubeconfig(text: str) -> Path:
+    """The kubeconfig in a new directory only we can enter, in a file only we can read."""
+    directory = Path(tempfile.mkdtemp(prefix="nsprov-"))  # mode 0700
+    path = directory / "kubeconfig"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    return path
+
+
+def _remove(path: Path) -> None:
+    shutil.rmtree(path.parent, ignore_errors=True)
+
+
+def _exit_code(returncode: int) -> int:
+    """CMD's exit code; a CMD killed by signal N is 128 + N, as a shell reports it."""
+    return _signal_exit(-returncode) if returncode < 0 else returncode
+
+
+def run_in_namespace(
+    client: NsprovClient,
+    argv: Sequence[str],
+    *,
+    ttl: str | None,
+    server: str | None,
+    keep: bool,
+    say: Warn,
+    router: SignalRouter,
+    showing: Callable[[str], contextlib.AbstractContextManager[None]] = (
+        lambda _: contextlib.nullcontext()
+    ),
+) -> int:
+    """Provision, run ``argv`` with the namespace, clean up; CMD's exit code (see module doc)."""
+    key = new_idempotency_key()
+    router.enter("provisioning")
+    try:
+        with showing("provisioning a namespace"):
+            created = client.create(ttl=ttl, server=server, idempotency_key=key)
+    except Interrupted as exc:
+        say(
+            f"interrupted ({exc}) while provisioning; a namespace made by the request in flight "
+            "is deleted by its TTL"
+        )
+        return _signal_exit(exc.signum)
+    if router.received:
+        # The request in flight finished after the signal: delete what it made, run nothing.
+        signum = router.received[0]
+        _delete(client, created, say, router)
+        return _signal_exit(signum)
+    router.enter("quiet")
+    path = write_private_kubeconfig(created.kubeconfig)
+    say(f"namespace {created.namespace} (expires {created.expires_at})")
+    code = _run_child(argv, path, created.namespace, router, say)
+    if code is None:  # a signal came before CMD started: run nothing
+        code = _signal_exit(router.received[0])
+    router.enter("quiet")
+    if keep:
+        say(f"kept namespace {created.namespace} until {created.expires_at}; kubeconfig: {path}")
+        return code
+    _remove(path)
+    _delete(client, created, say, router)
+    return code
+
+
+def _run_child(
+    argv: Sequence[str], kubeconfig: Path, namespace: str, router: SignalRouter, say: Warn
+) -> int | None:
+    """CMD's exit code; None when a signal arrived before it could start."""
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "NSPROV_NAMESPACE": namespace}
+    router.terminal_has_cmd = _terminal_signals_our_group()
+    if router.received:
+        return None
+    try:
+        child = subprocess.Popen(list(argv), env=env)
+    except FileNotFoundError:
+        say(f"cannot run {argv[0]!r}: command not found")
+        return EXIT_NOT_FOUND
+    except OSError as exc:
+        say(f"cannot run {argv[0]!r}: {exc.strerror}")
+        return EXIT_CANNOT_EXECUTE
+    router.child = child
+    router.enter("child")
+    # A signal that arrived while CMD was being started was not passed on: do it now.
+    for signum in router.received:
+        router.forward(signum)
+    return _exit_code(child.wait())
+
+
+def _delete(client: NsprovClient, created: Kubeconfig, say: Warn, router: SignalRouter) -> None:
+    router.enter("cleanup")
+    try:
+        client.delete(created.namespace, timing=CLEANUP_TIMING)
+    except Failure as exc:
+        say(
+            f"warning: namespace {created.namespace} was not deleted, its TTL deletes it "
+            f"at {created.expires_at}: {exc}"
+        )
+    except Interrupted as exc:
+        say(
+            f"warning: interrupted ({exc}) while deleting namespace {created.namespace}; "
+            f"its TTL deletes it at {created.expires_at}"
+        )
+    finally:
+        router.enter("quiet")
+
+
+def stderr_say(text: str) -> None:
+    print(f"nsprov: {text}", file=sys.stderr, flush=True)

@@ -1,0 +1,339 @@
+"""The client's logic without a service: configuration, retries, errors, output, signals.
+
+The service side is a stand-in ``httpx.MockTransport`` (this is the client's
+contract with nsprov's HTTP API, not Kubernetes); tests/integration/test_client.py
+runs the same commands against the real service.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import signal
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from nsprov import client as client_
+from nsprov.client import (
+    AuthFailed,
+    ClientConfig,
+    Failure,
+    NsprovClient,
+    Refused,
+    Unavailable,
+    UsageFailure,
+)
+from nsprov.client_cli import Progress, table, write_private_file
+from nsprov.client_run import Interrupted, SignalRouter, run_in_namespace
+from tests.support import wait_until
+
+URL = "http://nsprov.test"
+TOKEN = "s3cret-token-value"
+CREATED = {"namespace": "np-abcdefghij", "expiresAt": "2030-01-01T00:00:00Z", "kubeconfig": "k: v"}
+
+
+def _client(
+    handler: Callable[[httpx.Request], httpx.Response], sleeps: list[float] | None = None
+) -> NsprovClient:
+    config = ClientConfig(url=URL, token=TOKEN)
+    record = sleeps if sleeps is not None else []
+    return NsprovClient(config, transport=httpx.MockTransport(handler), sleep=record.append)
+
+
+def _problem(status: int, title: str, detail: str, **headers: str) -> httpx.Response:
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail}
+    return httpx.Response(status, json=body, headers=headers)
+
+
+# ---- configuration ------------------------------------------------------------------------
+
+
+def test_config_reads_url_and_exactly_one_token(tmp_path: Path) -> None:
+    config = ClientConfig.from_env({"NSPROV_URL": "https://n.example/", "NSPROV_TOKEN": " t \n"})
+    assert (config.url, config.token) == ("https://n.example", "t")
+    assert TOKEN not in repr(ClientConfig(url=URL, token=TOKEN))
+    token_file = tmp_path / "token"
+    token_file.write_text("from-file\n")
+    env = {"NSPROV_URL": URL, "NSPROV_TOKEN_FILE": str(token_file)}
+    assert ClientConfig.from_env(env).token == "from-file"
+    assert ClientConfig.from_env({"NSPROV_URL": URL, "NSPROV_ID_TOKEN": "eyJ.x.y"}).token == (
+        "eyJ.x.y"
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "reason"),
+    [
+        ({"NSPROV_TOKEN": "t"}, "NSPROV_URL is not set"),
+        ({"NSPROV_URL": URL}, "no token"),
+        ({"NSPROV_URL": URL, "NSPROV_TOKEN": "a", "NSPROV_ID_TOKEN": "b"}, "only one of"),
+        ({"NSPROV_URL": "https://u:p@h", "NSPROV_TOKEN": "t"}, "credentials"),
+        ({"NSPROV_URL": "h:8080", "NSPROV_TOKEN": "t"}, "http(s) URL"),
+        ({"NSPROV_URL": URL + "?a=b", "NSPROV_TOKEN": "t"}, "query"),
+        ({"NSPROV_URL": URL, "NSPROV_TOKEN": "a b"}, "whitespace"),
+        ({"NSPROV_URL": URL, "NSPROV_TOKEN_FILE": "/nonexistent/t"}, "cannot read"),
+        ({"NSPROV_URL": URL, "NSPROV_TOKEN": "t", "NSPROV_TIMEOUT": "10"}, "NSPROV_TIMEOUT"),
+    ],
+)
+def test_bad_configuration_is_a_usage_failure(env: dict[str, str], reason: str) -> None:
+    with pytest.raises(UsageFailure, match=re.escape(reason)) as caught:
+        ClientConfig.from_env(env)
+    assert caught.value.exit_code == 2
+
+
+def test_timeout_overrides_the_deadline() -> None:
+    config = ClientConfig.from_env({"NSPROV_URL": URL, "NSPROV_TOKEN": "t", "NSPROV_TIMEOUT": "3s"})
+    timing = config.timing(client_.PROVISION_TIMING)
+    assert (timing.deadline, timing.attempt_timeout) == (3.0, 3.0)
+    assert config.timing(client_.CLEANUP_TIMING).deadline == 3.0
+    longer = ClientConfig(url=URL, token="t", timeout=600.0)
+    assert longer.timing(client_.PROVISION_TIMING).deadline == 600.0
+    assert longer.timing(client_.CLEANUP_TIMING) == client_.CLEANUP_TIMING
+
+
+# ---- retries ------------------------------------------------------------------------------
+
+
+def test_create_retries_with_one_idempotency_key() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if len(seen) == 1:
+            raise httpx.ConnectError("connection refused")
+        if len(seen) == 2:
+            return _problem(503, "Cluster Unavailable", "try later", **{"Retry-After": "2"})
+        return httpx.Response(201, json=CREATED)
+
+    sleeps: list[float] = []
+    with _client(handler, sleeps) as nsprov:
+        created = nsprov.create(ttl="30m")
+    assert created.namespace == "np-abcdefghij"
+    keys = {r.headers["idempotency-key"] for r in seen}
+    assert len(seen) == 3
+    assert len(keys) == 1
+    assert sleeps[1] >= 2  # Retry-After wins over the shorter backoff
+    assert all(r.headers["authorization"] == f"Bearer {TOKEN}" for r in seen)
+    assert seen[0].url.params["ttl"] == "30m"
+
+
+def test_a_retry_after_past_the_deadline_gives_up_at_once() -> None:
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return _problem(503, "Cluster Unavailable", "down", **{"Retry-After": "3600"})
+
+    sleeps: list[float] = []
+    with _client(handler, sleeps) as nsprov, pytest.raises(Unavailable) as caught:
+        nsprov.list()
+    assert len(calls) == 1
+    assert sleeps == []
+    assert "gave up after 1 attempt(s)" in str(caught.value)
+    assert caught.value.exit_code == 5
+
+
+def test_a_cap_that_stays_reached_is_refused() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return _problem(429, "Too Many Namespaces", "cap of 2 reached", **{"Retry-After": "999"})
+
+    with _client(handler) as nsprov, pytest.raises(Refused) as caught:
+        nsprov.create()
+    assert caught.value.exit_code == 4
+    assert "429 Too Many Namespaces: cap of 2 reached" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("status", "kind", "code"),
+    [
+        (400, Refused, 4),
+        (401, AuthFailed, 3),
+        (403, AuthFailed, 3),
+        (404, Refused, 4),
+        (409, Refused, 4),
+        (500, Unavailable, 5),
+    ],
+)
+def test_statuses_map_to_exit_codes(status: int, kind: type[Failure], code: int) -> None:
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return _problem(status, "Title", "the detail\nsplit over lines")
+
+    with _client(handler) as nsprov, pytest.raises(kind) as caught:
+        nsprov.get("np-x")
+    assert len(calls) == 1  # none of these is retried
+    assert caught.value.exit_code == code
+    assert str(caught.value) == f"{status} Title: the detail split over lines"
+
+
+def test_a_redirect_is_not_followed() -> None:
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return httpx.Response(302, headers={"Location": "https://elsewhere.example/"})
+
+    with _client(handler) as nsprov, pytest.raises(Failure, match=r"redirect .*elsewhere"):
+        nsprov.list()
+    assert [c.url.host for c in calls] == ["nsprov.test"]
+
+
+def test_delete_of_a_gone_namespace_is_not_an_error() -> None:
+    with _client(lambda r: _problem(404, "Not Found", "gone")) as nsprov:
+        assert nsprov.delete("np-x") is False
+    with _client(lambda r: httpx.Response(202, json={"name": "np-x"})) as nsprov:
+        assert nsprov.delete("np-x") is True
+
+
+def test_a_name_cannot_escape_its_path() -> None:
+    paths = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        paths.append(request.url.raw_path)
+        return httpx.Response(200, json={"name": "x"})
+
+    with _client(handler) as nsprov:
+        nsprov.get("../../openapi.json")
+    assert paths == [b"/api/v1/namespaces/..%2F..%2Fopenapi.json"]
+
+
+def test_retry_after_as_an_http_date() -> None:
+    assert client_.retry_after_seconds("Wed, 21 Oct 2015 07:28:10 GMT", now=1445412480.0) == 10
+    assert client_.retry_after_seconds("7") == 7
+    assert client_.retry_after_seconds("soon") is None
+
+
+# ---- output -------------------------------------------------------------------------------
+
+
+def test_table_shows_time_left() -> None:
+    rows = [{"name": "np-a", "state": "ACTIVE", "expiresAt": "2030-01-01T01:30:00Z"}]
+    now = 1893456000.0  # 2030-01-01T00:00:00Z
+    assert table(rows, now).splitlines() == [
+        "NAME   STATE    EXPIRES-AT             EXPIRES-IN",
+        "np-a   ACTIVE   2030-01-01T01:30:00Z   1h30m",
+    ]
+    assert table([{"name": "np-a", "state": "DELETED"}]).splitlines()[1] == "np-a   DELETED"
+
+
+def test_private_file_is_0600_and_replaces_a_symlink(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("keep me")
+    link = tmp_path / "kubeconfig"
+    link.symlink_to(victim)
+    write_private_file(link, "secret")
+    assert victim.read_text() == "keep me"
+    assert not link.is_symlink()
+    assert link.read_text() == "secret"
+    assert stat.S_IMODE(link.stat().st_mode) == 0o600
+
+
+def test_progress_is_silent_without_a_terminal() -> None:
+    stream = io.StringIO()
+    progress = Progress(stream)
+    with progress.showing("provisioning"):
+        progress.note("attempt 1 failed")
+    progress.say("warning: kept")
+    assert stream.getvalue() == "nsprov: warning: kept\n"
+
+
+# ---- signals ------------------------------------------------------------------------------
+
+
+def test_first_signal_while_provisioning_waits_for_the_request_second_gives_up() -> None:
+    router = SignalRouter()
+    router.enter("provisioning")
+    router._handle(signal.SIGINT, None)  # recorded, the request in flight goes on
+    assert router.received == [signal.SIGINT]
+    with pytest.raises(Interrupted):
+        router.stop_retrying()  # but no further attempt
+    with pytest.raises(Interrupted):
+        router._handle(signal.SIGTERM, None)
+
+
+def test_signals_during_cleanup_abandon_it_and_quiet_phase_records_only() -> None:
+    router = SignalRouter()
+    router.enter("quiet")
+    router._handle(signal.SIGTERM, None)
+    router.enter("cleanup")
+    with pytest.raises(Interrupted):
+        router._handle(signal.SIGINT, None)
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_on_a_terminal_spins_and_clears_its_line() -> None:
+    stream = _Terminal()
+    progress = Progress(stream)
+    with progress.showing("provisioning"):
+        progress.note("attempt 1 failed")
+        wait_until(lambda: "attempt 1 failed" in stream.getvalue(), timeout=5)
+    shown = stream.getvalue()
+    assert "provisioning (attempt 1 failed)" in shown
+    assert shown.endswith("\r\x1b[K")
+    assert "\n" not in shown
+
+
+# ---- run, against a stand-in service ------------------------------------------------------
+
+
+class _Service:
+    """A stand-in nsprov: creates one namespace, records deletes, can refuse them."""
+
+    def __init__(self, delete_status: int = 202, during_create: Callable[[], None] = lambda: None):
+        self.deleted: list[str] = []
+        self.delete_status = delete_status
+        self.during_create = during_create
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            self.during_create()
+            return httpx.Response(201, json=CREATED)
+        if request.method == "DELETE":
+            self.deleted.append(request.url.path.rsplit("/", 1)[1])
+            if self.delete_status != 202:
+                return _problem(self.delete_status, "Cluster Unavailable", "down",
+                                **{"Retry-After": "3600"})  # fmt: skip
+            return httpx.Response(202, json={"name": "x", "state": "MARKED_FOR_DELETION"})
+        raise AssertionError(request)
+
+
+def _run(service: _Service, argv: list[str], said: list[str]) -> int:
+    router = SignalRouter()
+    with router.installed(), _client(service) as nsprov:
+        return run_in_namespace(
+            nsprov, argv, ttl=None, server=None, keep=False, say=said.append, router=router
+        )
+
+
+def test_run_exits_with_cmd_code_and_a_failed_delete_is_a_warning(tmp_path: Path) -> None:
+    service = _Service(delete_status=503)
+    said: list[str] = []
+    seen = tmp_path / "seen"
+    code = _run(service, ["sh", "-c", f'echo "$KUBECONFIG" > {seen}; exit 7'], said)
+    assert code == 7
+    assert service.deleted == ["np-abcdefghij"]
+    assert said[-1].startswith("warning: namespace np-abcdefghij was not deleted")
+    kubeconfig = Path(seen.read_text().strip())
+    assert not kubeconfig.exists()
+    assert not kubeconfig.parent.exists()
+
+
+def test_a_signal_while_provisioning_deletes_what_the_request_made(tmp_path: Path) -> None:
+    """SIGTERM lands while the POST is out: it finishes, its namespace goes, CMD never runs."""
+    service = _Service(during_create=lambda: os.kill(os.getpid(), signal.SIGTERM))
+    ran = tmp_path / "ran"
+    code = _run(service, ["touch", str(ran)], [])
+    assert code == 128 + signal.SIGTERM
+    assert service.deleted == ["np-abcdefghij"]
+    assert not ran.exists()
