@@ -49,8 +49,10 @@ class Metrics:
         )
         self.provisioned = Counter(
             "nsprov_namespaces_provisioned",
-            "Namespaces provisioned, by owner",
-            ["owner"],
+            # By tenant: tenants are few and named by the operator. Owners are not a label:
+            # with OIDC there is one per repository or branch, without bound.
+            "Namespaces provisioned, by tenant ('' without a policy file)",
+            ["tenant"],
             registry=self.registry,
         )
         self.provision_failures = Counter(

@@ -313,6 +313,36 @@ class PolicyStatus:
         return {"file": self.path, "loadedAt": self.loaded_at, "error": self.error}
 
 
+def _set_keys(settings: TenantSettings) -> list[str]:
+    names = {
+        "clusterRole": settings.cluster_roles, "ttl": settings.ttl, "maxTTL": settings.max_ttl,
+        "maxLifetime": settings.max_lifetime, "maxNamespaces": settings.max_namespaces,
+        "maxNamespacesPerOwner": settings.max_namespaces_per_owner,
+        "podSecurity": settings.pod_security, "labels": settings.labels or None,
+        "annotations": settings.annotations or None, "template": settings.template,
+    }  # fmt: skip
+    return [key for key, value in names.items() if value is not None]
+
+
+def refuse_unenforced(policy: Policy) -> None:
+    """Refuse grants, limits and templates per tenant: this nsprov parses but does not apply them.
+
+    Accepting them silently would fail open: an operator who wrote ``maxNamespaces: 5`` or
+    ``clusterRole: view`` for a tenant would believe it bounded while every tenant got the
+    flags' grant, caps and no quota. Until tenants' settings are enforced, the flags
+    (``--cluster-role``, ``--ttl``, ``--max-namespaces``, ...) apply to every tenant.
+    """
+    found = [("defaults", _set_keys(policy.defaults))]
+    found += [(f"tenant {t.name!r}", _set_keys(t.settings)) for t in policy.tenants]
+    for where, keys in found:
+        if keys:
+            raise PolicyError(
+                f"{where}: {', '.join(keys)} not enforced by this version of nsprov; remove "
+                "them (the flags --cluster-role, --ttl, --max-ttl, --max-namespaces, ... "
+                "apply to every tenant)"
+            )
+
+
 class PolicyFile:
     """The policy from a file, re-read when the file changes; thread-safe.
 
@@ -345,6 +375,7 @@ class PolicyFile:
             if identity == self._identity:
                 return None
             policy = parse_policy(self.path.read_text(), self.path.parent)
+            refuse_unenforced(policy)
         except (OSError, PolicyError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             if strict:

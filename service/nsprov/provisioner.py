@@ -264,7 +264,7 @@ class Provisioner:
             await self._roll_back(created)
             raise
         self.metrics.provision_duration.observe(time.perf_counter() - started)
-        self.metrics.provisioned.labels(owner=owner).inc()
+        self.metrics.provisioned.labels(tenant=tenant or "").inc()
         log.info(
             "provisioned namespace=%s owner=%s expires_at=%d tenant=%s requested_by=%s",
             name, owner, expires_at, tenant or "-", requested_by or "-",

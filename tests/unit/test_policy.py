@@ -271,3 +271,25 @@ def test_a_bad_file_at_start_is_refused(tmp_path: Path) -> None:
         PolicyFile(path)
     with pytest.raises(PolicyError, match="No such file"):
         PolicyFile(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("defaults: {maxNamespaces: 5}", "defaults: maxNamespaces"),
+        ("tenants: [{name: t, match: {token: ci}, clusterRole: view}]", "tenant 't': clusterRole"),
+        (
+            "tenants: [{name: t, match: {token: ci}, template: {networkPolicy: isolated}}]",
+            "tenant 't': template",
+        ),
+    ],
+)
+def test_a_policy_file_with_tenant_limits_is_refused_until_they_are_enforced(
+    tmp_path: Path, text: str, named: str
+) -> None:
+    """Parsed but not applied would fail open: the operator would believe the tenant bounded."""
+    path = tmp_path / "policy.yaml"
+    path.write_text(text)
+    with pytest.raises(PolicyError, match="not enforced") as refused:
+        PolicyFile(path)
+    assert named in str(refused.value)
