@@ -261,6 +261,8 @@ def _apiserver(
             f"--kubelet-client-key={keys.admin_key}",
             f"--kubelet-certificate-authority={keys.ca_cert}",
             "--kubelet-preferred-address-types=InternalIP",
+            # As in real clusters: Pod Security, not this flag, decides who runs privileged.
+            "--allow-privileged=true",
         ]
     return Component("kube-apiserver", argv, workdir / "kube-apiserver.log")
 

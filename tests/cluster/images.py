@@ -274,6 +274,9 @@ def nsprov_image() -> Image:
                 "--isolation=chroot",
                 "--network=host",
                 f"--build-arg=BASE={BASE_IMAGE}",
+                # RUN steps trust what this machine trusts (pip may reach PyPI through a
+                # TLS-inspecting proxy), without baking its CAs into the image.
+                "--volume=/etc/ssl/certs:/etc/ssl/certs:ro",
                 "--pull-never",
                 "--layers=false",
                 f"--tag={NSPROV_IMAGE}",

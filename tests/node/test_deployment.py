@@ -1,0 +1,155 @@
+"""nsprov's image on a real node, deployed with ``kubectl apply -k`` as an admin would.
+
+Ordered from what a first user meets (the rollout) to what only a running cluster
+shows (the kubelet terminating a tenant's pod when its namespace expires).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.cluster import build, images
+from tests.node.conftest import Deployed, NodeCluster, pod_ip, wait_for_pod_phase
+from tests.support import wait_until
+
+# The first test pays for the session: images (cold: minutes) and the node's start.
+pytestmark = pytest.mark.timeout(1200)
+
+
+def _api(deployed: Deployed, cluster: NodeCluster) -> str:
+    """nsprov's public API at a Ready pod's IP (inside the node's netns, routed from here)."""
+    ready = [p for p in deployed.pods(cluster) if _ready(p)]
+    assert ready, "no Ready nsprov pod"
+    return f"http://{pod_ip(ready[0])}:8080"
+
+
+def _ready(pod: Any) -> bool:
+    conditions = pod["status"].get("conditions") or []
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+def _tenant_kubectl(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(build.binaries().kubectl), *args],
+        env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_two_replicas_ready_with_one_lease_holder(node: NodeCluster, deployed: Deployed) -> None:
+    pods = deployed.pods(node)
+    assert len(pods) == 2
+    assert all(_ready(p) for p in pods)
+    for pod in pods:
+        spec, status = pod["spec"], pod["status"]
+        assert spec["nodeName"] == node.node.name
+        container = status["containerStatuses"][0]
+        assert container["restartCount"] == 0, container
+        # The image really runs as the Dockerfile's user, on a read-only root.
+        assert spec["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
+        # The probes the kubelet runs are the ones an operator would curl.
+        probe = httpx.get(f"http://{pod_ip(pod)}:9090/readyz", timeout=10)
+        assert probe.status_code == 200
+    names = {p["metadata"]["name"] for p in pods}
+    lease = node.json("-n", "nsprov", "get", "lease", "nsprov-controller")
+    holder = lease["spec"]["holderIdentity"]
+    # The identity is "<hostname>_<random>", and a pod's hostname is its name.
+    assert holder.rsplit("_", 1)[0] in names, (holder, names)
+    uid = node.kubectl(
+        "-n", "nsprov", "exec", sorted(names)[0], "--", "python3", "-c",
+        "import os; print(os.getuid(), os.getgid())",
+    )  # fmt: skip
+    assert uid.split() == ["10001", "10001"]
+
+
+def test_token_secret_is_read_as_mounted(node: NodeCluster, deployed: Deployed) -> None:
+    api = _api(deployed, node)
+    wrong = httpx.get(f"{api}/api/v1/namespaces", headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401
+    right = httpx.get(
+        f"{api}/api/v1/namespaces", headers={"Authorization": f"Bearer {deployed.token}"}
+    )
+    assert right.status_code == 200, right.text
+
+
+def test_provision_run_a_pod_and_delete(
+    node: NodeCluster, deployed: Deployed, tmp_path: Path
+) -> None:
+    api = _api(deployed, node)
+    auth = {"Authorization": f"Bearer {deployed.token}"}
+    created = httpx.post(f"{api}/api/v1/namespaces", params={"ttl": "10m"}, headers=auth,
+                         timeout=60)  # fmt: skip
+    assert created.status_code == 201, created.text
+    name = created.headers["x-namespace"]
+    kubeconfig = tmp_path / "tenant"
+    kubeconfig.write_text(created.text)
+
+    ran = _tenant_kubectl(
+        kubeconfig, "run", "hello", f"--image={images.BUSYBOX_IMAGE}", "--restart=Never",
+        "--image-pull-policy=Never", "--", "echo", f"hello from {name}",
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    assert wait_for_pod_phase(node, name, "hello", {"Succeeded", "Failed"}) == "Succeeded"
+    logs = _tenant_kubectl(kubeconfig, "logs", "hello")
+    assert logs.returncode == 0, logs.stderr
+    assert logs.stdout.strip() == f"hello from {name}"
+
+    privileged = _tenant_kubectl(
+        kubeconfig, "run", "root", f"--image={images.BUSYBOX_IMAGE}", "--restart=Never",
+        "--privileged", "--", "true",
+    )  # fmt: skip
+    assert privileged.returncode != 0
+    assert "violates PodSecurity" in privileged.stderr
+
+    deleted = httpx.delete(f"{api}/api/v1/namespaces/{name}", headers=auth, timeout=60)
+    assert deleted.status_code == 202
+    wait_until(
+        lambda: node.kubectl("get", "namespace", name, "--ignore-not-found", "-o", "name") == "",
+        timeout=120,
+        interval=0.5,
+        message=f"{name} deleted",
+    )
+
+
+def test_expiry_terminates_a_running_pod(
+    node: NodeCluster, deployed: Deployed, tmp_path: Path
+) -> None:
+    api = _api(deployed, node)
+    auth = {"Authorization": f"Bearer {deployed.token}"}
+    created = httpx.post(f"{api}/api/v1/namespaces", params={"ttl": "20s"}, headers=auth,
+                         timeout=60)  # fmt: skip
+    assert created.status_code == 201, created.text
+    name = created.headers["x-namespace"]
+    kubeconfig = tmp_path / "tenant"
+    kubeconfig.write_text(created.text)
+    ran = _tenant_kubectl(
+        kubeconfig, "run", "busy", f"--image={images.BUSYBOX_IMAGE}", "--restart=Never",
+        "--image-pull-policy=Never", "--", "sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait",
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    assert wait_for_pod_phase(node, name, "busy", {"Running"}) == "Running"
+    running_tasks = node.node.ctr("tasks", "ls")
+    assert "RUNNING" in running_tasks
+
+    started = time.monotonic()
+    wait_until(
+        lambda: node.kubectl("get", "namespace", name, "--ignore-not-found", "-o", "name") == "",
+        timeout=120,
+        interval=0.5,
+        message=f"{name} expired and finalized",
+    )
+    gone_after = time.monotonic() - started
+    # The namespace controller only finishes once the kubelet reports the pod terminated.
+    print(f"\n{name}: gone {gone_after:.1f}s after its pod was Running (ttl 20s)")
+    sandboxes = node.node.ctr("containers", "ls")
+    assert name not in sandboxes
