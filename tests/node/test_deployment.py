@@ -153,3 +153,41 @@ def test_expiry_terminates_a_running_pod(
     print(f"\n{name}: gone {gone_after:.1f}s after its pod was Running (ttl 20s)")
     sandboxes = node.node.ctr("containers", "ls")
     assert name not in sandboxes
+
+
+def _holder(cluster: NodeCluster) -> str:
+    lease = cluster.json("-n", "nsprov", "get", "lease", "nsprov-controller")
+    return str(lease["spec"].get("holderIdentity") or "").rsplit("_", 1)[0]
+
+
+def test_leader_pod_deleted_the_other_replica_takes_over(
+    node: NodeCluster, deployed: Deployed
+) -> None:
+    before = {p["metadata"]["name"] for p in deployed.pods(node)}
+    leader = _holder(node)
+    assert leader in before
+    (follower,) = before - {leader}
+    started = time.monotonic()
+    node.kubectl("-n", "nsprov", "delete", "pod", leader, "--wait=false")
+    wait_until(lambda: _holder(node) == follower, timeout=60, interval=0.2,
+               message=f"{follower} holds the lease")  # fmt: skip
+    print(f"\nlease moved to {follower} {time.monotonic() - started:.1f}s after deleting {leader}")
+
+    # Expiries continue under the new leader, whatever pod the request went to.
+    api = _api(deployed, node)
+    auth = {"Authorization": f"Bearer {deployed.token}"}
+    created = httpx.post(f"{api}/api/v1/namespaces", params={"ttl": "5s"}, headers=auth,
+                         timeout=60)  # fmt: skip
+    assert created.status_code == 201, created.text
+    name = created.headers["x-namespace"]
+    wait_until(
+        lambda: node.kubectl("get", "namespace", name, "--ignore-not-found", "-o", "name") == "",
+        timeout=90,
+        interval=0.5,
+        message=f"{name} expired under the new leader",
+    )
+    # The Deployment replaces the deleted pod: two Ready replicas again.
+    node.kubectl("-n", "nsprov", "rollout", "status", "deployment/nsprov", "--timeout=120s",
+                 timeout=150)  # fmt: skip
+    wait_until(lambda: sum(_ready(p) for p in deployed.pods(node)) == 2, timeout=60,
+               message="two Ready replicas")  # fmt: skip
