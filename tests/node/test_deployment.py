@@ -7,7 +7,10 @@ shows (the kubelet terminating a tenant's pod when its namespace expires).
 from __future__ import annotations
 
 import os
+import random
+import secrets
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -128,6 +131,7 @@ def test_expiry_terminates_a_running_pod(
     auth = {"Authorization": f"Bearer {deployed.token}"}
     created = httpx.post(f"{api}/api/v1/namespaces", params={"ttl": "20s"}, headers=auth,
                          timeout=60)  # fmt: skip
+    expires = time.monotonic() + 20
     assert created.status_code == 201, created.text
     name = created.headers["x-namespace"]
     kubeconfig = tmp_path / "tenant"
@@ -141,16 +145,14 @@ def test_expiry_terminates_a_running_pod(
     running_tasks = node.node.ctr("tasks", "ls")
     assert "RUNNING" in running_tasks
 
-    started = time.monotonic()
     wait_until(
         lambda: node.kubectl("get", "namespace", name, "--ignore-not-found", "-o", "name") == "",
         timeout=120,
         interval=0.5,
         message=f"{name} expired and finalized",
     )
-    gone_after = time.monotonic() - started
     # The namespace controller only finishes once the kubelet reports the pod terminated.
-    print(f"\n{name}: gone {gone_after:.1f}s after its pod was Running (ttl 20s)")
+    print(f"\n{name}: gone {time.monotonic() - expires:.1f}s after its expiry (ttl 20s)")
     sandboxes = node.node.ctr("containers", "ls")
     assert name not in sandboxes
 
@@ -191,3 +193,90 @@ def test_leader_pod_deleted_the_other_replica_takes_over(
                  timeout=150)  # fmt: skip
     wait_until(lambda: sum(_ready(p) for p in deployed.pods(node)) == 2, timeout=60,
                message="two Ready replicas")  # fmt: skip
+
+
+class _ServiceClient:
+    """A client of the ``nsprov`` Service as kube-proxy would route it (there is none here).
+
+    Each attempt picks a ready endpoint from the Service's EndpointSlices, as read at
+    that moment, and retries on connection errors with the same Idempotency-Key, as
+    the GitHub Action does. What it records is what a CI job would see.
+    """
+
+    def __init__(self, cluster: NodeCluster, token: str) -> None:
+        self.cluster = cluster
+        self.token = token
+        self.created: list[str] = []
+        self.retried: list[str] = []
+        self.failed: list[str] = []
+
+    def endpoints(self) -> list[str]:
+        slices = self.cluster.json("-n", "nsprov", "get", "endpointslices", "-l",
+                                   "kubernetes.io/service-name=nsprov")  # fmt: skip
+        return [
+            address
+            for item in slices["items"]
+            for endpoint in item.get("endpoints") or []
+            if endpoint.get("conditions", {}).get("ready")
+            for address in endpoint["addresses"]
+        ]
+
+    def create(self, attempts: int = 5) -> None:
+        key = secrets.token_hex(8)
+        for attempt in range(attempts):
+            addresses = self.endpoints()
+            if not addresses:
+                time.sleep(0.5)
+                continue
+            url = f"http://{random.choice(addresses)}:8080/api/v1/namespaces"  # noqa: S311
+            try:
+                response = httpx.post(
+                    url,
+                    params={"ttl": "1m"},
+                    headers={"Authorization": f"Bearer {self.token}", "Idempotency-Key": key},
+                    timeout=30,
+                )
+            except httpx.TransportError as exc:
+                self.retried.append(f"attempt {attempt}: {type(exc).__name__}: {exc}")
+                time.sleep(0.5)
+                continue
+            if response.status_code == 201:
+                self.created.append(response.headers["x-namespace"])
+                return
+            if response.status_code == 503:
+                self.retried.append(f"attempt {attempt}: 503 {response.text[:200]}")
+                time.sleep(float(response.headers.get("retry-after", "1")))
+                continue
+            self.failed.append(f"{response.status_code} {response.text[:300]}")
+            return
+        self.failed.append(f"no success in {attempts} attempts")
+
+
+def test_rollout_restart_under_a_stream_of_creates(node: NodeCluster, deployed: Deployed) -> None:
+    client = _ServiceClient(node, deployed.token)
+    stop = threading.Event()
+
+    def stream() -> None:
+        while not stop.is_set():
+            client.create()
+
+    worker = threading.Thread(target=stream, daemon=True)
+    worker.start()
+    try:
+        wait_until(lambda: len(client.created) >= 3, timeout=60, message="creates flowing")
+        started = time.monotonic()
+        node.kubectl("-n", "nsprov", "rollout", "restart", "deployment/nsprov")
+        node.kubectl("-n", "nsprov", "rollout", "status", "deployment/nsprov", "--timeout=180s",
+                     timeout=200)  # fmt: skip
+        during = len(client.created)
+        wait_until(lambda: len(client.created) >= during + 3, timeout=60,
+                   message="creates flowing after the rollout")  # fmt: skip
+    finally:
+        stop.set()
+        worker.join(timeout=60)
+    print(
+        f"\nrollout restart: {time.monotonic() - started:.1f}s, {len(client.created)} creates, "
+        f"{len(client.retried)} retried attempts: {client.retried[:5]}"
+    )
+    assert client.failed == []
+    assert len(set(client.created)) == len(client.created)
