@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import hashlib
 import ipaddress
 import json
 import os
@@ -52,6 +53,23 @@ NETNS_DIR = Path("/run/netns")
 REQUIRED_TOOLS = ("ip", "nsenter", "iptables", "containerd", "ctr", "runc", "socat", "busybox")
 # Controllers a node's workloads need beyond the control plane's own list.
 NODE_CONTROLLERS = ("deployment", "replicaset", "endpointslice", "disruption", "podgc")
+
+
+# Where kubelet, containerd's shims and the CNI plugins write whatever their
+# configuration says; children before parents. stop() removes what it finds there
+# of this node's, and each directory that did not exist before the node started.
+_HOST_DIRS = (
+    Path("/run/containerd/s"),
+    Path("/run/containerd"),
+    Path("/var/lib/cni/results"),
+    Path("/var/lib/cni"),
+    Path("/var/lib/kubelet/device-plugins"),
+    Path("/var/lib/kubelet"),
+    Path("/var/log/containers"),
+    Path("/var/log/pods"),
+    Path("/etc/cni/net.d"),
+    Path("/etc/cni"),
+)
 
 
 class NodeError(RuntimeError):
@@ -288,18 +306,20 @@ disabled_plugins = ["io.containerd.internal.v1.tracing", "io.containerd.snapshot
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
+        Root = "{root / "runc"}"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "{_cni_bin_dir()}"
     conf_dir = "{cni_conf}"
 """
 
 
-def _cni_config(pod_cidr: str, bridge: str) -> str:
+def _cni_config(name: str, pod_cidr: str, bridge: str, ipam_dir: Path) -> str:
     gateway = str(next(ipaddress.IPv4Network(pod_cidr).hosts()))
     return json.dumps(
         {
             "cniVersion": "0.4.0",
-            "name": "nsprov-node",
+            # Named after the node: the plugins' result cache (/var/lib/cni) is keyed by it.
+            "name": name,
             "plugins": [
                 {
                     "type": "bridge",
@@ -310,6 +330,7 @@ def _cni_config(pod_cidr: str, bridge: str) -> str:
                     "hairpinMode": True,
                     "ipam": {
                         "type": "host-local",
+                        "dataDir": str(ipam_dir),
                         "ranges": [[{"subnet": pod_cidr, "gateway": gateway}]],
                         "routes": [{"dst": "0.0.0.0/0"}],
                     },
@@ -333,6 +354,9 @@ class Node:
     components: dict[str, Component] = field(default_factory=dict)
     imported: set[str] = field(default_factory=set)
     stopped: bool = False
+    host_dirs_before: set[Path] = field(
+        default_factory=lambda: {d for d in _HOST_DIRS if d.exists()}
+    )
 
     @property
     def ip(self) -> str:
@@ -374,6 +398,10 @@ class Node:
         pod_pids = _cgroup_pids(self.cgroup)
         pod_netns = _netns_mounts_of(pod_pids)
         _kill_all(pod_pids)
+        containers: list[str] = []
+        if self.components.get("containerd") and self.components["containerd"].running():
+            with contextlib.suppress(NodeError, subprocess.TimeoutExpired):
+                containers = self.ctr("containers", "ls", "-q", timeout=10).split()
         for name in ("containerd", "apiserver-forwarder"):
             if name in self.components:
                 self.components[name].stop(timeout=10)
@@ -388,7 +416,33 @@ class Node:
         _unmount_under(self.workdir)
         _remove_cgroups(self.cgroup)
         self.network.remove()
+        self._clean_host_dirs(containers)
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _clean_host_dirs(self, containers: list[str]) -> None:
+        leftovers: list[Path] = []
+        for container in containers:
+            # A shim's socket: /run/containerd/s/<sha256 of address/namespace/id> (1.6).
+            key = hashlib.sha256(f"{self.socket}/k8s.io/{container}".encode()).hexdigest()
+            leftovers.append(Path("/run/containerd/s") / key)
+            leftovers += Path("/var/lib/cni/results").glob(f"*-{container}-*")
+        if Path("/var/log/containers").exists():
+            workdir = str(self.workdir)
+            for link in Path("/var/log/containers").iterdir():
+                with contextlib.suppress(OSError):
+                    if os.readlink(link).startswith(workdir):
+                        leftovers.append(link)
+        if Path("/var/lib/kubelet/device-plugins") not in self.host_dirs_before:
+            leftovers.append(Path("/var/lib/kubelet/device-plugins/kubelet.sock"))
+        if Path("/etc/cni/net.d") not in self.host_dirs_before:
+            leftovers.append(Path("/etc/cni/net.d/cni.lock"))  # libcni locks the default dir
+        for path in leftovers:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        for directory in _HOST_DIRS:
+            if directory not in self.host_dirs_before:
+                with contextlib.suppress(OSError):
+                    directory.rmdir()
 
 
 def _wait_gone(pids: Callable[[], set[int]], timeout: float = 10.0) -> None:
@@ -466,6 +520,7 @@ def _kubelet_config(node: Node, keys: pki.Pki, certs: pki.NodeCerts) -> dict[str
         "serializeImagePulls": False,
         "shutdownGracePeriod": "0s",
         "logging": {"format": "text"},
+        "podLogsDir": str(node.workdir / "pod-logs"),
     }  # fmt: skip
 
 
@@ -521,7 +576,9 @@ def _start(
     cni_conf = node.workdir / "cni"
     root.mkdir()
     cni_conf.mkdir()
-    (cni_conf / "10-nsprov.conflist").write_text(_cni_config(network.pod_cidr, "cni0"))
+    (cni_conf / "10-nsprov.conflist").write_text(
+        _cni_config(node.name, network.pod_cidr, "cni0", node.workdir / "cni-ipam")
+    )
     (root / "config.toml").write_text(_containerd_config(root, cni_conf))
     containerd = Component(
         "containerd",

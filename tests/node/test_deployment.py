@@ -28,7 +28,11 @@ pytestmark = pytest.mark.timeout(1200)
 
 def _api(deployed: Deployed, cluster: NodeCluster) -> str:
     """nsprov's public API at a Ready pod's IP (inside the node's netns, routed from here)."""
-    ready = [p for p in deployed.pods(cluster) if _ready(p)]
+    ready = [
+        p
+        for p in deployed.pods(cluster)
+        if _ready(p) and not p["metadata"].get("deletionTimestamp")
+    ]
     assert ready, "no Ready nsprov pod"
     return f"http://{pod_ip(ready[0])}:8080"
 
@@ -175,8 +179,9 @@ def test_leader_pod_deleted_the_other_replica_takes_over(
                message=f"{follower} holds the lease")  # fmt: skip
     print(f"\nlease moved to {follower} {time.monotonic() - started:.1f}s after deleting {leader}")
 
-    # Expiries continue under the new leader, whatever pod the request went to.
-    api = _api(deployed, node)
+    # Expiries continue under the new leader (asked through it: the old pod may linger).
+    (survivor,) = [p for p in deployed.pods(node) if p["metadata"]["name"] == follower]
+    api = f"http://{pod_ip(survivor)}:8080"
     auth = {"Authorization": f"Bearer {deployed.token}"}
     created = httpx.post(f"{api}/api/v1/namespaces", params={"ttl": "5s"}, headers=auth,
                          timeout=60)  # fmt: skip
