@@ -203,6 +203,8 @@ async def _serve(settings: Settings, log_level: str) -> None:
             port=port,
             log_level=log_level,
             lifespan="on" if address == settings.listen else "off",
+            # The kubelet probes the internal server every few seconds: no access log there.
+            access_log=address == settings.listen,
             server_header=False,
             log_config=None,
         )

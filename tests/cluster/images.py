@@ -118,7 +118,16 @@ def write_docker_archive(
         _add_file(tar, config_name, config_bytes)
         _add_file(tar, "manifest.json", json.dumps(manifest).encode())
     os.replace(tmp, destination)
+    _drop_older(destination)
     return Image(name, destination)
+
+
+def _drop_older(current: Path) -> None:
+    """Remove this image's tarballs built from older inputs: each one is hundreds of MB."""
+    kind = current.name.rsplit("-", 1)[0]
+    for other in current.parent.glob(f"{kind}-*.tar"):
+        if other != current and other.name.rsplit("-", 1)[0] == kind:
+            other.unlink(missing_ok=True)
 
 
 def _layer(files: dict[str, bytes], links: dict[str, str], dirs: tuple[str, ...]) -> bytes:
@@ -290,6 +299,7 @@ def nsprov_image() -> Image:
             "buildah: write the image",
         )
         os.replace(output, path)
+        _drop_older(path)
         # vfs storage is a full copy per layer; chmod lets rmtree remove read-only dirs.
         subprocess.run(["chmod", "-R", "u+w", tmp], check=False)
     return Image(NSPROV_IMAGE, path)

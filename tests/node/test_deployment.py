@@ -67,6 +67,12 @@ def test_two_replicas_ready_with_one_lease_holder(node: NodeCluster, deployed: D
         # The probes the kubelet runs are the ones an operator would curl.
         probe = httpx.get(f"http://{pod_ip(pod)}:9090/readyz", timeout=10)
         assert probe.status_code == 200
+        # kubectl logs works (API server -> kubelet at the node IP), and the probes,
+        # every few seconds, stay out of the log.
+        log = node.kubectl("-n", "nsprov", "logs", pod["metadata"]["name"])
+        assert "serving on :8080" in log
+        assert "/readyz" not in log
+        assert "/healthz" not in log
     names = {p["metadata"]["name"] for p in pods}
     lease = node.json("-n", "nsprov", "get", "lease", "nsprov-controller")
     holder = lease["spec"]["holderIdentity"]
