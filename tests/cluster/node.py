@@ -434,8 +434,10 @@ class Node:
                         leftovers.append(link)
         if Path("/var/lib/kubelet/device-plugins") not in self.host_dirs_before:
             leftovers.append(Path("/var/lib/kubelet/device-plugins/kubelet.sock"))
-        if Path("/etc/cni/net.d") not in self.host_dirs_before:
-            leftovers.append(Path("/etc/cni/net.d/cni.lock"))  # libcni locks the default dir
+        # libcni takes a lock file in its default conf dir, whatever the configured one.
+        cni_default = Path("/etc/cni/net.d")
+        if cni_default.exists() and [p.name for p in cni_default.iterdir()] == ["cni.lock"]:
+            leftovers.append(cni_default / "cni.lock")
         for path in leftovers:
             with contextlib.suppress(OSError):
                 path.unlink()
