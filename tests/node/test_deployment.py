@@ -57,6 +57,7 @@ def test_two_replicas_ready_with_one_lease_holder(node: NodeCluster, deployed: D
     pods = deployed.pods(node)
     assert len(pods) == 2
     assert all(_ready(p) for p in pods)
+    acquired = 0
     for pod in pods:
         spec, status = pod["spec"], pod["status"]
         assert spec["nodeName"] == node.node.name
@@ -73,11 +74,13 @@ def test_two_replicas_ready_with_one_lease_holder(node: NodeCluster, deployed: D
         assert "serving on :8080" in log
         assert "/readyz" not in log
         assert "/healthz" not in log
+        acquired += "lease nsprov-controller acquired" in log
     names = {p["metadata"]["name"] for p in pods}
     lease = node.json("-n", "nsprov", "get", "lease", "nsprov-controller")
     holder = lease["spec"]["holderIdentity"]
     # The identity is "<hostname>_<random>", and a pod's hostname is its name.
     assert holder.rsplit("_", 1)[0] in names, (holder, names)
+    assert acquired == 1  # one replica ever led; the other only serves the API
     uid = node.kubectl(
         "-n", "nsprov", "exec", sorted(names)[0], "--", "python3", "-c",
         "import os; print(os.getuid(), os.getgid())",
