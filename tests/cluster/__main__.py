@@ -39,7 +39,6 @@ def _run(state_dir: Path, with_node: bool = False) -> int:
         state_dir.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(plane.kubeconfig, kubeconfig)
         kubeconfig.chmod(0o600)
-        pid_file.write_text(f"{os.getpid()}\n")
         print(
             f"control plane ready in {time.monotonic() - started:.1f}s: {plane.server}\n"
             f"  export KUBECONFIG={kubeconfig}",
@@ -47,6 +46,8 @@ def _run(state_dir: Path, with_node: bool = False) -> int:
         )
         if plane.node is not None:
             print(f"node {plane.node.name} Ready at {plane.node.ip}", flush=True)
+        # Last: `up` takes the pid file as the sign that the lines above are written.
+        pid_file.write_text(f"{os.getpid()}\n")
         while not stop.wait(1.0):
             components = list(plane.components.values())
             if plane.node is not None:
@@ -99,7 +100,8 @@ def _up(state_dir: Path, timeout: float, with_node: bool = False) -> int:
         if kubeconfig.exists() and pid_file.exists():
             print(f"control plane running (pid {child.pid}); export KUBECONFIG={kubeconfig}")
             if with_node:
-                print(log_file.read_text().strip().splitlines()[-1])
+                ready = [line for line in log_file.read_text().splitlines() if "Ready at" in line]
+                print(ready[-1] if ready else "node Ready")
             return 0
         if child.poll() is not None:
             print(f"error: control plane failed to start:\n{log_file.read_text()}", file=sys.stderr)
