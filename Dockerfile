@@ -1,13 +1,16 @@
 # nsprov: docker build -t nsprov .
 # Stage 1 builds a wheel; stage 2 installs it (runtime dependencies only) on a
 # slim base and runs as an unprivileged user with a read-only root filesystem.
-FROM python:3.11-slim AS build
+# BASE is any image with python3 (>= 3.11), pip, groupadd and useradd:
+#   docker build --build-arg BASE=registry.example.com/python:3.11-slim -t nsprov .
+ARG BASE=python:3.11-slim
+FROM ${BASE} AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY service ./service
 RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[server]'
 
-FROM python:3.11-slim
+FROM ${BASE}
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \

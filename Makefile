@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
 
 .PHONY: install cluster-build cluster cluster-down demo test test-unit test-integration \
-        test-action test-kind lint bench
+        test-action test-kind test-node node-build lint bench
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,9 +20,16 @@ install: $(VENV)/.installed
 cluster-build: install
 	$(PY) -m tests.cluster build
 
+# kube-scheduler, kubelet and the node's images (pause, busybox, a Debian Python base,
+# nsprov's own from the Dockerfile): a few minutes the first time, cached afterwards.
+node-build: cluster-build
+	$(PY) -m tests.cluster build --node
+	$(PY) -m tests.cluster images
+
 # A local control plane in the background; its admin kubeconfig is .cluster/kubeconfig.
+# NODE=1 adds a real node (root, containerd, runc, CNI plugins; see README).
 cluster: cluster-build
-	$(PY) -m tests.cluster up
+	$(PY) -m tests.cluster up $(if $(NODE),--node)
 
 cluster-down:
 	@if [ -x $(PY) ]; then $(PY) -m tests.cluster down; else echo "control plane not running"; fi
@@ -32,7 +39,7 @@ demo: cluster-build
 	$(PY) -m tests.demo
 
 # kind first: it skips here, and the last summary CI reads should be a run that ran tests.
-test: test-kind test-unit test-integration test-action
+test: test-kind test-unit test-integration test-node test-action
 
 test-unit: install
 	$(PYTEST) tests/unit
@@ -46,6 +53,10 @@ test-action:
 # Needs docker and kind; the tests skip with a reason where they are missing.
 test-kind: install
 	$(PYTEST) tests/kind || [ $$? -eq 5 ]
+
+# nsprov's image on a real node (tests/node); skips with the reason where no node can start.
+test-node: cluster-build
+	$(PYTEST) tests/node || [ $$? -eq 5 ]
 
 lint: install
 	$(VENV)/bin/ruff check service tests

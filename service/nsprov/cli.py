@@ -393,6 +393,8 @@ async def _serve(settings: Settings) -> None:
             port=port,
             log_level=log_level(settings.log_level),
             lifespan="on" if address == settings.listen else "off",
+            # The kubelet probes the internal server every few seconds: no access log there.
+            access_log=address == settings.listen,
             server_header=False,
             log_config=None,
             # h11 drops a request head above 16 KiB with a reset connection; an oversized

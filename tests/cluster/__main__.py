@@ -19,7 +19,7 @@ import threading
 import time
 from pathlib import Path
 
-from tests.cluster import build, controlplane
+from tests.cluster import build, controlplane, images, node
 
 _REPO = Path(__file__).resolve().parents[2]
 
@@ -28,25 +28,31 @@ def _state_paths(state_dir: Path) -> tuple[Path, Path, Path]:
     return state_dir / "kubeconfig", state_dir / "launcher.pid", state_dir / "launcher.log"
 
 
-def _run(state_dir: Path) -> int:
+def _run(state_dir: Path, with_node: bool = False) -> int:
     kubeconfig, pid_file, _ = _state_paths(state_dir)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     started = time.monotonic()
-    plane = controlplane.start()
+    plane = controlplane.start(with_node=with_node)
     try:
         state_dir.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(plane.kubeconfig, kubeconfig)
         kubeconfig.chmod(0o600)
-        pid_file.write_text(f"{os.getpid()}\n")
         print(
             f"control plane ready in {time.monotonic() - started:.1f}s: {plane.server}\n"
             f"  export KUBECONFIG={kubeconfig}",
             flush=True,
         )
+        if plane.node is not None:
+            print(f"node {plane.node.name} Ready at {plane.node.ip}", flush=True)
+        # Last: `up` takes the pid file as the sign that the lines above are written.
+        pid_file.write_text(f"{os.getpid()}\n")
         while not stop.wait(1.0):
-            dead = [c.name for c in plane.components.values() if not c.running()]
+            components = list(plane.components.values())
+            if plane.node is not None:
+                components += plane.node.components.values()
+            dead = [c.name for c in components if not c.running()]
             if dead:
                 print(f"error: {', '.join(dead)} exited; stopping", file=sys.stderr, flush=True)
                 return 1
@@ -57,18 +63,32 @@ def _run(state_dir: Path) -> int:
         pid_file.unlink(missing_ok=True)
 
 
-def _up(state_dir: Path, timeout: float) -> int:
+def _up(state_dir: Path, timeout: float, with_node: bool = False) -> int:
     kubeconfig, pid_file, log_file = _state_paths(state_dir)
     if pid_file.exists() and controlplane.pid_alive(int(pid_file.read_text())):
         print(f"control plane already running; export KUBECONFIG={kubeconfig}")
         return 0
     # Build in the foreground so a first-time user sees the (slow) progress.
     build.ensure_built()
+    if with_node:
+        reason = node.unavailable()
+        if reason:
+            print(f"error: the node cannot start here: {reason}", file=sys.stderr)
+            return 1
+        build.ensure_node_built()
     state_dir.mkdir(parents=True, exist_ok=True)
     kubeconfig.unlink(missing_ok=True)
     with log_file.open("wb") as log:
         child = subprocess.Popen(
-            [sys.executable, "-m", "tests.cluster", "run", "--state-dir", str(state_dir)],
+            [
+                sys.executable,
+                "-m",
+                "tests.cluster",
+                "run",
+                "--state-dir",
+                str(state_dir),
+                *(["--node"] if with_node else []),
+            ],
             cwd=_REPO,
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -79,6 +99,9 @@ def _up(state_dir: Path, timeout: float) -> int:
     while time.monotonic() < deadline:
         if kubeconfig.exists() and pid_file.exists():
             print(f"control plane running (pid {child.pid}); export KUBECONFIG={kubeconfig}")
+            if with_node:
+                ready = [line for line in log_file.read_text().splitlines() if "Ready at" in line]
+                print(ready[-1] if ready else "node Ready")
             return 0
         if child.poll() is not None:
             print(f"error: control plane failed to start:\n{log_file.read_text()}", file=sys.stderr)
@@ -108,19 +131,42 @@ def _down(state_dir: Path, timeout: float) -> int:
     return 0
 
 
+def _images() -> int:
+    """Build (or find cached) every image the node runs; print names, tarballs, sizes."""
+    try:
+        built = [
+            images.pause_image(),
+            images.busybox_image(),
+            images.base_image(),
+            images.nsprov_image(),
+        ]
+    except (images.ImageError, build.BuildError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for image in built:
+        size = image.tarball.stat().st_size / 1e6
+        print(f"{image.name}: {image.tarball} ({size:.0f} MB)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.cluster", description=__doc__)
-    parser.add_argument("command", choices=["build", "run", "up", "down"])
+    parser.add_argument("command", choices=["build", "images", "run", "up", "down"])
     parser.add_argument("--state-dir", type=Path, default=_REPO / ".cluster")
     parser.add_argument("--timeout", type=float, default=180.0)
     parser.add_argument("--json", action="store_true", help="build: print paths and sizes")
+    parser.add_argument(
+        "--node", action="store_true", help="build, run, up: with a node (kubelet, containerd)"
+    )
     args = parser.parse_args(argv)
     if args.command == "build":
-        return build.main(json_report=args.json)
+        return build.main(json_report=args.json, node=args.node)
+    if args.command == "images":
+        return _images()
     if args.command == "run":
-        return _run(args.state_dir)
+        return _run(args.state_dir, args.node)
     if args.command == "up":
-        return _up(args.state_dir, args.timeout)
+        return _up(args.state_dir, args.timeout, args.node)
     return _down(args.state_dir, args.timeout)
 
 

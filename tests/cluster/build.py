@@ -141,17 +141,59 @@ def ensure_built() -> Binaries:
     return bins
 
 
+@dataclass(frozen=True)
+class NodeBinaries:
+    """The optional node's Kubernetes executables (same module and version as the rest)."""
+
+    kube_scheduler: Path
+    kubelet: Path
+
+
+def node_binaries() -> NodeBinaries:
+    kube_dir = cache_root() / f"kubernetes-{KUBERNETES_VERSION}"
+    return NodeBinaries(kube_scheduler=kube_dir / "kube-scheduler", kubelet=kube_dir / "kubelet")
+
+
+def ensure_node_built() -> NodeBinaries:
+    """Build kube-scheduler and kubelet if missing (a few minutes cold, then one stat each).
+
+    Separate from :func:`ensure_built` so that a control plane without a node never
+    pays for them.
+    """
+    bins = node_binaries()
+    for package, output in (
+        ("k8s.io/kubernetes/cmd/kube-scheduler", bins.kube_scheduler),
+        ("k8s.io/kubernetes/cmd/kubelet", bins.kubelet),
+    ):
+        if not output.exists():
+            if shutil.which("go") is None:
+                raise BuildError(f"go is not on PATH and {output.name} is not built yet")
+            _go_build(GO_DIR / "kubernetes", package, output, _version_ldflags())
+    return bins
+
+
+def go_build(module_dir: Path, package: str, output: Path, ldflags: str) -> None:
+    """Build one static binary into ``output`` (atomically), for the node's helpers."""
+    _go_build(module_dir, package, output, ldflags)
+
+
 def _as_list(bins: Binaries) -> list[Path]:
     return [bins.etcd, bins.kube_apiserver, bins.kube_controller_manager, bins.kubectl]
 
 
-def main(json_report: bool = False) -> int:
+def main(json_report: bool = False, node: bool = False) -> int:
     started = time.monotonic()
     try:
         bins = ensure_built()
     except BuildError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    if node:
+        try:
+            ensure_node_built()
+        except BuildError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
     if json_report:
         report = {
             "kubernetes": KUBERNETES_VERSION,
@@ -171,4 +213,4 @@ def main(json_report: bool = False) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(json_report="--json" in sys.argv[1:]))
+    sys.exit(main(json_report="--json" in sys.argv[1:], node="--node" in sys.argv[1:]))

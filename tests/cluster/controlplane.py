@@ -34,6 +34,7 @@ from pathlib import Path
 import yaml
 
 from tests.cluster import build, pki
+from tests.cluster import node as node_module
 
 # The controllers nsprov relies on; the rest of kube-controller-manager stays off.
 CONTROLLERS = (
@@ -137,6 +138,7 @@ class ControlPlane:
     kubeconfig: Path
     pki: pki.Pki
     components: dict[str, Component] = field(default_factory=dict)
+    node: node_module.Node | None = None
 
     @property
     def pids(self) -> list[int]:
@@ -171,6 +173,9 @@ class ControlPlane:
 
     def stop(self) -> None:
         """End every process (reverse start order) and remove the temp dir."""
+        if self.node is not None:
+            self.node.stop()
+            self.node = None
         for component in reversed(list(self.components.values())):
             component.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
@@ -224,7 +229,12 @@ def _etcd(bins: build.Binaries, workdir: Path) -> tuple[Component, int]:
 
 
 def _apiserver(
-    bins: build.Binaries, workdir: Path, keys: pki.Pki, etcd_port: int, port: int
+    bins: build.Binaries,
+    workdir: Path,
+    keys: pki.Pki,
+    etcd_port: int,
+    port: int,
+    with_node: bool = False,
 ) -> Component:
     argv = [
         str(bins.kube_apiserver),
@@ -250,14 +260,29 @@ def _apiserver(
         "--profiling=false",
         "--v=1",
     ]
+    if with_node:
+        # The Node authorizer gives the kubelet exactly its node's objects.
+        argv[argv.index("--authorization-mode=RBAC")] = "--authorization-mode=Node,RBAC"
+        argv += [
+            # logs/exec/port-forward: the API server dials the kubelet at the node IP.
+            f"--kubelet-client-certificate={keys.admin_cert}",
+            f"--kubelet-client-key={keys.admin_key}",
+            f"--kubelet-certificate-authority={keys.ca_cert}",
+            "--kubelet-preferred-address-types=InternalIP",
+            # As in real clusters: Pod Security, not this flag, decides who runs privileged.
+            "--allow-privileged=true",
+        ]
     return Component("kube-apiserver", argv, workdir / "kube-apiserver.log")
 
 
-def _controller_manager(bins: build.Binaries, workdir: Path, keys: pki.Pki) -> Component:
+def _controller_manager(
+    bins: build.Binaries, workdir: Path, keys: pki.Pki, with_node: bool = False
+) -> Component:
+    controllers = CONTROLLERS + (node_module.NODE_CONTROLLERS if with_node else ())
     argv = [
         str(bins.kube_controller_manager),
         f"--kubeconfig={workdir / 'kubeconfig'}",
-        f"--controllers={','.join(CONTROLLERS)}",
+        f"--controllers={','.join(controllers)}",
         f"--root-ca-file={keys.ca_cert}",
         f"--service-account-private-key-file={keys.sa_private_key}",
         "--leader-elect=false",
@@ -313,19 +338,40 @@ def _controllers_working(plane: ControlPlane) -> bool:
     return sa_status == 200 and cm_status == 200
 
 
-def start(timeout: float = 120.0) -> ControlPlane:
-    """Build if needed, start all components, wait until they work, return the plane."""
+def start(timeout: float = 120.0, *, with_node: bool = False) -> ControlPlane:
+    """Build if needed, start all components, wait until they work, return the plane.
+
+    ``with_node`` adds a real node (tests/cluster/node.py): kubelet, containerd and
+    kube-scheduler; :func:`node_module.unavailable` says beforehand whether it can.
+    """
     bins = build.ensure_built()
+    if with_node:
+        build.ensure_node_built()
     workdir = Path(tempfile.mkdtemp(prefix="nsprov-cluster-"))
     try:
-        return _start_in(workdir, bins, timeout)
+        return _start_in(workdir, bins, timeout, with_node)
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
         raise
 
 
-def _start_in(workdir: Path, bins: build.Binaries, timeout: float) -> ControlPlane:
-    keys = pki.generate(workdir / "pki")
+def _start_in(
+    workdir: Path, bins: build.Binaries, timeout: float, with_node: bool = False
+) -> ControlPlane:
+    network = node_module.Network.create() if with_node else None
+    try:
+        return _start_components(workdir, bins, timeout, network)
+    except BaseException:
+        if network is not None:
+            network.remove()
+        raise
+
+
+def _start_components(
+    workdir: Path, bins: build.Binaries, timeout: float, network: node_module.Network | None
+) -> ControlPlane:
+    with_node = network is not None
+    keys = pki.generate(workdir / "pki", extra_ips=(network.host_ip,) if network else ())
     api_port = free_port()
     server = f"https://127.0.0.1:{api_port}"
     kubeconfig = workdir / "kubeconfig"
@@ -337,15 +383,17 @@ def _start_in(workdir: Path, bins: build.Binaries, timeout: float) -> ControlPla
         etcd.start()
         _wait_until(etcd, lambda: _tcp_open(etcd_port), "listening", timeout)
 
-        apiserver = _apiserver(bins, workdir, keys, etcd_port, api_port)
+        apiserver = _apiserver(bins, workdir, keys, etcd_port, api_port, with_node)
         plane.components["kube-apiserver"] = apiserver
         apiserver.start()
         _wait(plane, apiserver, "/readyz", timeout)
 
-        manager = _controller_manager(bins, workdir, keys)
+        manager = _controller_manager(bins, workdir, keys, with_node)
         plane.components["kube-controller-manager"] = manager
         manager.start()
         _wait_until(manager, lambda: _controllers_working(plane), "working", timeout)
+        if network is not None:
+            plane.node = node_module.start(plane, network, timeout)
     except BaseException:
         plane.stop()
         raise
@@ -353,9 +401,9 @@ def _start_in(workdir: Path, bins: build.Binaries, timeout: float) -> ControlPla
 
 
 @contextlib.contextmanager
-def running(timeout: float = 120.0) -> Iterator[ControlPlane]:
+def running(timeout: float = 120.0, *, with_node: bool = False) -> Iterator[ControlPlane]:
     """Context manager around :func:`start` / :meth:`ControlPlane.stop`."""
-    plane = start(timeout)
+    plane = start(timeout, with_node=with_node)
     try:
         yield plane
     finally:

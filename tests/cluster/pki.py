@@ -104,8 +104,11 @@ def _issue(
     return builder.sign(issuer_key, hashes.SHA256())
 
 
-def generate(directory: Path) -> Pki:
-    """Write a fresh PKI into ``directory`` and return the file paths."""
+def generate(directory: Path, extra_ips: tuple[str, ...] = ()) -> Pki:
+    """Write a fresh PKI into ``directory`` and return the file paths.
+
+    ``extra_ips`` join the API server's serving cert: the address a node reaches it at.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     pem = serialization.Encoding.PEM
 
@@ -115,7 +118,9 @@ def generate(directory: Path) -> Pki:
 
     serving_key = ec.generate_private_key(ec.SECP256R1())
     sans: list[x509.GeneralName] = [x509.DNSName(n) for n in _SERVING_DNS_NAMES]
-    sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ("127.0.0.1", "10.0.0.1")]
+    sans += [
+        x509.IPAddress(ipaddress.ip_address(ip)) for ip in ("127.0.0.1", "10.0.0.1", *extra_ips)
+    ]
     serving = _issue(
         _name("kube-apiserver"),
         serving_key,
@@ -149,4 +154,52 @@ def generate(directory: Path) -> Pki:
         admin_key=_write(directory / "admin.key", _key_pem(admin_key)),
         sa_public_key=_write(directory / "sa.pub", sa_public),
         sa_private_key=_write(directory / "sa.key", _key_pem(sa_key)),
+    )
+
+
+@dataclass(frozen=True)
+class NodeCerts:
+    """A kubelet's client identity (``system:node:<name>``) and its serving cert."""
+
+    client_cert: Path
+    client_key: Path
+    serving_cert: Path
+    serving_key: Path
+
+
+def issue_node(keys: Pki, directory: Path, node_name: str, node_ip: str) -> NodeCerts:
+    """Certificates for one kubelet, signed by the control plane's CA.
+
+    The client cert is what the Node authorizer recognises (user ``system:node:<name>``
+    in group ``system:nodes``); the serving cert names the node IP, which is the
+    address the API server dials for logs and exec.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    pem = serialization.Encoding.PEM
+    ca = x509.load_pem_x509_certificate(keys.ca_cert.read_bytes())
+    ca_key = serialization.load_pem_private_key(keys.ca_key.read_bytes(), password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise TypeError("the test CA key is an EC key")
+    client_key = ec.generate_private_key(ec.SECP256R1())
+    client = _issue(
+        _name(f"system:node:{node_name}", "system:nodes"),
+        client_key,
+        ca.subject,
+        ca_key,
+        usage=ExtendedKeyUsageOID.CLIENT_AUTH,
+    )
+    serving_key = ec.generate_private_key(ec.SECP256R1())
+    serving = _issue(
+        _name(node_name),
+        serving_key,
+        ca.subject,
+        ca_key,
+        usage=ExtendedKeyUsageOID.SERVER_AUTH,
+        sans=[x509.DNSName(node_name), x509.IPAddress(ipaddress.ip_address(node_ip))],
+    )
+    return NodeCerts(
+        client_cert=_write(directory / "kubelet-client.crt", client.public_bytes(pem)),
+        client_key=_write(directory / "kubelet-client.key", _key_pem(client_key)),
+        serving_cert=_write(directory / "kubelet.crt", serving.public_bytes(pem)),
+        serving_key=_write(directory / "kubelet.key", _key_pem(serving_key)),
     )
