@@ -9,6 +9,11 @@ another token. The policy is applied from k8s/ (by ``manifest_kubeconfig``,
 for the rest of the session): it exempts ``system:masters``, which every other
 test's admin identity and the test plane's kube-controller-manager belong to,
 so it changes nothing for them.
+
+The second policy, ``nsprov-confine``, faces the other way: its attacker holds
+nsprov's own ServiceAccount token (leaked, or nsprov has a bug), whose RBAC is
+cluster-wide because namespace names are random. It keeps that token to
+namespaces with the selector label.
 """
 
 from __future__ import annotations
@@ -52,6 +57,10 @@ RBAC_GROUP = "rbac.authorization.k8s.io"
 GITOPS = "nsprov-test-gitops"
 # The policy's own words; the API server prefixes them with the policy's name.
 DENIED = "only nsprov may"
+# nsprov-confine's words, to nsprov's own ServiceAccount when it reaches past its namespaces.
+CONFINED = "nsprov's ServiceAccount may"
+PSA_PREFIX = "pod-security.kubernetes.io/"
+ENFORCE = PSA_PREFIX + "enforce"
 
 
 def _impersonating(cluster: Cluster, user: str, group: str | None = None) -> client.ApiClient:
@@ -109,22 +118,38 @@ def _claiming_namespace(name: str) -> client.V1Namespace:
 
 
 @pytest.fixture(scope="module")
-def policy(manifest_kubeconfig: Path, gitops: client.ApiClient) -> None:
-    """k8s/ is applied (policy included); wait until the API server enforces the policy.
+def nsprov_api(manifest_kubeconfig: Path) -> Iterator[client.ApiClient]:
+    """nsprov's own ServiceAccount, as a leaked token would be used: straight at the API."""
+    api = config.new_client_from_config(config_file=str(manifest_kubeconfig))
+    try:
+        yield api
+    finally:
+        api.close()
+
+
+@pytest.fixture(scope="module")
+def policy(
+    manifest_kubeconfig: Path, gitops: client.ApiClient, nsprov_api: client.ApiClient
+) -> None:
+    """k8s/ is applied (policies included); wait until the API server enforces both.
 
     The API server compiles a new policy in the background, so the first second after
     `kubectl apply` may still admit everything. A dry run changes nothing either way.
     """
-    core = client.CoreV1Api(gitops)
 
-    def enforced() -> bool:
+    def refuses(api: client.ApiClient, namespace: client.V1Namespace, words: str) -> bool:
         try:
-            core.create_namespace(_claiming_namespace("nsprov-test-probe"), dry_run="All")
+            client.CoreV1Api(api).create_namespace(namespace, dry_run="All")
         except ApiException as exc:
-            return exc.status == 403 and DENIED in exc.body
+            return exc.status == 403 and words in exc.body
         return False
 
-    wait_until(enforced, timeout=15, interval=0.2, message="admission policy enforced")
+    unlabelled = client.V1Namespace(metadata=client.V1ObjectMeta(name="nsprov-test-probe"))
+    wait_until(
+        lambda: refuses(gitops, _claiming_namespace("nsprov-test-probe"), DENIED)
+        and refuses(nsprov_api, unlabelled, CONFINED),
+        timeout=15, interval=0.2, message="admission policies enforced",
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -136,19 +161,22 @@ def service(manifest_kubeconfig: Path, tmp_path_factory) -> Iterator[RunningServ
         yield running
 
 
-def _denied(call: Callable[[], Any]) -> str:
-    """Run ``call``, which must be refused by the policy; return the API server's message."""
+def _denied(call: Callable[[], Any], words: str = DENIED) -> str:
+    """Run ``call``, which must be refused by the policy; return the API server's message.
+
+    The policy's own ``words`` tell its refusal from RBAC's, which is a 403 too.
+    """
     with pytest.raises(ApiException) as refused:
         call()
     assert refused.value.status == 403, refused.value.body
     message = str(json.loads(refused.value.body)["message"])
-    assert DENIED in message, message
+    assert words in message, message
     return message
 
 
 def _protected(metadata: client.V1ObjectMeta) -> tuple[dict[str, str], dict[str, str]]:
     labels = {k: v for k, v in (metadata.labels or {}).items()
-              if k == SELECTOR_KEY or k.startswith("nsprov.io/")}  # fmt: skip
+              if k == SELECTOR_KEY or k.startswith(("nsprov.io/", PSA_PREFIX))}  # fmt: skip
     annotations = {k: v for k, v in (metadata.annotations or {}).items()
                    if k.startswith("nsprov.io/")}  # fmt: skip
     return labels, annotations
@@ -284,6 +312,141 @@ def test_namespaces_without_the_selector_are_not_affected(
     )
     mallory_rbac.create_namespaced_role_binding(foreign, binding)
     mallory_rbac.delete_namespaced_role_binding(BUNDLE, foreign)
+
+
+def test_patch_rights_cannot_change_the_pod_security_of_nsprovs_namespaces(
+    service: RunningService, gitops: client.ApiClient, core: client.CoreV1Api, make_namespace
+) -> None:
+    """nsprov sets a managed namespace's Pod Security level; patch rights must not lift it.
+
+    Before the policy covered pod-security.kubernetes.io/*, a neighbour with namespace patch
+    could set enforce=privileged on a tenant's namespace (or drop the label: the cluster's
+    default, often privileged, applies then).
+    """
+    name, _ = provision(service, "1h")
+    before = core.read_namespace(name).metadata
+    assert before.labels[ENFORCE] == "baseline"
+    mallory = client.CoreV1Api(gitops)
+    edits: dict[str, dict[str, str | None]] = {
+        "enforce lifted": {ENFORCE: "privileged"},
+        "enforce removed": {ENFORCE: None},
+        "enforce-version pinned": {f"{ENFORCE}-version": "v1.0"},
+        "warn added": {PSA_PREFIX + "warn": "privileged"},
+    }
+    for what, labels in edits.items():
+        message = _denied(
+            lambda m=labels: mallory.patch_namespace(name, {"metadata": {"labels": m}})
+        )
+        assert "pod-security.kubernetes.io" in message, what
+    after = core.read_namespace(name).metadata
+    assert after.resource_version == before.resource_version
+    assert after.labels[ENFORCE] == "baseline"
+
+    # Namespaces nsprov does not manage keep whatever Pod Security their owners choose.
+    plain = make_namespace()
+    mallory.patch_namespace(plain, {"metadata": {"labels": {ENFORCE: "privileged"}}})
+    assert core.read_namespace(plain).metadata.labels[ENFORCE] == "privileged"
+
+
+# ---- what nsprov's own identity cannot do outside its namespaces -------------------------
+
+
+def _tenant_binding(namespace: str) -> client.V1RoleBinding:
+    """The RoleBinding nsprov makes, as it would be planted elsewhere."""
+    return client.V1RoleBinding(
+        metadata=client.V1ObjectMeta(name=BUNDLE),
+        role_ref=client.V1RoleRef(api_group=RBAC_GROUP, kind="ClusterRole", name=EMPTY_GRANT),
+        subjects=[client.RbacV1Subject(kind="ServiceAccount", name=BUNDLE, namespace=namespace)],
+    )
+
+
+def _gone(read: Callable[[], Any]) -> bool:
+    try:
+        read()
+    except ApiException as exc:
+        if exc.status == 404:
+            return True
+        raise
+    return False
+
+
+def test_a_leaked_nsprov_token_cannot_plant_a_bound_account_in_kube_system(
+    nsprov_api: client.ApiClient, core: client.CoreV1Api, cluster: Cluster, make_namespace
+) -> None:
+    """The escalation nsprov's cluster-wide RBAC allows and nsprov-confine refuses.
+
+    nsprov may create ServiceAccounts and RoleBindings (binding the grant) in any namespace
+    and mint tokens for any ServiceAccount named namespace-provisioner: with its token, an
+    attacker would make kube-system/namespace-provisioner, bind the grant there and mint
+    its token. Each step is refused in kube-system and in any namespace without the
+    selector label; RBAC alone allows every one of them.
+    """
+    nsprov, nsprov_rbac = client.CoreV1Api(nsprov_api), client.RbacAuthorizationV1Api(nsprov_api)
+    rbac = client.RbacAuthorizationV1Api(cluster.api)
+    account = client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=BUNDLE))
+    plain = make_namespace()
+    try:
+        for namespace in ("kube-system", plain):
+            message = _denied(
+                lambda n=namespace: nsprov.create_namespaced_service_account(n, account), CONFINED
+            )
+            assert "nsprov" in message
+            _denied(
+                lambda n=namespace: nsprov_rbac.create_namespaced_role_binding(
+                    n, _tenant_binding(n)
+                ),
+                CONFINED,
+            )
+        # Its token, for an account that is already there (an admin made it): refused too.
+        core.create_namespaced_service_account(plain, account)
+        request = client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[]))
+        _denied(lambda: nsprov.create_namespaced_service_account_token(BUNDLE, plain, request),
+                CONFINED)  # fmt: skip
+    finally:
+        for namespace in ("kube-system", plain):
+            if not _gone(lambda n=namespace: rbac.read_namespaced_role_binding(BUNDLE, n)):
+                rbac.delete_namespaced_role_binding(BUNDLE, namespace)
+        if not _gone(lambda: core.read_namespaced_service_account(BUNDLE, "kube-system")):
+            core.delete_namespaced_service_account(BUNDLE, "kube-system")
+    assert _gone(lambda: core.read_namespaced_service_account(BUNDLE, "kube-system"))
+    assert _gone(lambda: rbac.read_namespaced_role_binding(BUNDLE, plain))
+
+
+def test_a_leaked_nsprov_token_cannot_edit_delete_or_make_unmanaged_namespaces(
+    service: RunningService, nsprov_api: client.ApiClient, core: client.CoreV1Api,
+    make_namespace,
+) -> None:  # fmt: skip
+    nsprov = client.CoreV1Api(nsprov_api)
+    label = {"metadata": {"labels": {ENFORCE: "privileged"}}}
+    # Nor make it nsprov's, which would let it do the rest.
+    claim = {"metadata": {"labels": {SELECTOR_KEY: SELECTOR_VALUE}}}
+    plain = make_namespace()
+    for namespace in ("kube-system", plain):
+        before = core.read_namespace(namespace).metadata.resource_version
+        _denied(lambda n=namespace: nsprov.patch_namespace(n, label), CONFINED)
+        _denied(lambda n=namespace: nsprov.patch_namespace(n, claim), CONFINED)
+        # (kube-system itself Kubernetes never deletes: NamespaceLifecycle refuses first.)
+        if namespace == plain:
+            _denied(lambda n=namespace: nsprov.delete_namespace(n), CONFINED)
+        assert core.read_namespace(namespace).metadata.resource_version == before
+        assert core.read_namespace(namespace).status.phase == "Active"
+
+    # A namespace nsprov makes carries its selector and an expiry, or it is not made:
+    # nothing a leaked token creates outlives nsprov's controller's reach.
+    unlabelled = "nsprov-test-unlabelled"
+    no_expiry = "nsprov-test-no-expiry"
+    _denied(lambda: nsprov.create_namespace(
+        client.V1Namespace(metadata=client.V1ObjectMeta(name=unlabelled))), CONFINED)  # fmt: skip
+    _denied(lambda: nsprov.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(
+        name=no_expiry, labels={SELECTOR_KEY: SELECTOR_VALUE}))), CONFINED)  # fmt: skip
+    names = {ns.metadata.name for ns in core.list_namespace().items}
+    assert not {unlabelled, no_expiry} & names
+
+    # Nor can it let one of its own namespaces go by dropping the selector label.
+    name, _ = provision(service, "1h")
+    drop = {"metadata": {"labels": {SELECTOR_KEY: None}}}
+    _denied(lambda: nsprov.patch_namespace(name, drop), CONFINED)
+    assert core.read_namespace(name).metadata.labels[SELECTOR_KEY] == SELECTOR_VALUE
 
 
 # ---- what still works ---------------------------------------------------------------------
