@@ -108,6 +108,8 @@ def write_overlay(directory: Path, server: str) -> Path:
                                 {"name": "NSPROV_SERVER", "value": server},
                                 {"name": "NSPROV_LEADER_ELECT_LEASE_DURATION", "value": "6s"},
                                 {"name": "NSPROV_RESYNC_PERIOD", "value": "30s"},
+                                # Expiry tests use namespaces of a few seconds.
+                                {"name": "NSPROV_MIN_TTL", "value": "1s"},
                             ],
                         }
                     ]
