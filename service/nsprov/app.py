@@ -36,6 +36,9 @@ from nsprov.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# Threads for /readyz's one API call and /metrics' rendering, apart from the API's.
+_PROBE_THREADS = 2
+
 
 @dataclass
 class Service:
@@ -180,25 +183,51 @@ def public_app(service: Service) -> Starlette:
 
 
 def internal_app(service: Service) -> Starlette:
+    """Probes and scrapes that never queue behind provisioning.
+
+    The API's worker threads (anyio's default limiter, sized to the connection pool)
+    are all busy whenever the API is saturated; a probe waiting for one would time out
+    and take a healthy replica out of the Service. The probes' few blocking calls run
+    on a limiter of their own instead.
+
+    Ready means "this replica can answer from what it has seen": with the controller,
+    its caches have synced once (they stay usable, and the API answers 503 +
+    Retry-After, while the API server is away; failing readiness then would take
+    every replica out of the Service at once); without it, the API server has
+    answered ``/version`` once.
+    """
+    probes = anyio.CapacityLimiter(_PROBE_THREADS)
+    reached = False  # without a controller: the API server answered once
+
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok")
 
     async def readyz(request: Request) -> Response:
-        try:
-            await anyio.to_thread.run_sync(
-                lambda: service.kube.get("/version", timeout=min(5.0, service.kube.timeout))
-            )
-        except NsprovError as exc:
-            return JSONResponse({"ready": False, "reason": exc.detail}, status_code=503)
-        except Exception as exc:
-            # /version is readable by everyone; anything else means the cluster is not usable.
-            return JSONResponse({"ready": False, "reason": type(exc).__name__}, status_code=503)
-        if not service.ready():
-            return JSONResponse({"ready": False, "reason": "caches not synced"}, status_code=503)
+        nonlocal reached
+        if service.controller is not None:
+            if not service.ready():
+                return JSONResponse(
+                    {"ready": False, "reason": "caches not synced"}, status_code=503
+                )
+            return JSONResponse({"ready": True})
+        if not reached:
+            try:
+                await anyio.to_thread.run_sync(
+                    lambda: service.kube.get("/version", timeout=min(5.0, service.kube.timeout)),
+                    limiter=probes,
+                )
+            except NsprovError as exc:
+                return JSONResponse({"ready": False, "reason": exc.detail}, status_code=503)
+            except Exception as exc:
+                # /version is readable by everyone; anything else means the cluster is not usable.
+                return JSONResponse({"ready": False, "reason": type(exc).__name__}, status_code=503)
+            reached = True
         return JSONResponse({"ready": True})
 
     async def metrics(request: Request) -> Response:
-        body = await anyio.to_thread.run_sync(generate_latest, service.metrics.registry)
+        body = await anyio.to_thread.run_sync(
+            generate_latest, service.metrics.registry, limiter=probes
+        )
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     return Starlette(
