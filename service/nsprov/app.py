@@ -14,6 +14,7 @@ import secrets
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import anyio.to_thread
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -31,8 +32,10 @@ from nsprov.grant import unsafe_reasons
 from nsprov.kube import KubeError
 from nsprov.leader import LeaderElector
 from nsprov.metrics import Metrics
+from nsprov.namespacecache import ReadYourWrites
 from nsprov.provisioner import Provisioner
 from nsprov.settings import Settings
+from nsprov.watch import Informer
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +114,9 @@ def _add_controller(service: Service) -> None:
         resync_seconds=settings.resync_period,
     )
     service.controller = controller
+    # The API reads managed namespaces from the controller's informer, which runs on
+    # every replica (leader or not); the API wing sees it only as a NamespaceSource.
+    service.provisioner.cache = ReadYourWrites(_NamespaceInformer(controller.namespaces))
     if settings.leader_elect:
         duration = settings.leader_elect_lease_duration
         service.elector = LeaderElector(
@@ -124,6 +130,22 @@ def _add_controller(service: Service) -> None:
             renew_deadline=duration * 2 / 3,
             retry_period=max(0.5, duration / 7.5),
         )
+
+
+class _NamespaceInformer:
+    """The Namespace informer as the API wing's read-only ``NamespaceSource``."""
+
+    def __init__(self, informer: Informer) -> None:
+        self._informer = informer
+
+    def synced(self) -> bool:
+        return self._informer.synced.is_set()
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        return self._informer.get("", name)
+
+    def items(self) -> list[dict[str, Any]]:
+        return self._informer.items()
 
 
 class UnsafeGrant(ValueError):

@@ -16,6 +16,9 @@ from typing import Any
 EXPIRES_AT_LABEL = "nsprov.io/expires-at"
 IDEMPOTENCY_LABEL = "nsprov.io/idempotency-key"
 OWNER_ANNOTATION = "nsprov.io/owner"
+# A digest of the owner as a label, so the API server can select one owner's namespaces
+# (annotations cannot be selected on; an owner name may not fit a label value).
+OWNER_HASH_LABEL = "nsprov.io/owner-hash"
 # The grant is recorded on the namespace, so the controller repairs a RoleBinding to
 # what it was provisioned with, whatever --cluster-role the repairing replica has.
 CLUSTER_ROLE_ANNOTATION = "nsprov.io/cluster-role"
@@ -121,6 +124,10 @@ def namespace_labels(
     return labels
 
 
+def owner_hash(owner: str) -> str:
+    return hashlib.sha256(owner.encode()).hexdigest()[:40]
+
+
 def namespace(
     name: str,
     *,
@@ -137,7 +144,10 @@ def namespace(
         "kind": "Namespace",
         "metadata": {
             "name": name,
-            "labels": namespace_labels(selector, expires_at, pod_security, idempotency),
+            "labels": {
+                **namespace_labels(selector, expires_at, pod_security, idempotency),
+                OWNER_HASH_LABEL: owner_hash(owner),
+            },
             "annotations": {OWNER_ANNOTATION: owner, CLUSTER_ROLE_ANNOTATION: cluster_role},
         },
     }

@@ -10,6 +10,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import os
+import secrets
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -100,3 +101,122 @@ def test_api_server_outage_keeps_ready_and_answers_503(
 
         wait_until(created, timeout=30, message="POST works again")
     assert len(live_managed_namespaces(core)) == 1
+
+
+# ---- reads from the cache, pagination -------------------------------------------------------
+
+
+def _names(service: RunningService, owner: str = "alice", **params: str) -> list[str]:
+    with service.client() as http:
+        response = http.get("/api/v1/namespaces", params=params, headers=service.auth(owner))
+    assert response.status_code == 200, response.text
+    return [item["name"] for item in response.json()["items"]]
+
+
+def _post(service: RunningService, owner: str = "alice", key: str | None = None) -> str:
+    headers = service.auth(owner)
+    if key is not None:
+        headers["Idempotency-Key"] = key
+    with service.client() as http:
+        response = http.post("/api/v1/namespaces", params={"ttl": "10m"}, headers=headers)
+    assert response.status_code == 201, response.text
+    return response.headers["x-namespace"]
+
+
+def test_reads_come_from_the_cache_and_see_this_replicas_writes(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    plane = cluster.require_local()
+    with running_service(cluster.kubeconfig, tmp_path) as service:
+        mine = []
+        for _ in range(5):
+            # Read your writes: each create is in the very next list, before any watch event
+            # could be relied on.
+            mine.append(_post(service))
+            assert mine[-1] in _names(service)
+        theirs = _post(service, "bob")
+        gone = mine.pop()
+        with service.client() as http:
+            assert http.delete(f"/api/v1/namespaces/{gone}", headers=service.auth()).status_code
+            assert gone not in _names(service)
+
+            plane.stop_component("kube-apiserver", kill=True)
+            try:
+                # Nothing of this reaches the API server: it is all in the cache.
+                assert _names(service) == sorted(mine)
+                assert _names(service, "bob") == [theirs]
+                one = http.get(f"/api/v1/namespaces/{mine[0]}", headers=service.auth())
+                assert one.json()["name"] == mine[0]
+                # Another owner's namespace is as unknown from the cache as from the API.
+                foreign = http.get(f"/api/v1/namespaces/{theirs}", headers=service.auth())
+                problem(foreign, 404)
+            finally:
+                plane.start_component("kube-apiserver")
+
+
+@pytest.mark.parametrize("controller", ["true", "false"])
+def test_the_list_is_paginated_by_name(cluster: Cluster, tmp_path: Path, controller: str) -> None:
+    with running_service(cluster.kubeconfig, tmp_path, [f"--controller={controller}"]) as service:
+        mine = sorted(_post(service) for _ in range(4))
+        key = f"job-{secrets.token_hex(4)}"
+        mine = sorted([*mine, _post(service, key=key)])
+        _post(service, "bob")
+        with service.client() as http:
+            pages, token = [], None
+            while True:
+                params = {"limit": "2", **({"continue": token} if token else {})}
+                answer = http.get("/api/v1/namespaces", params=params, headers=service.auth())
+                assert answer.status_code == 200, answer.text
+                body = answer.json()
+                pages.append([item["name"] for item in body["items"]])
+                token = body["metadata"].get("continue")
+                if token is None:
+                    assert "remainingItemCount" not in body["metadata"]
+                    break
+                assert body["metadata"]["remainingItemCount"] == 5 - sum(map(len, pages))
+            assert pages == [mine[0:2], mine[2:4], mine[4:5]]
+            assert _names(service) == mine  # the default limit holds them all
+
+            for name, value in (("limit", "0"), ("limit", "501"), ("limit", "x"),
+                                ("continue", "%%"), ("continue", "eyJ2IjoyfQ")):  # fmt: skip
+                bad = http.get("/api/v1/namespaces", params={name: value}, headers=service.auth())
+                assert name in problem(bad, 400)["detail"]
+            found = http.get(
+                "/api/v1/namespaces", params={"idempotencyKey": key}, headers=service.auth()
+            ).json()
+            assert found["idempotencyKey"] == key
+            assert len(found["items"]) == 1
+            assert found["items"][0]["name"] in mine
+
+
+# ---- caps across replicas -------------------------------------------------------------------
+
+
+def test_per_owner_cap_holds_across_two_replicas_under_a_burst(
+    cluster: Cluster, core: client.CoreV1Api, tmp_path: Path
+) -> None:
+    lease = f"nsprov-test-{secrets.token_hex(3)}"
+    args = ["--max-namespaces-per-owner=5", f"--leader-elect-lease-name={lease}"]
+    with running_service(cluster.kubeconfig, tmp_path / "a", args) as first:
+        # Both replicas serve the same token file, as two pods of one Deployment do.
+        shared = {"NSPROV_TOKEN_FILE": str(first.token_file)}
+        with running_service(cluster.kubeconfig, tmp_path / "b", args, shared) as second:
+            second.tokens = first.tokens
+
+            def create(i: int) -> httpx.Response:
+                replica = (first, second)[i % 2]
+                with httpx.Client(base_url=replica.url, timeout=120) as http:
+                    return http.post("/api/v1/namespaces", headers=replica.auth())
+
+            with concurrent.futures.ThreadPoolExecutor(max_workers=64) as pool:
+                responses = list(pool.map(create, range(64)))
+    statuses = [r.status_code for r in responses]
+    handed_out = {r.headers["x-namespace"] for r in responses if r.status_code == 201}
+    assert set(statuses) <= {201, 429}, [r.text for r in responses if r.status_code >= 500]
+    # Overshoot 0, and no starvation: the first five creates win, whoever served them.
+    assert len(handed_out) == 5, statuses
+    for refused in (r for r in responses if r.status_code == 429):
+        assert "per owner" in problem(refused, 429)["detail"]
+    # The losers were rolled back before their callers heard 429.
+    assert set(live_managed_namespaces(core)) == handed_out
+    client.CoordinationV1Api(cluster.api).delete_namespaced_lease(lease, "default")

@@ -13,7 +13,8 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[2] / "service" / "nsprov"
 
 GROUND = {
-    "bundle", "errors", "grant", "kube", "kubeconfig", "metrics", "requestid", "settings",
+    "bundle", "errors", "grant", "kube", "kubeconfig", "metrics", "namespacecache", "paging",
+    "requestid", "settings",
     "ttl", "workqueue",
 }  # fmt: skip
 API_WING = {"api", "auth", "openapi", "provisioner"}
