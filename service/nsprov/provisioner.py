@@ -194,8 +194,12 @@ class Provisioner:
 
     async def list(self, owner: str) -> list[NamespaceInfo]:
         """The owner's live namespaces (those being deleted are left out)."""
-        infos = [NamespaceInfo.from_object(obj) for obj in await self._managed()]
-        mine = (i for i in infos if i.owner == owner and not i.terminating)
+        # Filter before building infos: the owner may hold 10 of 5,000 cached namespaces.
+        mine = [
+            NamespaceInfo.from_object(obj)
+            for obj in await self._managed()
+            if bundle.owner_of(obj["metadata"]) == owner and not bundle.is_terminating(obj)
+        ]
         return sorted(mine, key=lambda i: i.name)
 
     async def get(self, owner: str, name: str) -> NamespaceInfo:
