@@ -21,7 +21,7 @@ from kubernetes import client
 
 from tests.cluster.controlplane import ControlPlane
 from tests.integration.conftest import Cluster, live_managed_namespaces
-from tests.integration.service import RunningService, problem, running_service
+from tests.integration.service import RunningService, problem, running_service, start_service
 from tests.support import wait_until
 
 pytestmark = pytest.mark.usefixtures("grants", "clean_namespaces")
@@ -103,6 +103,35 @@ def test_api_server_outage_keeps_ready_and_answers_503(
     assert len(live_managed_namespaces(core)) == 1
 
 
+def test_not_ready_before_the_caches_have_synced(cluster: Cluster, tmp_path: Path) -> None:
+    plane = cluster.require_local()
+    plane.stop_component("kube-apiserver", kill=True)
+    try:
+        service = start_service(cluster.kubeconfig, tmp_path, wait_ready=False)
+        try:
+
+            def readyz() -> tuple[httpx.Response] | None:
+                with contextlib.suppress(httpx.HTTPError):
+                    return (httpx.get(f"{service.internal_url}/readyz", timeout=2),)
+                return None
+
+            (first,) = wait_until(readyz, timeout=30, message="/readyz answers")
+            # Nothing seen yet: answering from empty caches would hide every namespace.
+            assert first.status_code == 503
+            assert first.json() == {"ready": False, "reason": "caches not synced"}
+            plane.start_component("kube-apiserver")
+            wait_until(
+                lambda: (readyz() or (first,))[0].status_code == 200,
+                timeout=60,
+                message="ready once the API server is back and the caches synced",
+            )
+        finally:
+            service.stop()
+    finally:
+        if not plane.components["kube-apiserver"].running():
+            plane.start_component("kube-apiserver")
+
+
 # ---- reads from the cache, pagination -------------------------------------------------------
 
 
@@ -175,6 +204,14 @@ def test_the_list_is_paginated_by_name(cluster: Cluster, tmp_path: Path, control
                     break
                 assert body["metadata"]["remainingItemCount"] == 5 - sum(map(len, pages))
             assert pages == [mine[0:2], mine[2:4], mine[4:5]]
+            # A token is a position, not a capability: alice's token shows bob only his own.
+            first = http.get("/api/v1/namespaces", params={"limit": "1"}, headers=service.auth())
+            token = first.json()["metadata"]["continue"]
+            bobs = http.get(
+                "/api/v1/namespaces", params={"continue": token}, headers=service.auth("bob")
+            ).json()["items"]
+            assert all(item["owner"] == "bob" for item in bobs)
+            assert not {item["name"] for item in bobs} & set(mine)
             assert _names(service) == mine  # the default limit holds them all
 
             for name, value in (("limit", "0"), ("limit", "501"), ("limit", "x"),
