@@ -33,7 +33,7 @@ import httpx
 from kubernetes import client, config
 
 from tests.cluster import controlplane
-from tests.integration.service import running_service
+from tests.integration.service import RunningService, running_service
 
 _REPO = Path(__file__).resolve().parents[1]
 SELECTOR = "controller.observatorium.io=namespace-provisioner"
@@ -195,6 +195,7 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def controller(args: argparse.Namespace) -> None:
+    _print_header()
     with controlplane.running() as plane, tempfile.TemporaryDirectory() as tmp:
         service_args = ["--max-ttl=24h"]
         with running_service(plane.kubeconfig, Path(tmp), service_args) as service:
@@ -249,6 +250,40 @@ def controller(args: argparse.Namespace) -> None:
                 f"idle CPU with {args.live} live:        {cpu:.2f}s over {wall:.0f}s "
                 f"= {100 * cpu / wall:.2f}% of one core"
             )
+            _at_scale(service, args.live)
+
+
+def _at_scale(service: RunningService, live: int) -> None:
+    """With ``live`` namespaces of alice's: bob's list (10 of his), POST p50, restart-to-ready."""
+    bob = service.auth("bob")
+    with service.client() as http:
+        for _ in range(10):
+            http.post("/api/v1/namespaces", params={"ttl": "12h"}, headers=bob).raise_for_status()
+        lists = []
+        for _ in range(50):
+            started = time.perf_counter()
+            answer = http.get("/api/v1/namespaces", headers=bob)
+            lists.append(time.perf_counter() - started)
+            assert len(answer.json()["items"]) == 10, answer.text
+        print(f"GET list, owner with 10 of {live + 10}: {percentiles(lists)}")
+        pages = []
+        for _ in range(20):
+            started = time.perf_counter()
+            http.get("/api/v1/namespaces", headers=service.auth()).raise_for_status()
+            pages.append(time.perf_counter() - started)
+        print(f"GET list, first page of {live}:     {percentiles(pages)}")
+        posts = []
+        for _ in range(20):
+            started = time.perf_counter()
+            http.post("/api/v1/namespaces", params={"ttl": "12h"}, headers=bob).raise_for_status()
+            posts.append(time.perf_counter() - started)
+        print(f"POST with {live} live:               {percentiles(posts)}")
+    service.stop()
+    started = time.monotonic()
+    service.start_again(timeout=120)
+    print(f"restart-to-ready with {live} live:  {time.monotonic() - started:.2f}s "
+          "(process start to /readyz 200, polled every 0.1s)")  # fmt: skip
+    print(f"service RSS after restart:        {_rss_mib(service.process.pid):.1f} MiB")
 
 
 def _metric_value(url: str, name: str) -> str:

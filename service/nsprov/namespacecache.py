@@ -24,6 +24,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+_PRUNE_AT = 256  # recorded writes before record() drops those the cache has caught up with
+
 
 class NamespaceSource(Protocol):
     """A read-only, label-filtered cache of managed Namespaces kept current by a watch."""
@@ -73,6 +75,10 @@ class ReadYourWrites:
             return
         with self._lock:
             self._written[name] = (self.clock() + self.hold_seconds, obj)
+            if len(self._written) >= _PRUNE_AT:
+                # Reads forget what they pass over; a replica that only creates must too.
+                for pending in list(self._written):
+                    self._pending(pending, self.source.get(pending))
 
     def synced(self) -> bool:
         return self.source.synced()

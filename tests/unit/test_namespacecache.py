@@ -79,3 +79,13 @@ def test_objects_without_name_or_version_are_not_recorded() -> None:
     view.record({"kind": "Status", "metadata": {}})
     view.record({"metadata": {"name": "np-a"}})
     assert view.items() == []
+
+
+def test_a_replica_that_only_writes_does_not_grow_the_overlay_forever() -> None:
+    cache = _Cache()
+    view = ReadYourWrites(cache)
+    for i in range(1000):
+        name = f"np-{i}"
+        view.record(_ns(name, str(i + 1)))
+        cache.store[name] = _ns(name, str(i + 1))  # the informer catches up
+    assert len(view._written) < 256
