@@ -12,6 +12,7 @@ import contextlib
 import os
 import secrets
 import signal
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -257,3 +258,37 @@ def test_per_owner_cap_holds_across_two_replicas_under_a_burst(
     # The losers were rolled back before their callers heard 429.
     assert set(live_managed_namespaces(core)) == handed_out
     client.CoordinationV1Api(cluster.api).delete_namespaced_lease(lease, "default")
+
+
+# ---- the internal listener's own thread ------------------------------------------------------
+
+
+def test_sigterm_stops_both_listeners(cluster: Cluster, tmp_path: Path) -> None:
+    service = start_service(cluster.kubeconfig, tmp_path)
+    try:
+        service.process.send_signal(signal.SIGTERM)
+        # uvicorn re-raises the signal it handled once it has shut down cleanly.
+        assert service.process.wait(timeout=10) in (0, -signal.SIGTERM), service.log()
+        assert "Application shutdown complete" in service.log()
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"{service.internal_url}/healthz", timeout=2)
+    finally:
+        service.stop()
+
+
+def test_a_taken_internal_port_stops_the_process(cluster: Cluster, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        service = start_service(
+            cluster.kubeconfig,
+            tmp_path,
+            [f"--listen-internal=127.0.0.1:{port}"],
+            wait_ready=False,
+        )
+        try:
+            # A replica without probes would look dead to the kubelet; it must not run on.
+            assert service.process.wait(timeout=20) != 0, service.log()
+        finally:
+            service.stop()
