@@ -210,7 +210,8 @@ def internal_app(service: Service) -> Starlette:
     The API's worker threads (anyio's default limiter, sized to the connection pool)
     are all busy whenever the API is saturated; a probe waiting for one would time out
     and take a healthy replica out of the Service. The probes' few blocking calls run
-    on a limiter of their own instead.
+    on a limiter of their own instead, and cli.py serves this app on a thread with an
+    event loop of its own, so they do not wait behind the API's request handling either.
 
     Ready means "this replica can answer from what it has seen": with the controller,
     its caches have synced once (they stay usable, and the API answers 503 +
