@@ -4,7 +4,9 @@ Prints figures; asserts nothing (speed targets do not belong in timed tests).
 
     python -m tests.bench provision [--requests 100] [--concurrency 50]
         POST latency through nsprov vs. the four raw API calls it makes, on the
-        local control plane (``make cluster``'s if it is up, else a fresh one).
+        local control plane (``make cluster``'s if it is up, else a fresh one);
+        throughput at concurrency 1, 4, 16 and 64 vs. the raw calls at the same
+        concurrency, and the probes' latency while 64 concurrent POSTs run.
     python -m tests.bench controller [--expiring 50] [--live 1000] [--idle 30]
         expiry lag over short-TTL namespaces, then the service's RSS and idle CPU
         with many live namespaces, on a fresh control plane.
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import contextlib
+import functools
 import os
 import platform
 import re
@@ -28,6 +31,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -38,7 +42,7 @@ from kubernetes import client, config
 from nsprov.oidc import Verifier
 from nsprov.policyfile import parse_policy
 from tests.cluster import controlplane
-from tests.integration.service import running_service
+from tests.integration.service import RunningService, running_service
 from tests.oidc_issuer import LoopbackIssuer
 
 _REPO = Path(__file__).resolve().parents[1]
@@ -78,45 +82,115 @@ def _timed(fn: Callable[[], object]) -> float:
 
 def raw_calls(api: client.ApiClient, n: int) -> list[float]:
     """The four calls of one provisioning, made directly with the official client."""
-    core, rbac = client.CoreV1Api(api), client.RbacAuthorizationV1Api(api)
+    core = client.CoreV1Api(api)
     totals, names = [], []
     for i in range(n):
         name = f"bench-raw-{i}-{int(time.time())}"
         names.append(name)
-
-        def provision(name: str = name) -> None:
-            core.create_namespace(
-                client.V1Namespace(
-                    metadata=client.V1ObjectMeta(name=name, labels={"nsprov-bench": "raw"})
-                )
-            )
-            core.create_namespaced_service_account(
-                name, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="sa"))
-            )
-            rbac.create_namespaced_role_binding(
-                name,
-                client.V1RoleBinding(
-                    metadata=client.V1ObjectMeta(name="rb"),
-                    role_ref=client.V1RoleRef(
-                        api_group="rbac.authorization.k8s.io", kind="ClusterRole", name="view"
-                    ),
-                    subjects=[
-                        client.RbacV1Subject(kind="ServiceAccount", name="sa", namespace=name)
-                    ],
-                ),
-            )
-            core.create_namespaced_service_account_token(
-                "sa",
-                name,
-                client.AuthenticationV1TokenRequest(
-                    spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=600)
-                ),
-            )
-
-        totals.append(_timed(provision))
+        totals.append(_timed(functools.partial(_raw_provision, api, name)))
     for name in names:
         core.delete_namespace(name)
     return totals
+
+
+def _machine() -> str:
+    model = "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return (
+        f"{platform.system()} {platform.release()} {platform.machine()}, {model} x "
+        f"{os.cpu_count()}, Python {platform.python_version()}"
+    )
+
+
+def _print_header() -> None:
+    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"machine: {_machine()}; load average at start {load}")
+    print(f"command: python -m tests.bench {' '.join(sys.argv[1:])}".rstrip())
+
+
+def _raw_provision(api: client.ApiClient, name: str) -> None:
+    """One provisioning as the four raw calls nsprov makes (the floor it is measured against)."""
+    core, rbac = client.CoreV1Api(api), client.RbacAuthorizationV1Api(api)
+    core.create_namespace(
+        client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels={"nsprov-bench": "raw"}))
+    )
+    core.create_namespaced_service_account(
+        name, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="sa"))
+    )
+    rbac.create_namespaced_role_binding(
+        name,
+        client.V1RoleBinding(
+            metadata=client.V1ObjectMeta(name="rb"),
+            role_ref=client.V1RoleRef(
+                api_group="rbac.authorization.k8s.io", kind="ClusterRole", name="view"
+            ),
+            subjects=[client.RbacV1Subject(kind="ServiceAccount", name="sa", namespace=name)],
+        ),
+    )
+    core.create_namespaced_service_account_token(
+        "sa",
+        name,
+        client.AuthenticationV1TokenRequest(
+            spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=600)
+        ),
+    )
+
+
+def _throughput(work: Callable[[int], object], concurrency: int, n: int) -> float:
+    """Calls of ``work`` per second with ``concurrency`` of them in flight, over ``n`` calls."""
+    started = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(work, range(n)))
+    return n / (time.perf_counter() - started)
+
+
+LEVELS = (1, 4, 16, 64)
+
+
+def _calls_at(concurrency: int) -> int:
+    return max(32, 2 * concurrency)
+
+
+def raw_throughput(kubeconfig: Path) -> dict[int, float]:
+    configuration = client.Configuration()
+    config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
+    configuration.connection_pool_maxsize = max(LEVELS)
+    api = client.ApiClient(configuration)
+    names: list[str] = []
+    rates = {}
+    try:
+        for level in LEVELS:
+            stamp = f"{level}-{int(time.time())}"
+
+            def one(i: int, stamp: str = stamp) -> None:
+                name = f"bench-tp-{stamp}-{i}"
+                names.append(name)
+                _raw_provision(api, name)
+
+            rates[level] = _throughput(one, level, _calls_at(level))
+    finally:
+        core = client.CoreV1Api(api)
+        for name in names:
+            with contextlib.suppress(client.exceptions.ApiException):
+                core.delete_namespace(name)
+        api.close()
+    return rates
+
+
+def _probe_latencies(internal_url: str, stop: threading.Event) -> dict[str, list[float]]:
+    seen: dict[str, list[float]] = {"/healthz": [], "/readyz": [], "/metrics": []}
+    with httpx.Client(base_url=internal_url, timeout=30) as http:
+        while not stop.is_set():
+            for path, samples in seen.items():
+                started = time.perf_counter()
+                http.get(path).raise_for_status()
+                samples.append(time.perf_counter() - started)
+            stop.wait(0.05)
+    return seen
 
 
 def _rss_mib(pid: int) -> float:
@@ -132,6 +206,7 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def controller(args: argparse.Namespace) -> None:
+    _print_header()
     with controlplane.running() as plane, tempfile.TemporaryDirectory() as tmp:
         service_args = ["--max-ttl=24h"]
         with running_service(plane.kubeconfig, Path(tmp), service_args) as service:
@@ -186,6 +261,40 @@ def controller(args: argparse.Namespace) -> None:
                 f"idle CPU with {args.live} live:        {cpu:.2f}s over {wall:.0f}s "
                 f"= {100 * cpu / wall:.2f}% of one core"
             )
+            _at_scale(service, args.live)
+
+
+def _at_scale(service: RunningService, live: int) -> None:
+    """With ``live`` namespaces of alice's: bob's list (10 of his), POST p50, restart-to-ready."""
+    bob = service.auth("bob")
+    with service.client() as http:
+        for _ in range(10):
+            http.post("/api/v1/namespaces", params={"ttl": "12h"}, headers=bob).raise_for_status()
+        lists = []
+        for _ in range(50):
+            started = time.perf_counter()
+            answer = http.get("/api/v1/namespaces", headers=bob)
+            lists.append(time.perf_counter() - started)
+            assert len(answer.json()["items"]) == 10, answer.text
+        print(f"GET list, owner with 10 of {live + 10}: {percentiles(lists)}")
+        pages = []
+        for _ in range(20):
+            started = time.perf_counter()
+            http.get("/api/v1/namespaces", headers=service.auth()).raise_for_status()
+            pages.append(time.perf_counter() - started)
+        print(f"GET list, first page of {live}:     {percentiles(pages)}")
+        posts = []
+        for _ in range(20):
+            started = time.perf_counter()
+            http.post("/api/v1/namespaces", params={"ttl": "12h"}, headers=bob).raise_for_status()
+            posts.append(time.perf_counter() - started)
+        print(f"POST with {live} live:               {percentiles(posts)}")
+    service.stop()
+    started = time.monotonic()
+    service.start_again(timeout=120)
+    print(f"restart-to-ready with {live} live:  {time.monotonic() - started:.2f}s "
+          "(process start to /readyz 200, polled every 0.1s)")  # fmt: skip
+    print(f"service RSS after restart:        {_rss_mib(service.process.pid):.1f} MiB")
 
 
 def _metric_value(url: str, name: str) -> str:
@@ -302,11 +411,13 @@ def main() -> int:
 
 
 def provision(args: argparse.Namespace) -> None:
+    _print_header()
     with _kubeconfig() as kubeconfig, tempfile.TemporaryDirectory() as tmp:
         api = config.new_client_from_config(config_file=str(kubeconfig))
         core = client.CoreV1Api(api)
         raw = raw_calls(api, args.requests)
         print(f"raw client, 4 sequential calls:  {percentiles(raw)}")
+        raw_rates = raw_throughput(kubeconfig)
         with running_service(kubeconfig, Path(tmp)) as service, service.client() as http:
             auth = service.auth()
             sequential = []
@@ -332,6 +443,29 @@ def provision(args: argparse.Namespace) -> None:
                 f"nsprov POST, {args.concurrency} concurrent:       {percentiles(burst)} "
                 f"wall={wall:.2f}s ({args.concurrency / wall:.0f}/s)"
             )
+            seq_ratio = statistics.median(sequential) / statistics.median(raw)
+            print(f"POST p50 vs raw-API floor:       {seq_ratio:.2f}x")
+            limits = httpx.Limits(max_connections=max(LEVELS))
+            with httpx.Client(base_url=service.url, timeout=120, limits=limits) as shared:
+
+                def post(_: int) -> None:
+                    shared.post("/api/v1/namespaces", headers=auth).raise_for_status()
+
+                for level in LEVELS:
+                    rate = _throughput(post, level, _calls_at(level))
+                    print(
+                        f"throughput at concurrency {level:>2}:     nsprov {rate:6.1f}/s, raw "
+                        f"{raw_rates[level]:6.1f}/s ({rate / raw_rates[level]:.2f}x)"
+                    )
+                # Probes as a kubelet and a scraper send them, while the API is saturated.
+                stop = threading.Event()
+                with concurrent.futures.ThreadPoolExecutor(1) as prober:
+                    probes = prober.submit(_probe_latencies, service.internal_url, stop)
+                    _throughput(post, max(LEVELS), 4 * max(LEVELS))
+                    stop.set()
+                for path, samples in probes.result().items():
+                    print(f"  {path:<9} during {4 * max(LEVELS)} POSTs at concurrency "
+                          f"{max(LEVELS)}: {percentiles(samples)}")  # fmt: skip
         for ns in core.list_namespace(label_selector=SELECTOR).items:
             core.delete_namespace(ns.metadata.name)
         api.close()

@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from nsprov import kubeconfig, openapi, requestid
+from nsprov import kubeconfig, openapi, paging, requestid
 from nsprov.errors import BadRequest, ClusterUnavailable, NsprovError, Unauthorized
 from nsprov.grant import GrantGuard
 from nsprov.identity import Authenticator, Caller
@@ -184,8 +184,14 @@ async def list_namespaces(request: Request) -> Response:
     if "idempotencyKey" in request.query_params:
         return await find_by_idempotency_key(request)
     caller = await _caller(request)
+    limit = paging.parse_limit(request.query_params.get("limit"))
+    after = paging.decode_continue(request.query_params.get("continue"))
     infos = await _api(request).provisioner.list(caller.owner)
-    return JSONResponse({"items": [info.to_json() for info in infos]})
+    page = paging.page(infos, lambda info: info.name, limit, after)
+    metadata: dict[str, object] = {}
+    if page.continue_token is not None:
+        metadata = {"continue": page.continue_token, "remainingItemCount": page.remaining}
+    return JSONResponse({"items": [info.to_json() for info in page.items], "metadata": metadata})
 
 
 async def find_by_idempotency_key(request: Request) -> Response:

@@ -33,11 +33,16 @@ from nsprov.identity import Authenticator
 from nsprov.kube import KubeError
 from nsprov.leader import LeaderElector
 from nsprov.metrics import Metrics
+from nsprov.namespacecache import ReadYourWrites
 from nsprov.policyfile import PolicyError, PolicyFile
 from nsprov.provisioner import Provisioner
 from nsprov.settings import Settings
+from nsprov.watch import Informer
 
 log = logging.getLogger(__name__)
+
+# Threads for /readyz's one API call and /metrics' rendering, apart from the API's.
+_PROBE_THREADS = 2
 
 
 @dataclass
@@ -185,6 +190,9 @@ def _add_controller(service: Service) -> None:
         adopt_seconds=settings.adopt_ttl,
     )
     service.controller = controller
+    # The API reads managed namespaces from the controller's informer, which runs on
+    # every replica (leader or not); the API wing sees it only as a NamespaceSource.
+    service.provisioner.cache = ReadYourWrites(_NamespaceInformer(controller.namespaces))
     if settings.leader_elect:
         duration = settings.leader_elect_lease_duration
         service.elector = LeaderElector(
@@ -199,6 +207,22 @@ def _add_controller(service: Service) -> None:
             retry_period=max(0.5, duration / 7.5),
             on_error=lambda reason: service.metrics.leader_election_errors.labels(reason).inc(),
         )
+
+
+class _NamespaceInformer:
+    """The Namespace informer as the API wing's read-only ``NamespaceSource``."""
+
+    def __init__(self, informer: Informer) -> None:
+        self._informer = informer
+
+    def synced(self) -> bool:
+        return self._informer.synced.is_set()
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        return self._informer.get("", name)
+
+    def items(self) -> list[dict[str, Any]]:
+        return self._informer.items()
 
 
 class UnsafeGrant(ValueError):
@@ -264,39 +288,64 @@ def public_app(service: Service) -> Starlette:
 
 
 def internal_app(service: Service) -> Starlette:
+    """Probes and scrapes that never queue behind provisioning.
+
+    The API's worker threads (anyio's default limiter, sized to the connection pool)
+    are all busy whenever the API is saturated; a probe waiting for one would time out
+    and take a healthy replica out of the Service. The probes' few blocking calls run
+    on a limiter of their own instead, and cli.py serves this app on a thread with an
+    event loop of its own, so they do not wait behind the API's request handling either.
+
+    Ready means "this replica can answer from what it has seen": with the controller,
+    its caches have synced once (they stay usable, and the API answers 503 +
+    Retry-After, while the API server is away; failing readiness then would take
+    every replica out of the Service at once); without it, the API server has
+    answered ``/version`` once.
+    """
+    probes = anyio.CapacityLimiter(_PROBE_THREADS)
+    reached = False  # without a controller: the API server answered once
+
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok")
 
     async def readyz(request: Request) -> Response:
-        try:
-            await anyio.to_thread.run_sync(
-                lambda: service.kube.get("/version", timeout=min(5.0, service.kube.timeout))
-            )
-        except NsprovError as exc:
-            return JSONResponse({"ready": False, "reason": exc.detail}, status_code=503)
-        except Exception as exc:
-            # /version is readable by everyone; anything else means the cluster is not usable.
-            return JSONResponse({"ready": False, "reason": type(exc).__name__}, status_code=503)
+        nonlocal reached
         # A bad policy file does not make a replica unready (the last good policy serves);
         # the detail says so, for whoever looks.
         policy = service.authenticator.policy
         detail: dict[str, Any] = {}
         if policy is not None:
             detail["policy"] = policy.status().to_json()
-        if not service.ready():
-            return JSONResponse(
-                {"ready": False, "reason": "caches not synced", **detail}, status_code=503
-            )
         # Still ready when degraded: this replica serves the API, and taking every replica
         # out of its Service would turn a lease, grant, token-file or policy problem into
         # an outage. The detail names the problem; metrics and the log carry it too.
         degraded = service.degraded()
         if degraded:
             detail["degraded"] = degraded
+        if service.controller is not None:
+            if not service.ready():
+                return JSONResponse(
+                    {"ready": False, "reason": "caches not synced", **detail}, status_code=503
+                )
+            return JSONResponse({"ready": True, **detail})
+        if not reached:
+            try:
+                await anyio.to_thread.run_sync(
+                    lambda: service.kube.get("/version", timeout=min(5.0, service.kube.timeout)),
+                    limiter=probes,
+                )
+            except NsprovError as exc:
+                return JSONResponse({"ready": False, "reason": exc.detail}, status_code=503)
+            except Exception as exc:
+                # /version is readable by everyone; anything else means the cluster is not usable.
+                return JSONResponse({"ready": False, "reason": type(exc).__name__}, status_code=503)
+            reached = True
         return JSONResponse({"ready": True, **detail})
 
     async def metrics(request: Request) -> Response:
-        body = await anyio.to_thread.run_sync(generate_latest, service.metrics.registry)
+        body = await anyio.to_thread.run_sync(
+            generate_latest, service.metrics.registry, limiter=probes
+        )
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     return Starlette(

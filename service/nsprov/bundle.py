@@ -21,6 +21,9 @@ OWNER_ANNOTATION = "nsprov.io/owner"
 # The policy tenant that admitted the caller, and a small JSON of who asked (audit claims).
 TENANT_ANNOTATION = "nsprov.io/tenant"
 REQUESTED_BY_ANNOTATION = "nsprov.io/requested-by"
+# A digest of the owner as a label, so the API server can select one owner's namespaces
+# (annotations cannot be selected on; an owner name may not fit a label value).
+OWNER_HASH_LABEL = "nsprov.io/owner-hash"
 # The grant is recorded on the namespace, so the controller repairs a RoleBinding to
 # what it was provisioned with, whatever --cluster-role the repairing replica has.
 CLUSTER_ROLE_ANNOTATION = "nsprov.io/cluster-role"
@@ -129,6 +132,10 @@ def namespace_labels(
     return labels
 
 
+def owner_hash(owner: str) -> str:
+    return hashlib.sha256(owner.encode()).hexdigest()[:40]
+
+
 def namespace(
     name: str,
     *,
@@ -155,7 +162,10 @@ def namespace(
         "kind": "Namespace",
         "metadata": {
             "name": name,
-            "labels": namespace_labels(selector, expires_at, pod_security, idempotency),
+            "labels": {
+                **namespace_labels(selector, expires_at, pod_security, idempotency),
+                OWNER_HASH_LABEL: owner_hash(owner),
+            },
             "annotations": annotations,
         },
     }

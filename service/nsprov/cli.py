@@ -410,7 +410,13 @@ async def _serve(settings: Settings) -> None:
         settings.listen_internal,
         service.kube.host,
     )
-    tasks = [asyncio.create_task(server.serve()) for server in servers]
+    public, internal = servers
+    # The internal listener runs on a thread with an event loop of its own: a probe or a
+    # scrape must not wait behind the request handling of a saturated API on this loop.
+    tasks = [
+        asyncio.create_task(public.serve()),
+        asyncio.create_task(asyncio.to_thread(internal.run)),
+    ]
     # When one server stops (signal or failure), stop the other too.
     await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     for server in servers:

@@ -55,6 +55,11 @@ class Metrics:
             ["tenant"],
             registry=self.registry,
         )
+        self.cap_rollbacks = Counter(
+            "nsprov_cap_rollbacks",
+            "Namespaces created and then deleted because a concurrent create won the cap",
+            registry=self.registry,
+        )
         self.provision_failures = Counter(
             "nsprov_provision_failures",
             "Provisioning attempts that failed and were rolled back",

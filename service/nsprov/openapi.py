@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from nsprov import paging
+
 _PROBLEM = {"$ref": "#/components/responses/Problem"}
 _NAME = {
     "name": "name",
@@ -52,6 +54,24 @@ _IDEMPOTENCY_KEY_QUERY = {
     "create response was lost (e.g. a CI job cancelled mid-request) and that must still "
     "delete it. Another caller using the same key finds nothing.",
     "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"\S"},
+}
+_LIMIT = {
+    "name": "limit",
+    "in": "query",
+    "required": False,
+    "description": f"At most this many items per page (default {paging.DEFAULT_LIMIT}, "
+    f"at most {paging.MAX_LIMIT}). Items come ordered by name.",
+    "schema": {"type": "integer", "minimum": 1, "maximum": paging.MAX_LIMIT},
+}
+_CONTINUE = {
+    "name": "continue",
+    "in": "query",
+    "required": False,
+    "description": "metadata.continue of the previous page: the next page starts after the "
+    "last name that page held. Opaque. Pages are cut from the live list, not a snapshot: "
+    "no name comes twice, and a namespace created or deleted meanwhile may or may not "
+    "appear.",
+    "schema": {"type": "string"},
 }
 _KUBECONFIG_HEADERS = {
     "Location": {"schema": {"type": "string"}},
@@ -160,13 +180,22 @@ DOCUMENT: dict[str, Any] = {
                                             "description": "the idempotencyKey parameter, "
                                             "echoed when it was given",
                                         },
+                                        "metadata": {
+                                            "type": "object",
+                                            "description": "without idempotencyKey: where "
+                                            "the next page starts; empty on the last page",
+                                            "properties": {
+                                                "continue": {"type": "string"},
+                                                "remainingItemCount": {"type": "integer"},
+                                            },
+                                        },
                                     },
                                 }
                             }
                         },
                     }
                 },
-                parameters=[_IDEMPOTENCY_KEY_QUERY],
+                parameters=[_LIMIT, _CONTINUE, _IDEMPOTENCY_KEY_QUERY],
             ),
         },
         "/api/v1/namespaces/{name}": {

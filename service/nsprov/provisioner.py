@@ -15,14 +15,13 @@ connection pool.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
 import functools
 import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import anyio
@@ -40,11 +39,13 @@ from nsprov.errors import (
 )
 from nsprov.kube import Kube, KubeError
 from nsprov.metrics import Metrics
+from nsprov.namespacecache import ReadYourWrites
 from nsprov.ttl import format_duration
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+_Objects = list[dict[str, Any]]  # (an alias: inside Provisioner, ``list`` is a method)
 
 
 def _iso(unix: int | None) -> str | None:
@@ -133,17 +134,29 @@ class Provisioner:
     # (0 = no limit): without it, repeated PATCHes keep a namespace forever.
     max_lifetime: float = 0.0
     clock: Callable[[], float] = time.time
-    # Caps are checked and the namespace created under this lock, so concurrent requests
-    # to one replica cannot all pass the check; across replicas the caps stay soft.
-    _cap_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
+    # The managed Namespaces as this replica's informer sees them (None: no controller,
+    # every read goes to the API server). Reads use it once it has synced.
+    cache: ReadYourWrites | None = None
 
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
 
     # ---- reading --------------------------------------------------------------------------
 
+    def _synced_cache(self) -> ReadYourWrites | None:
+        cache = self.cache
+        return cache if cache is not None and cache.synced() else None
+
+    def _remember(self, obj: dict[str, Any]) -> None:
+        """Show our own write to our next read, before the informer delivers it."""
+        if self.cache is not None:
+            self.cache.record(obj)
+
     async def _managed(self) -> list[dict[str, Any]]:
-        """Every namespace carrying the selector label."""
+        """Every namespace carrying the selector label: from the cache once it has synced."""
+        cache = self._synced_cache()
+        if cache is not None:
+            return cache.items()
         query = {"labelSelector": str(self.selector)}
         try:
             listing = await self._call(self.kube.get, bundle.NAMESPACES_PATH, query=query)
@@ -161,12 +174,21 @@ class Provisioner:
                 return None
             raise _failed("read the namespace", exc) from exc
 
-    async def _owned(self, owner: str, name: str) -> dict[str, Any]:
-        """The namespace if it is managed and ``owner``'s; otherwise NotFound, the same for all."""
+    async def _owned(self, owner: str, name: str, *, cached: bool = False) -> dict[str, Any]:
+        """The namespace if it is managed and ``owner``'s; otherwise NotFound, the same for all.
+
+        ``cached`` reads from the informer cache, for answers that only report. PATCH and
+        DELETE act on what they read (a resourceVersion or UID precondition), so they read
+        the API server: a lagging cache would turn into spurious 409s. A cache miss is
+        asked of the API server too: another replica may have created it a moment ago.
+        """
         missing = NotFound(f"namespace {name!r} not found")
         if not bundle.is_dns_label(name):
             raise missing
-        obj = await self._read(name)
+        cache = self._synced_cache() if cached else None
+        obj = cache.get(name) if cache is not None else None
+        if obj is None:
+            obj = await self._read(name)
         if obj is None:
             raise missing
         metadata = obj.get("metadata", {})
@@ -197,12 +219,16 @@ class Provisioner:
 
     async def list(self, owner: str) -> list[NamespaceInfo]:
         """The owner's live namespaces (those being deleted are left out)."""
-        infos = [NamespaceInfo.from_object(obj) for obj in await self._managed()]
-        mine = (i for i in infos if i.owner == owner and not i.terminating)
+        # Filter before building infos: the owner may hold 10 of 5,000 cached namespaces.
+        mine = [
+            NamespaceInfo.from_object(obj)
+            for obj in await self._managed()
+            if bundle.owner_of(obj["metadata"]) == owner and not bundle.is_terminating(obj)
+        ]
         return sorted(mine, key=lambda i: i.name)
 
     async def get(self, owner: str, name: str) -> NamespaceInfo:
-        return NamespaceInfo.from_object(await self._owned(owner, name))
+        return NamespaceInfo.from_object(await self._owned(owner, name, cached=True))
 
     # ---- provisioning -------------------------------------------------------------------
 
@@ -246,10 +272,10 @@ class Provisioner:
         )
         capped = bool(self.max_namespaces or self.max_namespaces_per_owner)
         try:
-            async with self._cap_lock if capped else contextlib.nullcontext():
-                if capped:
-                    await self._check_caps(owner)
-                created = await self._call(self.kube.post, bundle.NAMESPACES_PATH, manifest)
+            if capped:
+                await self._check_caps(owner)  # from the cache: turns most excess away cheaply
+            created = await self._call(self.kube.post, bundle.NAMESPACES_PATH, manifest)
+            self._remember(created)
         except KubeError as exc:
             if exc.status == 409 and idempotency:
                 # A concurrent request with the same key won the race: finish its bundle.
@@ -257,6 +283,8 @@ class Provisioner:
                 if existing is not None:
                     return await self._complete(existing, server, replayed=True)
             raise _failed("create the namespace", exc) from exc
+        if capped:
+            await self._hold_caps(owner, created)
         try:
             result = await self._complete(created, server, replayed=False)
         except BaseException:
@@ -317,6 +345,61 @@ class Provisioner:
             raise TooManyNamespaces(
                 f"the limit of {self.max_namespaces_per_owner} live namespaces per owner is reached"
             )
+
+    async def _hold_caps(self, owner: str, created: dict[str, Any]) -> None:
+        """Keep ``created`` only if it is within the caps by a consistent read; else 429.
+
+        The check before creating reads a cache, and requests on other replicas (or
+        on this one, concurrently) pass it together. So, once created, the namespace
+        is judged against a LIST from the API server (no resourceVersion: a quorum
+        read, which sees every create that finished before it): it stays only if
+        fewer than the cap of the live namespaces listed were created before it.
+        "Before" is the create's resourceVersion (an etcd revision, unique and
+        increasing in commit order), so every request judges by the same order and
+        the first ``cap`` creates win whatever the timing; a loser is deleted before
+        its caller hears 429, and no caller ever holds a namespace above the cap.
+
+        A namespace changed since its create (extended) has a newer resourceVersion;
+        its creationTimestamp, if an earlier second, still ranks it ahead. One that
+        was created within the same second as ``created`` and extended between
+        ``created``'s create and this LIST is not counted: a window of milliseconds
+        the caps accept. The cost (one LIST per cap) falls on capped requests only.
+        """
+        name = created["metadata"]["name"]
+        try:
+            if self.max_namespaces_per_owner:
+                selector = f"{self.selector},{bundle.OWNER_HASH_LABEL}={bundle.owner_hash(owner)}"
+                mine = [
+                    obj
+                    for obj in await self._list_consistently(selector)
+                    if bundle.owner_of(obj["metadata"]) == owner
+                ]
+                if _ahead_of(created, mine) >= self.max_namespaces_per_owner:
+                    raise TooManyNamespaces(
+                        f"the limit of {self.max_namespaces_per_owner} live namespaces per "
+                        "owner is reached"
+                    )
+            if self.max_namespaces:
+                everyone = await self._list_consistently(str(self.selector))
+                if _ahead_of(created, everyone) >= self.max_namespaces:
+                    raise TooManyNamespaces(
+                        f"the limit of {self.max_namespaces} live namespaces is reached"
+                    )
+        except BaseException:
+            # Over the cap, or we cannot tell: either way this caller gets no namespace.
+            self.metrics.cap_rollbacks.inc()
+            await self._roll_back(created)
+            raise
+        log.debug("namespace=%s is within the caps", name)
+
+    async def _list_consistently(self, label_selector: str) -> _Objects:
+        query = {"labelSelector": label_selector}
+        try:
+            listing = await self._call(self.kube.get, bundle.NAMESPACES_PATH, query=query)
+        except KubeError as exc:
+            raise _failed("list namespaces", exc) from exc
+        items: _Objects = listing.get("items", [])
+        return items
 
     async def _complete(
         self, namespace: dict[str, Any], server: str | None, *, replayed: bool
@@ -382,15 +465,16 @@ class Provisioner:
         try:
             # Shielded: a client that hangs up mid-request must not cancel the cleanup.
             with anyio.CancelScope(shield=True):
-                await self._call(self._delete_namespace, namespace)
+                self._remember(await self._call(self._delete_namespace, namespace))
         except Exception:
             log.exception("rollback of namespace=%s failed; its TTL will remove it", name)
         else:
             log.warning("rolled back half-provisioned namespace=%s", name)
 
-    def _delete_namespace(self, namespace: dict[str, Any]) -> None:
+    def _delete_namespace(self, namespace: dict[str, Any]) -> dict[str, Any]:
+        """Delete exactly this namespace; the API answers with it, now terminating."""
         metadata = namespace["metadata"]
-        self.kube.delete(
+        return self.kube.delete(
             bundle.namespace_path(metadata["name"]), bundle.delete_exactly(metadata["uid"])
         )
 
@@ -401,7 +485,7 @@ class Provisioner:
         if bundle.is_terminating(obj):
             return  # already on its way out: the caller's wish is granted
         try:
-            await self._call(self._delete_namespace, obj)
+            self._remember(await self._call(self._delete_namespace, obj))
         except KubeError as exc:
             if exc.status in (404, 409):  # gone, or replaced by another object since the read
                 raise NotFound(f"namespace {name!r} not found") from None
@@ -432,6 +516,7 @@ class Provisioner:
             if exc.status == 409:
                 raise Conflict(f"namespace {name!r} changed meanwhile; retry") from None
             raise _failed("extend the namespace", exc) from exc
+        self._remember(patched)
         log.info("extended namespace=%s owner=%s expires_at=%d", name, owner, expires_at)
         return await self._complete(patched, server, replayed=False)
 
@@ -447,6 +532,27 @@ class Provisioner:
                 f"past the total lifetime of {format_duration(self.max_lifetime)} from creation "
                 f"(the latest possible expiry is {_iso(latest)})"
             )
+
+
+def _revision(obj: dict[str, Any]) -> int:
+    try:
+        return int(obj["metadata"].get("resourceVersion", ""))
+    except ValueError:
+        return 0  # not etcd-backed: rank it first, which errs towards refusing
+
+
+def _ahead_of(created: dict[str, Any], listed: list[dict[str, Any]]) -> int:
+    """How many live namespaces in ``listed`` were created before ``created``."""
+    metadata = created["metadata"]
+    name, revision = metadata["name"], _revision(created)
+    second = metadata.get("creationTimestamp") or ""
+    return sum(
+        1
+        for obj in listed
+        if obj["metadata"]["name"] != name
+        and not bundle.is_terminating(obj)
+        and (_revision(obj) < revision or (obj["metadata"].get("creationTimestamp") or "") < second)
+    )
 
 
 def _failed(what: str, exc: KubeError) -> ProvisioningFailed:

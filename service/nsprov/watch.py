@@ -63,6 +63,19 @@ ROLES = Resource("roles", bundle.ROLES_PATH)
 ROLE_BINDINGS = Resource("rolebindings", bundle.ROLE_BINDINGS_PATH)
 
 
+def slim(obj: dict[str, Any]) -> dict[str, Any]:
+    """The object without ``metadata.managedFields``, which nothing here reads.
+
+    Server-side-apply bookkeeping is often the largest part of a small object; with
+    thousands of namespaces (and a ServiceAccount and RoleBinding each) it is most of
+    the caches' memory.
+    """
+    metadata = obj.get("metadata")
+    if isinstance(metadata, dict):
+        metadata.pop("managedFields", None)
+    return obj
+
+
 def key_of(obj: dict[str, Any]) -> Key:
     metadata = obj.get("metadata", {})
     return metadata.get("namespace", ""), metadata["name"]
@@ -176,7 +189,7 @@ class Informer:
         try:
             while True:
                 page = self.kube.get(self.resource.path, query=query)
-                items.extend(page.get("items", []))
+                items.extend(slim(obj) for obj in page.get("items", []))
                 token = page.get("metadata", {}).get("continue")
                 if not token:
                     break
@@ -239,7 +252,7 @@ class Informer:
         return version
 
     def _apply(self, event: dict[str, Any], version: str) -> str:
-        kind, obj = event.get("type"), event.get("object", {})
+        kind, obj = event.get("type"), slim(event.get("object", {}))
         if kind == "ERROR":
             if obj.get("code") == 410:
                 raise WatchExpired(str(obj.get("message", "")))

@@ -90,6 +90,7 @@ def start_service(
     env: dict[str, str] | None = None,
     *,
     ready_timeout: float = 30,
+    wait_ready: bool = True,
 ) -> RunningService:
     workdir.mkdir(parents=True, exist_ok=True)
     tokens = {owner: secrets.token_urlsafe(24) for owner in OWNERS}
@@ -124,6 +125,8 @@ def start_service(
         argv=argv,
         env=full_env,
     )
+    if not wait_ready:
+        return service
     try:
         _wait_ready(service, timeout=ready_timeout)
     except BaseException:

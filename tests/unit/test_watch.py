@@ -58,3 +58,11 @@ def test_backoff_grows_with_jitter_up_to_the_cap_and_resets() -> None:
         assert ceiling / 2 <= delay <= ceiling
     backoff.reset()
     assert backoff.next() <= 1.0
+
+
+def test_the_cache_keeps_no_managed_fields() -> None:
+    informer, _ = _informer()
+    event = _event("ADDED", "np-a", "10")
+    event["object"]["metadata"]["managedFields"] = [{"manager": "nsprov", "fieldsV1": {}}]
+    informer._apply(event, "1")
+    assert "managedFields" not in informer.get("", "np-a")["metadata"]

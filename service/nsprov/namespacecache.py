@@ -1,0 +1,110 @@
+"""Reading managed Namespaces from a watch cache, with this replica's own writes on top.
+
+Every replica already keeps the managed Namespaces in an informer (the controller
+wing). Answering GET, the list and the caps from it instead of listing every
+managed namespace from the API server per request is what lets one replica serve
+thousands of namespaces. The API wing must not import the controller wing, so it
+sees the informer only through ``NamespaceSource``, which the top (app.py) adapts.
+
+A cache lags the API server by one watch event. A client that creates a namespace
+and at once lists or reads it must see it (read your writes), so the provisioner
+records each object its own writes returned, and ``ReadYourWrites`` shows that
+object until the cache holds the same version or a newer one. Versions are
+compared as integers: resourceVersion is formally opaque, but every etcd-backed API
+server hands out etcd revisions; one that does not parse lets the cache win. A
+recorded write is dropped after ``hold_seconds`` even if the cache never shows it
+(the namespace may have been created and deleted between two relists), so the
+overlay stays small and can mislead for that long at most.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+_PRUNE_AT = 256  # recorded writes before record() drops those the cache has caught up with
+
+
+class NamespaceSource(Protocol):
+    """A read-only, label-filtered cache of managed Namespaces kept current by a watch."""
+
+    def synced(self) -> bool:
+        """True once the first full list has landed (it stays true through outages)."""
+        ...
+
+    def get(self, name: str) -> dict[str, Any] | None: ...
+
+    def items(self) -> list[dict[str, Any]]: ...
+
+
+def _version(obj: dict[str, Any]) -> int | None:
+    try:
+        return int(obj.get("metadata", {}).get("resourceVersion", ""))
+    except ValueError:
+        return None
+
+
+def _caught_up(cached: dict[str, Any], written: dict[str, Any]) -> bool:
+    seen, ours = _version(cached), _version(written)
+    return seen is None or ours is None or seen >= ours
+
+
+class ReadYourWrites:
+    """A ``NamespaceSource`` showing this replica's writes until the cache has them."""
+
+    def __init__(
+        self,
+        source: NamespaceSource,
+        *,
+        hold_seconds: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.source = source
+        self.hold_seconds = hold_seconds
+        self.clock = clock
+        self._written: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._lock = threading.Lock()
+
+    def record(self, obj: dict[str, Any]) -> None:
+        """Remember a Namespace as one of our writes (create, patch, delete) returned it."""
+        metadata = obj.get("metadata") or {}
+        name = metadata.get("name")
+        if not name or "resourceVersion" not in metadata:
+            return
+        with self._lock:
+            self._written[name] = (self.clock() + self.hold_seconds, obj)
+            if len(self._written) >= _PRUNE_AT:
+                # Reads forget what they pass over; a replica that only creates must too.
+                for pending in list(self._written):
+                    self._pending(pending, self.source.get(pending))
+
+    def synced(self) -> bool:
+        return self.source.synced()
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        cached = self.source.get(name)
+        with self._lock:
+            written = self._pending(name, cached)
+        return written if written is not None else cached
+
+    def items(self) -> list[dict[str, Any]]:
+        merged = {obj["metadata"]["name"]: obj for obj in self.source.items()}
+        with self._lock:
+            for name in list(self._written):
+                written = self._pending(name, merged.get(name))
+                if written is not None:
+                    merged[name] = written
+        return list(merged.values())
+
+    def _pending(self, name: str, cached: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Our write of ``name`` if the cache has not caught up with it; forgets stale ones."""
+        entry = self._written.get(name)
+        if entry is None:
+            return None
+        until, written = entry
+        if self.clock() >= until or (cached is not None and _caught_up(cached, written)):
+            del self._written[name]
+            return None
+        return written
