@@ -186,7 +186,7 @@ async def list_namespaces(request: Request) -> Response:
     caller = await _caller(request)
     limit = paging.parse_limit(request.query_params.get("limit"))
     after = paging.decode_continue(request.query_params.get("continue"))
-    infos = await _api(request).provisioner.list(caller.owner)
+    infos = await _api(request).provisioner.list(caller.owner, tenant=caller.tenant)
     page = paging.page(infos, lambda info: info.name, limit, after)
     metadata: dict[str, object] = {}
     if page.continue_token is not None:
@@ -198,7 +198,9 @@ async def find_by_idempotency_key(request: Request) -> Response:
     """GET /api/v1/namespaces?idempotencyKey=: what a POST with that key made, if anything."""
     caller = await _caller(request)
     key = _idempotency_key_query(request)
-    infos = await _api(request).provisioner.find_by_idempotency_key(caller.owner, key)
+    infos = await _api(request).provisioner.find_by_idempotency_key(
+        caller.owner, key, tenant=caller.tenant
+    )
     # The key is echoed so a client can tell this answer from the plain list an
     # older nsprov (which ignores the parameter) would send: deleting items[0] of
     # that list would delete the wrong namespace.
@@ -207,7 +209,9 @@ async def find_by_idempotency_key(request: Request) -> Response:
 
 async def get_namespace(request: Request) -> Response:
     caller = await _caller(request)
-    info = await _api(request).provisioner.get(caller.owner, request.path_params["name"])
+    info = await _api(request).provisioner.get(
+        caller.owner, request.path_params["name"], tenant=caller.tenant
+    )
     return JSONResponse(info.to_json())
 
 
@@ -220,7 +224,7 @@ async def extend_namespace(request: Request) -> Response:
         raise BadRequest("PATCH needs a ttl, the new lifetime from now (e.g. ?ttl=1h)")
     ttl, server = _ttl(request), _server(request)
     result = await _api(request).provisioner.extend(
-        caller.owner, request.path_params["name"], ttl, server=server
+        caller.owner, request.path_params["name"], ttl, server=server, tenant=caller.tenant
     )
     return _kubeconfig_response(request, result, 200)
 
@@ -228,7 +232,7 @@ async def extend_namespace(request: Request) -> Response:
 async def delete_namespace(request: Request) -> Response:
     caller = await _caller(request)
     name = request.path_params["name"]
-    await _api(request).provisioner.delete(caller.owner, name)
+    await _api(request).provisioner.delete(caller.owner, name, tenant=caller.tenant)
     return JSONResponse({"name": name, "state": "MARKED_FOR_DELETION"}, status_code=202)
 
 

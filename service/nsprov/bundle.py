@@ -242,6 +242,25 @@ def requested_ttl_of(metadata: dict[str, Any]) -> float | None:
         return None
 
 
+def tenant_of(metadata: dict[str, Any]) -> str | None:
+    return (metadata.get("annotations") or {}).get(TENANT_ANNOTATION)
+
+
+def belongs_to(metadata: dict[str, Any], owner: str, tenant: str | None) -> bool:
+    """Whether the caller (owner, tenant) may see and change this namespace.
+
+    The owner must match, and so must the tenant when both the namespace and the
+    caller have one: two tenants whose owner templates render the same owner (a
+    main-branch tenant and a pull-request tenant of one repository, say) never see
+    each other's namespaces. A namespace made before a policy file (no tenant) stays
+    its owner's.
+    """
+    if owner_of(metadata) != owner:
+        return False
+    recorded = tenant_of(metadata)
+    return recorded is None or tenant is None or recorded == tenant
+
+
 def cluster_role_of(metadata: dict[str, Any]) -> str | None:
     return (metadata.get("annotations") or {}).get(CLUSTER_ROLE_ANNOTATION)
 

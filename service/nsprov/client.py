@@ -307,8 +307,17 @@ class NsprovClient:
         return _kubeconfig(response)
 
     def list(self) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = self._call("GET", "/api/v1/namespaces").json()["items"]
-        return items
+        """Every live namespace of the caller, following the service's pages to the end."""
+        items: list[dict[str, Any]] = []
+        params: dict[str, str] = {"limit": "500"}
+        while True:
+            page = self._call("GET", "/api/v1/namespaces", params=params).json()
+            items.extend(page["items"])
+            # An older nsprov sends no metadata: its one answer is the whole list.
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return items
+            params = {"limit": "500", "continue": token}
 
     def get(self, name: str) -> dict[str, Any]:
         info: dict[str, Any] = self._call("GET", _path(name)).json()

@@ -174,7 +174,9 @@ class Provisioner:
                 return None
             raise _failed("read the namespace", exc) from exc
 
-    async def _owned(self, owner: str, name: str, *, cached: bool = False) -> dict[str, Any]:
+    async def _owned(
+        self, owner: str, name: str, *, tenant: str | None = None, cached: bool = False
+    ) -> dict[str, Any]:
         """The namespace if it is managed and ``owner``'s; otherwise NotFound, the same for all.
 
         ``cached`` reads from the informer cache, for answers that only report. PATCH and
@@ -192,11 +194,15 @@ class Provisioner:
         if obj is None:
             raise missing
         metadata = obj.get("metadata", {})
-        if not bundle.is_managed(metadata, self.selector) or bundle.owner_of(metadata) != owner:
+        if not bundle.is_managed(metadata, self.selector) or not bundle.belongs_to(
+            metadata, owner, tenant
+        ):
             raise missing
         return obj
 
-    async def find_by_idempotency_key(self, owner: str, key: str) -> list[NamespaceInfo]:
+    async def find_by_idempotency_key(
+        self, owner: str, key: str, *, tenant: str | None = None
+    ) -> list[NamespaceInfo]:
         """The owner's live namespace made with this Idempotency-Key, as a list of 0 or 1.
 
         A client whose create response was lost (a CI job killed mid-request) knows
@@ -211,24 +217,25 @@ class Provisioner:
         labels = metadata.get("labels") or {}
         if (
             not bundle.is_managed(metadata, self.selector)
-            or bundle.owner_of(metadata) != owner
+            or not bundle.belongs_to(metadata, owner, tenant)
             or labels.get(bundle.IDEMPOTENCY_LABEL) != idempotency
         ):
             return []
         return [NamespaceInfo.from_object(obj)]
 
-    async def list(self, owner: str) -> list[NamespaceInfo]:
+    async def list(self, owner: str, *, tenant: str | None = None) -> list[NamespaceInfo]:
         """The owner's live namespaces (those being deleted are left out)."""
         # Filter before building infos: the owner may hold 10 of 5,000 cached namespaces.
         mine = [
             NamespaceInfo.from_object(obj)
             for obj in await self._managed()
-            if bundle.owner_of(obj["metadata"]) == owner and not bundle.is_terminating(obj)
+            if bundle.belongs_to(obj["metadata"], owner, tenant) and not bundle.is_terminating(obj)
         ]
         return sorted(mine, key=lambda i: i.name)
 
-    async def get(self, owner: str, name: str) -> NamespaceInfo:
-        return NamespaceInfo.from_object(await self._owned(owner, name, cached=True))
+    async def get(self, owner: str, name: str, *, tenant: str | None = None) -> NamespaceInfo:
+        obj = await self._owned(owner, name, tenant=tenant, cached=True)
+        return NamespaceInfo.from_object(obj)
 
     # ---- provisioning -------------------------------------------------------------------
 
@@ -246,7 +253,7 @@ class Provisioner:
         idempotency = None
         if idempotency_key:
             name, idempotency = bundle.idempotent_name(self.prefix, owner, idempotency_key)
-            existing = await self._replayable(owner, name, idempotency, ttl)
+            existing = await self._replayable(owner, name, idempotency, ttl, tenant)
             if existing is not None:
                 return await self._complete(existing, server, replayed=True)
         else:
@@ -279,7 +286,7 @@ class Provisioner:
         except KubeError as exc:
             if exc.status == 409 and idempotency:
                 # A concurrent request with the same key won the race: finish its bundle.
-                existing = await self._replayable(owner, name, idempotency, ttl)
+                existing = await self._replayable(owner, name, idempotency, ttl, tenant)
                 if existing is not None:
                     return await self._complete(existing, server, replayed=True)
             raise _failed("create the namespace", exc) from exc
@@ -300,7 +307,7 @@ class Provisioner:
         return result
 
     async def _replayable(
-        self, owner: str, name: str, idempotency: str, ttl: float
+        self, owner: str, name: str, idempotency: str, ttl: float, tenant: str | None
     ) -> dict[str, Any] | None:
         """The namespace a replayed request made, or None if there is none yet.
 
@@ -314,7 +321,7 @@ class Provisioner:
         labels = metadata.get("labels") or {}
         if (
             not bundle.is_managed(metadata, self.selector)
-            or bundle.owner_of(metadata) != owner
+            or not bundle.belongs_to(metadata, owner, tenant)
             or labels.get(bundle.IDEMPOTENCY_LABEL) != idempotency
         ):
             raise Conflict("Idempotency-Key clashes with a namespace nsprov cannot reuse")
@@ -480,8 +487,8 @@ class Provisioner:
 
     # ---- changing -------------------------------------------------------------------------
 
-    async def delete(self, owner: str, name: str) -> None:
-        obj = await self._owned(owner, name)
+    async def delete(self, owner: str, name: str, *, tenant: str | None = None) -> None:
+        obj = await self._owned(owner, name, tenant=tenant)
         if bundle.is_terminating(obj):
             return  # already on its way out: the caller's wish is granted
         try:
@@ -493,8 +500,10 @@ class Provisioner:
         self.metrics.deletions.labels(reason="request").inc()
         log.info("deleted namespace=%s owner=%s reason=request", name, owner)
 
-    async def extend(self, owner: str, name: str, ttl: float, *, server: str | None) -> Provisioned:
-        obj = await self._owned(owner, name)
+    async def extend(
+        self, owner: str, name: str, ttl: float, *, server: str | None, tenant: str | None = None
+    ) -> Provisioned:
+        obj = await self._owned(owner, name, tenant=tenant)
         if bundle.is_terminating(obj):
             raise Conflict(f"namespace {name!r} is being deleted")
         current = bundle.expires_at_of(obj["metadata"])

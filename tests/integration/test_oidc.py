@@ -327,7 +327,7 @@ def test_one_repository_cannot_see_extend_or_delete_anothers_namespaces(
         assert created.status_code == 201, created.text
         name = created.headers["x-namespace"]
         before = core.read_namespace(name).metadata.labels["nsprov.io/expires-at"]
-        assert http.get("/api/v1/namespaces", headers=b).json() == {"items": []}
+        assert http.get("/api/v1/namespaces", headers=b).json()["items"] == []
         problem(http.get(f"/api/v1/namespaces/{name}", headers=b), 404)
         problem(http.patch(f"/api/v1/namespaces/{name}", params={"ttl": "1h"}, headers=b), 404)
         problem(http.delete(f"/api/v1/namespaces/{name}", headers=b), 404)
@@ -406,3 +406,44 @@ def test_a_bad_policy_edit_keeps_the_last_good_policy(
         timeout=5,
     )
     assert metric(service, "nsprov_policy_last_reload_successful") == 1
+
+
+def test_two_tenants_with_the_same_owner_never_share_namespaces(
+    cluster: Cluster, github: LoopbackIssuer, core: client.CoreV1Api, tmp_path: Path
+) -> None:
+    """Main-branch and pull-request tenants of one repository render the same owner.
+
+    The pull request's identity must not list, extend or delete what main made: the
+    namespace records its tenant, and the tenant has to match too.
+    """
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        f"""
+issuers:
+  - {{name: github, issuer: "{github.url}", audience: nsprov, caFile: "{github.ca_file}"}}
+tenants:
+  - name: main
+    match: {{issuer: github, claims: {{repository: acme/web-app, ref: refs/heads/main}}}}
+    owner: "github:{{repository}}"
+  - name: pull-requests
+    match: {{issuer: github, claims: {{repository: acme/web-app, ref: "refs/pull/**"}}}}
+    owner: "github:{{repository}}"
+"""
+    )
+    main = _bearer(github.mint(github_claims("acme/web-app")))
+    pull = _bearer(github.mint(github_claims("acme/web-app", ref="refs/pull/7/merge")))
+    args = [f"--policy-file={policy}", "--controller=false"]
+    with running_service(cluster.kubeconfig, tmp_path, args) as service, service.client() as http:
+        created = http.post("/api/v1/namespaces", params={"ttl": "10m"}, headers=main)
+        assert created.status_code == 201, created.text
+        name = created.headers["x-namespace"]
+        assert core.read_namespace(name).metadata.annotations["nsprov.io/tenant"] == "main"
+        assert http.get("/api/v1/namespaces", headers=pull).json()["items"] == []
+        problem(http.get(f"/api/v1/namespaces/{name}", headers=pull), 404)
+        problem(http.patch(f"/api/v1/namespaces/{name}", params={"ttl": "1h"}, headers=pull), 404)
+        problem(http.delete(f"/api/v1/namespaces/{name}", headers=pull), 404)
+        assert core.read_namespace(name).metadata.deletion_timestamp is None
+        assert [
+            i["name"] for i in http.get("/api/v1/namespaces", headers=main).json()["items"]
+        ] == [name]
+        assert http.delete(f"/api/v1/namespaces/{name}", headers=main).status_code == 202

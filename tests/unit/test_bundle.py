@@ -114,3 +114,25 @@ def test_unix_time_reads_rfc3339_seconds_only() -> None:
     assert bundle.unix_time("1970-01-01T01:00:00Z") == 3600
     assert bundle.unix_time(None) is None
     assert bundle.unix_time("1970-01-01T01:00:00.5Z") is None
+
+
+@pytest.mark.parametrize(
+    ("annotations", "owner", "tenant", "belongs"),
+    [
+        ({"nsprov.io/owner": "github:acme/web", "nsprov.io/tenant": "main"},
+         "github:acme/web", "main", True),
+        # Two tenants rendering the same owner (main branch vs pull requests) stay apart.
+        ({"nsprov.io/owner": "github:acme/web", "nsprov.io/tenant": "main"},
+         "github:acme/web", "pull-requests", False),
+        ({"nsprov.io/owner": "github:acme/web", "nsprov.io/tenant": "main"},
+         "github:acme/other", "main", False),
+        # Made before the policy file (no tenant recorded): still its owner's.
+        ({"nsprov.io/owner": "ci"}, "ci", "legacy", True),
+        ({"nsprov.io/owner": "ci"}, "ci", None, True),
+        ({}, "ci", None, False),
+    ],
+)  # fmt: skip
+def test_belongs_to_checks_owner_and_tenant(
+    annotations: dict[str, str], owner: str, tenant: str | None, belongs: bool
+) -> None:
+    assert bundle.belongs_to({"annotations": annotations}, owner, tenant) is belongs

@@ -337,3 +337,24 @@ def test_a_signal_while_provisioning_deletes_what_the_request_made(tmp_path: Pat
     assert code == 128 + signal.SIGTERM
     assert service.deleted == ["np-abcdefghij"]
     assert not ran.exists()
+
+
+def test_list_follows_the_services_pages_to_the_end() -> None:
+    pages = {
+        None: {"items": [{"name": "np-a"}], "metadata": {"continue": "t1"}},
+        "t1": {"items": [{"name": "np-b"}], "metadata": {"continue": "t2"}},
+        "t2": {"items": [{"name": "np-c"}], "metadata": {}},
+    }
+    asked: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        token = request.url.params.get("continue")
+        asked.append(token)
+        return httpx.Response(200, json=pages[token])
+
+    with _client(handler) as nsprov:
+        assert [item["name"] for item in nsprov.list()] == ["np-a", "np-b", "np-c"]
+    assert asked == [None, "t1", "t2"]
+    # An older nsprov answers everything at once, without metadata.
+    with _client(lambda r: httpx.Response(200, json={"items": [{"name": "np-z"}]})) as nsprov:
+        assert [item["name"] for item in nsprov.list()] == ["np-z"]
