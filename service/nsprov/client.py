@@ -39,6 +39,7 @@ EXIT_REFUSED = 4
 EXIT_UNAVAILABLE = 5
 
 TOKEN_VARIABLES = ("NSPROV_TOKEN", "NSPROV_TOKEN_FILE", "NSPROV_ID_TOKEN")
+"""Every variable the credential can come from: CMD of ``nsprov run`` gets none of them."""
 _TRANSIENT_STATUSES = frozenset({429, 502, 503, 504})
 _USER_AGENT = f"nsprov-cli/{__version__}"
 

@@ -8,10 +8,12 @@ runs the same commands against the real service.
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import signal
 import stat
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -327,6 +329,38 @@ def test_run_exits_with_cmd_code_and_a_failed_delete_is_a_warning(tmp_path: Path
     kubeconfig = Path(seen.read_text().strip())
     assert not kubeconfig.exists()
     assert not kubeconfig.parent.exists()
+
+
+def test_cmd_does_not_get_the_nsprov_credential(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CMD is often code under test: with the token it could make, renew or delete namespaces."""
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    monkeypatch.setenv("NSPROV_TOKEN", TOKEN)
+    monkeypatch.setenv("NSPROV_TOKEN_FILE", str(token_file))
+    monkeypatch.setenv("NSPROV_ID_TOKEN", "eyJ.id.token")
+    monkeypatch.setenv("NSPROV_URL", URL)
+    monkeypatch.setenv("KUBECONFIG", "/the/callers/kubeconfig")
+    monkeypatch.setenv("NSPROV_NAMESPACE", "np-callers0000")
+    monkeypatch.setenv("CI_JOB_ID", "42")
+    seen = tmp_path / "environment"
+    code = _run(_Service(), [sys.executable, "-c", _DUMP_ENVIRONMENT, str(seen)], [])
+    assert code == 0
+    environment = json.loads(seen.read_text())
+    assert not {"NSPROV_TOKEN", "NSPROV_TOKEN_FILE", "NSPROV_ID_TOKEN"} & set(environment)
+    assert TOKEN not in seen.read_text()
+    assert str(token_file) not in seen.read_text()
+    assert environment["NSPROV_NAMESPACE"] == "np-abcdefghij"
+    assert environment["KUBECONFIG"] != "/the/callers/kubeconfig"
+    assert environment["NSPROV_URL"] == URL  # not a secret: kept
+    assert environment["CI_JOB_ID"] == "42"  # the rest of the job's environment is CMD's
+    assert os.environ["NSPROV_TOKEN"] == TOKEN  # nsprov's own environment is untouched
+
+
+_DUMP_ENVIRONMENT = (
+    "import json, os, sys; open(sys.argv[1], 'w').write(json.dumps(dict(os.environ)))"
+)
 
 
 def test_a_signal_while_provisioning_deletes_what_the_request_made(tmp_path: Path) -> None:
