@@ -316,6 +316,12 @@ def test_usage_errors_are_exit_2_before_any_request(
         ({"NSPROV_TOKEN": token, "NSPROV_ID_TOKEN": token}, ["list"], "only one of"),
         ({"NSPROV_TOKEN": token}, ["create", "--ttl=5"], "--ttl: missing unit"),
         ({"NSPROV_TOKEN": token, "NSPROV_URL": "ftp://x"}, ["list"], "http(s) URL"),
+        (
+            # .invalid never resolves, and 3s bounds the wait if the check ever goes
+            {"NSPROV_TOKEN": token, "NSPROV_URL": "http://nsprov.invalid", "NSPROV_TIMEOUT": "3s"},
+            ["run", "--", "true"],
+            "NSPROV_ALLOW_INSECURE_URL=true",
+        ),
         ({"NSPROV_TOKEN": token}, ["run"], "Missing argument"),
     ]
     for extra, args, reason in cases:
