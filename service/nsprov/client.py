@@ -2,10 +2,11 @@
 
 The URL and the token come from the environment only: a token on the command
 line is readable by every local user through the process list, and CI systems
-hand secrets over as variables anyway. Like the GitHub Action, every request is
-retried on connection errors, timeouts, 429 and 502/503/504 (honouring
-``Retry-After``) within one total deadline, and a create carries one
-``Idempotency-Key`` across its attempts, so an answer lost on the way back
+hand secrets over as variables anyway. Like the GitHub Action, the token never
+goes over plain http to anything but loopback unless the user says so, and
+every request is retried on connection errors, timeouts, 429 and 502/503/504
+(honouring ``Retry-After``) within one total deadline, and a create carries
+one ``Idempotency-Key`` across its attempts, so an answer lost on the way back
 never costs a second namespace.
 
 Every failure is a ``Failure`` whose message is one line (the service's
@@ -17,6 +18,7 @@ libraries: ``pip install nsprov`` installs the client without them.
 from __future__ import annotations
 
 import email.utils
+import ipaddress
 import random
 import time
 import uuid
@@ -39,6 +41,8 @@ EXIT_REFUSED = 4
 EXIT_UNAVAILABLE = 5
 
 TOKEN_VARIABLES = ("NSPROV_TOKEN", "NSPROV_TOKEN_FILE", "NSPROV_ID_TOKEN")
+"""Every variable the credential can come from: CMD of ``nsprov run`` gets none of them."""
+ALLOW_INSECURE_VARIABLE = "NSPROV_ALLOW_INSECURE_URL"
 _TRANSIENT_STATUSES = frozenset({429, 502, 503, 504})
 _USER_AGENT = f"nsprov-cli/{__version__}"
 
@@ -119,7 +123,8 @@ class ClientConfig:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ClientConfig:
-        url = service_url(env.get("NSPROV_URL", ""))
+        allow_insecure = _true_or_false(ALLOW_INSECURE_VARIABLE, env.get(ALLOW_INSECURE_VARIABLE))
+        url = service_url(env.get("NSPROV_URL", ""), allow_insecure=allow_insecure)
         given = [name for name in TOKEN_VARIABLES if env.get(name, "").strip()]
         if not given:
             raise UsageFailure(f"no token: set one of {', '.join(TOKEN_VARIABLES)}")
@@ -153,8 +158,14 @@ class ClientConfig:
         )
 
 
-def service_url(raw: str) -> str:
-    """NSPROV_URL checked and without trailing slashes; UsageFailure says what is wrong."""
+def service_url(raw: str, *, allow_insecure: bool = False) -> str:
+    """NSPROV_URL checked and without trailing slashes; UsageFailure says what is wrong.
+
+    Plain http is for loopback only: anywhere else, anyone on the path could read
+    the bearer token (a static token, or an OIDC ID token valid for minutes) and
+    use it. ``allow_insecure`` (NSPROV_ALLOW_INSECURE_URL=true) is the user's
+    explicit override, as the Action's ``allow-insecure-url`` is.
+    """
     text = raw.strip()
     if not text:
         raise UsageFailure("NSPROV_URL is not set (e.g. https://nsprov.example.com)")
@@ -165,7 +176,35 @@ def service_url(raw: str) -> str:
         raise UsageFailure("NSPROV_URL must not carry credentials: put the token in NSPROV_TOKEN")
     if parts.query or parts.fragment:
         raise UsageFailure(f"NSPROV_URL must not have a query or fragment: {text!r}")
+    if parts.scheme == "http" and not allow_insecure and not is_loopback_host(parts.hostname):
+        raise UsageFailure(
+            f"NSPROV_URL {parts.scheme}://{parts.netloc} is plain http and not loopback, so the "
+            f"token would cross the network unencrypted; use https, or set "
+            f"{ALLOW_INSECURE_VARIABLE}=true if that is what you want"
+        )
     return text.rstrip("/")
+
+
+def is_loopback_host(hostname: str) -> bool:
+    """127.0.0.0/8, ::1 and localhost: the only hosts a token may reach over plain http.
+
+    Only a literal address or the exact name ``localhost`` counts: a name such as
+    ``127.0.0.1.nip.io`` resolves wherever its owner decides.
+    """
+    if hostname.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(hostname).is_loopback
+    except ValueError:
+        return False
+
+
+def _true_or_false(name: str, value: str | None) -> bool:
+    """A boolean variable: unset, empty or false is False; a typo is a usage error, not a guess."""
+    text = (value or "").strip().lower()
+    if text not in ("", "true", "false"):
+        raise UsageFailure(f"{name} must be true or false, not {value!r}")
+    return text == "true"
 
 
 def _read_token_file(path: Path) -> str:

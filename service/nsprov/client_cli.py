@@ -11,7 +11,7 @@ Exit codes (``nsprov run`` exits with CMD's code once CMD has started):
 ==  =====================================================================
 0   done
 1   anything else (an unexpected answer, a file that cannot be written)
-2   usage: a bad flag, no NSPROV_URL, no token or more than one
+2   usage: a bad flag, no NSPROV_URL (or plain http to a remote host), no token or several
 3   auth: the service refused the token (401) or the identity (403)
 4   refused: the service said no (bad ttl, not found, conflict, cap reached)
 5   unavailable: no answer within the deadline, or a 5xx

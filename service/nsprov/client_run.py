@@ -1,9 +1,10 @@
 """``nsprov run``: a namespace for exactly as long as one command runs.
 
 The contract: CMD runs with ``KUBECONFIG`` (a private file) and
-``NSPROV_NAMESPACE`` set; when it ends, however it ends, the file is removed and
-the namespace deleted, and nsprov exits with CMD's code. A failed delete is only
-a warning: the namespace's TTL reclaims it anyway.
+``NSPROV_NAMESPACE`` set, and without nsprov's credential; when it ends,
+however it ends, the file is removed and the namespace deleted, and nsprov
+exits with CMD's code. A failed delete is only a warning: the namespace's TTL
+reclaims it anyway.
 
 Signals are where the care goes. Handlers never interrupt an HTTP exchange on
 the first signal, because an interrupted POST may have made a namespace we
@@ -29,13 +30,20 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any, Literal
 
-from nsprov.client import CLEANUP_TIMING, Failure, Kubeconfig, NsprovClient, new_idempotency_key
+from nsprov.client import (
+    CLEANUP_TIMING,
+    TOKEN_VARIABLES,
+    Failure,
+    Kubeconfig,
+    NsprovClient,
+    new_idempotency_key,
+)
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM)
 EXIT_CANNOT_EXECUTE = 126
@@ -189,11 +197,27 @@ def run_in_namespace(
     return code
 
 
+def command_environment(
+    environ: Mapping[str, str], kubeconfig: Path, namespace: str
+) -> dict[str, str]:
+    """CMD's environment: ours without the nsprov credential, with its namespace's kubeconfig.
+
+    CMD is often the code under test. With the token it could make namespaces,
+    PATCH the owner's others for fresh kubeconfigs, or delete them; all it needs
+    is its one namespace. NSPROV_URL stays: it is no secret, and a nested
+    ``nsprov`` then says "no token" rather than "no URL". This stops inheritance,
+    not a hostile CMD: it runs as the same user, and so may read a token file or
+    the environment of its parent processes (/proc/PID/environ).
+    """
+    env = {name: value for name, value in environ.items() if name not in TOKEN_VARIABLES}
+    return {**env, "KUBECONFIG": str(kubeconfig), "NSPROV_NAMESPACE": namespace}
+
+
 def _run_child(
     argv: Sequence[str], kubeconfig: Path, namespace: str, router: SignalRouter, say: Warn
 ) -> int | None:
     """CMD's exit code; None when a signal arrived before it could start."""
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "NSPROV_NAMESPACE": namespace}
+    env = command_environment(os.environ, kubeconfig, namespace)
     router.terminal_has_cmd = _terminal_signals_our_group()
     if router.received:
         return None

@@ -146,11 +146,19 @@ def test_run_exits_with_the_command_code_and_deletes_the_namespace(
     env: dict[str, str], core: client.CoreV1Api, tmp_path: Path
 ) -> None:
     seen = tmp_path / "seen"
-    script = f'echo "$NSPROV_NAMESPACE $KUBECONFIG" > {seen}; kubectl create configmap x && exit 3'
+    script = (
+        f'echo "$NSPROV_NAMESPACE $KUBECONFIG" > {seen}; env; kubectl create configmap x && exit 3'
+    )
     ran = nsprov(env, "run", "--ttl=10m", "--", "sh", "-c", script)
     assert ran.returncode == 3, ran.stderr
     assert "configmap/x created" in ran.stdout
+    # CMD (code under test) gets its namespace's kubeconfig, never nsprov's token.
+    cmd_environment = dict(line.split("=", 1) for line in ran.stdout.splitlines() if "=" in line)
+    assert env["NSPROV_TOKEN"] not in ran.stdout
+    assert "NSPROV_TOKEN" not in cmd_environment
+    assert cmd_environment["NSPROV_URL"] == env["NSPROV_URL"]
     name, kubeconfig = seen.read_text().split()
+    assert cmd_environment["NSPROV_NAMESPACE"] == name
     assert not Path(kubeconfig).exists()
     assert not Path(kubeconfig).parent.exists()
     assert namespace_status(core, name) in ("deleting", "gone")
@@ -308,6 +316,12 @@ def test_usage_errors_are_exit_2_before_any_request(
         ({"NSPROV_TOKEN": token, "NSPROV_ID_TOKEN": token}, ["list"], "only one of"),
         ({"NSPROV_TOKEN": token}, ["create", "--ttl=5"], "--ttl: missing unit"),
         ({"NSPROV_TOKEN": token, "NSPROV_URL": "ftp://x"}, ["list"], "http(s) URL"),
+        (
+            # .invalid never resolves, and 3s bounds the wait if the check ever goes
+            {"NSPROV_TOKEN": token, "NSPROV_URL": "http://nsprov.invalid", "NSPROV_TIMEOUT": "3s"},
+            ["run", "--", "true"],
+            "NSPROV_ALLOW_INSECURE_URL=true",
+        ),
         ({"NSPROV_TOKEN": token}, ["run"], "Missing argument"),
     ]
     for extra, args, reason in cases:

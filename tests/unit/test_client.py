@@ -8,16 +8,19 @@ runs the same commands against the real service.
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import signal
 import stat
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
+from nsprov import cli
 from nsprov import client as client_
 from nsprov.client import (
     AuthFailed,
@@ -32,7 +35,7 @@ from nsprov.client_cli import Progress, table, write_private_file
 from nsprov.client_run import Interrupted, SignalRouter, run_in_namespace
 from tests.support import wait_until
 
-URL = "http://nsprov.test"
+URL = "https://nsprov.test"
 TOKEN = "s3cret-token-value"
 CREATED = {"namespace": "np-abcdefghij", "expiresAt": "2030-01-01T00:00:00Z", "kubeconfig": "k: v"}
 
@@ -84,6 +87,84 @@ def test_bad_configuration_is_a_usage_failure(env: dict[str, str], reason: str) 
     with pytest.raises(UsageFailure, match=re.escape(reason)) as caught:
         ClientConfig.from_env(env)
     assert caught.value.exit_code == 2
+
+
+_TOKEN_ENV = {"NSPROV_TOKEN": "t"}
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://nsprov.example.com",
+        "http://10.0.0.7:8080",
+        "http://0.0.0.0:8080",
+        "http://localhost.attacker.example",
+        "http://127.0.0.1.nip.io",
+        "http://[::ffff:a00:7]",
+    ],
+)
+def test_plain_http_to_a_remote_host_is_refused(url: str) -> None:
+    """The bearer token (an OIDC ID token, say) would cross the network readable by anyone."""
+    with pytest.raises(UsageFailure) as caught:
+        ClientConfig.from_env({"NSPROV_URL": url, **_TOKEN_ENV})
+    message = str(caught.value)
+    assert caught.value.exit_code == 2
+    assert "plain http" in message
+    assert "NSPROV_ALLOW_INSECURE_URL=true" in message
+    assert "\n" not in message
+    for value in ("false", "FALSE", ""):
+        with pytest.raises(UsageFailure, match="plain http"):
+            ClientConfig.from_env(
+                {"NSPROV_URL": url, "NSPROV_ALLOW_INSECURE_URL": value, **_TOKEN_ENV}
+            )
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8080",
+        "http://127.200.3.4",
+        "http://[::1]:8080/",
+        "http://localhost:8080",
+        "http://LocalHost",
+        "https://nsprov.example.com",
+    ],
+)
+def test_loopback_and_https_urls_are_accepted(url: str) -> None:
+    assert ClientConfig.from_env({"NSPROV_URL": url, **_TOKEN_ENV}).url == url.rstrip("/")
+
+
+@pytest.mark.parametrize("value", ["true", "True", " TRUE "])
+def test_plain_http_to_a_remote_host_only_when_asked_for(value: str) -> None:
+    env = {"NSPROV_URL": "http://nsprov.internal", "NSPROV_ALLOW_INSECURE_URL": value}
+    assert ClientConfig.from_env({**env, **_TOKEN_ENV}).url == "http://nsprov.internal"
+
+
+@pytest.mark.parametrize("value", ["1", "yes", "on", "tru"])
+def test_the_insecure_override_is_true_or_false(value: str) -> None:
+    """A typo is an error, not a silent refusal (or a silent consent) the user cannot explain."""
+    env = {"NSPROV_URL": "https://n.example", "NSPROV_ALLOW_INSECURE_URL": value, **_TOKEN_ENV}
+    with pytest.raises(UsageFailure, match="NSPROV_ALLOW_INSECURE_URL must be true or false"):
+        ClientConfig.from_env(env)
+
+
+def test_the_cli_refuses_plain_http_in_one_line_before_any_request(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def no_request(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a request was made")
+
+    monkeypatch.setattr(NsprovClient, "_call", no_request)
+    for name in ("NSPROV_TOKEN_FILE", "NSPROV_ID_TOKEN", "NSPROV_ALLOW_INSECURE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NSPROV_URL", "http://nsprov.example.com")
+    monkeypatch.setenv("NSPROV_TOKEN", TOKEN)
+    assert cli.main(["list"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("nsprov: NSPROV_URL http://nsprov.example.com is plain http")
+    assert "NSPROV_ALLOW_INSECURE_URL=true" in err
+    assert err.count("\n") == 1
+    assert TOKEN not in err
 
 
 def test_timeout_overrides_the_deadline() -> None:
@@ -327,6 +408,38 @@ def test_run_exits_with_cmd_code_and_a_failed_delete_is_a_warning(tmp_path: Path
     kubeconfig = Path(seen.read_text().strip())
     assert not kubeconfig.exists()
     assert not kubeconfig.parent.exists()
+
+
+def test_cmd_does_not_get_the_nsprov_credential(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CMD is often code under test: with the token it could make, renew or delete namespaces."""
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    monkeypatch.setenv("NSPROV_TOKEN", TOKEN)
+    monkeypatch.setenv("NSPROV_TOKEN_FILE", str(token_file))
+    monkeypatch.setenv("NSPROV_ID_TOKEN", "eyJ.id.token")
+    monkeypatch.setenv("NSPROV_URL", URL)
+    monkeypatch.setenv("KUBECONFIG", "/the/callers/kubeconfig")
+    monkeypatch.setenv("NSPROV_NAMESPACE", "np-callers0000")
+    monkeypatch.setenv("CI_JOB_ID", "42")
+    seen = tmp_path / "environment"
+    code = _run(_Service(), [sys.executable, "-c", _DUMP_ENVIRONMENT, str(seen)], [])
+    assert code == 0
+    environment = json.loads(seen.read_text())
+    assert not {"NSPROV_TOKEN", "NSPROV_TOKEN_FILE", "NSPROV_ID_TOKEN"} & set(environment)
+    assert TOKEN not in seen.read_text()
+    assert str(token_file) not in seen.read_text()
+    assert environment["NSPROV_NAMESPACE"] == "np-abcdefghij"
+    assert environment["KUBECONFIG"] != "/the/callers/kubeconfig"
+    assert environment["NSPROV_URL"] == URL  # not a secret: kept
+    assert environment["CI_JOB_ID"] == "42"  # the rest of the job's environment is CMD's
+    assert os.environ["NSPROV_TOKEN"] == TOKEN  # nsprov's own environment is untouched
+
+
+_DUMP_ENVIRONMENT = (
+    "import json, os, sys; open(sys.argv[1], 'w').write(json.dumps(dict(os.environ)))"
+)
 
 
 def test_a_signal_while_provisioning_deletes_what_the_request_made(tmp_path: Path) -> None:
