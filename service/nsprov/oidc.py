@@ -186,7 +186,9 @@ class IssuerKeys:
         self._keys: dict[str | None, dict[str, Any]] = {}
         self._fetched_at: float | None = None
         self._attempted_at: float | None = None
-        self._parsed: dict[tuple[str | None, str], jwt.PyJWK] = {}
+        # (kid, alg) -> (the JWK it was parsed from, the key). Readers take no lock, so a
+        # refresh may swap the keys under one: the JWK is checked, not trusted to match.
+        self._parsed: dict[tuple[str | None, str], tuple[dict[str, Any], jwt.PyJWK]] = {}
 
     def _jwks_uri(self) -> str:
         if self.issuer.jwks_uri:
@@ -273,8 +275,8 @@ class IssuerKeys:
 
     def _parse(self, kid: str | None, jwk: dict[str, Any], alg: str) -> jwt.PyJWK:
         cached = self._parsed.get((kid, alg))
-        if cached is not None:
-            return cached
+        if cached is not None and cached[0] is jwk:
+            return cached[1]
         kty, crv = ALGORITHMS[alg]
         if jwk.get("kty") != kty or (crv and jwk.get("crv") != crv) or jwk.get("alg", alg) != alg:
             raise Unauthorized(f"token algorithm {alg} does not fit the issuer's key {kid!r}")
@@ -282,7 +284,7 @@ class IssuerKeys:
             key = jwt.PyJWK(jwk, algorithm=alg)
         except jwt_errors.PyJWTError:
             raise Unauthorized(f"issuer key {kid!r} is not usable") from None
-        self._parsed[(kid, alg)] = key
+        self._parsed[(kid, alg)] = (jwk, key)
         return key
 
 

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +21,7 @@ from nsprov.errors import IssuerUnavailable, Unauthorized
 from nsprov.oidc import IssuerKeys, Verifier, fetch_json, looks_like_jwt
 from nsprov.policy import Policy
 from nsprov.policyfile import parse_policy
-from tests.oidc_issuer import LoopbackIssuer
+from tests.oidc_issuer import LoopbackIssuer, new_key
 from tests.support import wait_until
 
 GITHUB = {"sub": "repo:acme/web:ref:refs/heads/main", "repository": "acme/web"}
@@ -247,3 +248,54 @@ def test_what_looks_like_a_jwt() -> None:
     assert not looks_like_jwt("0123456789abcdef0123")
     assert not looks_like_jwt("a.b.c")
     assert not looks_like_jwt(_b64(b"[1]") + ".e30.sig")
+
+
+def test_while_an_issuers_first_keys_are_on_their_way_others_get_a_503_at_once(
+    issuer: LoopbackIssuer,
+) -> None:
+    arrived = threading.Event()
+    release = threading.Event()
+
+    def fetch(url: str, ca_file: str | None) -> dict[str, Any]:
+        arrived.set()
+        release.wait(10)
+        return issuer.jwks()
+
+    trusted = parse_policy(
+        f"issuers: [{{name: gh, issuer: '{issuer.url}', audience: nsprov, "
+        f"jwksUri: '{issuer.url}/jwks'}}]"
+    ).issuers[0]
+    keys = IssuerKeys(trusted, fetch=fetch)
+    kid = issuer.key(alg="RS256").kid
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        first = pool.submit(keys.signing_key, kid, "RS256")
+        assert arrived.wait(5)
+        try:
+            with pytest.raises(IssuerUnavailable, match="issuer 'gh' keys unavailable"):
+                keys.signing_key(kid, "RS256")
+        finally:
+            release.set()
+        assert first.result(timeout=5)
+    assert keys.signing_key(kid, "RS256")
+
+
+def test_a_key_parsed_from_a_replaced_jwk_is_not_served_for_the_new_one(
+    issuer: LoopbackIssuer,
+) -> None:
+    # Readers take no lock: one may parse a JWK it read just before a refresh replaced it.
+    # Here the issuer reused the kid for new key material; the new key must win.
+    old = issuer.key(alg="RS256").public_jwk()
+    replacement = {**new_key("RS256").public_jwk(), "kid": old["kid"]}
+    answers = [{"keys": [replacement]}, {"keys": [old]}]
+    trusted = parse_policy(
+        f"issuers: [{{name: gh, issuer: '{issuer.url}', audience: nsprov, "
+        f"jwksUri: '{issuer.url}/jwks'}}]"
+    ).issuers[0]
+    keys = IssuerKeys(trusted, fetch=lambda url, ca: answers.pop(), refresh_interval=0)
+    keys.signing_key(old["kid"], "RS256")
+    keys._refresh()  # the key material behind the kid changes
+    keys._parse(old["kid"], old, "RS256")  # a reader that read the old JWK, parsing late
+    served = keys.signing_key(old["kid"], "RS256")
+    assert served.key.public_numbers().n == int.from_bytes(
+        base64.urlsafe_b64decode(replacement["n"] + "=="), "big"
+    )
