@@ -118,6 +118,9 @@ class LoopbackIssuer:
     id_token_claims: dict[str, Any] = field(default_factory=dict)
     """Claims the GitHub-shaped token endpoint puts into the tokens it hands out."""
     jwks_requests: int = 0
+    jwks_delay: float = 0.0
+    """Seconds the JWKS answer takes: its body is dripped out in pieces over this time, so
+    no single read waits long (a per-read timeout never fires, only a total deadline)."""
     discovery_requests: int = 0
     token_requests: list[str] = field(default_factory=list)
     """The ``audience`` of each request to the token endpoint, in order."""
@@ -224,13 +227,22 @@ def _handler(issuer: LoopbackIssuer) -> type[BaseHTTPRequestHandler]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-        def _json(self, status: int, body: dict[str, Any]) -> None:
+        def _json(self, status: int, body: dict[str, Any], drip: float = 0.0) -> None:
             data = json.dumps(body).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
-            self.wfile.write(data)
+            pieces = 20 if drip > 0 else 1
+            size = -(-len(data) // pieces)
+            try:
+                for start in range(0, len(data), size):
+                    if drip > 0:
+                        self.wfile.flush()
+                        time.sleep(drip / pieces)
+                    self.wfile.write(data[start : start + size])
+            except OSError:
+                pass  # the client gave up (its deadline): nothing to tell anyone
 
         def do_GET(self) -> None:
             url = urlsplit(self.path)
@@ -248,7 +260,7 @@ def _handler(issuer: LoopbackIssuer) -> type[BaseHTTPRequestHandler]:
                 )
             elif url.path == "/jwks":
                 issuer.jwks_requests += 1
-                self._json(200, issuer.jwks())
+                self._json(200, issuer.jwks(), drip=issuer.jwks_delay)
             elif url.path == "/token":
                 scheme, _, presented = (self.headers.get("Authorization") or "").partition(" ")
                 if scheme.lower() != "bearer" or not secrets.compare_digest(

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+import anyio
 import anyio.to_thread
 
 from nsprov.auth import TokenStore
@@ -31,6 +32,11 @@ from nsprov.policy import NoTenant, Principal, admit, lookup_claim
 from nsprov.policyfile import PolicyFile
 
 log = logging.getLogger(__name__)
+
+VERIFY_THREADS = 4
+"""Worker threads ID-token verification may hold at once. Its own limiter, not anyio's
+default one: the default is shared with every Kubernetes call, and verification is
+reachable without credentials (a slow issuer must not starve the API of threads)."""
 
 # Claims worth keeping on a namespace to say which job asked for it: GitHub's, GitLab's and
 # a Kubernetes pod's (by JSON pointer). Output key -> claim.
@@ -105,6 +111,7 @@ class Authenticator:
         self.tokens = tokens
         self.policy = policy
         self.verifier = verifier or Verifier(kube)
+        self.verify_limiter = anyio.CapacityLimiter(VERIFY_THREADS)
 
     async def authenticate(self, header: str | None) -> Caller:
         token = bearer_token(header)
@@ -114,7 +121,9 @@ class Authenticator:
         if self.policy is None or not looks_like_jwt(token):
             raise Unauthorized("invalid token")
         policy = self.policy.current()
-        issuer, claims = await anyio.to_thread.run_sync(self.verifier.verify, token, policy)
+        issuer, claims = await anyio.to_thread.run_sync(
+            self.verifier.verify, token, policy, limiter=self.verify_limiter
+        )
         principal = Principal(issuer=issuer, token=None, claims=claims)
         try:
             admission = admit(policy, principal)

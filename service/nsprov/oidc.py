@@ -11,24 +11,37 @@ the public key forge tokens: algorithm confusion). A key is used only with the
 algorithm its type allows.
 
 Keys are refreshed when a token names an unknown ``kid`` (the issuer rotated),
-but at most once per ``REFRESH_INTERVAL`` per issuer, so a flood of made-up kids
-costs the issuer one request, not one each. All of this blocks on the network,
-so callers run it on a worker thread.
+but at most once per ``REFRESH_INTERVAL`` per issuer, counted from the end of
+the last attempt, so a flood of made-up kids costs the issuer one request, not
+one each, even when the issuer is slow. Nobody waits for a refresh another
+request started: the ``kid`` is read before any signature is checked, so a
+caller that waited would let an unauthenticated flood hold worker threads.
+While one request refreshes, the others use the keys already cached (an unknown
+``kid`` is a 401 at once). A fetch has a total deadline (``FETCH_DEADLINE``),
+not only a per-socket-operation timeout, and keys that could not be refreshed
+for ``KEYS_MAX_STALENESS`` are no longer trusted: an issuer that withdrew a
+leaked key must not be outlived by our cache forever.
+
+Network failures are logged in full and answered with a short detail that names
+the issuer only: URLs and TLS errors are the operator's business, not a caller's.
+All of this blocks on the network, so callers run it on a worker thread.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import http.client
 import json
 import logging
+import socket
 import ssl
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import jwt
 from jwt import exceptions as jwt_errors
@@ -40,12 +53,20 @@ from nsprov.policy import Issuer, Policy
 log = logging.getLogger(__name__)
 
 MAX_TOKEN_BYTES = 16 * 1024
+MAX_HEADER_BYTES = 4 * 1024
+"""A JOSE header is a few short fields; a longer one is refused before it is decoded (a
+deeply nested one would exhaust the JSON parser's recursion)."""
 LEEWAY_SECONDS = 60
 REFRESH_INTERVAL = 10.0
 """Least time between two key fetches of one issuer (unknown kids wait, known keys are served)."""
 KEYS_MAX_AGE = 600.0
 """Keys older than this are re-fetched, so a key the issuer withdrew stops working."""
+KEYS_MAX_STALENESS = 24 * 3600.0
+"""Keys not refreshed successfully for this long are not used: 503 until the issuer answers."""
 FETCH_TIMEOUT = 5.0
+"""Per socket operation (connect, each read)."""
+FETCH_DEADLINE = 8.0
+"""For a whole fetch: a server that drips a byte every few seconds is cut off here."""
 _MAX_DOCUMENT_BYTES = 512 * 1024
 REQUIRED_CLAIMS = ("iss", "aud", "sub", "exp", "iat")
 
@@ -61,44 +82,82 @@ ALGORITHMS: Mapping[str, tuple[str, str | None]] = {
 def looks_like_jwt(token: str) -> bool:
     """Three base64url segments whose first is a JSON object: what we treat as an ID token."""
     parts = token.split(".")
-    if len(parts) != 3 or not parts[0]:
+    if len(parts) != 3 or not parts[0] or len(parts[0]) > MAX_HEADER_BYTES:
         return False
     try:
         header = json.loads(base64.urlsafe_b64decode(parts[0] + "=" * (-len(parts[0]) % 4)))
-    except (ValueError, binascii.Error):
+    except (ValueError, binascii.Error, RecursionError):
         return False
     return isinstance(header, dict)
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """Discovery and keys come from the URLs configured or announced, nowhere else."""
+class _Connection(http.client.HTTPSConnection):
+    """Remembers its socket: http.client forgets it once a response to HTTP/1.0 (or with
+    ``Connection: close``) begins, and the deadline must still be able to cut the read."""
 
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
+    opened: socket.socket | None = None
+
+    def connect(self) -> None:
+        super().connect()
+        self.opened = self.sock
+
+
+def _abort(connection: _Connection) -> None:
+    """Cut a fetch off at its deadline: shutting the socket down wakes a blocked read
+    (``sock`` while connecting and in the TLS handshake, ``opened`` afterwards)."""
+    sock = connection.opened or connection.sock
+    if sock is not None:
+        with contextlib.suppress(OSError):  # already closed: nothing left to cut
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 def fetch_json(url: str, ca_file: str | None) -> dict[str, Any]:
-    """GET an https URL and return its JSON object; IssuerUnavailable says what went wrong."""
-    if not url.startswith("https://"):
+    """GET an https URL within ``FETCH_DEADLINE`` and return its JSON object.
+
+    IssuerUnavailable says what went wrong, URL included: for the log, not for callers.
+    Redirects are not followed (discovery and keys come from the URLs configured or
+    announced, nowhere else).
+    """
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname:
         raise IssuerUnavailable(f"refusing to fetch {url}: not https")
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     # kube-apiserver answers 406 to a JWKS request that does not accept jwk-set+json.
     accept = "application/json, application/jwk-set+json"
-    request = urllib.request.Request(url, headers={"Accept": accept})  # noqa: S310
+    deadline = FETCH_DEADLINE
+    started = time.monotonic()
+    connection: _Connection | None = None
+    timer: threading.Timer | None = None
     try:
         context = ssl.create_default_context(cafile=ca_file)
-        handler = urllib.request.HTTPSHandler(context=context)
-        opener = urllib.request.build_opener(handler, _NoRedirect)
-        with opener.open(request, timeout=FETCH_TIMEOUT) as response:
-            body = response.read(_MAX_DOCUMENT_BYTES + 1)
-    except urllib.error.HTTPError as exc:
-        raise IssuerUnavailable(f"{url} answered {exc.code}") from None
-    except (OSError, ValueError) as exc:
+        connection = _Connection(
+            parts.hostname, parts.port, timeout=min(FETCH_TIMEOUT, deadline), context=context
+        )
+        timer = threading.Timer(deadline, _abort, (connection,))
+        timer.daemon = True
+        timer.start()
+        connection.request("GET", target, headers={"Accept": accept})
+        response = connection.getresponse()
+        if response.status != 200:
+            raise IssuerUnavailable(f"{url} answered {response.status}")
+        body = response.read(_MAX_DOCUMENT_BYTES + 1)
+    except (OSError, ValueError, http.client.HTTPException) as exc:
+        if time.monotonic() - started >= deadline:
+            raise IssuerUnavailable(f"{url} did not answer within {deadline:g} s") from None
         raise IssuerUnavailable(f"{url} unreachable: {type(exc).__name__}: {exc}") from None
+    finally:
+        if timer is not None:
+            timer.cancel()
+        if connection is not None:
+            connection.close()
+    if time.monotonic() - started >= deadline:
+        # A read cut short by the deadline may end quietly with part of the body.
+        raise IssuerUnavailable(f"{url} did not answer within {deadline:g} s")
     if len(body) > _MAX_DOCUMENT_BYTES:
         raise IssuerUnavailable(f"{url} answered more than {_MAX_DOCUMENT_BYTES} bytes")
     try:
         document = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise IssuerUnavailable(f"{url} did not answer JSON") from None
     if not isinstance(document, dict):
         raise IssuerUnavailable(f"{url} did not answer a JSON object")
@@ -127,7 +186,9 @@ class IssuerKeys:
         self._keys: dict[str | None, dict[str, Any]] = {}
         self._fetched_at: float | None = None
         self._attempted_at: float | None = None
-        self._parsed: dict[tuple[str | None, str], jwt.PyJWK] = {}
+        # (kid, alg) -> (the JWK it was parsed from, the key). Readers take no lock, so a
+        # refresh may swap the keys under one: the JWK is checked, not trusted to match.
+        self._parsed: dict[tuple[str | None, str], tuple[dict[str, Any], jwt.PyJWK]] = {}
 
     def _jwks_uri(self) -> str:
         if self.issuer.jwks_uri:
@@ -150,8 +211,13 @@ class IssuerKeys:
 
     def _refresh(self) -> None:
         self._attempted_at = self._clock()
-        ca = str(self.issuer.ca_file) if self.issuer.ca_file else None
-        document = self._fetch(self._jwks_uri(), ca)
+        try:
+            ca = str(self.issuer.ca_file) if self.issuer.ca_file else None
+            document = self._fetch(self._jwks_uri(), ca)
+        finally:
+            # The interval counts from the end of the attempt too: a fetch slower than the
+            # interval must not let the next made-up kid start another one at once.
+            self._attempted_at = self._clock()
         keys: dict[str | None, dict[str, Any]] = {}
         for jwk in document.get("keys") or []:
             if not isinstance(jwk, dict) or jwk.get("use", "sig") != "sig":
@@ -167,6 +233,10 @@ class IssuerKeys:
     def _stale(self) -> bool:
         return self._fetched_at is None or self._clock() - self._fetched_at > KEYS_MAX_AGE
 
+    def _too_old(self) -> bool:
+        """Keys we may no longer use at all: not refreshed for ``KEYS_MAX_STALENESS``."""
+        return self._fetched_at is None or self._clock() - self._fetched_at > KEYS_MAX_STALENESS
+
     def _may_refresh(self) -> bool:
         return self._attempted_at is None or self._clock() - self._attempted_at >= self._interval
 
@@ -175,22 +245,27 @@ class IssuerKeys:
             return next(iter(self._keys.values()))  # one key and no kid: nothing to choose
         return self._keys.get(kid)
 
+    def _try_refresh(self) -> None:
+        """Refresh unless another request is refreshing or the interval forbids it; never
+        waits. A failure is logged in full here (the log line carries the request id)."""
+        if not self._lock.acquire(blocking=False):
+            return  # someone else is fetching: use what is cached meanwhile
+        try:
+            if self._may_refresh():
+                self._refresh()
+        except IssuerUnavailable as exc:
+            log.warning("issuer %s: keys not refreshed: %s", self.issuer.name, exc.detail)
+        finally:
+            self._lock.release()
+
     def signing_key(self, kid: str | None, alg: str) -> jwt.PyJWK:
-        """The key ``kid`` for ``alg``; Unauthorized when the issuer has no such key."""
+        """The key ``kid`` for ``alg``; Unauthorized when the issuer has no such key,
+        IssuerUnavailable (naming the issuer only) when we have no usable keys."""
+        if self._find(kid) is None or self._stale():
+            self._try_refresh()
+        if not self._keys or self._too_old():
+            raise IssuerUnavailable(f"issuer {self.issuer.name!r} keys unavailable")
         jwk = self._find(kid)
-        if jwk is None or self._stale():
-            with self._lock:
-                jwk = self._find(kid)
-                if (jwk is None or self._stale()) and self._may_refresh():
-                    try:
-                        self._refresh()
-                    except IssuerUnavailable as exc:
-                        log.warning("issuer %s: keys not refreshed: %s", self.issuer.name, exc)
-                        if jwk is None and not self._keys:
-                            raise
-                    jwk = self._find(kid)
-        if jwk is None and not self._keys:
-            raise IssuerUnavailable(f"signing keys of issuer {self.issuer.name!r} unavailable")
         if jwk is None:
             raise Unauthorized(
                 f"token signed with key {kid and kid[:64]!r}, which issuer {self.issuer.name!r} "
@@ -200,8 +275,8 @@ class IssuerKeys:
 
     def _parse(self, kid: str | None, jwk: dict[str, Any], alg: str) -> jwt.PyJWK:
         cached = self._parsed.get((kid, alg))
-        if cached is not None:
-            return cached
+        if cached is not None and cached[0] is jwk:
+            return cached[1]
         kty, crv = ALGORITHMS[alg]
         if jwk.get("kty") != kty or (crv and jwk.get("crv") != crv) or jwk.get("alg", alg) != alg:
             raise Unauthorized(f"token algorithm {alg} does not fit the issuer's key {kid!r}")
@@ -209,15 +284,18 @@ class IssuerKeys:
             key = jwt.PyJWK(jwk, algorithm=alg)
         except jwt_errors.PyJWTError:
             raise Unauthorized(f"issuer key {kid!r} is not usable") from None
-        self._parsed[(kid, alg)] = key
+        self._parsed[(kid, alg)] = (jwk, key)
         return key
 
 
 def _unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    if len(token.split(".", 1)[0]) > MAX_HEADER_BYTES:
+        raise Unauthorized(f"token header is longer than {MAX_HEADER_BYTES} bytes")
     try:
         header = jwt.get_unverified_header(token)
         claims = jwt.decode(token, options={"verify_signature": False})
-    except jwt_errors.PyJWTError:
+    except (jwt_errors.PyJWTError, RecursionError):
+        # RecursionError: JSON nested thousands deep (``[[[[...``) fits in 16 KiB.
         raise Unauthorized("malformed token (not a JWT)") from None
     return header, claims
 
@@ -295,6 +373,8 @@ class Verifier:
             )
         except jwt_errors.PyJWTError as exc:
             raise Unauthorized(_claims_error(exc)) from None
+        except RecursionError:
+            raise Unauthorized("malformed token (not a JWT)") from None
         if not isinstance(claims.get("sub"), str):
             raise Unauthorized("token subject (sub) must be a string")
         if issuer.token_review:

@@ -201,6 +201,16 @@ def _huge(issuer: LoopbackIssuer) -> str:
     return issuer.mint({**github_claims(), "padding": "x" * 100_000})
 
 
+def _nested_header(issuer: LoopbackIssuer) -> str:
+    # ~12 KiB (under the 16 KiB bound) of "[[[[...": deeper than the JSON parser recurses.
+    return f"{_b64(b'[' * 9000)}.e30.c2ln"
+
+
+def _nested_payload(issuer: LoopbackIssuer) -> str:
+    head = _b64(json.dumps({"alg": "RS256", "kid": issuer.key(alg="RS256").kid}).encode())
+    return f"{head}.{_b64(b'[' * 9000)}.c2ln"
+
+
 BAD_TOKENS: dict[str, tuple[Callable[[LoopbackIssuer], str], str]] = {
     "expired": (_expired, "expired"),
     "not yet valid": (_not_yet_valid, "not valid yet"),
@@ -213,6 +223,8 @@ BAD_TOKENS: dict[str, tuple[Callable[[LoopbackIssuer], str], str]] = {
     "tampered payload": (_tampered, "signature does not verify"),
     "missing exp": (_missing_exp, "lacks the required claim 'exp'"),
     "100 KB": (_huge, "longer than 16384 bytes"),
+    "header nested 9000 deep": (_nested_header, "invalid token"),
+    "payload nested 9000 deep": (_nested_payload, "malformed token"),
 }
 
 
@@ -447,3 +459,48 @@ tenants:
             i["name"] for i in http.get("/api/v1/namespaces", headers=main).json()["items"]
         ] == [name]
         assert http.delete(f"/api/v1/namespaces/{name}", headers=main).status_code == 202
+
+
+def test_an_unreachable_issuer_is_a_503_that_keeps_its_network_to_itself(
+    service: RunningService, policy_file: Path, tmp_path: Path
+) -> None:
+    # An issuer whose server is gone: its CA is still on disk, its port answers nothing.
+    with LoopbackIssuer() as gone:
+        ca = tmp_path / "gone-ca.crt"
+        ca.write_bytes(gone.ca_file.read_bytes())
+        token = gone.mint(github_claims())
+    good = policy_file.read_text()
+    trusting = good.replace(
+        "issuers:\n",
+        f'issuers:\n  - {{name: gone, issuer: "{gone.url}", audience: nsprov, caFile: "{ca}"}}\n',
+        1,
+    )
+    try:
+        policy_file.write_text(trusting)
+        # The policy is re-read (at most once a second) when a request needs it.
+        response = wait_until(
+            lambda: (r := _create(service, token)).status_code == 503 and r,
+            timeout=5,
+            interval=0.2,
+            message="the new issuer trusted",
+        )
+        body = problem(response, 503)
+        assert body["detail"] == "issuer 'gone' keys unavailable"
+        assert response.headers["retry-after"]
+        for leak in (gone.url, "127.0.0.1", "https://", "Connection", "Errno"):
+            assert leak not in response.text
+        # The operator's log has the URL and the error, under the request's id.
+        rid = body["requestId"]
+        lines = wait_until(
+            lambda: [
+                ln
+                for ln in service.log().splitlines()
+                if "keys not refreshed" in ln and f"[{rid}]" in ln
+            ],
+            timeout=5,
+        )
+        assert f"{gone.url}/.well-known/openid-configuration unreachable" in lines[0]
+    finally:
+        policy_file.write_text(good + "\n")
+    wait_until(lambda: _create(service, token).status_code == 401, timeout=5, interval=0.2,
+               message="the policy restored")  # fmt: skip

@@ -5,13 +5,19 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import threading
 from pathlib import Path
+from typing import Any
 
+import anyio
+import anyio.to_thread
 import pytest
 
 from nsprov.auth import TokenStore
 from nsprov.errors import Forbidden, Unauthorized
-from nsprov.identity import Authenticator, Caller, audit_claims
+from nsprov.identity import VERIFY_THREADS, Authenticator, Caller, audit_claims
+from nsprov.oidc import Verifier
+from nsprov.policy import Issuer, Policy
 from nsprov.policyfile import PolicyFile
 
 # A static secret that happens to have the shape of a JWT.
@@ -71,3 +77,44 @@ def test_audit_claims_keep_the_known_ones_short() -> None:
         "pod": "runner-1",
     }
     assert json.loads(Caller("o", "t", audit).requested_by_json()) == audit
+
+
+def test_id_token_verification_has_its_own_few_threads(tmp_path: Path) -> None:
+    # Verification is reachable without credentials and may block on a slow issuer: it must
+    # not borrow the default thread limiter that every Kubernetes call shares.
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("tenants: [{name: legacy, match: {token: ci}}]")
+    release = threading.Event()
+    running: list[int] = []
+    lock = threading.Lock()
+
+    class BlockingVerifier(Verifier):
+        def verify(self, token: str, policy: Policy) -> tuple[Issuer, dict[str, Any]]:
+            with lock:
+                running.append(1)
+            release.wait(10)
+            raise Unauthorized("slow issuer")
+
+    authenticator = Authenticator(None, PolicyFile(policy), verifier=BlockingVerifier())
+
+    async def flood() -> tuple[float, float]:
+        async def one() -> None:
+            with pytest.raises(Unauthorized):
+                await authenticator.authenticate(f"Bearer {JWT_SHAPED}")
+
+        async with anyio.create_task_group() as tasks:
+            for _ in range(20):
+                tasks.start_soon(one)
+            with anyio.fail_after(5):
+                while authenticator.verify_limiter.borrowed_tokens < VERIFY_THREADS:
+                    await anyio.sleep(0.01)
+            await anyio.sleep(0.1)  # would more threads start? (they must not)
+            shared = anyio.to_thread.current_default_thread_limiter().borrowed_tokens
+            own = authenticator.verify_limiter.borrowed_tokens
+            release.set()
+        return shared, own
+
+    shared, own = anyio.run(flood)
+    assert shared == 0
+    assert own == VERIFY_THREADS
+    assert len(running) == 20  # all got their answer, a few at a time
