@@ -213,15 +213,21 @@ class Provisioner:
         obj = await self._read(name)
         if obj is None or bundle.is_terminating(obj):
             return []
-        metadata = obj.get("metadata", {})
-        labels = metadata.get("labels") or {}
-        if (
-            not bundle.is_managed(metadata, self.selector)
-            or not bundle.belongs_to(metadata, owner, tenant)
-            or labels.get(bundle.IDEMPOTENCY_LABEL) != idempotency
-        ):
+        if not self._made_with_key(obj, owner, tenant, idempotency):
             return []
         return [NamespaceInfo.from_object(obj)]
+
+    def _made_with_key(
+        self, obj: dict[str, Any], owner: str, tenant: str | None, idempotency: str
+    ) -> bool:
+        """Whether ``obj`` is the caller's namespace made by a POST with this key's digest."""
+        metadata = obj.get("metadata", {})
+        labels = metadata.get("labels") or {}
+        return (
+            bundle.is_managed(metadata, self.selector)
+            and bundle.belongs_to(metadata, owner, tenant)
+            and labels.get(bundle.IDEMPOTENCY_LABEL) == idempotency
+        )
 
     async def list(self, owner: str, *, tenant: str | None = None) -> list[NamespaceInfo]:
         """The owner's live namespaces (those being deleted are left out)."""
@@ -317,14 +323,9 @@ class Provisioner:
         obj = await self._read(name)
         if obj is None:
             return None
-        metadata = obj.get("metadata", {})
-        labels = metadata.get("labels") or {}
-        if (
-            not bundle.is_managed(metadata, self.selector)
-            or not bundle.belongs_to(metadata, owner, tenant)
-            or labels.get(bundle.IDEMPOTENCY_LABEL) != idempotency
-        ):
+        if not self._made_with_key(obj, owner, tenant, idempotency):
             raise Conflict("Idempotency-Key clashes with a namespace nsprov cannot reuse")
+        metadata = obj["metadata"]
         if bundle.is_terminating(obj):
             raise Conflict("the namespace for this Idempotency-Key is being deleted")
         expires_at = bundle.expires_at_of(metadata)
