@@ -27,13 +27,14 @@ from starlette.routing import Route
 from nsprov import api, bundle, kube, watch
 from nsprov.auth import TokenStore
 from nsprov.controller import Controller
-from nsprov.errors import NsprovError
+from nsprov.errors import ClusterUnavailable, NsprovError
 from nsprov.grant import GrantGuard, unsafe_reasons
 from nsprov.identity import Authenticator
 from nsprov.kube import KubeError
 from nsprov.leader import LeaderElector
 from nsprov.metrics import Metrics
 from nsprov.namespacecache import ReadYourWrites
+from nsprov.oidc import Verifier
 from nsprov.policyfile import PolicyError, PolicyFile
 from nsprov.provisioner import Provisioner
 from nsprov.settings import Settings
@@ -153,10 +154,23 @@ def create_service(settings: Settings) -> Service:
                               "token is configured: nobody could authenticate")  # fmt: skip
     api_client = kube.load_api_client(settings.kubeconfig, settings.concurrency)
     client = kube.Kube(api_client, timeout=settings.request_timeout)
-    authenticator = Authenticator(tokens, policy, kube=client)
+    selector = bundle.Selector.parse(settings.selector)
+
+    def provisioned(namespace: str) -> bool:
+        try:
+            found = client.get(bundle.namespace_path(namespace))
+        except KubeError as exc:
+            if exc.status == 404:
+                return False
+            raise ClusterUnavailable("could not read the caller's namespace") from None
+        return bundle.is_managed(found.get("metadata"), selector)
+
+    authenticator = Authenticator(
+        tokens, policy, kube=client, verifier=Verifier(client, provisioned=provisioned)
+    )
     provisioner = Provisioner(
         kube=client,
-        selector=bundle.Selector.parse(settings.selector),
+        selector=selector,
         cluster_role=settings.cluster_role,
         prefix=settings.prefix,
         default_server=settings.server or client.host,

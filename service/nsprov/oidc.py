@@ -46,7 +46,7 @@ from urllib.parse import urlsplit
 import jwt
 from jwt import exceptions as jwt_errors
 
-from nsprov.errors import ClusterUnavailable, IssuerUnavailable, Unauthorized
+from nsprov.errors import ClusterUnavailable, Forbidden, IssuerUnavailable, Unauthorized
 from nsprov.kube import Kube, KubeError
 from nsprov.policy import Issuer, Policy
 
@@ -328,8 +328,10 @@ class Verifier:
         *,
         fetch: Fetch = fetch_json,
         refresh_interval: float = REFRESH_INTERVAL,
+        provisioned: Callable[[str], bool] = lambda namespace: False,
     ) -> None:
         self._kube = kube
+        self._provisioned = provisioned
         self._fetch = fetch
         self._interval = refresh_interval
         self._lock = threading.Lock()
@@ -404,3 +406,14 @@ class Verifier:
             status.get("audiences") or []
         ):
             raise Unauthorized("token review does not confirm the token's subject and audience")
+        # A tenant whose grant allows pods can mint a ServiceAccount token for any audience
+        # in its own namespace. Were such a token admitted (a tenant glob broader than
+        # meant), every namespace could provision the next under a new owner, escaping
+        # the caps and the lifetime limit: namespaces nsprov made never provision.
+        _, _, namespace_and_name = claims["sub"].partition("system:serviceaccount:")
+        namespace = namespace_and_name.partition(":")[0]
+        if namespace and self._provisioned(namespace):
+            raise Forbidden(
+                f"ServiceAccounts of namespaces nsprov provisioned ({namespace!r}) cannot "
+                "provision namespaces"
+            )

@@ -42,6 +42,9 @@ _NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 # like an issuer owner.
 _TOKEN_NAME = re.compile(r"[A-Za-z0-9*?][A-Za-z0-9._@*?-]{0,62}")
 _RECHECK_SECONDS = 1.0
+# Kubernetes swaps a mounted ConfigMap's files through a symlink: a file missing on one
+# check may be mid-swap. Missing on two checks this far apart, it is gone.
+_MISSING_GRACE_SECONDS = 1.0
 _POD_SECURITY = ("", "privileged", "baseline", "restricted")
 
 
@@ -357,10 +360,13 @@ class PolicyFile:
         *,
         on_reload: Callable[[bool], None] = lambda ok: None,
         recheck_seconds: float = _RECHECK_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.path = path
         self._on_reload = on_reload
         self._recheck = recheck_seconds
+        self._clock = clock
+        self._missing_since: float | None = None
         self._lock = threading.Lock()
         self._identity: tuple[int, int, int] | None = None
         self._next_check = 0.0
@@ -376,6 +382,10 @@ class PolicyFile:
                 return None
             policy = parse_policy(self.path.read_text(), self.path.parent)
             refuse_unenforced(policy)
+        except FileNotFoundError as exc:
+            if strict:
+                raise PolicyError(f"policy file {self.path}: {exc.strerror}") from None
+            return self._missing()
         except (OSError, PolicyError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             if strict:
@@ -386,7 +396,7 @@ class PolicyFile:
                 self._on_reload(False)
             self._error = reason
             return None
-        self._identity = identity
+        self._identity, self._missing_since = identity, None
         self._loaded_at = time.time()
         self._error = None
         log.info(
@@ -396,9 +406,31 @@ class PolicyFile:
         self._on_reload(True)
         return policy
 
+    def _missing(self) -> Policy | None:
+        """A deleted policy file fails closed, as a deleted token file revokes its tokens.
+
+        Keeping the last good policy would make deleting the file (or the ConfigMap key
+        behind it), the quickest way to cut off a compromised tenant, change nothing.
+        Falling back to "no policy" would fail open (every static token an owner again).
+        So once the file is surely gone, the policy is empty: every identity is refused
+        (403) until the file is back, and /readyz says why.
+        """
+        now = self._clock()
+        if self._missing_since is None:
+            self._missing_since = now
+            self._next_check = min(self._next_check, now + _MISSING_GRACE_SECONDS)
+            return None
+        if now - self._missing_since < _MISSING_GRACE_SECONDS or self._identity is None:
+            return None
+        reason = "deleted: every identity is refused until it is back"
+        log.error("policy file %s %s", self.path, reason)
+        self._identity, self._error = None, reason
+        self._on_reload(False)
+        return Policy()
+
     def current(self) -> Policy:
         """The policy in force, after re-reading the file if it changed (at most once a second)."""
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             if now >= self._next_check:
                 self._next_check = now + self._recheck

@@ -50,6 +50,11 @@ tenants:
       issuer: cluster
       claims: {{/kubernetes.io/namespace: "nsprov-ci-*"}}
     owner: "cluster:{{/kubernetes.io/namespace}}/{{/kubernetes.io/serviceaccount/name}}"
+  - name: too-broad              # admits nsprov's own namespaces (np-*): nsprov must not
+    match:
+      issuer: cluster
+      claims: {{/kubernetes.io/namespace: "np-*"}}
+    owner: "cluster:{{/kubernetes.io/namespace}}/{{/kubernetes.io/serviceaccount/name}}"
 """)
     with running_service(
         manifest_kubeconfig,
@@ -154,3 +159,33 @@ def test_a_token_of_a_deleted_service_account_is_refused(
         )
     assert "revoked" in problem(_create(service, token), 401)["detail"]
     assert live_managed_namespaces(core) == [first.headers["x-namespace"]]
+
+
+def test_a_service_account_of_a_namespace_nsprov_made_cannot_provision(
+    service: RunningService,
+    service_account_token: Callable[..., tuple[str, str]],
+    core: client.CoreV1Api,
+) -> None:
+    """A tenant that can run pods can mint its own ServiceAccount tokens, for any audience.
+
+    Even under a tenant glob that admits it, a namespace nsprov provisioned never
+    provisions the next one (that would escape the caps and the lifetime limit); a
+    namespace of the same shape that nsprov did not make is admitted.
+    """
+    _, token = service_account_token("nsprov-ci")
+    created = _create(service, token)
+    assert created.status_code == 201, created.text
+    provisioned = created.headers["x-namespace"]
+    core.create_namespaced_service_account(
+        provisioned, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=SERVICE_ACCOUNT))
+    )
+    request = client.AuthenticationV1TokenRequest(
+        spec=client.V1TokenRequestSpec(audiences=["nsprov"], expiration_seconds=600)
+    )
+    inner = core.create_namespaced_service_account_token(SERVICE_ACCOUNT, provisioned, request)
+    body = problem(_create(service, inner.status.token), 403)
+    assert "cannot provision namespaces" in body["detail"]
+    assert live_managed_namespaces(core) == [provisioned]
+    # The same glob admits a namespace of that shape that nsprov did not make.
+    _, lookalike = service_account_token("np-lookalike")
+    assert _create(service, lookalike).status_code == 201

@@ -293,3 +293,23 @@ def test_a_policy_file_with_tenant_limits_is_refused_until_they_are_enforced(
     with pytest.raises(PolicyError, match="not enforced") as refused:
         PolicyFile(path)
     assert named in str(refused.value)
+
+
+def test_a_deleted_policy_file_refuses_everyone_until_it_is_back(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    text = "tenants: [{name: ci, match: {token: ci}}]"
+    path.write_text(text)
+    now = [100.0]
+    policy = PolicyFile(path, recheck_seconds=0, clock=lambda: now[0])
+    assert [t.name for t in policy.current().tenants] == ["ci"]
+    path.unlink()
+    # Missing once may be a ConfigMap's symlink swap: the policy stays.
+    assert [t.name for t in policy.current().tenants] == ["ci"]
+    now[0] += 1.5
+    assert policy.current().tenants == ()
+    assert policy.current().issuers == ()
+    assert "deleted" in (policy.status().error or "")
+    path.write_text(text)
+    now[0] += 1.0
+    assert [t.name for t in policy.current().tenants] == ["ci"]
+    assert policy.status().error is None
