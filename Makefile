@@ -63,6 +63,8 @@ lint: install
 	$(VENV)/bin/ruff format --check service tests
 	$(VENV)/bin/mypy
 
+# Several minutes: creates 5,000 namespaces, then a burst of 500 expiring within 10 s.
 bench: cluster-build
 	$(PY) -m tests.bench provision
-	$(PY) -m tests.bench controller
+	$(PY) -m tests.bench controller --live 5000
+	$(PY) -m tests.bench burst --count 500 --window 10

@@ -10,6 +10,11 @@ Prints figures; asserts nothing (speed targets do not belong in timed tests).
     python -m tests.bench controller [--expiring 50] [--live 1000] [--idle 30]
         expiry lag over short-TTL namespaces, then the service's RSS and idle CPU
         with many live namespaces, on a fresh control plane.
+    python -m tests.bench burst [--count 500] [--window 10] [--lead 40]
+        expiry lag of a burst: ``count`` namespaces created through the API with
+        ttls chosen so that all expire within one ``window``-second window, which
+        starts ``lead`` seconds after the first create (after the last one), on a
+        fresh control plane; lag from each expiry instant to nsprov's accepted DELETE.
     python -m tests.bench oidc [--requests 100] [--rotations 5]
         POST latency with an OIDC ID token (loopback issuer, warm key cache) vs a
         static token, interleaved; then the first request after each key rotation.
@@ -24,6 +29,7 @@ import argparse
 import concurrent.futures
 import contextlib
 import functools
+import math
 import os
 import platform
 import re
@@ -64,13 +70,34 @@ def percentiles(samples: list[float], points: tuple[int, ...] = (50, 95)) -> str
     )
 
 
+GRANT = "namespace-provisioner-grant"
+
+
+def _ensure_grant(kubeconfig: Path) -> None:
+    """The empty default grant ClusterRole, as k8s/ installs it: without it nsprov
+    pauses provisioning (503), and a fresh control plane has none.
+    """
+    api = config.new_client_from_config(config_file=str(kubeconfig))
+    try:
+        client.RbacAuthorizationV1Api(api).create_cluster_role(
+            client.V1ClusterRole(metadata=client.V1ObjectMeta(name=GRANT), rules=[])
+        )
+    except client.exceptions.ApiException as exc:
+        if exc.status != 409:
+            raise
+    finally:
+        api.close()
+
+
 @contextlib.contextmanager
 def _kubeconfig() -> Iterator[Path]:
     local = _REPO / ".cluster" / "kubeconfig"
     if local.exists():
+        _ensure_grant(local)
         yield local
         return
     with controlplane.running() as plane:
+        _ensure_grant(plane.kubeconfig)
         yield plane.kubeconfig
 
 
@@ -208,7 +235,8 @@ def _cpu_seconds(pid: int) -> float:
 def controller(args: argparse.Namespace) -> None:
     _print_header()
     with controlplane.running() as plane, tempfile.TemporaryDirectory() as tmp:
-        service_args = ["--max-ttl=24h"]
+        _ensure_grant(plane.kubeconfig)
+        service_args = ["--max-ttl=24h", "--min-ttl=1s"]
         with running_service(plane.kubeconfig, Path(tmp), service_args) as service:
             pid = service.process.pid
             auth = service.auth()
@@ -262,6 +290,57 @@ def controller(args: argparse.Namespace) -> None:
                 f"= {100 * cpu / wall:.2f}% of one core"
             )
             _at_scale(service, args.live)
+
+
+_DELETED = re.compile(r"deleted namespace=(\S+) .*lag_seconds=([0-9.]+)")
+
+
+def burst(args: argparse.Namespace) -> None:
+    """Lag of ``count`` expiries that all fall within one ``window``-second window.
+
+    The expiry label has whole seconds (the provisioner rounds up), so the burst
+    is ``count / window`` namespaces sharing each second of the window: each
+    request's ttl is computed when it is sent, so that its namespace expires at
+    the second chosen for it, whatever the time creating the others took.
+    """
+    _print_header()
+    with controlplane.running() as plane, tempfile.TemporaryDirectory() as tmp:
+        _ensure_grant(plane.kubeconfig)
+        with running_service(plane.kubeconfig, Path(tmp), ["--min-ttl=1s"]) as service:
+            auth = service.auth()
+            window_start = math.ceil(time.time() + args.lead)
+            limits = httpx.Limits(max_connections=16)
+
+            with httpx.Client(base_url=service.url, timeout=120, limits=limits) as http:
+
+                def create(i: int) -> str:
+                    # 0.2 s below the target second: ceil() lands on it despite the
+                    # client's and the service's clocks reading a few ms apart.
+                    target = window_start + (i * args.window) // args.count
+                    ttl = f"{target - time.time() - 0.2:.3f}s"
+                    response = http.post("/api/v1/namespaces", params={"ttl": ttl}, headers=auth)
+                    assert response.status_code == 201, response.text
+                    return str(response.headers["x-namespace"])
+
+                started = time.time()
+                with concurrent.futures.ThreadPoolExecutor(16) as pool:
+                    names = set(pool.map(create, range(args.count)))
+            created = time.time()
+            print(f"created {len(names)} in {created - started:.1f}s through the API "
+                  f"(16 concurrent); window {window_start - created:.1f}s after the last, "
+                  f"{args.window}s long")  # fmt: skip
+            if created >= window_start:
+                raise SystemExit("creating took longer than --lead; raise it")
+            lags: dict[str, float] = {}
+            deadline = window_start + args.window + 120
+            while len(lags) < len(names) and time.time() < deadline:
+                for match in _DELETED.finditer(service.log()):
+                    if match.group(1) in names:
+                        lags[match.group(1)] = float(match.group(2))
+                time.sleep(0.5)
+            lag = percentiles(list(lags.values()), (50, 99))
+            print(f"burst expiry lag, {len(lags)} of {len(names)} deleted: {lag}")
+            print(f"load average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
 
 def _at_scale(service: RunningService, live: int) -> None:
@@ -396,11 +475,17 @@ def main() -> int:
     oidc_ = commands.add_parser("oidc")
     oidc_.add_argument("--requests", type=int, default=100)
     oidc_.add_argument("--rotations", type=int, default=5)
+    burst_ = commands.add_parser("burst")
+    burst_.add_argument("--count", type=int, default=500)
+    burst_.add_argument("--window", type=int, default=10)
+    burst_.add_argument("--lead", type=float, default=40.0)
     client_ = commands.add_parser("client")
     client_.add_argument("--runs", type=int, default=20)
     args = parser.parse_args()
     if args.command == "controller":
         controller(args)
+    elif args.command == "burst":
+        burst(args)
     elif args.command == "oidc":
         oidc(args)
     elif args.command == "client":
