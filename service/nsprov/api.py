@@ -23,7 +23,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nsprov import kubeconfig, openapi, paging, requestid
 from nsprov.errors import BadRequest, ClusterUnavailable, NsprovError, Unauthorized
-from nsprov.grant import GrantGuard
 from nsprov.identity import Authenticator, Caller
 from nsprov.metrics import Metrics
 from nsprov.provisioner import Provisioned, Provisioner
@@ -44,11 +43,8 @@ class Api:
 
     authenticator: Authenticator
     provisioner: Provisioner
-    default_ttl: float
-    max_ttl: float
     min_ttl: float = 0.0
-    grant: GrantGuard | None = None
-    """Asked before anything is handed out (POST, PATCH); None = not checked (tests)."""
+    """--min-ttl; the default ttl and the maximum are the caller's tenant's (its Profile)."""
 
 
 def _api(request: Request) -> Api:
@@ -80,13 +76,12 @@ async def _caller(request: Request) -> Caller:
     return await _api(request).authenticator.authenticate(request.headers.get("authorization"))
 
 
-def _ttl(request: Request) -> float:
-    api = _api(request)
+def _ttl(request: Request, caller: Caller) -> float:
     return parse_ttl(
         request.query_params.get("ttl"),
-        default=api.default_ttl,
-        maximum=api.max_ttl,
-        minimum=api.min_ttl,
+        default=caller.profile.ttl,
+        maximum=caller.profile.max_ttl,
+        minimum=_api(request).min_ttl,
     )
 
 
@@ -159,22 +154,15 @@ def _kubeconfig_response(request: Request, result: Provisioned, status: int) -> 
 # ---- routes -------------------------------------------------------------------------------
 
 
-def _require_grant(request: Request) -> None:
-    guard = _api(request).grant
-    if guard is not None:
-        guard.require()
-
-
 async def create_namespace(request: Request) -> Response:
     caller = await _caller(request)
-    _require_grant(request)
-    ttl, server, key = _ttl(request), _server(request), _idempotency_key(request)
+    ttl, server, key = _ttl(request, caller), _server(request), _idempotency_key(request)
     result = await _api(request).provisioner.provision(
         caller.owner,
         ttl,
+        caller.profile,
         server=server,
         idempotency_key=key,
-        tenant=caller.tenant,
         requested_by=caller.requested_by_json(),
     )
     return _kubeconfig_response(request, result, 201)
@@ -217,14 +205,13 @@ async def get_namespace(request: Request) -> Response:
 
 async def extend_namespace(request: Request) -> Response:
     caller = await _caller(request)
-    _require_grant(request)
     # Unlike POST, a missing ttl is no default: a PATCH meant to extend a 24h namespace
     # would silently cut it to --ttl.
     if not request.query_params.get("ttl"):
         raise BadRequest("PATCH needs a ttl, the new lifetime from now (e.g. ?ttl=1h)")
-    ttl, server = _ttl(request), _server(request)
+    ttl, server = _ttl(request, caller), _server(request)
     result = await _api(request).provisioner.extend(
-        caller.owner, request.path_params["name"], ttl, server=server, tenant=caller.tenant
+        caller.owner, request.path_params["name"], ttl, caller.profile, server=server
     )
     return _kubeconfig_response(request, result, 200)
 

@@ -28,14 +28,15 @@ from nsprov import api, bundle, kube, watch
 from nsprov.auth import TokenStore
 from nsprov.controller import Controller
 from nsprov.errors import ClusterUnavailable, NsprovError
-from nsprov.grant import GrantGuard, unsafe_reasons
+from nsprov.grant import GrantGuard
 from nsprov.identity import Authenticator
 from nsprov.kube import KubeError
 from nsprov.leader import LeaderElector
 from nsprov.metrics import Metrics
 from nsprov.namespacecache import ReadYourWrites
 from nsprov.oidc import Verifier
-from nsprov.policyfile import PolicyError, PolicyFile
+from nsprov.policy import Policy, flags_profile
+from nsprov.policyfile import PolicyError, PolicyFile, check_profiles, refuse_unsafe_grants
 from nsprov.provisioner import Provisioner
 from nsprov.settings import Settings
 from nsprov.watch import Informer
@@ -77,9 +78,9 @@ class Service:
         found: dict[str, str] = {}
         if self.elector is not None and self.elector.problem is not None:
             found["leaderElection"] = self.elector.problem
-        refusal = self.grant.refusal()
-        if refusal is not None:
-            found["grant"] = f"{refusal}; POST and PATCH answer 503"
+        refusals = self.grant.refusals()
+        if refusals:
+            found["grant"] = "; ".join(refusals.values()) + "; POST and PATCH with it answer 503"
         # A bad token file keeps the last good tokens serving (a deleted one revokes them).
         tokens = self.authenticator.tokens
         if tokens is not None and tokens.problem is not None:
@@ -87,25 +88,26 @@ class Service:
         return found
 
     def start_grant_watch(self) -> None:
-        """Keep ``grant`` current: every change of the grant ClusterRole is checked again.
+        """Keep ``grant`` current: every change of a ClusterRole is checked again.
 
-        One object, watched by name (RBAC lets nsprov list and watch that name only,
-        which the API server allows with a ``metadata.name`` field selector). Its own
+        All ClusterRoles are watched, not only those in use: a policy reload may name
+        another at any moment, and must be judged at once (a policy with an unsafe
+        grant is refused as a whole). ClusterRoles hold rules, never secrets. Its own
         small connection pool, since a watch holds its connection for good.
         """
-        name = self.settings.cluster_role
         api_client = kube.load_api_client(self.settings.kubeconfig, pool_size=2)
         client = kube.Kube(api_client, timeout=self.settings.request_timeout)
 
-        def changed(event: str, obj: dict[str, object]) -> None:
-            self.grant.saw(informer.get("", name))
+        def changed(event: str, obj: dict[str, Any]) -> None:
+            name = obj["metadata"]["name"]
+            self.grant.saw(name, informer.get("", name))
 
         def listed(error: Exception | None) -> None:
             if error is None:
-                self.grant.saw(informer.get("", name))
+                self.grant.listed(informer.items())
             elif isinstance(error, KubeError):
                 # Refused (403, 401, ...). An unreachable API server says nothing about
-                # the grant: the last verdict stands, and provisioning fails on its own.
+                # the grants: the last verdicts stand, and provisioning fails on its own.
                 self.grant.unreadable(error)
 
         informer = watch.Informer(
@@ -114,7 +116,6 @@ class Service:
             "",
             changed,
             on_restart=self.metrics.watch_restarts_for,
-            field_selector=f"metadata.name={name}",
             on_list=listed,
         )
         self.grant_watch = informer
@@ -146,9 +147,22 @@ def create_service(settings: Settings) -> Service:
         if has_tokens
         else None
     )
-    policy = None
+    base = flags_profile(settings)
+    policy: PolicyFile | None = None
+
+    def in_use() -> list[str]:
+        return policy.current().cluster_roles(base) if policy is not None else [*base.cluster_roles]
+
+    grant = GrantGuard(in_use, allow_unsafe=settings.allow_unsafe_grant)
+
+    def validate(candidate: Policy) -> None:
+        check_profiles(candidate, base, settings.min_ttl)
+        refuse_unsafe_grants(candidate, base, grant)
+
     if settings.policy_file is not None:
-        policy = PolicyFile(settings.policy_file, on_reload=metrics.policy_reloaded)
+        policy = PolicyFile(
+            settings.policy_file, on_reload=metrics.policy_reloaded, validate=validate
+        )
         if tokens is None and not policy.current().issuers:
             raise PolicyError(f"policy file {settings.policy_file} trusts no issuer and no "
                               "token is configured: nobody could authenticate")  # fmt: skip
@@ -166,23 +180,23 @@ def create_service(settings: Settings) -> Service:
         return bundle.is_managed(found.get("metadata"), selector)
 
     authenticator = Authenticator(
-        tokens, policy, kube=client, verifier=Verifier(client, provisioned=provisioned)
+        tokens,
+        policy,
+        kube=client,
+        verifier=Verifier(client, provisioned=provisioned),
+        base=base,
     )
     provisioner = Provisioner(
         kube=client,
         selector=selector,
-        cluster_role=settings.cluster_role,
         prefix=settings.prefix,
         default_server=settings.server or client.host,
         ca_data=kube.ca_data(api_client, settings.ca_file),
         metrics=metrics,
-        pod_security=settings.pod_security,
         max_namespaces=settings.max_namespaces,
-        max_namespaces_per_owner=settings.max_namespaces_per_owner,
-        max_lifetime=settings.max_lifetime,
+        grants=grant,
     )
-    grant = GrantGuard(settings.cluster_role, allow_unsafe=settings.allow_unsafe_grant)
-    metrics.grant_usable.set_function(lambda: 0.0 if grant.refusal() else 1.0)
+    metrics.grant_usable.set_function(lambda: 0.0 if grant.refusals() else 1.0)
     service = Service(settings, client, authenticator, provisioner, metrics, grant)
     if settings.controller:
         _add_controller(service)
@@ -191,9 +205,9 @@ def create_service(settings: Settings) -> Service:
 
 def _add_controller(service: Service) -> None:
     settings = service.settings
-    # Its own connection pool: four watches hold a connection each for good, and must
+    # Its own connection pool: seven watches hold a connection each for good, and must
     # never take one from (or wait behind) the API's request threads.
-    api_client = kube.load_api_client(settings.kubeconfig, pool_size=8)
+    api_client = kube.load_api_client(settings.kubeconfig, pool_size=12)
     client = kube.Kube(api_client, timeout=settings.request_timeout)
     controller = Controller(
         client,
@@ -244,31 +258,32 @@ class UnsafeGrant(ValueError):
 
 
 def check_grant(service: Service) -> None:
-    """Read the grant once at start: refuse to start with an unsafe one (unless allowed).
+    """Read the grants in use once at start: refuse to start with an unsafe one (unless allowed).
 
     A grant that is missing or unreadable does not stop the start (nsprov may be
-    installed before its grant), but nothing is provisioned until it is readable
-    and safe; the watch started with the app keeps checking.
+    installed before its grants), but nothing is provisioned with it until it is
+    readable and safe; the watch started with the app keeps checking.
     """
-    name = service.grant.name
-    try:
-        role = service.kube.get(bundle.cluster_role_path(name))
-    except KubeError as exc:
-        if exc.status == 404:
-            service.grant.saw(None)
+    unsafe = []
+    for name in service.grant.in_use():
+        try:
+            role = service.kube.get(bundle.cluster_role_path(name))
+        except KubeError as exc:
+            if exc.status == 404:
+                service.grant.saw(name, None)
+                continue
+            log.warning("cannot read grant ClusterRole %r to check it (%s; nsprov needs get, "
+                        "list and watch on clusterroles)", name, exc)  # fmt: skip
+            service.grant.unreadable(exc)
             return
-        log.warning("cannot read grant ClusterRole %r to check it (%s; nsprov needs get, list "
-                    "and watch on it)", name, exc)  # fmt: skip
-        service.grant.unreadable(exc)
-        return
-    except NsprovError as exc:
-        log.warning("cannot check grant ClusterRole %r yet: %s", name, exc.detail)
-        return
-    reasons = unsafe_reasons(role)
-    if reasons and not service.settings.allow_unsafe_grant:
-        summary = f"grant ClusterRole {name!r} is unsafe for tenants: {'; '.join(reasons)}"
-        raise UnsafeGrant(f"{summary} (fix it, or pass --allow-unsafe-grant=true)")
-    service.grant.saw(role)
+        except NsprovError as exc:
+            log.warning("cannot check grant ClusterRole %r yet: %s", name, exc.detail)
+            return
+        reasons = service.grant.saw(name, role)
+        if reasons and not service.settings.allow_unsafe_grant:
+            unsafe.append(f"grant ClusterRole {name!r} is unsafe for tenants: {'; '.join(reasons)}")
+    if unsafe:
+        raise UnsafeGrant(f"{'; '.join(unsafe)} (fix it, or pass --allow-unsafe-grant=true)")
 
 
 def public_app(service: Service) -> Starlette:
@@ -293,10 +308,7 @@ def public_app(service: Service) -> Starlette:
     app.state.api = api.Api(
         authenticator=service.authenticator,
         provisioner=service.provisioner,
-        default_ttl=service.settings.ttl,
-        max_ttl=service.settings.max_ttl,
         min_ttl=service.settings.min_ttl,
-        grant=service.grant,
     )
     return app
 

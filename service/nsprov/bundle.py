@@ -13,7 +13,10 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
+
+from nsprov.template import MAX_CLUSTER_ROLES, Template
 
 EXPIRES_AT_LABEL = "nsprov.io/expires-at"
 IDEMPOTENCY_LABEL = "nsprov.io/idempotency-key"
@@ -21,6 +24,10 @@ OWNER_ANNOTATION = "nsprov.io/owner"
 # The policy tenant that admitted the caller, and a small JSON of who asked (audit claims).
 TENANT_ANNOTATION = "nsprov.io/tenant"
 REQUESTED_BY_ANNOTATION = "nsprov.io/requested-by"
+# The tenant again as a label, so the API server can select (and cap) one tenant's namespaces.
+TENANT_LABEL = "nsprov.io/tenant"
+# The template the namespace was made with (template.py): roles, Pod Security, bounds.
+TEMPLATE_ANNOTATION = "nsprov.io/template"
 # A digest of the owner as a label, so the API server can select one owner's namespaces
 # (annotations cannot be selected on; an owner name may not fit a label value).
 OWNER_HASH_LABEL = "nsprov.io/owner-hash"
@@ -32,6 +39,9 @@ CLUSTER_ROLE_ANNOTATION = "nsprov.io/cluster-role"
 REQUESTED_TTL_ANNOTATION = "nsprov.io/requested-ttl"
 SERVICE_ACCOUNT = "namespace-provisioner"
 ROLE_BINDING = "namespace-provisioner"
+# The bounds of a template: one object each, all named so.
+BOUNDS_NAME = "namespace-provisioner"
+NETWORKING_GROUP = "networking.k8s.io"
 RBAC_GROUP = "rbac.authorization.k8s.io"
 # TokenRequest refuses expirationSeconds below 10 minutes.
 MIN_TOKEN_SECONDS = 600
@@ -67,6 +77,9 @@ NAMESPACES_PATH = "/api/v1/namespaces"
 SERVICE_ACCOUNTS_PATH = "/api/v1/serviceaccounts"
 ROLES_PATH = f"/apis/{RBAC_GROUP}/v1/roles"
 ROLE_BINDINGS_PATH = f"/apis/{RBAC_GROUP}/v1/rolebindings"
+RESOURCE_QUOTAS_PATH = "/api/v1/resourcequotas"
+LIMIT_RANGES_PATH = "/api/v1/limitranges"
+NETWORK_POLICIES_PATH = f"/apis/{NETWORKING_GROUP}/v1/networkpolicies"
 
 
 def namespace_path(name: str) -> str:
@@ -83,6 +96,18 @@ def token_path(namespace_name: str) -> str:
 
 def role_bindings_path(namespace_name: str) -> str:
     return f"/apis/{RBAC_GROUP}/v1/namespaces/{namespace_name}/rolebindings"
+
+
+def resource_quotas_path(namespace_name: str) -> str:
+    return f"{NAMESPACES_PATH}/{namespace_name}/resourcequotas"
+
+
+def limit_ranges_path(namespace_name: str) -> str:
+    return f"{NAMESPACES_PATH}/{namespace_name}/limitranges"
+
+
+def network_policies_path(namespace_name: str) -> str:
+    return f"/apis/{NETWORKING_GROUP}/v1/namespaces/{namespace_name}/networkpolicies"
 
 
 def cluster_role_path(name: str) -> str:
@@ -141,33 +166,41 @@ def namespace(
     *,
     selector: Selector,
     owner: str,
-    cluster_role: str,
+    template: Template,
     expires_at: int,
-    pod_security: str,
     idempotency: str | None = None,
     requested_ttl: float | None = None,
     tenant: str | None = None,
     requested_by: str | None = None,
 ) -> dict[str, Any]:
-    """The Namespace, with its expiry label from the very first write."""
-    annotations = {OWNER_ANNOTATION: owner, CLUSTER_ROLE_ANNOTATION: cluster_role}
+    """The Namespace, with its expiry label and its template's record from the very first write.
+
+    The template's extra labels and annotations go first: nsprov's own keys always win
+    (the policy file refuses reserved keys; the selector key is checked here).
+    """
+    annotations = {
+        **template.annotations,
+        OWNER_ANNOTATION: owner,
+        CLUSTER_ROLE_ANNOTATION: template.cluster_roles[0],
+        TEMPLATE_ANNOTATION: template.record(),
+    }
     if requested_ttl is not None:
         annotations[REQUESTED_TTL_ANNOTATION] = f"{float(requested_ttl)!r}s"
     if tenant:
         annotations[TENANT_ANNOTATION] = tenant
     if requested_by:
         annotations[REQUESTED_BY_ANNOTATION] = requested_by
+    labels = {
+        **{k: v for k, v in template.labels.items() if k != selector.key},
+        **namespace_labels(selector, expires_at, template.pod_security, idempotency),
+        OWNER_HASH_LABEL: owner_hash(owner),
+    }
+    if tenant:
+        labels[TENANT_LABEL] = tenant
     return {
         "apiVersion": "v1",
         "kind": "Namespace",
-        "metadata": {
-            "name": name,
-            "labels": {
-                **namespace_labels(selector, expires_at, pod_security, idempotency),
-                OWNER_HASH_LABEL: owner_hash(owner),
-            },
-            "annotations": annotations,
-        },
+        "metadata": {"name": name, "labels": labels, "annotations": annotations},
     }
 
 
@@ -185,12 +218,19 @@ def service_account(namespace_name: str, selector: Selector) -> dict[str, Any]:
     }
 
 
-def role_binding(namespace_name: str, selector: Selector, cluster_role: str) -> dict[str, Any]:
+def role_binding_name(index: int) -> str:
+    """The first binding keeps the name it always had; more roles get -2, -3, ..."""
+    return ROLE_BINDING if index == 0 else f"{ROLE_BINDING}-{index + 1}"
+
+
+def role_binding(
+    namespace_name: str, selector: Selector, cluster_role: str, index: int = 0
+) -> dict[str, Any]:
     return {
         "apiVersion": f"{RBAC_GROUP}/v1",
         "kind": "RoleBinding",
         "metadata": {
-            "name": ROLE_BINDING,
+            "name": role_binding_name(index),
             "namespace": namespace_name,
             "labels": {selector.key: selector.value},
         },
@@ -208,6 +248,206 @@ def role_binding_is_right(binding: dict[str, Any], namespace_name: str, cluster_
         binding.get("roleRef") == wanted["roleRef"]
         and binding.get("subjects") == wanted["subjects"]
     )
+
+
+def _bound(namespace_name: str, selector: Selector, kind: str, api: str) -> dict[str, Any]:
+    return {
+        "apiVersion": api,
+        "kind": kind,
+        "metadata": {
+            "name": BOUNDS_NAME,
+            "namespace": namespace_name,
+            "labels": {selector.key: selector.value},
+        },
+    }
+
+
+def resource_quota(
+    namespace_name: str, selector: Selector, hard: dict[str, str] | Any
+) -> dict[str, Any]:
+    quota = _bound(namespace_name, selector, "ResourceQuota", "v1")
+    quota["spec"] = {"hard": dict(hard)}
+    return quota
+
+
+def limit_range_item(spec: Any) -> dict[str, Any]:
+    """The Container item as the API server stores it, its defaulting done here.
+
+    The API server fills a missing ``default`` from ``max`` and a missing
+    ``defaultRequest`` from ``default``, then from ``min`` (core/v1 defaults for
+    LimitRangeItem). Sending the filled-in item means what is stored is what nsprov
+    sent, so a comparison finds real changes only.
+    """
+    item: dict[str, Any] = {"type": "Container"}
+    for key, values in spec.items():
+        item[key] = dict(values)
+    default = {**item.get("max", {}), **item.get("default", {})}
+    request = {**item.get("min", {}), **default, **item.get("defaultRequest", {})}
+    if default:
+        item["default"] = default
+    if request:
+        item["defaultRequest"] = request
+    return item
+
+
+def limit_range(namespace_name: str, selector: Selector, spec: Any) -> dict[str, Any]:
+    limits = _bound(namespace_name, selector, "LimitRange", "v1")
+    limits["spec"] = {"limits": [limit_range_item(spec)]}
+    return limits
+
+
+def network_policy_spec(isolated_egress: bool) -> dict[str, Any]:
+    """Ingress only from the namespace's own pods; with ``isolated_egress`` egress likewise,
+    plus DNS to kube-system (a pod that cannot resolve names is of little use).
+
+    Every field the API server would default is spelled out, so what is stored is what
+    nsprov sent.
+    """
+    same_namespace: list[dict[str, Any]] = [{"podSelector": {}}]
+    spec: dict[str, Any] = {
+        "podSelector": {},
+        "ingress": [{"from": same_namespace}],
+        "policyTypes": ["Ingress"],
+    }
+    if isolated_egress:
+        dns = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}}}
+        spec["egress"] = [
+            {"to": same_namespace},
+            {
+                "to": [dns],
+                "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+            },
+        ]
+        spec["policyTypes"] = ["Ingress", "Egress"]
+    return spec
+
+
+def network_policy(
+    namespace_name: str, selector: Selector, isolated_egress: bool
+) -> dict[str, Any]:
+    policy = _bound(namespace_name, selector, "NetworkPolicy", f"{NETWORKING_GROUP}/v1")
+    policy["spec"] = network_policy_spec(isolated_egress)
+    return policy
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """One object a namespace's template calls for, and where it is created."""
+
+    kind: str
+    """Lower-case kind, as metrics and logs name it."""
+    collection: str
+    name: str
+    body: dict[str, Any]
+
+
+def wanted_objects(namespace_name: str, selector: Selector, template: Template) -> list[Wanted]:
+    """Everything in the namespace the template calls for, but the ServiceAccount."""
+    found = [
+        Wanted(
+            "rolebinding",
+            role_bindings_path(namespace_name),
+            role_binding_name(i),
+            role_binding(namespace_name, selector, role, i),
+        )
+        for i, role in enumerate(template.cluster_roles)
+    ]
+    if template.resource_quota:
+        found.append(
+            Wanted(
+                "resourcequota",
+                resource_quotas_path(namespace_name),
+                BOUNDS_NAME,
+                resource_quota(namespace_name, selector, template.resource_quota),
+            )
+        )
+    if template.limit_range:
+        found.append(
+            Wanted(
+                "limitrange",
+                limit_ranges_path(namespace_name),
+                BOUNDS_NAME,
+                limit_range(namespace_name, selector, template.limit_range),
+            )
+        )
+    if template.network_policy == "isolated":
+        found.append(
+            Wanted(
+                "networkpolicy",
+                network_policies_path(namespace_name),
+                BOUNDS_NAME,
+                network_policy(namespace_name, selector, template.isolated_egress),
+            )
+        )
+    return found
+
+
+def nsprov_object_names(namespace_name: str) -> list[tuple[str, str, str]]:
+    """(kind, name, collection) of every object a template may have put in a namespace."""
+    bindings = role_bindings_path(namespace_name)
+    found = [("rolebinding", role_binding_name(i), bindings) for i in range(MAX_CLUSTER_ROLES)]
+    found += [
+        ("resourcequota", BOUNDS_NAME, resource_quotas_path(namespace_name)),
+        ("limitrange", BOUNDS_NAME, limit_ranges_path(namespace_name)),
+        ("networkpolicy", BOUNDS_NAME, network_policies_path(namespace_name)),
+    ]
+    return found
+
+
+def _quantity(text: object) -> Decimal | None:
+    # Imported here: the command line imports this module, and must start without the
+    # server's libraries (kubernetes is not installed with the client alone).
+    from kubernetes.utils import parse_quantity
+
+    try:
+        return parse_quantity(text)  # type: ignore[no-any-return]
+    except (ValueError, TypeError):
+        return None
+
+
+def same_quantities(have: object, want: dict[str, str]) -> bool:
+    """``have`` (as stored: 0.5 comes back as 500m) holds exactly ``want``'s quantities."""
+    if not isinstance(have, dict) or set(have) != set(want):
+        return False
+    return all(
+        _quantity(have[k]) is not None and _quantity(have[k]) == _quantity(v)
+        for k, v in want.items()
+    )
+
+
+def is_right(existing: dict[str, Any], wanted: Wanted) -> bool:
+    """Whether an object in the cluster still says what the template wants."""
+    body = wanted.body
+    if wanted.kind == "rolebinding":
+        return bool(
+            existing.get("roleRef") == body["roleRef"]
+            and existing.get("subjects") == body["subjects"]
+        )
+    spec = existing.get("spec") or {}
+    if wanted.kind == "resourcequota":
+        other = {k: v for k, v in spec.items() if k != "hard"}
+        return not other and same_quantities(spec.get("hard"), body["spec"]["hard"])
+    if wanted.kind == "limitrange":
+        have, want = spec.get("limits") or [], body["spec"]["limits"]
+        if len(have) != len(want) or not isinstance(have[0], dict):
+            return False
+        item, wanted_item = have[0], want[0]
+        if set(item) != set(wanted_item) or item.get("type") != "Container":
+            return False
+        return all(same_quantities(item[k], wanted_item[k]) for k in wanted_item if k != "type")
+    if wanted.kind == "networkpolicy":
+        return bool(spec == body["spec"])
+    raise ValueError(f"unknown kind {wanted.kind!r}")
+
+
+def template_of(metadata: dict[str, Any]) -> Template | None:
+    """The template a namespace records; None for namespaces made before templates (or garbled).
+
+    Such a namespace keeps what it has: its RoleBinding to ``nsprov.io/cluster-role``
+    is repaired, nothing else is added or taken away.
+    """
+    raw = (metadata.get("annotations") or {}).get(TEMPLATE_ANNOTATION)
+    return Template.from_record(raw) if isinstance(raw, str) else None
 
 
 def token_seconds(seconds_left: float) -> int:

@@ -8,8 +8,11 @@ carries nsprov's label, and for each namespace decides from what it sees
 
 - expired: delete the Namespace, with a UID precondition so a namespace of the
   same name created since is never hit;
-- otherwise: make sure the ServiceAccount and RoleBinding exist and are right,
-  and schedule a wake-up at the expiry instant.
+- otherwise: make sure the ServiceAccount and what the namespace's recorded
+  template calls for (its RoleBindings, ResourceQuota, LimitRange and
+  NetworkPolicy) exist and are right, remove those of nsprov's objects the
+  template no longer calls for (after a roll-out), and schedule a wake-up at the
+  expiry instant.
 - without an expiry label (every namespace the original Go tool made, which
   kept its timers in memory): adopt it, by writing the label as its
   creationTimestamp + the adoption ttl; its next event judges it like any other.
@@ -33,8 +36,12 @@ from nsprov import bundle
 from nsprov.errors import NsprovError
 from nsprov.kube import Kube, KubeError
 from nsprov.metrics import Metrics
+from nsprov.template import Template
 from nsprov.watch import (
+    LIMIT_RANGES,
     NAMESPACES,
+    NETWORK_POLICIES,
+    RESOURCE_QUOTAS,
     ROLE_BINDINGS,
     ROLES,
     SERVICE_ACCOUNTS,
@@ -100,7 +107,31 @@ class Controller:
         self.role_bindings = Informer(
             kube, ROLE_BINDINGS, str(selector), self._on_namespaced, on_restart
         )
-        self.informers = [self.namespaces, self.service_accounts, self.roles, self.role_bindings]
+        self.resource_quotas = Informer(
+            kube, RESOURCE_QUOTAS, str(selector), self._on_namespaced, on_restart
+        )
+        self.limit_ranges = Informer(
+            kube, LIMIT_RANGES, str(selector), self._on_namespaced, on_restart
+        )
+        self.network_policies = Informer(
+            kube, NETWORK_POLICIES, str(selector), self._on_namespaced, on_restart
+        )
+        # The informer that holds each kind a template can call for.
+        self._caches = {
+            "rolebinding": self.role_bindings,
+            "resourcequota": self.resource_quotas,
+            "limitrange": self.limit_ranges,
+            "networkpolicy": self.network_policies,
+        }
+        self.informers = [
+            self.namespaces,
+            self.service_accounts,
+            self.roles,
+            self.role_bindings,
+            self.resource_quotas,
+            self.limit_ranges,
+            self.network_policies,
+        ]
         metrics.queue_depth.set_function(lambda: len(self.queue))
         metrics.count_live_namespaces_with(self.count_live)
 
@@ -257,7 +288,16 @@ class Controller:
             self.queue.add_at(name, settled_at)
             return
         self._ensure_service_account(name)
-        self._ensure_role_binding(name, bundle.cluster_role_of(metadata) or self.cluster_role)
+        template = bundle.template_of(metadata)
+        if template is None:
+            # Made before templates: its one RoleBinding, nothing added, nothing taken away.
+            role = bundle.cluster_role_of(metadata) or self.cluster_role
+            self._ensure(bundle.wanted_objects(name, self.selector, Template((role,)))[0], name)
+        else:
+            wanted = bundle.wanted_objects(name, self.selector, template)
+            for item in wanted:
+                self._ensure(item, name)
+            self._remove_unwanted(name, wanted)
         self.queue.add_at(name, expires_at)
 
     def _adopt(self, namespace: dict[str, Any]) -> None:
@@ -329,25 +369,55 @@ class Controller:
             namespace,
         )
 
-    def _ensure_role_binding(self, namespace: str, cluster_role: str) -> None:
-        path = bundle.role_bindings_path(namespace)
-        binding = self.role_bindings.get(namespace, bundle.ROLE_BINDING)
-        if binding is not None:
-            if bundle.role_binding_is_right(binding, namespace, cluster_role):
-                return
+    def _ensure(self, wanted: bundle.Wanted, namespace: str) -> None:
+        """Create ``wanted`` if it is missing; put it back if it was changed."""
+        existing = self._caches[wanted.kind].get(namespace, wanted.name)
+        if existing is None:
+            self._create(wanted.collection, wanted.body, wanted.kind, namespace)
+            return
+        if bundle.is_right(existing, wanted):
+            return
+        path = f"{wanted.collection}/{wanted.name}"
+        if wanted.kind == "rolebinding":
             # roleRef is immutable: a changed binding can only be replaced.
-            try:
-                self.kube.delete(
-                    f"{path}/{bundle.ROLE_BINDING}",
-                    bundle.delete_exactly(binding["metadata"]["uid"]),
-                )
-            except KubeError as exc:
-                if exc.status not in (404, 409):
-                    raise
+            self._delete(path, existing)
             log.info("repaired namespace=%s kind=rolebinding action=deleted-drifted", namespace)
-        self._create(
-            path,
-            bundle.role_binding(namespace, self.selector, cluster_role),
-            "rolebinding",
-            namespace,
-        )
+            self._create(wanted.collection, wanted.body, wanted.kind, namespace)
+            return
+        # Put back in place (never delete and re-create: a job must not have one moment
+        # without its quota). The resourceVersion makes it a compare-and-swap.
+        body = {**wanted.body, "metadata": {**wanted.body["metadata"],
+                                            "resourceVersion": existing["metadata"].get(
+                                                "resourceVersion")}}  # fmt: skip
+        try:
+            self.kube.replace(path, body)
+        except KubeError as exc:
+            if exc.status in (404, 409):
+                return  # gone or changed since: its event brings it back here
+            raise
+        self.metrics.repairs.labels(kind=wanted.kind).inc()
+        log.info("repaired namespace=%s kind=%s action=replaced", namespace, wanted.kind)
+
+    def _remove_unwanted(self, namespace: str, wanted: list[bundle.Wanted]) -> None:
+        """Delete nsprov's objects the template no longer calls for (a roll-out dropped them).
+
+        Only objects in the caches are considered, and the caches hold only what carries
+        nsprov's label; of those, only the names nsprov gives (a few lookups, not a scan
+        of thousands of cached objects): nothing else is touched.
+        """
+        keep = {(w.kind, w.name) for w in wanted}
+        for kind, name, collection in bundle.nsprov_object_names(namespace):
+            existing = self._caches[kind].get(namespace, name)
+            if existing is None or (kind, name) in keep:
+                continue
+            self._delete(f"{collection}/{name}", existing)
+            self.metrics.repairs.labels(kind=kind).inc()
+            log.info("repaired namespace=%s kind=%s name=%s action=deleted-unwanted",
+                     namespace, kind, name)  # fmt: skip
+
+    def _delete(self, path: str, existing: dict[str, Any]) -> None:
+        try:
+            self.kube.delete(path, bundle.delete_exactly(existing["metadata"]["uid"]))
+        except KubeError as exc:
+            if exc.status not in (404, 409):
+                raise

@@ -9,16 +9,18 @@ network policy that bound it, or anything through a wildcard.
 nsprov refuses to start with such a grant unless told it is intended.
 
 A grant can change while nsprov runs, so the check does not end at start:
-``GrantGuard`` holds what nsprov last learned about the grant (the app keeps it
-current from a watch on that one ClusterRole) and fails closed. While the
-grant is missing, unreadable or unsafe, nothing new is handed out (POST and
-PATCH answer 503 naming the grant); reading and deleting namespaces go on.
+``GrantGuard`` holds what nsprov last learned about each grant (the app keeps it
+current from a watch on the ClusterRoles) and fails closed. While a grant is
+missing, unreadable or unsafe, nothing new is handed out with it (POST and PATCH
+of the tenants that use it answer 503 naming the grant); reading and deleting
+namespaces go on. A policy file naming an unsafe grant is refused as a whole.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from nsprov.bundle import RBAC_GROUP as _RBAC_GROUP
@@ -92,65 +94,115 @@ def _show(rule: dict[str, Any]) -> str:
 
 
 class GrantGuard:
-    """What nsprov last learned about the grant ClusterRole; ``require()`` before handing it out.
+    """What nsprov last learned about each grant ClusterRole; ``require()`` before handing out.
 
-    Fails closed: until the grant has been read and found safe (or unsafe, with
-    ``allow_unsafe``), ``require()`` raises. ``--allow-unsafe-grant`` covers an unsafe
-    grant, never one nsprov cannot read: a grant nobody checked is not an intended one.
-    Changes of state are logged once each, not on every event.
+    With a policy file every tenant may have grants of its own, so the guard holds a
+    verdict per ClusterRole, fed by a watch on all of them (``listed`` after each list,
+    ``saw`` on each event). Fails closed: a role not yet seen (before the first list)
+    or missing is refused, and so is every role while nsprov cannot read them.
+    ``--allow-unsafe-grant`` covers an unsafe grant, never one nsprov cannot read: a
+    grant nobody checked is not an intended one. Changes of a role in use (``in_use``)
+    are logged once each, not on every event.
     """
 
-    def __init__(self, name: str, *, allow_unsafe: bool = False) -> None:
-        self.name = name
+    def __init__(self, in_use: Callable[[], Iterable[str]], *, allow_unsafe: bool = False) -> None:
+        self.in_use = in_use
         self.allow_unsafe = allow_unsafe
         self._lock = threading.Lock()
-        self._refusal: str | None = f"grant ClusterRole {name!r} has not been checked yet"
-        self._allowed_reasons: list[str] = []
+        self._verdicts: dict[str, str | None] = {}  # name -> why it is refused (None: usable)
+        self._reasons: dict[str, list[str]] = {}  # name -> why it is unsafe (allowed or not)
+        self._listed = False
+        self._unreadable = False
+        self._logged: dict[str, str | None] = {}
 
-    def saw(self, cluster_role: dict[str, Any] | None) -> list[str]:
-        """The grant as the API server has it now (None: it does not exist); its unsafe reasons."""
+    def saw(self, name: str, cluster_role: dict[str, Any] | None) -> list[str]:
+        """Role ``name`` as the API server has it now (None: it does not exist); its unsafe
+        reasons."""
+        with self._lock:
+            reasons = self._judge(name, cluster_role)
+        self._log_changes()
+        return reasons
+
+    def listed(self, cluster_roles: Iterable[dict[str, Any]]) -> None:
+        """A complete list of the ClusterRoles: whatever is not in it does not exist."""
+        with self._lock:
+            self._verdicts.clear()
+            self._reasons.clear()
+            for role in cluster_roles:
+                self._judge(role["metadata"]["name"], role)
+            self._listed, self._unreadable = True, False
+        self._log_changes()
+
+    def _judge(self, name: str, cluster_role: dict[str, Any] | None) -> list[str]:
         if cluster_role is None:
-            self._set(f"grant ClusterRole {self.name!r} does not exist")
+            self._verdicts.pop(name, None)
+            self._reasons.pop(name, None)
             return []
         reasons = unsafe_reasons(cluster_role)
-        if not reasons:
-            self._set(None)
-        elif self.allow_unsafe:
-            if reasons != self._allowed_reasons:
-                log.warning("%s (allowed by --allow-unsafe-grant)", self._unsafe(reasons))
-            self._set(None)
+        self._reasons[name] = reasons
+        if reasons and not self.allow_unsafe:
+            self._verdicts[name] = (
+                f"{_unsafe(name, reasons)} (fix it, or pass --allow-unsafe-grant=true)"
+            )
         else:
-            self._set(self._unsafe(reasons) + " (fix it, or pass --allow-unsafe-grant=true)")
-        self._allowed_reasons = reasons if self.allow_unsafe else []
+            self._verdicts[name] = None
         return reasons
 
     def unreadable(self, why: object) -> None:
-        """nsprov may not read the grant (403, 401, ...): it cannot know what it hands out."""
-        log.debug("grant ClusterRole %r unreadable: %s", self.name, why)
-        self._set(
-            f"nsprov cannot read grant ClusterRole {self.name!r} (it needs get, list and "
-            "watch on it; see nsprov's log)"
-        )
-
-    def refusal(self) -> str | None:
-        """Why nothing may be handed out now; None when the grant is usable."""
+        """nsprov may not read the grants (403, 401, ...): it cannot know what it hands out."""
+        log.debug("grant ClusterRoles unreadable: %s", why)
         with self._lock:
-            return self._refusal
+            self._unreadable = True
+        self._log_changes()
 
-    def require(self) -> None:
-        refusal = self.refusal()
-        if refusal is not None:
-            raise GrantUnusable(f"{refusal}; provisioning is paused until it is fixed")
-
-    def _unsafe(self, reasons: list[str]) -> str:
-        return f"grant ClusterRole {self.name!r} is unsafe for tenants: {'; '.join(reasons)}"
-
-    def _set(self, refusal: str | None) -> None:
+    def refusal(self, name: str) -> str | None:
+        """Why role ``name`` may not be handed out now; None when it is usable."""
         with self._lock:
-            previous, self._refusal = self._refusal, refusal
-        if refusal == previous:
-            return
-        if refusal is None:
-            log.info("grant ClusterRole %r checked: provisioning enabled", self.name)
-        else:
-            log.warning("%s: provisioning paused (POST and PATCH answer 503)", refusal)
+            if self._unreadable:
+                return (
+                    f"nsprov cannot read grant ClusterRole {name!r} (it needs get, list and "
+                    "watch on clusterroles; see nsprov's log)"
+                )
+            if name in self._verdicts:
+                return self._verdicts[name]
+            if self._listed:
+                return f"grant ClusterRole {name!r} does not exist"
+            return f"grant ClusterRole {name!r} has not been checked yet"
+
+    def refusals(self) -> dict[str, str]:
+        """Every role in use that is refused, and why: for /readyz and the metric."""
+        found = {name: self.refusal(name) for name in self.in_use()}
+        return {name: why for name, why in found.items() if why is not None}
+
+    def unsafe(self, name: str) -> list[str]:
+        """Why a role nsprov has seen is unsafe, unless that is allowed; [] if fine or unseen."""
+        with self._lock:
+            return [] if self.allow_unsafe else list(self._reasons.get(name, []))
+
+    def require(self, names: Iterable[str]) -> None:
+        for name in names:
+            refusal = self.refusal(name)
+            if refusal is not None:
+                raise GrantUnusable(f"{refusal}; provisioning is paused until it is fixed")
+
+    def _log_changes(self) -> None:
+        for name in self.in_use():
+            refusal = self.refusal(name)
+            if name in self._logged and self._logged[name] == refusal:
+                continue
+            previous_known = name in self._logged
+            self._logged[name] = refusal
+            if refusal is None:
+                for reason in self.unsafe_allowed(name):
+                    log.warning("%s (allowed by --allow-unsafe-grant)", _unsafe(name, [reason]))
+                log.info("grant ClusterRole %r checked: provisioning with it enabled", name)
+            elif previous_known or "not been checked" not in refusal:
+                log.warning("%s: provisioning with it paused (POST and PATCH answer 503)", refusal)
+
+    def unsafe_allowed(self, name: str) -> list[str]:
+        with self._lock:
+            return list(self._reasons.get(name, [])) if self.allow_unsafe else []
+
+
+def _unsafe(name: str, reasons: list[str]) -> str:
+    return f"grant ClusterRole {name!r} is unsafe for tenants: {'; '.join(reasons)}"

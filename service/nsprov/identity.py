@@ -28,8 +28,9 @@ from nsprov.auth import TokenStore
 from nsprov.errors import Forbidden, Unauthorized
 from nsprov.kube import Kube
 from nsprov.oidc import MAX_TOKEN_BYTES, Verifier, looks_like_jwt
-from nsprov.policy import NoTenant, Principal, admit, lookup_claim
+from nsprov.policy import NoTenant, Principal, Profile, admit, flags_profile, lookup_claim, resolve
 from nsprov.policyfile import PolicyFile
+from nsprov.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +73,19 @@ def audit_claims(claims: Mapping[str, Any]) -> dict[str, str]:
     return found
 
 
+_FLAGS = flags_profile(Settings())
+
+
 @dataclass(frozen=True)
 class Caller:
-    """Who is calling: the owner whose namespaces it may touch, its tenant, and audit claims."""
+    """Who is calling: the owner whose namespaces it may touch, its tenant, audit claims,
+    and what its tenant's namespaces get (resolved from the same policy that admitted it,
+    so a reload mid-request cannot mix two policies)."""
 
     owner: str
     tenant: str | None = None
     requested_by: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    profile: Profile = field(default=_FLAGS, compare=False, repr=False)
 
     def requested_by_json(self) -> str:
         """Compact JSON: what the namespace's ``nsprov.io/requested-by`` annotation holds."""
@@ -107,9 +114,11 @@ class Authenticator:
         *,
         kube: Kube | None = None,
         verifier: Verifier | None = None,
+        base: Profile = _FLAGS,
     ) -> None:
         self.tokens = tokens
         self.policy = policy
+        self.base = base
         self.verifier = verifier or Verifier(kube)
         self.verify_limiter = anyio.CapacityLimiter(VERIFY_THREADS)
 
@@ -130,7 +139,8 @@ class Authenticator:
         except NoTenant as exc:
             log.info("refused %s", exc.detail)
             raise Forbidden(exc.detail) from None
-        return Caller(admission.owner, admission.tenant.name, audit_claims(claims))
+        profile = resolve(self.base, policy.defaults, admission.tenant)
+        return Caller(admission.owner, admission.tenant.name, audit_claims(claims), profile)
 
     def _static(self, header: str | None) -> str | None:
         if self.tokens is None:
@@ -143,10 +153,12 @@ class Authenticator:
     def _admit_token(self, name: str) -> Caller:
         audit = MappingProxyType({"token": name})
         if self.policy is None:
-            return Caller(name, None, audit)
+            return Caller(name, None, audit, self.base)
+        policy = self.policy.current()
         try:
-            admission = admit(self.policy.current(), Principal(issuer=None, token=name, claims={}))
+            admission = admit(policy, Principal(issuer=None, token=name, claims={}))
         except NoTenant as exc:
             log.info("refused %s", exc.detail)
             raise Forbidden(exc.detail) from None
-        return Caller(admission.owner, admission.tenant.name, audit)
+        profile = resolve(self.base, policy.defaults, admission.tenant)
+        return Caller(admission.owner, admission.tenant.name, audit, profile)

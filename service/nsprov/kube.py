@@ -180,5 +180,9 @@ class Kube:
     def delete(self, path: str, body: dict[str, Any] | None = None, **kw: Any) -> dict[str, Any]:
         return self.request("DELETE", path, body=body, **kw)
 
+    def replace(self, path: str, body: dict[str, Any], **kw: Any) -> dict[str, Any]:
+        """PUT: the whole object; with metadata.resourceVersion set, a compare-and-swap."""
+        return self.request("PUT", path, body=body, **kw)
+
     def merge_patch(self, path: str, body: dict[str, Any], **kw: Any) -> dict[str, Any]:
         return self.request("PATCH", path, body=body, content_type=MERGE_PATCH, **kw)

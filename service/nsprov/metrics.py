@@ -55,6 +55,12 @@ class Metrics:
             ["tenant"],
             registry=self.registry,
         )
+        self.refused_by_cap = Counter(
+            "nsprov_namespaces_refused",
+            "Creates refused (429) by a cap, by tenant and cap (owner, tenant, total)",
+            ["tenant", "cap"],
+            registry=self.registry,
+        )
         self.cap_rollbacks = Counter(
             "nsprov_cap_rollbacks",
             "Namespaces created and then deleted because a concurrent create won the cap",

@@ -28,6 +28,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from nsprov.settings import Settings
+from nsprov.template import Template
+
 # `{claim}` or `{/json/pointer}` in an owner template.
 PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
 # What a claim may contribute to an owner: safe in an annotation, a log line and a URL path.
@@ -116,8 +119,22 @@ class OwnerTemplate:
 
 
 @dataclass(frozen=True)
+class TemplateSettings:
+    """A ``template:`` as written: None = the defaults' (or the flags') value.
+
+    An empty mapping is an explicit "none" (``resourceQuota: none``), so a tenant can
+    drop a quota the defaults give everyone.
+    """
+
+    resource_quota: Mapping[str, str] | None = None
+    limit_range: Mapping[str, Mapping[str, str]] | None = None
+    network_policy: str | None = None
+    isolated_egress: bool | None = None
+
+
+@dataclass(frozen=True)
 class TenantSettings:
-    """What a tenant gets; None = the defaults' value (issue 10 enforces these)."""
+    """What a tenant gets, as written; None = the defaults' value (then the flags')."""
 
     cluster_roles: tuple[str, ...] | None = None
     ttl: float | None = None
@@ -126,9 +143,82 @@ class TenantSettings:
     max_namespaces: int | None = None
     max_namespaces_per_owner: int | None = None
     pod_security: str | None = None
-    labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
-    annotations: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
-    template: Mapping[str, Any] | None = None
+    labels: Mapping[str, str] | None = None
+    annotations: Mapping[str, str] | None = None
+    template: TemplateSettings = field(default_factory=TemplateSettings)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What one tenant's requests get, resolved: tenant setting, else defaults, else flags."""
+
+    tenant: str | None
+    """The tenant's name; None without a policy file."""
+    template: Template
+    ttl: float
+    max_ttl: float
+    max_lifetime: float
+    """0 = no limit."""
+    max_namespaces: int
+    """Live namespaces of this tenant, all its owners together (0 = no cap)."""
+    max_namespaces_per_owner: int
+
+    @property
+    def cluster_roles(self) -> tuple[str, ...]:
+        return self.template.cluster_roles
+
+
+def flags_profile(settings: Settings) -> Profile:
+    """What everyone gets without a policy file (and what a policy's settings fall back to):
+    the flags. ``--max-namespaces`` is not here: it caps all tenants together, always."""
+    return Profile(
+        tenant=None,
+        template=Template(
+            cluster_roles=(settings.cluster_role,), pod_security=settings.pod_security
+        ),
+        ttl=settings.ttl,
+        max_ttl=settings.max_ttl,
+        max_lifetime=settings.max_lifetime,
+        max_namespaces=0,
+        max_namespaces_per_owner=settings.max_namespaces_per_owner,
+    )
+
+
+def _pick(*values: Any) -> Any:
+    return next(v for v in values if v is not None)
+
+
+def resolve(base: Profile, defaults: TenantSettings, tenant: Tenant | None) -> Profile:
+    """The profile of ``tenant`` (None: the defaults alone) on top of the flags' ``base``."""
+    own = tenant.settings if tenant is not None else TenantSettings()
+    mine, dflt, flags = own.template, defaults.template, base.template
+    template = Template(
+        cluster_roles=_pick(own.cluster_roles, defaults.cluster_roles, flags.cluster_roles),
+        pod_security=_pick(own.pod_security, defaults.pod_security, flags.pod_security),
+        resource_quota=_pick(mine.resource_quota, dflt.resource_quota, flags.resource_quota),
+        limit_range=_pick(mine.limit_range, dflt.limit_range, flags.limit_range),
+        network_policy=_pick(mine.network_policy, dflt.network_policy, flags.network_policy),
+        isolated_egress=_pick(mine.isolated_egress, dflt.isolated_egress, flags.isolated_egress),
+        # Labels and annotations add up: the defaults' (a cost centre for all), then the
+        # tenant's, which win on the same key.
+        labels=MappingProxyType({**flags.labels, **(defaults.labels or {}), **(own.labels or {})}),
+        annotations=MappingProxyType(
+            {**flags.annotations, **(defaults.annotations or {}), **(own.annotations or {})}
+        ),
+    )
+    return Profile(
+        tenant=tenant.name if tenant is not None else base.tenant,
+        template=template,
+        ttl=_pick(own.ttl, defaults.ttl, base.ttl),
+        max_ttl=_pick(own.max_ttl, defaults.max_ttl, base.max_ttl),
+        max_lifetime=_pick(own.max_lifetime, defaults.max_lifetime, base.max_lifetime),
+        max_namespaces=_pick(own.max_namespaces, defaults.max_namespaces, base.max_namespaces),
+        max_namespaces_per_owner=_pick(
+            own.max_namespaces_per_owner,
+            defaults.max_namespaces_per_owner,
+            base.max_namespaces_per_owner,
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -151,6 +241,16 @@ class Policy:
     def issuer_for(self, iss: str) -> Issuer | None:
         """The trusted issuer whose ``issuer`` is exactly ``iss``."""
         return next((i for i in self.issuers if i.issuer == iss), None)
+
+    def tenant_named(self, name: str) -> Tenant | None:
+        return next((t for t in self.tenants if t.name == name), None)
+
+    def cluster_roles(self, base: Profile) -> list[str]:
+        """Every ClusterRole this policy may bind (each is checked before it is handed out)."""
+        roles = [*resolve(base, self.defaults, None).cluster_roles]
+        for tenant in self.tenants:
+            roles += resolve(base, self.defaults, tenant).cluster_roles
+        return list(dict.fromkeys(roles))
 
 
 @dataclass(frozen=True)

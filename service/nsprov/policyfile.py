@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from nsprov.errors import BadRequest
+from nsprov.grant import GrantGuard
 from nsprov.policy import (
     PLACEHOLDER,
     ClaimCondition,
@@ -30,10 +31,14 @@ from nsprov.policy import (
     Match,
     OwnerTemplate,
     Policy,
+    Profile,
+    TemplateSettings,
     Tenant,
     TenantSettings,
+    resolve,
 )
-from nsprov.ttl import parse_duration
+from nsprov.template import LIMIT_KEYS, MAX_CLUSTER_ROLES, NETWORK_POLICIES
+from nsprov.ttl import format_duration, parse_duration
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +51,17 @@ _RECHECK_SECONDS = 1.0
 # check may be mid-swap. Missing on two checks this far apart, it is gone.
 _MISSING_GRACE_SECONDS = 1.0
 _POD_SECURITY = ("", "privileged", "baseline", "restricted")
+# Kubernetes' rules: a qualified name with an optional DNS-subdomain prefix, and label values.
+_QUALIFIED_NAME = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
+_LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?")
+# Keys nsprov sets itself, the admission policy guards or Kubernetes owns
+# (pod-security.kubernetes.io/enforce!): extra labels must not forge or lift them.
+_RESERVED_DOMAINS = ("nsprov.io", "kubernetes.io", "k8s.io")
+# A resource a quota can bound: pods, requests.cpu, count/configmaps, example.com/gpu, ...
+_QUOTA_RESOURCE = re.compile(r"[a-z0-9]([-a-z0-9./]{0,251}[a-z0-9])?")
+# A Kubernetes quantity: 2, 500m, 8Gi, 1.5, 1e3.
+_QUANTITY = re.compile(r"[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+|[numkMGTPE]|[KMGTPE]i)?")
 
 
 class PolicyError(ValueError):
@@ -149,21 +165,107 @@ def _settings(reader: _Reader) -> TenantSettings:
         raise PolicyError(
             f"{reader.at('podSecurity')}: expected privileged, baseline, restricted or ''"
         )
-    template = reader.data.get("template")
-    if template is not None:
-        template = MappingProxyType(dict(_Reader(template, reader.at("template"),
-                                                 _TEMPLATE_KEYS).data))  # fmt: skip
+    roles = reader.strings("clusterRole")
+    for role in roles or ():
+        if "/" in role or "%" in role or role in (".", ".."):
+            raise PolicyError(f"{reader.at('clusterRole')}: {role!r} is not a ClusterRole name")
+    if roles is not None and len(set(roles)) != len(roles):
+        raise PolicyError(f"{reader.at('clusterRole')}: a ClusterRole is listed twice")
+    if roles is not None and len(roles) > MAX_CLUSTER_ROLES:
+        raise PolicyError(
+            f"{reader.at('clusterRole')}: at most {MAX_CLUSTER_ROLES} ClusterRoles "
+            "(one RoleBinding each)"
+        )
+    labels = _metadata_map(reader, "labels", values=_LABEL_VALUE)
+    annotations = _metadata_map(reader, "annotations", values=None)
+    template = TemplateSettings()
+    if reader.data.get("template") is not None:
+        template = _template(_Reader(reader.data["template"], reader.at("template"),
+                                     _TEMPLATE_KEYS))  # fmt: skip
     return TenantSettings(
-        cluster_roles=reader.strings("clusterRole"),
+        cluster_roles=roles,
         ttl=reader.duration("ttl"),
         max_ttl=reader.duration("maxTTL"),
         max_lifetime=reader.duration("maxLifetime"),
         max_namespaces=reader.count("maxNamespaces"),
         max_namespaces_per_owner=reader.count("maxNamespacesPerOwner"),
         pod_security=pod_security,
-        labels=reader.string_map("labels"),
-        annotations=reader.string_map("annotations"),
+        labels=labels,
+        annotations=annotations,
         template=template,
+    )
+
+
+def _metadata_map(reader: _Reader, key: str, *, values: re.Pattern[str] | None) -> Any:
+    """Extra labels or annotations for the namespace: Kubernetes' key rules, no reserved key."""
+    if reader.data.get(key) is None:
+        return None
+    found = reader.string_map(key)
+    for name, value in found.items():
+        prefix, _, short = name.rpartition("/")
+        if (prefix and not _DNS_SUBDOMAIN.fullmatch(prefix)) or not _QUALIFIED_NAME.fullmatch(
+            short
+        ):
+            raise PolicyError(f"{reader.at(key)}: {name!r} is not a valid {key[:-1]} key")
+        if prefix and any(prefix == d or prefix.endswith("." + d) for d in _RESERVED_DOMAINS):
+            raise PolicyError(
+                f"{reader.at(key)}: {name!r} is reserved (nsprov.io, kubernetes.io and k8s.io "
+                "keys are set by nsprov or Kubernetes)"
+            )
+        if values is not None and not values.fullmatch(value):
+            raise PolicyError(f"{reader.at(key)}.{name}: {value!r} is not a valid label value")
+    return found
+
+
+def _none(value: Any) -> bool:
+    return isinstance(value, str) and value == "none"
+
+
+def _quantities(value: Any, where: str, names: re.Pattern[str]) -> Mapping[str, str]:
+    if not isinstance(value, dict) or not value:
+        raise PolicyError(f"{where}: expected a mapping of resource names to quantities")
+    found: dict[str, str] = {}
+    for name, quantity in value.items():
+        if not isinstance(name, str) or not names.fullmatch(name):
+            raise PolicyError(f"{where}: {name!r} is not a resource name")
+        # YAML reads `pods: 2` as a number; Kubernetes wants the quantity as a string.
+        text = (
+            str(quantity)
+            if isinstance(quantity, int | float) and not isinstance(quantity, bool)
+            else quantity
+        )
+        if not isinstance(text, str) or not _QUANTITY.fullmatch(text):
+            raise PolicyError(f"{where}.{name}: {quantity!r} is not a quantity (e.g. 2, 500m, 8Gi)")
+        found[name] = text
+    return MappingProxyType(found)
+
+
+def _template(reader: _Reader) -> TemplateSettings:
+    data = reader.data
+    quota: Mapping[str, str] | None = None
+    if _none(data.get("resourceQuota")):
+        quota = MappingProxyType({})
+    elif data.get("resourceQuota") is not None:
+        q = _Reader(data["resourceQuota"], reader.at("resourceQuota"), ("hard",))
+        quota = _quantities(q.data.get("hard"), q.at("hard"), _QUOTA_RESOURCE)
+    limits: Mapping[str, Mapping[str, str]] | None = None
+    if _none(data.get("limitRange")):
+        limits = MappingProxyType({})
+    elif data.get("limitRange") is not None:
+        lr = _Reader(data["limitRange"], reader.at("limitRange"), LIMIT_KEYS)
+        if not lr.data:
+            raise PolicyError(f"{lr.where}: set one of {', '.join(LIMIT_KEYS)}, or write 'none'")
+        limits = MappingProxyType({
+            key: _quantities(value, lr.at(key), _QUOTA_RESOURCE) for key, value in lr.data.items()
+        })  # fmt: skip
+    network = data.get("networkPolicy")
+    if network is not None and network not in NETWORK_POLICIES:
+        raise PolicyError(f"{reader.at('networkPolicy')}: expected isolated or none")
+    egress = data.get("isolatedEgress")
+    if egress is not None and not isinstance(egress, bool):
+        raise PolicyError(f"{reader.at('isolatedEgress')}: expected true or false")
+    return TemplateSettings(
+        resource_quota=quota, limit_range=limits, network_policy=network, isolated_egress=egress
     )
 
 
@@ -316,34 +418,51 @@ class PolicyStatus:
         return {"file": self.path, "loadedAt": self.loaded_at, "error": self.error}
 
 
-def _set_keys(settings: TenantSettings) -> list[str]:
-    names = {
-        "clusterRole": settings.cluster_roles, "ttl": settings.ttl, "maxTTL": settings.max_ttl,
-        "maxLifetime": settings.max_lifetime, "maxNamespaces": settings.max_namespaces,
-        "maxNamespacesPerOwner": settings.max_namespaces_per_owner,
-        "podSecurity": settings.pod_security, "labels": settings.labels or None,
-        "annotations": settings.annotations or None, "template": settings.template,
-    }  # fmt: skip
-    return [key for key, value in names.items() if value is not None]
+def check_profiles(policy: Policy, base: Profile, min_ttl: float) -> None:
+    """Refuse a policy that would refuse every request of a tenant (ttl beyond its maxTTL, ...).
 
-
-def refuse_unenforced(policy: Policy) -> None:
-    """Refuse grants, limits and templates per tenant: this nsprov parses but does not apply them.
-
-    Accepting them silently would fail open: an operator who wrote ``maxNamespaces: 5`` or
-    ``clusterRole: view`` for a tenant would believe it bounded while every tenant got the
-    flags' grant, caps and no quota. Until tenants' settings are enforced, the flags
-    (``--cluster-role``, ``--ttl``, ``--max-namespaces``, ...) apply to every tenant.
+    Each tenant is checked as it resolves (its settings, else the defaults', else the
+    flags'), so a problem that only shows in the combination is found too.
     """
-    found = [("defaults", _set_keys(policy.defaults))]
-    found += [(f"tenant {t.name!r}", _set_keys(t.settings)) for t in policy.tenants]
-    for where, keys in found:
-        if keys:
+    tenants: list[Tenant | None] = [None, *policy.tenants]
+    for tenant in tenants:
+        where = f"tenant {tenant.name!r}" if tenant is not None else "defaults"
+        profile = resolve(base, policy.defaults, tenant)
+        if profile.ttl > profile.max_ttl:
             raise PolicyError(
-                f"{where}: {', '.join(keys)} not enforced by this version of nsprov; remove "
-                "them (the flags --cluster-role, --ttl, --max-ttl, --max-namespaces, ... "
-                "apply to every tenant)"
+                f"{where}: ttl {format_duration(profile.ttl)} is above its maxTTL "
+                f"{format_duration(profile.max_ttl)}"
             )
+        if profile.ttl < min_ttl:
+            raise PolicyError(
+                f"{where}: ttl {format_duration(profile.ttl)} is below --min-ttl "
+                f"{format_duration(min_ttl)}"
+            )
+        if profile.max_lifetime and profile.ttl > profile.max_lifetime:
+            raise PolicyError(
+                f"{where}: ttl {format_duration(profile.ttl)} is above its maxLifetime "
+                f"{format_duration(profile.max_lifetime)}"
+            )
+        if profile.template.isolated_egress and profile.template.network_policy != "isolated":
+            raise PolicyError(f"{where}: isolatedEgress needs networkPolicy: isolated")
+
+
+def refuse_unsafe_grants(policy: Policy, base: Profile, grants: GrantGuard) -> None:
+    """Refuse the whole policy if a tenant's grant is one nsprov has seen to be unsafe.
+
+    A grant nsprov has not seen (missing, or before the first list) passes here; requests
+    of the tenants using it answer 503 until it exists and is safe (GrantGuard).
+    """
+    tenants: list[Tenant | None] = [None, *policy.tenants]
+    for tenant in tenants:
+        where = f"tenant {tenant.name!r}" if tenant is not None else "defaults"
+        for role in resolve(base, policy.defaults, tenant).cluster_roles:
+            reasons = grants.unsafe(role)
+            if reasons:
+                raise PolicyError(
+                    f"{where}: grant ClusterRole {role!r} is unsafe for tenants: "
+                    f"{'; '.join(reasons)}"
+                )
 
 
 class PolicyFile:
@@ -359,11 +478,13 @@ class PolicyFile:
         path: Path,
         *,
         on_reload: Callable[[bool], None] = lambda ok: None,
+        validate: Callable[[Policy], None] = lambda policy: None,
         recheck_seconds: float = _RECHECK_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.path = path
         self._on_reload = on_reload
+        self._validate = validate
         self._recheck = recheck_seconds
         self._clock = clock
         self._missing_since: float | None = None
@@ -381,7 +502,7 @@ class PolicyFile:
             if identity == self._identity:
                 return None
             policy = parse_policy(self.path.read_text(), self.path.parent)
-            refuse_unenforced(policy)
+            self._validate(policy)
         except FileNotFoundError as exc:
             if strict:
                 raise PolicyError(f"policy file {self.path}: {exc.strerror}") from None

@@ -20,9 +20,9 @@ import functools
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -37,9 +37,12 @@ from nsprov.errors import (
     TooManyNamespaces,
     Unprocessable,
 )
+from nsprov.grant import GrantGuard
 from nsprov.kube import Kube, KubeError
 from nsprov.metrics import Metrics
 from nsprov.namespacecache import ReadYourWrites
+from nsprov.policy import Profile
+from nsprov.template import Template
 from nsprov.ttl import format_duration
 
 log = logging.getLogger(__name__)
@@ -120,19 +123,19 @@ class Provisioned:
 
 @dataclass
 class Provisioner:
+    """Provisions, extends and deletes namespaces; each request brings its tenant's Profile
+    (grants, template, lifetimes, caps), resolved from the policy that admitted the caller."""
+
     kube: Kube
     selector: bundle.Selector
-    cluster_role: str
     prefix: str
     default_server: str
     ca_data: str | None
     metrics: Metrics
-    pod_security: str = "baseline"
     max_namespaces: int = 0
-    max_namespaces_per_owner: int = 0
-    # Longest a namespace may live from its creation, however often it is extended
-    # (0 = no limit): without it, repeated PATCHes keep a namespace forever.
-    max_lifetime: float = 0.0
+    """Live namespaces of all tenants together (0 = no cap): --max-namespaces."""
+    grants: GrantGuard | None = None
+    """Asked before any grant is handed out; None = not checked (unit tests)."""
     clock: Callable[[], float] = time.time
     # The managed Namespaces as this replica's informer sees them (None: no controller,
     # every read goes to the API server). Reads use it once it has synced.
@@ -249,44 +252,45 @@ class Provisioner:
         self,
         owner: str,
         ttl: float,
+        profile: Profile,
         *,
         server: str | None = None,
         idempotency_key: str | None = None,
-        tenant: str | None = None,
         requested_by: str | None = None,
     ) -> Provisioned:
         started = time.perf_counter()
+        tenant = profile.tenant
+        self._require_grants(profile.cluster_roles)
         idempotency = None
         if idempotency_key:
             name, idempotency = bundle.idempotent_name(self.prefix, owner, idempotency_key)
             existing = await self._replayable(owner, name, idempotency, ttl, tenant)
             if existing is not None:
-                return await self._complete(existing, server, replayed=True)
+                return await self._complete(existing, server, replayed=True, profile=profile)
         else:
             name = bundle.random_name(self.prefix)
         expires_at = math.ceil(self.clock() + ttl)
-        if self.max_lifetime and ttl > self.max_lifetime:
-            over = format_duration(ttl - self.max_lifetime)
+        if profile.max_lifetime and ttl > profile.max_lifetime:
+            over = format_duration(ttl - profile.max_lifetime)
             raise BadRequest(
                 f"ttl {format_duration(ttl)} exceeds the total lifetime of "
-                f"{format_duration(self.max_lifetime)} by {over}"
+                f"{format_duration(profile.max_lifetime)} by {over}"
             )
         manifest = bundle.namespace(
             name,
             selector=self.selector,
             owner=owner,
-            cluster_role=self.cluster_role,
+            template=profile.template,
             expires_at=expires_at,
-            pod_security=self.pod_security,
             idempotency=idempotency,
             requested_ttl=ttl,
             tenant=tenant,
             requested_by=requested_by,
         )
-        capped = bool(self.max_namespaces or self.max_namespaces_per_owner)
+        caps = self._caps(owner, profile)
         try:
-            if capped:
-                await self._check_caps(owner)  # from the cache: turns most excess away cheaply
+            if caps:
+                await self._check_caps(owner, caps)  # from the cache: turns most excess away
             created = await self._call(self.kube.post, bundle.NAMESPACES_PATH, manifest)
             self._remember(created)
         except KubeError as exc:
@@ -294,12 +298,12 @@ class Provisioner:
                 # A concurrent request with the same key won the race: finish its bundle.
                 existing = await self._replayable(owner, name, idempotency, ttl, tenant)
                 if existing is not None:
-                    return await self._complete(existing, server, replayed=True)
+                    return await self._complete(existing, server, replayed=True, profile=profile)
             raise _failed("create the namespace", exc) from exc
-        if capped:
-            await self._hold_caps(owner, created)
+        if caps:
+            await self._hold_caps(created, caps)
         try:
-            result = await self._complete(created, server, replayed=False)
+            result = await self._complete(created, server, replayed=False, profile=profile)
         except BaseException:
             self.metrics.provision_failures.inc()
             await self._roll_back(created)
@@ -342,19 +346,60 @@ class Provisioner:
             )
         return obj
 
-    async def _check_caps(self, owner: str) -> None:
-        live = [obj for obj in await self._managed() if not bundle.is_terminating(obj)]
-        if self.max_namespaces and len(live) >= self.max_namespaces:
-            raise TooManyNamespaces(
-                f"the limit of {self.max_namespaces} live namespaces is reached"
+    def _caps(self, owner: str, profile: Profile) -> Sequence[_Cap]:
+        """The caps a create by ``owner`` of ``profile``'s tenant must stay within."""
+        tenant = profile.tenant
+        label = f"tenant {tenant!r}" if tenant else "no tenant"
+        caps: list[_Cap] = []
+        if profile.max_namespaces_per_owner:
+            caps.append(
+                _Cap(
+                    "owner",
+                    profile.max_namespaces_per_owner,
+                    f"the limit of {profile.max_namespaces_per_owner} live namespaces per owner "
+                    f"({label}) is reached",
+                    f"{self.selector},{bundle.OWNER_HASH_LABEL}={bundle.owner_hash(owner)}",
+                    lambda m: bundle.owner_of(m) == owner,
+                    tenant,
+                )
             )
-        mine = sum(1 for obj in live if bundle.owner_of(obj["metadata"]) == owner)
-        if self.max_namespaces_per_owner and mine >= self.max_namespaces_per_owner:
-            raise TooManyNamespaces(
-                f"the limit of {self.max_namespaces_per_owner} live namespaces per owner is reached"
+        if profile.max_namespaces and tenant:
+            caps.append(
+                _Cap(
+                    "tenant",
+                    profile.max_namespaces,
+                    f"the limit of {profile.max_namespaces} live namespaces of tenant "
+                    f"{tenant!r} is reached",
+                    f"{self.selector},{bundle.TENANT_LABEL}={tenant}",
+                    lambda m: bundle.tenant_of(m) == tenant,
+                    tenant,
+                )
             )
+        if self.max_namespaces:
+            caps.append(
+                _Cap(
+                    "total",
+                    self.max_namespaces,
+                    f"the limit of {self.max_namespaces} live namespaces (all tenants "
+                    "together) is reached",
+                    str(self.selector),
+                    lambda m: True,
+                    tenant,
+                )
+            )
+        return caps
 
-    async def _hold_caps(self, owner: str, created: dict[str, Any]) -> None:
+    async def _check_caps(self, owner: str, caps: Sequence[_Cap]) -> None:
+        live = [obj for obj in await self._managed() if not bundle.is_terminating(obj)]
+        for cap in caps:
+            if sum(1 for obj in live if cap.counts(obj["metadata"])) >= cap.limit:
+                self._refused(cap)
+
+    def _refused(self, cap: _Cap) -> NoReturn:
+        self.metrics.refused_by_cap.labels(tenant=cap.tenant or "", cap=cap.kind).inc()
+        raise TooManyNamespaces(cap.detail)
+
+    async def _hold_caps(self, created: dict[str, Any], caps: Sequence[_Cap]) -> None:
         """Keep ``created`` only if it is within the caps by a consistent read; else 429.
 
         The check before creating reads a cache, and requests on other replicas (or
@@ -375,24 +420,14 @@ class Provisioner:
         """
         name = created["metadata"]["name"]
         try:
-            if self.max_namespaces_per_owner:
-                selector = f"{self.selector},{bundle.OWNER_HASH_LABEL}={bundle.owner_hash(owner)}"
-                mine = [
+            for cap in caps:
+                listed = [
                     obj
-                    for obj in await self._list_consistently(selector)
-                    if bundle.owner_of(obj["metadata"]) == owner
+                    for obj in await self._list_consistently(cap.label_selector)
+                    if cap.counts(obj["metadata"])
                 ]
-                if _ahead_of(created, mine) >= self.max_namespaces_per_owner:
-                    raise TooManyNamespaces(
-                        f"the limit of {self.max_namespaces_per_owner} live namespaces per "
-                        "owner is reached"
-                    )
-            if self.max_namespaces:
-                everyone = await self._list_consistently(str(self.selector))
-                if _ahead_of(created, everyone) >= self.max_namespaces:
-                    raise TooManyNamespaces(
-                        f"the limit of {self.max_namespaces} live namespaces is reached"
-                    )
+                if _ahead_of(created, listed) >= cap.limit:
+                    self._refused(cap)
         except BaseException:
             # Over the cap, or we cannot tell: either way this caller gets no namespace.
             self.metrics.cap_rollbacks.inc()
@@ -409,24 +444,41 @@ class Provisioner:
         items: _Objects = listing.get("items", [])
         return items
 
+    def _require_grants(self, roles: tuple[str, ...]) -> None:
+        if self.grants is not None:
+            self.grants.require(roles)
+
     async def _complete(
-        self, namespace: dict[str, Any], server: str | None, *, replayed: bool
+        self,
+        namespace: dict[str, Any],
+        server: str | None,
+        *,
+        replayed: bool,
+        profile: Profile,
     ) -> Provisioned:
-        """ServiceAccount and RoleBinding (concurrently), then a token outliving the namespace."""
+        """The rest of the bundle as the namespace's own template says, then a token.
+
+        The ServiceAccount, RoleBindings and bounds (quota, limits, network policy) are
+        created concurrently, and all of them before the token: a kubeconfig never
+        exists for a namespace without its quota. A namespace made before templates
+        (no record) gets its one RoleBinding, as it always did.
+        """
         metadata = namespace["metadata"]
         name = metadata["name"]
         expires_at = bundle.expires_at_of(metadata) or math.ceil(self.clock())
-        cluster_role = bundle.cluster_role_of(metadata) or self.cluster_role
+        template = bundle.template_of(metadata) or Template(
+            cluster_roles=(bundle.cluster_role_of(metadata) or profile.cluster_roles[0],)
+        )
+        self._require_grants(template.cluster_roles)
         await asyncio.gather(
             self._create(
                 bundle.service_accounts_path(name),
                 bundle.service_account(name, self.selector),
                 "create the ServiceAccount",
             ),
-            self._create(
-                bundle.role_bindings_path(name),
-                bundle.role_binding(name, self.selector, cluster_role),
-                f"bind ClusterRole {cluster_role!r}",
+            *(
+                self._create(wanted.collection, wanted.body, _what(wanted))
+                for wanted in bundle.wanted_objects(name, self.selector, template)
             ),
         )
         token, token_expires_at = await self._token(name, expires_at)
@@ -502,9 +554,9 @@ class Provisioner:
         log.info("deleted namespace=%s owner=%s reason=request", name, owner)
 
     async def extend(
-        self, owner: str, name: str, ttl: float, *, server: str | None, tenant: str | None = None
+        self, owner: str, name: str, ttl: float, profile: Profile, *, server: str | None
     ) -> Provisioned:
-        obj = await self._owned(owner, name, tenant=tenant)
+        obj = await self._owned(owner, name, tenant=profile.tenant)
         if bundle.is_terminating(obj):
             raise Conflict(f"namespace {name!r} is being deleted")
         current = bundle.expires_at_of(obj["metadata"])
@@ -512,7 +564,7 @@ class Provisioner:
             # The controller may be deleting it right now; extending would race that.
             raise Conflict(f"namespace {name!r} has expired")
         expires_at = math.ceil(self.clock() + ttl)
-        self._check_lifetime(obj["metadata"], expires_at)
+        self._check_lifetime(obj["metadata"], expires_at, profile.max_lifetime)
         patch = {
             "metadata": {
                 # The resourceVersion turns the patch into a compare-and-swap.
@@ -528,20 +580,40 @@ class Provisioner:
             raise _failed("extend the namespace", exc) from exc
         self._remember(patched)
         log.info("extended namespace=%s owner=%s expires_at=%d", name, owner, expires_at)
-        return await self._complete(patched, server, replayed=False)
+        return await self._complete(patched, server, replayed=False, profile=profile)
 
-    def _check_lifetime(self, metadata: dict[str, Any], expires_at: int) -> None:
-        """BadRequest when ``expires_at`` is past creation + max_lifetime, saying by how much."""
+    def _check_lifetime(self, metadata: dict[str, Any], expires_at: int, lifetime: float) -> None:
+        """BadRequest when ``expires_at`` is past creation + ``lifetime``, saying by how much."""
         created = bundle.created_at_of(metadata)
-        if not self.max_lifetime or created is None:
+        if not lifetime or created is None:
             return
-        latest = created + math.floor(self.max_lifetime)
+        latest = created + math.floor(lifetime)
         if expires_at > latest:
             raise BadRequest(
                 f"the new expiry {_iso(expires_at)} is {format_duration(expires_at - latest)} "
-                f"past the total lifetime of {format_duration(self.max_lifetime)} from creation "
+                f"past the total lifetime of {format_duration(lifetime)} from creation "
                 f"(the latest possible expiry is {_iso(latest)})"
             )
+
+
+@dataclass(frozen=True)
+class _Cap:
+    """One cap on live namespaces: which ones count, and how to list them consistently."""
+
+    kind: str
+    """owner, tenant or total: the metric's label."""
+    limit: int
+    detail: str
+    label_selector: str
+    counts: Callable[[dict[str, Any]], bool]
+    """Whether a namespace (its metadata) counts against this cap."""
+    tenant: str | None
+
+
+def _what(wanted: bundle.Wanted) -> str:
+    if wanted.kind == "rolebinding":
+        return f"bind ClusterRole {wanted.body['roleRef']['name']!r}"
+    return f"create the {wanted.body['kind']}"
 
 
 def _revision(obj: dict[str, Any]) -> int:

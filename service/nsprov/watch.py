@@ -61,6 +61,9 @@ NAMESPACES = Resource("namespaces", bundle.NAMESPACES_PATH)
 SERVICE_ACCOUNTS = Resource("serviceaccounts", bundle.SERVICE_ACCOUNTS_PATH)
 ROLES = Resource("roles", bundle.ROLES_PATH)
 ROLE_BINDINGS = Resource("rolebindings", bundle.ROLE_BINDINGS_PATH)
+RESOURCE_QUOTAS = Resource("resourcequotas", bundle.RESOURCE_QUOTAS_PATH)
+LIMIT_RANGES = Resource("limitranges", bundle.LIMIT_RANGES_PATH)
+NETWORK_POLICIES = Resource("networkpolicies", bundle.NETWORK_POLICIES_PATH)
 
 
 def slim(obj: dict[str, Any]) -> dict[str, Any]:

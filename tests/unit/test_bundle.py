@@ -5,6 +5,7 @@ import re
 import pytest
 
 from nsprov import bundle
+from nsprov.template import Template
 
 SELECTOR = bundle.Selector.parse("controller.observatorium.io=namespace-provisioner")
 DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
@@ -41,9 +42,8 @@ def test_namespace_has_selector_expiry_owner_and_pod_security() -> None:
         "np-abc",
         selector=SELECTOR,
         owner="alice",
-        cluster_role="grant",
+        template=Template(("grant",), pod_security="baseline"),
         expires_at=1700000000,
-        pod_security="baseline",
     )
     metadata = manifest["metadata"]
     assert SELECTOR.matches(metadata["labels"])
@@ -56,9 +56,8 @@ def test_namespace_has_selector_expiry_owner_and_pod_security() -> None:
         "np-abc",
         selector=SELECTOR,
         owner="a",
-        cluster_role="g",
+        template=Template(("g",)),
         expires_at=1,
-        pod_security="",
         idempotency="x",
     )
     assert not any(k.startswith("pod-security") for k in bare["metadata"]["labels"])

@@ -117,38 +117,62 @@ def test_aggregated_roles_are_unsafe() -> None:
 _UNSAFE = _role({"apiGroups": [""], "resources": ["namespaces/finalize"], "verbs": ["update"]})
 
 
+def _guard(allow_unsafe: bool = False) -> GrantGuard:
+    return GrantGuard(lambda: ["g"], allow_unsafe=allow_unsafe)
+
+
 def test_guard_fails_closed_until_the_grant_is_seen_safe() -> None:
-    guard = GrantGuard("g")
+    guard = _guard()
     with pytest.raises(GrantUnusable) as unchecked:
-        guard.require()
+        guard.require(["g"])
     assert "'g' has not been checked yet" in unchecked.value.detail
     assert unchecked.value.status == 503
-    guard.saw(_role())
-    guard.require()
-    assert guard.refusal() is None
+    guard.saw("g", _role())
+    guard.require(["g"])
+    assert guard.refusal("g") is None
+    assert guard.refusals() == {}
 
 
 @pytest.mark.parametrize("allow_unsafe", [False, True])
 def test_guard_refuses_missing_and_unreadable_grants_even_when_unsafe_is_allowed(
     allow_unsafe: bool,
 ) -> None:
-    guard = GrantGuard("g", allow_unsafe=allow_unsafe)
-    guard.saw(None)
-    assert "grant ClusterRole 'g' does not exist" in (guard.refusal() or "")
+    guard = _guard(allow_unsafe)
+    guard.listed([])
+    assert "grant ClusterRole 'g' does not exist" in (guard.refusal("g") or "")
+    guard.saw("g", _role())
+    guard.saw("g", None)
+    assert "grant ClusterRole 'g' does not exist" in (guard.refusal("g") or "")
     guard.unreadable("403 Forbidden")
-    assert "cannot read grant ClusterRole 'g'" in (guard.refusal() or "")
+    assert "cannot read grant ClusterRole 'g'" in (guard.refusal("g") or "")
     # The Kubernetes error text is for the log, not for clients.
-    assert "403" not in (guard.refusal() or "")
+    assert "403" not in (guard.refusal("g") or "")
+    assert set(guard.refusals()) == {"g"}
 
 
 def test_guard_refuses_an_unsafe_grant_unless_allowed() -> None:
-    strict, lenient = GrantGuard("g"), GrantGuard("g", allow_unsafe=True)
-    assert strict.saw(_UNSAFE) == lenient.saw(_UNSAFE) != []
+    strict, lenient = _guard(), _guard(allow_unsafe=True)
+    assert strict.saw("g", _UNSAFE) == lenient.saw("g", _UNSAFE) != []
     with pytest.raises(GrantUnusable) as unsafe:
-        strict.require()
+        strict.require(["g"])
     assert "'g' is unsafe for tenants: tenants could edit Namespaces" in unsafe.value.detail
     assert "--allow-unsafe-grant" in unsafe.value.detail
-    lenient.require()
+    assert strict.unsafe("g")
+    assert not lenient.unsafe("g")
+    lenient.require(["g"])
     # Fixed again: provisioning resumes.
-    strict.saw(_role())
-    strict.require()
+    strict.saw("g", _role())
+    strict.require(["g"])
+
+
+def test_guard_judges_each_role_on_its_own() -> None:
+    """One tenant's unsafe grant pauses that tenant only."""
+    guard = GrantGuard(lambda: ["good", "bad"])
+    guard.listed(
+        [{**_role(), "metadata": {"name": "good"}}, {**_UNSAFE, "metadata": {"name": "bad"}}]
+    )
+    guard.require(["good"])
+    with pytest.raises(GrantUnusable, match="'bad' is unsafe"):
+        guard.require(["good", "bad"])
+    assert set(guard.refusals()) == {"bad"}
+    assert "does not exist" in (guard.refusal("other") or "")

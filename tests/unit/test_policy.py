@@ -2,14 +2,32 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from nsprov.policy import Glob, NoTenant, Policy, Principal, admit, lookup_claim
-from nsprov.policyfile import PolicyError, PolicyFile, parse_policy
+from nsprov.grant import GrantGuard
+from nsprov.policy import (
+    Glob,
+    NoTenant,
+    Policy,
+    Principal,
+    admit,
+    flags_profile,
+    lookup_claim,
+    resolve,
+)
+from nsprov.policyfile import (
+    PolicyError,
+    PolicyFile,
+    check_profiles,
+    parse_policy,
+    refuse_unsafe_grants,
+)
+from nsprov.settings import Settings
 
 POLICY = """
 issuers:
@@ -76,8 +94,8 @@ def test_the_design_example_parses_into_frozen_settings() -> None:
     assert policy.issuer_named("cluster").token_review  # type: ignore[union-attr]
     assert policy.defaults.ttl == 3600
     assert policy.defaults.max_lifetime == 72 * 3600
-    assert policy.defaults.template is not None
-    assert policy.defaults.template["networkPolicy"] == "isolated"
+    assert policy.defaults.template.network_policy == "isolated"
+    assert dict(policy.defaults.template.resource_quota or {}) == {"pods": "20"}
     web = policy.tenants[0]
     assert web.settings.cluster_roles == ("ci-deployer", "view")
     assert web.settings.max_namespaces_per_owner == 5
@@ -273,26 +291,122 @@ def test_a_bad_file_at_start_is_refused(tmp_path: Path) -> None:
         PolicyFile(tmp_path / "missing.yaml")
 
 
+# ---- tenants' settings: parsed strictly, resolved tenant > defaults > flags --------------------
+
+_BASE = flags_profile(Settings(cluster_role="flag-grant", ttl=600, max_ttl=7200))
+
+
+def test_a_tenant_resolves_over_the_defaults_over_the_flags() -> None:
+    policy = _policy(
+        """
+        defaults:
+          ttl: 30m
+          labels: {cost-centre: shared, team: none}
+          template:
+            resourceQuota: {hard: {pods: 20, requests.cpu: "4"}}
+            limitRange: {default: {cpu: 500m}}
+            networkPolicy: isolated
+        tenants:
+          - name: web
+            match: {token: web}
+            clusterRole: [ci-deployer, view]
+            maxNamespaces: 20
+            labels: {team: web}
+            template:
+              resourceQuota: none
+              isolatedEgress: true
+          - name: plain
+            match: {token: plain}
+        """
+    )
+    web = resolve(_BASE, policy.defaults, policy.tenant_named("web"))
+    assert web.tenant == "web"
+    assert web.cluster_roles == ("ci-deployer", "view")
+    assert web.ttl == 1800
+    assert web.max_ttl == 7200
+    assert web.max_namespaces == 20
+    assert dict(web.template.resource_quota) == {}  # 'none' drops the defaults' quota
+    assert dict(web.template.limit_range["default"]) == {"cpu": "500m"}
+    assert web.template.network_policy == "isolated"
+    assert web.template.isolated_egress
+    assert dict(web.template.labels) == {"cost-centre": "shared", "team": "web"}
+    plain = resolve(_BASE, policy.defaults, policy.tenant_named("plain"))
+    assert plain.cluster_roles == ("flag-grant",)
+    # YAML's number 20 becomes the quantity "20".
+    assert dict(plain.template.resource_quota) == {"pods": "20", "requests.cpu": "4"}
+    assert plain.max_namespaces == 0
+    assert policy.cluster_roles(_BASE) == ["flag-grant", "ci-deployer", "view"]
+
+
 @pytest.mark.parametrize(
-    ("text", "named"),
+    ("text", "message"),
     [
-        ("defaults: {maxNamespaces: 5}", "defaults: maxNamespaces"),
-        ("tenants: [{name: t, match: {token: ci}, clusterRole: view}]", "tenant 't': clusterRole"),
-        (
-            "tenants: [{name: t, match: {token: ci}, template: {networkPolicy: isolated}}]",
-            "tenant 't': template",
-        ),
+        ("defaults: {template: {resourceQuota: {hard: {pods: lots}}}}",
+         "defaults.template.resourceQuota.hard.pods: 'lots' is not a quantity"),
+        ("defaults: {template: {resourceQuota: {hard: {}}}}", "expected a mapping of resource"),
+        ("defaults: {template: {resourceQuota: {hard: {'Pods!': '1'}}}}", "not a resource name"),
+        ("defaults: {template: {resourceQuota: {soft: {pods: '1'}}}}", "unknown key 'soft'"),
+        ("defaults: {template: {limitRange: {defaults: {cpu: 1}}}}",
+         "unknown key 'defaults' (did you mean 'default'?)"),
+        ("defaults: {template: {networkPolicy: open}}", "expected isolated or none"),
+        ("defaults: {template: {isolatedEgress: yes please}}", "expected true or false"),
+        ("defaults: {template: {quota: {}}}", "unknown key 'quota'"),
+        ("defaults: {labels: {nsprov.io/owner: x}}", "'nsprov.io/owner' is reserved"),
+        ("defaults: {labels: {pod-security.kubernetes.io/enforce: privileged}}", "is reserved"),
+        ("defaults: {annotations: {evil.k8s.io/x: y}}", "is reserved"),
+        ("defaults: {labels: {team: 'not a value'}}", "not a valid label value"),
+        ("defaults: {labels: {'-bad': x}}", "not a valid label key"),
+        ("defaults: {clusterRole: [a, a]}", "listed twice"),
+        ("defaults: {clusterRole: [a, b, c, d, e, f, g, h, i]}", "at most 8"),
+        ("defaults: {clusterRole: ../admin}", "not a ClusterRole name"),
+        ("defaults: {maxNamespaces: -1}", "expected a whole number >= 0"),
+        ("defaults: {podSecurity: lax}", "expected privileged, baseline"),
     ],
-)
-def test_a_policy_file_with_tenant_limits_is_refused_until_they_are_enforced(
-    tmp_path: Path, text: str, named: str
-) -> None:
-    """Parsed but not applied would fail open: the operator would believe the tenant bounded."""
+)  # fmt: skip
+def test_bad_settings_are_refused_with_where_and_why(text: str, message: str) -> None:
+    with pytest.raises(PolicyError) as refused:
+        _policy(text)
+    assert message in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("defaults: {ttl: 3h}", "defaults: ttl 3h0m0s is above its maxTTL 2h0m0s"),
+        ("tenants: [{name: t, match: {token: x}, maxTTL: 5m}]",
+         "tenant 't': ttl 10m0s is above its maxTTL 5m0s"),
+        ("defaults: {ttl: 1s}", "below --min-ttl"),
+        ("defaults: {maxLifetime: 1m, ttl: 2m}", "above its maxLifetime"),
+        ("defaults: {template: {isolatedEgress: true}}", "isolatedEgress needs networkPolicy"),
+    ],
+)  # fmt: skip
+def test_settings_that_would_refuse_every_request_are_refused(text: str, message: str) -> None:
+    with pytest.raises(PolicyError) as refused:
+        check_profiles(_policy(text), _BASE, min_ttl=30)
+    assert message in str(refused.value)
+
+
+def test_a_policy_with_an_unsafe_grant_is_refused_as_a_whole(tmp_path: Path) -> None:
+    guard = GrantGuard(lambda: [])
+    rule = {"apiGroups": [""], "resources": ["resourcequotas"], "verbs": ["update"]}
+    guard.listed([{"metadata": {"name": "quota-editor"}, "rules": [rule]}])
     path = tmp_path / "policy.yaml"
-    path.write_text(text)
-    with pytest.raises(PolicyError, match="not enforced") as refused:
-        PolicyFile(path)
-    assert named in str(refused.value)
+    path.write_text("tenants: [{name: t, match: {token: ci}}]")
+    now = [0.0]
+    policies = PolicyFile(
+        path,
+        validate=lambda p: refuse_unsafe_grants(p, _BASE, guard),
+        recheck_seconds=0,
+        clock=lambda: now[0],
+    )
+    path.write_text("tenants: [{name: t, match: {token: ci}, clusterRole: quota-editor}]")
+    os.utime(path, (1, 1))
+    now[0] += 1
+    # The last good policy keeps serving; the refusal names the tenant, the role and why.
+    assert policies.current().tenants[0].settings.cluster_roles is None
+    error = policies.status().error or ""
+    assert "tenant 't': grant ClusterRole 'quota-editor' is unsafe" in error
+    assert "change their own quota" in error
 
 
 def test_a_deleted_policy_file_refuses_everyone_until_it_is_back(tmp_path: Path) -> None:
