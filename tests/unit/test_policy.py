@@ -427,3 +427,20 @@ def test_a_deleted_policy_file_refuses_everyone_until_it_is_back(tmp_path: Path)
     now[0] += 1.0
     assert [t.name for t in policy.current().tenants] == ["ci"]
     assert policy.status().error is None
+
+
+def test_the_example_policy_configmap_is_a_valid_policy() -> None:
+    """k8s/examples/policy.yaml is what an operator copies: it must load as it is."""
+    import yaml
+
+    root = Path(__file__).resolve().parents[2]
+    configmap = yaml.safe_load((root / "k8s/examples/policy.yaml").read_text())
+    policy = parse_policy(configmap["data"]["policy.yaml"])
+    check_profiles(policy, flags_profile(Settings()), min_ttl=30)
+    web = resolve(flags_profile(Settings()), policy.defaults, policy.tenant_named("web"))
+    assert web.max_namespaces == 20
+    assert web.template.network_policy == "isolated"
+    assert dict(web.template.resource_quota)["pods"] == "20"
+    patch = yaml.safe_load((root / "k8s/examples/policy-patch.yaml").read_text())
+    container = patch["spec"]["template"]["spec"]["containers"][0]
+    assert container["env"][0]["value"] == "/etc/nsprov/policy/policy.yaml"
