@@ -184,7 +184,12 @@ def test_a_go_tool_namespace_is_adopted_but_stays_hidden_from_callers(
     label = wait_until(expiry_label, timeout=10, message="adopted")
     # The default --adopt-ttl: 24h from creation.
     assert int(label) == calendar.timegm(created.metadata.creation_timestamp.timetuple()) + 86400
-    assert f"adopted namespace={name} reason=no-expiry-label" in service.log()
+    # The log line follows the patch: the label can be seen a moment before it is written.
+    wait_until(
+        lambda: f"adopted namespace={name} reason=no-expiry-label" in service.log(),
+        timeout=5,
+        message="the adoption logged",
+    )
     assert namespace_status(core, name) == "active"
     # No owner: every caller gets 404 and nothing changes.
     with service.client() as http:
