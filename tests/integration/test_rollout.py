@@ -198,3 +198,34 @@ def test_an_unknown_tenant_is_bad_usage(service: RunningService) -> None:
     result = _rollout(service, "--tenant=nope")
     assert result.returncode == 2
     assert "the policy has no tenant 'nope'; its tenants: web, data" in result.stderr
+
+
+def test_failures_exit_1_and_change_nothing_they_cannot_finish(
+    cluster: Cluster, policy_file: Path, tmp_path: Path, core: client.CoreV1Api
+) -> None:
+    """A grant that does not exist fails the namespace (nothing written); without a
+    controller, --wait says so by its deadline."""
+    args = [f"--policy-file={policy_file}", "--controller=false"]
+    with running_service(cluster.kubeconfig, tmp_path / "nsprov", args) as service:
+        web = _provision(service, "alice")
+        version = core.read_namespace(web).metadata.resource_version
+        loaded = _loaded(service)
+        policy_file.write_text(BEFORE.replace(EMPTY_GRANT, "nsprov-test-missing", 1))
+        wait_until(lambda: _loaded(service) != loaded, timeout=10, message="policy reloaded")
+        missing = _rollout(service, "--tenant=web")
+        assert missing.returncode == 1, missing.stdout + missing.stderr
+        assert "failed (grant ClusterRole 'nsprov-test-missing' does not exist)" in missing.stdout
+        assert core.read_namespace(web).metadata.resource_version == version
+
+        loaded = _loaded(service)
+        policy_file.write_text(AFTER)
+        wait_until(lambda: _loaded(service) != loaded, timeout=10, message="policy reloaded")
+        started = time.monotonic()
+        late = _rollout(service, "--tenant=web", "--wait", "--timeout=2s")
+        assert late.returncode == 1, late.stdout + late.stderr
+        assert time.monotonic() - started < 30
+        assert f"{web} not in line with template" in late.stdout
+        assert "is the controller running?" in late.stdout
+        # The record was written; the objects wait for a controller.
+        assert "4711" in core.read_namespace(web).metadata.annotations[TEMPLATE]
+        assert _pods(core, web) == "2"
