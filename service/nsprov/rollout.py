@@ -38,6 +38,7 @@ from nsprov.template import Template
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 500
+SELF_SUBJECT_ACCESS_REVIEWS = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
 ATTEMPTS = 5
 """Patches of one namespace before giving up when it keeps changing under us (409)."""
 _POLL_SECONDS = 1.0
@@ -141,7 +142,38 @@ class Rollout:
         reasons = unsafe_reasons(found)
         if reasons and not self.allow_unsafe_grant:
             return f"grant ClusterRole {role!r} is unsafe for tenants: {'; '.join(reasons)}"
-        return None
+        return self._bind_refusal(role)
+
+    def _bind_refusal(self, role: str) -> str | None:
+        """Why the controller could not bind ``role`` (no ``bind`` on it); None if it can.
+
+        Asked for the identity the roll-out runs as, which in nsprov's pod is the
+        controller's. Without the check a record naming such a role would leave the
+        controller failing (403) in a loop, and a namespace whose first grant changed
+        without its RoleBinding: the drifted one is deleted before the new one is made.
+        """
+        review = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectAccessReview",
+            "spec": {
+                "resourceAttributes": {
+                    "verb": "bind",
+                    "group": bundle.RBAC_GROUP,
+                    "resource": "clusterroles",
+                    "name": role,
+                }
+            },
+        }
+        try:
+            answer = self.kube.post(SELF_SUBJECT_ACCESS_REVIEWS, review)
+        except (KubeError, NsprovError) as exc:
+            return f"cannot check that nsprov may bind grant ClusterRole {role!r}: {exc}"
+        if (answer.get("status") or {}).get("allowed"):
+            return None
+        return (
+            f"nsprov may not bind grant ClusterRole {role!r}: add it under 'bind' in "
+            "nsprov's own ClusterRole (k8s/clusterrole.yaml)"
+        )
 
     # ---- the run --------------------------------------------------------------------------
 
@@ -158,7 +190,9 @@ class Rollout:
 
     def run(self, tenants: set[str] | None) -> Iterator[Outcome]:
         """An outcome per live namespace of ``tenants`` (None: of every tenant)."""
-        for namespace in self.namespaces():
+        # The whole list first: patching as the pages come could outlive the continue
+        # token (the API server drops it at etcd's compaction, every 5 minutes).
+        for namespace in list(self.namespaces()):
             metadata = namespace["metadata"]
             tenant = tenant_of(metadata)
             if tenants is not None and tenant not in tenants:

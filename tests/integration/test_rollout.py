@@ -229,3 +229,35 @@ def test_failures_exit_1_and_change_nothing_they_cannot_finish(
         # The record was written; the objects wait for a controller.
         assert "4711" in core.read_namespace(web).metadata.annotations[TEMPLATE]
         assert _pods(core, web) == "2"
+
+
+def test_as_nsprovs_own_serviceaccount_with_k8s_rbac_and_admission_policy(
+    service: RunningService,
+    policy_file: Path,
+    manifest_kubeconfig: Path,
+    core: client.CoreV1Api,
+) -> None:
+    """What `kubectl exec deploy/nsprov -- nsprov rollout` runs as: k8s/'s RBAC suffices
+    (the admission policy lets nsprov write nsprov.io/*), and a grant missing from its
+    `bind` list fails before anything is written."""
+    web = _provision(service, "alice")
+    version = core.read_namespace(web).metadata.resource_version
+    as_nsprov = f"--kubeconfig={manifest_kubeconfig}"
+
+    loaded = _loaded(service)
+    policy_file.write_text(AFTER)  # adds a grant k8s/ does not let nsprov bind
+    wait_until(lambda: _loaded(service) != loaded, timeout=10, message="policy reloaded")
+    refused = _rollout(service, as_nsprov, "--tenant=web")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert f"nsprov may not bind grant ClusterRole '{CONFIGMAP_GRANT}'" in refused.stdout
+    assert core.read_namespace(web).metadata.resource_version == version
+
+    loaded = _loaded(service)
+    policy_file.write_text(AFTER.replace(f"[{EMPTY_GRANT}, {CONFIGMAP_GRANT}]", EMPTY_GRANT))
+    wait_until(lambda: _loaded(service) != loaded, timeout=10, message="policy reloaded")
+    done = _rollout(service, as_nsprov, "--tenant=web", "--wait", "--timeout=30s")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"{web} " in done.stdout
+    assert " changed (resourceQuota, labels)" in done.stdout
+    assert core.read_namespace(web).metadata.labels["cost-centre"] == "4711"
+    assert _pods(core, web) == "5"

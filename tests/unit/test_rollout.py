@@ -155,6 +155,7 @@ class FakeKube:
         self.conflicts = conflicts
         self.patches: list[tuple[str, dict[str, Any]]] = []
         self.namespace: dict[str, Any] | None = None
+        self.unbindable: set[str] = set()
 
     def get(self, path: str, **kw: Any) -> dict[str, Any]:
         name = path.rsplit("/", 1)[1]
@@ -164,6 +165,11 @@ class FakeKube:
             return self.roles[name]
         assert self.namespace is not None
         return self.namespace
+
+    def post(self, path: str, body: dict[str, Any], **kw: Any) -> dict[str, Any]:
+        assert path.endswith("/selfsubjectaccessreviews")
+        name = body["spec"]["resourceAttributes"]["name"]
+        return {"status": {"allowed": name not in self.unbindable}}
 
     def merge_patch(self, path: str, body: dict[str, Any], **kw: Any) -> dict[str, Any]:
         self.patches.append((path, body))
@@ -249,6 +255,15 @@ def test_a_grant_that_is_missing_or_unsafe_fails_the_namespace(
     outcome = _rollout(kube, parse_policy(POLICY)).apply(_namespace(_template()))
     assert outcome.state == "failed"
     assert reason in outcome.detail
+    assert kube.patches == []
+
+
+def test_a_grant_nsprov_may_not_bind_fails_the_namespace() -> None:
+    kube = FakeKube({"grant-a": SAFE, "grant-b": SAFE})
+    kube.unbindable = {"grant-b"}
+    outcome = _rollout(kube, parse_policy(POLICY)).apply(_namespace(_template()))
+    assert outcome.state == "failed"
+    assert "nsprov may not bind grant ClusterRole 'grant-b'" in outcome.detail
     assert kube.patches == []
 
 
