@@ -204,6 +204,53 @@ def namespace(
     }
 
 
+def _own_key(key: str, selector: Selector) -> bool:
+    """A label or annotation nsprov writes for itself: never a template's to set or remove."""
+    return key == selector.key or key.startswith(("nsprov.io/", _PSA_PREFIX))
+
+
+def template_patch(
+    metadata: dict[str, Any], selector: Selector, template: Template, tenant: str | None
+) -> dict[str, Any]:
+    """The merge patch that makes a live namespace say ``template``: what a roll-out writes.
+
+    Everything ``namespace()`` derives from the template is set: the record, the first
+    ClusterRole, the Pod Security labels (removed, with null, when the new template has
+    no level) and the extra labels and annotations. Extra keys the namespace's old
+    record had and the new one has not are removed; a namespace made before templates
+    had none. Nothing else is touched: not the expiry, the owner, the requested ttl.
+    With ``tenant`` the tenant label is written too (namespaces made before it existed
+    carry the annotation only, and the tenant's cap counts by the label). The
+    resourceVersion makes the patch a compare-and-swap: if the namespace changed since
+    it was read, the API server refuses (409) and the caller reads it again.
+    """
+    old = template_of(metadata)
+    old_labels = old.labels if old is not None else {}
+    old_annotations = old.annotations if old is not None else {}
+    labels: dict[str, str | None] = {k: None for k in old_labels if k not in template.labels}
+    labels.update(template.labels)
+    annotations: dict[str, str | None] = {
+        k: None for k in old_annotations if k not in template.annotations
+    }
+    annotations.update(template.annotations)
+    labels = {k: v for k, v in labels.items() if not _own_key(k, selector)}
+    annotations = {k: v for k, v in annotations.items() if not _own_key(k, selector)}
+    level = template.pod_security or None
+    labels[_PSA_PREFIX + "enforce"] = level
+    labels[_PSA_PREFIX + "enforce-version"] = "latest" if level else None
+    if tenant:
+        labels[TENANT_LABEL] = tenant
+    annotations[CLUSTER_ROLE_ANNOTATION] = template.cluster_roles[0]
+    annotations[TEMPLATE_ANNOTATION] = template.record()
+    return {
+        "metadata": {
+            "resourceVersion": metadata.get("resourceVersion"),
+            "labels": labels,
+            "annotations": annotations,
+        }
+    }
+
+
 def service_account(namespace_name: str, selector: Selector) -> dict[str, Any]:
     return {
         "apiVersion": "v1",

@@ -199,8 +199,12 @@ def _own_namespace() -> str:
         return "default"
 
 
-def settings_from_options(values: dict[str, Any]) -> Settings:
-    """Settings from ``serve``'s converted options; ConfigError names what cannot work."""
+def settings_from_options(values: dict[str, Any], *, serving: bool = True) -> Settings:
+    """Settings from ``serve``'s converted options; ConfigError names what cannot work.
+
+    ``serving=False`` (``rollout``): what only a server needs (a token, its addresses,
+    the CA for kubeconfigs) is not checked.
+    """
     given: dict[str, Any] = {}
     for spec in flag_specs():
         value = values.get(spec.field)
@@ -218,7 +222,7 @@ def settings_from_options(values: dict[str, Any]) -> Settings:
     given["log_level"] = str(given["log_level"]).lower()
     given["concurrency"] = max(1, given["concurrency"])
     settings = Settings(**given)
-    _check(settings)
+    _check(settings, serving=serving)
     return settings
 
 
@@ -226,7 +230,7 @@ def _field_type(name: str) -> str:
     return next(str(f.type) for f in fields(Settings) if f.name == name)
 
 
-def _check(settings: Settings) -> None:
+def _check(settings: Settings, *, serving: bool = True) -> None:
     """What no single flag's type can say: relations between flags and shapes of values."""
     if settings.ttl > settings.max_ttl:
         raise ConfigError("--ttl must not exceed --max-ttl")
@@ -243,6 +247,8 @@ def _check(settings: Settings) -> None:
         bundle.Selector.parse(settings.selector)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    if not serving:
+        return
     if not settings.tokens and settings.token_file is None and settings.policy_file is None:
         raise ConfigError(
             "no token configured: set NSPROV_TOKEN_FILE, NSPROV_TOKEN or NSPROV_POLICY_FILE"
@@ -424,6 +430,89 @@ async def _serve(settings: Settings) -> None:
     await asyncio.gather(*tasks)
 
 
+# ---- rollout ------------------------------------------------------------------------------
+
+# The flags the roll-out reads (shown in its help). It accepts every flag of serve, so
+# the same arguments and NSPROV_* environment work for both, and ignores the rest.
+_ROLLOUT_FLAGS = {
+    "kubeconfig", "policy_file", "selector", "cluster_role", "pod_security", "min_ttl",
+    "allow_unsafe_grant", "request_timeout", "log_level",
+}  # fmt: skip
+
+
+def _rollout_option(spec: FlagSpec) -> click.Option:
+    option = _option(spec)
+    option.hidden = spec.field not in _ROLLOUT_FLAGS
+    return option
+
+
+def _rollout_command(
+    tenant: tuple[str, ...], all_: bool, dry_run: bool, wait: bool, timeout: float, **values: Any
+) -> int:
+    if bool(tenant) == all_:
+        raise ConfigError("rollout needs either --tenant NAME (repeatable) or --all")
+    missing = missing_server_modules()
+    if missing:
+        raise ConfigError(
+            f"rollout needs the server's libraries ({', '.join(missing)} missing): {INSTALL_SERVER}"
+        )
+    from kubernetes.config.config_exception import ConfigException
+
+    from nsprov import rollout
+    from nsprov.policyfile import PolicyError
+
+    settings = settings_from_options(values, serving=False)
+    logging.basicConfig(level=log_level(settings.log_level), format="%(levelname)s %(message)s")
+    try:
+        return rollout.command(
+            settings,
+            tenants=list(dict.fromkeys(tenant)) if tenant else None,
+            dry_run=dry_run,
+            wait=wait,
+            timeout=timeout,
+            echo=click.echo,
+        )
+    except (rollout.UnknownTenant, PolicyError, ConfigException) as exc:
+        raise ConfigError(str(exc)) from None
+
+
+rollout_command = click.Command(
+    "rollout",
+    callback=_rollout_command,
+    params=[
+        click.Option(
+            ["--tenant"],
+            multiple=True,
+            metavar="NAME",
+            help="re-apply this tenant's current template (repeatable)",
+        ),
+        click.Option(
+            ["--all", "all_"],
+            is_flag=True,
+            help="every managed namespace (without a policy file: the flags' template)",
+        ),
+        click.Option(["--dry-run"], is_flag=True, help="print what would change; change nothing"),
+        click.Option(
+            ["--wait"], is_flag=True, help="wait until the controller has brought them in line"
+        ),
+        click.Option(
+            ["--timeout"],
+            type=Duration(),
+            default="1m",
+            show_default=True,
+            help="how long --wait waits",
+        ),
+        *(_rollout_option(spec) for spec in flag_specs()),
+    ],
+    help="Re-apply the policy's current template to live namespaces (run where nsprov runs: "
+    "kubectl -n nsprov exec deploy/nsprov -- nsprov rollout --tenant NAME). Changes each "
+    "namespace's recorded template, Pod Security level and extra labels; the controller then "
+    "updates its RoleBindings, quota, limits and network policy. Expiry is unchanged. "
+    "Exit 0 done, 1 a namespace failed, 2 usage.",
+    short_help="re-apply the current template to live namespaces",
+)
+
+
 # ---- the group ----------------------------------------------------------------------------
 
 
@@ -441,6 +530,7 @@ def group() -> None:
 
 
 group.add_command(serve)
+group.add_command(rollout_command)
 for _command in client_cli.COMMANDS:
     group.add_command(_command)
 
