@@ -21,6 +21,7 @@ from tests.integration.conftest import (
     EMPTY_GRANT,
     NSPROV_NAMESPACE,
     REPO,
+    SELECTOR,
     Cluster,
     live_managed_namespaces,
 )
@@ -189,6 +190,49 @@ def test_manifest_identity_creates_uses_extends_deletes_and_expires(
     assert name not in live_managed_namespaces(core)
 
 
+def test_manifest_identity_provisions_and_repairs_a_tenants_bounds(
+    cluster: Cluster, core: client.CoreV1Api, manifest_kubeconfig: Path, tmp_path: Path
+) -> None:
+    """k8s/'s RBAC and admission policies let nsprov create, watch and put back the quota,
+    limits and network policy of a tenant's template (and nothing more: see the other tests)."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "tenants:\n"
+        "  - name: team\n"
+        "    match: {token: '*'}\n"
+        "    template:\n"
+        "      resourceQuota: {hard: {pods: '2'}}\n"
+        "      limitRange: {default: {cpu: 200m}}\n"
+        "      networkPolicy: isolated\n"
+    )
+    args = [f"--leader-elect-namespace={NSPROV_NAMESPACE}", f"--policy-file={policy}"]
+    networking = client.NetworkingV1Api(cluster.api)
+    with running_service(manifest_kubeconfig, tmp_path / "svc", args) as service:
+        with service.client() as http:
+            created = http.post("/api/v1/namespaces", headers=service.auth())
+        assert created.status_code == 201, created.text
+        name = created.headers["x-namespace"]
+        quota = core.read_namespaced_resource_quota("namespace-provisioner", name)
+        assert quota.spec.hard == {"pods": "2"}
+        assert core.read_namespaced_limit_range("namespace-provisioner", name).spec.limits
+        assert networking.read_namespaced_network_policy("namespace-provisioner", name)
+        core.delete_namespaced_resource_quota("namespace-provisioner", name)
+
+        def repaired() -> bool:
+            try:
+                core.read_namespaced_resource_quota("namespace-provisioner", name)
+            except ApiException as exc:
+                assert exc.status == 404
+                return False
+            return True
+
+        wait_until(repaired, timeout=5, message="the quota put back by the manifest identity")
+        with service.client() as http:
+            assert (
+                http.delete(f"/api/v1/namespaces/{name}", headers=service.auth()).status_code == 202
+            )
+
+
 def test_manifest_identity_cannot_escalate(
     deployed_service: RunningService, cluster: Cluster, manifest_kubeconfig: Path,
     core: client.CoreV1Api,
@@ -319,28 +363,33 @@ def test_grant_deleted_while_running_pauses_provisioning_until_it_is_back(
     wait_until(lambda: _provisions(service), timeout=5, message="POST works once it is back")
 
 
-def test_a_grant_nsprov_may_not_read_is_never_handed_out(
+def test_a_grant_nsprov_may_not_bind_is_never_handed_out(
     cluster: Cluster, manifest_kubeconfig: Path, tmp_path: Path
 ) -> None:
-    """k8s/ lets nsprov read its grant by name only; another --cluster-role is unreadable.
-
-    Before, nsprov only warned and provisioned anyway, unchecked.
-    """
+    """k8s/ lets nsprov read every ClusterRole (to judge each tenant's grant) but bind only
+    those it names: another --cluster-role is refused by Kubernetes, and the half-made
+    namespace is rolled back, so the caller gets no kubeconfig."""
     rbac = client.RbacAuthorizationV1Api(cluster.api)
-    other = "nsprov-test-unreadable-grant"
+    core = client.CoreV1Api(cluster.api)
+    other = "nsprov-test-unbindable-grant"
     rbac.create_cluster_role(
         client.V1ClusterRole(metadata=client.V1ObjectMeta(name=other), rules=[])
     )
     args = [f"--leader-elect-namespace={NSPROV_NAMESPACE}", f"--cluster-role={other}"]
     try:
         with running_service(manifest_kubeconfig, tmp_path, args) as service:
-            detail = problem(_post(service), 503)["detail"]
-            assert f"cannot read grant ClusterRole {other!r}" in detail, detail
-            # Unreadable is not unsafe: --allow-unsafe-grant does not cover it.
-        with running_service(
-            manifest_kubeconfig, tmp_path / "allow", [*args, "--allow-unsafe-grant=true"]
-        ) as service:
-            assert other in problem(_post(service), 503)["detail"]
+            response = _post(service)
+            detail = problem(response, 500)["detail"]
+            assert f"could not bind ClusterRole {other!r}" in detail, detail
+            assert "not allowed" in detail
+            live = core.list_namespace(label_selector=SELECTOR).items
+            kept = [
+                ns.metadata.name
+                for ns in live
+                if not ns.metadata.deletion_timestamp
+                and (ns.metadata.annotations or {}).get("nsprov.io/cluster-role") == other
+            ]
+            assert kept == []
     finally:
         rbac.delete_cluster_role(other)
 
