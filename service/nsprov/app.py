@@ -221,6 +221,7 @@ def _add_controller(service: Service) -> None:
     # The API reads managed namespaces from the controller's informer, which runs on
     # every replica (leader or not); the API wing sees it only as a NamespaceSource.
     service.provisioner.cache = ReadYourWrites(_NamespaceInformer(controller.namespaces))
+    service.provisioner.quotas = _QuotaInformer(controller.resource_quotas)
     if settings.leader_elect:
         duration = settings.leader_elect_lease_duration
         service.elector = LeaderElector(
@@ -251,6 +252,19 @@ class _NamespaceInformer:
 
     def items(self) -> list[dict[str, Any]]:
         return self._informer.items()
+
+
+class _QuotaInformer:
+    """The ResourceQuota informer as the API wing's read-only ``QuotaSource``."""
+
+    def __init__(self, informer: Informer) -> None:
+        self._informer = informer
+
+    def synced(self) -> bool:
+        return self._informer.synced.is_set()
+
+    def get(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._informer.get(namespace, name)
 
 
 class UnsafeGrant(ValueError):

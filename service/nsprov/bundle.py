@@ -487,6 +487,31 @@ def is_right(existing: dict[str, Any], wanted: Wanted) -> bool:
     raise ValueError(f"unknown kind {wanted.kind!r}")
 
 
+def is_nsprov_quota(quota: dict[str, Any], selector: Selector) -> bool:
+    """Whether a ResourceQuota is the one nsprov puts in a namespace (its name, its label)."""
+    metadata = quota.get("metadata") or {}
+    return metadata.get("name") == BOUNDS_NAME and selector.matches(metadata.get("labels"))
+
+
+def quota_usage(quota: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
+    """(hard, used) of a ResourceQuota, as quantities written by Kubernetes.
+
+    Both come from ``status``, which kube-controller-manager's quota controller
+    fills in a moment after the quota is created (and keeps current). Until it has,
+    ``hard`` is the spec's (what the quota will enforce) and ``used`` is empty.
+    """
+    status = quota.get("status") or {}
+    hard = status.get("hard") or (quota.get("spec") or {}).get("hard") or {}
+    used = status.get("used") or {}
+    return _strings(hard), _strings(used)
+
+
+def _strings(quantities: object) -> dict[str, str]:
+    if not isinstance(quantities, dict):
+        return {}
+    return {str(k): str(v) for k, v in quantities.items()}
+
+
 def template_of(metadata: dict[str, Any]) -> Template | None:
     """The template a namespace records; None for namespaces made before templates (or garbled).
 

@@ -142,18 +142,36 @@ def _until(expires_at: str | None, now: float | None = None) -> str:
 
 
 def table(rows: list[dict[str, Any]], now: float | None = None) -> str:
-    """Namespaces as a kubectl-like table: NAME, STATE and, when rows have one, the expiry."""
+    """Namespaces as a kubectl-like table: NAME, STATE and, when rows have one, the tenant
+    and the expiry."""
     header = ["NAME", "STATE"]
+    with_tenant = any(row.get("tenant") for row in rows)
+    if with_tenant:
+        header.append("TENANT")
     with_expiry = any("expiresAt" in row for row in rows)
     if with_expiry:
         header += ["EXPIRES-AT", "EXPIRES-IN"]
     lines = [header]
     for row in rows:
         line = [str(row.get("name", "")), str(row.get("state", ""))]
+        if with_tenant:
+            line.append(str(row.get("tenant") or "-"))
         if with_expiry:
             line += [str(row.get("expiresAt") or "-"), _until(row.get("expiresAt"), now)]
         lines.append(line)
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return _columns(lines)
+
+
+def quota_table(quota: dict[str, Any]) -> str:
+    """A namespace's quota as RESOURCE, USED, HARD, one line per resource it limits."""
+    hard, used = quota.get("hard") or {}, quota.get("used") or {}
+    lines = [["RESOURCE", "USED", "HARD"]]
+    lines += [[str(r), str(used.get(r, "-")), str(hard[r])] for r in sorted(hard)]
+    return _columns(lines)
+
+
+def _columns(lines: list[list[str]]) -> str:
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
     return "\n".join(
         "   ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
         for line in lines
@@ -274,11 +292,14 @@ def list_(output: str) -> int:
 @click.argument("name")
 @_TABLE_OUTPUT
 def get(name: str, output: str) -> int:
-    """One of your namespaces: its state and expiry."""
+    """One of your namespaces: its state, tenant, expiry and quota usage."""
     progress = Progress()
     with _client(progress) as client, progress.showing(f"reading {name}"):
         info = client.get(name)
     _emit(info, output, [info])
+    if output == "table" and info.get("quota"):
+        click.echo()
+        click.echo(quota_table(info["quota"]))
     return 0
 
 

@@ -133,7 +133,9 @@ class Controller:
             self.network_policies,
         ]
         metrics.queue_depth.set_function(lambda: len(self.queue))
-        metrics.count_live_namespaces_with(self.count_live)
+        metrics.count_by_tenant_with(
+            _synced_items(self.namespaces), _synced_items(self.resource_quotas), selector
+        )
 
     # ---- events -> queue ------------------------------------------------------------------
 
@@ -162,11 +164,6 @@ class Controller:
 
     def wait_synced(self, timeout: float) -> bool:
         return wait_synced(self.informers, timeout)
-
-    def count_live(self) -> int | None:
-        if not self.namespaces.synced.is_set():
-            return None
-        return sum(1 for ns in self.namespaces.items() if not bundle.is_terminating(ns))
 
     def start_reconciling(self) -> None:
         """Called when this replica becomes leader (or at start without leader election)."""
@@ -421,3 +418,8 @@ class Controller:
         except KubeError as exc:
             if exc.status not in (404, 409):
                 raise
+
+
+def _synced_items(informer: Informer) -> Callable[[], list[dict[str, Any]] | None]:
+    """The informer's objects for a scrape, or None until its first list has landed."""
+    return lambda: informer.items() if informer.synced.is_set() else None

@@ -2,27 +2,131 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from nsprov import bundle
+
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_ZERO = Decimal(0)
 
 
-class _LiveNamespaces(Collector):
-    """Counts live managed namespaces at scrape time, from whatever source can count them."""
+Objects = Callable[[], list[dict[str, Any]] | None]
+"""A cache's objects, or None while it has not synced (nothing is then reported)."""
 
-    def __init__(self, count: Callable[[], int | None]) -> None:
-        self._count = count
+
+@dataclass
+class TenantCounts:
+    """What the by-tenant gauges report, counted from the caches in one pass each."""
+
+    live: dict[str, int] = field(default_factory=dict)
+    """Live (not terminating) managed namespaces by tenant ('' without one)."""
+    used: dict[tuple[str, str], Decimal] = field(default_factory=dict)
+    """(tenant, resource) -> the sum of the tenant's live namespaces' quota status.used."""
+    hard: dict[tuple[str, str], Decimal] = field(default_factory=dict)
+
+
+def count_by_tenant(
+    namespaces: list[dict[str, Any]],
+    quotas: list[dict[str, Any]] | None,
+    selector: bundle.Selector,
+) -> TenantCounts:
+    """Live namespaces per tenant and, with ``quotas``, their quotas summed per tenant.
+
+    A quota counts when it is nsprov's (name and label) and its namespace is live and
+    managed: the namespace's tenant annotation names the tenant. Quantities are added
+    exactly (as Decimals) and parsed once per distinct text, so thousands of quotas
+    holding the same few limits cost a dictionary lookup each.
+    """
+    counts = TenantCounts()
+    tenant_of: dict[str, str] = {}
+    for namespace in namespaces:
+        if bundle.is_terminating(namespace):
+            continue
+        metadata = namespace["metadata"]
+        tenant = bundle.tenant_of(metadata) or ""
+        tenant_of[metadata["name"]] = tenant
+        counts.live[tenant] = counts.live.get(tenant, 0) + 1
+    for quota in quotas or ():
+        owning = tenant_of.get(quota.get("metadata", {}).get("namespace", ""))
+        if owning is None or not bundle.is_nsprov_quota(quota, selector):
+            continue
+        hard, used = bundle.quota_usage(quota)
+        _add(counts.hard, owning, hard)
+        _add(counts.used, owning, used)
+    return counts
+
+
+def _add(sums: dict[tuple[str, str], Decimal], tenant: str, quantities: dict[str, str]) -> None:
+    for resource, text in quantities.items():
+        value = _quantity(text)
+        if value is not None:
+            key = (tenant, resource)
+            sums[key] = sums.get(key, _ZERO) + value
+
+
+@functools.lru_cache(maxsize=4096)
+def _quantity(text: str) -> Decimal | None:
+    """A Kubernetes quantity (``500m``, ``8Gi``) in base units (cores, bytes, objects)."""
+    # Imported here: the command line imports the ground floor, and must start without
+    # the server's libraries.
+    from kubernetes.utils import parse_quantity
+
+    try:
+        return parse_quantity(text)  # type: ignore[no-any-return]
+    except (ValueError, TypeError, ArithmeticError):
+        return None
+
+
+class _ByTenant(Collector):
+    """Live namespaces and quota usage by tenant, counted at scrape time from the caches.
+
+    Tenants are few and named by the operator; owners never become a label (there is
+    one per repository or branch, without bound). The live count always has the ''
+    series, so a sum over tenants is 0, not empty, when nothing is live.
+    """
+
+    def __init__(self, namespaces: Objects, quotas: Objects, selector: bundle.Selector) -> None:
+        self._namespaces = namespaces
+        self._quotas = quotas
+        self._selector = selector
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        value = self._count()
-        if value is not None:
-            yield GaugeMetricFamily(
-                "nsprov_live_namespaces", "Namespaces nsprov manages that exist now", value=value
+        namespaces = self._namespaces()
+        if namespaces is None:
+            return
+        quotas = self._quotas()
+        counts = count_by_tenant(namespaces, quotas, self._selector)
+        live = GaugeMetricFamily(
+            "nsprov_live_namespaces",
+            "Namespaces nsprov manages that exist now (not terminating), by tenant ('' without)",
+            labels=["tenant"],
+        )
+        for tenant, count in sorted({"": 0, **counts.live}.items()):
+            live.add_metric([tenant], count)
+        yield live
+        if quotas is None:
+            return
+        for name, sums, what in (
+            ("nsprov_tenant_quota_used", counts.used, "used"),
+            ("nsprov_tenant_quota_hard", counts.hard, "hard"),
+        ):
+            family = GaugeMetricFamily(
+                name,
+                f"The sum of status.{what} of the ResourceQuotas of a tenant's live namespaces, "
+                "by resource, in base units (cores, bytes, objects)",
+                labels=["tenant", "resource"],
             )
+            for (tenant, resource), value in sorted(sums.items()):
+                family.add_metric([tenant, resource], float(value))
+            yield family
 
 
 class Metrics:
@@ -145,5 +249,8 @@ class Metrics:
     def watch_restarts_for(self, resource: str, reason: str) -> None:
         self.watch_restarts.labels(resource=resource, reason=reason).inc()
 
-    def count_live_namespaces_with(self, count: Callable[[], int | None]) -> None:
-        self.registry.register(_LiveNamespaces(count))
+    def count_by_tenant_with(
+        self, namespaces: Objects, quotas: Objects, selector: bundle.Selector
+    ) -> None:
+        """Report live namespaces and quota usage by tenant from these caches at each scrape."""
+        self.registry.register(_ByTenant(namespaces, quotas, selector))

@@ -39,6 +39,19 @@ class NamespaceSource(Protocol):
     def items(self) -> list[dict[str, Any]]: ...
 
 
+class QuotaSource(Protocol):
+    """A read-only cache of nsprov's ResourceQuotas (selector-labelled) kept current by a watch.
+
+    Only GET of one namespace reads it, to show the quota's status; a miss there is
+    asked of the API server (the quota may be a moment younger than the cache), so
+    no read-your-writes overlay is needed here.
+    """
+
+    def synced(self) -> bool: ...
+
+    def get(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+
 def _version(obj: dict[str, Any]) -> int | None:
     try:
         return int(obj.get("metadata", {}).get("resourceVersion", ""))

@@ -200,14 +200,14 @@ DOCUMENT: dict[str, Any] = {
         },
         "/api/v1/namespaces/{name}": {
             "get": _operation(
-                "One of the caller's namespaces",
+                "One of the caller's namespaces, with its tenant and its quota's usage",
                 "getNamespace",
                 {
                     "200": {
                         "description": "the namespace",
                         "content": {
                             "application/json": {
-                                "schema": {"$ref": "#/components/schemas/Namespace"}
+                                "schema": {"$ref": "#/components/schemas/NamespaceStatus"}
                             }
                         },
                     }
@@ -283,10 +283,47 @@ DOCUMENT: dict[str, Any] = {
                 "properties": {
                     "name": {"type": "string"},
                     "owner": {"type": "string"},
+                    "tenant": {
+                        "type": ["string", "null"],
+                        "description": "the policy file's tenant that made it; null without one",
+                    },
                     "createdAt": {"type": "string", "format": "date-time"},
                     "expiresAt": {"type": "string", "format": "date-time"},
                     "state": {"enum": ["ACTIVE", "TERMINATING"]},
                 },
+            },
+            "NamespaceStatus": {
+                "allOf": [
+                    {"$ref": "#/components/schemas/Namespace"},
+                    {
+                        "type": "object",
+                        "properties": {
+                            "quota": {
+                                "description": "the namespace's ResourceQuota "
+                                "namespace-provisioner as Kubernetes reports it (status; until "
+                                "the quota controller has counted, hard is the spec's and used "
+                                "is empty); null when the namespace has none",
+                                "oneOf": [
+                                    {"type": "null"},
+                                    {
+                                        "type": "object",
+                                        "required": ["hard", "used"],
+                                        "properties": {
+                                            "hard": {"$ref": "#/components/schemas/Quantities"},
+                                            "used": {"$ref": "#/components/schemas/Quantities"},
+                                        },
+                                    },
+                                ],
+                            }
+                        },
+                    },
+                ]
+            },
+            "Quantities": {
+                "type": "object",
+                "description": "resource name -> Kubernetes quantity (e.g. pods: '3', "
+                "requests.memory: 512Mi)",
+                "additionalProperties": {"type": "string"},
             },
             "Deletion": {
                 "type": "object",

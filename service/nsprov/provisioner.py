@@ -40,7 +40,7 @@ from nsprov.errors import (
 from nsprov.grant import GrantGuard
 from nsprov.kube import Kube, KubeError
 from nsprov.metrics import Metrics
-from nsprov.namespacecache import ReadYourWrites
+from nsprov.namespacecache import QuotaSource, ReadYourWrites
 from nsprov.policy import Profile
 from nsprov.template import Template
 from nsprov.ttl import format_duration
@@ -66,6 +66,8 @@ class NamespaceInfo:
     expires_at: int | None
     created_at: str | None
     terminating: bool
+    tenant: str | None = None
+    """The policy tenant that made it; None without a policy file (or made before one)."""
 
     @classmethod
     def from_object(cls, obj: dict[str, Any]) -> NamespaceInfo:
@@ -76,16 +78,41 @@ class NamespaceInfo:
             expires_at=bundle.expires_at_of(metadata),
             created_at=metadata.get("creationTimestamp"),
             terminating=bundle.is_terminating(obj),
+            tenant=bundle.tenant_of(metadata),
         )
 
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "owner": self.owner,
+            "tenant": self.tenant,
             "createdAt": self.created_at,
             "expiresAt": _iso(self.expires_at),
             "state": "TERMINATING" if self.terminating else "ACTIVE",
         }
+
+
+@dataclass(frozen=True)
+class QuotaStatus:
+    """A namespace's ResourceQuota as Kubernetes reports it: limits and what is used of them."""
+
+    hard: dict[str, str]
+    used: dict[str, str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"hard": dict(self.hard), "used": dict(self.used)}
+
+
+@dataclass(frozen=True)
+class NamespaceStatus:
+    """GET of one namespace: what the list says of it, and its quota's usage."""
+
+    info: NamespaceInfo
+    quota: QuotaStatus | None
+    """None when the namespace has no ResourceQuota of nsprov's."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.info.to_json(), "quota": self.quota.to_json() if self.quota else None}
 
 
 @dataclass(frozen=True)
@@ -140,6 +167,8 @@ class Provisioner:
     # The managed Namespaces as this replica's informer sees them (None: no controller,
     # every read goes to the API server). Reads use it once it has synced.
     cache: ReadYourWrites | None = None
+    # nsprov's ResourceQuotas as the same replica's informer sees them (None: no controller).
+    quotas: QuotaSource | None = None
 
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
@@ -242,9 +271,39 @@ class Provisioner:
         ]
         return sorted(mine, key=lambda i: i.name)
 
-    async def get(self, owner: str, name: str, *, tenant: str | None = None) -> NamespaceInfo:
+    async def get(self, owner: str, name: str, *, tenant: str | None = None) -> NamespaceStatus:
         obj = await self._owned(owner, name, tenant=tenant, cached=True)
-        return NamespaceInfo.from_object(obj)
+        return NamespaceStatus(NamespaceInfo.from_object(obj), await self._quota(obj))
+
+    async def _quota(self, namespace: dict[str, Any]) -> QuotaStatus | None:
+        """The namespace's ResourceQuota ``namespace-provisioner``, None when it has none.
+
+        Only a namespace whose template calls for a quota is looked up: from the
+        informer cache once it has synced; on a miss (or without the cache) with one
+        GET, since a namespace provisioned a moment ago may have a quota the cache has
+        not seen yet. A quota without nsprov's label is not nsprov's and not shown.
+        """
+        metadata = namespace["metadata"]
+        template = bundle.template_of(metadata)
+        if template is None or not template.resource_quota:
+            return None
+        name = metadata["name"]
+        quotas = self.quotas
+        quota = None
+        if quotas is not None and quotas.synced():
+            quota = quotas.get(name, bundle.BOUNDS_NAME)
+        if quota is None:
+            path = f"{bundle.resource_quotas_path(name)}/{bundle.BOUNDS_NAME}"
+            try:
+                quota = await self._call(self.kube.get, path)
+            except KubeError as exc:
+                if exc.status == 404:
+                    return None
+                raise _failed("read the namespace's ResourceQuota", exc) from exc
+        if not bundle.is_nsprov_quota(quota, self.selector):
+            return None
+        hard, used = bundle.quota_usage(quota)
+        return QuotaStatus(hard, used)
 
     # ---- provisioning -------------------------------------------------------------------
 

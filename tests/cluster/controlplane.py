@@ -43,6 +43,9 @@ CONTROLLERS = (
     "root-ca-cert-publisher",
     "garbagecollector",
     "clusterrole-aggregation",
+    # Fills in a ResourceQuota's status (hard and used): until it has, the API server
+    # refuses every create the quota covers, and nsprov has no usage to show.
+    "resourcequota",
 )
 # The in-cluster issuer name stays accepted; tokens are issued by the API server's own URL so
 # that its discovery document and keys are reachable: a real OIDC issuer for tests.

@@ -475,7 +475,7 @@ def test_health_readiness_and_metrics(service: RunningService) -> None:
         in metrics
     )
     assert "nsprov_provision_duration_seconds_count" in metrics
-    assert "nsprov_live_namespaces 1.0" in metrics
+    assert 'nsprov_live_namespaces{tenant=""} 1.0' in metrics
     # The public listener serves no internal endpoints.
     with service.client() as http:
         assert http.get("/metrics").status_code == 404

@@ -31,7 +31,7 @@ from nsprov.client import (
     Unavailable,
     UsageFailure,
 )
-from nsprov.client_cli import Progress, table, write_private_file
+from nsprov.client_cli import Progress, quota_table, table, write_private_file
 from nsprov.client_run import Interrupted, SignalRouter, run_in_namespace
 from tests.support import wait_until
 
@@ -302,6 +302,30 @@ def test_table_shows_time_left() -> None:
         "np-a   ACTIVE   2030-01-01T01:30:00Z   1h30m",
     ]
     assert table([{"name": "np-a", "state": "DELETED"}]).splitlines()[1] == "np-a   DELETED"
+
+
+def test_table_shows_the_tenant_when_a_row_has_one() -> None:
+    rows = [
+        {"name": "np-a", "state": "ACTIVE", "tenant": "web"},
+        {"name": "np-b", "state": "ACTIVE", "tenant": None},
+    ]
+    assert table(rows).splitlines() == [
+        "NAME   STATE    TENANT",
+        "np-a   ACTIVE   web",
+        "np-b   ACTIVE   -",
+    ]
+    assert table([{"name": "np-a", "state": "ACTIVE", "tenant": None}]).splitlines()[0] == (
+        "NAME   STATE"
+    )
+
+
+def test_quota_table_lists_each_limited_resource() -> None:
+    quota = {"hard": {"pods": "3", "requests.memory": "1Gi"}, "used": {"pods": "1"}}
+    assert quota_table(quota).splitlines() == [
+        "RESOURCE          USED   HARD",
+        "pods              1      3",
+        "requests.memory   -      1Gi",
+    ]
 
 
 def test_private_file_is_0600_and_replaces_a_symlink(tmp_path: Path) -> None:

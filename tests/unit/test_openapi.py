@@ -3,6 +3,7 @@ from __future__ import annotations
 from starlette.routing import Route
 
 from nsprov import api, openapi
+from nsprov.provisioner import NamespaceInfo, NamespaceStatus, QuotaStatus
 
 
 def test_document_and_routes_agree() -> None:
@@ -26,3 +27,29 @@ def test_operation_ids_are_unique_and_errors_are_problems() -> None:
     for op in operations:
         if op.get("security"):
             assert op["responses"]["401"] == {"$ref": "#/components/responses/Problem"}
+
+
+def _refs(node: object) -> list[str]:
+    if isinstance(node, dict):
+        own = [node["$ref"]] if "$ref" in node else []
+        return own + [r for v in node.values() for r in _refs(v)]
+    if isinstance(node, list):
+        return [r for v in node for r in _refs(v)]
+    return []
+
+
+def test_every_reference_resolves() -> None:
+    for ref in _refs(openapi.DOCUMENT):
+        _, section, kind, name = ref.split("/")
+        assert name in openapi.DOCUMENT[section][kind], ref
+
+
+def test_the_namespace_schemas_name_every_key_the_service_sends() -> None:
+    schemas = openapi.DOCUMENT["components"]["schemas"]
+    info = NamespaceInfo("np-a", "alice", 0, None, terminating=False, tenant="web")
+    assert set(info.to_json()) == set(schemas["Namespace"]["properties"])
+    status = NamespaceStatus(info, QuotaStatus({"pods": "3"}, {"pods": "1"})).to_json()
+    extra = schemas["NamespaceStatus"]["allOf"][1]["properties"]
+    assert set(status) == set(info.to_json()) | set(extra)
+    quota = next(s for s in extra["quota"]["oneOf"] if s["type"] == "object")
+    assert set(status["quota"]) == set(quota["required"]) == set(quota["properties"])
