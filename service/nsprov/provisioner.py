@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 _Objects = list[dict[str, Any]]  # (an alias: inside Provisioner, ``list`` is a method)
+QUOTA_WAIT_SECONDS = 5.0
+"""Longest a create waits for its new quota to be counted (``_quota_counted``)."""
 
 
 def _iso(unix: int | None) -> str | None:
@@ -540,6 +542,8 @@ class Provisioner:
                 for wanted in bundle.wanted_objects(name, self.selector, template)
             ),
         )
+        if template.resource_quota:
+            await self._quota_counted(name, template)
         token, token_expires_at = await self._token(name, expires_at)
         config = kubeconfig_.build(
             server=server or self.default_server, ca_data=self.ca_data, namespace=name, token=token
@@ -557,6 +561,36 @@ class Provisioner:
             replayed=replayed,
             token_expires_at=token_expires_at,
         )
+
+    async def _quota_counted(self, name: str, template: Template) -> None:
+        """Wait, briefly, until kube-controller-manager has counted the namespace's new quota.
+
+        Until a ResourceQuota has a status, the API server refuses every create it covers
+        ("status unknown for quota"), so a job handed its kubeconfig at once could see its
+        first apply fail. The quota controller counts a new quota within tens of
+        milliseconds; after QUOTA_WAIT_SECONDS the kubeconfig is handed out anyway (the
+        job is then refused until the count is done, never unbounded).
+        """
+        path = f"{bundle.resource_quotas_path(name)}/{bundle.BOUNDS_NAME}"
+        deadline = time.monotonic() + QUOTA_WAIT_SECONDS
+        delay = 0.01
+        while True:
+            try:
+                quota = await self._call(self.kube.get, path)
+            except KubeError as exc:
+                raise _failed("read the ResourceQuota", exc) from exc
+            counted = (quota.get("status") or {}).get("hard")
+            if counted and bundle.same_quantities(counted, dict(template.resource_quota)):
+                return
+            if time.monotonic() >= deadline:
+                log.warning(
+                    "namespace=%s quota not counted by kube-controller-manager after %.0fs; "
+                    "handing out the kubeconfig (creates are refused until it is)",
+                    name, QUOTA_WAIT_SECONDS,
+                )  # fmt: skip
+                return
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 0.25)
 
     async def _create(self, path: str, body: dict[str, Any], what: str) -> None:
         try:
