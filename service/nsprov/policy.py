@@ -159,9 +159,10 @@ class Profile:
     max_ttl: float
     max_lifetime: float
     """0 = no limit."""
-    max_namespaces: int
-    """Live namespaces of this tenant, all its owners together (0 = no cap)."""
-    max_namespaces_per_owner: int
+    max_namespaces: int | None
+    """Live namespaces of this tenant, all its owners together (None = no cap; 0 = none
+    at all: a policy's ``maxNamespaces: 0`` closes a tenant, it does not lift its cap)."""
+    max_namespaces_per_owner: int | None
 
     @property
     def cluster_roles(self) -> tuple[str, ...]:
@@ -179,13 +180,15 @@ def flags_profile(settings: Settings) -> Profile:
         ttl=settings.ttl,
         max_ttl=settings.max_ttl,
         max_lifetime=settings.max_lifetime,
-        max_namespaces=0,
-        max_namespaces_per_owner=settings.max_namespaces_per_owner,
+        max_namespaces=None,
+        # The flag's 0 means "no cap", as it always did.
+        max_namespaces_per_owner=settings.max_namespaces_per_owner or None,
     )
 
 
 def _pick(*values: Any) -> Any:
-    return next(v for v in values if v is not None)
+    """The first value that is set (None = not set); None when none is."""
+    return next((v for v in values if v is not None), None)
 
 
 def resolve(base: Profile, defaults: TenantSettings, tenant: Tenant | None) -> Profile:

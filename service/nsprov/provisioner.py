@@ -412,7 +412,7 @@ class Provisioner:
         tenant = profile.tenant
         label = f"tenant {tenant!r}" if tenant else "no tenant"
         caps: list[_Cap] = []
-        if profile.max_namespaces_per_owner:
+        if profile.max_namespaces_per_owner is not None:
             caps.append(
                 _Cap(
                     "owner",
@@ -424,7 +424,7 @@ class Provisioner:
                     tenant,
                 )
             )
-        if profile.max_namespaces and tenant:
+        if profile.max_namespaces is not None and tenant:
             caps.append(
                 _Cap(
                     "tenant",

@@ -334,7 +334,7 @@ def test_a_tenant_resolves_over_the_defaults_over_the_flags() -> None:
     assert plain.cluster_roles == ("flag-grant",)
     # YAML's number 20 becomes the quantity "20".
     assert dict(plain.template.resource_quota) == {"pods": "20", "requests.cpu": "4"}
-    assert plain.max_namespaces == 0
+    assert plain.max_namespaces is None  # no cap: neither the tenant nor the defaults set one
     assert policy.cluster_roles(_BASE) == ["flag-grant", "ci-deployer", "view"]
 
 
@@ -444,3 +444,20 @@ def test_the_example_policy_configmap_is_a_valid_policy() -> None:
     patch = yaml.safe_load((root / "k8s/examples/policy-patch.yaml").read_text())
     container = patch["spec"]["template"]["spec"]["containers"][0]
     assert container["env"][0]["value"] == "/etc/nsprov/policy/policy.yaml"
+
+
+def test_max_namespaces_zero_closes_a_tenant_while_the_flags_zero_means_no_cap() -> None:
+    policy = _policy(
+        """
+        tenants:
+          - {name: closed, match: {token: a}, maxNamespaces: 0, maxNamespacesPerOwner: 0}
+          - {name: open, match: {token: b}}
+        """
+    )
+    closed = resolve(_BASE, policy.defaults, policy.tenant_named("closed"))
+    assert closed.max_namespaces == 0
+    assert closed.max_namespaces_per_owner == 0
+    flags = flags_profile(Settings(max_namespaces_per_owner=0))
+    opened = resolve(flags, policy.defaults, policy.tenant_named("open"))
+    assert opened.max_namespaces is None
+    assert opened.max_namespaces_per_owner is None
