@@ -43,6 +43,9 @@ CONTROLLERS = (
     "root-ca-cert-publisher",
     "garbagecollector",
     "clusterrole-aggregation",
+    # Keeps ResourceQuota status current: without it the API server refuses every create a
+    # quota covers ("status unknown for quota"), so a tenant's quota could not be exercised.
+    "resourcequota",
 )
 # The in-cluster issuer name stays accepted; tokens are issued by the API server's own URL so
 # that its discovery document and keys are reachable: a real OIDC issuer for tests.
