@@ -370,7 +370,7 @@ def test_the_quota_binds_even_before_kubernetes_has_counted_it(
 ) -> None:
     # Kubernetes enforces a quota by its status, which the resource-quota controller fills
     # in. Without nsprov writing the limits there itself, a job handed its kubeconfig while
-    # the controller lags creates without bound (seen: 6 configmaps past a quota of 3).
+    # the controller lags creates without bound (seen: 6 configmaps under a quota of 3).
     with _quota_controller_paused(cluster):
         name, kubeconfig = _provision(service, "alice", tmp_path)
         with _as_tenant(kubeconfig) as api:
