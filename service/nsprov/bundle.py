@@ -317,6 +317,35 @@ def resource_quota(
     return quota
 
 
+def resource_quota_status_path(namespace_name: str) -> str:
+    return f"{resource_quotas_path(namespace_name)}/{BOUNDS_NAME}/status"
+
+
+def quota_in_force(quota: dict[str, Any]) -> dict[str, Any] | None:
+    """The status write that puts a just-created ResourceQuota in force; None if it already is.
+
+    The API server enforces a quota by its *status*: until the resource-quota controller
+    (kube-controller-manager) has filled in ``status.hard``, the quota limits nothing, and a
+    job handed its kubeconfig in that moment could create without bound for as long as the
+    controller lags or is down. With ``status.hard`` set and no ``used`` yet, admission
+    refuses every create the quota covers ("status unknown for quota") until the controller
+    has counted the namespace: fail-closed from the first instant. The body carries the
+    created object's resourceVersion, so if the controller wrote the status first, the PUT
+    fails (409) and overwrites nothing.
+    """
+    hard = (quota.get("spec") or {}).get("hard") or {}
+    if not hard or (quota.get("status") or {}).get("hard"):
+        return None
+    return {**quota, "status": {"hard": dict(hard)}}
+
+
+def quota_counted(quota: dict[str, Any]) -> bool:
+    """Whether the resource-quota controller has counted usage for every limit of ``quota``."""
+    status = quota.get("status") or {}
+    hard, used = status.get("hard") or {}, status.get("used") or {}
+    return bool(hard) and set(hard) <= set(used)
+
+
 def limit_range_item(spec: Any) -> dict[str, Any]:
     """The Container item as the API server stores it, its defaulting done here.
 

@@ -349,12 +349,33 @@ class Controller:
         )  # fmt: skip
 
     def _create(self, path: str, body: dict[str, Any], kind: str, namespace: str) -> None:
-        if not self.kube.create(path, body):
+        if kind == "resourcequota":
+            if not self._create_quota(path, body, namespace):
+                return
+        elif not self.kube.create(path, body):
             # Exists but not in our cache: either our own create racing the watch, or an
             # object without nsprov's label, which we never touch.
             return
         self.metrics.repairs.labels(kind=kind).inc()
         log.info("repaired namespace=%s kind=%s action=created", namespace, kind)
+
+    def _create_quota(self, path: str, body: dict[str, Any], namespace: str) -> bool:
+        """Re-create the ResourceQuota and put it in force at once (bundle.quota_in_force),
+        as provisioning does; False when it exists already."""
+        try:
+            quota = self.kube.post(path, body)
+        except KubeError as exc:
+            if exc.status == 409:
+                return False
+            raise
+        in_force = bundle.quota_in_force(quota)
+        if in_force is not None:
+            try:
+                self.kube.replace(bundle.resource_quota_status_path(namespace), in_force)
+            except KubeError as exc:
+                if exc.status not in (404, 409):  # gone, or the quota controller was first
+                    raise
+        return True
 
     def _ensure_service_account(self, namespace: str) -> None:
         if self.service_accounts.get(namespace, bundle.SERVICE_ACCOUNT) is not None:

@@ -48,9 +48,10 @@ from nsprov.ttl import format_duration
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+QUOTA_COUNT_SECONDS = 2.0
+"""How long provisioning waits for kube-controller-manager to count a new quota's usage."""
+QUOTA_POLL_SECONDS = 0.05
 _Objects = list[dict[str, Any]]  # (an alias: inside Provisioner, ``list`` is a method)
-QUOTA_WAIT_SECONDS = 5.0
-"""Longest a create waits for its new quota to be counted (``_quota_counted``)."""
 
 
 def _iso(unix: int | None) -> str | None:
@@ -538,12 +539,12 @@ class Provisioner:
                 "create the ServiceAccount",
             ),
             *(
-                self._create(wanted.collection, wanted.body, _what(wanted))
+                self._create_quota(wanted)
+                if wanted.kind == "resourcequota"
+                else self._create(wanted.collection, wanted.body, _what(wanted))
                 for wanted in bundle.wanted_objects(name, self.selector, template)
             ),
         )
-        if template.resource_quota:
-            await self._quota_counted(name, template)
         token, token_expires_at = await self._token(name, expires_at)
         config = kubeconfig_.build(
             server=server or self.default_server, ca_data=self.ca_data, namespace=name, token=token
@@ -562,41 +563,60 @@ class Provisioner:
             token_expires_at=token_expires_at,
         )
 
-    async def _quota_counted(self, name: str, template: Template) -> None:
-        """Wait, briefly, until kube-controller-manager has counted the namespace's new quota.
-
-        Until a ResourceQuota has a status, the API server refuses every create it covers
-        ("status unknown for quota"), so a job handed its kubeconfig at once could see its
-        first apply fail. The quota controller counts a new quota within tens of
-        milliseconds; after QUOTA_WAIT_SECONDS the kubeconfig is handed out anyway (the
-        job is then refused until the count is done, never unbounded).
-        """
-        path = f"{bundle.resource_quotas_path(name)}/{bundle.BOUNDS_NAME}"
-        deadline = time.monotonic() + QUOTA_WAIT_SECONDS
-        delay = 0.01
-        while True:
-            try:
-                quota = await self._call(self.kube.get, path)
-            except KubeError as exc:
-                raise _failed("read the ResourceQuota", exc) from exc
-            counted = (quota.get("status") or {}).get("hard")
-            if counted and bundle.same_quantities(counted, dict(template.resource_quota)):
-                return
-            if time.monotonic() >= deadline:
-                log.warning(
-                    "namespace=%s quota not counted by kube-controller-manager after %.0fs; "
-                    "handing out the kubeconfig (creates are refused until it is)",
-                    name, QUOTA_WAIT_SECONDS,
-                )  # fmt: skip
-                return
-            await anyio.sleep(delay)
-            delay = min(delay * 2, 0.25)
-
     async def _create(self, path: str, body: dict[str, Any], what: str) -> None:
         try:
             await self._call(self.kube.create, path, body)
         except KubeError as exc:
             raise _failed(what, exc) from exc
+
+    async def _create_quota(self, wanted: bundle.Wanted) -> None:
+        """Create the ResourceQuota and put it in force before the kubeconfig exists.
+
+        Kubernetes enforces a quota only once its status is filled in (bundle.quota_in_force):
+        nsprov writes ``status.hard`` itself, so the quota binds (fail-closed) from the
+        first instant, then waits a moment (``QUOTA_COUNT_SECONDS`` at most) for the
+        resource-quota controller to count the namespace, so the job's first creates are
+        not refused as "status unknown for quota". If the controller is slower, the
+        kubeconfig is handed out anyway: the quota still binds, creates wait for it.
+        """
+        path = f"{wanted.collection}/{wanted.name}"
+        try:
+            quota = await self._call(self.kube.post, wanted.collection, wanted.body)
+        except KubeError as exc:
+            if exc.status != 409:
+                raise _failed(_what(wanted), exc) from exc
+            try:  # a replayed request: it exists (and may still need its status)
+                quota = await self._call(self.kube.get, path)
+            except KubeError as exc:
+                raise _failed("read the ResourceQuota", exc) from exc
+        body = bundle.quota_in_force(quota)
+        if body is not None:
+            try:
+                quota = await self._call(
+                    self.kube.replace,
+                    bundle.resource_quota_status_path(wanted.body["metadata"]["namespace"]),
+                    body,
+                )
+            except KubeError as exc:
+                if exc.status != 409:  # 409: the quota controller wrote it first
+                    raise _failed("put the ResourceQuota in force", exc) from exc
+        deadline = time.monotonic() + QUOTA_COUNT_SECONDS
+        while not bundle.quota_counted(quota):
+            if time.monotonic() >= deadline:
+                log.warning(
+                    "namespace=%s quota not counted by kube-controller-manager within %.0fs; "
+                    "creates it covers are refused until it is",
+                    wanted.body["metadata"]["namespace"], QUOTA_COUNT_SECONDS,
+                )  # fmt: skip
+                return
+            await anyio.sleep(QUOTA_POLL_SECONDS)
+            try:
+                quota = await self._call(self.kube.get, path)
+            except KubeError as exc:
+                # The quota is in force already; the wait only spares the job a refusal.
+                log.warning("namespace=%s could not read its quota (%s); not waiting for "
+                            "its count", wanted.body["metadata"]["namespace"], exc)  # fmt: skip
+                return
 
     async def _token(self, name: str, expires_at: int) -> tuple[str, int | None]:
         """A token for the namespace's ServiceAccount, and when it really expires.

@@ -91,9 +91,10 @@ def start_service(
     *,
     ready_timeout: float = 30,
     wait_ready: bool = True,
+    owners: Sequence[str] = OWNERS,
 ) -> RunningService:
     workdir.mkdir(parents=True, exist_ok=True)
-    tokens = {owner: secrets.token_urlsafe(24) for owner in OWNERS}
+    tokens = {owner: secrets.token_urlsafe(24) for owner in owners}
     token_file = workdir / "tokens"
     token_file.write_text("".join(f"{o}: {t}\n" for o, t in tokens.items()))
     token_file.chmod(0o600)
@@ -137,9 +138,14 @@ def start_service(
 
 @contextlib.contextmanager
 def running_service(
-    kubeconfig: Path, workdir: Path, args: Sequence[str] = (), env: dict[str, str] | None = None
+    kubeconfig: Path,
+    workdir: Path,
+    args: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+    *,
+    owners: Sequence[str] = OWNERS,
 ) -> Iterator[RunningService]:
-    service = start_service(kubeconfig, workdir, args, env)
+    service = start_service(kubeconfig, workdir, args, env, owners=owners)
     try:
         yield service
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -96,12 +97,24 @@ def test_service_clusterrole_is_least_privilege(rendered) -> None:
         assert "escalate" not in rule["verbs"]
         assert "secrets" not in rule["resources"]
         if "clusterroles" in rule["resources"]:
-            assert rule["resourceNames"] == [EMPTY_GRANT]
-            assert set(rule["verbs"]) == {"bind", "get", "list", "watch"}
-        # Tokens and deletions for nsprov's own objects only.
-        own = "serviceaccounts/token" in rule["resources"] or "delete" in rule["verbs"]
+            # Every ClusterRole is read (a policy may name any as a tenant's grant, and each
+            # is checked); binding is for the grant only.
+            if "bind" in rule["verbs"]:
+                assert rule["resourceNames"] == [EMPTY_GRANT]
+                assert rule["verbs"] == ["bind"]
+            else:
+                assert set(rule["verbs"]) == {"get", "list", "watch"}
+        # Tokens, deletions and updates for nsprov's own objects only (RoleBindings: one per
+        # grant of a tenant, namespace-provisioner, -2, ... -8).
+        own = "serviceaccounts/token" in rule["resources"] or {"delete", "update"} & set(
+            rule["verbs"]
+        )
         if own and rule["resources"] != ["namespaces"]:
-            assert rule["resourceNames"] == ["namespace-provisioner"], rule
+            assert rule["resourceNames"], rule
+            names = [
+                re.fullmatch(r"namespace-provisioner(-[2-8])?", n) for n in rule["resourceNames"]
+            ]
+            assert all(names), rule
     assert rendered[("ClusterRole", EMPTY_GRANT)]["rules"] == []
     lease_rules = rendered[("Role", "nsprov-leader-election")]["rules"]
     assert {r["resources"][0] for r in lease_rules} == {"leases"}

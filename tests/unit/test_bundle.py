@@ -135,3 +135,29 @@ def test_belongs_to_checks_owner_and_tenant(
     annotations: dict[str, str], owner: str, tenant: str | None, belongs: bool
 ) -> None:
     assert bundle.belongs_to({"annotations": annotations}, owner, tenant) is belongs
+
+
+def test_a_new_quota_is_put_in_force_with_its_limits_and_no_usage() -> None:
+    quota = bundle.resource_quota("np-a", SELECTOR, {"pods": "2"})
+    created = {**quota, "metadata": {**quota["metadata"], "resourceVersion": "42"}}
+    body = bundle.quota_in_force(created)
+    assert body is not None
+    assert body["status"] == {"hard": {"pods": "2"}}  # no "used": creates wait for the count
+    assert body["metadata"]["resourceVersion"] == "42"  # compare-and-swap
+    assert bundle.resource_quota_status_path("np-a") == (
+        "/api/v1/namespaces/np-a/resourcequotas/namespace-provisioner/status"
+    )
+    # Already in force (the quota controller was first): nothing to write.
+    assert bundle.quota_in_force({**created, "status": {"hard": {"pods": "2"}}}) is None
+
+
+def test_a_quota_is_counted_once_every_limit_has_usage() -> None:
+    assert not bundle.quota_counted({"status": {}})
+    assert not bundle.quota_counted({"status": {"hard": {"pods": "2", "configmaps": "3"}}})
+    assert not bundle.quota_counted(
+        {"status": {"hard": {"pods": "2", "configmaps": "3"}, "used": {"pods": "0"}}}
+    )
+    assert bundle.quota_counted(
+        {"status": {"hard": {"pods": "2", "configmaps": "3"},
+                    "used": {"pods": "0", "configmaps": "1"}}}
+    )  # fmt: skip
