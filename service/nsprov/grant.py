@@ -113,7 +113,7 @@ class GrantGuard:
         self._reasons: dict[str, list[str]] = {}  # name -> why it is unsafe (allowed or not)
         self._listed = False
         self._unreadable = False
-        self._logged: dict[str, str | None] = {}
+        self._logged: dict[str, tuple[str | None, tuple[str, ...]]] = {}
 
     def saw(self, name: str, cluster_role: dict[str, Any] | None) -> list[str]:
         """Role ``name`` as the API server has it now (None: it does not exist); its unsafe
@@ -187,16 +187,17 @@ class GrantGuard:
 
     def _log_changes(self) -> None:
         for name in self.in_use():
-            refusal = self.refusal(name)
-            if name in self._logged and self._logged[name] == refusal:
+            refusal, allowed = self.refusal(name), tuple(self.unsafe_allowed(name))
+            if self._logged.get(name) == (refusal, allowed):
                 continue
-            previous_known = name in self._logged
-            self._logged[name] = refusal
+            previous = self._logged.get(name)
+            self._logged[name] = (refusal, allowed)
             if refusal is None:
-                for reason in self.unsafe_allowed(name):
-                    log.warning("%s (allowed by --allow-unsafe-grant)", _unsafe(name, [reason]))
-                log.info("grant ClusterRole %r checked: provisioning with it enabled", name)
-            elif previous_known or "not been checked" not in refusal:
+                if allowed:
+                    log.warning("%s (allowed by --allow-unsafe-grant)", _unsafe(name, [*allowed]))
+                if previous is None or previous[0] is not None:
+                    log.info("grant ClusterRole %r checked: provisioning with it enabled", name)
+            elif previous is not None or "not been checked" not in refusal:
                 log.warning("%s: provisioning with it paused (POST and PATCH answer 503)", refusal)
 
     def unsafe_allowed(self, name: str) -> list[str]:
