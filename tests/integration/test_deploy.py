@@ -386,8 +386,11 @@ def test_a_grant_nsprov_may_not_bind_is_never_handed_out(
     rbac = client.RbacAuthorizationV1Api(cluster.api)
     core = client.CoreV1Api(cluster.api)
     other = "nsprov-test-unbindable-grant"
+    # A rule nsprov does not hold itself: without `bind` on the role, Kubernetes' escalation
+    # check refuses the RoleBinding (an empty role could be bound by anyone).
+    rule = {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}
     rbac.create_cluster_role(
-        client.V1ClusterRole(metadata=client.V1ObjectMeta(name=other), rules=[])
+        client.V1ClusterRole(metadata=client.V1ObjectMeta(name=other), rules=[rule])
     )
     args = [f"--leader-elect-namespace={NSPROV_NAMESPACE}", f"--cluster-role={other}"]
     try:
