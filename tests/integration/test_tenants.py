@@ -269,7 +269,7 @@ def _wait_for_kube_root_ca(core: client.CoreV1Api, namespace: str) -> None:
         names = [cm.metadata.name for cm in core.list_namespaced_config_map(namespace).items]
         return "kube-root-ca.crt" in names
 
-    wait_until(published, timeout=10, message="kube-root-ca.crt published")
+    wait_until(published, timeout=30, message="kube-root-ca.crt published")
 
 
 def _quota_counts_what_is_there(core: client.CoreV1Api, namespace: str) -> None:
@@ -289,7 +289,7 @@ def _quota_counts_what_is_there(core: client.CoreV1Api, namespace: str) -> None:
         there = len(core.list_namespaced_config_map(namespace).items)
         return bool(used.get("configmaps") == str(there))
 
-    wait_until(right, timeout=5, message="quota counts the configmaps there are")
+    wait_until(right, timeout=30, message="quota counts the configmaps there are")
 
 
 def _wait_quota_known(core: client.CoreV1Api, namespace: str) -> None:
