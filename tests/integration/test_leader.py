@@ -100,7 +100,8 @@ def test_a_killed_leader_restarted_with_its_identity_leads_again_at_once(
 ) -> None:
     """A pod's restarted container (same POD_NAME) takes its own Lease back, unwaited."""
     lease = f"nsprov-test-{secrets.token_hex(3)}"
-    duration = 20.0
+    # Long enough that a loaded machine restarts the process well within half of it.
+    duration = 30.0
     args = [
         f"--leader-elect-lease-name={lease}",
         f"--leader-elect-lease-duration={duration:.0f}s",
