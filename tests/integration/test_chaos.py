@@ -198,6 +198,7 @@ class LeaderTracker:
     def __init__(self, replicas: dict[str, RunningService]) -> None:
         self.replicas = replicas
         self.api_server_up = True
+        self.api_server_ready_at = 0.0  # monotonic: when it last answered /readyz after a restart
         self.samples: list[tuple[float, bool]] = []
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="leader-tracker", daemon=True)
@@ -245,7 +246,8 @@ class Outcomes:
     unknown: int = 0  # connection lost on an unkeyed create: a namespace may exist
     problems: list[str] = field(default_factory=list)
     kubeconfigs_checked: int = 0
-    rbac_lags: list[float] = field(default_factory=list)  # first use 403, then 200 after (s)
+    # 403 at first, then 200: seconds from the 201 (or the API server's return) to the 200
+    rbac_lags: list[float] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -253,9 +255,15 @@ class Driver:
     """Threads that create namespaces through whichever replica is alive."""
 
     def __init__(
-        self, replicas: dict[str, RunningService], seed: int, ca_file: str, until: float
+        self,
+        replicas: dict[str, RunningService],
+        tracker: LeaderTracker,
+        seed: int,
+        ca_file: str,
+        until: float,
     ) -> None:
         self.replicas = replicas
+        self.tracker = tracker
         self.seed = seed
         self.until = until
         self.outcomes = Outcomes()
@@ -350,8 +358,10 @@ class Driver:
 
         The API server authorizes from an informer cache of RoleBindings, so a binding
         created a moment ago may not count yet (Kubernetes' RBAC is eventually
-        consistent): a 403 that turns into a 200 within ``RBAC_LAG_SECONDS`` is counted
-        (and reported), one that lasts is a kubeconfig that did not work.
+        consistent), nor any binding while a restarted API server has not synced that
+        cache (it serves before /readyz says so): a 403 that turns into a 200 within
+        ``RBAC_LAG_SECONDS`` of the 201 or of the API server's return is counted (and
+        reported), one that lasts is a kubeconfig that did not work.
         """
         server = kubeconfig["clusters"][0]["cluster"]["server"]
         token = kubeconfig["users"][0]["user"]["token"]
@@ -371,13 +381,16 @@ class Driver:
                     with self.outcomes.lock:
                         self.outcomes.kubeconfigs_checked += 1
                         if forbidden_since is not None:
-                            self.outcomes.rbac_lags.append(time.monotonic() - received)
+                            since = max(received, self.tracker.api_server_ready_at)
+                            self.outcomes.rbac_lags.append(time.monotonic() - since)
                     return
                 if answer.status_code >= 500 or time.time() >= deadline:
                     time.sleep(0.3)
                     continue
                 now = time.monotonic()
-                if answer.status_code == 403 and now - received < RBAC_LAG_SECONDS:
+                since = max(received, self.tracker.api_server_ready_at)
+                settling = not self.tracker.api_server_up or now - since < RBAC_LAG_SECONDS
+                if answer.status_code == 403 and settling:
                     forbidden_since = forbidden_since or now
                     time.sleep(0.05)
                     continue
@@ -464,6 +477,7 @@ class Chaos:
             time.sleep(self.rng.uniform(0.5, 2.0))  # down for a random moment
         finally:
             plane.start_component("kube-apiserver")
+            self.tracker.api_server_ready_at = time.monotonic()
             self.tracker.api_server_up = True
         self.done.append(f"kube-apiserver killed and back after {time.monotonic() - started:.1f}s")
 
@@ -533,7 +547,8 @@ def _chaos(cluster: Cluster, core: client.CoreV1Api, tmp_path: Path, seed: int) 
                 _leader(cluster, lease, replicas)
                 began = time.time()
                 until = began + CHAOS_SECONDS
-                driver = Driver(replicas, seed, str(cluster.api.configuration.ssl_ca_cert), until)
+                ca_file = str(cluster.api.configuration.ssl_ca_cert)
+                driver = Driver(replicas, tracker, seed, ca_file, until)
                 driver.start()
                 chaos = Chaos(cluster, lease, replicas, tracker, rng)
                 chaos.run(until)
