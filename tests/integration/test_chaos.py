@@ -47,7 +47,13 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
 from nsprov import bundle
-from tests.integration.conftest import CONFIGMAP_GRANT, SELECTOR, Cluster
+from tests.integration.conftest import (
+    CONFIGMAP_VERBS,
+    EMPTY_GRANT,
+    NSPROV_NAMESPACE,
+    SELECTOR,
+    Cluster,
+)
 from tests.integration.service import RunningService, metric, start_service
 from tests.support import wait_until
 
@@ -65,7 +71,7 @@ RETRY_SECONDS = 30.0
 RBAC_LAG_SECONDS = 2.0
 
 pytestmark = [
-    pytest.mark.usefixtures("grants", "clean_namespaces"),
+    pytest.mark.usefixtures("grants", "clean_namespaces", "configmap_grant"),
     pytest.mark.timeout(CHAOS_SECONDS + 240),
 ]
 
@@ -405,7 +411,8 @@ class Driver:
 
 def _lease_holder(cluster: Cluster, lease: str) -> str:
     coordination = client.CoordinationV1Api(cluster.api)
-    return coordination.read_namespaced_lease(lease, "default").spec.holder_identity or ""
+    found = coordination.read_namespaced_lease(lease, NSPROV_NAMESPACE)
+    return found.spec.holder_identity or ""
 
 
 def _leader(cluster: Cluster, lease: str, replicas: dict[str, RunningService]) -> str:
@@ -496,10 +503,23 @@ class Chaos:
 # ---- the test -------------------------------------------------------------------------------
 
 
+@pytest.fixture
+def configmap_grant(cluster: Cluster) -> Iterator[None]:
+    """The grant k8s/ installs, with the rules an admin would give it (configmaps here)."""
+    rbac = client.RbacAuthorizationV1Api(cluster.api)
+    rule = {"apiGroups": [""], "resources": ["configmaps"], "verbs": CONFIGMAP_VERBS}
+    rbac.patch_cluster_role(EMPTY_GRANT, {"rules": [rule]})
+    try:
+        yield
+    finally:
+        rbac.patch_cluster_role(EMPTY_GRANT, {"rules": []})
+
+
 @contextlib.contextmanager
-def _replicas(cluster: Cluster, tmp_path: Path, lease: str) -> Iterator[dict[str, RunningService]]:
+def _replicas(kubeconfig: Path, tmp_path: Path, lease: str) -> Iterator[dict[str, RunningService]]:
+    """Two replicas with exactly the permissions k8s/ gives nsprov (RBAC applies to them)."""
     args = [
-        f"--cluster-role={CONFIGMAP_GRANT}",
+        f"--leader-elect-namespace={NSPROV_NAMESPACE}",
         f"--leader-elect-lease-name={lease}",
         f"--leader-elect-lease-duration={LEASE_SECONDS:.0f}s",
         "--min-ttl=1s",
@@ -507,13 +527,11 @@ def _replicas(cluster: Cluster, tmp_path: Path, lease: str) -> Iterator[dict[str
     replicas: dict[str, RunningService] = {}
     try:
         first = replicas["chaos-a"] = start_service(
-            cluster.kubeconfig, tmp_path / "chaos-a", args, {"POD_NAME": "chaos-a"}
+            kubeconfig, tmp_path / "chaos-a", args, {"POD_NAME": "chaos-a"}
         )
         # The same token file, so a client may send its retry to either replica.
         env = {"POD_NAME": "chaos-b", "NSPROV_TOKEN_FILE": str(first.token_file)}
-        second = replicas["chaos-b"] = start_service(
-            cluster.kubeconfig, tmp_path / "chaos-b", args, env
-        )
+        second = replicas["chaos-b"] = start_service(kubeconfig, tmp_path / "chaos-b", args, env)
         second.tokens = first.tokens
         yield replicas
     finally:
@@ -522,25 +540,27 @@ def _replicas(cluster: Cluster, tmp_path: Path, lease: str) -> Iterator[dict[str
 
 
 def test_nothing_is_lost_while_leaders_and_the_api_server_are_killed(
-    cluster: Cluster, core: client.CoreV1Api, tmp_path: Path
+    cluster: Cluster, core: client.CoreV1Api, tmp_path: Path, manifest_kubeconfig: Path
 ) -> None:
     seed = int(os.environ.get("NSPROV_CHAOS_SEED") or secrets.randbits(31))
     print(f"chaos seed {seed} (NSPROV_CHAOS_SEED={seed} repeats its choices)")
     try:
-        _chaos(cluster, core, tmp_path, seed)
+        _chaos(cluster, core, tmp_path, manifest_kubeconfig, seed)
     except BaseException as exc:
         exc.add_note(f"chaos seed {seed}: rerun with NSPROV_CHAOS_SEED={seed}")
         raise
 
 
-def _chaos(cluster: Cluster, core: client.CoreV1Api, tmp_path: Path, seed: int) -> None:
+def _chaos(
+    cluster: Cluster, core: client.CoreV1Api, tmp_path: Path, kubeconfig: Path, seed: int
+) -> None:
     cluster.require_local()
-    lease = f"nsprov-chaos-{secrets.token_hex(3)}"
+    lease = "nsprov-controller"  # the one Lease k8s/ lets nsprov use
     rng = random.Random(seed)  # noqa: S311 - seeded chaos, not crypto
     observer = Observer(cluster.kubeconfig)
     observer.start()
     try:
-        with _replicas(cluster, tmp_path, lease) as replicas:
+        with _replicas(kubeconfig, tmp_path, lease) as replicas:
             tracker = LeaderTracker(replicas)
             tracker.start()
             try:
@@ -564,7 +584,7 @@ def _chaos(cluster: Cluster, core: client.CoreV1Api, tmp_path: Path, seed: int) 
     finally:
         observer.stop()
         with contextlib.suppress(ApiException):
-            client.CoordinationV1Api(cluster.api).delete_namespaced_lease(lease, "default")
+            client.CoordinationV1Api(cluster.api).delete_namespaced_lease(lease, NSPROV_NAMESPACE)
 
 
 def _converges(
