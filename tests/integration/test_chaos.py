@@ -71,8 +71,9 @@ LONG_TTL = (10, int(min(60.0, max(20.0, CHAOS_SECONDS * 1.5))))
 DRIVERS = 3
 # A keyed create is retried (connection lost, 503) for this long.
 RETRY_SECONDS = 30.0
-# How long a new RoleBinding may take to count in the API server's authorizer.
-RBAC_LAG_SECONDS = 2.0
+# How long a new RoleBinding may take to count in the API server's authorizer (a 600 s
+# run on this 2-core machine saw 11 of 4,914 kubeconfigs refused at first, for up to 2.1 s).
+RBAC_LAG_SECONDS = 5.0
 
 pytestmark = [
     pytest.mark.usefixtures("grants", "clean_namespaces", "configmap_grant"),
@@ -262,6 +263,7 @@ class Outcomes:
     kubeconfigs_checked: int = 0
     # 403 at first, then 200: seconds from the 201 (or the API server's return) to the 200
     rbac_lags: list[float] = field(default_factory=list)
+    rbac_lags_after_restart: int = 0  # of those, refused first after the API server returned
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -397,6 +399,7 @@ class Driver:
                         if forbidden_since is not None:
                             since = max(received, self.tracker.api_server_ready_at)
                             self.outcomes.rbac_lags.append(time.monotonic() - since)
+                            self.outcomes.rbac_lags_after_restart += since > received
                     return
                 if answer.status_code >= 500 or time.time() >= deadline:
                     time.sleep(0.3)
@@ -669,7 +672,8 @@ def _report(
     print(f"statuses {dict(outcomes.statuses)}; {len(outcomes.created)} created, "
           f"{len(outcomes.names_by_key)} keys, {outcomes.unknown} unknown outcomes, "
           f"{outcomes.kubeconfigs_checked} kubeconfigs used, {len(outcomes.rbac_lags)} of them "
-          f"forbidden at first (for up to {max(outcomes.rbac_lags, default=0):.2f}s)")  # fmt: skip
+          f"forbidden at first (for up to {max(outcomes.rbac_lags, default=0):.2f}s; "
+          f"{outcomes.rbac_lags_after_restart} after an API server restart)")  # fmt: skip
     print(f"{len(observer.seen)} namespaces seen, {len(lags)} deleted; expiry lag (as watched) "
           f"max {max(lags, default=0):.1f}s, beyond the outage max {max(beyond, default=0):.1f}s; "
           f"{tracker.outage(began, time.time()):.1f}s without "
