@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
 
 .PHONY: install cluster-build cluster cluster-down demo test test-unit test-integration \
-        test-action test-kind test-node node-build lint bench
+        test-action test-kind test-node node-build lint bench chaos
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -68,3 +68,9 @@ bench: cluster-build
 	$(PY) -m tests.bench provision
 	$(PY) -m tests.bench controller --live 5000
 	$(PY) -m tests.bench burst --count 500 --window 10
+
+# Replicas and kube-apiserver SIGKILLed under a stream of creates for CHAOS_SECONDS
+# (a 30 s version runs in test-integration); NSPROV_CHAOS_SEED repeats a run's choices.
+CHAOS_SECONDS ?= 600
+chaos: cluster-build
+	NSPROV_CHAOS_SECONDS=$(CHAOS_SECONDS) $(PYTEST) tests/integration/test_chaos.py -s

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import secrets
-import socket
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +30,7 @@ from nsprov.errors import ClusterUnavailable, NsprovError
 from nsprov.grant import GrantGuard
 from nsprov.identity import Authenticator
 from nsprov.kube import KubeError
-from nsprov.leader import LeaderElector
+from nsprov.leader import LeaderElector, identity_for
 from nsprov.metrics import Metrics
 from nsprov.namespacecache import ReadYourWrites
 from nsprov.oidc import Verifier
@@ -228,7 +227,8 @@ def _add_controller(service: Service) -> None:
             client,
             namespace=settings.leader_elect_namespace,
             name=settings.leader_elect_lease_name,
-            identity=f"{socket.gethostname()}_{secrets.token_hex(4)}",
+            # POD_NAME comes from the downward API (k8s/deployment.yaml).
+            identity=identity_for(os.environ.get("POD_NAME")),
             on_started_leading=controller.start_reconciling,
             on_stopped_leading=controller.stop_reconciling,
             lease_duration=duration,

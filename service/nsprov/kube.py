@@ -9,6 +9,14 @@ provisioning request, and the bundle module already speaks dicts.
 Every call carries a timeout; the connection pool is sized to the number of
 worker threads so a burst of requests never opens (and discards) extra
 connections, which urllib3 would warn about.
+
+A restarted kube-apiserver serves requests before its authorizer's caches
+(RBAC's RoleBindings and ClusterRoles) have synced, and until then it refuses
+calls it allows a moment later: a 403 that is not a refusal. So a 403 is
+checked against the API server's own ``/readyz`` (readable by every identity
+once it is ready): while the server is not ready, the call failed because the
+cluster is unavailable (503 + Retry-After to our clients, a retry for the
+controller), not because nsprov lacks a permission (a 500 that names it).
 """
 
 from __future__ import annotations
@@ -144,7 +152,10 @@ class Kube:
             data = response.data
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise _unreachable(exc) from exc
-        return self._decode(response, data)
+        try:
+            return self._decode(response, data)
+        except KubeError as exc:
+            raise self._refusal_or_not_ready(exc) from None
 
     def stream(
         self, path: str, query: dict[str, str], *, read_timeout: float
@@ -156,10 +167,31 @@ class Kube:
         if response.status != 200:
             try:
                 self._decode(response, response.data)
+            except KubeError as exc:
+                raise self._refusal_or_not_ready(exc) from None
             finally:
                 response.release_conn()
             raise KubeError(response.status, "", "a watch answered without a stream")
         return response
+
+    def _refusal_or_not_ready(self, error: KubeError) -> Exception:
+        """``error``, unless it is a 403 from an API server that is not ready (see above)."""
+        if error.status != 403 or self.ready():
+            return error
+        log.warning("Kubernetes API refused a call while not ready (restarting?): %s", error)
+        return ClusterUnavailable("Kubernetes API server not ready")
+
+    def ready(self) -> bool:
+        """Whether the API server says it is ready (``GET /readyz``, a few seconds at most)."""
+        try:
+            response = self._send("GET", "/readyz", None, JSON, min(2.0, self.timeout))
+            try:
+                response.data  # noqa: B018 - read, so the connection goes back to the pool
+            except (urllib3.exceptions.HTTPError, OSError):
+                return False
+        except ClusterUnavailable:
+            return False
+        return response.status == 200
 
     def get(self, path: str, **kw: Any) -> dict[str, Any]:
         return self.request("GET", path, **kw)

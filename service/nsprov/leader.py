@@ -11,6 +11,13 @@ down before its lease could have been taken over, and no lease call of a leader
 may run past that deadline (a hung call must not keep a stale leader acting);
 a leader that stops releases the lease so a successor need not wait.
 
+A replica's identity is stable across restarts of its container when it can be
+(:func:`identity_for`: the pod's name), and a replica that finds the lease held
+by its own identity renews it at once, as client-go does: the holder that
+wrote it is this pod's previous container, which is dead (the kubelet ends a
+container before it starts the next one), so waiting out its lease would only
+stop expiries for a lease duration after every crash.
+
 A replica that may not use its Lease at all (403 for a wrong
 ``--leader-elect-namespace``, 404 for a namespace that does not exist) never
 leads, and if every replica is in that state nothing expires. That must not be
@@ -23,6 +30,8 @@ from __future__ import annotations
 
 import datetime
 import logging
+import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -61,6 +70,19 @@ class LeaseProblem:
     detail: str
     since: float
     logged: float
+
+
+def identity_for(pod_name: str | None) -> str:
+    """The Lease holder identity: the pod's name when known, else hostname + random.
+
+    Pod names are unique among live pods and survive container restarts, so a
+    restarted container takes its own lease back at once. Without one (run
+    outside Kubernetes), two processes on one host must not share an identity,
+    so a random suffix tells them apart, and a restart waits out the lease.
+    """
+    if pod_name:
+        return pod_name
+    return f"{socket.gethostname()}_{secrets.token_hex(4)}"
 
 
 def _now_micro() -> str:
@@ -240,6 +262,8 @@ class LeaderElector:
         if record != self._observed:
             self._observed, self._observed_at = record, now
         holder = spec.get("holderIdentity")
+        # Held by our own identity: our own earlier life (see the module docstring), renewed
+        # at once rather than waited out.
         duration = float(spec.get("leaseDurationSeconds") or self.lease_duration)
         if holder and holder != self.identity and now - self._observed_at < duration:
             return False

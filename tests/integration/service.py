@@ -110,7 +110,9 @@ def start_service(
         *args,
     ]
     full_env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("NSPROV_")},
+        # Not the runner's POD_NAME either (CI in a pod): two replicas would share a Lease
+        # identity, and both would lead. A test that wants one passes it in ``env``.
+        **{k: v for k, v in os.environ.items() if not k.startswith("NSPROV_") and k != "POD_NAME"},
         "NSPROV_TOKEN_FILE": str(token_file),
         "PYTHONWARNINGS": "error::ResourceWarning",
         **(env or {}),

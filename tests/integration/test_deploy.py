@@ -141,6 +141,9 @@ def test_deployment_is_hardened(rendered) -> None:
     assert not any("token" in arg for arg in container.get("args", []))
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["NSPROV_TOKEN_FILE"].startswith("/etc/nsprov/tokens/")
+    # The Lease identity survives a container restart (a restarted leader leads again at once).
+    pod_name = next(e for e in container["env"] if e["name"] == "POD_NAME")
+    assert pod_name["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     # The API Service exposes only the API; metrics and probes have a Service of their own.
     api, metrics = rendered[("Service", "nsprov")], rendered[("Service", "nsprov-metrics")]
     assert [(p["name"], p["targetPort"]) for p in api["spec"]["ports"]] == [("http", "http")]

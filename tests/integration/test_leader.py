@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 
 from tests.integration.conftest import CONFIGMAP_GRANT, Cluster
 from tests.integration.service import (
@@ -31,6 +32,15 @@ pytestmark = pytest.mark.usefixtures("grants", "clean_namespaces")
 def _lease_holder(cluster: Cluster, lease: str) -> str:
     coordination = client.CoordinationV1Api(cluster.api)
     return coordination.read_namespaced_lease(lease, "default").spec.holder_identity or ""
+
+
+def _holder_if_any(cluster: Cluster, lease: str) -> str | None:
+    try:
+        return _lease_holder(cluster, lease)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
 
 
 @pytest.mark.parametrize("how", ["graceful", "killed"])
@@ -82,4 +92,38 @@ def test_two_replicas_one_leader_and_takeover(
             lambda: namespace_status(core, name) != "active", timeout=15, message="new leader acts"
         )
         wait_expired_line(follower, name)
+    client.CoordinationV1Api(cluster.api).delete_namespaced_lease(lease, "default")
+
+
+def test_a_killed_leader_restarted_with_its_identity_leads_again_at_once(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """A pod's restarted container (same POD_NAME) takes its own Lease back, unwaited."""
+    lease = f"nsprov-test-{secrets.token_hex(3)}"
+    # Long enough that a loaded machine restarts the process well within half of it.
+    duration = 30.0
+    args = [
+        f"--leader-elect-lease-name={lease}",
+        f"--leader-elect-lease-duration={duration:.0f}s",
+    ]
+    with (
+        running_service(cluster.kubeconfig, tmp_path / "a", args, {"POD_NAME": "pod-a"}) as first,
+        running_service(cluster.kubeconfig, tmp_path / "b", args, {"POD_NAME": "pod-b"}) as second,
+    ):
+        replicas = {"pod-a": first, "pod-b": second}
+        holder = wait_until(lambda: _holder_if_any(cluster, lease), timeout=15, message="a leader")
+        assert holder in replicas, f"the Lease holder {holder!r} is not the pod's name"
+        leader, follower = replicas[holder], second if replicas[holder] is first else first
+        wait_until(lambda: metric(leader, "nsprov_leader") == 1, timeout=15, message="it leads")
+        leader.process.send_signal(signal.SIGKILL)
+        leader.process.wait()
+        killed = time.monotonic()
+        leader.start_again()
+        wait_until(lambda: metric(leader, "nsprov_leader") == 1, timeout=duration / 2,
+                   interval=0.1, message=f"{holder} leads again")  # fmt: skip
+        took = time.monotonic() - killed
+        assert _lease_holder(cluster, lease) == holder
+        assert metric(follower, "nsprov_leader") == 0
+        # Well before the lease ran out: nobody waited for it.
+        assert took < duration / 2, took
     client.CoordinationV1Api(cluster.api).delete_namespaced_lease(lease, "default")

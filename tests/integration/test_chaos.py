@@ -1,0 +1,750 @@
+"""Chaos: nsprov loses nothing while its replicas and the API server are killed.
+
+Two replicas (leader election on, a 3 s lease, exactly the RBAC k8s/ gives
+nsprov) serve a stream of creates, short and longer TTLs, some with an
+Idempotency-Key retried until it is answered, while the leader is SIGKILLed
+again and again (restarted at once, taking its own Lease back, or later, after
+the other replica took over), and the follower and kube-apiserver now and then
+(each kind at least once). What must hold afterwards:
+
+- every namespace whose TTL ran out is deleted, late by no more than the time
+  without a working leader (no leader, or no API server) plus ``EXPIRY_SLACK``;
+- no namespace a client got a 201 for is lost, or deleted before its expiry;
+- one Idempotency-Key, one namespace; every kubeconfig handed out worked;
+- every surviving namespace has its ServiceAccount and RoleBinding (the
+  controller repairs what a kill left half-made), every managed namespace ever
+  seen carried an expiry label, and no expiry was deleted by two replicas;
+- the API answered 201, 409 (a key's namespace expired) or 503 + Retry-After.
+
+``NSPROV_CHAOS_SECONDS`` (default 30) sets how long the kills go on; ``make
+chaos`` runs it for 600. ``NSPROV_CHAOS_SEED`` repeats a run's choices (the
+timing of a real control plane never repeats exactly); a failure names its seed.
+A module of its own: no other nsprov may act on the namespaces meanwhile.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import itertools
+import json
+import os
+import random
+import re
+import secrets
+import signal
+import ssl
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import urllib3
+import yaml
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.watch.watch import iter_resp_lines
+
+from nsprov import bundle
+from tests.integration.conftest import (
+    CONFIGMAP_VERBS,
+    EMPTY_GRANT,
+    NSPROV_NAMESPACE,
+    SELECTOR,
+    Cluster,
+)
+from tests.integration.service import RunningService, metric, start_service
+from tests.support import wait_until
+
+CHAOS_SECONDS = float(os.environ.get("NSPROV_CHAOS_SECONDS", "30"))
+LEASE_SECONDS = 3.0
+# How late an expiry may be beyond the time without a working leader: a new leader's
+# first pass, an informer's backoff after the API server returns, a loaded machine
+# (runs on this 2-core machine were at most 0.5 s beyond).
+EXPIRY_SLACK = 5.0
+SHORT_TTL = (3, 8)
+LONG_TTL = (10, int(min(60.0, max(20.0, CHAOS_SECONDS * 1.5))))
+DRIVERS = 3
+# A keyed create is retried (connection lost, 503) for this long.
+RETRY_SECONDS = 30.0
+# How long a new RoleBinding may take to count in the API server's authorizer (a 600 s
+# run on this 2-core machine saw 11 of 4,914 kubeconfigs refused at first, for up to 2.1 s).
+RBAC_LAG_SECONDS = 5.0
+
+pytestmark = [
+    pytest.mark.usefixtures("grants", "clean_namespaces", "configmap_grant"),
+    pytest.mark.timeout(CHAOS_SECONDS + 240),
+]
+
+
+def _unix(timestamp: str) -> float:
+    unix = bundle.unix_time(timestamp)
+    assert unix is not None, timestamp
+    return float(unix)
+
+
+# ---- what the API server shows --------------------------------------------------------------
+
+
+@dataclass
+class Seen:
+    """One managed namespace as the watch saw it."""
+
+    name: str
+    expires_at: int | None = None
+    idempotency: str | None = None
+    deletion_timestamp: float | None = None  # the API server's, whole seconds
+    deletion_seen_at: float | None = None  # when the watch first showed it going (local)
+    gone: bool = False
+    without_expiry: bool = False
+
+
+class Observer:
+    """Lists and watches managed namespaces (resuming across API server restarts)."""
+
+    def __init__(self, kubeconfig: Path) -> None:
+        self.api = config.new_client_from_config(config_file=str(kubeconfig))
+        self.core = client.CoreV1Api(self.api)
+        self.seen: dict[str, Seen] = {}
+        self.relists = 0
+        self.vanished: set[str] = set()  # gone between two lists: deletion unseen
+        # Going already when we started (an earlier test's): not this test's business.
+        self.ignored: set[str] = set()
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="observer", daemon=True)
+
+    def start(self) -> None:
+        self._resource_version = self._list(first=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(timeout=15)
+        self.api.close()
+
+    def _saw(self, obj: dict[str, Any], now: float) -> None:
+        metadata = obj["metadata"]
+        labels = metadata.get("labels") or {}
+        with self._lock:
+            if metadata["name"] in self.ignored:
+                return
+            seen = self.seen.setdefault(metadata["name"], Seen(metadata["name"]))
+            seen.expires_at = bundle.expires_at_of(metadata)
+            seen.without_expiry |= seen.expires_at is None
+            seen.idempotency = labels.get(bundle.IDEMPOTENCY_LABEL)
+            if metadata.get("deletionTimestamp") and seen.deletion_timestamp is None:
+                seen.deletion_timestamp = _unix(metadata["deletionTimestamp"])
+                seen.deletion_seen_at = now
+
+    def _list(self, *, first: bool = False) -> str:
+        response = self.core.list_namespace(
+            label_selector=SELECTOR, _preload_content=False, _request_timeout=5
+        )
+        listing = json.loads(response.data)
+        now = time.time()
+        names = set()
+        for obj in listing["items"]:
+            names.add(obj["metadata"]["name"])
+            if first and obj["metadata"].get("deletionTimestamp"):
+                self.ignored.add(obj["metadata"]["name"])
+            self._saw(obj, now)
+        with self._lock:
+            for seen in self.seen.values():
+                if seen.name not in names and not seen.gone:
+                    seen.gone = True
+                    self.vanished.add(seen.name)
+                    if seen.deletion_seen_at is None:
+                        seen.deletion_seen_at = now
+        return str(listing["metadata"]["resourceVersion"])
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._watch()
+            except Exception:  # the API server is being killed: resume
+                self._stopping.wait(0.2)
+
+    def _watch(self) -> None:
+        response = self.core.list_namespace(
+            label_selector=SELECTOR,
+            watch=True,
+            resource_version=self._resource_version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=2,
+            _preload_content=False,
+            _request_timeout=(3, 10),
+        )
+        try:
+            for line in iter_resp_lines(response):
+                event = json.loads(line)
+                obj = event["object"]
+                if event["type"] == "ERROR":
+                    if obj.get("code") == 410:  # too old: list again
+                        self.relists += 1
+                        self._resource_version = self._list()
+                    return
+                self._resource_version = obj["metadata"]["resourceVersion"]
+                if event["type"] == "BOOKMARK":
+                    continue
+                self._saw(obj, time.time())
+                if event["type"] == "DELETED":
+                    with self._lock:
+                        if obj["metadata"]["name"] in self.seen:
+                            self.seen[obj["metadata"]["name"]].gone = True
+        finally:
+            response.release_conn()
+
+
+# ---- whether a leader can act ---------------------------------------------------------------
+
+
+class LeaderTracker:
+    """Samples, every 0.2 s, whether some live replica leads and the API server is up."""
+
+    def __init__(self, replicas: dict[str, RunningService]) -> None:
+        self.replicas = replicas
+        self.api_server_up = True
+        self.api_server_ready_at = 0.0  # monotonic: when it last answered /readyz after a restart
+        self.samples: list[tuple[float, bool]] = []
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="leader-tracker", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            leading = any(metric(r, "nsprov_leader") == 1 for r in list(self.replicas.values()))
+            self.samples.append((time.time(), leading and self.api_server_up))
+            self._stopping.wait(0.2)
+
+    def outage(self, start: float, end: float) -> float:
+        """Seconds within [start, end] without a working leader, by the samples."""
+        # Only the samples around the window (they are in time order): a long run has many.
+        first = max(0, bisect.bisect_right(self.samples, (start, True)) - 1)
+        last = bisect.bisect_right(self.samples, (end, True)) + 1
+        window = self.samples[first:last]
+        total = 0.0
+        for (at, ok), (after, _) in itertools.pairwise(window):
+            if not ok:
+                total += max(0.0, min(after, end) - max(at, start))
+        return total
+
+
+# ---- the clients ----------------------------------------------------------------------------
+
+
+@dataclass
+class Created:
+    """A 201 a client received."""
+
+    name: str
+    key: str | None
+    ttl: int
+    received_at: float
+
+
+@dataclass
+class Outcomes:
+    created: list[Created] = field(default_factory=list)
+    names_by_key: dict[str, set[str]] = field(default_factory=dict)
+    statuses: Counter[str] = field(default_factory=Counter)
+    unknown: int = 0  # connection lost on an unkeyed create: a namespace may exist
+    problems: list[str] = field(default_factory=list)
+    kubeconfigs_checked: int = 0
+    # 403 at first, then 200: seconds from the 201 (or the API server's return) to the 200
+    rbac_lags: list[float] = field(default_factory=list)
+    rbac_lags_after_restart: int = 0  # of those, refused first after the API server returned
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class Driver:
+    """Threads that create namespaces through whichever replica is alive."""
+
+    def __init__(
+        self,
+        replicas: dict[str, RunningService],
+        tracker: LeaderTracker,
+        seed: int,
+        ca_file: str,
+        until: float,
+    ) -> None:
+        self.replicas = replicas
+        self.tracker = tracker
+        self.seed = seed
+        self.until = until
+        self.outcomes = Outcomes()
+        self._tls = ssl.create_default_context(cafile=ca_file)
+        self._threads = [
+            threading.Thread(target=self._run, args=(i,), name=f"driver-{i}", daemon=True)
+            for i in range(DRIVERS)
+        ]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def join(self) -> None:
+        for thread in self._threads:
+            thread.join(timeout=RETRY_SECONDS + 30)
+            assert not thread.is_alive(), f"{thread.name} did not finish"
+
+    def _problem(self, text: str) -> None:
+        with self.outcomes.lock:
+            self.outcomes.problems.append(text)
+
+    def _run(self, index: int) -> None:
+        rng = random.Random(self.seed * 100 + index)  # noqa: S311 - seeded chaos, not crypto
+        with httpx.Client(timeout=15) as http:
+            while time.time() < self.until:
+                ttl = rng.randint(*(SHORT_TTL if rng.random() < 0.7 else LONG_TTL))
+                key = f"chaos-{secrets.token_hex(6)}" if rng.random() < 0.5 else None
+                try:
+                    self._create(http, rng, ttl, key)
+                except Exception as exc:  # reported with the rest
+                    self._problem(f"driver crashed: {exc!r}")
+                time.sleep(rng.uniform(0.05, 0.3))
+
+    def _live(self, rng: random.Random) -> RunningService:
+        alive = [r for r in self.replicas.values() if r.process.poll() is None]
+        return rng.choice(alive or list(self.replicas.values()))
+
+    def _create(self, http: httpx.Client, rng: random.Random, ttl: int, key: str | None) -> None:
+        deadline = time.time() + RETRY_SECONDS
+        while True:
+            replica = self._live(rng)
+            headers = {**replica.auth(), "Accept": "application/json"}
+            if key:
+                headers["Idempotency-Key"] = key
+            try:
+                response = http.post(f"{replica.url}/api/v1/namespaces",
+                                     params={"ttl": f"{ttl}s"}, headers=headers)  # fmt: skip
+            except httpx.TransportError as exc:
+                self._count(f"lost:{type(exc).__name__}")
+                if key is None:
+                    with self.outcomes.lock:
+                        self.outcomes.unknown += 1
+                    return
+            else:
+                self._count(str(response.status_code))
+                if response.status_code == 201:
+                    self._created(response, key, ttl)
+                    return
+                if response.status_code == 503:
+                    if not response.headers.get("retry-after"):
+                        self._problem(f"503 without Retry-After: {response.text}")
+                    if key is None:
+                        return
+                elif response.status_code == 409 and key is not None:
+                    return  # the key's namespace expired or is going: a new key is needed
+                else:
+                    self._problem(f"POST answered {response.status_code}: {response.text}")
+                    return
+            if time.time() >= deadline:
+                self._problem(f"keyed create {key} unanswered for {RETRY_SECONDS:.0f}s")
+                return
+            time.sleep(rng.uniform(0.2, 0.5))
+
+    def _count(self, status: str) -> None:
+        with self.outcomes.lock:
+            self.outcomes.statuses[status] += 1
+
+    def _created(self, response: httpx.Response, key: str | None, ttl: int) -> None:
+        body = response.json()
+        name = body["namespace"]
+        with self.outcomes.lock:
+            self.outcomes.created.append(Created(name, key, ttl, time.time()))
+            if key:
+                self.outcomes.names_by_key.setdefault(key, set()).add(name)
+        expires_at = bundle.unix_time(body["expiresAt"])
+        assert expires_at is not None, body
+        self._check_kubeconfig(name, yaml.safe_load(body["kubeconfig"]), expires_at)
+
+    def _check_kubeconfig(self, name: str, kubeconfig: dict[str, Any], expires_at: int) -> None:
+        """The kubeconfig's token may list configmaps in its namespace (the grant's rule).
+
+        The API server authorizes from an informer cache of RoleBindings, so a binding
+        created a moment ago may not count yet (Kubernetes' RBAC is eventually
+        consistent), nor any binding while a restarted API server has not synced that
+        cache (it serves before /readyz says so): a 403 that turns into a 200 within
+        ``RBAC_LAG_SECONDS`` of the 201 or of the API server's return is counted (and
+        reported), one that lasts is a kubeconfig that did not work.
+        """
+        server = kubeconfig["clusters"][0]["cluster"]["server"]
+        token = kubeconfig["users"][0]["user"]["token"]
+        received = time.monotonic()
+        forbidden_since: float | None = None
+        # Before the namespace expires, with time to spare for the answer.
+        deadline = expires_at - 1.5
+        with httpx.Client(verify=self._tls, timeout=5) as api:
+            while time.time() < deadline:
+                try:
+                    answer = api.get(f"{server}/api/v1/namespaces/{name}/configmaps",
+                                     headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+                except httpx.TransportError:
+                    time.sleep(0.3)  # the API server is being restarted
+                    continue
+                if answer.status_code == 200:
+                    with self.outcomes.lock:
+                        self.outcomes.kubeconfigs_checked += 1
+                        if forbidden_since is not None:
+                            since = max(received, self.tracker.api_server_ready_at)
+                            self.outcomes.rbac_lags.append(time.monotonic() - since)
+                            self.outcomes.rbac_lags_after_restart += since > received
+                    return
+                if answer.status_code >= 500 or time.time() >= deadline:
+                    time.sleep(0.3)
+                    continue
+                now = time.monotonic()
+                since = max(received, self.tracker.api_server_ready_at)
+                settling = not self.tracker.api_server_up or now - since < RBAC_LAG_SECONDS
+                if answer.status_code == 403 and settling:
+                    forbidden_since = forbidden_since or now
+                    time.sleep(0.05)
+                    continue
+                after = now - received
+                self._problem(f"kubeconfig for {name} answered {answer.status_code} {after:.1f}s "
+                              f"after the 201: {answer.text[:200]}")  # fmt: skip
+                return
+
+
+# ---- the kills ------------------------------------------------------------------------------
+
+
+def _lease_holder(cluster: Cluster, lease: str) -> str:
+    coordination = client.CoordinationV1Api(cluster.api)
+    found = coordination.read_namespaced_lease(lease, NSPROV_NAMESPACE)
+    return found.spec.holder_identity or ""
+
+
+def _leader(cluster: Cluster, lease: str, replicas: dict[str, RunningService]) -> str:
+    def holder() -> str | None:
+        with contextlib.suppress(ApiException, OSError, urllib3.exceptions.HTTPError):
+            found = _lease_holder(cluster, lease)
+            if found in replicas and replicas[found].process.poll() is None:
+                return found
+        return None
+
+    return wait_until(holder, timeout=30, interval=0.2, message="a live replica holds the lease")
+
+
+def _kill(replica: RunningService) -> None:
+    replica.process.send_signal(signal.SIGKILL)
+    replica.process.wait()
+
+
+@dataclass
+class Chaos:
+    cluster: Cluster
+    lease: str
+    replicas: dict[str, RunningService]
+    tracker: LeaderTracker
+    rng: random.Random
+    done: list[str] = field(default_factory=list)
+    takeovers: list[float] = field(default_factory=list)
+    own_lease_back: list[float] = field(default_factory=list)
+
+    def kill_leader_and_restart_now(self) -> None:
+        """The same pod's container restarts: its own identity takes the Lease back."""
+        leader = _leader(self.cluster, self.lease, self.replicas)
+        _kill(self.replicas[leader])
+        killed = time.monotonic()
+        self.replicas[leader].start_again()
+        # A replica that starts within the lease finds the Lease held by its own identity.
+        holder = _leader(self.cluster, self.lease, self.replicas)
+        if holder == leader:
+            self.own_lease_back.append(time.monotonic() - killed)
+        self.done.append(f"leader {leader} killed, restarted at once ({holder} leads)")
+
+    def kill_leader_and_restart_later(self) -> None:
+        """The other replica takes over once the dead leader's lease has run out."""
+        leader = _leader(self.cluster, self.lease, self.replicas)
+        other = next(name for name in self.replicas if name != leader)
+        _kill(self.replicas[leader])
+        killed = time.monotonic()
+        wait_until(lambda: metric(self.replicas[other], "nsprov_leader") == 1,
+                   timeout=LEASE_SECONDS * 4, interval=0.1,
+                   message=f"{other} took over from {leader}")  # fmt: skip
+        self.takeovers.append(time.monotonic() - killed)
+        time.sleep(self.rng.uniform(0, 2))  # down a little longer, for a random moment
+        self.replicas[leader].start_again()
+        self.done.append(f"leader {leader} killed, {other} took over, {leader} restarted")
+
+    def kill_follower(self) -> None:
+        leader = _leader(self.cluster, self.lease, self.replicas)
+        follower = next(name for name in self.replicas if name != leader)
+        _kill(self.replicas[follower])
+        self.replicas[follower].start_again()
+        self.done.append(f"follower {follower} killed and restarted")
+
+    def restart_api_server(self) -> None:
+        plane = self.cluster.require_local()
+        self.tracker.api_server_up = False
+        started = time.monotonic()
+        try:
+            plane.stop_component("kube-apiserver", kill=True)
+            time.sleep(self.rng.uniform(0.5, 2.0))  # down for a random moment
+        finally:
+            plane.start_component("kube-apiserver")
+            self.tracker.api_server_ready_at = time.monotonic()
+            self.tracker.api_server_up = True
+        self.done.append(f"kube-apiserver killed and back after {time.monotonic() - started:.1f}s")
+
+    def run(self, until: float) -> None:
+        """Every kind at least once (in a seeded order), then mostly leader kills."""
+        leader_kills = [self.kill_leader_and_restart_now, self.kill_leader_and_restart_later]
+        every = [*leader_kills, self.kill_follower, self.restart_api_server]
+        kinds = self.rng.sample(every, len(every))
+        while time.time() < until:
+            time.sleep(self.rng.uniform(1.0, 4.0))
+            if not kinds:
+                kinds = [self.rng.choice(leader_kills if self.rng.random() < 0.8 else every)]
+            kinds.pop(0)()
+
+
+# ---- the test -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def configmap_grant(cluster: Cluster) -> Iterator[None]:
+    """The grant k8s/ installs, with the rules an admin would give it (configmaps here)."""
+    rbac = client.RbacAuthorizationV1Api(cluster.api)
+    rule = {"apiGroups": [""], "resources": ["configmaps"], "verbs": CONFIGMAP_VERBS}
+    rbac.patch_cluster_role(EMPTY_GRANT, {"rules": [rule]})
+    try:
+        yield
+    finally:
+        rbac.patch_cluster_role(EMPTY_GRANT, {"rules": []})
+
+
+@contextlib.contextmanager
+def _replicas(kubeconfig: Path, tmp_path: Path, lease: str) -> Iterator[dict[str, RunningService]]:
+    """Two replicas with exactly the permissions k8s/ gives nsprov (RBAC applies to them)."""
+    args = [
+        f"--leader-elect-namespace={NSPROV_NAMESPACE}",
+        f"--leader-elect-lease-name={lease}",
+        f"--leader-elect-lease-duration={LEASE_SECONDS:.0f}s",
+        "--min-ttl=1s",
+    ]
+    replicas: dict[str, RunningService] = {}
+    try:
+        first = replicas["chaos-a"] = start_service(
+            kubeconfig, tmp_path / "chaos-a", args, {"POD_NAME": "chaos-a"}
+        )
+        # The same token file, so a client may send its retry to either replica.
+        env = {"POD_NAME": "chaos-b", "NSPROV_TOKEN_FILE": str(first.token_file)}
+        second = replicas["chaos-b"] = start_service(kubeconfig, tmp_path / "chaos-b", args, env)
+        second.tokens = first.tokens
+        yield replicas
+    finally:
+        for replica in replicas.values():
+            replica.stop()
+
+
+def test_nothing_is_lost_while_leaders_and_the_api_server_are_killed(
+    cluster: Cluster, core: client.CoreV1Api, tmp_path: Path, manifest_kubeconfig: Path
+) -> None:
+    seed = int(os.environ.get("NSPROV_CHAOS_SEED") or secrets.randbits(31))
+    print(f"chaos seed {seed} (NSPROV_CHAOS_SEED={seed} repeats its choices)")
+    try:
+        _chaos(cluster, core, tmp_path, manifest_kubeconfig, seed)
+    except BaseException as exc:
+        exc.add_note(f"chaos seed {seed}: rerun with NSPROV_CHAOS_SEED={seed}")
+        raise
+
+
+def _chaos(
+    cluster: Cluster, core: client.CoreV1Api, tmp_path: Path, kubeconfig: Path, seed: int
+) -> None:
+    cluster.require_local()
+    lease = "nsprov-controller"  # the one Lease k8s/ lets nsprov use
+    rng = random.Random(seed)  # noqa: S311 - seeded chaos, not crypto
+    observer = Observer(cluster.kubeconfig)
+    observer.start()
+    try:
+        with _replicas(kubeconfig, tmp_path, lease) as replicas:
+            tracker = LeaderTracker(replicas)
+            tracker.start()
+            try:
+                _leader(cluster, lease, replicas)
+                began = time.time()
+                until = began + CHAOS_SECONDS
+                ca_file = str(cluster.api.configuration.ssl_ca_cert)
+                driver = Driver(replicas, tracker, seed, ca_file, until)
+                driver.start()
+                chaos = Chaos(cluster, lease, replicas, tracker, rng)
+                chaos.run(until)
+                driver.join()
+                calm = time.time()
+                _leader(cluster, lease, replicas)
+                _converges(core, observer, tracker, driver.outcomes, calm)
+            finally:
+                tracker.stop()
+            _report(seed, began, calm, chaos, driver.outcomes, observer, tracker)
+            print(f"repairs logged: {sum(_logged(replicas, _REPAIRED_LINE).values())}")
+            _check(observer, tracker, driver.outcomes, replicas)
+    finally:
+        observer.stop()
+        with contextlib.suppress(ApiException):
+            client.CoordinationV1Api(cluster.api).delete_namespaced_lease(lease, NSPROV_NAMESPACE)
+
+
+def _converges(
+    core: client.CoreV1Api,
+    observer: Observer,
+    tracker: LeaderTracker,
+    outcomes: Outcomes,
+    calm: float,
+) -> None:
+    """Wait until everything due by then has gone and every survivor has its bundle."""
+    due = calm + max(SHORT_TTL)
+
+    def expired_gone() -> bool:
+        return time.time() >= due and all(
+            seen.deletion_seen_at is not None
+            for seen in list(observer.seen.values())
+            if seen.expires_at is not None and seen.expires_at <= due
+        )
+
+    wait_until(expired_gone, timeout=max(SHORT_TTL) + EXPIRY_SLACK + 5, interval=0.2,
+               message="every namespace due is deleted")  # fmt: skip
+
+    def bundles_complete() -> list[str] | None:
+        missing = _without_bundle(core, observer)
+        return None if missing else ["complete"]
+
+    # The controller repairs half-made bundles a moment after a leader sees them.
+    with contextlib.suppress(AssertionError):
+        wait_until(bundles_complete, timeout=10, interval=0.5, message="bundles complete")
+
+
+def _without_bundle(core: client.CoreV1Api, observer: Observer) -> list[str]:
+    missing = []
+    for seen in list(observer.seen.values()):
+        if seen.deletion_seen_at is not None or seen.gone:
+            continue
+        for kind, read in (("ServiceAccount", core.read_namespaced_service_account),
+                           ("RoleBinding", client.RbacAuthorizationV1Api(core.api_client)
+                            .read_namespaced_role_binding)):  # fmt: skip
+            try:
+                read(bundle.SERVICE_ACCOUNT if kind == "ServiceAccount" else bundle.ROLE_BINDING,
+                     seen.name)  # fmt: skip
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+                if observer.seen[seen.name].deletion_seen_at is None:
+                    missing.append(f"{seen.name} has no {kind}")
+    return missing
+
+
+def _report(
+    seed: int,
+    began: float,
+    calm: float,
+    chaos: Chaos,
+    outcomes: Outcomes,
+    observer: Observer,
+    tracker: LeaderTracker,
+) -> None:
+    lags, beyond = [], []
+    for seen in observer.seen.values():
+        if seen.deletion_seen_at is None or seen.expires_at is None:
+            continue
+        lag = seen.deletion_seen_at - seen.expires_at
+        lags.append(lag)
+        if seen.deletion_timestamp is None or seen.deletion_timestamp >= seen.expires_at:
+            # Not rolled back: how much later than the time without a working leader.
+            beyond.append(lag - tracker.outage(seen.expires_at, seen.deletion_seen_at))
+    print(f"seed {seed}: {calm - began:.0f}s of chaos; {len(chaos.done)} kills:")
+    for line in chaos.done:
+        print(f"  {line}")
+    print(f"takeovers after a kill: {[round(t, 1) for t in chaos.takeovers]} s; own lease back "
+          f"after a restart: {[round(t, 1) for t in chaos.own_lease_back]} s")  # fmt: skip
+    print(f"statuses {dict(outcomes.statuses)}; {len(outcomes.created)} created, "
+          f"{len(outcomes.names_by_key)} keys, {outcomes.unknown} unknown outcomes, "
+          f"{outcomes.kubeconfigs_checked} kubeconfigs used, {len(outcomes.rbac_lags)} of them "
+          f"forbidden at first (for up to {max(outcomes.rbac_lags, default=0):.2f}s; "
+          f"{outcomes.rbac_lags_after_restart} after an API server restart)")  # fmt: skip
+    print(f"{len(observer.seen)} namespaces seen, {len(lags)} deleted; expiry lag (as watched) "
+          f"max {max(lags, default=0):.1f}s, beyond the outage max {max(beyond, default=0):.1f}s; "
+          f"{tracker.outage(began, time.time()):.1f}s without "
+          f"a working leader; {observer.relists} relists")  # fmt: skip
+
+
+def _check(
+    observer: Observer,
+    tracker: LeaderTracker,
+    outcomes: Outcomes,
+    replicas: dict[str, RunningService],
+) -> None:
+    now = time.time()
+    problems = list(outcomes.problems)
+    seen = observer.seen
+    for created in outcomes.created:
+        found = seen.get(created.name)
+        if found is None:
+            problems.append(f"{created.name}: a 201, never seen by the watch")
+            continue
+        assert found.expires_at is not None
+        if found.deletion_seen_at is None and found.expires_at <= now - EXPIRY_SLACK:
+            problems.append(f"{created.name}: expired at {found.expires_at}, still there")
+        if found.deletion_timestamp is not None and found.deletion_timestamp < found.expires_at:
+            problems.append(f"{created.name}: a 201, deleted at {found.deletion_timestamp:.0f} "
+                            f"before its expiry {found.expires_at}")  # fmt: skip
+        if found.gone and found.name in observer.vanished and found.expires_at > now:
+            problems.append(f"{created.name}: a 201, gone before its expiry")
+    for item in seen.values():
+        if item.without_expiry:
+            problems.append(f"{item.name}: managed, without an expiry label")
+        if item.expires_at is None:
+            continue
+        if item.deletion_seen_at is None:
+            if item.expires_at <= now - EXPIRY_SLACK:
+                problems.append(f"{item.name}: expired at {item.expires_at}, not deleted")
+            continue
+        if item.deletion_timestamp is not None and item.deletion_timestamp < item.expires_at:
+            continue  # rolled back (no client got it; the 201s are checked above)
+        outage = tracker.outage(item.expires_at, item.deletion_seen_at)
+        lag = item.deletion_seen_at - item.expires_at
+        if lag > outage + EXPIRY_SLACK:
+            problems.append(f"{item.name}: deleted {lag:.1f}s after its expiry, with only "
+                            f"{outage:.1f}s without a working leader")  # fmt: skip
+    for key, names in outcomes.names_by_key.items():
+        if len(names) != 1:
+            problems.append(f"Idempotency-Key {key}: 201s named {sorted(names)}")
+    per_key = Counter(item.idempotency for item in seen.values() if item.idempotency)
+    problems += [f"{n} namespaces for one key digest {k}" for k, n in per_key.items() if n > 1]
+    deletions = _logged(replicas, _EXPIRED_LINE)
+    problems += [f"{name}: deleted as expired {n} times" for name, n in deletions.items() if n > 1]
+    problems += _survivors_without_bundle(observer)
+    assert not problems, "\n".join(problems[:40])
+
+
+_EXPIRED_LINE = re.compile(r"deleted namespace=(\S+) .*reason=expired")
+_REPAIRED_LINE = re.compile(r"repaired namespace=(\S+) kind=(\S+)")
+
+
+def _logged(replicas: dict[str, RunningService], line: re.Pattern[str]) -> Counter[str]:
+    """How often each namespace is named in lines like ``line``, over every replica's log."""
+    found: Counter[str] = Counter()
+    for replica in replicas.values():
+        found.update(match.group(1) for match in line.finditer(replica.log()))
+    return found
+
+
+def _survivors_without_bundle(observer: Observer) -> list[str]:
+    core = client.CoreV1Api(observer.api)
+    missing = _without_bundle(core, observer)
+    live = [s for s in observer.seen.values() if s.deletion_seen_at is None and not s.gone]
+    print(f"{len(live)} namespaces live at the end, {len(missing)} bundle objects missing")
+    return missing
