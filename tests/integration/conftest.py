@@ -262,3 +262,15 @@ def issuer_discovery(cluster: Cluster) -> Iterator[controlplane.ControlPlane]:
     except ApiException as exc:
         if exc.status != 404:
             raise
+
+
+@pytest.fixture
+def configmap_grant(cluster: Cluster) -> Iterator[None]:
+    """The admin's job after installing k8s/: give the (empty) grant some rules, configmaps here."""
+    rbac = client.RbacAuthorizationV1Api(cluster.api)
+    rule = {"apiGroups": [""], "resources": ["configmaps"], "verbs": CONFIGMAP_VERBS}
+    rbac.patch_cluster_role(EMPTY_GRANT, {"rules": [rule]})
+    try:
+        yield
+    finally:
+        rbac.patch_cluster_role(EMPTY_GRANT, {"rules": []})

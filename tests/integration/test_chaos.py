@@ -52,8 +52,6 @@ from kubernetes.watch.watch import iter_resp_lines
 
 from nsprov import bundle
 from tests.integration.conftest import (
-    CONFIGMAP_VERBS,
-    EMPTY_GRANT,
     NSPROV_NAMESPACE,
     SELECTOR,
     Cluster,
@@ -513,18 +511,6 @@ class Chaos:
 
 
 # ---- the test -------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def configmap_grant(cluster: Cluster) -> Iterator[None]:
-    """The grant k8s/ installs, with the rules an admin would give it (configmaps here)."""
-    rbac = client.RbacAuthorizationV1Api(cluster.api)
-    rule = {"apiGroups": [""], "resources": ["configmaps"], "verbs": CONFIGMAP_VERBS}
-    rbac.patch_cluster_role(EMPTY_GRANT, {"rules": [rule]})
-    try:
-        yield
-    finally:
-        rbac.patch_cluster_role(EMPTY_GRANT, {"rules": []})
 
 
 @contextlib.contextmanager

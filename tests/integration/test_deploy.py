@@ -18,7 +18,6 @@ from kubernetes.client.exceptions import ApiException
 
 from nsprov.grant import unsafe_reasons
 from tests.integration.conftest import (
-    CONFIGMAP_VERBS,
     EMPTY_GRANT,
     NSPROV_NAMESPACE,
     REPO,
@@ -54,18 +53,6 @@ def rendered(cluster: Cluster) -> dict[tuple[str, str], dict[str, Any]]:
     return {
         (doc["kind"], doc["metadata"]["name"]): doc for doc in yaml.safe_load_all(result.stdout)
     }
-
-
-@pytest.fixture
-def configmap_grant(cluster: Cluster) -> Iterator[None]:
-    """The admin's job after installing: give the grant some rules (configmaps here)."""
-    rbac = client.RbacAuthorizationV1Api(cluster.api)
-    rule = {"apiGroups": [""], "resources": ["configmaps"], "verbs": CONFIGMAP_VERBS}
-    rbac.patch_cluster_role(EMPTY_GRANT, {"rules": [rule]})
-    try:
-        yield
-    finally:
-        rbac.patch_cluster_role(EMPTY_GRANT, {"rules": []})
 
 
 @pytest.fixture
