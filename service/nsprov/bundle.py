@@ -13,7 +13,7 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
 from nsprov.template import MAX_CLUSTER_ROLES, Template
@@ -481,12 +481,22 @@ def _quantity(text: object) -> Decimal | None:
         return None
 
 
+def _as_stored(text: str) -> Decimal | None:
+    """A quantity as the API server stores it in a quota or limit range: rounded up to a
+    milli-unit (1.5m -> 2m, 1.0001 -> 1001m, 100u -> 1m)."""
+    value = _quantity(text)
+    if value is None:
+        return None
+    return (value * 1000).to_integral_value(rounding=ROUND_CEILING) / 1000
+
+
 def same_quantities(have: object, want: dict[str, str]) -> bool:
-    """``have`` (as stored: 0.5 comes back as 500m) holds exactly ``want``'s quantities."""
+    """``have`` (as stored: 0.5 comes back as 500m, 1.5m as 2m) holds exactly ``want``'s
+    quantities."""
     if not isinstance(have, dict) or set(have) != set(want):
         return False
     return all(
-        _quantity(have[k]) is not None and _quantity(have[k]) == _quantity(v)
+        _quantity(have[k]) is not None and _quantity(have[k]) == _as_stored(v)
         for k, v in want.items()
     )
 
