@@ -116,6 +116,10 @@ class Rollout:
     def profile_for(self, tenant: str | None) -> Profile | str:
         """The profile a namespace of ``tenant`` is made with now, or why it has none."""
         if self.policy is None:
+            if tenant is not None:
+                # Made under a policy file this run lacks (run without NSPROV_POLICY_FILE?):
+                # the flags' template would drop its quota, limits and isolation.
+                return f"tenant {tenant!r} recorded, but there is no policy file"
             return self.base
         if tenant is None:
             return "no tenant recorded (made before the policy file)"
