@@ -33,7 +33,8 @@ from collections.abc import Callable
 from typing import Any
 
 from nsprov import bundle
-from nsprov.errors import NsprovError
+from nsprov.errors import GrantUnusable, NsprovError
+from nsprov.grant import GrantGuard
 from nsprov.kube import Kube, KubeError
 from nsprov.metrics import Metrics
 from nsprov.template import Template
@@ -77,8 +78,12 @@ class Controller:
         adopt_seconds: float = 86400.0,
         workers: int = 2,
         clock: Callable[[], float] = time.time,
+        grants: GrantGuard | None = None,
     ) -> None:
         self.kube = kube
+        # Asked before a RoleBinding is (re-)created: a grant that is missing or turned
+        # unsafe is not handed out by a repair either (None: not checked, unit tests).
+        self.grants = grants
         self.selector = selector
         self.cluster_role = cluster_role
         self.metrics = metrics
@@ -292,9 +297,15 @@ class Controller:
             self._ensure(bundle.wanted_objects(name, self.selector, Template((role,)))[0], name)
         else:
             wanted = bundle.wanted_objects(name, self.selector, template)
+            refused: list[GrantUnusable] = []
             for item in wanted:
-                self._ensure(item, name)
+                try:
+                    self._ensure(item, name)
+                except GrantUnusable as exc:  # the bounds are repaired all the same
+                    refused.append(exc)
             self._remove_unwanted(name, wanted)
+            if refused:
+                raise refused[0]  # retried with backoff, until the grant is usable
         self.queue.add_at(name, expires_at)
 
     def _adopt(self, namespace: dict[str, Any]) -> None:
@@ -391,6 +402,7 @@ class Controller:
         """Create ``wanted`` if it is missing; put it back if it was changed."""
         existing = self._caches[wanted.kind].get(namespace, wanted.name)
         if existing is None:
+            self._require_grant(wanted)
             self._create(wanted.collection, wanted.body, wanted.kind, namespace)
             return
         if bundle.is_right(existing, wanted):
@@ -400,6 +412,7 @@ class Controller:
             # roleRef is immutable: a changed binding can only be replaced.
             self._delete(path, existing)
             log.info("repaired namespace=%s kind=rolebinding action=deleted-drifted", namespace)
+            self._require_grant(wanted)
             self._create(wanted.collection, wanted.body, wanted.kind, namespace)
             return
         # Put back in place (never delete and re-create: a job must not have one moment
@@ -415,6 +428,20 @@ class Controller:
             raise
         self.metrics.repairs.labels(kind=wanted.kind).inc()
         log.info("repaired namespace=%s kind=%s action=replaced", namespace, wanted.kind)
+
+    def _require_grant(self, wanted: bundle.Wanted) -> None:
+        """GrantUnusable if ``wanted`` binds a ClusterRole nsprov may not hand out now.
+
+        A RoleBinding that exists stays (nsprov cannot take back what a role grants by
+        not repairing it), but one that is gone is not made again while its role is
+        missing, unreadable or unsafe, as provisioning would not bind it either.
+        """
+        if wanted.kind != "rolebinding" or self.grants is None:
+            return
+        role = wanted.body["roleRef"]["name"]
+        refusal = self.grants.refusal(role)
+        if refusal is not None:
+            raise GrantUnusable(f"not binding it again: {refusal}")
 
     def _remove_unwanted(self, namespace: str, wanted: list[bundle.Wanted]) -> None:
         """Delete nsprov's objects the template no longer calls for (a roll-out dropped them).
