@@ -22,10 +22,11 @@ from typing import Any
 
 import yaml
 
-from nsprov.bundle import limit_range_item
+from nsprov.bundle import Selector, limit_range_item, namespace
 from nsprov.errors import BadRequest
 from nsprov.grant import GrantGuard
 from nsprov.policy import (
+    MAX_OWNER_LENGTH,
     PLACEHOLDER,
     ClaimCondition,
     Glob,
@@ -78,6 +79,10 @@ _QUOTA_INTEGER = frozenset({
 })  # fmt: skip
 _HUGEPAGES = ("hugepages-", "requests.hugepages-", "limits.hugepages-")
 _CONTAINER_STANDARD = frozenset({"cpu", "memory", "ephemeral-storage"})
+# The API server refuses an object whose annotations (keys and values) pass 256 KiB; the
+# headroom is for what nsprov adds per request (the audit claims of nsprov.io/requested-by).
+_ANNOTATIONS_HEADROOM = 16 * 1024
+_MAX_ANNOTATIONS_BYTES = 256 * 1024 - _ANNOTATIONS_HEADROOM
 # A Kubernetes quantity: 2, 500m, 8Gi, 1.5, 1e3.
 _QUANTITY = re.compile(r"[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+|[numkMGTPE]|[KMGTPE]i)?")
 
@@ -220,10 +225,8 @@ def _metadata_map(reader: _Reader, key: str, *, values: re.Pattern[str] | None) 
         return None
     found = reader.string_map(key)
     for name, value in found.items():
-        prefix, _, short = name.rpartition("/")
-        if (prefix and not _DNS_SUBDOMAIN.fullmatch(prefix)) or not _QUALIFIED_NAME.fullmatch(
-            short
-        ):
+        prefix, slash, short = name.rpartition("/")
+        if (slash and not _DNS_SUBDOMAIN.fullmatch(prefix)) or not _QUALIFIED_NAME.fullmatch(short):
             raise PolicyError(f"{reader.at(key)}: {name!r} is not a valid {key[:-1]} key")
         if prefix and any(prefix == d or prefix.endswith("." + d) for d in _RESERVED_DOMAINS):
             raise PolicyError(
@@ -514,6 +517,29 @@ def check_profiles(policy: Policy, base: Profile, min_ttl: float) -> None:
             )
         if profile.template.isolated_egress and profile.template.network_policy != "isolated":
             raise PolicyError(f"{where}: isolatedEgress needs networkPolicy: isolated")
+        size = _annotations_size(profile)
+        if size > _MAX_ANNOTATIONS_BYTES:
+            raise PolicyError(
+                f"{where}: the namespace's annotations would take {size} bytes with nsprov's "
+                f"own (the template's are also in its record); Kubernetes allows "
+                f"{_MAX_ANNOTATIONS_BYTES + _ANNOTATIONS_HEADROOM}"
+            )
+
+
+def _annotations_size(profile: Profile) -> int:
+    """The bytes of a namespace's annotations (keys and values, as the API server counts
+    them) for the longest owner, without the audit claims (the headroom is theirs)."""
+    manifest = namespace(
+        "np-" + "x" * 59,
+        selector=Selector("x", "x"),
+        owner="x" * MAX_OWNER_LENGTH,
+        template=profile.template,
+        expires_at=0,
+        requested_ttl=0.0,
+        tenant=profile.tenant,
+    )
+    annotations = manifest["metadata"]["annotations"]
+    return sum(len(k.encode()) + len(v.encode()) for k, v in annotations.items())
 
 
 def refuse_unsafe_grants(policy: Policy, base: Profile, grants: GrantGuard) -> None:

@@ -375,6 +375,8 @@ def test_a_tenant_resolves_over_the_defaults_over_the_flags() -> None:
         ("defaults: {annotations: {evil.k8s.io/x: y}}", "is reserved"),
         ("defaults: {labels: {team: 'not a value'}}", "not a valid label value"),
         ("defaults: {labels: {'-bad': x}}", "not a valid label key"),
+        ("defaults: {labels: {'/team': x}}", "not a valid label key"),
+        ("defaults: {annotations: {'/note': x}}", "not a valid annotation key"),
         ("defaults: {clusterRole: [a, a]}", "listed twice"),
         ("defaults: {clusterRole: [a, b, c, d, e, f, g, h, i]}", "at most 8"),
         ("defaults: {clusterRole: ../admin}", "not a ClusterRole name"),
@@ -505,3 +507,15 @@ def test_quotas_and_limits_the_api_server_takes_are_accepted() -> None:
         """
     )
     assert dict(policy.defaults.template.resource_quota or {})["pods"] == "2"
+
+
+def test_annotations_too_big_for_a_namespace_are_refused() -> None:
+    # The API server refuses a namespace whose annotations pass 256 KiB (and nsprov
+    # writes them twice: as annotations and in the template's record).
+    big = "x" * 140_000
+    with pytest.raises(PolicyError) as refused:
+        check_profiles(_policy(f"defaults: {{annotations: {{example.com/big: {big}}}}}"),
+                       _BASE, min_ttl=30)  # fmt: skip
+    assert "defaults: the namespace's annotations would take" in str(refused.value)
+    check_profiles(_policy("defaults: {annotations: {example.com/note: " + "x" * 1000 + "}}"),
+                   _BASE, min_ttl=30)  # fmt: skip
