@@ -114,6 +114,26 @@ def cluster_role_path(name: str) -> str:
     return f"/apis/{RBAC_GROUP}/v1/clusterroles/{name}"
 
 
+SELF_SUBJECT_ACCESS_REVIEWS = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
+
+
+def bind_review(cluster_role: str) -> dict[str, Any]:
+    """A SelfSubjectAccessReview: may the caller bind ``cluster_role`` (create RoleBindings to
+    it without holding its rights)?"""
+    return {
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SelfSubjectAccessReview",
+        "spec": {
+            "resourceAttributes": {
+                "verb": "bind",
+                "group": RBAC_GROUP,
+                "resource": "clusterroles",
+                "name": cluster_role,
+            }
+        },
+    }
+
+
 def is_dns_label(name: str) -> bool:
     """Whether ``name`` can be a namespace name (an RFC 1123 label)."""
     return len(name) <= 63 and _DNS_LABEL.fullmatch(name) is not None

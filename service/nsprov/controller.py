@@ -410,9 +410,17 @@ class Controller:
         path = f"{wanted.collection}/{wanted.name}"
         if wanted.kind == "rolebinding":
             # roleRef is immutable: a changed binding can only be replaced.
+            refusal = self._grant_refusal(wanted) or self._bind_refusal(wanted)
+            if refusal is not None and self._usable_binding(existing, wanted):
+                # The record names a grant this controller cannot bind (a roll-out run as
+                # another identity, say): deleting first would leave the job without its
+                # grant until someone fixes it. The binding it has stays for now.
+                role = existing["roleRef"]["name"]
+                raise GrantUnusable(f"keeping RoleBinding {wanted.name} to {role!r}: {refusal}")
             self._delete(path, existing)
             log.info("repaired namespace=%s kind=rolebinding action=deleted-drifted", namespace)
-            self._require_grant(wanted)
+            if refusal is not None:
+                raise GrantUnusable(f"not binding it again: {refusal}")
             self._create(wanted.collection, wanted.body, wanted.kind, namespace)
             return
         # Put back in place (never delete and re-create: a job must not have one moment
@@ -436,12 +444,34 @@ class Controller:
         not repairing it), but one that is gone is not made again while its role is
         missing, unreadable or unsafe, as provisioning would not bind it either.
         """
-        if wanted.kind != "rolebinding" or self.grants is None:
-            return
-        role = wanted.body["roleRef"]["name"]
-        refusal = self.grants.refusal(role)
+        refusal = self._grant_refusal(wanted)
         if refusal is not None:
             raise GrantUnusable(f"not binding it again: {refusal}")
+
+    def _grant_refusal(self, wanted: bundle.Wanted) -> str | None:
+        if wanted.kind != "rolebinding" or self.grants is None:
+            return None
+        return self.grants.refusal(wanted.body["roleRef"]["name"])
+
+    def _bind_refusal(self, wanted: bundle.Wanted) -> str | None:
+        """Why this controller's identity may not bind ``wanted``'s ClusterRole; None if it may."""
+        role = wanted.body["roleRef"]["name"]
+        try:
+            answer = self.kube.post(bundle.SELF_SUBJECT_ACCESS_REVIEWS, bundle.bind_review(role))
+        except (KubeError, NsprovError) as exc:
+            return f"cannot check that nsprov may bind grant ClusterRole {role!r}: {exc}"
+        if (answer.get("status") or {}).get("allowed"):
+            return None
+        return f"nsprov may not bind grant ClusterRole {role!r} (its ClusterRole's 'bind' rule)"
+
+    def _usable_binding(self, existing: dict[str, Any], wanted: bundle.Wanted) -> bool:
+        """Whether a drifted binding may stay until its replacement can be made: it binds
+        the right subjects to a ClusterRole nsprov would hand out (a binding that lets in
+        someone else, or grants an unsafe role, always goes at once)."""
+        ref = existing.get("roleRef") or {}
+        if existing.get("subjects") != wanted.body["subjects"] or ref.get("kind") != "ClusterRole":
+            return False
+        return self.grants is not None and self.grants.refusal(str(ref.get("name"))) is None
 
     def _remove_unwanted(self, namespace: str, wanted: list[bundle.Wanted]) -> None:
         """Delete nsprov's objects the template no longer calls for (a roll-out dropped them).

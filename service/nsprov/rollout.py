@@ -38,7 +38,7 @@ from nsprov.template import Template
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 500
-SELF_SUBJECT_ACCESS_REVIEWS = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
+SELF_SUBJECT_ACCESS_REVIEWS = bundle.SELF_SUBJECT_ACCESS_REVIEWS
 ATTEMPTS = 5
 """Patches of one namespace before giving up when it keeps changing under us (409)."""
 _POLL_SECONDS = 1.0
@@ -156,20 +156,8 @@ class Rollout:
         controller failing (403) in a loop, and a namespace whose first grant changed
         without its RoleBinding: the drifted one is deleted before the new one is made.
         """
-        review = {
-            "apiVersion": "authorization.k8s.io/v1",
-            "kind": "SelfSubjectAccessReview",
-            "spec": {
-                "resourceAttributes": {
-                    "verb": "bind",
-                    "group": bundle.RBAC_GROUP,
-                    "resource": "clusterroles",
-                    "name": role,
-                }
-            },
-        }
         try:
-            answer = self.kube.post(SELF_SUBJECT_ACCESS_REVIEWS, review)
+            answer = self.kube.post(SELF_SUBJECT_ACCESS_REVIEWS, bundle.bind_review(role))
         except (KubeError, NsprovError) as exc:
             return f"cannot check that nsprov may bind grant ClusterRole {role!r}: {exc}"
         if (answer.get("status") or {}).get("allowed"):
