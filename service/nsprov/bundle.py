@@ -359,6 +359,25 @@ def quota_in_force(quota: dict[str, Any]) -> dict[str, Any] | None:
     return {**quota, "status": {"hard": dict(hard)}}
 
 
+def quota_change_in_force(quota: dict[str, Any]) -> dict[str, Any] | None:
+    """The status write that puts a changed ResourceQuota's new ``spec.hard`` in force; None
+    if ``status.hard`` says it already.
+
+    An update of the spec keeps the old status, and the API server enforces the status:
+    a lowered limit would not bind until the resource-quota controller catches up. The
+    usage counted so far is kept for the resources still limited; one the quota newly
+    limits has no usage yet, so creates of it wait for the count (fail-closed), as with a
+    new quota. Sent with the updated object's resourceVersion: if the quota controller
+    has written the status meanwhile, the PUT fails (409) and overwrites nothing.
+    """
+    hard = (quota.get("spec") or {}).get("hard") or {}
+    status = quota.get("status") or {}
+    if not hard or same_quantities(status.get("hard"), hard):
+        return None
+    used = {k: v for k, v in (status.get("used") or {}).items() if k in hard}
+    return {**quota, "status": {"hard": dict(hard), "used": used}}
+
+
 def quota_counted(quota: dict[str, Any]) -> bool:
     """Whether the resource-quota controller has counted usage for every limit of ``quota``."""
     status = quota.get("status") or {}

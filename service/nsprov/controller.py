@@ -388,6 +388,18 @@ class Controller:
                     raise
         return True
 
+    def _quota_change_in_force(self, quota: dict[str, Any], namespace: str) -> None:
+        """Make the replaced quota's limits bind now, not once kube-controller-manager has
+        caught up (bundle.quota_change_in_force)."""
+        in_force = bundle.quota_change_in_force(quota)
+        if in_force is None:
+            return
+        try:
+            self.kube.replace(bundle.resource_quota_status_path(namespace), in_force)
+        except KubeError as exc:
+            if exc.status not in (404, 409):  # gone, or the quota controller was first
+                raise
+
     def _ensure_service_account(self, namespace: str) -> None:
         if self.service_accounts.get(namespace, bundle.SERVICE_ACCOUNT) is not None:
             return
@@ -429,11 +441,13 @@ class Controller:
                                             "resourceVersion": existing["metadata"].get(
                                                 "resourceVersion")}}  # fmt: skip
         try:
-            self.kube.replace(path, body)
+            replaced = self.kube.replace(path, body)
         except KubeError as exc:
             if exc.status in (404, 409):
                 return  # gone or changed since: its event brings it back here
             raise
+        if wanted.kind == "resourcequota":
+            self._quota_change_in_force(replaced, namespace)
         self.metrics.repairs.labels(kind=wanted.kind).inc()
         log.info("repaired namespace=%s kind=%s action=replaced", namespace, wanted.kind)
 

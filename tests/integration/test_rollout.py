@@ -9,6 +9,8 @@ quota and RoleBindings in line. Namespaces of other tenants are never touched.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -294,3 +296,37 @@ def test_a_rollout_by_another_identity_never_leaves_a_namespace_without_its_gran
         while time.monotonic() < deadline:
             assert _binding(rbac, web, BOUNDS) == EMPTY_GRANT, "the job lost its grant"
             time.sleep(0.2)
+
+
+def test_a_lowered_quota_is_in_force_while_kube_controller_manager_lags(
+    service: RunningService, policy_file: Path, cluster: Cluster, core: client.CoreV1Api
+) -> None:
+    """Kubernetes enforces a quota by its status.hard, which only the resource-quota
+    controller updates after a spec change: a roll-out that lowers a live namespace's quota
+    must put the new limits in force itself, or the old, higher ones bind for as long as
+    kube-controller-manager lags (or is down)."""
+    web = _provision(service, "alice")
+
+    def counted() -> bool:
+        status = core.read_namespaced_resource_quota(BOUNDS, web).status
+        return bool(status and status.used and "pods" in status.used)
+
+    wait_until(counted, timeout=30, message="quota counted")
+    manager = cluster.require_local().components["kube-controller-manager"]
+    assert manager.pid is not None
+    os.kill(manager.pid, signal.SIGSTOP)
+    try:
+        loaded = _loaded(service)
+        policy_file.write_text(BEFORE.replace('{hard: {pods: "2"}}', '{hard: {pods: "1"}}', 1))
+        wait_until(lambda: _loaded(service) != loaded, timeout=10, message="policy reloaded")
+        done = _rollout(service, "--tenant=web", "--wait", "--timeout=30s")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert _pods(core, web) == "1"
+
+        def in_force() -> bool:
+            status = core.read_namespaced_resource_quota(BOUNDS, web).status
+            return bool(status and status.hard and status.hard.get("pods") == "1")
+
+        wait_until(in_force, timeout=5, message="status.hard lowered without the controller")
+    finally:
+        os.kill(manager.pid, signal.SIGCONT)

@@ -179,3 +179,19 @@ def test_quantities_finer_than_a_milli_are_compared_as_the_api_server_stores_the
         {"type": "Container", "default": {"cpu": "1m"}, "defaultRequest": {"cpu": "1m"}}
     ]}}  # fmt: skip
     assert bundle.is_right(stored_lr, lr)
+
+
+def test_a_changed_quota_is_put_in_force_keeping_what_is_counted() -> None:
+    quota = {
+        "metadata": {"name": bundle.BOUNDS_NAME, "resourceVersion": "9"},
+        "spec": {"hard": {"pods": "1", "secrets": "2"}},
+        "status": {"hard": {"pods": "2", "configmaps": "3"},
+                   "used": {"pods": "1", "configmaps": "1"}},
+    }  # fmt: skip
+    body = bundle.quota_change_in_force(quota)
+    assert body is not None
+    assert body["metadata"]["resourceVersion"] == "9"
+    # secrets has no count yet: its creates wait for kube-controller-manager (fail-closed).
+    assert body["status"] == {"hard": {"pods": "1", "secrets": "2"}, "used": {"pods": "1"}}
+    in_force = {**quota, "status": {"hard": {"pods": "1", "secrets": "2"}}}
+    assert bundle.quota_change_in_force(in_force) is None
