@@ -215,6 +215,7 @@ def _add_controller(service: Service) -> None:
         metrics=service.metrics,
         resync_seconds=settings.resync_period,
         adopt_seconds=settings.adopt_ttl,
+        grants=service.grant,
     )
     service.controller = controller
     # The API reads managed namespaces from the controller's informer, which runs on

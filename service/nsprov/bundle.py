@@ -13,7 +13,7 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
 from nsprov.template import MAX_CLUSTER_ROLES, Template
@@ -112,6 +112,26 @@ def network_policies_path(namespace_name: str) -> str:
 
 def cluster_role_path(name: str) -> str:
     return f"/apis/{RBAC_GROUP}/v1/clusterroles/{name}"
+
+
+SELF_SUBJECT_ACCESS_REVIEWS = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
+
+
+def bind_review(cluster_role: str) -> dict[str, Any]:
+    """A SelfSubjectAccessReview: may the caller bind ``cluster_role`` (create RoleBindings to
+    it without holding its rights)?"""
+    return {
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SelfSubjectAccessReview",
+        "spec": {
+            "resourceAttributes": {
+                "verb": "bind",
+                "group": RBAC_GROUP,
+                "resource": "clusterroles",
+                "name": cluster_role,
+            }
+        },
+    }
 
 
 def is_dns_label(name: str) -> bool:
@@ -339,6 +359,25 @@ def quota_in_force(quota: dict[str, Any]) -> dict[str, Any] | None:
     return {**quota, "status": {"hard": dict(hard)}}
 
 
+def quota_change_in_force(quota: dict[str, Any]) -> dict[str, Any] | None:
+    """The status write that puts a changed ResourceQuota's new ``spec.hard`` in force; None
+    if ``status.hard`` says it already.
+
+    An update of the spec keeps the old status, and the API server enforces the status:
+    a lowered limit would not bind until the resource-quota controller catches up. The
+    usage counted so far is kept for the resources still limited; one the quota newly
+    limits has no usage yet, so creates of it wait for the count (fail-closed), as with a
+    new quota. Sent with the updated object's resourceVersion: if the quota controller
+    has written the status meanwhile, the PUT fails (409) and overwrites nothing.
+    """
+    hard = (quota.get("spec") or {}).get("hard") or {}
+    status = quota.get("status") or {}
+    if not hard or same_quantities(status.get("hard"), hard):
+        return None
+    used = {k: v for k, v in (status.get("used") or {}).items() if k in hard}
+    return {**quota, "status": {"hard": dict(hard), "used": used}}
+
+
 def quota_counted(quota: dict[str, Any]) -> bool:
     """Whether the resource-quota controller has counted usage for every limit of ``quota``."""
     status = quota.get("status") or {}
@@ -481,12 +520,22 @@ def _quantity(text: object) -> Decimal | None:
         return None
 
 
+def _as_stored(text: str) -> Decimal | None:
+    """A quantity as the API server stores it in a quota or limit range: rounded up to a
+    milli-unit (1.5m -> 2m, 1.0001 -> 1001m, 100u -> 1m)."""
+    value = _quantity(text)
+    if value is None:
+        return None
+    return (value * 1000).to_integral_value(rounding=ROUND_CEILING) / 1000
+
+
 def same_quantities(have: object, want: dict[str, str]) -> bool:
-    """``have`` (as stored: 0.5 comes back as 500m) holds exactly ``want``'s quantities."""
+    """``have`` (as stored: 0.5 comes back as 500m, 1.5m as 2m) holds exactly ``want``'s
+    quantities."""
     if not isinstance(have, dict) or set(have) != set(want):
         return False
     return all(
-        _quantity(have[k]) is not None and _quantity(have[k]) == _quantity(v)
+        _quantity(have[k]) is not None and _quantity(have[k]) == _as_stored(v)
         for k, v in want.items()
     )
 

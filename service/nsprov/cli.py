@@ -489,7 +489,8 @@ rollout_command = click.Command(
         click.Option(
             ["--all", "all_"],
             is_flag=True,
-            help="every managed namespace (without a policy file: the flags' template)",
+            help="every managed namespace (without a policy file: the flags' template; "
+            "namespaces of tenants are skipped)",
         ),
         click.Option(["--dry-run"], is_flag=True, help="print what would change; change nothing"),
         click.Option(

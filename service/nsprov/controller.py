@@ -33,7 +33,8 @@ from collections.abc import Callable
 from typing import Any
 
 from nsprov import bundle
-from nsprov.errors import NsprovError
+from nsprov.errors import GrantUnusable, NsprovError
+from nsprov.grant import GrantGuard
 from nsprov.kube import Kube, KubeError
 from nsprov.metrics import Metrics
 from nsprov.template import Template
@@ -77,8 +78,12 @@ class Controller:
         adopt_seconds: float = 86400.0,
         workers: int = 2,
         clock: Callable[[], float] = time.time,
+        grants: GrantGuard | None = None,
     ) -> None:
         self.kube = kube
+        # Asked before a RoleBinding is (re-)created: a grant that is missing or turned
+        # unsafe is not handed out by a repair either (None: not checked, unit tests).
+        self.grants = grants
         self.selector = selector
         self.cluster_role = cluster_role
         self.metrics = metrics
@@ -292,9 +297,15 @@ class Controller:
             self._ensure(bundle.wanted_objects(name, self.selector, Template((role,)))[0], name)
         else:
             wanted = bundle.wanted_objects(name, self.selector, template)
+            refused: list[GrantUnusable] = []
             for item in wanted:
-                self._ensure(item, name)
+                try:
+                    self._ensure(item, name)
+                except GrantUnusable as exc:  # the bounds are repaired all the same
+                    refused.append(exc)
             self._remove_unwanted(name, wanted)
+            if refused:
+                raise refused[0]  # retried with backoff, until the grant is usable
         self.queue.add_at(name, expires_at)
 
     def _adopt(self, namespace: dict[str, Any]) -> None:
@@ -377,6 +388,18 @@ class Controller:
                     raise
         return True
 
+    def _quota_change_in_force(self, quota: dict[str, Any], namespace: str) -> None:
+        """Make the replaced quota's limits bind now, not once kube-controller-manager has
+        caught up (bundle.quota_change_in_force)."""
+        in_force = bundle.quota_change_in_force(quota)
+        if in_force is None:
+            return
+        try:
+            self.kube.replace(bundle.resource_quota_status_path(namespace), in_force)
+        except KubeError as exc:
+            if exc.status not in (404, 409):  # gone, or the quota controller was first
+                raise
+
     def _ensure_service_account(self, namespace: str) -> None:
         if self.service_accounts.get(namespace, bundle.SERVICE_ACCOUNT) is not None:
             return
@@ -391,6 +414,7 @@ class Controller:
         """Create ``wanted`` if it is missing; put it back if it was changed."""
         existing = self._caches[wanted.kind].get(namespace, wanted.name)
         if existing is None:
+            self._require_grant(wanted)
             self._create(wanted.collection, wanted.body, wanted.kind, namespace)
             return
         if bundle.is_right(existing, wanted):
@@ -398,8 +422,17 @@ class Controller:
         path = f"{wanted.collection}/{wanted.name}"
         if wanted.kind == "rolebinding":
             # roleRef is immutable: a changed binding can only be replaced.
+            refusal = self._grant_refusal(wanted) or self._bind_refusal(wanted)
+            if refusal is not None and self._usable_binding(existing, wanted):
+                # The record names a grant this controller cannot bind (a roll-out run as
+                # another identity, say): deleting first would leave the job without its
+                # grant until someone fixes it. The binding it has stays for now.
+                role = existing["roleRef"]["name"]
+                raise GrantUnusable(f"keeping RoleBinding {wanted.name} to {role!r}: {refusal}")
             self._delete(path, existing)
             log.info("repaired namespace=%s kind=rolebinding action=deleted-drifted", namespace)
+            if refusal is not None:
+                raise GrantUnusable(f"not binding it again: {refusal}")
             self._create(wanted.collection, wanted.body, wanted.kind, namespace)
             return
         # Put back in place (never delete and re-create: a job must not have one moment
@@ -408,13 +441,51 @@ class Controller:
                                             "resourceVersion": existing["metadata"].get(
                                                 "resourceVersion")}}  # fmt: skip
         try:
-            self.kube.replace(path, body)
+            replaced = self.kube.replace(path, body)
         except KubeError as exc:
             if exc.status in (404, 409):
                 return  # gone or changed since: its event brings it back here
             raise
+        if wanted.kind == "resourcequota":
+            self._quota_change_in_force(replaced, namespace)
         self.metrics.repairs.labels(kind=wanted.kind).inc()
         log.info("repaired namespace=%s kind=%s action=replaced", namespace, wanted.kind)
+
+    def _require_grant(self, wanted: bundle.Wanted) -> None:
+        """GrantUnusable if ``wanted`` binds a ClusterRole nsprov may not hand out now.
+
+        A RoleBinding that exists stays (nsprov cannot take back what a role grants by
+        not repairing it), but one that is gone is not made again while its role is
+        missing, unreadable or unsafe, as provisioning would not bind it either.
+        """
+        refusal = self._grant_refusal(wanted)
+        if refusal is not None:
+            raise GrantUnusable(f"not binding it again: {refusal}")
+
+    def _grant_refusal(self, wanted: bundle.Wanted) -> str | None:
+        if wanted.kind != "rolebinding" or self.grants is None:
+            return None
+        return self.grants.refusal(wanted.body["roleRef"]["name"])
+
+    def _bind_refusal(self, wanted: bundle.Wanted) -> str | None:
+        """Why this controller's identity may not bind ``wanted``'s ClusterRole; None if it may."""
+        role = wanted.body["roleRef"]["name"]
+        try:
+            answer = self.kube.post(bundle.SELF_SUBJECT_ACCESS_REVIEWS, bundle.bind_review(role))
+        except (KubeError, NsprovError) as exc:
+            return f"cannot check that nsprov may bind grant ClusterRole {role!r}: {exc}"
+        if (answer.get("status") or {}).get("allowed"):
+            return None
+        return f"nsprov may not bind grant ClusterRole {role!r} (its ClusterRole's 'bind' rule)"
+
+    def _usable_binding(self, existing: dict[str, Any], wanted: bundle.Wanted) -> bool:
+        """Whether a drifted binding may stay until its replacement can be made: it binds
+        the right subjects to a ClusterRole nsprov would hand out (a binding that lets in
+        someone else, or grants an unsafe role, always goes at once)."""
+        ref = existing.get("roleRef") or {}
+        if existing.get("subjects") != wanted.body["subjects"] or ref.get("kind") != "ClusterRole":
+            return False
+        return self.grants is not None and self.grants.refusal(str(ref.get("name"))) is None
 
     def _remove_unwanted(self, namespace: str, wanted: list[bundle.Wanted]) -> None:
         """Delete nsprov's objects the template no longer calls for (a roll-out dropped them).

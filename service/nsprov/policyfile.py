@@ -15,15 +15,18 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 import yaml
 
+from nsprov.bundle import Selector, limit_range_item, namespace
 from nsprov.errors import BadRequest
 from nsprov.grant import GrantGuard
 from nsprov.policy import (
+    MAX_OWNER_LENGTH,
     PLACEHOLDER,
     ClaimCondition,
     Glob,
@@ -58,8 +61,28 @@ _LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?")
 # Keys nsprov sets itself, the admission policy guards or Kubernetes owns
 # (pod-security.kubernetes.io/enforce!): extra labels must not forge or lift them.
 _RESERVED_DOMAINS = ("nsprov.io", "kubernetes.io", "k8s.io")
-# A resource a quota can bound: pods, requests.cpu, count/configmaps, example.com/gpu, ...
-_QUOTA_RESOURCE = re.compile(r"[a-z0-9]([-a-z0-9./]{0,251}[a-z0-9])?")
+# A resource name: a qualified name with an optional DNS-subdomain prefix (count/configmaps,
+# example.com/gpu, hugepages-2Mi), as Kubernetes' ResourceList keys.
+_RESOURCE = re.compile(rf"(?:{_DNS_SUBDOMAIN.pattern}/)?{_QUALIFIED_NAME.pattern}")
+# What the API server accepts in a quota's hard without a '/' (its standard quota resources);
+# every other name is refused (422) on every provision.
+_QUOTA_STANDARD = frozenset({
+    "pods", "services", "replicationcontrollers", "resourcequotas", "secrets", "configmaps",
+    "persistentvolumeclaims", "services.nodeports", "services.loadbalancers", "cpu", "memory",
+    "ephemeral-storage", "requests.cpu", "requests.memory", "requests.storage",
+    "requests.ephemeral-storage", "limits.cpu", "limits.memory", "limits.ephemeral-storage",
+})  # fmt: skip
+# Object counts, which the API server wants whole (extended resources, count/..., are too).
+_QUOTA_INTEGER = frozenset({
+    "pods", "services", "replicationcontrollers", "resourcequotas", "secrets", "configmaps",
+    "persistentvolumeclaims", "services.nodeports", "services.loadbalancers",
+})  # fmt: skip
+_HUGEPAGES = ("hugepages-", "requests.hugepages-", "limits.hugepages-")
+_CONTAINER_STANDARD = frozenset({"cpu", "memory", "ephemeral-storage"})
+# The API server refuses an object whose annotations (keys and values) pass 256 KiB; the
+# headroom is for what nsprov adds per request (the audit claims of nsprov.io/requested-by).
+_ANNOTATIONS_HEADROOM = 16 * 1024
+_MAX_ANNOTATIONS_BYTES = 256 * 1024 - _ANNOTATIONS_HEADROOM
 # A Kubernetes quantity: 2, 500m, 8Gi, 1.5, 1e3.
 _QUANTITY = re.compile(r"[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+|[numkMGTPE]|[KMGTPE]i)?")
 
@@ -202,10 +225,8 @@ def _metadata_map(reader: _Reader, key: str, *, values: re.Pattern[str] | None) 
         return None
     found = reader.string_map(key)
     for name, value in found.items():
-        prefix, _, short = name.rpartition("/")
-        if (prefix and not _DNS_SUBDOMAIN.fullmatch(prefix)) or not _QUALIFIED_NAME.fullmatch(
-            short
-        ):
+        prefix, slash, short = name.rpartition("/")
+        if (slash and not _DNS_SUBDOMAIN.fullmatch(prefix)) or not _QUALIFIED_NAME.fullmatch(short):
             raise PolicyError(f"{reader.at(key)}: {name!r} is not a valid {key[:-1]} key")
         if prefix and any(prefix == d or prefix.endswith("." + d) for d in _RESERVED_DOMAINS):
             raise PolicyError(
@@ -221,12 +242,12 @@ def _none(value: Any) -> bool:
     return isinstance(value, str) and value == "none"
 
 
-def _quantities(value: Any, where: str, names: re.Pattern[str]) -> Mapping[str, str]:
+def _quantities(value: Any, where: str) -> Mapping[str, str]:
     if not isinstance(value, dict) or not value:
         raise PolicyError(f"{where}: expected a mapping of resource names to quantities")
     found: dict[str, str] = {}
     for name, quantity in value.items():
-        if not isinstance(name, str) or not names.fullmatch(name):
+        if not isinstance(name, str) or len(name) > 253 or not _RESOURCE.fullmatch(name):
             raise PolicyError(f"{where}: {name!r} is not a resource name")
         # YAML reads `pods: 2` as a number; Kubernetes wants the quantity as a string.
         text = (
@@ -240,6 +261,55 @@ def _quantities(value: Any, where: str, names: re.Pattern[str]) -> Mapping[str, 
     return MappingProxyType(found)
 
 
+def _amount(text: str) -> Decimal:
+    # Imported here, as in bundle.py: the command line must start without kubernetes.
+    from kubernetes.utils import parse_quantity
+
+    return parse_quantity(text)  # type: ignore[no-any-return]
+
+
+def _check_quota(hard: Mapping[str, str], where: str) -> None:
+    """Refuse what the API server would refuse (422) when the quota is created: a name that
+    is not a quota resource, or a fraction of something it counts in whole objects."""
+    for name, text in hard.items():
+        if "/" not in name and name not in _QUOTA_STANDARD and not name.startswith(_HUGEPAGES):
+            raise PolicyError(f"{where}: {name!r} is not a resource a ResourceQuota can bound")
+        extended = "/" in name and "kubernetes.io/" not in name and not name.startswith("requests.")
+        if (name in _QUOTA_INTEGER or extended) and _amount(text) % 1 != 0:
+            raise PolicyError(
+                f"{where}.{name}: {text!r} must be a whole number (it counts objects)"
+            )
+
+
+def _check_limits(limits: Mapping[str, Mapping[str, str]], where: str) -> None:
+    """Refuse a LimitRange the API server would refuse (422) when it is created: a resource
+    containers do not have, or bounds out of order once Kubernetes has filled in the
+    defaults (min <= defaultRequest <= default <= max, 1 <= maxLimitRequestRatio)."""
+    for key, values in limits.items():
+        for name in values:
+            if (
+                "/" not in name
+                and name not in _CONTAINER_STANDARD
+                and not name.startswith("hugepages-")
+            ):
+                raise PolicyError(f"{where}.{key}: {name!r} is not a container resource")
+    item = limit_range_item(limits)
+    text = {k: dict(v) for k, v in item.items() if k != "type"}
+    order = (("min", "max"), ("min", "defaultRequest"), ("defaultRequest", "default"),
+             ("default", "max"), ("min", "default"), ("defaultRequest", "max"))  # fmt: skip
+    for low, high in order:
+        for name in set(text.get(low, {})) & set(text.get(high, {})):
+            if _amount(text[low][name]) > _amount(text[high][name]):
+                raise PolicyError(
+                    f"{where}: {low} {name} {text[low][name]} is above {high} "
+                    f"{text[high][name]} (with what Kubernetes fills in: a missing default is "
+                    "max, a missing defaultRequest is default, else min)"
+                )
+    for name, ratio in text.get("maxLimitRequestRatio", {}).items():
+        if _amount(ratio) < 1:
+            raise PolicyError(f"{where}.maxLimitRequestRatio.{name}: {ratio} is below 1")
+
+
 def _template(reader: _Reader) -> TemplateSettings:
     data = reader.data
     quota: Mapping[str, str] | None = None
@@ -247,7 +317,8 @@ def _template(reader: _Reader) -> TemplateSettings:
         quota = MappingProxyType({})
     elif data.get("resourceQuota") is not None:
         q = _Reader(data["resourceQuota"], reader.at("resourceQuota"), ("hard",))
-        quota = _quantities(q.data.get("hard"), q.at("hard"), _QUOTA_RESOURCE)
+        quota = _quantities(q.data.get("hard"), q.at("hard"))
+        _check_quota(quota, q.at("hard"))
     limits: Mapping[str, Mapping[str, str]] | None = None
     if _none(data.get("limitRange")):
         limits = MappingProxyType({})
@@ -256,8 +327,9 @@ def _template(reader: _Reader) -> TemplateSettings:
         if not lr.data:
             raise PolicyError(f"{lr.where}: set one of {', '.join(LIMIT_KEYS)}, or write 'none'")
         limits = MappingProxyType({
-            key: _quantities(value, lr.at(key), _QUOTA_RESOURCE) for key, value in lr.data.items()
+            key: _quantities(value, lr.at(key)) for key, value in lr.data.items()
         })  # fmt: skip
+        _check_limits(limits, lr.where)
     network = data.get("networkPolicy")
     if network is not None and network not in NETWORK_POLICIES:
         raise PolicyError(f"{reader.at('networkPolicy')}: expected isolated or none")
@@ -445,6 +517,29 @@ def check_profiles(policy: Policy, base: Profile, min_ttl: float) -> None:
             )
         if profile.template.isolated_egress and profile.template.network_policy != "isolated":
             raise PolicyError(f"{where}: isolatedEgress needs networkPolicy: isolated")
+        size = _annotations_size(profile)
+        if size > _MAX_ANNOTATIONS_BYTES:
+            raise PolicyError(
+                f"{where}: the namespace's annotations would take {size} bytes with nsprov's "
+                f"own (the template's are also in its record); Kubernetes allows "
+                f"{_MAX_ANNOTATIONS_BYTES + _ANNOTATIONS_HEADROOM}"
+            )
+
+
+def _annotations_size(profile: Profile) -> int:
+    """The bytes of a namespace's annotations (keys and values, as the API server counts
+    them) for the longest owner, without the audit claims (the headroom is theirs)."""
+    manifest = namespace(
+        "np-" + "x" * 59,
+        selector=Selector("x", "x"),
+        owner="x" * MAX_OWNER_LENGTH,
+        template=profile.template,
+        expires_at=0,
+        requested_ttl=0.0,
+        tenant=profile.tenant,
+    )
+    annotations = manifest["metadata"]["annotations"]
+    return sum(len(k.encode()) + len(v.encode()) for k, v in annotations.items())
 
 
 def refuse_unsafe_grants(policy: Policy, base: Profile, grants: GrantGuard) -> None:

@@ -38,7 +38,7 @@ from nsprov.template import Template
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 500
-SELF_SUBJECT_ACCESS_REVIEWS = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
+SELF_SUBJECT_ACCESS_REVIEWS = bundle.SELF_SUBJECT_ACCESS_REVIEWS
 ATTEMPTS = 5
 """Patches of one namespace before giving up when it keeps changing under us (409)."""
 _POLL_SECONDS = 1.0
@@ -116,6 +116,10 @@ class Rollout:
     def profile_for(self, tenant: str | None) -> Profile | str:
         """The profile a namespace of ``tenant`` is made with now, or why it has none."""
         if self.policy is None:
+            if tenant is not None:
+                # Made under a policy file this run lacks (run without NSPROV_POLICY_FILE?):
+                # the flags' template would drop its quota, limits and isolation.
+                return f"tenant {tenant!r} recorded, but there is no policy file"
             return self.base
         if tenant is None:
             return "no tenant recorded (made before the policy file)"
@@ -152,20 +156,8 @@ class Rollout:
         controller failing (403) in a loop, and a namespace whose first grant changed
         without its RoleBinding: the drifted one is deleted before the new one is made.
         """
-        review = {
-            "apiVersion": "authorization.k8s.io/v1",
-            "kind": "SelfSubjectAccessReview",
-            "spec": {
-                "resourceAttributes": {
-                    "verb": "bind",
-                    "group": bundle.RBAC_GROUP,
-                    "resource": "clusterroles",
-                    "name": role,
-                }
-            },
-        }
         try:
-            answer = self.kube.post(SELF_SUBJECT_ACCESS_REVIEWS, review)
+            answer = self.kube.post(SELF_SUBJECT_ACCESS_REVIEWS, bundle.bind_review(role))
         except (KubeError, NsprovError) as exc:
             return f"cannot check that nsprov may bind grant ClusterRole {role!r}: {exc}"
         if (answer.get("status") or {}).get("allowed"):

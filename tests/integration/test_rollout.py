@@ -9,6 +9,8 @@ quota and RoleBindings in line. Namespaces of other tenants are never touched.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -20,7 +22,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tests.integration.conftest import CONFIGMAP_GRANT, EMPTY_GRANT, Cluster
+from tests.integration.conftest import CONFIGMAP_GRANT, EMPTY_GRANT, NSPROV_NAMESPACE, Cluster
 from tests.integration.service import RunningService, metric, running_service
 from tests.support import wait_until
 
@@ -261,3 +263,70 @@ def test_as_nsprovs_own_serviceaccount_with_k8s_rbac_and_admission_policy(
     assert " changed (resourceQuota, labels)" in done.stdout
     assert core.read_namespace(web).metadata.labels["cost-centre"] == "4711"
     assert _pods(core, web) == "5"
+
+
+def test_a_rollout_by_another_identity_never_leaves_a_namespace_without_its_grant(
+    cluster: Cluster,
+    core: client.CoreV1Api,
+    manifest_kubeconfig: Path,
+    tmp_path: Path,
+) -> None:
+    """An admin runs the roll-out with their own kubeconfig (system:masters: the bind check
+    passes for them, the admission policy lets them write nsprov.io/*) to a grant the
+    controller, running as nsprov's ServiceAccount with k8s/'s RBAC, may not bind. The
+    controller must keep the namespace's RoleBinding to the old grant, not delete it and
+    then fail (403) to create the new one: the job would lose its rights mid-run."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(BEFORE)
+    args = [
+        f"--policy-file={policy}",
+        f"--leader-elect-namespace={NSPROV_NAMESPACE}",  # k8s/'s Lease, which it may use
+    ]
+    rbac = client.RbacAuthorizationV1Api(cluster.api)
+    with running_service(manifest_kubeconfig, tmp_path / "nsprov", args) as deployed:
+        wait_until(lambda: metric(deployed, "nsprov_leader") == 1, timeout=15, message="leader")
+        web = _provision(deployed, "alice")
+        assert _binding(rbac, web, BOUNDS) == EMPTY_GRANT
+        policy.write_text(AFTER.replace(f"[{EMPTY_GRANT}, {CONFIGMAP_GRANT}]", CONFIGMAP_GRANT))
+        as_admin = f"--kubeconfig={cluster.kubeconfig}"
+        done = _rollout(deployed, as_admin, "--tenant=web")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert " changed (clusterRoles" in done.stdout
+        deadline = time.monotonic() + 4.0  # the controller acts within about a second
+        while time.monotonic() < deadline:
+            assert _binding(rbac, web, BOUNDS) == EMPTY_GRANT, "the job lost its grant"
+            time.sleep(0.2)
+
+
+def test_a_lowered_quota_is_in_force_while_kube_controller_manager_lags(
+    service: RunningService, policy_file: Path, cluster: Cluster, core: client.CoreV1Api
+) -> None:
+    """Kubernetes enforces a quota by its status.hard, which only the resource-quota
+    controller updates after a spec change: a roll-out that lowers a live namespace's quota
+    must put the new limits in force itself, or the old, higher ones bind for as long as
+    kube-controller-manager lags (or is down)."""
+    web = _provision(service, "alice")
+
+    def counted() -> bool:
+        status = core.read_namespaced_resource_quota(BOUNDS, web).status
+        return bool(status and status.used and "pods" in status.used)
+
+    wait_until(counted, timeout=30, message="quota counted")
+    manager = cluster.require_local().components["kube-controller-manager"]
+    assert manager.pid is not None
+    os.kill(manager.pid, signal.SIGSTOP)
+    try:
+        loaded = _loaded(service)
+        policy_file.write_text(BEFORE.replace('{hard: {pods: "2"}}', '{hard: {pods: "1"}}', 1))
+        wait_until(lambda: _loaded(service) != loaded, timeout=10, message="policy reloaded")
+        done = _rollout(service, "--tenant=web", "--wait", "--timeout=30s")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert _pods(core, web) == "1"
+
+        def in_force() -> bool:
+            status = core.read_namespaced_resource_quota(BOUNDS, web).status
+            return bool(status and status.hard and status.hard.get("pods") == "1")
+
+        wait_until(in_force, timeout=5, message="status.hard lowered without the controller")
+    finally:
+        os.kill(manager.pid, signal.SIGCONT)

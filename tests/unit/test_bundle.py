@@ -161,3 +161,37 @@ def test_a_quota_is_counted_once_every_limit_has_usage() -> None:
         {"status": {"hard": {"pods": "2", "configmaps": "3"},
                     "used": {"pods": "0", "configmaps": "1"}}}
     )  # fmt: skip
+
+
+def test_quantities_finer_than_a_milli_are_compared_as_the_api_server_stores_them() -> None:
+    # The API server rounds every quantity of a quota or limit range up to a milli-unit
+    # (1.5m -> 2m, 1.0001 -> 1001m, 100u -> 1m): that is what was asked, not drift, or the
+    # controller would PUT the quota back on every reconcile and a roll-out never converge.
+    selector = bundle.Selector("k", "v")
+    wanted = bundle.resource_quota("np-abc", selector, {"requests.cpu": "1.5m", "cpu": "1.0001"})
+    item = bundle.Wanted("resourcequota", "/q", bundle.BOUNDS_NAME, wanted)
+    stored = {"spec": {"hard": {"requests.cpu": "2m", "cpu": "1001m"}}}
+    assert bundle.is_right(stored, item)
+    assert not bundle.is_right({"spec": {"hard": {"requests.cpu": "1m", "cpu": "1001m"}}}, item)
+    limits = bundle.limit_range("np-abc", selector, {"default": {"cpu": "100u"}})
+    lr = bundle.Wanted("limitrange", "/l", bundle.BOUNDS_NAME, limits)
+    stored_lr = {"spec": {"limits": [
+        {"type": "Container", "default": {"cpu": "1m"}, "defaultRequest": {"cpu": "1m"}}
+    ]}}  # fmt: skip
+    assert bundle.is_right(stored_lr, lr)
+
+
+def test_a_changed_quota_is_put_in_force_keeping_what_is_counted() -> None:
+    quota = {
+        "metadata": {"name": bundle.BOUNDS_NAME, "resourceVersion": "9"},
+        "spec": {"hard": {"pods": "1", "secrets": "2"}},
+        "status": {"hard": {"pods": "2", "configmaps": "3"},
+                   "used": {"pods": "1", "configmaps": "1"}},
+    }  # fmt: skip
+    body = bundle.quota_change_in_force(quota)
+    assert body is not None
+    assert body["metadata"]["resourceVersion"] == "9"
+    # secrets has no count yet: its creates wait for kube-controller-manager (fail-closed).
+    assert body["status"] == {"hard": {"pods": "1", "secrets": "2"}, "used": {"pods": "1"}}
+    in_force = {**quota, "status": {"hard": {"pods": "1", "secrets": "2"}}}
+    assert bundle.quota_change_in_force(in_force) is None

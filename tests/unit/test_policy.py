@@ -351,11 +351,32 @@ def test_a_tenant_resolves_over_the_defaults_over_the_flags() -> None:
         ("defaults: {template: {networkPolicy: open}}", "expected isolated or none"),
         ("defaults: {template: {isolatedEgress: yes please}}", "expected true or false"),
         ("defaults: {template: {quota: {}}}", "unknown key 'quota'"),
+        # What the API server would refuse (422) on every provision: refused at load instead.
+        ("defaults: {template: {resourceQuota: {hard: {pods: '1.5'}}}}",
+         "resourceQuota.hard.pods: '1.5' must be a whole number"),
+        ("defaults: {template: {resourceQuota: {hard: {count/configmaps: 500m}}}}",
+         "must be a whole number"),
+        ("defaults: {template: {resourceQuota: {hard: {example.com/gpu: '0.5'}}}}",
+         "must be a whole number"),
+        ("defaults: {template: {resourceQuota: {hard: {cpus: '1'}}}}",
+         "'cpus' is not a resource a ResourceQuota can bound"),
+        ("defaults: {template: {limitRange: {default: {pods: '1'}}}}",
+         "limitRange.default: 'pods' is not a container resource"),
+        ("defaults: {template: {limitRange: {default: {cpu: '2'}, max: {cpu: '1'}}}}",
+         "limitRange: default cpu 2 is above max 1"),
+        ("defaults: {template: {limitRange: {default: {cpu: '1'}, defaultRequest: {cpu: 2}}}}",
+         "limitRange: defaultRequest cpu 2 is above default 1"),
+        ("defaults: {template: {limitRange: {min: {memory: 2Gi}, max: {memory: 1Gi}}}}",
+         "limitRange: min memory 2Gi is above max 1Gi"),
+        ("defaults: {template: {limitRange: {maxLimitRequestRatio: {cpu: '0.5'}}}}",
+         "limitRange.maxLimitRequestRatio.cpu: 0.5 is below 1"),
         ("defaults: {labels: {nsprov.io/owner: x}}", "'nsprov.io/owner' is reserved"),
         ("defaults: {labels: {pod-security.kubernetes.io/enforce: privileged}}", "is reserved"),
         ("defaults: {annotations: {evil.k8s.io/x: y}}", "is reserved"),
         ("defaults: {labels: {team: 'not a value'}}", "not a valid label value"),
         ("defaults: {labels: {'-bad': x}}", "not a valid label key"),
+        ("defaults: {labels: {'/team': x}}", "not a valid label key"),
+        ("defaults: {annotations: {'/note': x}}", "not a valid annotation key"),
         ("defaults: {clusterRole: [a, a]}", "listed twice"),
         ("defaults: {clusterRole: [a, b, c, d, e, f, g, h, i]}", "at most 8"),
         ("defaults: {clusterRole: ../admin}", "not a ClusterRole name"),
@@ -461,3 +482,40 @@ def test_max_namespaces_zero_closes_a_tenant_while_the_flags_zero_means_no_cap()
     opened = resolve(flags, policy.defaults, policy.tenant_named("open"))
     assert opened.max_namespaces is None
     assert opened.max_namespaces_per_owner is None
+
+
+def test_quotas_and_limits_the_api_server_takes_are_accepted() -> None:
+    policy = _policy(
+        """
+        defaults:
+          template:
+            resourceQuota:
+              hard:
+                pods: 2
+                count/configmaps: "3"
+                requests.cpu: "1.5"
+                limits.memory: 1Gi
+                requests.nvidia.com/gpu: "0.5"
+                hugepages-2Mi: 1Gi
+                gold.storageclass.storage.k8s.io/requests.storage: 10Gi
+            limitRange:
+              min: {cpu: 100m}
+              max: {cpu: "2", memory: 1Gi}
+              default: {cpu: 500m}
+              defaultRequest: {cpu: 200m}
+              maxLimitRequestRatio: {cpu: "4"}
+        """
+    )
+    assert dict(policy.defaults.template.resource_quota or {})["pods"] == "2"
+
+
+def test_annotations_too_big_for_a_namespace_are_refused() -> None:
+    # The API server refuses a namespace whose annotations pass 256 KiB (and nsprov
+    # writes them twice: as annotations and in the template's record).
+    big = "x" * 140_000
+    with pytest.raises(PolicyError) as refused:
+        check_profiles(_policy(f"defaults: {{annotations: {{example.com/big: {big}}}}}"),
+                       _BASE, min_ttl=30)  # fmt: skip
+    assert "defaults: the namespace's annotations would take" in str(refused.value)
+    check_profiles(_policy("defaults: {annotations: {example.com/note: " + "x" * 1000 + "}}"),
+                   _BASE, min_ttl=30)  # fmt: skip

@@ -350,3 +350,17 @@ def test_rollout_needs_no_token(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     assert settings.tokens == {}
     with pytest.raises(cli.ConfigError, match="no token"):
         cli.settings_from_options({"selector": "a=b"})
+
+
+def test_without_a_policy_a_tenants_namespace_is_skipped_not_stripped() -> None:
+    # `nsprov rollout --all` run without the policy file (from a laptop with an admin
+    # kubeconfig, or a pod without NSPROV_POLICY_FILE) must not rewrite every tenant's
+    # namespace to the flags' template: that drops its quota, limits and isolation and
+    # rebinds it to --cluster-role.
+    kube = FakeKube({"grant-a": SAFE})
+    tenants = _namespace(_template(resource_quota={"pods": "2"}), tenant="web")
+    outcome = _rollout(kube, None, settings=Settings(cluster_role="grant-a")).apply(tenants)
+    assert outcome.state == "skipped"
+    assert "tenant 'web'" in outcome.detail
+    assert "no policy file" in outcome.detail
+    assert kube.patches == []
