@@ -58,8 +58,9 @@ def unsafe_reasons(cluster_role: dict[str, Any]) -> list[str]:
     resources and subresources the API server only gains later.
     """
     reasons: list[str] = []
-    if cluster_role.get("aggregationRule"):
-        reasons.append("it aggregates other ClusterRoles, so its rules can grow unseen")
+    # An aggregated role (the built-in view, say) is judged by the rules the aggregation
+    # controller has written into it: nsprov watches every ClusterRole, so when another
+    # role joins the aggregation and the rules grow, the grant is judged again at once.
     for rule in cluster_role.get("rules") or []:
         groups, resources, verbs = (
             rule.get("apiGroups") or [],

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from kubernetes import client
+from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from tests.integration.conftest import Cluster
-from tests.integration.service import RunningService, running_service
+from tests.integration.service import RunningService, kubeconfig_from, running_service
 from tests.support import wait_until
 
 ROLE = "nsprov-test-turning-grant"
@@ -101,3 +101,35 @@ def test_the_controller_does_not_bind_a_grant_that_turned_unsafe(
     binding = wait_until(lambda: _binding(rbac, name), timeout=45,
                          message="RoleBinding re-created once the grant is safe")  # fmt: skip
     assert binding.role_ref.name == ROLE
+
+
+def test_the_built_in_view_role_is_a_usable_grant(
+    cluster: Cluster, rbac: client.RbacAuthorizationV1Api, clean_namespaces: None, tmp_path: Path
+) -> None:
+    """DESIGN's example, `clusterRole: [ci-deployer, view]`: view aggregates other roles, and
+    is judged by the read-only rules aggregated into it, so a tenant may have it."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        f"tenants:\n  - name: team\n    match: {{token: alice}}\n    clusterRole: [{ROLE}, view]\n"
+    )
+    with running_service(
+        cluster.kubeconfig, tmp_path, [f"--policy-file={policy}"], owners=["alice"]
+    ) as service:
+        with service.client() as http:
+            created = http.post("/api/v1/namespaces", headers=service.auth("alice"))
+        assert created.status_code == 201, created.text
+        name = created.headers["x-namespace"]
+        binding = rbac.read_namespaced_role_binding("namespace-provisioner-2", name)
+        assert binding.role_ref.name == "view"
+        api = config.new_client_from_config(
+            config_file=str(kubeconfig_from(created, tmp_path / "kubeconfig"))
+        )
+        try:
+            # view's aggregated rules: the tenant reads pods (wait for RBAC to see the binding).
+            tenant = client.CoreV1Api(api)
+            wait_until(
+                lambda: tenant.list_namespaced_pod(name).items == [],
+                timeout=10, message="the tenant may list pods through view",
+            )  # fmt: skip
+        finally:
+            api.close()

@@ -107,9 +107,16 @@ def test_rights_that_undo_nsprov_are_named(rule: dict[str, list[str]], reason: s
     assert any(reason in r for r in reasons), reasons
 
 
-def test_aggregated_roles_are_unsafe() -> None:
-    role = _role(aggregationRule={"clusterRoleSelectors": [{"matchLabels": {"x": "y"}}]})
-    assert "aggregates" in unsafe_reasons(role)[0]
+def test_aggregated_roles_are_judged_by_the_rules_aggregated_into_them() -> None:
+    """The built-in view aggregates; what it grants is the rules written into it."""
+    selector = {"clusterRoleSelectors": [{"matchLabels": {"x": "y"}}]}
+    reading = {"apiGroups": [""], "resources": ["pods", "configmaps"], "verbs": ["get", "list"]}
+    assert unsafe_reasons(_role(reading, aggregationRule=selector)) == []
+    grown = {"apiGroups": [""], "resources": ["limitranges"], "verbs": ["delete"]}
+    assert (
+        "change their own limits"
+        in unsafe_reasons(_role(reading, grown, aggregationRule=selector))[0]
+    )
 
 
 # ---- the guard: what POST and PATCH ask before handing the grant out ------------------------
