@@ -28,6 +28,7 @@ import bisect
 import contextlib
 import itertools
 import json
+import math
 import os
 import random
 import re
@@ -38,6 +39,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +53,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
 from nsprov import bundle
+from tests.cluster import controlplane
 from tests.integration.conftest import (
     CONFIGMAP_VERBS,
     EMPTY_GRANT,
@@ -748,3 +751,164 @@ def _survivors_without_bundle(observer: Observer) -> list[str]:
     live = [s for s in observer.seen.values() if s.deletion_seen_at is None and not s.gone]
     print(f"{len(live)} namespaces live at the end, {len(missing)} bundle objects missing")
     return missing
+
+
+# ---- who deleted what, by the API server's audit log ----------------------------------------
+
+# The identity k8s/ gives nsprov (manifest_kubeconfig holds its ServiceAccount's token).
+NSPROV_USER = f"system:serviceaccount:{NSPROV_NAMESPACE}:nsprov"
+
+
+@dataclass
+class Deletes:
+    """nsprov's DELETE calls on one namespace, by the API server's answer."""
+
+    succeeded: int = 0  # 200 or 202: this call deleted it
+    conflicts: int = 0  # 409: a precondition failed (deleted or changed meanwhile)
+    other: list[int] = field(default_factory=list)
+
+
+def _audited_deletes(cluster: Cluster) -> dict[str, Deletes]:
+    """Every namespace nsprov sent a DELETE for, with what the API server answered."""
+    plane = cluster.require_local()
+    if plane.audit_log is None:
+        pytest.skip("the control plane runs without an audit log")
+    found: dict[str, Deletes] = {}
+    for event in controlplane.audit_events(plane.audit_log):
+        if event["user"]["username"] != NSPROV_USER or event["verb"] != "delete":
+            continue
+        deletes = found.setdefault(event["objectRef"]["name"], Deletes())
+        code = event["responseStatus"]["code"]
+        if code in (200, 202):
+            deletes.succeeded += 1
+        elif code == 409:
+            deletes.conflicts += 1
+        else:
+            deletes.other.append(code)
+    return found
+
+
+def _create_until_answered(
+    replicas: dict[str, RunningService],
+    turn: RoundRobin,
+    http: httpx.Client,
+    ttl: str,
+    key: str,
+    outcomes: Outcomes,
+) -> httpx.Response | None:
+    """POST with an Idempotency-Key round-robin over the replicas until answered (None: never).
+
+    A lost connection or a 503 is retried with the same key on the next replica.
+    """
+    deadline = time.time() + RETRY_SECONDS
+    while time.time() < deadline:
+        replica = replicas[turn()]
+        headers = {**replica.auth(), "Accept": "application/json", "Idempotency-Key": key}
+        try:
+            response = http.post(f"{replica.url}/api/v1/namespaces",
+                                 params={"ttl": ttl}, headers=headers)  # fmt: skip
+        except httpx.TransportError as exc:
+            with outcomes.lock:
+                outcomes.statuses[f"lost:{type(exc).__name__}"] += 1
+            time.sleep(0.1)
+            continue
+        with outcomes.lock:
+            outcomes.statuses[str(response.status_code)] += 1
+        if response.status_code != 503:
+            return response
+        if not response.headers.get("retry-after"):
+            with outcomes.lock:
+                outcomes.problems.append(f"503 without Retry-After: {response.text}")
+        time.sleep(0.2)
+    return None
+
+
+class RoundRobin:
+    """A tiny client-side balancer: each call names the next replica (thread-safe)."""
+
+    def __init__(self, names: list[str]) -> None:
+        self._cycle = itertools.cycle(names)
+        self._lock = threading.Lock()
+
+    def __call__(self) -> str:
+        with self._lock:
+            return next(self._cycle)
+
+
+# ---- the leader killed during a burst of expiries -------------------------------------------
+
+BURST = 100
+BURST_WINDOW = 5  # the burst's namespaces expire within this many seconds
+
+
+def test_a_burst_of_expiries_is_deleted_exactly_once_while_the_leader_is_killed(
+    cluster: Cluster, core: client.CoreV1Api, tmp_path: Path, manifest_kubeconfig: Path
+) -> None:
+    """Counted in the API server's audit log: one successful DELETE per expired namespace.
+
+    The leader is SIGKILLed a random moment into the burst; either it restarts at once
+    (and takes its own Lease back) or the other replica takes over first.
+    """
+    cluster.require_local()
+    seed = int(os.environ.get("NSPROV_CHAOS_SEED") or secrets.randbits(31))
+    rng = random.Random(seed)  # noqa: S311 - seeded chaos, not crypto
+    lease = "nsprov-controller"
+    observer = Observer(cluster.kubeconfig)
+    observer.start()
+    try:
+        with _replicas(manifest_kubeconfig, tmp_path, lease) as replicas:
+            tracker = LeaderTracker(replicas)
+            tracker.start()
+            try:
+                _leader(cluster, lease, replicas)
+                outcomes = Outcomes()
+                turn = RoundRobin(list(replicas))
+                # Creating them takes a few seconds: the burst starts well after.
+                first = math.ceil(time.time()) + 15
+
+                def create(index: int) -> str:
+                    with httpx.Client(timeout=15) as http:
+                        ttl = f"{first + index % BURST_WINDOW - time.time():.3f}s"
+                        response = _create_until_answered(
+                            replicas, turn, http, ttl, f"burst-{secrets.token_hex(6)}", outcomes
+                        )
+                    assert response is not None, "a create unanswered"
+                    assert response.status_code == 201, response.text
+                    return str(response.json()["namespace"])
+
+                with ThreadPoolExecutor(8) as pool:
+                    names = list(pool.map(create, range(BURST)))
+                assert time.time() < first, "the burst's creates took too long"
+                chaos = Chaos(cluster, lease, replicas, tracker, rng)
+                time.sleep(first - time.time() + rng.uniform(0.3, BURST_WINDOW - 1))
+                killed_at = time.time()
+                rng.choice([chaos.kill_leader_and_restart_now,
+                            chaos.kill_leader_and_restart_later])()  # fmt: skip
+
+                def all_deleted() -> bool:
+                    return all(observer.seen[n].deletion_seen_at is not None for n in names)
+
+                wait_until(all_deleted, timeout=BURST_WINDOW + LEASE_SECONDS * 4 + 20,
+                           interval=0.2, message="the burst deleted")  # fmt: skip
+            finally:
+                tracker.stop()
+            deletes = _audited_deletes(cluster)
+            seen = [observer.seen[name] for name in names]
+            before = sum(1 for s in seen if (s.deletion_seen_at or 0) < killed_at)
+            lags = [(s.deletion_seen_at or 0) - (s.expires_at or 0) for s in seen]
+            print(f"seed {seed}: {chaos.done}; {before} of {BURST} deleted before the kill; "
+                  f"expiry lag max {max(lags):.1f}s, "
+                  f"{tracker.outage(first, time.time()):.1f}s without a working leader; "
+                  f"{sum(deletes[n].conflicts for n in names if n in deletes)} DELETEs "
+                  f"answered 409")  # fmt: skip
+            problems = [
+                f"{name}: {deletes.get(name, Deletes())} successful DELETEs from nsprov"
+                for name in names
+                if name not in deletes or deletes[name].succeeded != 1 or deletes[name].other
+            ]
+            assert not problems, f"seed {seed}:\n" + "\n".join(problems[:40])
+            assert not outcomes.problems, outcomes.problems[:20]
+    finally:
+        observer.stop()
+        with contextlib.suppress(ApiException):
+            client.CoordinationV1Api(cluster.api).delete_namespaced_lease(lease, NSPROV_NAMESPACE)
