@@ -1033,12 +1033,17 @@ class Killer:
             raise self.failure
 
     def _run(self) -> None:
+        # Any moment: a replica may be killed again while it is still starting (a crash
+        # loop), but only while the other one serves, so a client always has somewhere
+        # to retry (as a Deployment's PodDisruptionBudget would keep one up).
         try:
             while not self._stopping.wait(self.rng.uniform(0.2, 1.5)):
                 name = self.rng.choice(sorted(self.replicas))
+                other = next(r for n, r in self.replicas.items() if n != name)
+                wait_until(other.ready, timeout=30, interval=0.1, message="the other replica")
                 _kill(self.replicas[name])
                 self.kills.append(name)
-                self.replicas[name].start_again()
+                self.replicas[name].start_again(wait_ready=False)
         except BaseException as exc:  # reported by stop()
             self.failure = exc
 
@@ -1095,6 +1100,8 @@ def test_every_create_is_whole_while_replicas_are_killed_at_random(
                         list(pool.map(create, ttls))
                 finally:
                     killer.stop()
+                for replica in replicas.values():  # the last one killed is starting
+                    wait_until(replica.ready, timeout=30, message="replica ready")
                 calm = time.time()
                 _leader(cluster, lease, replicas)
                 # Every namespace seen expired by now: wait until each is gone entirely.
