@@ -5,19 +5,28 @@ nsprov) serve a stream of creates, short and longer TTLs, some with an
 Idempotency-Key retried until it is answered, while the leader is SIGKILLed
 again and again (restarted at once, taking its own Lease back, or later, after
 the other replica took over), and the follower and kube-apiserver now and then
-(each kind at least once). What must hold afterwards:
+(each kind at least once; kube-apiserver three times in a long run). What must
+hold afterwards:
 
 - every namespace whose TTL ran out is deleted, late by no more than the time
-  without a working leader (no leader, or no API server) plus ``EXPIRY_SLACK``;
+  without a working leader (no leader, or no API server) plus ``EXPIRY_SLACK``
+  (1 s);
+- after each API server return, nsprov creates a namespace again within
+  ``RECOVERY_SECONDS`` of its /readyz;
 - no namespace a client got a 201 for is lost, or deleted before its expiry;
 - one Idempotency-Key, one namespace; every kubeconfig handed out worked;
 - every surviving namespace has its ServiceAccount and RoleBinding (the
   controller repairs what a kill left half-made), every managed namespace ever
-  seen carried an expiry label, and no expiry was deleted by two replicas;
+  seen carried an expiry label, and the API server's audit log shows at most one
+  successful DELETE from nsprov per namespace, exactly one per expiry;
 - the API answered 201, 409 (a key's namespace expired) or 503 + Retry-After.
 
-``NSPROV_CHAOS_SECONDS`` (default 30) sets how long the kills go on; ``make
-chaos`` runs it for 600. ``NSPROV_CHAOS_SEED`` repeats a run's choices (the
+Two shorter tests follow: the leader killed during a burst of 100 expiries
+(exactly one audited DELETE each), and 200 concurrent keyed creates while
+replicas are killed at random (nothing orphaned, every kubeconfig works).
+
+``NSPROV_CHAOS_SECONDS`` (default 15) sets how long the kills of the first test
+go on; ``make chaos`` runs it for 600. ``NSPROV_CHAOS_SEED`` repeats a run's choices (the
 timing of a real control plane never repeats exactly); a failure names its seed.
 A module of its own: no other nsprov may act on the namespaces meanwhile.
 """
@@ -64,12 +73,15 @@ from tests.integration.conftest import (
 from tests.integration.service import RunningService, metric, start_service
 from tests.support import wait_until
 
-CHAOS_SECONDS = float(os.environ.get("NSPROV_CHAOS_SECONDS", "30"))
+CHAOS_SECONDS = float(os.environ.get("NSPROV_CHAOS_SECONDS", "15"))
 LEASE_SECONDS = 3.0
 # How late an expiry may be beyond the time without a working leader: a new leader's
 # first pass, an informer's backoff after the API server returns, a loaded machine
 # (runs on this 2-core machine were at most 0.5 s beyond).
-EXPIRY_SLACK = 5.0
+EXPIRY_SLACK = 1.0
+# How long after its expiry a namespace may still be there when the test looks, the
+# time without a leader unmeasured then (the tracker has stopped).
+STILL_THERE_SLACK = 5.0
 SHORT_TTL = (3, 8)
 LONG_TTL = (10, int(min(60.0, max(20.0, CHAOS_SECONDS * 1.5))))
 DRIVERS = 3
@@ -645,6 +657,7 @@ def _chaos(
             print(f"repairs logged: {sum(_logged(replicas, _REPAIRED_LINE).values())}")
             driver.outcomes.problems += _recovered_in_time(chaos)
             driver.outcomes.problems += _deleted_once(cluster, observer, chaos)
+            driver.outcomes.problems += _orphans(core)
             _check(observer, tracker, driver.outcomes, replicas)
     finally:
         observer.stop()
@@ -669,7 +682,7 @@ def _converges(
             if seen.expires_at is not None and seen.expires_at <= due
         )
 
-    wait_until(expired_gone, timeout=max(SHORT_TTL) + EXPIRY_SLACK + 5, interval=0.2,
+    wait_until(expired_gone, timeout=max(SHORT_TTL) + STILL_THERE_SLACK + 5, interval=0.2,
                message="every namespace due is deleted")  # fmt: skip
 
     def bundles_complete() -> list[str] | None:
@@ -709,15 +722,12 @@ def _report(
     observer: Observer,
     tracker: LeaderTracker,
 ) -> None:
-    lags, beyond = [], []
-    for seen in observer.seen.values():
-        if seen.deletion_seen_at is None or seen.expires_at is None:
-            continue
-        lag = seen.deletion_seen_at - seen.expires_at
-        lags.append(lag)
-        if seen.deletion_timestamp is None or seen.deletion_timestamp >= seen.expires_at:
-            # Not rolled back: how much later than the time without a working leader.
-            beyond.append(lag - tracker.outage(seen.expires_at, seen.deletion_seen_at))
+    lags = [
+        seen.deletion_seen_at - seen.expires_at
+        for seen in observer.seen.values()
+        if seen.deletion_seen_at is not None and seen.expires_at is not None
+    ]
+    beyond = _beyond_outage(observer, tracker)
     print(f"seed {seed}: {calm - began:.0f}s of chaos; {len(chaos.done)} kills:")
     for line in chaos.done:
         print(f"  {line}")
@@ -734,11 +744,24 @@ def _report(
           f"a working leader; {observer.relists} relists")  # fmt: skip
 
 
+def _beyond_outage(observer: Observer, tracker: LeaderTracker) -> list[float]:
+    """For each expiry deleted: how much later than the time without a working leader."""
+    beyond = []
+    for seen in observer.seen.values():
+        if seen.deletion_seen_at is None or seen.expires_at is None:
+            continue
+        if seen.deletion_timestamp is None or seen.deletion_timestamp >= seen.expires_at:
+            lag = seen.deletion_seen_at - seen.expires_at  # not rolled back
+            beyond.append(lag - tracker.outage(seen.expires_at, seen.deletion_seen_at))
+    return beyond
+
+
 def _check(
     observer: Observer,
     tracker: LeaderTracker,
     outcomes: Outcomes,
     replicas: dict[str, RunningService],
+    slack: float = EXPIRY_SLACK,
 ) -> None:
     now = time.time()
     problems = list(outcomes.problems)
@@ -749,7 +772,7 @@ def _check(
             problems.append(f"{created.name}: a 201, never seen by the watch")
             continue
         assert found.expires_at is not None
-        if found.deletion_seen_at is None and found.expires_at <= now - EXPIRY_SLACK:
+        if found.deletion_seen_at is None and found.expires_at <= now - STILL_THERE_SLACK:
             problems.append(f"{created.name}: expired at {found.expires_at}, still there")
         if found.deletion_timestamp is not None and found.deletion_timestamp < found.expires_at:
             problems.append(f"{created.name}: a 201, deleted at {found.deletion_timestamp:.0f} "
@@ -762,14 +785,14 @@ def _check(
         if item.expires_at is None:
             continue
         if item.deletion_seen_at is None:
-            if item.expires_at <= now - EXPIRY_SLACK:
+            if item.expires_at <= now - STILL_THERE_SLACK:
                 problems.append(f"{item.name}: expired at {item.expires_at}, not deleted")
             continue
         if item.deletion_timestamp is not None and item.deletion_timestamp < item.expires_at:
             continue  # rolled back (no client got it; the 201s are checked above)
         outage = tracker.outage(item.expires_at, item.deletion_seen_at)
         lag = item.deletion_seen_at - item.expires_at
-        if lag > outage + EXPIRY_SLACK:
+        if lag > outage + slack:
             problems.append(f"{item.name}: deleted {lag:.1f}s after its expiry, with only "
                             f"{outage:.1f}s without a working leader")  # fmt: skip
     for key, names in outcomes.names_by_key.items():
@@ -804,7 +827,7 @@ def _deleted_once(cluster: Cluster, observer: Observer, chaos: Chaos) -> list[st
     problems, unaudited = [], 0
     for seen in observer.seen.values():
         found = deletes.get(seen.name, Deletes())
-        if found.succeeded > 1 or found.other:
+        if found.succeeded > 1:
             problems.append(f"{seen.name}: DELETEs from nsprov {found}")
         expired = seen.expires_at is not None and (
             seen.deletion_timestamp is not None and seen.deletion_timestamp >= seen.expires_at
@@ -817,9 +840,11 @@ def _deleted_once(cluster: Cluster, observer: Observer, chaos: Chaos) -> list[st
         else:
             problems.append(f"{seen.name}: expired, yet nsprov's audited calls include no 200")
     conflicts = sum(found.conflicts for found in deletes.values())
+    # A restarted API server answers 403 until its RBAC caches sync: retried, not a problem.
+    other = Counter(code for found in deletes.values() for code in found.other)
     print(f"audit log: {sum(f.succeeded for f in deletes.values())} successful DELETEs from "
-          f"nsprov, {conflicts} answered 409; {unaudited} expiries deleted around an API "
-          f"server kill without an audited DELETE")  # fmt: skip
+          f"nsprov, {conflicts} answered 409, others {dict(other)}; {unaudited} expiries "
+          f"deleted around an API server kill without an audited DELETE")  # fmt: skip
     return problems
 
 
@@ -954,7 +979,7 @@ def test_a_burst_of_expiries_is_deleted_exactly_once_while_the_leader_is_killed(
                 outcomes = Outcomes()
                 turn = RoundRobin(list(replicas))
                 # Creating them takes a few seconds: the burst starts well after.
-                first = math.ceil(time.time()) + 15
+                first = math.ceil(time.time()) + 10
 
                 def create(index: int) -> str:
                     with httpx.Client(timeout=15) as http:
@@ -1008,7 +1033,11 @@ def test_a_burst_of_expiries_is_deleted_exactly_once_while_the_leader_is_killed(
 
 CREATES = 200
 CREATE_WORKERS = 32
-FLOOD_TTL = (8, 12)
+FLOOD_TTL = (7, 10)
+# A takeover in the middle of the flood finds tens of overdue expiries, worked off at
+# the rate the API server deletes namespaces on this loaded machine: the last of them
+# may be that much later than the time without a leader.
+FLOOD_EXPIRY_SLACK = 5.0
 
 
 class Killer:
@@ -1104,11 +1133,12 @@ def test_every_create_is_whole_while_replicas_are_killed_at_random(
                     wait_until(replica.ready, timeout=30, message="replica ready")
                 calm = time.time()
                 _leader(cluster, lease, replicas)
-                # Every namespace seen expired by now: wait until each is gone entirely.
+                # Every namespace seen has expired by then: wait until each is deleted (its
+                # objects go with it: the namespace controller's part, not nsprov's).
                 wait_until(lambda: time.time() > calm + max(FLOOD_TTL) and all(
-                               s.gone for s in list(observer.seen.values())),
-                           timeout=max(FLOOD_TTL) + EXPIRY_SLACK + 60, interval=0.5,
-                           message="every namespace seen gone")  # fmt: skip
+                               s.deletion_seen_at for s in list(observer.seen.values())),
+                           timeout=max(FLOOD_TTL) + STILL_THERE_SLACK + 30, interval=0.2,
+                           message="every namespace seen deleted")  # fmt: skip
             finally:
                 tracker.stop()
             outcomes = driver.outcomes
@@ -1136,7 +1166,11 @@ def test_every_create_is_whole_while_replicas_are_killed_at_random(
                 if name in observer.seen and found.succeeded > 1
             ]
             problems += _orphans(core)
-            _check(observer, tracker, outcomes, replicas)
+            beyond = _beyond_outage(observer, tracker)
+            print(f"expiry lag beyond the time without a leader: max {max(beyond, default=0):.1f}s,"
+                  f" {sum(b > EXPIRY_SLACK for b in beyond)} of {len(beyond)} over "
+                  f"{EXPIRY_SLACK:.0f}s")  # fmt: skip
+            _check(observer, tracker, outcomes, replicas, FLOOD_EXPIRY_SLACK)
             assert not problems, f"seed {seed}:\n" + "\n".join(problems[:40])
     finally:
         observer.stop()
@@ -1145,12 +1179,11 @@ def test_every_create_is_whole_while_replicas_are_killed_at_random(
 
 
 def _orphans(core: client.CoreV1Api) -> list[str]:
-    """nsprov's ServiceAccounts and RoleBindings outside a live managed namespace."""
-    managed = {
-        ns.metadata.name
-        for ns in core.list_namespace(label_selector=SELECTOR).items
-        if ns.metadata.deletion_timestamp is None
-    }
+    """nsprov's ServiceAccounts and RoleBindings outside a managed namespace.
+
+    One in a namespace being deleted is not orphaned: it goes with its namespace.
+    """
+    managed = {ns.metadata.name for ns in core.list_namespace(label_selector=SELECTOR).items}
     rbac = client.RbacAuthorizationV1Api(core.api_client)
     found = []
     for kind, items, name in (
