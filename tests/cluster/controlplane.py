@@ -444,9 +444,11 @@ def _start_components(
 
 
 @contextlib.contextmanager
-def running(timeout: float = 120.0, *, with_node: bool = False) -> Iterator[ControlPlane]:
+def running(
+    timeout: float = 120.0, *, with_node: bool = False, audit: bool = False
+) -> Iterator[ControlPlane]:
     """Context manager around :func:`start` / :meth:`ControlPlane.stop`."""
-    plane = start(timeout, with_node=with_node)
+    plane = start(timeout, with_node=with_node, audit=audit)
     try:
         yield plane
     finally:
