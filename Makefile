@@ -70,7 +70,7 @@ bench: cluster-build
 	$(PY) -m tests.bench burst --count 500 --window 10
 
 # Replicas and kube-apiserver SIGKILLed under a stream of creates for CHAOS_SECONDS
-# (a 30 s version runs in test-integration); NSPROV_CHAOS_SEED repeats a run's choices.
+# (a 15 s version, with the burst and flood tests, runs in test-integration); NSPROV_CHAOS_SEED repeats a run's choices.
 CHAOS_SECONDS ?= 600
 chaos: cluster-build
 	NSPROV_CHAOS_SECONDS=$(CHAOS_SECONDS) $(PYTEST) tests/integration/test_chaos.py -s

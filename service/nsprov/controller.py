@@ -208,7 +208,22 @@ class Controller:
         self._threads.append(thread)
 
     def _enqueue_all(self) -> None:
-        for ns in self.namespaces.items():
+        """Every namespace; those expired already first, the longest overdue first.
+
+        A new leader (after a takeover or an API server outage) may find a backlog of
+        expiries: worked off in the cache's order, the first to expire could wait behind
+        all the others (a chaos run saw 9.5 s with 100 overdue); in expiry order, each
+        waits only for those due before it.
+        """
+        now = self.clock()
+
+        def overdue_first(ns: dict[str, Any]) -> tuple[int, float]:
+            expires_at = bundle.expires_at_of(ns["metadata"])
+            if expires_at is not None and expires_at <= now:
+                return (0, expires_at)
+            return (1, 0.0)
+
+        for ns in sorted(self.namespaces.items(), key=overdue_first):
             self.queue.add(ns["metadata"]["name"])
 
     def _resync(self) -> None:

@@ -30,6 +30,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -51,6 +52,22 @@ CONTROLLERS = (
 # that its discovery document and keys are reachable: a real OIDC issuer for tests.
 IN_CLUSTER_ISSUER = "https://kubernetes.default.svc.cluster.local"
 _PR_SET_PDEATHSIG = 1
+# What start(audit=True) records: DELETE of namespaces only, at Metadata level (who, what,
+# the answer's code), once each, when the answer is complete. Tests count those calls;
+# nothing else is written, so the log costs the API server next to nothing.
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived", "ResponseStarted"],
+    "rules": [
+        {
+            "level": "Metadata",
+            "verbs": ["delete"],
+            "resources": [{"group": "", "resources": ["namespaces"]}],
+        },
+        {"level": "None"},
+    ],
+}
 
 
 class ControlPlaneError(RuntimeError):
@@ -142,6 +159,7 @@ class ControlPlane:
     pki: pki.Pki
     components: dict[str, Component] = field(default_factory=dict)
     node: node_module.Node | None = None
+    audit_log: Path | None = None  # with start(audit=True): the API server's audit log
 
     @property
     def pids(self) -> list[int]:
@@ -238,6 +256,7 @@ def _apiserver(
     etcd_port: int,
     port: int,
     with_node: bool = False,
+    audit_log: Path | None = None,
 ) -> Component:
     argv = [
         str(bins.kube_apiserver),
@@ -263,6 +282,18 @@ def _apiserver(
         "--profiling=false",
         "--v=1",
     ]
+    if audit_log is not None:
+        policy = workdir / "audit-policy.yaml"
+        policy.write_text(yaml.safe_dump(AUDIT_POLICY, sort_keys=False))
+        argv += [
+            f"--audit-policy-file={policy}",
+            f"--audit-log-path={audit_log}",
+            # Each event is written before the API server answers (no batching buffer a
+            # SIGKILL could lose), and the file is never rotated or pruned during a run.
+            "--audit-log-mode=blocking",
+            "--audit-log-format=json",
+            "--audit-log-maxsize=0",
+        ]
     if with_node:
         # The Node authorizer gives the kubelet exactly its node's objects.
         argv[argv.index("--authorization-mode=RBAC")] = "--authorization-mode=Node,RBAC"
@@ -341,29 +372,32 @@ def _controllers_working(plane: ControlPlane) -> bool:
     return sa_status == 200 and cm_status == 200
 
 
-def start(timeout: float = 120.0, *, with_node: bool = False) -> ControlPlane:
+def start(timeout: float = 120.0, *, with_node: bool = False, audit: bool = False) -> ControlPlane:
     """Build if needed, start all components, wait until they work, return the plane.
 
     ``with_node`` adds a real node (tests/cluster/node.py): kubelet, containerd and
     kube-scheduler; :func:`node_module.unavailable` says beforehand whether it can.
+    ``audit`` has the API server log every namespace DELETE to ``plane.audit_log``
+    (:data:`AUDIT_POLICY`; read it with :func:`audit_events`).
     """
     bins = build.ensure_built()
     if with_node:
         build.ensure_node_built()
     workdir = Path(tempfile.mkdtemp(prefix="nsprov-cluster-"))
     try:
-        return _start_in(workdir, bins, timeout, with_node)
+        return _start_in(workdir, bins, timeout, with_node, audit)
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
         raise
 
 
 def _start_in(
-    workdir: Path, bins: build.Binaries, timeout: float, with_node: bool = False
-) -> ControlPlane:
+    workdir: Path, bins: build.Binaries, timeout: float, with_node: bool = False,
+    audit: bool = False,
+) -> ControlPlane:  # fmt: skip
     network = node_module.Network.create() if with_node else None
     try:
-        return _start_components(workdir, bins, timeout, network)
+        return _start_components(workdir, bins, timeout, network, audit)
     except BaseException:
         if network is not None:
             network.remove()
@@ -371,7 +405,11 @@ def _start_in(
 
 
 def _start_components(
-    workdir: Path, bins: build.Binaries, timeout: float, network: node_module.Network | None
+    workdir: Path,
+    bins: build.Binaries,
+    timeout: float,
+    network: node_module.Network | None,
+    audit: bool = False,
 ) -> ControlPlane:
     with_node = network is not None
     keys = pki.generate(workdir / "pki", extra_ips=(network.host_ip,) if network else ())
@@ -380,13 +418,15 @@ def _start_components(
     kubeconfig = workdir / "kubeconfig"
     write_admin_kubeconfig(kubeconfig, server, keys)
     plane = ControlPlane(workdir=workdir, server=server, kubeconfig=kubeconfig, pki=keys)
+    if audit:
+        plane.audit_log = workdir / "audit.log"
     try:
         etcd, etcd_port = _etcd(bins, workdir)
         plane.components["etcd"] = etcd
         etcd.start()
         _wait_until(etcd, lambda: _tcp_open(etcd_port), "listening", timeout)
 
-        apiserver = _apiserver(bins, workdir, keys, etcd_port, api_port, with_node)
+        apiserver = _apiserver(bins, workdir, keys, etcd_port, api_port, with_node, plane.audit_log)
         plane.components["kube-apiserver"] = apiserver
         apiserver.start()
         _wait(plane, apiserver, "/readyz", timeout)
@@ -404,13 +444,25 @@ def _start_components(
 
 
 @contextlib.contextmanager
-def running(timeout: float = 120.0, *, with_node: bool = False) -> Iterator[ControlPlane]:
+def running(
+    timeout: float = 120.0, *, with_node: bool = False, audit: bool = False
+) -> Iterator[ControlPlane]:
     """Context manager around :func:`start` / :meth:`ControlPlane.stop`."""
-    plane = start(timeout, with_node=with_node)
+    plane = start(timeout, with_node=with_node, audit=audit)
     try:
         yield plane
     finally:
         plane.stop()
+
+
+def audit_events(path: Path) -> list[dict[str, Any]]:
+    """The events in an audit log (JSON lines; a line cut short by a SIGKILL is skipped)."""
+    events = []
+    with path.open(errors="replace") as log:
+        for line in log:
+            with contextlib.suppress(json.JSONDecodeError):
+                events.append(json.loads(line))
+    return events
 
 
 def describe(plane: ControlPlane) -> str:

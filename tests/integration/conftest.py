@@ -63,7 +63,8 @@ def cluster() -> Iterator[Cluster]:
         finally:
             api.close()
         return
-    plane = controlplane.start()
+    # The audit log (namespace DELETEs only) lets tests count who deleted what, and how often.
+    plane = controlplane.start(audit=True)
     api = config.new_client_from_config(config_file=str(plane.kubeconfig))
     try:
         yield Cluster(kubeconfig=plane.kubeconfig, api=api, kubectl=_kubectl(), plane=plane)

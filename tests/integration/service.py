@@ -59,10 +59,16 @@ class RunningService:
                 self.process.kill()
                 self.process.wait()
 
-    def start_again(self, timeout: float = 30) -> None:
+    def start_again(self, timeout: float = 30, *, wait_ready: bool = True) -> None:
         """Start the same service again (same flags, ports and tokens)."""
         self.process = _spawn(self.argv, self.env, self.log_path)
-        _wait_ready(self, timeout)
+        if wait_ready:
+            _wait_ready(self, timeout)
+
+    def ready(self) -> bool:
+        with contextlib.suppress(httpx.HTTPError):
+            return httpx.get(f"{self.internal_url}/readyz", timeout=2).status_code == 200
+        return False
 
 
 def _spawn(argv: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:

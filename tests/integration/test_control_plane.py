@@ -55,6 +55,39 @@ def test_deleted_namespace_is_gone_within_60s(core: client.CoreV1Api, make_names
     wait_until(lambda: not _exists(core.read_namespace, name), timeout=60, message="namespace 404")
 
 
+def test_audit_log_records_each_namespace_delete_with_its_answer(
+    cluster: Cluster, core: client.CoreV1Api, make_namespace
+) -> None:
+    plane = cluster.require_local()
+    assert plane.audit_log is not None
+    name, other = make_namespace(), make_namespace()
+    # As nsprov deletes: only this version of this namespace; a second try finds it changed.
+    metadata = core.read_namespace(name).metadata
+    exactly = client.V1DeleteOptions(
+        preconditions=client.V1Preconditions(
+            uid=metadata.uid, resource_version=metadata.resource_version
+        )
+    )
+    core.delete_namespace(name, body=exactly)
+    with pytest.raises(ApiException) as again:  # 409 (changed: terminating), or 404 (gone)
+        core.delete_namespace(name, body=exactly)
+    assert again.value.status in (409, 404)
+    core.read_namespace(other)  # neither a read nor another verb is recorded
+
+    def deletes() -> list[tuple[str, str, int]] | None:
+        found = [
+            (event["user"]["username"], event["verb"], event["responseStatus"]["code"])
+            for event in controlplane.audit_events(plane.audit_log)  # type: ignore[arg-type]
+            if event["objectRef"].get("name") in (name, other)
+            and "kube-controller-manager" not in event.get("userAgent", "")
+        ]
+        return found if len(found) >= 2 else None
+
+    found = wait_until(deletes, timeout=10, message="both DELETEs in the audit log")
+    assert found == [("nsprov-test-admin", "delete", 200),
+                     ("nsprov-test-admin", "delete", again.value.status)]  # fmt: skip
+
+
 def _token_client(cluster: Cluster, token: str) -> client.CoreV1Api:
     configuration = client.Configuration()
     configuration.host = cluster.server

@@ -62,6 +62,27 @@ def test_keys_queued_before_the_caches_sync_are_reconciled_after(
                message="reconciled once synced")  # fmt: skip
 
 
+def test_a_new_leader_works_off_overdue_expiries_longest_overdue_first(
+    controller: Controller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = 1_800_000_000
+    monkeypatch.setattr(controller, "clock", lambda: float(now))
+    expiries = {"np-a": now + 60, "np-b": now - 2, "np-c": now - 9, "np-d": None, "np-e": now}
+    for name, expires_at in expiries.items():
+        labels = {"a": "b"} | ({} if expires_at is None else
+                               {bundle.EXPIRES_AT_LABEL: str(expires_at)})  # fmt: skip
+        controller.namespaces._store[("", name)] = {"metadata": {"name": name, "labels": labels}}
+    seen = _record_reconciles(controller, monkeypatch)
+    controller.workers = 1  # one worker: the order taken is the order queued
+    controller.start_reconciling()
+    for informer in controller.informers:
+        informer.synced.set()
+    wait_until(lambda: len(seen) == 10, timeout=5, message="every namespace reconciled")
+    started = [line.split()[1] for line in seen if line.startswith("start")]
+    assert started[:3] == ["np-c", "np-b", "np-e"], started
+    assert sorted(started[3:]) == ["np-a", "np-d"]
+
+
 def test_stepping_down_waits_for_reconciles_in_flight(
     controller: Controller, monkeypatch: pytest.MonkeyPatch
 ) -> None:
