@@ -208,6 +208,16 @@ def raw_throughput(kubeconfig: Path) -> dict[int, float]:
     return rates
 
 
+def _wait_raw_gone(core: client.CoreV1Api, timeout: float = 300) -> float:
+    """Seconds until no ``bench-`` namespace is left (deleted ones finalized)."""
+    started = time.monotonic()
+    while time.monotonic() < started + timeout:
+        if not any(ns.metadata.name.startswith("bench-") for ns in core.list_namespace().items):
+            break
+        time.sleep(0.5)
+    return time.monotonic() - started
+
+
 def _probe_latencies(internal_url: str, stop: threading.Event) -> dict[str, list[float]]:
     seen: dict[str, list[float]] = {"/healthz": [], "/readyz": [], "/metrics": []}
     with httpx.Client(base_url=internal_url, timeout=30) as http:
@@ -505,7 +515,12 @@ def provision(args: argparse.Namespace) -> None:
         core = client.CoreV1Api(api)
         raw = raw_calls(api, args.requests)
         print(f"raw client, 4 sequential calls:  {percentiles(raw)}")
+        # The raw calls' namespaces are deleted once measured; measure the next figures
+        # only once kube-controller-manager has finalized them, not while it empties
+        # hundreds of namespaces (it made nsprov's sequential POSTs look 1.7-2x the floor).
+        print(f"raw namespaces finalized after   {_wait_raw_gone(core):.1f}s")
         raw_rates = raw_throughput(kubeconfig)
+        print(f"raw namespaces finalized after   {_wait_raw_gone(core):.1f}s")
         with running_service(kubeconfig, Path(tmp)) as service, service.client() as http:
             auth = service.auth()
             sequential = []

@@ -1,4 +1,10 @@
-"""The kubeconfig handed to a tenant: one cluster, one user, one context, in its namespace."""
+"""The kubeconfig handed to a tenant: one cluster, one user, one context, in its namespace.
+
+Rendered with libyaml's emitter when PyYAML has it (its wheels do): the pure-Python
+emitter took about 2.5 ms per kubeconfig (a 1 kB token and a 1.5 kB CA are long
+scalars it scans character by character), on the event loop, the largest share of
+nsprov's own CPU in a POST. Both emitters write the same text for these documents.
+"""
 
 from __future__ import annotations
 
@@ -27,5 +33,8 @@ def build(*, server: str, ca_data: str | None, namespace: str, token: str) -> di
     }
 
 
+_Dumper: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
 def render(config: dict[str, Any]) -> str:
-    return yaml.safe_dump(config, sort_keys=False)
+    return yaml.dump(config, Dumper=_Dumper, sort_keys=False)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -66,3 +67,33 @@ def test_the_cache_keeps_no_managed_fields() -> None:
     event["object"]["metadata"]["managedFields"] = [{"manager": "nsprov", "fieldsV1": {}}]
     informer._apply(event, "1")
     assert "managedFields" not in informer.get("", "np-a")["metadata"]
+
+
+def test_cached_objects_from_separate_events_share_their_keys() -> None:
+    informer, seen = _informer()
+    for name in ("np-a", "np-b"):
+        # As a watch delivers them: each event a JSON document of its own.
+        line = json.dumps(
+            {
+                "type": "ADDED",
+                "object": {
+                    "metadata": {"name": name, "resourceVersion": "10", "labels": {"a": "b"}},
+                    "subjects": [{"kind": "ServiceAccount", "name": "sa"}],
+                },
+            }
+        )
+        informer._apply(json.loads(line), "1")
+    a, b = informer.get("", "np-a"), informer.get("", "np-b")
+    assert a == {
+        "metadata": {"name": "np-a", "resourceVersion": "10", "labels": {"a": "b"}},
+        "subjects": [{"kind": "ServiceAccount", "name": "sa"}],
+    }
+    assert seen == [("ADDED", "np-a"), ("ADDED", "np-b")]
+    pairs = [
+        (next(iter(a)), next(iter(b))),  # "metadata"
+        (next(iter(a["metadata"]["labels"])), next(iter(b["metadata"]["labels"]))),
+        (next(iter(a["subjects"][0])), next(iter(b["subjects"][0]))),  # inside a list
+    ]
+    for key_a, key_b in pairs:
+        assert key_a == key_b
+        assert key_a is key_b
