@@ -11,9 +11,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -33,12 +33,14 @@ from nsprov.kube import KubeError
 from nsprov.leader import LeaderElector, identity_for
 from nsprov.metrics import Metrics
 from nsprov.namespacecache import ReadYourWrites
-from nsprov.oidc import Verifier
 from nsprov.policy import Policy, flags_profile
 from nsprov.policyfile import PolicyError, PolicyFile, check_profiles, refuse_unsafe_grants
 from nsprov.provisioner import Provisioner
 from nsprov.settings import Settings
 from nsprov.watch import Informer
+
+if TYPE_CHECKING:
+    from nsprov.oidc import Verifier
 
 log = logging.getLogger(__name__)
 
@@ -182,9 +184,12 @@ def create_service(settings: Settings) -> Service:
         tokens,
         policy,
         kube=client,
-        verifier=Verifier(client, provisioned=provisioned),
+        make_verifier=lambda: _verifier(client, provisioned),
         base=base,
     )
+    if policy is not None and policy.current().issuers:
+        # Trusting an issuer: load the verifier now, not on the event loop of a first request.
+        authenticator.verifier  # noqa: B018
     provisioner = Provisioner(
         kube=client,
         selector=selector,
@@ -237,6 +242,13 @@ def _add_controller(service: Service) -> None:
             retry_period=max(0.5, duration / 7.5),
             on_error=lambda reason: service.metrics.leader_election_errors.labels(reason).inc(),
         )
+
+
+def _verifier(client: kube.Kube, provisioned: Callable[[str], bool]) -> Verifier:
+    # Imported here: PyJWT and cryptography load only when an ID token is first verified.
+    from nsprov.oidc import Verifier
+
+    return Verifier(client, provisioned=provisioned)
 
 
 class _NamespaceInformer:

@@ -14,12 +14,15 @@ tenant whose conditions all hold names the owner; none = 403.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
@@ -27,12 +30,19 @@ import anyio.to_thread
 from nsprov.auth import TokenStore
 from nsprov.errors import Forbidden, Unauthorized
 from nsprov.kube import Kube
-from nsprov.oidc import MAX_TOKEN_BYTES, Verifier, looks_like_jwt
 from nsprov.policy import NoTenant, Principal, Profile, admit, flags_profile, lookup_claim, resolve
 from nsprov.policyfile import PolicyFile
 from nsprov.settings import Settings
 
+if TYPE_CHECKING:
+    from nsprov.oidc import Verifier
+
 log = logging.getLogger(__name__)
+
+MAX_TOKEN_BYTES = 16 * 1024
+"""Longer bearer tokens are refused before anything parses them."""
+MAX_HEADER_BYTES = 4 * 1024
+"""Longer JOSE headers are refused before anything decodes them."""
 
 VERIFY_THREADS = 4
 """Worker threads ID-token verification may hold at once. Its own limiter, not anyio's
@@ -92,6 +102,18 @@ class Caller:
         return json.dumps(dict(self.requested_by), sort_keys=True, separators=(",", ":"))
 
 
+def looks_like_jwt(token: str) -> bool:
+    """Three base64url segments whose first is a JSON object: what we treat as an ID token."""
+    parts = token.split(".")
+    if len(parts) != 3 or not parts[0] or len(parts[0]) > MAX_HEADER_BYTES:
+        return False
+    try:
+        header = json.loads(base64.urlsafe_b64decode(parts[0] + "=" * (-len(parts[0]) % 4)))
+    except (ValueError, binascii.Error, RecursionError):
+        return False
+    return isinstance(header, dict)
+
+
 def bearer_token(header: str | None) -> str:
     if not header:
         raise Unauthorized("missing Authorization header (expected 'Bearer <token>')")
@@ -114,13 +136,31 @@ class Authenticator:
         *,
         kube: Kube | None = None,
         verifier: Verifier | None = None,
+        make_verifier: Callable[[], Verifier] | None = None,
         base: Profile = _FLAGS,
     ) -> None:
         self.tokens = tokens
         self.policy = policy
         self.base = base
-        self.verifier = verifier or Verifier(kube)
+        self._kube = kube
+        self._verifier = verifier
+        self._make_verifier = make_verifier
+        self._verifier_lock = threading.Lock()
         self.verify_limiter = anyio.CapacityLimiter(VERIFY_THREADS)
+
+    @property
+    def verifier(self) -> Verifier:
+        """Made on first use: PyJWT and cryptography (about 11 MiB) are loaded only by a
+        replica that meets an ID token, never by one that serves static tokens alone."""
+        with self._verifier_lock:
+            if self._verifier is None:
+                if self._make_verifier is not None:
+                    self._verifier = self._make_verifier()
+                else:
+                    from nsprov.oidc import Verifier
+
+                    self._verifier = Verifier(self._kube)
+            return self._verifier
 
     async def authenticate(self, header: str | None) -> Caller:
         token = bearer_token(header)

@@ -29,8 +29,6 @@ All of this blocks on the network, so callers run it on a worker thread.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import http.client
 import json
@@ -47,13 +45,12 @@ import jwt
 from jwt import exceptions as jwt_errors
 
 from nsprov.errors import ClusterUnavailable, Forbidden, IssuerUnavailable, Unauthorized
+from nsprov.identity import MAX_HEADER_BYTES, MAX_TOKEN_BYTES
 from nsprov.kube import Kube, KubeError
 from nsprov.policy import Issuer, Policy
 
 log = logging.getLogger(__name__)
 
-MAX_TOKEN_BYTES = 16 * 1024
-MAX_HEADER_BYTES = 4 * 1024
 """A JOSE header is a few short fields; a longer one is refused before it is decoded (a
 deeply nested one would exhaust the JSON parser's recursion)."""
 LEEWAY_SECONDS = 60
@@ -77,18 +74,6 @@ ALGORITHMS: Mapping[str, tuple[str, str | None]] = {
     "ES256": ("EC", "P-256"), "ES384": ("EC", "P-384"), "ES512": ("EC", "P-521"),
     "EdDSA": ("OKP", None),
 }  # fmt: skip
-
-
-def looks_like_jwt(token: str) -> bool:
-    """Three base64url segments whose first is a JSON object: what we treat as an ID token."""
-    parts = token.split(".")
-    if len(parts) != 3 or not parts[0] or len(parts[0]) > MAX_HEADER_BYTES:
-        return False
-    try:
-        header = json.loads(base64.urlsafe_b64decode(parts[0] + "=" * (-len(parts[0]) % 4)))
-    except (ValueError, binascii.Error, RecursionError):
-        return False
-    return isinstance(header, dict)
 
 
 class _Connection(http.client.HTTPSConnection):

@@ -118,3 +118,20 @@ def test_id_token_verification_has_its_own_few_threads(tmp_path: Path) -> None:
     assert shared == 0
     assert own == VERIFY_THREADS
     assert len(running) == 20  # all got their answer, a few at a time
+
+
+def test_a_replica_without_id_tokens_never_loads_pyjwt() -> None:
+    """PyJWT and cryptography cost about 11 MiB a replica: loaded only when an issuer is
+    trusted (at start) or an ID token first needs verifying."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys; from nsprov import app, identity\n"
+        "a = identity.Authenticator(None)\n"
+        "assert 'jwt' not in sys.modules and 'cryptography' not in sys.modules, 'loaded early'\n"
+        "a.verifier\n"
+        "assert 'jwt' in sys.modules, 'not loaded on use'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

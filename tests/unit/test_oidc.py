@@ -18,7 +18,8 @@ import pytest
 
 from nsprov import oidc
 from nsprov.errors import IssuerUnavailable, Unauthorized
-from nsprov.oidc import IssuerKeys, Verifier, fetch_json, looks_like_jwt
+from nsprov.identity import looks_like_jwt
+from nsprov.oidc import IssuerKeys, Verifier, fetch_json
 from nsprov.policy import Policy
 from nsprov.policyfile import parse_policy
 from tests.oidc_issuer import LoopbackIssuer, new_key
