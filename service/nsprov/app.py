@@ -27,7 +27,7 @@ from nsprov import api, bundle, kube, watch
 from nsprov.auth import TokenStore
 from nsprov.controller import Controller
 from nsprov.errors import ClusterUnavailable, NsprovError
-from nsprov.grant import GrantGuard
+from nsprov.grant import GrantGuard, describe_unsafe
 from nsprov.identity import Authenticator
 from nsprov.kube import KubeError
 from nsprov.leader import LeaderElector, identity_for
@@ -308,7 +308,7 @@ def check_grant(service: Service) -> None:
             return
         reasons = service.grant.saw(name, role)
         if reasons and not service.settings.allow_unsafe_grant:
-            unsafe.append(f"grant ClusterRole {name!r} is unsafe for tenants: {'; '.join(reasons)}")
+            unsafe.append(describe_unsafe(name, reasons))
     if unsafe:
         raise UnsafeGrant(f"{'; '.join(unsafe)} (fix it, or pass --allow-unsafe-grant=true)")
 

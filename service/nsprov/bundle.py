@@ -308,15 +308,6 @@ def role_binding(
     }
 
 
-def role_binding_is_right(binding: dict[str, Any], namespace_name: str, cluster_role: str) -> bool:
-    """Whether a RoleBinding still grants what the bundle says (else the controller repairs it)."""
-    wanted = role_binding(namespace_name, Selector("", ""), cluster_role)
-    return bool(
-        binding.get("roleRef") == wanted["roleRef"]
-        and binding.get("subjects") == wanted["subjects"]
-    )
-
-
 def _bound(namespace_name: str, selector: Selector, kind: str, api: str) -> dict[str, Any]:
     return {
         "apiVersion": api,
@@ -342,40 +333,29 @@ def resource_quota_status_path(namespace_name: str) -> str:
 
 
 def quota_in_force(quota: dict[str, Any]) -> dict[str, Any] | None:
-    """The status write that puts a just-created ResourceQuota in force; None if it already is.
+    """The status write that puts a ResourceQuota's ``spec.hard`` in force now; None if
+    ``status.hard`` says it already.
 
-    The API server enforces a quota by its *status*: until the resource-quota controller
-    (kube-controller-manager) has filled in ``status.hard``, the quota limits nothing, and a
-    job handed its kubeconfig in that moment could create without bound for as long as the
-    controller lags or is down. With ``status.hard`` set and no ``used`` yet, admission
-    refuses every create the quota covers ("status unknown for quota") until the controller
-    has counted the namespace: fail-closed from the first instant. The body carries the
-    created object's resourceVersion, so if the controller wrote the status first, the PUT
-    fails (409) and overwrites nothing.
-    """
-    hard = (quota.get("spec") or {}).get("hard") or {}
-    if not hard or (quota.get("status") or {}).get("hard"):
-        return None
-    return {**quota, "status": {"hard": dict(hard)}}
-
-
-def quota_change_in_force(quota: dict[str, Any]) -> dict[str, Any] | None:
-    """The status write that puts a changed ResourceQuota's new ``spec.hard`` in force; None
-    if ``status.hard`` says it already.
-
-    An update of the spec keeps the old status, and the API server enforces the status:
-    a lowered limit would not bind until the resource-quota controller catches up. The
-    usage counted so far is kept for the resources still limited; one the quota newly
-    limits has no usage yet, so creates of it wait for the count (fail-closed), as with a
-    new quota. Sent with the updated object's resourceVersion: if the quota controller
-    has written the status meanwhile, the PUT fails (409) and overwrites nothing.
+    The API server enforces a quota by its *status*, which the resource-quota controller
+    (kube-controller-manager) fills in: a just-created quota limits nothing, and a
+    changed one keeps its old limits, until it has. A job could create without bound, or
+    beyond a lowered limit, for as long as the controller lags or is down. So nsprov
+    writes ``status.hard`` itself, keeping the usage already counted for resources still
+    limited; a resource with no count yet (every one of a new quota) makes admission
+    refuse its creates ("status unknown for quota") until the controller has counted
+    it: fail-closed from the first instant. The body carries the quota's
+    resourceVersion: if the controller wrote the status meanwhile, the PUT fails (409)
+    and overwrites nothing.
     """
     hard = (quota.get("spec") or {}).get("hard") or {}
     status = quota.get("status") or {}
     if not hard or same_quantities(status.get("hard"), hard):
         return None
+    in_force: dict[str, Any] = {"hard": dict(hard)}
     used = {k: v for k, v in (status.get("used") or {}).items() if k in hard}
-    return {**quota, "status": {"hard": dict(hard), "used": used}}
+    if used:
+        in_force["used"] = used
+    return {**quota, "status": in_force}
 
 
 def quota_counted(quota: dict[str, Any]) -> bool:
@@ -653,6 +633,12 @@ def belongs_to(metadata: dict[str, Any], owner: str, tenant: str | None) -> bool
 
 def cluster_role_of(metadata: dict[str, Any]) -> str | None:
     return (metadata.get("annotations") or {}).get(CLUSTER_ROLE_ANNOTATION)
+
+
+def legacy_template(metadata: dict[str, Any], default_role: str) -> Template:
+    """What a namespace made before templates (no record) is: one RoleBinding, to the role
+    it recorded (``nsprov.io/cluster-role``), else ``default_role``; no bounds."""
+    return Template((cluster_role_of(metadata) or default_role,))
 
 
 def expires_at_of(metadata: dict[str, Any]) -> int | None:

@@ -34,10 +34,9 @@ from typing import Any
 
 from nsprov import bundle
 from nsprov.errors import GrantUnusable, NsprovError
-from nsprov.grant import GrantGuard
+from nsprov.grant import GrantGuard, bind_refusal
 from nsprov.kube import Kube, KubeError
 from nsprov.metrics import Metrics
-from nsprov.template import Template
 from nsprov.watch import (
     LIMIT_RANGES,
     NAMESPACES,
@@ -308,8 +307,8 @@ class Controller:
         template = bundle.template_of(metadata)
         if template is None:
             # Made before templates: its one RoleBinding, nothing added, nothing taken away.
-            role = bundle.cluster_role_of(metadata) or self.cluster_role
-            self._ensure(bundle.wanted_objects(name, self.selector, Template((role,)))[0], name)
+            legacy = bundle.legacy_template(metadata, self.cluster_role)
+            self._ensure(bundle.wanted_objects(name, self.selector, legacy)[0], name)
         else:
             wanted = bundle.wanted_objects(name, self.selector, template)
             refused: list[GrantUnusable] = []
@@ -394,19 +393,13 @@ class Controller:
             if exc.status == 409:
                 return False
             raise
-        in_force = bundle.quota_in_force(quota)
-        if in_force is not None:
-            try:
-                self.kube.replace(bundle.resource_quota_status_path(namespace), in_force)
-            except KubeError as exc:
-                if exc.status not in (404, 409):  # gone, or the quota controller was first
-                    raise
+        self._put_quota_in_force(quota, namespace)
         return True
 
-    def _quota_change_in_force(self, quota: dict[str, Any], namespace: str) -> None:
-        """Make the replaced quota's limits bind now, not once kube-controller-manager has
-        caught up (bundle.quota_change_in_force)."""
-        in_force = bundle.quota_change_in_force(quota)
+    def _put_quota_in_force(self, quota: dict[str, Any], namespace: str) -> None:
+        """Make a created or replaced quota's limits bind now, not once kube-controller-manager
+        has counted them (bundle.quota_in_force), as provisioning does."""
+        in_force = bundle.quota_in_force(quota)
         if in_force is None:
             return
         try:
@@ -437,7 +430,9 @@ class Controller:
         path = f"{wanted.collection}/{wanted.name}"
         if wanted.kind == "rolebinding":
             # roleRef is immutable: a changed binding can only be replaced.
-            refusal = self._grant_refusal(wanted) or self._bind_refusal(wanted)
+            refusal = self._grant_refusal(wanted) or bind_refusal(
+                self.kube, wanted.body["roleRef"]["name"]
+            )
             if refusal is not None and self._usable_binding(existing, wanted):
                 # The record names a grant this controller cannot bind (a roll-out run as
                 # another identity, say): deleting first would leave the job without its
@@ -462,7 +457,7 @@ class Controller:
                 return  # gone or changed since: its event brings it back here
             raise
         if wanted.kind == "resourcequota":
-            self._quota_change_in_force(replaced, namespace)
+            self._put_quota_in_force(replaced, namespace)
         self.metrics.repairs.labels(kind=wanted.kind).inc()
         log.info("repaired namespace=%s kind=%s action=replaced", namespace, wanted.kind)
 
@@ -481,17 +476,6 @@ class Controller:
         if wanted.kind != "rolebinding" or self.grants is None:
             return None
         return self.grants.refusal(wanted.body["roleRef"]["name"])
-
-    def _bind_refusal(self, wanted: bundle.Wanted) -> str | None:
-        """Why this controller's identity may not bind ``wanted``'s ClusterRole; None if it may."""
-        role = wanted.body["roleRef"]["name"]
-        try:
-            answer = self.kube.post(bundle.SELF_SUBJECT_ACCESS_REVIEWS, bundle.bind_review(role))
-        except (KubeError, NsprovError) as exc:
-            return f"cannot check that nsprov may bind grant ClusterRole {role!r}: {exc}"
-        if (answer.get("status") or {}).get("allowed"):
-            return None
-        return f"nsprov may not bind grant ClusterRole {role!r} (its ClusterRole's 'bind' rule)"
 
     def _usable_binding(self, existing: dict[str, Any], wanted: bundle.Wanted) -> bool:
         """Whether a drifted binding may stay until its replacement can be made: it binds

@@ -23,8 +23,10 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from nsprov import bundle
 from nsprov.bundle import RBAC_GROUP as _RBAC_GROUP
-from nsprov.errors import GrantUnusable
+from nsprov.errors import GrantUnusable, NsprovError
+from nsprov.kube import Kube, KubeError
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +96,26 @@ def _show(rule: dict[str, Any]) -> str:
     return f"[{groups}] {resources}: {verbs}"
 
 
+def bind_refusal(kube: Kube, role: str) -> str | None:
+    """Why ``kube``'s identity may not bind ClusterRole ``role``; None if it may.
+
+    Binding a role without holding its rights needs ``bind`` on it, which nsprov's own
+    ClusterRole grants by name. Asked (a SelfSubjectAccessReview) before a record names
+    a role the controller would then fail to bind in a loop, and before a drifted
+    RoleBinding is deleted for a replacement that could not be made.
+    """
+    try:
+        answer = kube.post(bundle.SELF_SUBJECT_ACCESS_REVIEWS, bundle.bind_review(role))
+    except (KubeError, NsprovError) as exc:
+        return f"cannot check that nsprov may bind grant ClusterRole {role!r}: {exc}"
+    if (answer.get("status") or {}).get("allowed"):
+        return None
+    return (
+        f"nsprov may not bind grant ClusterRole {role!r}: add it under 'bind' in "
+        "nsprov's own ClusterRole (k8s/clusterrole.yaml)"
+    )
+
+
 class GrantGuard:
     """What nsprov last learned about each grant ClusterRole; ``require()`` before handing out.
 
@@ -143,7 +165,7 @@ class GrantGuard:
         self._reasons[name] = reasons
         if reasons and not self.allow_unsafe:
             self._verdicts[name] = (
-                f"{_unsafe(name, reasons)} (fix it, or pass --allow-unsafe-grant=true)"
+                f"{describe_unsafe(name, reasons)} (fix it, or pass --allow-unsafe-grant=true)"
             )
         else:
             self._verdicts[name] = None
@@ -195,7 +217,9 @@ class GrantGuard:
             self._logged[name] = (refusal, allowed)
             if refusal is None:
                 if allowed:
-                    log.warning("%s (allowed by --allow-unsafe-grant)", _unsafe(name, [*allowed]))
+                    log.warning(
+                        "%s (allowed by --allow-unsafe-grant)", describe_unsafe(name, [*allowed])
+                    )
                 if previous is None or previous[0] is not None:
                     log.info("grant ClusterRole %r checked: provisioning with it enabled", name)
             elif previous is not None or "not been checked" not in refusal:
@@ -206,5 +230,6 @@ class GrantGuard:
             return list(self._reasons.get(name, [])) if self.allow_unsafe else []
 
 
-def _unsafe(name: str, reasons: list[str]) -> str:
+def describe_unsafe(name: str, reasons: list[str]) -> str:
+    """The one sentence every refusal of an unsafe grant starts with."""
     return f"grant ClusterRole {name!r} is unsafe for tenants: {'; '.join(reasons)}"

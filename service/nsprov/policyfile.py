@@ -24,7 +24,7 @@ import yaml
 
 from nsprov.bundle import Selector, limit_range_item, namespace
 from nsprov.errors import BadRequest
-from nsprov.grant import GrantGuard
+from nsprov.grant import GrantGuard, describe_unsafe
 from nsprov.policy import (
     MAX_OWNER_LENGTH,
     PLACEHOLDER,
@@ -554,10 +554,7 @@ def refuse_unsafe_grants(policy: Policy, base: Profile, grants: GrantGuard) -> N
         for role in resolve(base, policy.defaults, tenant).cluster_roles:
             reasons = grants.unsafe(role)
             if reasons:
-                raise PolicyError(
-                    f"{where}: grant ClusterRole {role!r} is unsafe for tenants: "
-                    f"{'; '.join(reasons)}"
-                )
+                raise PolicyError(f"{where}: {describe_unsafe(role, reasons)}")
 
 
 class PolicyFile:

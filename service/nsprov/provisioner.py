@@ -42,7 +42,6 @@ from nsprov.kube import Kube, KubeError
 from nsprov.metrics import Metrics
 from nsprov.namespacecache import QuotaSource, ReadYourWrites
 from nsprov.policy import Profile
-from nsprov.template import Template
 from nsprov.ttl import format_duration
 
 log = logging.getLogger(__name__)
@@ -352,7 +351,7 @@ class Provisioner:
         caps = self._caps(owner, profile)
         try:
             if caps:
-                await self._check_caps(owner, caps)  # from the cache: turns most excess away
+                await self._check_caps(caps)  # from the cache: turns most excess away
             created = await self._call(self.kube.post, bundle.NAMESPACES_PATH, manifest)
             self._remember(created)
         except KubeError as exc:
@@ -451,7 +450,7 @@ class Provisioner:
             )
         return caps
 
-    async def _check_caps(self, owner: str, caps: Sequence[_Cap]) -> None:
+    async def _check_caps(self, caps: Sequence[_Cap]) -> None:
         live = [obj for obj in await self._managed() if not bundle.is_terminating(obj)]
         for cap in caps:
             if sum(1 for obj in live if cap.counts(obj["metadata"])) >= cap.limit:
@@ -528,8 +527,8 @@ class Provisioner:
         metadata = namespace["metadata"]
         name = metadata["name"]
         expires_at = bundle.expires_at_of(metadata) or math.ceil(self.clock())
-        template = bundle.template_of(metadata) or Template(
-            cluster_roles=(bundle.cluster_role_of(metadata) or profile.cluster_roles[0],)
+        template = bundle.template_of(metadata) or bundle.legacy_template(
+            metadata, profile.cluster_roles[0]
         )
         self._require_grants(template.cluster_roles)
         await asyncio.gather(

@@ -28,7 +28,7 @@ from typing import Any
 
 from nsprov import bundle
 from nsprov.errors import NsprovError
-from nsprov.grant import unsafe_reasons
+from nsprov.grant import bind_refusal, describe_unsafe, unsafe_reasons
 from nsprov.kube import Kube, KubeError, load_api_client
 from nsprov.policy import Policy, Profile, flags_profile, resolve
 from nsprov.policyfile import PolicyError, check_profiles, parse_policy
@@ -38,7 +38,6 @@ from nsprov.template import Template
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 500
-SELF_SUBJECT_ACCESS_REVIEWS = bundle.SELF_SUBJECT_ACCESS_REVIEWS
 ATTEMPTS = 5
 """Patches of one namespace before giving up when it keeps changing under us (409)."""
 _POLL_SECONDS = 1.0
@@ -145,27 +144,8 @@ class Rollout:
             return f"cannot read grant ClusterRole {role!r}: {exc.detail}"
         reasons = unsafe_reasons(found)
         if reasons and not self.allow_unsafe_grant:
-            return f"grant ClusterRole {role!r} is unsafe for tenants: {'; '.join(reasons)}"
-        return self._bind_refusal(role)
-
-    def _bind_refusal(self, role: str) -> str | None:
-        """Why the controller could not bind ``role`` (no ``bind`` on it); None if it can.
-
-        Asked for the identity the roll-out runs as, which in nsprov's pod is the
-        controller's. Without the check a record naming such a role would leave the
-        controller failing (403) in a loop, and a namespace whose first grant changed
-        without its RoleBinding: the drifted one is deleted before the new one is made.
-        """
-        try:
-            answer = self.kube.post(SELF_SUBJECT_ACCESS_REVIEWS, bundle.bind_review(role))
-        except (KubeError, NsprovError) as exc:
-            return f"cannot check that nsprov may bind grant ClusterRole {role!r}: {exc}"
-        if (answer.get("status") or {}).get("allowed"):
-            return None
-        return (
-            f"nsprov may not bind grant ClusterRole {role!r}: add it under 'bind' in "
-            "nsprov's own ClusterRole (k8s/clusterrole.yaml)"
-        )
+            return describe_unsafe(role, reasons)
+        return bind_refusal(self.kube, role)
 
     # ---- the run --------------------------------------------------------------------------
 

@@ -70,10 +70,14 @@ def test_role_binding_shape_and_drift_detection() -> None:
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": bundle.SERVICE_ACCOUNT, "namespace": "np-abc"}
     ]
-    assert bundle.role_binding_is_right(binding, "np-abc", "grant")
-    assert not bundle.role_binding_is_right(binding, "np-abc", "other")
+
+    def wanted(role: str) -> bundle.Wanted:
+        return bundle.wanted_objects("np-abc", SELECTOR, Template((role,)))[0]
+
+    assert bundle.is_right(binding, wanted("grant"))
+    assert not bundle.is_right(binding, wanted("other"))
     changed = {**binding, "subjects": [*binding["subjects"], {"kind": "User", "name": "eve"}]}
-    assert not bundle.role_binding_is_right(changed, "np-abc", "grant")
+    assert not bundle.is_right(changed, wanted("grant"))
 
 
 def test_service_account_does_not_automount() -> None:
@@ -188,10 +192,10 @@ def test_a_changed_quota_is_put_in_force_keeping_what_is_counted() -> None:
         "status": {"hard": {"pods": "2", "configmaps": "3"},
                    "used": {"pods": "1", "configmaps": "1"}},
     }  # fmt: skip
-    body = bundle.quota_change_in_force(quota)
+    body = bundle.quota_in_force(quota)
     assert body is not None
     assert body["metadata"]["resourceVersion"] == "9"
     # secrets has no count yet: its creates wait for kube-controller-manager (fail-closed).
     assert body["status"] == {"hard": {"pods": "1", "secrets": "2"}, "used": {"pods": "1"}}
     in_force = {**quota, "status": {"hard": {"pods": "1", "secrets": "2"}}}
-    assert bundle.quota_change_in_force(in_force) is None
+    assert bundle.quota_in_force(in_force) is None
