@@ -8,6 +8,7 @@ of a namespace, so the two can never disagree about it.
 from __future__ import annotations
 
 import calendar
+import functools
 import hashlib
 import re
 import secrets
@@ -489,21 +490,29 @@ def nsprov_object_names(namespace_name: str) -> list[tuple[str, str, str]]:
     return found
 
 
-def _quantity(text: object) -> Decimal | None:
+def quantity(text: object) -> Decimal | None:
+    """A Kubernetes quantity (``500m``, ``8Gi``) in base units (cores, bytes, objects);
+    None when ``text`` is not one. Parsed once per distinct text: thousands of quotas
+    hold the same few limits."""
+    return _parse_quantity(text) if isinstance(text, str) else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_quantity(text: str) -> Decimal | None:
     # Imported here: the command line imports this module, and must start without the
     # server's libraries (kubernetes is not installed with the client alone).
     from kubernetes.utils import parse_quantity
 
     try:
         return parse_quantity(text)  # type: ignore[no-any-return]
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, ArithmeticError):
         return None
 
 
 def _as_stored(text: str) -> Decimal | None:
     """A quantity as the API server stores it in a quota or limit range: rounded up to a
     milli-unit (1.5m -> 2m, 1.0001 -> 1001m, 100u -> 1m)."""
-    value = _quantity(text)
+    value = quantity(text)
     if value is None:
         return None
     return (value * 1000).to_integral_value(rounding=ROUND_CEILING) / 1000
@@ -515,7 +524,7 @@ def same_quantities(have: object, want: dict[str, str]) -> bool:
     if not isinstance(have, dict) or set(have) != set(want):
         return False
     return all(
-        _quantity(have[k]) is not None and _quantity(have[k]) == _as_stored(v)
+        quantity(have[k]) is not None and quantity(have[k]) == _as_stored(v)
         for k, v in want.items()
     )
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -66,23 +65,10 @@ def count_by_tenant(
 
 def _add(sums: dict[tuple[str, str], Decimal], tenant: str, quantities: dict[str, str]) -> None:
     for resource, text in quantities.items():
-        value = _quantity(text)
+        value = bundle.quantity(text)
         if value is not None:
             key = (tenant, resource)
             sums[key] = sums.get(key, _ZERO) + value
-
-
-@functools.lru_cache(maxsize=4096)
-def _quantity(text: str) -> Decimal | None:
-    """A Kubernetes quantity (``500m``, ``8Gi``) in base units (cores, bytes, objects)."""
-    # Imported here: the command line imports the ground floor, and must start without
-    # the server's libraries.
-    from kubernetes.utils import parse_quantity
-
-    try:
-        return parse_quantity(text)  # type: ignore[no-any-return]
-    except (ValueError, TypeError, ArithmeticError):
-        return None
 
 
 class _ByTenant(Collector):

@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from nsprov import bundle
 from nsprov.bundle import Selector, limit_range_item, namespace
 from nsprov.errors import BadRequest
 from nsprov.grant import GrantGuard, describe_unsafe
@@ -262,10 +263,11 @@ def _quantities(value: Any, where: str) -> Mapping[str, str]:
 
 
 def _amount(text: str) -> Decimal:
-    # Imported here, as in bundle.py: the command line must start without kubernetes.
-    from kubernetes.utils import parse_quantity
-
-    return parse_quantity(text)  # type: ignore[no-any-return]
+    """A quantity that ``_QUANTITY`` has admitted already."""
+    value = bundle.quantity(text)
+    if value is None:
+        raise ValueError(f"{text!r} is not a quantity")
+    return value
 
 
 def _check_quota(hard: Mapping[str, str], where: str) -> None:
