@@ -248,11 +248,16 @@ class Policy:
     def tenant_named(self, name: str) -> Tenant | None:
         return next((t for t in self.tenants if t.name == name), None)
 
+    def profiles(self, base: Profile) -> list[tuple[str, Profile]]:
+        """The defaults' profile and each tenant's, resolved on ``base``, each with where it
+        comes from as a policy error names it ("defaults", "tenant 'web'")."""
+        found = [("defaults", resolve(base, self.defaults, None))]
+        found += [(f"tenant {t.name!r}", resolve(base, self.defaults, t)) for t in self.tenants]
+        return found
+
     def cluster_roles(self, base: Profile) -> list[str]:
         """Every ClusterRole this policy may bind (each is checked before it is handed out)."""
-        roles = [*resolve(base, self.defaults, None).cluster_roles]
-        for tenant in self.tenants:
-            roles += resolve(base, self.defaults, tenant).cluster_roles
+        roles = [role for _, profile in self.profiles(base) for role in profile.cluster_roles]
         return list(dict.fromkeys(roles))
 
 

@@ -39,7 +39,6 @@ from nsprov.policy import (
     TemplateSettings,
     Tenant,
     TenantSettings,
-    resolve,
 )
 from nsprov.template import LIMIT_KEYS, MAX_CLUSTER_ROLES, NETWORK_POLICIES
 from nsprov.ttl import format_duration, parse_duration
@@ -498,10 +497,7 @@ def check_profiles(policy: Policy, base: Profile, min_ttl: float) -> None:
     Each tenant is checked as it resolves (its settings, else the defaults', else the
     flags'), so a problem that only shows in the combination is found too.
     """
-    tenants: list[Tenant | None] = [None, *policy.tenants]
-    for tenant in tenants:
-        where = f"tenant {tenant.name!r}" if tenant is not None else "defaults"
-        profile = resolve(base, policy.defaults, tenant)
+    for where, profile in policy.profiles(base):
         if profile.ttl > profile.max_ttl:
             raise PolicyError(
                 f"{where}: ttl {format_duration(profile.ttl)} is above its maxTTL "
@@ -550,10 +546,8 @@ def refuse_unsafe_grants(policy: Policy, base: Profile, grants: GrantGuard) -> N
     A grant nsprov has not seen (missing, or before the first list) passes here; requests
     of the tenants using it answer 503 until it exists and is safe (GrantGuard).
     """
-    tenants: list[Tenant | None] = [None, *policy.tenants]
-    for tenant in tenants:
-        where = f"tenant {tenant.name!r}" if tenant is not None else "defaults"
-        for role in resolve(base, policy.defaults, tenant).cluster_roles:
+    for where, profile in policy.profiles(base):
+        for role in profile.cluster_roles:
             reasons = grants.unsafe(role)
             if reasons:
                 raise PolicyError(f"{where}: {describe_unsafe(role, reasons)}")
