@@ -114,6 +114,12 @@ def looks_like_jwt(token: str) -> bool:
     return isinstance(header, dict)
 
 
+def _verifier_for(kube: Kube | None) -> Verifier:
+    from nsprov.oidc import Verifier  # here: PyJWT loads only when an ID token needs it
+
+    return Verifier(kube)
+
+
 def bearer_token(header: str | None) -> str:
     if not header:
         raise Unauthorized("missing Authorization header (expected 'Bearer <token>')")
@@ -142,9 +148,8 @@ class Authenticator:
         self.tokens = tokens
         self.policy = policy
         self.base = base
-        self._kube = kube
         self._verifier = verifier
-        self._make_verifier = make_verifier
+        self._make_verifier = make_verifier or (lambda: _verifier_for(kube))
         self._verifier_lock = threading.Lock()
         self.verify_limiter = anyio.CapacityLimiter(VERIFY_THREADS)
 
@@ -154,12 +159,7 @@ class Authenticator:
         replica that meets an ID token, never by one that serves static tokens alone."""
         with self._verifier_lock:
             if self._verifier is None:
-                if self._make_verifier is not None:
-                    self._verifier = self._make_verifier()
-                else:
-                    from nsprov.oidc import Verifier
-
-                    self._verifier = Verifier(self._kube)
+                self._verifier = self._make_verifier()
             return self._verifier
 
     async def authenticate(self, header: str | None) -> Caller:
