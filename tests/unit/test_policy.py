@@ -382,6 +382,17 @@ def test_a_tenant_resolves_over_the_defaults_over_the_flags() -> None:
         ("defaults: {clusterRole: ../admin}", "not a ClusterRole name"),
         ("defaults: {maxNamespaces: -1}", "expected a whole number >= 0"),
         ("defaults: {podSecurity: lax}", "expected privileged, baseline"),
+        ("defaults: {maxGracePeriod: 1.5s}", "defaults.maxGracePeriod: must be whole seconds"),
+        ("defaults: {maxGracePeriod: '30'}", "missing unit"),
+        ("defaults: {maxGracePeriod: -1s}", "must be positive"),
+        ("defaults: {serviceTypes: [ClusterIP, Ingress]}", "'Ingress' is not a Service type"),
+        ("defaults: {serviceTypes: [ClusterIP, ClusterIP]}", "a type is listed twice"),
+        ("defaults: {serviceTypes: []}", "expected a string or a list of strings"),
+        ("tenants: [{name: t, match: {token: x}, finalizers: [never]}]",
+         "tenants[0].finalizers: 'never' is not a domain-qualified finalizer name"),
+        ("defaults: {finalizers: ['example.com/a,b']}", "not a domain-qualified"),
+        ("defaults: {finalizers: [example.com/a, example.com/a]}", "listed twice"),
+        ("defaults: {finalizer: [example.com/a]}", "(did you mean 'finalizers'?)"),
     ],
 )  # fmt: skip
 def test_bad_settings_are_refused_with_where_and_why(text: str, message: str) -> None:
@@ -519,3 +530,37 @@ def test_annotations_too_big_for_a_namespace_are_refused() -> None:
     assert "defaults: the namespace's annotations would take" in str(refused.value)
     check_profiles(_policy("defaults: {annotations: {example.com/note: " + "x" * 1000 + "}}"),
                    _BASE, min_ttl=30)  # fmt: skip
+
+
+def test_a_tenants_bounds_inside_its_namespace_resolve_like_its_other_settings() -> None:
+    """maxGracePeriod, serviceTypes and finalizers: the tenant's, else the defaults', else
+    Kubernetes' own (30 s, ClusterIP, none); a tenant's list replaces the defaults'."""
+    policy = _policy(
+        """
+        defaults:
+          maxGracePeriod: 1m
+          finalizers: [example.com/shared]
+        tenants:
+          - name: roomy
+            match: {token: roomy}
+            maxGracePeriod: 2m30s
+            serviceTypes: [ClusterIP, LoadBalancer]
+            finalizers: [example.com/cleanup]
+          - name: none
+            match: {token: none}
+            finalizers: []
+          - name: plain
+            match: {token: plain}
+        """
+    )
+    roomy = resolve(_BASE, policy.defaults, policy.tenant_named("roomy")).template
+    assert (roomy.max_grace_seconds, roomy.service_types, roomy.finalizers) == (
+        150, ("ClusterIP", "LoadBalancer"), ("example.com/cleanup",))  # fmt: skip
+    none = resolve(_BASE, policy.defaults, policy.tenant_named("none")).template
+    assert none.finalizers == ()
+    plain = resolve(_BASE, policy.defaults, policy.tenant_named("plain")).template
+    assert (plain.max_grace_seconds, plain.service_types, plain.finalizers) == (
+        60, ("ClusterIP",), ("example.com/shared",))  # fmt: skip
+    flags = resolve(_BASE, _policy("{}").defaults, None).template
+    assert (flags.max_grace_seconds, flags.service_types, flags.finalizers) == (
+        30, ("ClusterIP",), ())  # fmt: skip

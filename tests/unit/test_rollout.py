@@ -86,7 +86,9 @@ def test_patch_writes_the_record_and_what_derives_from_it() -> None:
     old = _template(labels={"team": "a", "gone": "x"}, annotations={"note": "n"},
                     pod_security="baseline")  # fmt: skip
     new = _template(cluster_roles=("grant-b", "grant-c"), labels={"team": "b", "new": "y"},
-                    pod_security="restricted", resource_quota={"pods": "5"})  # fmt: skip
+                    pod_security="restricted", resource_quota={"pods": "5"},
+                    max_grace_seconds=120, service_types=("ClusterIP", "LoadBalancer"),
+                    finalizers=("example.com/a", "example.com/b"))  # fmt: skip
     patch = bundle.template_patch(_namespace(old)["metadata"], SELECTOR, new, "web")["metadata"]
     assert patch["resourceVersion"] == "7"
     assert patch["labels"] == {
@@ -101,6 +103,10 @@ def test_patch_writes_the_record_and_what_derives_from_it() -> None:
         "note": None,
         bundle.CLUSTER_ROLE_ANNOTATION: "grant-b",
         bundle.TEMPLATE_ANNOTATION: new.record(),
+        # What the admission policies read: a roll-out carries a tenant's new bounds too.
+        bundle.MAX_GRACE_ANNOTATION: "120",
+        bundle.SERVICE_TYPES_ANNOTATION: "ClusterIP,LoadBalancer",
+        bundle.FINALIZERS_ANNOTATION: "example.com/a,example.com/b",
     }
 
 
