@@ -473,6 +473,13 @@ def test_the_example_policy_configmap_is_a_valid_policy() -> None:
     assert web.max_namespaces == 20
     assert web.template.network_policy == "isolated"
     assert dict(web.template.resource_quota)["pods"] == "20"
+    # No load balancers or node ports, and the Kubernetes default grace, for every tenant.
+    for tenant in ("web", "legacy-ci"):
+        template = resolve(flags_profile(Settings()), policy.defaults,
+                           policy.tenant_named(tenant)).template  # fmt: skip
+        assert template.resource_quota["services.loadbalancers"] == "0"
+        assert template.resource_quota["services.nodeports"] == "0"
+        assert (template.max_grace_seconds, template.service_types) == (30, ("ClusterIP",))
     patch = yaml.safe_load((root / "k8s/examples/policy-patch.yaml").read_text())
     container = patch["spec"]["template"]["spec"]["containers"][0]
     assert container["env"][0]["value"] == "/etc/nsprov/policy/policy.yaml"
