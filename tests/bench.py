@@ -658,10 +658,6 @@ def oidc(args: argparse.Namespace) -> None:
         core.api_client.close()
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
-
-
 # busybox sh ignoring SIGTERM; its child inherits the ignored signal: only the SIGKILL at
 # the end of the grace period ends the pod.
 _STUBBORN = "trap '' TERM; sleep 3600 & wait"
@@ -753,3 +749,7 @@ def _stubborn_pod(name: str) -> client.V1Pod:
             ]
         ),
     )  # fmt: skip
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
