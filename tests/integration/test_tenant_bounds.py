@@ -286,9 +286,13 @@ def test_a_pod_may_not_ask_for_a_grace_above_its_tenants_limit(
     alice.core.create_namespaced_pod(alice.namespace, _pod("default"), **DRY)  # 30: the default
     alice.core.create_namespaced_pod(alice.namespace, _pod("quick", grace=30), **DRY)
     # Refused in the Deployment, where the tenant wrote it, not in pods that never appear.
-    _refused(lambda: alice.apps.create_namespaced_deployment(
-        alice.namespace, _deployment("slow", grace=600)),
-        "terminationGracePeriodSeconds 600 in the pod template", way_out)  # fmt: skip
+    _refused(
+        lambda: alice.apps.create_namespaced_deployment(
+            alice.namespace, _deployment("slow", grace=600)
+        ),
+        "terminationGracePeriodSeconds 600 in the pod template of deployments.apps",
+        way_out,
+    )
 
     # bob's tenant has maxGracePeriod: 2m.
     bob.core.create_namespaced_pod(bob.namespace, _pod("slower", grace=120), **DRY)

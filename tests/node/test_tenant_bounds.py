@@ -137,7 +137,7 @@ def test_a_tenant_finalizer_and_a_long_grace_in_a_template_are_refused(
     )
     refused = _tenant(kubeconfig, "apply", "-f", "-", stdin=manifest)
     assert refused.returncode != 0
-    assert "600 in the pod template of deployments" in refused.stderr, refused.stderr
+    assert "600 in the pod template of deployments.apps" in refused.stderr, refused.stderr
     assert node.kubectl("-n", name, "get", "configmaps,deployments", "-o", "name").split() == [
         "configmap/kube-root-ca.crt"
     ]
