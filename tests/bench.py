@@ -18,6 +18,12 @@ Prints figures; asserts nothing (speed targets do not belong in timed tests).
     python -m tests.bench oidc [--requests 100] [--rotations 5]
         POST latency with an OIDC ID token (loopback issuer, warm key cache) vs a
         static token, interleaved; then the first request after each key rotation.
+    python -m tests.bench expiry-pods [--namespaces 3] [--pods 10] [--ttl 60]
+        time from each namespace's expiry to the namespace being gone, each holding
+        ``pods`` running pods that ignore SIGTERM, on a fresh control plane with a node
+        (root, containerd: see README; not in ``make bench``; where others use the
+        node, run it under ``flock /tmp/nsprov-node.lock``). nsprov runs as a local
+        process with k8s/'s admission policies applied (maxGracePeriod 30 s).
     python -m tests.bench client [--runs 20]
         time from `nsprov run` start to CMD start vs. the same POST through curl,
         and the installed size of `pip install nsprov` vs. `pip install 'nsprov[server]'`.
@@ -47,7 +53,8 @@ from kubernetes import client, config
 
 from nsprov.oidc import Verifier
 from nsprov.policyfile import parse_policy
-from tests.cluster import controlplane
+from tests.cluster import build, controlplane, images
+from tests.cluster import node as node_module
 from tests.integration.service import RunningService, running_service
 from tests.oidc_issuer import LoopbackIssuer
 
@@ -494,8 +501,14 @@ def main() -> int:
     burst_.add_argument("--lead", type=float, default=40.0)
     client_ = commands.add_parser("client")
     client_.add_argument("--runs", type=int, default=20)
+    pods_ = commands.add_parser("expiry-pods")
+    pods_.add_argument("--namespaces", type=int, default=3)
+    pods_.add_argument("--pods", type=int, default=10)
+    pods_.add_argument("--ttl", type=int, default=60)
     args = parser.parse_args()
-    if args.command == "controller":
+    if args.command == "expiry-pods":
+        expiry_pods(args)
+    elif args.command == "controller":
         controller(args)
     elif args.command == "burst":
         burst(args)
@@ -643,6 +656,99 @@ def oidc(args: argparse.Namespace) -> None:
         for ns in core.list_namespace(label_selector=SELECTOR).items:
             core.delete_namespace(ns.metadata.name)
         core.api_client.close()
+
+
+# busybox sh ignoring SIGTERM; its child inherits the ignored signal: only the SIGKILL at
+# the end of the grace period ends the pod.
+_STUBBORN = "trap '' TERM; sleep 3600 & wait"
+
+
+def expiry_pods(args: argparse.Namespace) -> None:
+    """Expiry to namespace gone, with pods that ignore SIGTERM (issue 18's target: at most
+    the tenant's maxGracePeriod, 30 s here, + 15 s)."""
+    _print_header()
+    reason = node_module.unavailable()
+    if reason:
+        print(f"no node here: {reason}")
+        return
+    with controlplane.running(with_node=True) as plane, tempfile.TemporaryDirectory() as tmp:
+        admin = config.new_client_from_config(config_file=str(plane.kubeconfig))
+        rbac = client.RbacAuthorizationV1Api(admin)
+        rule = client.V1PolicyRule(api_groups=[""], resources=["pods"],
+                                   verbs=["get", "list", "create", "delete"])  # fmt: skip
+        rbac.create_cluster_role(
+            client.V1ClusterRole(metadata=client.V1ObjectMeta(name=GRANT), rules=[rule])
+        )
+        kubectl = str(build.binaries().kubectl)
+        subprocess.run(
+            [kubectl, f"--kubeconfig={plane.kubeconfig}", "apply", "-f",
+             str(_REPO / "k8s" / "admission-policy.yaml")],
+            check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
+        core = client.CoreV1Api(admin)
+        with running_service(plane.kubeconfig, Path(tmp), ["--min-ttl=1s"]) as service:
+
+            def one(index: int) -> tuple[str, float]:
+                with httpx.Client(base_url=service.url, timeout=60) as http:
+                    response = http.post(
+                        "/api/v1/namespaces", params={"ttl": f"{args.ttl}s"},
+                        headers=service.auth(),
+                    )  # fmt: skip
+                assert response.status_code == 201, response.text
+                name = response.headers["x-namespace"]
+                path = Path(tmp) / f"tenant-{index}"
+                path.write_text(response.text)
+                tenant = config.new_client_from_config(config_file=str(path))
+                try:
+                    pods = client.CoreV1Api(tenant)
+                    for i in range(args.pods):
+                        pods.create_namespaced_pod(name, _stubborn_pod(f"p{i}"))
+                finally:
+                    tenant.close()
+                while True:
+                    phases = [p.status.phase for p in core.list_namespaced_pod(name).items]
+                    if phases.count("Running") == args.pods:
+                        break
+                    time.sleep(0.5)
+                labels = core.read_namespace(name).metadata.labels
+                expires_at = int(labels["nsprov.io/expires-at"])
+                if time.time() >= expires_at:
+                    raise RuntimeError(f"{name}: pods not running before expiry; raise --ttl")
+                while True:
+                    try:
+                        core.read_namespace(name)
+                    except client.exceptions.ApiException as exc:
+                        if exc.status == 404:
+                            return name, time.time() - expires_at
+                        raise
+                    time.sleep(0.2)
+
+            with concurrent.futures.ThreadPoolExecutor(args.namespaces) as pool:
+                results = list(pool.map(one, range(args.namespaces)))
+        admin.close()
+    for name, past in results:
+        print(f"{name}: gone {past:.1f}s after its expiry ({args.pods} pods ignoring SIGTERM)")
+    gone = [past for _, past in results]
+    print(
+        f"expiry to gone, {len(gone)} namespaces x {args.pods} pods: "
+        f"p50={statistics.median(gone):.1f}s max={max(gone):.1f}s "
+        f"(target: maxGracePeriod 30s + 15s = 45s)"
+    )
+
+
+def _stubborn_pod(name: str) -> client.V1Pod:
+    image = images.BUSYBOX_IMAGE
+    return client.V1Pod(
+        metadata=client.V1ObjectMeta(name=name),
+        spec=client.V1PodSpec(
+            containers=[
+                client.V1Container(
+                    name="c", image=image, image_pull_policy="Never",
+                    command=["sh", "-c", _STUBBORN],
+                )
+            ]
+        ),
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

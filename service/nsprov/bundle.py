@@ -38,6 +38,12 @@ CLUSTER_ROLE_ANNOTATION = "nsprov.io/cluster-role"
 # The ttl the creating request asked for, as a Go duration in seconds ("1800.0s"): a replay
 # with the same Idempotency-Key must ask for the same, or it is not the same request.
 REQUESTED_TTL_ANNOTATION = "nsprov.io/requested-ttl"
+# What a tenant may do inside its namespace, for the admission policies to read through
+# namespaceObject (k8s/admission-policy.yaml): the longest pod grace period in seconds, the
+# Service types and the extra finalizers it may add, the lists comma-separated.
+MAX_GRACE_ANNOTATION = "nsprov.io/max-grace-seconds"
+SERVICE_TYPES_ANNOTATION = "nsprov.io/service-types"
+FINALIZERS_ANNOTATION = "nsprov.io/finalizers"
 SERVICE_ACCOUNT = "namespace-provisioner"
 ROLE_BINDING = "namespace-provisioner"
 # The bounds of a template: one object each, all named so.
@@ -178,6 +184,21 @@ def namespace_labels(
     return labels
 
 
+def bound_annotations(template: Template) -> dict[str, str]:
+    """The annotations that tell the admission policies a template's bounds on the tenant.
+
+    CEL cannot parse the template's JSON record, so the three values it needs are
+    spelled out: a whole number and two comma-separated lists (no Service type or
+    finalizer name contains a comma). An empty finalizers list is written as ``""``
+    rather than left out, so the namespace says "none" instead of "made before this".
+    """
+    return {
+        MAX_GRACE_ANNOTATION: str(template.max_grace_seconds),
+        SERVICE_TYPES_ANNOTATION: ",".join(template.service_types),
+        FINALIZERS_ANNOTATION: ",".join(template.finalizers),
+    }
+
+
 def owner_hash(owner: str) -> str:
     return hashlib.sha256(owner.encode()).hexdigest()[:40]
 
@@ -204,6 +225,7 @@ def namespace(
         OWNER_ANNOTATION: owner,
         CLUSTER_ROLE_ANNOTATION: template.cluster_roles[0],
         TEMPLATE_ANNOTATION: template.record(),
+        **bound_annotations(template),
     }
     if requested_ttl is not None:
         annotations[REQUESTED_TTL_ANNOTATION] = f"{float(requested_ttl)!r}s"
@@ -237,7 +259,8 @@ def template_patch(
 
     Everything ``namespace()`` derives from the template is set: the record, the first
     ClusterRole, the Pod Security labels (removed, with null, when the new template has
-    no level) and the extra labels and annotations. Extra keys the namespace's old
+    no level), the bounds the admission policies read (``bound_annotations``) and the
+    extra labels and annotations. Extra keys the namespace's old
     record had and the new one has not are removed; a namespace made before templates
     had none. Nothing else is touched: not the expiry, the owner, the requested ttl.
     With ``tenant`` the tenant label is written too (namespaces made before it existed
@@ -263,6 +286,7 @@ def template_patch(
         labels[TENANT_LABEL] = tenant
     annotations[CLUSTER_ROLE_ANNOTATION] = template.cluster_roles[0]
     annotations[TEMPLATE_ANNOTATION] = template.record()
+    annotations.update(bound_annotations(template))
     return {
         "metadata": {
             "resourceVersion": metadata.get("resourceVersion"),

@@ -5,7 +5,9 @@ job may do inside its namespace. Some rights would let a job undo nsprov's
 guarantees: editing its own Namespace (lifting the expiry label or the Pod
 Security level), creating or changing RoleBindings or Roles (granting itself
 more, or keeping a foothold), minting tokens, rewriting the quota, limits or
-network policy that bound it, or anything through a wildcard.
+network policy that bound it, writing endpoints (a Service's traffic sent to any
+address, the cluster's own included: CVE-2021-25740), or anything through a
+wildcard.
 nsprov refuses to start with such a grant unless told it is intended.
 
 A grant can change while nsprov runs, so the check does not end at start:
@@ -40,6 +42,12 @@ _BOUNDS = {
     ("networking.k8s.io", "networkpolicies"): "network policy",
     ("extensions", "networkpolicies"): "network policy",
 }
+
+
+# Where a Service's traffic goes. The EndpointSlice controller writes them for Services
+# with a selector; a tenant who may write them sends its Services' (and its Ingresses')
+# traffic to any IP, also outside its namespace and past its network policy.
+_ENDPOINTS = {("", "endpoints"), ("discovery.k8s.io", "endpointslices")}
 
 
 def _has(values: list[str] | None, *wanted: str) -> bool:
@@ -86,6 +94,11 @@ def unsafe_reasons(cluster_role: dict[str, Any]) -> list[str]:
                          if group in groups and res in bases})  # fmt: skip
         if bounds and writes:
             reasons.append(f"tenants could change their own {' and '.join(bounds)}: {_show(rule)}")
+        if writes and any(group in groups and res in bases for group, res in _ENDPOINTS):
+            reasons.append(
+                "tenants could write endpoints (send Service traffic to any address, "
+                f"CVE-2021-25740): {_show(rule)}"
+            )
     return list(dict.fromkeys(reasons))
 
 

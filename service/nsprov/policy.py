@@ -146,6 +146,11 @@ class TenantSettings:
     labels: Mapping[str, str] | None = None
     annotations: Mapping[str, str] | None = None
     template: TemplateSettings = field(default_factory=TemplateSettings)
+    max_grace_seconds: int | None = None
+    """``maxGracePeriod``, in whole seconds."""
+    service_types: tuple[str, ...] | None = None
+    finalizers: tuple[str, ...] | None = None
+    """Replaces the defaults' list (it does not add to it): a tenant can be given fewer."""
 
 
 @dataclass(frozen=True)
@@ -208,6 +213,11 @@ def resolve(base: Profile, defaults: TenantSettings, tenant: Tenant | None) -> P
         annotations=MappingProxyType(
             {**flags.annotations, **(defaults.annotations or {}), **(own.annotations or {})}
         ),
+        max_grace_seconds=_pick(
+            own.max_grace_seconds, defaults.max_grace_seconds, flags.max_grace_seconds
+        ),
+        service_types=_pick(own.service_types, defaults.service_types, flags.service_types),
+        finalizers=_pick(own.finalizers, defaults.finalizers, flags.finalizers),
     )
     return Profile(
         tenant=tenant.name if tenant is not None else base.tenant,

@@ -40,7 +40,7 @@ from nsprov.policy import (
     Tenant,
     TenantSettings,
 )
-from nsprov.template import LIMIT_KEYS, MAX_CLUSTER_ROLES, NETWORK_POLICIES
+from nsprov.template import LIMIT_KEYS, MAX_CLUSTER_ROLES, NETWORK_POLICIES, SERVICE_TYPES
 from nsprov.ttl import format_duration, parse_duration
 
 log = logging.getLogger(__name__)
@@ -177,7 +177,8 @@ def _kind(value: Any) -> str:
 
 _SETTINGS_KEYS = (
     "clusterRole", "ttl", "maxTTL", "maxLifetime", "maxNamespaces", "maxNamespacesPerOwner",
-    "podSecurity", "labels", "annotations", "template",
+    "podSecurity", "labels", "annotations", "template", "maxGracePeriod", "serviceTypes",
+    "finalizers",
 )  # fmt: skip
 _TEMPLATE_KEYS = ("resourceQuota", "limitRange", "networkPolicy", "isolatedEgress")
 
@@ -216,7 +217,66 @@ def _settings(reader: _Reader) -> TenantSettings:
         labels=labels,
         annotations=annotations,
         template=template,
+        max_grace_seconds=_grace(reader),
+        service_types=_service_types(reader),
+        finalizers=_finalizers(reader),
     )
+
+
+def _grace(reader: _Reader) -> int | None:
+    """``maxGracePeriod`` in seconds: pods count their grace in whole seconds."""
+    seconds = reader.duration("maxGracePeriod")
+    if seconds is None:
+        return None
+    if seconds != int(seconds):
+        raise PolicyError(
+            f"{reader.at('maxGracePeriod')}: must be whole seconds (terminationGracePeriodSeconds "
+            "is), e.g. 30s or 2m"
+        )
+    return int(seconds)
+
+
+def _service_types(reader: _Reader) -> tuple[str, ...] | None:
+    types = reader.strings("serviceTypes")
+    for kind in types or ():
+        if kind not in SERVICE_TYPES:
+            raise PolicyError(
+                f"{reader.at('serviceTypes')}: {kind!r} is not a Service type "
+                f"({', '.join(SERVICE_TYPES)})"
+            )
+    if types is not None and len(set(types)) != len(types):
+        raise PolicyError(f"{reader.at('serviceTypes')}: a type is listed twice")
+    return types
+
+
+def _finalizers(reader: _Reader) -> tuple[str, ...] | None:
+    """Extra finalizers a tenant may add: domain-qualified names (``example.com/cleanup``).
+
+    Kubernetes' own (``foregroundDeletion``, ``kubernetes.io/pvc-protection``, ...) need
+    no listing: the admission policy allows each where Kubernetes removes it. An empty
+    list is allowed (a tenant may get none of the defaults' names).
+    """
+    value = reader.data.get("finalizers")
+    if value is None:
+        return None
+    if value == []:
+        return ()
+    names = reader.strings("finalizers") or ()
+    for name in names:
+        prefix, slash, short = name.partition("/")
+        if (
+            not slash
+            or len(prefix) > 253
+            or not _DNS_SUBDOMAIN.fullmatch(prefix)
+            or not _QUALIFIED_NAME.fullmatch(short)
+        ):
+            raise PolicyError(
+                f"{reader.at('finalizers')}: {name!r} is not a domain-qualified finalizer name "
+                "(e.g. example.com/cleanup)"
+            )
+    if len(set(names)) != len(names):
+        raise PolicyError(f"{reader.at('finalizers')}: a finalizer is listed twice")
+    return names
 
 
 def _metadata_map(reader: _Reader, key: str, *, values: re.Pattern[str] | None) -> Any:

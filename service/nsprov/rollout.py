@@ -231,7 +231,9 @@ class Rollout:
             refusal = self.grant_refusal(role)
             if refusal is not None:
                 return _replace(outcome, state="failed", detail=refusal), None
-        detail = ", ".join(differences(old, template))
+        # A record written before a key existed reads as that key's default: equal
+        # templates, but the record (and the annotations derived from it) is older.
+        detail = ", ".join(differences(old, template)) or "record in the current format"
         state = "would-change" if self.dry_run else "changed"
         patch = bundle.template_patch(metadata, self.selector, template, profile.tenant)
         return _replace(outcome, state=state, detail=detail), patch

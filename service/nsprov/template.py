@@ -13,6 +13,13 @@ brings the objects in line with it.
 
 The admission policy lets nobody but nsprov write ``nsprov.io/*`` annotations,
 so the record is as trustworthy as the namespace's owner annotation.
+
+Three of a template's settings bound what a tenant may do inside its namespace
+rather than what nsprov makes there: the longest pod grace period, the Service
+types and the finalizers a tenant may add. Kubernetes enforces them (the
+admission policies in k8s/admission-policy.yaml), reading them from the
+namespace's annotations (``bundle.bound_annotations``); a namespace without them
+(made before they existed) gets the same defaults as here, in CEL.
 """
 
 from __future__ import annotations
@@ -29,6 +36,12 @@ NETWORK_POLICIES = ("none", "isolated")
 LIMIT_KEYS = ("default", "defaultRequest", "max", "min", "maxLimitRequestRatio")
 MAX_CLUSTER_ROLES = 8
 """One RoleBinding per role; nsprov's RBAC names each binding it may delete."""
+SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")
+DEFAULT_MAX_GRACE_SECONDS = 30
+"""Kubernetes' own default terminationGracePeriodSeconds: a pod that says nothing fits."""
+DEFAULT_SERVICE_TYPES = ("ClusterIP",)
+"""NodePort and LoadBalancer open the tenant's pods beyond the cluster; ExternalName
+points cluster names (and Ingresses) anywhere."""
 
 
 def _frozen(value: Mapping[str, str]) -> Mapping[str, str]:
@@ -55,6 +68,14 @@ class Template:
     """With ``isolated``: egress too, to the namespace's own pods and the cluster's DNS only."""
     labels: Mapping[str, str] = field(default_factory=_empty)
     annotations: Mapping[str, str] = field(default_factory=_empty)
+    max_grace_seconds: int = DEFAULT_MAX_GRACE_SECONDS
+    """The longest ``terminationGracePeriodSeconds`` (and delete grace) a pod may ask for: a
+    namespace outlives its expiry by about this much when its pods ignore SIGTERM."""
+    service_types: tuple[str, ...] = DEFAULT_SERVICE_TYPES
+    """The Service types a tenant may create (``externalIPs`` are refused whatever this says)."""
+    finalizers: tuple[str, ...] = ()
+    """Finalizers a tenant may add to any of its objects besides Kubernetes' own, each of
+    which it may add only where a Kubernetes controller removes it."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -66,6 +87,9 @@ class Template:
             "isolatedEgress": self.isolated_egress,
             "labels": dict(self.labels),
             "annotations": dict(self.annotations),
+            "maxGracePeriodSeconds": self.max_grace_seconds,
+            "serviceTypes": list(self.service_types),
+            "finalizers": list(self.finalizers),
         }
 
     def record(self) -> str:
@@ -95,6 +119,11 @@ class Template:
                 isolated_egress=bool(data.get("isolatedEgress")),
                 labels=_frozen(_strings(data.get("labels") or {})),
                 annotations=_frozen(_strings(data.get("annotations") or {})),
+                # Records written before these keys existed get the defaults, as the
+                # admission policies give a namespace without the annotations.
+                max_grace_seconds=data.get("maxGracePeriodSeconds", DEFAULT_MAX_GRACE_SECONDS),
+                service_types=tuple(data.get("serviceTypes") or DEFAULT_SERVICE_TYPES),
+                finalizers=tuple(data.get("finalizers") or ()),
             )
         except (ValueError, KeyError, TypeError, AttributeError):
             return None
@@ -102,6 +131,11 @@ class Template:
             not template.cluster_roles
             or not all(isinstance(r, str) and r for r in template.cluster_roles)
             or template.network_policy not in NETWORK_POLICIES
+            or isinstance(template.max_grace_seconds, bool)
+            or not isinstance(template.max_grace_seconds, int)
+            or template.max_grace_seconds < 0
+            or not all(t in SERVICE_TYPES for t in template.service_types)
+            or not all(isinstance(f, str) and f and "," not in f for f in template.finalizers)
         ):
             return None
         return template

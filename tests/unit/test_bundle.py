@@ -199,3 +199,34 @@ def test_a_changed_quota_is_put_in_force_keeping_what_is_counted() -> None:
     assert body["status"] == {"hard": {"pods": "1", "secrets": "2"}, "used": {"pods": "1"}}
     in_force = {**quota, "status": {"hard": {"pods": "1", "secrets": "2"}}}
     assert bundle.quota_in_force(in_force) is None
+
+
+def test_the_namespace_says_what_its_tenant_may_do_inside_it() -> None:
+    """The admission policies read these (CEL cannot parse the record's JSON): a whole number
+    and comma-separated lists; an empty list is written, so it says "none"."""
+    roomy = Template(("grant",), max_grace_seconds=120,
+                     service_types=("ClusterIP", "LoadBalancer"),
+                     finalizers=("example.com/a", "example.com/b"))  # fmt: skip
+    made = bundle.namespace("np-x", selector=bundle.Selector("k", "v"), owner="o",
+                            template=roomy, expires_at=1)  # fmt: skip
+    annotations = made["metadata"]["annotations"]
+    assert annotations[bundle.MAX_GRACE_ANNOTATION] == "120"
+    assert annotations[bundle.SERVICE_TYPES_ANNOTATION] == "ClusterIP,LoadBalancer"
+    assert annotations[bundle.FINALIZERS_ANNOTATION] == "example.com/a,example.com/b"
+    plain = bundle.bound_annotations(Template(("grant",)))
+    assert plain == {
+        bundle.MAX_GRACE_ANNOTATION: "30",
+        bundle.SERVICE_TYPES_ANNOTATION: "ClusterIP",
+        bundle.FINALIZERS_ANNOTATION: "",
+    }
+
+
+def test_a_record_keeps_the_bounds_and_an_older_record_gets_the_defaults() -> None:
+    roomy = Template(("grant",), max_grace_seconds=120, service_types=("NodePort",),
+                     finalizers=("example.com/a",))  # fmt: skip
+    assert Template.from_record(roomy.record()) == roomy
+    older = '{"clusterRoles": ["grant"], "networkPolicy": "none"}'
+    assert Template.from_record(older) == Template(("grant",))
+    for bad in ('"maxGracePeriodSeconds": "30"', '"maxGracePeriodSeconds": -1',
+                '"serviceTypes": ["Ingress"]', '"finalizers": ["a,b"]'):  # fmt: skip
+        assert Template.from_record(f'{{"clusterRoles": ["grant"], {bad}}}') is None, bad

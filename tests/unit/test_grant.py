@@ -28,6 +28,10 @@ def test_empty_and_ordinary_grants_are_safe() -> None:
         {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses"], "verbs": ["create"]},
         {"apiGroups": [""], "resources": ["pods/log", "pods/portforward"],
          "verbs": ["get", "create"]},
+        # Reading endpoints is harmless; so is writing Services (admission bounds those).
+        {"apiGroups": [""], "resources": ["endpoints", "services"], "verbs": ["get", "list"]},
+        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["watch"]},
+        {"apiGroups": [""], "resources": ["services"], "verbs": ["create", "patch"]},
         # Same resource names in another group are another resource.
         {"apiGroups": ["example.com"], "resources": ["networkpolicies", "namespaces"],
          "verbs": ["create"]},
@@ -99,6 +103,15 @@ def test_empty_and_ordinary_grants_are_safe() -> None:
             {"apiGroups": ["", "networking.k8s.io"],
              "resources": ["limitranges", "networkpolicies"], "verbs": ["create"]},
             "limits and network policy",
+        ),
+        # Endpoints send a Service's traffic anywhere (CVE-2021-25740), like RBAC writes.
+        ({"apiGroups": [""], "resources": ["endpoints"], "verbs": ["create"]}, "endpoints"),
+        ({"apiGroups": [""], "resources": ["endpoints/restricted"], "verbs": ["update"]},
+         "endpoints"),
+        (
+            {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"],
+             "verbs": ["patch"]},
+            "CVE-2021-25740",
         ),
     ],
 )  # fmt: skip
@@ -183,3 +196,14 @@ def test_guard_judges_each_role_on_its_own() -> None:
         guard.require(["good", "bad"])
     assert set(guard.refusals()) == {"bad"}
     assert "does not exist" in (guard.refusal("other") or "")
+
+
+def test_the_example_grants_are_safe() -> None:
+    """What an operator copies (deploy/overlay, k8s/examples) passes nsprov's own check."""
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[2]
+    for path in (root / "deploy/overlay/grant.yaml", root / "k8s/examples/grant-configmaps.yaml"):
+        assert unsafe_reasons(yaml.safe_load(path.read_text())) == [], path

@@ -382,6 +382,17 @@ def test_a_tenant_resolves_over_the_defaults_over_the_flags() -> None:
         ("defaults: {clusterRole: ../admin}", "not a ClusterRole name"),
         ("defaults: {maxNamespaces: -1}", "expected a whole number >= 0"),
         ("defaults: {podSecurity: lax}", "expected privileged, baseline"),
+        ("defaults: {maxGracePeriod: 1.5s}", "defaults.maxGracePeriod: must be whole seconds"),
+        ("defaults: {maxGracePeriod: '30'}", "missing unit"),
+        ("defaults: {maxGracePeriod: -1s}", "must be positive"),
+        ("defaults: {serviceTypes: [ClusterIP, Ingress]}", "'Ingress' is not a Service type"),
+        ("defaults: {serviceTypes: [ClusterIP, ClusterIP]}", "a type is listed twice"),
+        ("defaults: {serviceTypes: []}", "expected a string or a list of strings"),
+        ("tenants: [{name: t, match: {token: x}, finalizers: [never]}]",
+         "tenants[0].finalizers: 'never' is not a domain-qualified finalizer name"),
+        ("defaults: {finalizers: ['example.com/a,b']}", "not a domain-qualified"),
+        ("defaults: {finalizers: [example.com/a, example.com/a]}", "listed twice"),
+        ("defaults: {finalizer: [example.com/a]}", "(did you mean 'finalizers'?)"),
     ],
 )  # fmt: skip
 def test_bad_settings_are_refused_with_where_and_why(text: str, message: str) -> None:
@@ -462,6 +473,13 @@ def test_the_example_policy_configmap_is_a_valid_policy() -> None:
     assert web.max_namespaces == 20
     assert web.template.network_policy == "isolated"
     assert dict(web.template.resource_quota)["pods"] == "20"
+    # No load balancers or node ports, and the Kubernetes default grace, for every tenant.
+    for tenant in ("web", "legacy-ci"):
+        template = resolve(flags_profile(Settings()), policy.defaults,
+                           policy.tenant_named(tenant)).template  # fmt: skip
+        assert template.resource_quota["services.loadbalancers"] == "0"
+        assert template.resource_quota["services.nodeports"] == "0"
+        assert (template.max_grace_seconds, template.service_types) == (30, ("ClusterIP",))
     patch = yaml.safe_load((root / "k8s/examples/policy-patch.yaml").read_text())
     container = patch["spec"]["template"]["spec"]["containers"][0]
     assert container["env"][0]["value"] == "/etc/nsprov/policy/policy.yaml"
@@ -519,3 +537,37 @@ def test_annotations_too_big_for_a_namespace_are_refused() -> None:
     assert "defaults: the namespace's annotations would take" in str(refused.value)
     check_profiles(_policy("defaults: {annotations: {example.com/note: " + "x" * 1000 + "}}"),
                    _BASE, min_ttl=30)  # fmt: skip
+
+
+def test_a_tenants_bounds_inside_its_namespace_resolve_like_its_other_settings() -> None:
+    """maxGracePeriod, serviceTypes and finalizers: the tenant's, else the defaults', else
+    Kubernetes' own (30 s, ClusterIP, none); a tenant's list replaces the defaults'."""
+    policy = _policy(
+        """
+        defaults:
+          maxGracePeriod: 1m
+          finalizers: [example.com/shared]
+        tenants:
+          - name: roomy
+            match: {token: roomy}
+            maxGracePeriod: 2m30s
+            serviceTypes: [ClusterIP, LoadBalancer]
+            finalizers: [example.com/cleanup]
+          - name: none
+            match: {token: none}
+            finalizers: []
+          - name: plain
+            match: {token: plain}
+        """
+    )
+    roomy = resolve(_BASE, policy.defaults, policy.tenant_named("roomy")).template
+    assert (roomy.max_grace_seconds, roomy.service_types, roomy.finalizers) == (
+        150, ("ClusterIP", "LoadBalancer"), ("example.com/cleanup",))  # fmt: skip
+    none = resolve(_BASE, policy.defaults, policy.tenant_named("none")).template
+    assert none.finalizers == ()
+    plain = resolve(_BASE, policy.defaults, policy.tenant_named("plain")).template
+    assert (plain.max_grace_seconds, plain.service_types, plain.finalizers) == (
+        60, ("ClusterIP",), ("example.com/shared",))  # fmt: skip
+    flags = resolve(_BASE, _policy("{}").defaults, None).template
+    assert (flags.max_grace_seconds, flags.service_types, flags.finalizers) == (
+        30, ("ClusterIP",), ())  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from types import MappingProxyType
@@ -86,7 +87,9 @@ def test_patch_writes_the_record_and_what_derives_from_it() -> None:
     old = _template(labels={"team": "a", "gone": "x"}, annotations={"note": "n"},
                     pod_security="baseline")  # fmt: skip
     new = _template(cluster_roles=("grant-b", "grant-c"), labels={"team": "b", "new": "y"},
-                    pod_security="restricted", resource_quota={"pods": "5"})  # fmt: skip
+                    pod_security="restricted", resource_quota={"pods": "5"},
+                    max_grace_seconds=120, service_types=("ClusterIP", "LoadBalancer"),
+                    finalizers=("example.com/a", "example.com/b"))  # fmt: skip
     patch = bundle.template_patch(_namespace(old)["metadata"], SELECTOR, new, "web")["metadata"]
     assert patch["resourceVersion"] == "7"
     assert patch["labels"] == {
@@ -101,6 +104,10 @@ def test_patch_writes_the_record_and_what_derives_from_it() -> None:
         "note": None,
         bundle.CLUSTER_ROLE_ANNOTATION: "grant-b",
         bundle.TEMPLATE_ANNOTATION: new.record(),
+        # What the admission policies read: a roll-out carries a tenant's new bounds too.
+        bundle.MAX_GRACE_ANNOTATION: "120",
+        bundle.SERVICE_TYPES_ANNOTATION: "ClusterIP,LoadBalancer",
+        bundle.FINALIZERS_ANNOTATION: "example.com/a,example.com/b",
     }
 
 
@@ -219,6 +226,27 @@ def test_a_namespace_with_an_old_record_is_patched_to_the_tenants_template() -> 
     [(path, patch)] = kube.patches
     assert path == "/api/v1/namespaces/np-abc"
     assert patch["metadata"]["annotations"][bundle.TEMPLATE_ANNOTATION] == _web(policy).record()
+
+
+def test_a_record_from_before_the_tenant_bounds_gets_them_written() -> None:
+    """A namespace made before maxGracePeriod, serviceTypes and finalizers existed: its
+    record reads as the defaults, and the roll-out writes them out for the admission
+    policies (which give a namespace without them the same defaults meanwhile)."""
+    policy = parse_policy(POLICY)
+    kube = FakeKube({"grant-a": SAFE, "grant-b": SAFE})
+    ns = _namespace(_web(policy))
+    older = _web(policy).to_json()
+    for key in ("maxGracePeriodSeconds", "serviceTypes", "finalizers"):
+        del older[key]
+    ns["metadata"]["annotations"][bundle.TEMPLATE_ANNOTATION] = json.dumps(older)
+    for key in (bundle.MAX_GRACE_ANNOTATION, bundle.SERVICE_TYPES_ANNOTATION,
+                bundle.FINALIZERS_ANNOTATION):  # fmt: skip
+        del ns["metadata"]["annotations"][key]
+    outcome = _rollout(kube, policy).apply(ns)
+    assert (outcome.state, outcome.detail) == ("changed", "record in the current format")
+    [(_, patch)] = kube.patches
+    assert patch["metadata"]["annotations"][bundle.MAX_GRACE_ANNOTATION] == "30"
+    assert patch["metadata"]["annotations"][bundle.SERVICE_TYPES_ANNOTATION] == "ClusterIP"
 
 
 def test_unchanged_dry_run_and_skips_send_nothing() -> None:
