@@ -71,12 +71,15 @@ class _Refused(h11.RemoteProtocolError):
 class _LimitedConnection(h11.Connection):
     """h11's server side, also refusing what h11 accepts: a head that arrived whole but is
     above the limit, and a body above the limit. Remembers the last refusal, so that the
-    answer can name it (uvicorn answers every parse error with the same 400)."""
+    answer can name it (uvicorn answers every parse error with the same 400): its status,
+    not the exception, whose traceback would hold the refused bytes in a reference cycle
+    until the garbage collector's next pass."""
 
     def __init__(self, limits: HttpLimits) -> None:
         super().__init__(h11.SERVER, max_incomplete_event_size=limits.max_head_bytes)
         self.limits = limits
-        self.refusal: h11.RemoteProtocolError | None = None
+        self.refused_with: int | None = None
+        """The status a refusal hinted at (431, 413, 400), once h11 or nsprov refused."""
         self._body_bytes = 0
 
     def next_event(self) -> Any:
@@ -90,7 +93,7 @@ class _LimitedConnection(h11.Connection):
                 if self._body_bytes > self.limits.max_body_bytes:
                     raise _Refused("body too large", error_status_hint=413)
         except h11.RemoteProtocolError as exc:
-            self.refusal = exc
+            self.refused_with = exc.error_status_hint
             raise
         return event
 
@@ -147,8 +150,7 @@ class LimitedH11Protocol(H11Protocol):
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn calls this for every RemoteProtocolError; answer with what it was."""
-        refusal = self.conn.refusal
-        status = refusal.error_status_hint if refusal is not None else 400
+        status = self.conn.refused_with or 400
         if status == 431:
             self._count(HEAD_TOO_LARGE)
             detail = (
@@ -220,6 +222,12 @@ class LimitedH11Protocol(H11Protocol):
                 out = b""  # h11 cannot answer in this state: only close
             self.transport.write(out)
         self.transport.close()
+        # Drop what h11 buffered (up to one whole read, 256 KiB) now: asyncio calls
+        # connection_lost only on its next loop iteration, after every other socket
+        # readable in this one, and 800 refused heads are then held at once (RSS peaked
+        # 56 to 71 MiB higher without this, 4 MiB with it). uvicorn only sends
+        # ConnectionClosed on the fresh connection from now on.
+        self.conn = _LimitedConnection(self.limits)
 
     def _count(self, reason: str) -> None:
         if self.cuts is not None:
