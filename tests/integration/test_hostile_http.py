@@ -9,6 +9,7 @@ client keeps being answered meanwhile, nsprov's RSS grows by less than 30 MiB
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -131,3 +132,19 @@ def test_an_oversized_token_or_body_gets_a_clear_problem(service: RunningService
         assert http.get("/api/v1/namespaces", headers=service.auth()).status_code == 200
     with httpx.Client(base_url=service.url) as http:
         assert http.get("/api/v1/namespaces", headers=service.auth()).status_code == 200
+
+
+def test_every_api_request_has_one_access_line_without_secrets(service: RunningService) -> None:
+    """Before, not one: the internal server's access_log=False silenced uvicorn's logger."""
+    token = service.tokens["alice"]
+    with service.client() as http:
+        http.get("/api/v1/namespaces/np-secret-name", params={"ttl": "q-secret"},
+                 headers=service.auth())  # fmt: skip
+        http.delete("/api/v1/namespaces/np-secret-name", headers={"Authorization": "Bearer x"})
+    lines = [line for line in service.log().splitlines() if " nsprov.access " in line]
+    assert re.search(r"\] GET /api/v1/namespaces/\{name\} 404 [0-9.]+ms owner=alice tenant=-$",
+                     lines[-2])  # fmt: skip
+    assert " DELETE /api/v1/namespaces/{name} 401 " in lines[-1]
+    assert lines[-1].endswith(" owner=- tenant=-")
+    for secret in (token, "np-secret-name", "q-secret"):
+        assert secret not in service.log()
