@@ -420,7 +420,9 @@ class InFlightLimit:
             await problem(503, "Service Unavailable", detail, rid, headers)(scope, receive, send)
             return
         self.in_flight += 1
+        self.metrics.requests_in_flight.inc()
         try:
             await self.app(scope, receive, send)
         finally:
             self.in_flight -= 1
+            self.metrics.requests_in_flight.dec()

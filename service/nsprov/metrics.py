@@ -139,6 +139,11 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        self.requests_in_flight = Gauge(
+            "nsprov_http_requests_in_flight",
+            "API requests being handled now (the in-flight limit's count)",
+            registry=self.registry,
+        )
         self.requests_shed = Counter(
             "nsprov_http_requests_shed",
             "API requests answered 503 + Retry-After because --max-requests-in-flight were "

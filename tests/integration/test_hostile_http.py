@@ -9,7 +9,12 @@ client keeps being answered meanwhile, nsprov's RSS grows by less than 30 MiB
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
+import os
 import re
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,8 +23,10 @@ import pytest
 from kubernetes import client
 
 from tests import hostile
+from tests.cluster.controlplane import ControlPlane
 from tests.integration.conftest import Cluster, live_managed_namespaces
 from tests.integration.service import RunningService, metric, problem, running_service
+from tests.support import wait_until
 
 pytestmark = pytest.mark.usefixtures("grants", "clean_namespaces")
 
@@ -148,3 +155,44 @@ def test_every_api_request_has_one_access_line_without_secrets(service: RunningS
     assert lines[-1].endswith(" owner=- tenant=-")
     for secret in (token, "np-secret-name", "q-secret"):
         assert secret not in service.log()
+
+
+@contextlib.contextmanager
+def _api_server_paused(plane: ControlPlane) -> Iterator[None]:
+    """SIGSTOP the API server: every call to it hangs until SIGCONT."""
+    pid = plane.components["kube-apiserver"].pid
+    assert pid is not None
+    os.killpg(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.killpg(pid, signal.SIGCONT)
+
+
+def test_requests_above_the_in_flight_limit_get_503_at_once(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    plane = cluster.require_local()
+    args = ["--max-requests-in-flight=2", "--request-timeout=20s"]
+    with running_service(cluster.kubeconfig, tmp_path, args) as service:
+
+        def create(_: int) -> int:
+            with httpx.Client(base_url=service.url, timeout=60) as http:
+                return http.post("/api/v1/namespaces", headers=service.auth()).status_code
+
+        with concurrent.futures.ThreadPoolExecutor(2) as pool, _api_server_paused(plane):
+            posts = [pool.submit(create, i) for i in range(2)]
+            # Both POSTs hang on the paused API server, in flight: the next request is shed.
+            wait_until(lambda: metric(service, "nsprov_http_requests_in_flight") == 2, timeout=10)
+            with service.client() as http:
+                started = time.monotonic()
+                shed = http.get("/api/v1/namespaces", headers=service.auth())
+                waited = time.monotonic() - started
+            body = problem(shed, 503)
+            assert shed.headers["retry-after"] == "1"
+            assert "(2)" in body["detail"]
+            assert waited < 1
+        assert {post.result() for post in posts} <= {201, 503}
+        assert metric(service, "nsprov_http_requests_shed_total") == 1
+        with service.client() as http:
+            assert http.get("/api/v1/namespaces", headers=service.auth()).status_code == 200
