@@ -94,6 +94,20 @@ def test_unfinished_heads_are_cut_at_the_head_limit(
     assert cut == len(result.outcomes)
 
 
+def test_heads_just_under_the_limit_held_by_every_connection_cost_under_30_mib(
+    service: RunningService, core: client.CoreV1Api
+) -> None:
+    """The most the limits let a stranger hold: --max-connections (1,024) heads of 15 KiB,
+    each kept until the read deadline."""
+    head = hostile.unfinished_head(15 * 1024)
+    result, _, _ = _under_attack(
+        service, core, lambda: hostile.push(service.url, head, connections=1000, timeout=15)
+    )
+    assert result.still_open() == 0, result.summary()
+    assert result.statuses() == {408: 1000}, result.summary()
+    assert result.latest_cut() < READ_TIMEOUT + 1.5, result.summary()
+
+
 def test_a_byte_a_second_is_cut_at_the_read_deadline(
     service: RunningService, core: client.CoreV1Api
 ) -> None:
