@@ -23,7 +23,9 @@ would otherwise choose how much nsprov writes). Each is counted instead, by
 reason, in ``nsprov_http_connections_cut_total``.
 
 uvicorn chooses httptools over h11 when it is installed; cli.py names this
-class as the protocol, so the limits hold whatever else is installed.
+class as the protocol, so the limits hold whatever else is installed. It leans
+on a few of H11Protocol's attributes (``conn``, ``cycle``, ``send_400_response``);
+tests/unit/test_httplimits.py runs it against the installed uvicorn.
 """
 
 from __future__ import annotations

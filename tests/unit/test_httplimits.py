@@ -32,11 +32,11 @@ LIMITS = HttpLimits(max_head_bytes=4096, max_body_bytes=1000, read_timeout=1.0, 
 @dataclass
 class Server:
     port: int
-    cuts: Counter
+    registry: CollectorRegistry
     seen: list[str]
 
     def cut(self, reason: str) -> float:
-        return self.cuts.labels(reason=reason)._value.get()
+        return self.registry.get_sample_value("cut_total", {"reason": reason}) or 0.0
 
     def connect(self) -> socket.socket:
         sock = socket.create_connection(("127.0.0.1", self.port), timeout=5)
@@ -51,7 +51,8 @@ def server() -> Iterator[Server]:
         seen.append(request.url.path)
         return PlainTextResponse("hello")
 
-    cuts = Counter("cut", "cut", ["reason"], registry=CollectorRegistry())
+    registry = CollectorRegistry()
+    cuts = Counter("cut", "cut", ["reason"], registry=registry)
     port = free_port()
     config = uvicorn.Config(
         Starlette(routes=[Route("/", hello, methods=["GET", "POST"])]),
@@ -67,7 +68,7 @@ def server() -> Iterator[Server]:
     thread.start()
     wait_until(lambda: running.started, timeout=10, message="uvicorn started")
     try:
-        yield Server(port, cuts, seen)
+        yield Server(port, registry, seen)
     finally:
         running.should_exit = True
         thread.join(timeout=10)
