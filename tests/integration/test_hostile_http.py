@@ -162,7 +162,13 @@ def test_every_api_request_has_one_access_line_without_secrets(service: RunningS
         http.get("/api/v1/namespaces/np-secret-name", params={"ttl": "q-secret"},
                  headers=service.auth())  # fmt: skip
         http.delete("/api/v1/namespaces/np-secret-name", headers={"Authorization": "Bearer x"})
-    lines = [line for line in service.log().splitlines() if " nsprov.access " in line]
+
+    def access_lines() -> list[str]:
+        return [line for line in service.log().splitlines() if " nsprov.access " in line]
+
+    # Written once the answer is sent: the client may read it a moment before.
+    wait_until(lambda: " DELETE " in access_lines()[-1], timeout=5, message="access line")
+    lines = access_lines()
     assert re.search(r"\] GET /api/v1/namespaces/\{name\} 404 [0-9.]+ms owner=alice tenant=-$",
                      lines[-2])  # fmt: skip
     assert " DELETE /api/v1/namespaces/{name} 401 " in lines[-1]
