@@ -27,6 +27,14 @@ Prints figures; asserts nothing (speed targets do not belong in timed tests).
     python -m tests.bench client [--runs 20]
         time from `nsprov run` start to CMD start vs. the same POST through curl,
         and the installed size of `pip install nsprov` vs. `pip install 'nsprov[server]'`.
+    python -m tests.bench hostile [--attacks abBcd] [--objects 100] [--heads 800]
+                                  [--slow 1000] [--tokens 10000]
+        nsprov's RSS (before, peak, after) and a legitimate GET's p95 during each of
+        (a) labelled 1 MB ServiceAccounts made as admin in an unrelated namespace (the
+        caches, not admission), (b) unfinished 250 KiB heads, (B) the same kept coming
+        for --sustain seconds (a CPU flood: the attacker shares the machine), (c) clients
+        sending a byte a second, (d) requests with 64 KiB bearer tokens; a fresh nsprov
+        (default limits) for each, loopback only, every attack bounded in count and time.
 """
 
 from __future__ import annotations
@@ -53,6 +61,7 @@ from kubernetes import client, config
 
 from nsprov.oidc import Verifier
 from nsprov.policyfile import parse_policy
+from tests import hostile
 from tests.cluster import build, controlplane, images
 from tests.cluster import node as node_module
 from tests.integration.service import RunningService, running_service
@@ -482,6 +491,117 @@ def client_figures(args: argparse.Namespace) -> None:
             print(f"$ {command}: {size / 2**20:.1f} MiB added to site-packages (.pyc included)")
 
 
+HOSTILE_RSS_CEILING_MIB = 1024
+"""(a) stops making objects once nsprov is this large: a figure, not the machine's memory."""
+
+
+def hostile_figures(args: argparse.Namespace) -> None:
+    """One figure per attack of issue 19, each against a freshly started nsprov."""
+    _print_header()
+    print(f"open files: {hostile.raise_fd_limit()} (raised for this process and nsprov)")
+    attacks = {
+        "a": (f"(a) {args.objects} labelled {args.object_mb:g} MB ServiceAccounts elsewhere",
+              _labelled_objects),
+        "b": (f"(b) {args.heads} unfinished {args.head_kib} KiB heads (the issue's attack)",
+              lambda service, kubeconfig, args: hostile.push(
+                  service.url, hostile.unfinished_head(args.head_kib * 1024),
+                  connections=args.heads, timeout=30)),
+        "B": (f"(B) the same, each cut connection replaced at once for {args.sustain:g}s",
+              lambda service, kubeconfig, args: hostile.push(
+                  service.url, hostile.unfinished_head(args.head_kib * 1024),
+                  connections=args.heads, timeout=args.sustain + 30, sustain=args.sustain)),
+        "c": (f"(c) {args.slow} connections sending a byte a second",
+              lambda service, kubeconfig, args: hostile.push(
+                  service.url, hostile.slow_head(), connections=args.slow, timeout=60,
+                  bytes_per_second=1)),
+        "d": (f"(d) {args.tokens} requests with {args.token_kib} KiB bearer tokens",
+              lambda service, kubeconfig, args: hostile.big_tokens(
+                  service.url, requests=args.tokens, token_bytes=args.token_kib * 1024)),
+    }  # fmt: skip
+    with _kubeconfig() as kubeconfig, tempfile.TemporaryDirectory() as tmp:
+        for key in args.attacks:
+            title, attack = attacks[key]
+            with running_service(kubeconfig, Path(tmp) / key) as service:
+                with service.client() as http:  # what a first request loads, before measuring
+                    http.get("/api/v1/namespaces", headers=service.auth()).raise_for_status()
+                with (
+                    hostile.PeakRss(service.process.pid) as rss,
+                    hostile.Legitimate(service.url, service.auth()) as legit,
+                ):
+                    outcome = attack(service, kubeconfig, args)
+                alive = "up" if service.process.poll() is None else "DOWN"
+                print(f"{title}:")
+                print(
+                    f"  nsprov RSS {rss.before:.1f} -> peak {rss.peak:.1f} MiB "
+                    f"(+{rss.growth:.1f}), {rss.after:.1f} after; nsprov {alive}"
+                )
+                print(
+                    f"  legitimate GET /api/v1/namespaces during it: "
+                    f"{percentiles(legit.latencies)} statuses {dict(legit.statuses)}"
+                )
+                print(f"  attack: {outcome if isinstance(outcome, str) else outcome.summary()}")
+                print(f"  load average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+                if key == "a":
+                    service.stop()
+                    started = time.monotonic()
+                    service.start_again(timeout=120)
+                    print(
+                        f"  a fresh replica with them there: ready in "
+                        f"{time.monotonic() - started:.1f}s at "
+                        f"{hostile.rss_mib(service.process.pid):.1f} MiB"
+                    )
+                    _delete_namespace(kubeconfig, _HOSTILE_NAMESPACE)
+
+
+_HOSTILE_NAMESPACE = "bench-hostile-elsewhere"
+
+
+def _labelled_objects(service: RunningService, kubeconfig: Path, args: argparse.Namespace) -> str:
+    """ServiceAccounts of about ``object_mb`` MB each, carrying nsprov's selector label, made
+    by the admin in a namespace nsprov does not manage; then 10 s for the caches to settle."""
+    api = config.new_client_from_config(config_file=str(kubeconfig))
+    core = client.CoreV1Api(api)
+    key, _, value = SELECTOR.partition("=")
+    try:
+        core.create_namespace(
+            client.V1Namespace(metadata=client.V1ObjectMeta(name=_HOSTILE_NAMESPACE))
+        )
+    except client.exceptions.ApiException as exc:
+        if exc.status != 409:
+            raise
+    # {"name": "pull-secret-000001"} is 27 bytes of JSON.
+    secrets = [{"name": f"pull-secret-{i:06d}"} for i in range(int(args.object_mb * 1e6 / 27))]
+    made, started = 0, time.monotonic()
+    try:
+        for i in range(args.objects):
+            if hostile.rss_mib(service.process.pid) > HOSTILE_RSS_CEILING_MIB:
+                break
+            body = {
+                "metadata": {"name": f"big-{i:03d}", "labels": {key: value}},
+                "imagePullSecrets": secrets,
+            }
+            core.create_namespaced_service_account(_HOSTILE_NAMESPACE, body)
+            made += 1
+        time.sleep(10)
+    finally:
+        api.close()
+    stopped = (
+        "" if made == args.objects else f" (stopped: nsprov above {HOSTILE_RSS_CEILING_MIB} MiB)"
+    )
+    return f"{made} objects made in {time.monotonic() - started - 10:.1f}s, then 10s{stopped}"
+
+
+def _delete_namespace(kubeconfig: Path, name: str) -> None:
+    api = config.new_client_from_config(config_file=str(kubeconfig))
+    try:
+        client.CoreV1Api(api).delete_namespace(name)
+    except client.exceptions.ApiException as exc:
+        if exc.status != 404:
+            raise
+    finally:
+        api.close()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     commands = parser.add_subparsers(dest="command")
@@ -505,6 +625,16 @@ def main() -> int:
     pods_.add_argument("--namespaces", type=int, default=3)
     pods_.add_argument("--pods", type=int, default=10)
     pods_.add_argument("--ttl", type=int, default=60)
+    hostile_ = commands.add_parser("hostile")
+    hostile_.add_argument("--attacks", default="abBcd", help="which of a, b, B, c, d")
+    hostile_.add_argument("--objects", type=int, default=100)
+    hostile_.add_argument("--object-mb", type=float, default=1.0)
+    hostile_.add_argument("--heads", type=int, default=800)
+    hostile_.add_argument("--head-kib", type=int, default=250)
+    hostile_.add_argument("--sustain", type=float, default=10.0)
+    hostile_.add_argument("--slow", type=int, default=1000)
+    hostile_.add_argument("--tokens", type=int, default=10000)
+    hostile_.add_argument("--token-kib", type=int, default=64)
     args = parser.parse_args()
     if args.command == "expiry-pods":
         expiry_pods(args)
@@ -516,6 +646,8 @@ def main() -> int:
         oidc(args)
     elif args.command == "client":
         client_figures(args)
+    elif args.command == "hostile":
+        hostile_figures(args)
     else:
         provision(args if args.command else provision_.parse_args([]))
     return 0

@@ -7,6 +7,7 @@ admin can find the Kubernetes-side reason a client was only told about briefly.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import secrets
@@ -18,7 +19,7 @@ from urllib.parse import urlsplit
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nsprov import kubeconfig, openapi, paging, requestid
@@ -29,6 +30,7 @@ from nsprov.provisioner import Provisioned, Provisioner
 from nsprov.ttl import parse_ttl
 
 log = logging.getLogger(__name__)
+access_log = logging.getLogger("nsprov.access")
 
 PROBLEM = "application/problem+json"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -73,7 +75,10 @@ def problem(
 
 
 async def _caller(request: Request) -> Caller:
-    return await _api(request).authenticator.authenticate(request.headers.get("authorization"))
+    caller = await _api(request).authenticator.authenticate(request.headers.get("authorization"))
+    # For the access log line, which RequestContext writes once the answer is sent.
+    request.state.owner, request.state.tenant = caller.owner, caller.tenant
+    return caller
 
 
 def _ttl(request: Request, caller: Caller) -> float:
@@ -304,15 +309,23 @@ exception_handlers = {
 
 
 class RequestContext:
-    """Pure ASGI middleware: a request id on every request, and HTTP metrics by route.
+    """Pure ASGI middleware: a request id on every request, HTTP metrics by route, and the
+    access log.
 
     The id is the client's ``X-Request-Id`` when it is a sane token, else a new one;
     it is echoed in the response headers and in every problem body.
+
+    The access log has one line per request: method, route template (never the raw
+    path or query: a path may carry anything a client typed), status, duration, and
+    the owner and tenant once the token named them. Its own logger (``nsprov.access``)
+    rather than uvicorn's, which logs raw paths and which uvicorn turns off for every
+    server in the process when one of them is configured without it.
     """
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, access_log: bool = True) -> None:
         self.app = app
         self.metrics = metrics
+        self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -320,7 +333,8 @@ class RequestContext:
             return
         incoming = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
         rid = incoming if _REQUEST_ID.fullmatch(incoming) else secrets.token_hex(8)
-        scope.setdefault("state", {})["request_id"] = rid
+        state = scope.setdefault("state", {})
+        state["request_id"] = rid
         token = requestid.current.set(rid)
         status = 500
         started = time.perf_counter()
@@ -336,11 +350,79 @@ class RequestContext:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            requestid.current.reset(token)
+            elapsed = time.perf_counter() - started
             route = scope.get("route")
             template = getattr(route, "path", "unmatched")
             # The method is whatever the client sent; as a label it would let anyone,
             # without a token, create series without bound.
             method = scope["method"] if scope["method"] in _METHODS else "other"
             self.metrics.requests.labels(template, method, str(status)).inc()
-            self.metrics.latency.labels(template, method).observe(time.perf_counter() - started)
+            self.metrics.latency.labels(template, method).observe(elapsed)
+            if self.access_log:
+                access_log.info(
+                    "%s %s %d %.1fms owner=%s tenant=%s",
+                    method,
+                    template,
+                    status,
+                    elapsed * 1000,
+                    _log_value(state.get("owner")),
+                    _log_value(state.get("tenant")),
+                )
+            requestid.current.reset(token)
+
+
+_PLAIN = re.compile(r"[A-Za-z0-9._:/@{}+=*-]{1,200}")
+
+
+def _log_value(value: object) -> str:
+    """A value as one log word: as it is when plain, else quoted with escapes (an owner
+    comes from a token's claims, and a newline there must not start a forged line)."""
+    if value is None:
+        return "-"
+    text = str(value)
+    return text if _PLAIN.fullmatch(text) else json.dumps(text[:200])
+
+
+class InFlightLimit:
+    """Pure ASGI middleware: at most ``limit`` API requests handled at once.
+
+    Past the limit a request is answered at once, 503 + Retry-After, instead of
+    queueing behind the worker threads: a client is better told to come back than
+    kept waiting, and a flood then costs a short answer each, not a growing queue
+    of waiting requests. Inside RequestContext, so a refusal has a request id, a
+    metric and an access-log line like any answer.
+    """
+
+    RETRY_AFTER = 1
+
+    def __init__(self, app: ASGIApp, limit: int, metrics: Metrics) -> None:
+        self.app = app
+        self.limit = limit
+        self.metrics = metrics
+        self.in_flight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.limit:
+            self.metrics.requests_shed.inc()
+            rid = str(scope.get("state", {}).get("request_id", "-"))
+            detail = (
+                f"nsprov is handling as many requests as it takes at once ({self.limit}); "
+                f"retry after {self.RETRY_AFTER}s"
+            )
+            headers = {"Retry-After": str(self.RETRY_AFTER)}
+            # Routing has not run: name the route here, for the metrics and the access log.
+            scope["route"] = next(
+                (route for route in routes if route.matches(scope)[0] == Match.FULL), None
+            )
+            await problem(503, "Service Unavailable", detail, rid, headers)(scope, receive, send)
+            return
+        self.in_flight += 1
+        self.metrics.requests_in_flight.inc()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+            self.metrics.requests_in_flight.dec()

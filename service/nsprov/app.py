@@ -329,7 +329,18 @@ def public_app(service: Service) -> Starlette:
     app = Starlette(
         routes=api.routes,
         exception_handlers=api.exception_handlers,
-        middleware=[Middleware(api.RequestContext, metrics=service.metrics)],
+        middleware=[
+            Middleware(
+                api.RequestContext,
+                metrics=service.metrics,
+                access_log=service.settings.access_log,
+            ),
+            Middleware(
+                api.InFlightLimit,
+                limit=service.settings.max_requests_in_flight,
+                metrics=service.metrics,
+            ),
+        ],
         lifespan=lifespan,
     )
     app.state.api = api.Api(

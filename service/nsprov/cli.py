@@ -42,7 +42,8 @@ else:
 
 log = logging.getLogger("nsprov")
 
-_MAX_REQUEST_HEAD_BYTES = 256 * 1024
+# Below this, ordinary requests (a 2 KiB ID token, a few headers) would get 431.
+_LEAST_REQUEST_HEAD_BYTES = 4096
 
 IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 SERVER_MODULES = ("starlette", "uvicorn", "kubernetes", "prometheus_client")
@@ -242,6 +243,14 @@ def _check(settings: Settings, *, serving: bool = True) -> None:
         raise ConfigError("--max-ttl must not exceed --max-lifetime")
     if settings.leader_elect_lease_duration < 3:
         raise ConfigError("--leader-elect-lease-duration must be at least 3s")
+    if settings.max_request_head < _LEAST_REQUEST_HEAD_BYTES:
+        raise ConfigError(f"--max-request-head must be at least {_LEAST_REQUEST_HEAD_BYTES}")
+    for name, value in (
+        ("max-connections", settings.max_connections),
+        ("max-requests-in-flight", settings.max_requests_in_flight),
+    ):
+        if value < 1:
+            raise ConfigError(f"--{name} must be at least 1")
     try:
         bundle.validate_prefix(settings.prefix)
         bundle.Selector.parse(settings.selector)
@@ -380,6 +389,7 @@ async def _serve(settings: Settings) -> None:
     import uvicorn
 
     from nsprov.app import UnsafeGrant, check_grant, create_service, internal_app, public_app
+    from nsprov.httplimits import HttpLimits, protocol_for
 
     service: Service = create_service(settings)
     try:
@@ -387,6 +397,13 @@ async def _serve(settings: Settings) -> None:
     except UnsafeGrant as exc:
         service.close()
         raise ConfigError(str(exc)) from None
+    limits = HttpLimits(
+        max_head_bytes=settings.max_request_head,
+        max_body_bytes=settings.max_request_body,
+        read_timeout=settings.request_read_timeout,
+        max_connections=settings.max_connections,
+    )
+    protocol = protocol_for(limits, service.metrics.connections_cut)
     servers = []
     for app, address in (
         (public_app(service), settings.listen),
@@ -399,14 +416,15 @@ async def _serve(settings: Settings) -> None:
             port=port,
             log_level=log_level(settings.log_level),
             lifespan="on" if address == settings.listen else "off",
-            # The kubelet probes the internal server every few seconds: no access log there.
-            access_log=address == settings.listen,
+            # uvicorn's access log writes raw paths and queries; nsprov writes its own
+            # (api.RequestContext), with route templates. False also keeps uvicorn from
+            # writing one through the root logger's handler.
+            access_log=False,
             server_header=False,
             log_config=None,
-            # h11 drops a request head above 16 KiB with a reset connection; an oversized
-            # bearer token should rather get a 401 that says why (nsprov refuses any token
-            # above 16 KiB before parsing it).
-            h11_max_incomplete_event_size=_MAX_REQUEST_HEAD_BYTES,
+            # The h11 protocol with nsprov's limits, even where httptools is installed.
+            http=protocol,
+            h11_max_incomplete_event_size=limits.max_head_bytes,
         )
         servers.append(uvicorn.Server(config))
     log.info(

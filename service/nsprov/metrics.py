@@ -131,6 +131,25 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.connections_cut = Counter(
+            "nsprov_http_connections_cut",
+            "Connections nsprov closed before a request reached the API, by reason "
+            "(head_timeout, body_timeout: 408; head_too_large: 431; body_too_large: 413; "
+            "malformed: 400; too_many_connections: closed at accept)",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.requests_in_flight = Gauge(
+            "nsprov_http_requests_in_flight",
+            "API requests being handled now (the in-flight limit's count)",
+            registry=self.registry,
+        )
+        self.requests_shed = Counter(
+            "nsprov_http_requests_shed",
+            "API requests answered 503 + Retry-After because --max-requests-in-flight were "
+            "being handled",
+            registry=self.registry,
+        )
         self.provision_duration = Histogram(
             "nsprov_provision_duration_seconds",
             "Time to provision a namespace (namespace, serviceaccount, binding, token)",

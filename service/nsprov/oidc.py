@@ -47,7 +47,7 @@ from jwt import exceptions as jwt_errors
 from nsprov.errors import ClusterUnavailable, Forbidden, IssuerUnavailable, Unauthorized
 from nsprov.identity import MAX_HEADER_BYTES, MAX_TOKEN_BYTES
 from nsprov.kube import Kube, KubeError
-from nsprov.policy import Issuer, Policy
+from nsprov.policy import Issuer, Policy, lookup_claim
 
 log = logging.getLogger(__name__)
 
@@ -366,7 +366,25 @@ class Verifier:
             raise Unauthorized("token subject (sub) must be a string")
         if issuer.token_review:
             self._review(token, issuer, claims)
+        self._refuse_provisioned(claims)
         return issuer, claims
+
+    def _refuse_provisioned(self, claims: dict[str, Any]) -> None:
+        """Namespaces nsprov made never provision: refuse a token that names one.
+
+        A tenant whose grant allows pods can mint a ServiceAccount token for any audience
+        in its own namespace. Were such a token admitted (a tenant glob broader than
+        meant), every namespace could provision the next under a new owner, escaping the
+        caps and the lifetime limit. Checked for every token, whether or not its issuer
+        is reviewed: the signature alone proves which namespace minted it.
+        """
+        for namespace in sorted(kubernetes_namespaces(claims)):
+            if self._provisioned(namespace):
+                raise Forbidden(
+                    f"the token belongs to namespace {namespace!r}, which nsprov provisioned; "
+                    "ServiceAccounts of namespaces nsprov provisioned cannot provision "
+                    "namespaces (that would escape their tenant's caps and lifetime)"
+                )
 
     def _review(self, token: str, issuer: Issuer, claims: dict[str, Any]) -> None:
         """Ask the API server whether the token is still good: a signature outlives the pod
@@ -391,14 +409,23 @@ class Verifier:
             status.get("audiences") or []
         ):
             raise Unauthorized("token review does not confirm the token's subject and audience")
-        # A tenant whose grant allows pods can mint a ServiceAccount token for any audience
-        # in its own namespace. Were such a token admitted (a tenant glob broader than
-        # meant), every namespace could provision the next under a new owner, escaping
-        # the caps and the lifetime limit: namespaces nsprov made never provision.
-        _, _, namespace_and_name = claims["sub"].partition("system:serviceaccount:")
-        namespace = namespace_and_name.partition(":")[0]
-        if namespace and self._provisioned(namespace):
-            raise Forbidden(
-                f"ServiceAccounts of namespaces nsprov provisioned ({namespace!r}) cannot "
-                "provision namespaces"
-            )
+
+
+_SERVICE_ACCOUNT_SUBJECT = "system:serviceaccount:"
+
+
+def kubernetes_namespaces(claims: Mapping[str, Any]) -> set[str]:
+    """The Kubernetes namespaces a token's claims say it was minted in.
+
+    Bound ServiceAccount tokens carry ``kubernetes.io: {namespace: ...}``, legacy
+    (Secret) ones ``kubernetes.io/serviceaccount/namespace``, and both the subject
+    ``system:serviceaccount:<namespace>:<name>``. Any of them counts.
+    """
+    found = {
+        lookup_claim(claims, "/kubernetes.io/namespace"),
+        claims.get("kubernetes.io/serviceaccount/namespace"),
+    }
+    subject = claims.get("sub")
+    if isinstance(subject, str) and subject.startswith(_SERVICE_ACCOUNT_SUBJECT):
+        found.add(subject.removeprefix(_SERVICE_ACCOUNT_SUBJECT).partition(":")[0])
+    return {value for value in found if isinstance(value, str) and value}

@@ -184,6 +184,32 @@ class Settings:
     log_level: str = flag("info", "log verbosity", kind="choice", choices=LOG_LEVELS)
     """How much nsprov logs: debug (= all) to error, or none."""
 
+    access_log: bool = flag(True, "one log line per API request", kind="bool")
+    """Log each API request: method, route template, status, duration, owner and tenant."""
+
+    max_request_head: int = flag(
+        16384, "largest request head in bytes, request line and headers (431)", kind="count"
+    )
+    """Bytes of request line and header fields a request may have; more is a 431."""
+
+    max_request_body: int = flag(65536, "largest request body in bytes (413)", kind="count")
+    """Bytes of body a request may send (nsprov's routes read none); more is a 413."""
+
+    request_read_timeout: float = flag(
+        10.0, "time a request's head and body may take to arrive (408)", kind="duration"
+    )
+    """Seconds from a request's first byte (a connection's accept) until head and body are in."""
+
+    max_connections: int = flag(
+        1024, "open connections per listener; more are closed at once", kind="count"
+    )
+    """Open connections each listener keeps; together they hold at most this many heads."""
+
+    max_requests_in_flight: int = flag(
+        256, "API requests handled at once; more get 503 + Retry-After", kind="count"
+    )
+    """API requests being handled at once (waiting for a worker thread included)."""
+
 
 def flag_specs() -> list[FlagSpec]:
     """Every ``serve`` flag, in the order the fields are declared."""

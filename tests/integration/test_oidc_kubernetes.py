@@ -28,12 +28,12 @@ pytestmark = pytest.mark.usefixtures("grants", "clean_namespaces")
 SERVICE_ACCOUNT = "builder"
 
 
-@pytest.fixture(scope="module")
-def service(
-    cluster: Cluster,
+def _service(
     issuer_discovery: ControlPlane,
     manifest_kubeconfig: Path,
     tmp_path_factory: pytest.TempPathFactory,
+    *,
+    token_review: bool,
 ) -> Iterator[RunningService]:
     workdir = tmp_path_factory.mktemp("nsprov-k8s-oidc")
     policy = workdir / "policy.yaml"
@@ -43,7 +43,7 @@ issuers:
     issuer: "{issuer_discovery.server}"
     audience: nsprov
     caFile: "{issuer_discovery.pki.ca_cert}"
-    tokenReview: true
+    tokenReview: {"true" if token_review else "false"}
 tenants:
   - name: ci
     match:
@@ -62,6 +62,27 @@ tenants:
         [f"--policy-file={policy}", "--controller=false", "--leader-elect=false"],
     ) as running:
         yield running
+
+
+@pytest.fixture(scope="module")
+def service(
+    cluster: Cluster,
+    issuer_discovery: ControlPlane,
+    manifest_kubeconfig: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[RunningService]:
+    yield from _service(issuer_discovery, manifest_kubeconfig, tmp_path_factory, token_review=True)
+
+
+@pytest.fixture(scope="module")
+def unreviewed_service(
+    cluster: Cluster,
+    issuer_discovery: ControlPlane,
+    manifest_kubeconfig: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[RunningService]:
+    """The same policy, but the issuer trusted on its signature alone (no TokenReview)."""
+    yield from _service(issuer_discovery, manifest_kubeconfig, tmp_path_factory, token_review=False)
 
 
 @pytest.fixture
@@ -189,3 +210,27 @@ def test_a_service_account_of_a_namespace_nsprov_made_cannot_provision(
     # The same glob admits a namespace of that shape that nsprov did not make.
     _, lookalike = service_account_token("np-lookalike")
     assert _create(service, lookalike).status_code == 201
+
+
+def test_without_token_review_a_provisioned_namespace_still_cannot_provision(
+    unreviewed_service: RunningService,
+    service_account_token: Callable[..., tuple[str, str]],
+    core: client.CoreV1Api,
+) -> None:
+    """The attack of issue 19: with ``tokenReview`` off, a pod in a provisioned namespace
+    got a child namespace (201) with a new owner and a fresh lifetime."""
+    _, token = service_account_token("nsprov-ci")
+    created = _create(unreviewed_service, token)
+    assert created.status_code == 201, created.text
+    provisioned = created.headers["x-namespace"]
+    core.create_namespaced_service_account(
+        provisioned, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=SERVICE_ACCOUNT))
+    )
+    request = client.AuthenticationV1TokenRequest(
+        spec=client.V1TokenRequestSpec(audiences=["nsprov"], expiration_seconds=600)
+    )
+    inner = core.create_namespaced_service_account_token(SERVICE_ACCOUNT, provisioned, request)
+    body = problem(_create(unreviewed_service, inner.status.token), 403)
+    assert f"namespace {provisioned!r}, which nsprov provisioned" in body["detail"]
+    assert "cannot provision namespaces" in body["detail"]
+    assert live_managed_namespaces(core) == [provisioned]

@@ -66,6 +66,11 @@ def test_env_fallback_and_flag_precedence(monkeypatch: pytest.MonkeyPatch) -> No
         ),
         (["--token=x" * 3, "--ca-file=/dev/null"], "no PEM certificate"),
         (["--token=x" * 3, "--pod-security=strict"], "--pod-security"),
+        (["--token=x" * 3, "--max-request-head=1000"], "--max-request-head must be at least"),
+        (["--token=x" * 3, "--max-connections=0"], "--max-connections must be at least 1"),
+        (["--token=x" * 3, "--max-requests-in-flight=0"], "--max-requests-in-flight must be"),
+        (["--token=x" * 3, "--request-read-timeout=0s"], "--request-read-timeout must be"),
+        (["--token=x" * 3, "--access-log=maybe"], "--access-log must be true or false"),
     ],
 )
 def test_bad_configuration_names_the_flag(

@@ -20,7 +20,7 @@ GROUND = {
 }  # fmt: skip
 API_WING = {"api", "auth", "identity", "oidc", "openapi", "provisioner"}
 CONTROLLER_WING = {"controller", "leader", "watch"}
-TOP = {"app", "cli", "rollout"}
+TOP = {"app", "cli", "httplimits", "rollout"}
 # The client (``pip install nsprov`` without the server extra): talks HTTP, never Kubernetes.
 CLIENT = {"client", "client_cli", "client_run"}
 CLIENT_MAY_IMPORT = CLIENT | {"errors", "ttl"}

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from nsprov import oidc
-from nsprov.errors import IssuerUnavailable, Unauthorized
+from nsprov.errors import Forbidden, IssuerUnavailable, Unauthorized
 from nsprov.identity import looks_like_jwt
 from nsprov.oidc import IssuerKeys, Verifier, fetch_json
 from nsprov.policy import Policy
@@ -300,3 +300,39 @@ def test_a_key_parsed_from_a_replaced_jwk_is_not_served_for_the_new_one(
     assert served.key.public_numbers().n == int.from_bytes(
         base64.urlsafe_b64decode(replacement["n"] + "=="), "big"
     )
+
+
+def test_the_namespaces_a_token_names() -> None:
+    bound = {
+        "sub": "system:serviceaccount:np-a:builder",
+        "kubernetes.io": {"namespace": "np-a", "serviceaccount": {"name": "builder"}},
+    }
+    assert oidc.kubernetes_namespaces(bound) == {"np-a"}
+    legacy = {"sub": "x", "kubernetes.io/serviceaccount/namespace": "np-b"}
+    assert oidc.kubernetes_namespaces(legacy) == {"np-b"}
+    assert oidc.kubernetes_namespaces({"sub": "system:serviceaccount:np-c:sa"}) == {"np-c"}
+    assert oidc.kubernetes_namespaces(GITHUB) == set()
+    assert oidc.kubernetes_namespaces({"kubernetes.io": {"namespace": 7}, "sub": "x"}) == set()
+
+
+def test_a_token_of_a_provisioned_namespace_is_403_without_a_token_review(
+    issuer: LoopbackIssuer,
+) -> None:
+    """The refusal does not depend on ``tokenReview``: the claims alone name the namespace."""
+    asked: list[str] = []
+
+    def provisioned(namespace: str) -> bool:
+        asked.append(namespace)
+        return namespace == "np-made"
+
+    verifier = Verifier(provisioned=provisioned)
+    inner = {
+        "sub": "system:serviceaccount:np-made:builder",
+        "kubernetes.io": {"namespace": "np-made"},
+    }
+    with pytest.raises(Forbidden, match="'np-made', which nsprov provisioned"):
+        verifier.verify(issuer.mint(inner), _policy(issuer))
+    outer = {"sub": "system:serviceaccount:ci:builder", "kubernetes.io": {"namespace": "ci"}}
+    assert verifier.verify(issuer.mint(outer), _policy(issuer))[1]["sub"].endswith(":ci:builder")
+    verifier.verify(issuer.mint(GITHUB), _policy(issuer))
+    assert asked == ["np-made", "ci"]
