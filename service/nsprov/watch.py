@@ -62,6 +62,8 @@ _INITIAL_EVENTS_END = "k8s.io/initial-events-end"
 # What a namespaced informer keeps of an object's metadata: its key, its identity for
 # delete preconditions and compare-and-swap, its labels (whose quota it is).
 _METADATA_KEPT = ("name", "namespace", "uid", "resourceVersion", "labels")
+# Namespaces NamespaceScope remembers an object was dropped in (a name each).
+_MISSED_MAX = 10_000
 
 
 class WatchExpired(Exception):
@@ -206,7 +208,10 @@ class NamespaceScope:
     re-listed when nothing was dropped, so provisioning costs no extra call.
 
     What it holds for strangers: one name per namespace in which a labelled object
-    was dropped (bounded by the cluster's namespaces), never an object.
+    was dropped, never an object, and at most ``_MISSED_MAX`` names, the oldest
+    forgotten first. A namespace nsprov makes appears moments after its objects, so
+    only names noted long ago are ever forgotten: those of strangers' namespaces, and
+    of nsprov's own whose last events came after the namespace was gone.
     """
 
     def __init__(self, backoff: Backoff | None = None) -> None:
@@ -228,7 +233,11 @@ class NamespaceScope:
         with self._lock:
             if namespace in self._known:
                 return True
-            self._missed.setdefault(namespace, set()).add(informer)
+            missed = self._missed.pop(namespace, None) or set()
+            missed.add(informer)
+            self._missed[namespace] = missed  # the newest last
+            if len(self._missed) > _MISSED_MAX:
+                del self._missed[next(iter(self._missed))]
             return False
 
     def saw(self, namespace: str) -> None:

@@ -369,7 +369,8 @@ def test_nobody_else_may_put_the_selector_label_on_a_watched_kind_anywhere(
     # Nor by labelling an object that exists without the label.
     mallory = client.CoreV1Api(gitops)
     mallory.create_namespaced_service_account(
-        unrelated, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="plain")))
+        unrelated, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="plain"))
+    )
     claim = {"metadata": {"labels": {SELECTOR_KEY: SELECTOR_VALUE}}}
     _denied(lambda: mallory.patch_namespaced_service_account("plain", unrelated, claim),
             LABEL_DENIED)  # fmt: skip
@@ -378,7 +379,8 @@ def test_nobody_else_may_put_the_selector_label_on_a_watched_kind_anywhere(
     )
     # A look-alike value is no claim, and objects without the label are the owner's business.
     mallory.patch_namespaced_service_account(
-        "plain", unrelated, {"metadata": {"labels": {SELECTOR_KEY: "someone-else"}}})
+        "plain", unrelated, {"metadata": {"labels": {SELECTOR_KEY: "someone-else"}}}
+    )
     mallory.delete_namespaced_service_account("plain", unrelated)
 
     # The attacker as measured: the ordinary admin role, in its own namespace only.

@@ -362,3 +362,15 @@ def test_an_api_server_that_cannot_stream_lists_gets_paged_lists() -> None:
     informer, _, _, _ = _scoped(SERVICE_ACCOUNTS, kube)
     with pytest.raises(StreamingRefused):
         informer._watch(None)
+
+
+def test_the_scope_remembers_a_bounded_number_of_namespaces_oldest_forgotten_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("nsprov.watch._MISSED_MAX", 3)
+    informer, scope, _, _ = _scoped(SERVICE_ACCOUNTS)
+    for namespace in ("stranger-1", "np-new", "stranger-2", "stranger-3"):
+        assert not scope.admits(namespace, informer)
+    assert scope.admits("np-new", informer) is False  # asked again: the newest now
+    assert scope.admits("stranger-4", informer) is False
+    assert list(scope._missed) == ["stranger-3", "np-new", "stranger-4"]
