@@ -41,6 +41,7 @@ from nsprov.errors import GrantUnusable, NsprovError
 from nsprov.grant import GrantGuard, bind_refusal
 from nsprov.kube import Kube, KubeError
 from nsprov.metrics import Metrics
+from nsprov.namespacescope import NamespaceScope
 from nsprov.watch import (
     LIMIT_RANGES,
     NAMESPACES,
@@ -49,7 +50,6 @@ from nsprov.watch import (
     ROLE_BINDINGS,
     SERVICE_ACCOUNTS,
     Informer,
-    NamespaceScope,
     Resource,
     wait_synced,
 )
