@@ -18,9 +18,9 @@ and a labelled ServiceAccount of 2.5 MB once cost every replica 46 MiB. So the
 namespaced informers keep only what nsprov manages and reads:
 
 - objects outside the namespaces the namespace informer holds (a ``Scope``,
-  namespacescope.py) are dropped on arrival and counted; one that arrives before its namespace is
-  known (two watches, no order between them) is fetched again, by a list of its
-  namespace, when the namespace appears;
+  namespacescope.py) are dropped on arrival and counted; one that arrives before
+  its namespace is known (two watches, no order between them) is fetched again,
+  by a list of its namespace, when the namespace appears;
 - of an object they keep the fields its ``Resource`` names (``Resource.keep``),
   ServiceAccounts are asked for as metadata only (their bodies never arrive),
   and the list is streamed (a watch with ``sendInitialEvents``): one object is
