@@ -153,6 +153,7 @@ class Controller:
         elif kind == "DELETED":
             self._deleted.discard(uid)
             self._added_at.pop(uid, None)
+        # The namespaced caches keep objects of exactly the namespaces this one holds.
         if kind == "DELETED":
             self.scope.lost(obj["metadata"]["name"])
         else:
