@@ -82,7 +82,6 @@ class Selector:
 # Where the bundle's objects live in the API (cluster-wide collections are what we watch).
 NAMESPACES_PATH = "/api/v1/namespaces"
 SERVICE_ACCOUNTS_PATH = "/api/v1/serviceaccounts"
-ROLES_PATH = f"/apis/{RBAC_GROUP}/v1/roles"
 ROLE_BINDINGS_PATH = f"/apis/{RBAC_GROUP}/v1/rolebindings"
 RESOURCE_QUOTAS_PATH = "/api/v1/resourcequotas"
 LIMIT_RANGES_PATH = "/api/v1/limitranges"

@@ -20,7 +20,11 @@ carries nsprov's label, and for each namespace decides from what it sees
   in it is repaired: nsprov only takes over its end.
 
 Caches (informers) run on every replica, so /readyz and metrics work
-everywhere; the reconcile workers run only while this replica leads.
+everywhere; the reconcile workers run only while this replica leads. They hold
+the kinds nsprov makes, and only in the namespaces it manages (watch.py says
+why and how). The seed's list of watched kinds named Roles too, because the Go
+tool made a Role from its ``--role`` file; nsprov binds ClusterRoles and makes
+no Role, so it watches none.
 """
 
 from __future__ import annotations
@@ -37,15 +41,16 @@ from nsprov.errors import GrantUnusable, NsprovError
 from nsprov.grant import GrantGuard, bind_refusal
 from nsprov.kube import Kube, KubeError
 from nsprov.metrics import Metrics
+from nsprov.namespacescope import NamespaceScope
 from nsprov.watch import (
     LIMIT_RANGES,
     NAMESPACES,
     NETWORK_POLICIES,
     RESOURCE_QUOTAS,
     ROLE_BINDINGS,
-    ROLES,
     SERVICE_ACCOUNTS,
     Informer,
+    Resource,
     wait_synced,
 )
 from nsprov.workqueue import RetryBucket, WorkQueue, retry_delay
@@ -104,22 +109,21 @@ class Controller:
         self._threads: list[threading.Thread] = []
         on_restart = metrics.watch_restarts_for
         self.namespaces = Informer(kube, NAMESPACES, str(selector), self._on_namespace, on_restart)
-        self.service_accounts = Informer(
-            kube, SERVICE_ACCOUNTS, str(selector), self._on_namespaced, on_restart
-        )
-        self.roles = Informer(kube, ROLES, str(selector), self._on_namespaced, on_restart)
-        self.role_bindings = Informer(
-            kube, ROLE_BINDINGS, str(selector), self._on_namespaced, on_restart
-        )
-        self.resource_quotas = Informer(
-            kube, RESOURCE_QUOTAS, str(selector), self._on_namespaced, on_restart
-        )
-        self.limit_ranges = Informer(
-            kube, LIMIT_RANGES, str(selector), self._on_namespaced, on_restart
-        )
-        self.network_policies = Informer(
-            kube, NETWORK_POLICIES, str(selector), self._on_namespaced, on_restart
-        )
+        # The namespaces whose objects the other caches keep: those the first one holds.
+        self.scope = NamespaceScope()
+
+        def namespaced(resource: Resource) -> Informer:
+            return Informer(
+                kube, resource, str(selector), self._on_namespaced, on_restart,
+                scope=self.scope, after=self.namespaces.synced,
+                on_foreign=metrics.foreign_object_ignored,
+            )  # fmt: skip
+
+        self.service_accounts = namespaced(SERVICE_ACCOUNTS)
+        self.role_bindings = namespaced(ROLE_BINDINGS)
+        self.resource_quotas = namespaced(RESOURCE_QUOTAS)
+        self.limit_ranges = namespaced(LIMIT_RANGES)
+        self.network_policies = namespaced(NETWORK_POLICIES)
         # The informer that holds each kind a template can call for.
         self._caches = {
             "rolebinding": self.role_bindings,
@@ -130,7 +134,6 @@ class Controller:
         self.informers = [
             self.namespaces,
             self.service_accounts,
-            self.roles,
             self.role_bindings,
             self.resource_quotas,
             self.limit_ranges,
@@ -150,6 +153,11 @@ class Controller:
         elif kind == "DELETED":
             self._deleted.discard(uid)
             self._added_at.pop(uid, None)
+        # The namespaced caches keep objects of exactly the namespaces this one holds.
+        if kind == "DELETED":
+            self.scope.lost(obj["metadata"]["name"])
+        else:
+            self.scope.saw(obj["metadata"]["name"])
         self.queue.add(obj["metadata"]["name"])
 
     def _on_namespaced(self, kind: str, obj: dict[str, Any]) -> None:
@@ -160,6 +168,7 @@ class Controller:
     # ---- lifecycle ------------------------------------------------------------------------
 
     def start_informers(self) -> None:
+        self.scope.start()
         for informer in self.informers:
             informer.start()
 
@@ -198,6 +207,7 @@ class Controller:
         self.queue.shutdown()
         for informer in self.informers:
             informer.stop()
+        self.scope.stop()
         for thread in self._threads:
             thread.join(timeout=10)
 

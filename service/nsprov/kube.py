@@ -40,6 +40,10 @@ log = logging.getLogger(__name__)
 
 JSON = "application/json"
 MERGE_PATCH = "application/merge-patch+json"
+# The API server's metadata-only view of a list and of a watch's objects: every object as
+# a PartialObjectMetadata (apiVersion, kind, metadata), its body never sent.
+METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+METADATA = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 
 
 def _unreachable(exc: Exception) -> ClusterUnavailable:
@@ -100,9 +104,10 @@ class Kube:
         body: dict[str, Any] | None,
         content_type: str,
         timeout: float | tuple[float, float],
+        accept: str = JSON,
     ) -> urllib3.BaseHTTPResponse:
         """One request through the shared client; the response body is not read yet."""
-        headers = {"Accept": JSON}
+        headers = {"Accept": accept}
         if body is not None:
             headers["Content-Type"] = content_type
         method_, url, headers_, _, _ = self.api.param_serialize(
@@ -143,11 +148,12 @@ class Kube:
         query: dict[str, str] | None = None,
         content_type: str = JSON,
         timeout: float | None = None,
+        accept: str = JSON,
     ) -> dict[str, Any]:
         """Send one request; return the decoded body or raise KubeError / ClusterUnavailable."""
         if query:
             path = f"{path}?{urlencode(query)}"
-        response = self._send(method, path, body, content_type, timeout or self.timeout)
+        response = self._send(method, path, body, content_type, timeout or self.timeout, accept)
         try:
             data = response.data
         except (urllib3.exceptions.HTTPError, OSError) as exc:
@@ -158,11 +164,11 @@ class Kube:
             raise self._refusal_or_not_ready(exc) from None
 
     def stream(
-        self, path: str, query: dict[str, str], *, read_timeout: float
+        self, path: str, query: dict[str, str], *, read_timeout: float, accept: str = JSON
     ) -> urllib3.BaseHTTPResponse:
         """Open a streaming GET (a watch); the caller iterates lines and releases it."""
         response = self._send(
-            "GET", f"{path}?{urlencode(query)}", None, JSON, (self.timeout, read_timeout)
+            "GET", f"{path}?{urlencode(query)}", None, JSON, (self.timeout, read_timeout), accept
         )
         if response.status != 200:
             try:

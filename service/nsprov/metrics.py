@@ -216,6 +216,13 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        self.foreign_objects = Counter(
+            "nsprov_foreign_objects_ignored",
+            "Objects carrying nsprov's label outside the namespaces it manages, dropped on "
+            "arrival (each list or watch event that brought one), by kind",
+            ["kind"],
+            registry=self.registry,
+        )
         self.queue_depth = Gauge(
             "nsprov_queue_depth", "Namespaces waiting to be reconciled", registry=self.registry
         )
@@ -250,6 +257,9 @@ class Metrics:
         """Count a policy file (re)load and record whether the file in place now is in force."""
         self.policy_reloads.labels(result="success" if ok else "error").inc()
         self.policy_reload_ok.set(1 if ok else 0)
+
+    def foreign_object_ignored(self, kind: str) -> None:
+        self.foreign_objects.labels(kind=kind).inc()
 
     def watch_restarts_for(self, resource: str, reason: str) -> None:
         self.watch_restarts.labels(resource=resource, reason=reason).inc()

@@ -314,6 +314,114 @@ def test_namespaces_without_the_selector_are_not_affected(
     mallory_rbac.delete_namespaced_role_binding(BUNDLE, foreign)
 
 
+# ---- the selector label on the kinds nsprov watches, in any namespace --------------------
+
+# The API server says which rule refused; the policy says the way out.
+LABEL_DENIED = "only nsprov may put the controller.observatorium.io=namespace-provisioner label"
+NEIGHBOUR = "nsprov-test-neighbour"
+
+
+def _labelled_objects(namespace: str) -> dict[str, Callable[[client.ApiClient], Any]]:
+    """One create per kind nsprov watches, each carrying the selector label."""
+    labels = {SELECTOR_KEY: SELECTOR_VALUE}
+
+    def meta() -> client.V1ObjectMeta:
+        return client.V1ObjectMeta(name="looks-like-nsprov", labels=labels)
+
+    return {
+        "serviceaccount": lambda api: client.CoreV1Api(api).create_namespaced_service_account(
+            namespace, client.V1ServiceAccount(metadata=meta())),
+        "rolebinding": lambda api: client.RbacAuthorizationV1Api(
+            api).create_namespaced_role_binding(namespace, client.V1RoleBinding(
+                metadata=meta(),
+                role_ref=client.V1RoleRef(api_group=RBAC_GROUP, kind="ClusterRole",
+                                          name=EMPTY_GRANT),
+                subjects=[client.RbacV1Subject(kind="ServiceAccount", name="default",
+                                               namespace=namespace)])),
+        "resourcequota": lambda api: client.CoreV1Api(api).create_namespaced_resource_quota(
+            namespace, client.V1ResourceQuota(metadata=meta(),
+                                              spec=client.V1ResourceQuotaSpec(hard={}))),
+        "limitrange": lambda api: client.CoreV1Api(api).create_namespaced_limit_range(
+            namespace, client.V1LimitRange(metadata=meta(), spec=client.V1LimitRangeSpec(
+                limits=[client.V1LimitRangeItem(type="Container", max={"cpu": "1"})]))),
+        "networkpolicy": lambda api: client.NetworkingV1Api(
+            api).create_namespaced_network_policy(namespace, client.V1NetworkPolicy(
+                metadata=meta(),
+                spec=client.V1NetworkPolicySpec(pod_selector=client.V1LabelSelector()))),
+    }  # fmt: skip
+
+
+def test_nobody_else_may_put_the_selector_label_on_a_watched_kind_anywhere(
+    gitops: client.ApiClient, cluster: Cluster, core: client.CoreV1Api, make_namespace
+) -> None:
+    """The attack of issue 19: labelled objects in an unrelated namespace fill nsprov's caches.
+
+    Measured before this rule: a user with ``admin`` in one namespace of its own made
+    ServiceAccounts with the selector label and 180,000 imagePullSecrets each (2.5 MB);
+    every nsprov replica grew 46 MiB per object and crash-looped at its memory limit.
+    """
+    unrelated = make_namespace()
+    for kind, create in _labelled_objects(unrelated).items():
+        message = _denied(lambda c=create: c(gitops), LABEL_DENIED)
+        assert "nsprov-protect" in message, kind
+        assert "break glass" in message, kind
+
+    # Nor by labelling an object that exists without the label.
+    mallory = client.CoreV1Api(gitops)
+    mallory.create_namespaced_service_account(
+        unrelated, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="plain"))
+    )
+    claim = {"metadata": {"labels": {SELECTOR_KEY: SELECTOR_VALUE}}}
+    _denied(lambda: mallory.patch_namespaced_service_account("plain", unrelated, claim),
+            LABEL_DENIED)  # fmt: skip
+    assert SELECTOR_KEY not in (
+        core.read_namespaced_service_account("plain", unrelated).metadata.labels or {}
+    )
+    # A look-alike value is no claim, and objects without the label are the owner's business.
+    mallory.patch_namespaced_service_account(
+        "plain", unrelated, {"metadata": {"labels": {SELECTOR_KEY: "someone-else"}}}
+    )
+    mallory.delete_namespaced_service_account("plain", unrelated)
+
+    # The attacker as measured: the ordinary admin role, in its own namespace only.
+    rbac = client.RbacAuthorizationV1Api(cluster.api)
+    rbac.create_namespaced_role_binding(unrelated, client.V1RoleBinding(
+        metadata=client.V1ObjectMeta(name=NEIGHBOUR),
+        role_ref=client.V1RoleRef(api_group=RBAC_GROUP, kind="ClusterRole", name="admin"),
+        subjects=[client.RbacV1Subject(api_group=RBAC_GROUP, kind="User", name=NEIGHBOUR)],
+    ))  # fmt: skip
+    neighbour = _impersonating(cluster, NEIGHBOUR)
+    try:
+        pulls = [client.V1LocalObjectReference(name=f"pull-{i}") for i in range(2000)]
+        heavy = client.V1ServiceAccount(
+            metadata=client.V1ObjectMeta(name="heavy", labels={SELECTOR_KEY: SELECTOR_VALUE}),
+            image_pull_secrets=pulls,
+        )
+        neighbours = client.CoreV1Api(neighbour)
+        _denied(lambda: neighbours.create_namespaced_service_account(unrelated, heavy),
+                LABEL_DENIED)  # fmt: skip
+        heavy.metadata.labels = None
+        neighbours.create_namespaced_service_account(unrelated, heavy)  # unlabelled: its own
+    finally:
+        neighbour.close()
+    assert [sa.metadata.name for sa in core.list_namespaced_service_account(
+        unrelated, label_selector=SELECTOR).items] == []  # fmt: skip
+
+
+def test_break_glass_may_put_the_selector_label_anywhere(
+    cluster: Cluster, core: client.CoreV1Api, make_namespace
+) -> None:
+    unrelated = make_namespace()
+    api = _impersonating(cluster, GITOPS, group="nsprov:break-glass")
+    try:
+        for create in _labelled_objects(unrelated).values():
+            create(api)
+    finally:
+        api.close()
+    labelled = core.list_namespaced_service_account(unrelated, label_selector=SELECTOR).items
+    assert [sa.metadata.name for sa in labelled] == ["looks-like-nsprov"]
+
+
 def test_patch_rights_cannot_change_the_pod_security_of_nsprovs_namespaces(
     service: RunningService, gitops: client.ApiClient, core: client.CoreV1Api, make_namespace
 ) -> None:

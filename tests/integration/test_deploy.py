@@ -145,6 +145,31 @@ def test_deployment_is_hardened(rendered) -> None:
     assert rendered[("PodDisruptionBudget", "nsprov")]["spec"]["minAvailable"] == 1
 
 
+def test_network_policy_opens_the_api_to_all_and_metrics_to_monitoring_only(rendered) -> None:
+    """What the policy says, read back; no enforcing CNI here proves what it blocks.
+
+    The probes use the metrics port, which only monitoring namespaces may reach: they
+    come from the node, which NetworkPolicy always lets through.
+    """
+    policy = rendered[("NetworkPolicy", "nsprov")]["spec"]
+    deployment = rendered[("Deployment", "nsprov")]
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert policy["podSelector"]["matchLabels"]  # nsprov's pods, not the whole namespace
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    api, metrics = policy["ingress"]
+    assert "from" not in api  # from anywhere; an operator narrows it
+    assert api["ports"] == [{"port": "http", "protocol": "TCP"}]
+    assert metrics["from"] == [{"namespaceSelector": {"matchLabels": {
+        "nsprov.io/monitoring": "true"}}}]  # fmt: skip
+    assert metrics["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["readinessProbe"]["httpGet"]["port"] == "metrics"
+    egress = [(p["port"], p["protocol"]) for rule in policy["egress"] for p in rule["ports"]]
+    assert egress == [(53, "UDP"), (53, "TCP"), (443, "TCP"), (6443, "TCP")]
+    assert not any("to" in rule for rule in policy["egress"])
+
+
 @pytest.mark.parametrize("source", ["deploy/overlay", "k8s/examples/grant-configmaps.yaml"])
 def test_example_grants_pass_the_safety_check(cluster: Cluster, source: str) -> None:
     path = REPO / source

@@ -122,3 +122,16 @@ def test_failed_reconciles_come_back_spread_out(controller: Controller) -> None:
     assert len({round(d, 3) for d in delays[:100]}) > 50, "first retries in lock-step"
     # Beyond the burst of 100 the bucket lets 10 a second through: the 300th waits ~20s.
     assert delays[-1] >= 19
+
+
+def test_the_namespaced_caches_keep_what_the_namespace_cache_holds(controller: Controller) -> None:
+    namespace = {"metadata": {"name": "np-a", "uid": "u"}}
+    assert not controller.scope.holds("np-a")
+    controller._on_namespace("ADDED", namespace)
+    assert controller.scope.holds("np-a")
+    controller._on_namespace("DELETED", namespace)
+    assert not controller.scope.holds("np-a")
+    assert "roles" not in {informer.resource.name for informer in controller.informers}
+    for informer in controller.informers[1:]:
+        assert informer._scope is controller.scope
+        assert informer._after is controller.namespaces.synced

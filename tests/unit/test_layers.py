@@ -19,7 +19,7 @@ GROUND = {
     "policy", "policyfile", "requestid", "settings", "template", "ttl", "workqueue",
 }  # fmt: skip
 API_WING = {"api", "auth", "identity", "oidc", "openapi", "provisioner"}
-CONTROLLER_WING = {"controller", "leader", "watch"}
+CONTROLLER_WING = {"controller", "leader", "namespacescope", "watch"}
 TOP = {"app", "cli", "httplimits", "rollout"}
 # The client (``pip install nsprov`` without the server extra): talks HTTP, never Kubernetes.
 CLIENT = {"client", "client_cli", "client_run"}
