@@ -164,13 +164,16 @@ def run_in_namespace(
     showing: Callable[[str], contextlib.AbstractContextManager[None]] = (
         lambda _: contextlib.nullcontext()
     ),
+    wait_for_slot: float | None = None,
 ) -> int:
     """Provision, run ``argv`` with the namespace, clean up; CMD's exit code (see module doc)."""
     key = new_idempotency_key()
     router.enter("provisioning")
     try:
         with showing("provisioning a namespace"):
-            created = client.create(ttl=ttl, server=server, idempotency_key=key)
+            created = client.create(
+                ttl=ttl, server=server, idempotency_key=key, wait_for_slot=wait_for_slot
+            )
     except Interrupted as exc:
         say(
             f"interrupted ({exc}) while provisioning; a namespace made by the request in flight "
@@ -240,7 +243,13 @@ def _run_child(
 def _delete(client: NsprovClient, created: Kubeconfig, say: Warn, router: SignalRouter) -> None:
     router.enter("cleanup")
     try:
-        client.delete(created.namespace, timing=CLEANUP_TIMING)
+        marked = client.delete(created.namespace, timing=CLEANUP_TIMING)
+        # One line, so a CI log shows the namespace's end as it shows its start.
+        say(
+            f"namespace {created.namespace} is being deleted"
+            if marked
+            else f"namespace {created.namespace} was already gone"
+        )
     except Failure as exc:
         say(
             f"warning: namespace {created.namespace} was not deleted, its TTL deletes it "

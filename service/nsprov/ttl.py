@@ -6,9 +6,11 @@ original provisioner keep working; only the sign is restricted, since a
 namespace cannot live for a negative time. Days are the one addition: a
 preview or a kept namespace lives for days, and ``48h`` is how nobody thinks of
 two days. A day is 24 hours here (no calendar, no daylight saving), as in
-Prometheus and systemd durations; the client and the Action accept the same. Digits are ASCII only, as in Go:
-Python's regex digit class also matches other scripts' digits (U+0661 ARABIC-INDIC DIGIT ONE), which
-Go refuses and which no client means.
+Prometheus and systemd durations; the client and the Action accept the same.
+
+Digits are ASCII only, as in Go: Python's regex digit class also matches other
+scripts' digits (U+0661 ARABIC-INDIC DIGIT ONE), which Go refuses and which no
+client means.
 """
 
 from __future__ import annotations
