@@ -473,6 +473,16 @@ def delete(name: str, wait: bool, wait_timeout: str, ignore_not_found: bool, out
 @click.option("--keep", is_flag=True, help="keep the namespace (and kubeconfig) afterwards")
 @_WAIT_FOR_SLOT
 @_WAIT_TIMEOUT
+@click.option(
+    "--diagnostics", type=click.Choice(["on-failure", "always", "never"]), default="never",
+    show_default=True,
+    help="before deleting, print the namespace's events, pods and logs (a collapsed group on "
+    "GitHub) and write them to nsprov-diagnostics/NAMESPACE.txt",
+)  # fmt: skip
+@click.option(
+    "--keep-on-failure", metavar="DURATION",
+    help="when CMD fails, extend the namespace by this (e.g. 2h) instead of deleting it",
+)  # fmt: skip
 @click.argument(
     "command", nargs=-1, required=True, type=click.UNPROCESSED, metavar="[--] CMD [ARGS]..."
 )
@@ -482,6 +492,8 @@ def run(
     keep: bool,
     wait: bool,
     wait_timeout: str,
+    diagnostics: str,
+    keep_on_failure: str | None,
     command: tuple[str, ...],
 ) -> int:
     """Provision a namespace, run CMD with KUBECONFIG and NSPROV_NAMESPACE set, delete it.
@@ -492,6 +504,8 @@ def run(
     from nsprov.client_run import Interrupted, SignalRouter, run_in_namespace
 
     check_ttl(ttl)
+    if keep_on_failure is not None:
+        positive_duration("--keep-on-failure", keep_on_failure)
     wait_for_slot = _slot_wait(wait, wait_timeout)
     progress = Progress()
     router = SignalRouter()
@@ -507,6 +521,8 @@ def run(
                 router=router,
                 showing=progress.showing,
                 wait_for_slot=wait_for_slot,
+                diagnostics=diagnostics,
+                keep_on_failure=keep_on_failure,
             )
         except Interrupted as exc:  # a second signal in the instant between two phases
             progress.say(f"interrupted ({exc}); the namespace's TTL deletes what is left")

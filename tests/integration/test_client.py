@@ -109,9 +109,10 @@ def test_list_get_extend_and_delete_wait(
     assert listed.returncode == 0, listed.stderr
     assert [i["name"] for i in json.loads(listed.stdout)["items"]] == [name]
     table = nsprov(env, "list").stdout.splitlines()
-    assert table[0].split() == ["NAME", "STATE", "EXPIRES-AT", "EXPIRES-IN"]
-    assert table[1].split()[:3] == [name, "ACTIVE", created["expiresAt"]]
-    assert table[1].split()[3] in ("10m", "9m")
+    assert table[0].split() == ["NAME", "STATE", "OWNER", "AGE", "EXPIRES-AT", "EXPIRES-IN"]
+    assert table[1].split()[:3] == [name, "ACTIVE", "alice"]
+    assert re.fullmatch(r"\d+s", table[1].split()[3])  # AGE: made seconds ago
+    assert table[1].split()[4:] in ([created["expiresAt"], "10m"], [created["expiresAt"], "9m"])
     # bob sees none of alice's namespaces
     bob = {**env, "NSPROV_TOKEN": service.tokens["bob"]}
     assert json.loads(nsprov(bob, "list", "-o", "json").stdout) == {"items": []}
@@ -120,7 +121,7 @@ def test_list_get_extend_and_delete_wait(
     assert got["name"] == name
     assert got["owner"] == "alice"
 
-    extended = nsprov(env, "extend", name, "--ttl", "1h", "-o", "json")
+    extended = nsprov(env, "extend", name, "--ttl", "0.05d", "-o", "json")  # 72m: days work
     assert extended.returncode == 0, extended.stderr
     assert json.loads(extended.stdout)["expiresAt"] > created["expiresAt"]
     assert (
@@ -139,7 +140,16 @@ def test_list_get_extend_and_delete_wait(
 
     missing = nsprov(env, "get", name)
     assert missing.returncode == EXIT_REFUSED
-    assert missing.stderr == f"nsprov: 404 Not Found: namespace {name!r} not found\n"
+    assert re.fullmatch(
+        rf"nsprov: GET {env['NSPROV_URL']}/api/v1/namespaces/{name}: 404 Not Found: "
+        rf"namespace '{name}' not found \(request id ([0-9a-f]{{16}})\)\n",
+        missing.stderr,
+    )
+    gone = nsprov(env, "delete", name)
+    assert gone.returncode == EXIT_REFUSED
+    ignored = nsprov(env, "delete", name, "--ignore-not-found")
+    assert ignored.returncode == 0, ignored.stderr
+    assert ignored.stdout.split()[-2:] == [name, "NOT_FOUND"]
 
 
 def test_run_exits_with_the_command_code_and_deletes_the_namespace(
@@ -162,6 +172,7 @@ def test_run_exits_with_the_command_code_and_deletes_the_namespace(
     assert not Path(kubeconfig).exists()
     assert not Path(kubeconfig).parent.exists()
     assert namespace_status(core, name) in ("deleting", "gone")
+    assert ran.stderr.splitlines()[-1] == f"nsprov: namespace {name} is being deleted"
     wait_until(lambda: namespace_status(core, name) == "gone", timeout=60, message=f"{name} gone")
 
 
@@ -281,15 +292,23 @@ def test_ctrl_c_at_a_terminal_reaches_cmd_once(
     assert namespace_status(core, name) in ("deleting", "gone")
 
 
-def test_a_service_that_is_down_is_exit_5_and_one_line(cluster: Cluster) -> None:
-    env = client_env(cluster, f"http://127.0.0.1:{free_port()}", "t" * 20, NSPROV_TIMEOUT="3s")
+def test_a_service_that_is_down_is_a_line_per_retry_then_exit_5(cluster: Cluster) -> None:
+    """A CI log shows the wrong URL at the first retry, not after two minutes of silence."""
+    url = f"http://127.0.0.1:{free_port()}"
+    env = client_env(cluster, url, "t" * 20, NSPROV_TIMEOUT="3s")
     started = time.monotonic()
     listed = nsprov(env, "list")
     assert listed.returncode == EXIT_UNAVAILABLE
     assert time.monotonic() - started < 15
-    assert listed.stderr.count("\n") == 1
-    assert listed.stderr.startswith("nsprov: GET http://127.0.0.1:")
-    assert "gave up after" in listed.stderr
+    *retries, last = listed.stderr.splitlines()
+    assert retries, listed.stderr
+    for n, line in enumerate(retries, start=2):
+        assert re.fullmatch(
+            rf"nsprov: GET {url}/api/v1/namespaces: connection refused; attempt {n} in [\d.]+s",
+            line,
+        ), line
+    assert last.startswith(f"nsprov: GET {url}/api/v1/namespaces: connection refused")
+    assert "gave up after" in last
     assert listed.stdout == ""
     ran = nsprov(env, "run", "--", "sh", "-c", "exit 0")
     assert ran.returncode == EXIT_UNAVAILABLE
@@ -301,9 +320,72 @@ def test_a_wrong_token_is_exit_3_and_names_no_token(
     env = client_env(cluster, service.url, "not-a-real-token-at-all")
     listed = nsprov(env, "list")
     assert listed.returncode == EXIT_AUTH
-    assert listed.stderr.startswith("nsprov: 401 Unauthorized")
+    assert listed.stderr.startswith(
+        f"nsprov: GET {service.url}/api/v1/namespaces: 401 Unauthorized"
+    )
     assert listed.stderr.count("\n") == 1
     assert "not-a-real-token" not in listed.stderr
+    assert re.search(r"\(request id [0-9a-f]{16}\)\n$", listed.stderr), listed.stderr
+
+
+def test_https_to_a_plain_http_service_fails_at_once_with_exit_5(
+    cluster: Cluster, service: RunningService
+) -> None:
+    """TLS errors used to be retried for two minutes; the next attempt meets the same server."""
+    env = client_env(cluster, service.url.replace("http://", "https://"), "t" * 20)
+    started = time.monotonic()
+    listed = nsprov(env, "list")
+    assert listed.returncode == EXIT_UNAVAILABLE
+    assert time.monotonic() - started < 10
+    assert listed.stderr.count("\n") == 1
+    assert "TLS handshake failed" in listed.stderr
+    assert "https:// for a plain-http service?" in listed.stderr
+
+
+def test_a_full_cap_fails_at_once_and_wait_waits_for_a_free_slot(
+    cluster: Cluster, core: client.CoreV1Api, tmp_path: Path
+) -> None:
+    with running_service(
+        cluster.kubeconfig,
+        tmp_path,
+        [f"--cluster-role={CONFIGMAP_GRANT}", "--max-namespaces-per-owner=1"],
+    ) as capped:
+        env = client_env(cluster, capped.url, capped.tokens["alice"])
+        first = nsprov(env, "create", "--ttl=10m", "-o", "name")
+        assert first.returncode == 0, first.stderr
+        holder = first.stdout.strip()
+
+        started = time.monotonic()
+        refused = nsprov(env, "run", "--", "true")
+        assert refused.returncode == EXIT_REFUSED
+        assert time.monotonic() - started < 10
+        assert refused.stderr.count("\n") == 1
+        assert re.search(
+            r": 429 Too Many Namespaces: .*; --wait waits for a free slot "
+            r"\(request id [0-9a-f]{16}\)\n$",
+            refused.stderr,
+        ), refused.stderr
+
+        waiting = subprocess.Popen(
+            ["nsprov", "run", "--wait", "--wait-timeout=90s", "--", "true"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            # Its first line is its first wait (bounded: it gives up after 90 s); then the
+            # slot is freed.
+            assert waiting.stderr is not None
+            first_wait = waiting.stderr.readline()
+            assert re.search(r"; waiting [\d.]+s for a free slot \(request id", first_wait), (
+                first_wait
+            )
+            assert nsprov(env, "delete", holder, "--wait").returncode == 0
+            _, stderr = waiting.communicate(timeout=90)
+        finally:
+            if waiting.poll() is None:
+                waiting.kill()
+                waiting.wait()
+        assert waiting.returncode == 0, stderr
+        assert re.search(r"nsprov: namespace np-[a-z0-9]{10} is being deleted\n$", stderr), stderr
 
 
 def test_usage_errors_are_exit_2_before_any_request(
@@ -323,6 +405,7 @@ def test_usage_errors_are_exit_2_before_any_request(
             "NSPROV_ALLOW_INSECURE_URL=true",
         ),
         ({"NSPROV_TOKEN": token}, ["run"], "Missing argument"),
+        ({"NSPROV_TOKEN": token}, ["extend", "np-0000000000"], "Missing option '--ttl'"),
     ]
     for extra, args, reason in cases:
         result = nsprov({**base, **extra}, *args)
@@ -335,7 +418,15 @@ def test_usage_errors_are_exit_2_before_any_request(
 def test_refusals_are_exit_4_with_the_service_detail(env: dict[str, str]) -> None:
     too_long = nsprov(env, "create", "--ttl=3h")
     assert too_long.returncode == EXIT_REFUSED
-    assert too_long.stderr == "nsprov: 400 Bad Request: ttl '3h' exceeds the maximum of 2h0m0s\n"
+    assert re.fullmatch(
+        rf"nsprov: POST {env['NSPROV_URL']}/api/v1/namespaces: 400 Bad Request: "
+        r"ttl '3h' exceeds the maximum of 2h0m0s \(request id [0-9a-f]{16}\)\n",
+        too_long.stderr,
+    )
+    # The service reads days as the client does.
+    days = nsprov(env, "create", "--ttl=1d")
+    assert days.returncode == EXIT_REFUSED
+    assert "ttl '1d' exceeds the maximum of 2h0m0s" in days.stderr
 
 
 def test_the_same_idempotency_key_gives_the_same_namespace(
