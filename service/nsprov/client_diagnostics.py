@@ -78,7 +78,10 @@ class KubeAccess:
         """The current context's cluster, user token and namespace; ValueError when absent."""
         import yaml  # only here: a job that passes never pays for it
 
-        config = yaml.safe_load(text)
+        try:
+            config = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise ValueError("the kubeconfig is not YAML") from None
         try:
             context_name = config["current-context"]
             context = _named(config["contexts"], context_name)["context"]
@@ -96,7 +99,10 @@ class KubeAccess:
 
 
 def _named(entries: list[dict[str, Any]], name: str) -> dict[str, Any]:
-    return next(entry for entry in entries if entry.get("name") == name)
+    for entry in entries:
+        if entry.get("name") == name:
+            return entry
+    raise KeyError(name)
 
 
 class _Reader:

@@ -501,3 +501,138 @@ def test_pip_install_nsprov_is_a_client_without_kubernetes(
     assert serve.returncode == 2
     assert serve.stderr.endswith("missing): pip install 'nsprov[server]'\n")
     assert serve.stderr.count("\n") == 1
+
+
+DIAGNOSTICS_GRANT = "nsprov-test-diagnostics"
+
+_FAILING_JOB = textwrap.dedent(
+    """
+    cat <<YAML | kubectl create -f - >/dev/null
+    apiVersion: v1
+    kind: Pod
+    metadata: {name: web}
+    spec:
+      securityContext: {runAsNonRoot: true, runAsUser: 1000, seccompProfile: {type: RuntimeDefault}}
+      containers:
+        - name: app
+          image: registry.invalid/app:1
+          env: [{name: PASSWORD, value: hunter2-not-in-any-report}]
+          securityContext:
+            allowPrivilegeEscalation: false
+            capabilities: {drop: [ALL]}
+    ---
+    apiVersion: v1
+    kind: Event
+    metadata: {name: web.second}
+    involvedObject: {kind: Pod, name: web, namespace: $NSPROV_NAMESPACE}
+    reason: SecondThing
+    message: happened second
+    type: Warning
+    firstTimestamp: "2030-01-01T00:00:09Z"
+    lastTimestamp: "2030-01-01T00:00:09Z"
+    ---
+    apiVersion: v1
+    kind: Event
+    metadata: {name: web.first}
+    involvedObject: {kind: Pod, name: web, namespace: $NSPROV_NAMESPACE}
+    reason: FirstThing
+    message: happened first
+    type: Normal
+    firstTimestamp: "2030-01-01T00:00:01Z"
+    lastTimestamp: "2030-01-01T00:00:01Z"
+    YAML
+    exit 3
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def diagnosable(cluster: Cluster, grants: None, tmp_path_factory) -> Iterator[RunningService]:
+    """A service whose grant lets a job make pods and events and read them back."""
+    rbac = client.RbacAuthorizationV1Api(cluster.api)
+    rbac.create_cluster_role(
+        client.V1ClusterRole(
+            metadata=client.V1ObjectMeta(name=DIAGNOSTICS_GRANT),
+            rules=[
+                client.V1PolicyRule(
+                    api_groups=[""], resources=["pods", "events"], verbs=["get", "list", "create"]
+                ),
+                client.V1PolicyRule(api_groups=[""], resources=["pods/log"], verbs=["get"]),
+            ],
+        )
+    )
+    try:
+        with running_service(
+            cluster.kubeconfig,
+            tmp_path_factory.mktemp("diagnosable"),
+            [f"--cluster-role={DIAGNOSTICS_GRANT}", "--max-ttl=2h"],
+        ) as running:
+            yield running
+    finally:
+        rbac.delete_cluster_role(DIAGNOSTICS_GRANT)
+
+
+def test_diagnostics_of_a_failed_job_before_its_namespace_goes(
+    cluster: Cluster, diagnosable: RunningService, core: client.CoreV1Api, tmp_path: Path
+) -> None:
+    env = client_env(cluster, diagnosable.url, diagnosable.tokens["alice"], GITHUB_ACTIONS="true")
+    ran = nsprov(
+        env, "run", "--diagnostics=on-failure", "--", "sh", "-c", _FAILING_JOB, cwd=tmp_path
+    )
+    assert ran.returncode == 3, ran.stderr
+    name = _NAME.search(ran.stderr).group(0)  # type: ignore[union-attr]
+    log = ran.stderr.splitlines()
+    start = log.index(f"::group::nsprov diagnostics: {name}")
+    assert log[start + 1].startswith("::stop-commands::")
+    end = log.index("::endgroup::")
+    report = (tmp_path / "nsprov-diagnostics" / f"{name}.txt").read_text()
+    assert log[start + 2 : end - 1] == report.splitlines()
+    assert report.startswith(f"nsprov diagnostics: namespace {name} at ")
+    assert "(CMD exited 3)" in report.splitlines()[0]
+    # Events by time, not by name or creation; the pod (no node here) stays Pending.
+    assert report.index("FirstThing  pod/web: happened first") < report.index(
+        "SecondThing  pod/web: happened second"
+    )
+    assert "pod/web: phase Pending" in report
+    assert "hunter2" not in ran.stderr + report
+    assert log[-1] == f"nsprov: namespace {name} is being deleted"
+    assert log.index(f"nsprov: diagnostics written to nsprov-diagnostics/{name}.txt") > end
+    assert namespace_status(core, name) in ("deleting", "gone")
+
+    passed = nsprov(env, "run", "--diagnostics=on-failure", "--", "true", cwd=tmp_path)
+    assert passed.returncode == 0
+    assert "::group::" not in passed.stderr
+
+
+def test_keep_on_failure_extends_the_namespace_and_says_until_when(
+    cluster: Cluster, diagnosable: RunningService, core: client.CoreV1Api, tmp_path: Path
+) -> None:
+    summary = tmp_path / "summary.md"
+    env = client_env(
+        cluster, diagnosable.url, diagnosable.tokens["alice"], GITHUB_STEP_SUMMARY=str(summary)
+    )
+    ran = nsprov(env, "run", "--ttl=10m", "--keep-on-failure=0.05d", "--", "sh", "-c", "exit 2")
+    assert ran.returncode == 2, ran.stderr
+    kept = ran.stderr.splitlines()[-1]
+    match = re.fullmatch(
+        r"nsprov: CMD failed \(exit 2\): kept namespace (np-[a-z0-9]{10}) for a look until "
+        r"(\S+Z); kubeconfig: (\S+); `nsprov delete np-[a-z0-9]{10}` ends it",
+        kept,
+    )
+    assert match, kept
+    name, until, kubeconfig = match.groups()
+    assert namespace_status(core, name) == "active"
+    got = json.loads(nsprov(env, "get", name, "-o", "json").stdout)
+    assert got["expiresAt"] == until
+    left = time.mktime(time.strptime(until, "%Y-%m-%dT%H:%M:%SZ")) - time.mktime(time.gmtime())
+    assert 60 * 60 < left <= 72 * 60 + 5  # 0.05d = 72m, not the 10m it was made with
+    assert f"namespace `{name}` kept until {until}" in summary.read_text()
+    # The kept kubeconfig works: the extension's fresh token, the namespace still there.
+    listed = subprocess.run(
+        ["kubectl", "--kubeconfig", kubeconfig, "get", "pods", "-o", "name"],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert listed.returncode == 0, listed.stderr
+    Path(kubeconfig).unlink()
+    Path(kubeconfig).parent.rmdir()
+    assert nsprov(env, "delete", name, "--wait").returncode == 0

@@ -20,6 +20,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 import httpx
@@ -666,9 +667,16 @@ def test_progress_on_a_terminal_spins_and_clears_its_line() -> None:
 class _Service:
     """A stand-in nsprov: creates one namespace, records deletes, can refuse them."""
 
-    def __init__(self, delete_status: int = 202, during_create: Callable[[], None] = lambda: None):
+    def __init__(
+        self,
+        delete_status: int = 202,
+        during_create: Callable[[], None] = lambda: None,
+        patch_status: int = 200,
+    ):
         self.deleted: list[str] = []
+        self.patched: list[str] = []
         self.delete_status = delete_status
+        self.patch_status = patch_status
         self.during_create = during_create
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
@@ -681,15 +689,108 @@ class _Service:
                 return _problem(self.delete_status, "Cluster Unavailable", "down",
                                 **{"Retry-After": "3600"})  # fmt: skip
             return httpx.Response(202, json={"name": "x", "state": "MARKED_FOR_DELETION"})
+        if request.method == "PATCH":
+            self.patched.append(request.url.params["ttl"])
+            if self.patch_status != 200:
+                return _problem(self.patch_status, "Bad Request", "ttl '9d' exceeds the maximum")
+            later = {**CREATED, "expiresAt": "2030-01-01T02:00:00Z", "kubeconfig": "fresh: yes"}
+            return httpx.Response(200, json=later)
         raise AssertionError(request)
 
 
-def _run(service: _Service, argv: list[str], said: list[str]) -> int:
+def _run(service: _Service, argv: list[str], said: list[str], **options: Any) -> int:
     router = SignalRouter()
     with router.installed(), _client(service) as nsprov:
         return run_in_namespace(
-            nsprov, argv, ttl=None, server=None, keep=False, say=said.append, router=router
-        )
+            nsprov, argv, ttl=None, server=None, keep=False, say=said.append, router=router,
+            **options,
+        )  # fmt: skip
+
+
+def test_keep_on_failure_extends_instead_of_deleting_and_says_where(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    summary = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    service = _Service()
+    said: list[str] = []
+    seen = tmp_path / "seen"
+    code = _run(service, ["sh", "-c", f'echo "$KUBECONFIG" > {seen}; exit 5'], said,
+                keep_on_failure="2h")  # fmt: skip
+    kubeconfig = Path(seen.read_text().strip())
+    assert code == 5
+    assert service.deleted == []
+    assert service.patched == ["2h"]
+    assert said[-1] == (
+        "CMD failed (exit 5): kept namespace np-abcdefghij for a look until "
+        f"2030-01-01T02:00:00Z; kubeconfig: {kubeconfig}; `nsprov delete np-abcdefghij` ends it"
+    )
+    assert kubeconfig.read_text() == "fresh: yes"  # the extension's credentials
+    assert stat.S_IMODE(kubeconfig.stat().st_mode) == 0o600
+    assert "namespace `np-abcdefghij` kept until 2030-01-01T02:00:00Z" in summary.read_text()
+    kubeconfig.unlink()
+    kubeconfig.parent.rmdir()
+
+    # A CMD that passes is deleted as ever.
+    passing = _Service()
+    assert _run(passing, ["true"], [], keep_on_failure="2h") == 0
+    assert passing.deleted == ["np-abcdefghij"]
+    assert passing.patched == []
+
+
+def test_keep_on_failure_beyond_the_tenants_bounds_keeps_it_until_its_expiry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+    service = _Service(patch_status=400)
+    said: list[str] = []
+    assert _run(service, ["false"], said, keep_on_failure="9d") == 1
+    assert service.deleted == []
+    assert said[-1].startswith(
+        "CMD failed (exit 1): kept namespace np-abcdefghij for a look until 2030-01-01T00:00:00Z "
+        "(not extended by 9d: PATCH"
+    )
+    kubeconfig = Path(said[-1].split("kubeconfig: ")[1].split(";")[0])
+    kubeconfig.unlink()
+    kubeconfig.parent.rmdir()
+
+
+def test_diagnostics_on_failure_come_before_the_delete(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("GITHUB_ACTIONS", raising=False)
+    events: list[str] = []
+    service = _Service()
+    original = service.__call__
+
+    def recording(request: httpx.Request) -> httpx.Response:
+        events.append(request.method)
+        return original(request)
+
+    def collect(kubeconfig: str, *, why: str) -> str:
+        events.append(f"collect {why}")
+        return "the report\n"
+
+    monkeypatch.setattr("nsprov.client_diagnostics.collect", collect)
+    written: list[str] = []
+    router = SignalRouter()
+    with router.installed(), _client(recording) as nsprov:
+        code = run_in_namespace(
+            nsprov, ["false"], ttl=None, server=None, keep=False, say=written.append,
+            router=router, diagnostics="on-failure", write=written.append,
+        )  # fmt: skip
+    assert code == 1
+    assert events == ["POST", "collect CMD exited 1", "DELETE"]
+    assert "the report" in written
+    assert (tmp_path / "nsprov-diagnostics" / "np-abcdefghij.txt").read_text() == "the report\n"
+    events.clear()
+    with router.installed(), _client(recording) as nsprov:
+        run_in_namespace(
+            nsprov, ["true"], ttl=None, server=None, keep=False, say=written.append,
+            router=router, diagnostics="on-failure", write=written.append,
+        )  # fmt: skip
+    assert events == ["POST", "DELETE"]
 
 
 def test_run_exits_with_cmd_code_and_a_failed_delete_is_a_warning(tmp_path: Path) -> None:
