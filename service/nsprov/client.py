@@ -20,13 +20,9 @@ ending with the service's request id (the ``X-Request-Id`` every nsprov answer
 carries, which its log lines carry too), and whose ``exit_code`` tells a script
 what kind of failure it was.
 
-HTTP goes through ``urllib.request`` rather than httpx: ``nsprov run`` is on the
-critical path of a CI job, and importing httpx (and building its TLS context
-even for a plain-http URL) cost about 130 ms of CPU of a command that should
-start CMD within 200 ms, against about 35 ms for urllib, which honours the same
-proxy variables (``HTTPS_PROXY``, ``NO_PROXY``). TLS trusts the system's CAs
-(``SSL_CERT_FILE`` or ``SSL_CERT_DIR`` replace them). This module must not import
-the server's libraries: ``pip install nsprov`` installs the client without them.
+HTTP goes through ``client_http`` (urllib, not httpx: that module says why).
+This module must not import the server's libraries: ``pip install nsprov``
+installs the client without them.
 """
 
 from __future__ import annotations
@@ -34,23 +30,27 @@ from __future__ import annotations
 import email.utils
 import errno
 import ipaddress
-import json
 import random
 import secrets
 import socket
 import ssl
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from http.client import HTTPException
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
 from nsprov import __version__
+from nsprov.client_http import (
+    AnswerLost,
+    HttpRequest,
+    HttpResponse,
+    NotSent,
+    Transport,
+    UrllibTransport,
+)
 from nsprov.errors import BadRequest
 from nsprov.ttl import parse_duration
 
@@ -65,8 +65,6 @@ TOKEN_VARIABLES = ("NSPROV_TOKEN", "NSPROV_TOKEN_FILE", "NSPROV_ID_TOKEN")
 ALLOW_INSECURE_VARIABLE = "NSPROV_ALLOW_INSECURE_URL"
 _TRANSIENT_STATUSES = frozenset({502, 503, 504})
 _USER_AGENT = f"nsprov-cli/{__version__}"
-_MAX_BODY_BYTES = 16 * 2**20
-"""A list page of 500 namespaces is well under 1 MiB; more is not an nsprov answer."""
 
 
 class Failure(Exception):
@@ -324,115 +322,6 @@ def backoff_delay(retry: int, timing: Timing, rand: Callable[[], float] = random
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())
-
-
-# ---- one HTTP exchange --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class HttpRequest:
-    """What one attempt sends: the whole URL (query included) and every header."""
-
-    method: str
-    url: str
-    headers: Mapping[str, str] = field(repr=False)
-    timeout: float
-
-
-@dataclass(frozen=True)
-class HttpResponse:
-    """A complete answer, whatever its status; header names in lower case."""
-
-    status: int
-    reason: str
-    headers: Mapping[str, str]
-    body: bytes = b""
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-    @property
-    def text(self) -> str:
-        return self.body.decode("utf-8", errors="replace")
-
-
-class NotSent(Exception):
-    """The request never reached the service: DNS, connect or the TLS handshake failed."""
-
-    def __init__(self, reason: BaseException) -> None:
-        super().__init__(str(reason))
-        self.reason = reason
-
-
-class AnswerLost(Exception):
-    """The request went out but no complete answer came back (a timeout, a reset)."""
-
-    def __init__(self, reason: BaseException) -> None:
-        super().__init__(str(reason))
-        self.reason = reason
-
-
-Transport = Callable[[HttpRequest], HttpResponse]
-"""One exchange: an HttpResponse for any status, NotSent or AnswerLost for no answer."""
-
-
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    """A redirect would mean a misconfigured URL: never replay the token elsewhere."""
-
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
-def tls_context() -> ssl.SSLContext:
-    """The system's trust store; SSL_CERT_FILE and SSL_CERT_DIR replace it (OpenSSL reads them),
-    which is how a CI job trusts a private CA in front of nsprov."""
-    return ssl.create_default_context()
-
-
-class UrllibTransport:
-    """The Transport of a real command: urllib with the environment's proxies, no redirects.
-
-    The TLS context is built on the first https request only: loading a CA bundle
-    costs a plain-http (loopback) call 20 ms for nothing.
-    """
-
-    def __init__(self) -> None:
-        self._opener: urllib.request.OpenerDirector | None = None
-
-    def _opener_for(self, url: str) -> urllib.request.OpenerDirector:
-        if self._opener is None:
-            handlers: list[urllib.request.BaseHandler] = [
-                urllib.request.ProxyHandler(),
-                _NoRedirects(),
-            ]
-            if url.startswith("https:"):
-                handlers.append(urllib.request.HTTPSHandler(context=tls_context()))
-            self._opener = urllib.request.build_opener(*handlers)
-        return self._opener
-
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        # service_url() admitted http(s) URLs only, so no file: or custom scheme gets here.
-        outgoing = urllib.request.Request(  # noqa: S310
-            request.url, method=request.method, headers=dict(request.headers)
-        )
-        try:
-            answer = self._opener_for(request.url).open(outgoing, timeout=request.timeout)
-        except urllib.error.HTTPError as exc:  # a status urllib does not call success
-            answer = exc
-        except urllib.error.URLError as exc:  # raised while connecting or sending
-            reason = exc.reason
-            raise NotSent(
-                reason if isinstance(reason, BaseException) else OSError(reason)
-            ) from None
-        except (OSError, HTTPException) as exc:  # raised while waiting for the answer
-            raise AnswerLost(exc) from None
-        try:
-            with answer:
-                body = answer.read(_MAX_BODY_BYTES)
-        except (OSError, HTTPException) as exc:
-            raise AnswerLost(exc) from None
-        headers = {name.lower(): value for name, value in answer.headers.items()}
-        return HttpResponse(int(answer.status), str(answer.reason or ""), headers, body)
 
 
 def _problem(response: HttpResponse) -> dict[str, Any] | None:

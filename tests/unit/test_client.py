@@ -29,21 +29,17 @@ import pytest
 from nsprov import cli, client_cli, launcher
 from nsprov import client as client_
 from nsprov.client import (
-    AnswerLost,
     AuthFailed,
     ClientConfig,
     Failure,
-    HttpRequest,
-    HttpResponse,
-    NotSent,
     NsprovClient,
     Refused,
     RetryNotice,
-    Transport,
     Unavailable,
     UsageFailure,
 )
 from nsprov.client_cli import Progress, quota_table, table, write_private_file
+from nsprov.client_http import AnswerLost, HttpRequest, HttpResponse, NotSent, Transport
 from nsprov.client_run import Interrupted, SignalRouter, run_in_namespace
 from tests.support import wait_until
 

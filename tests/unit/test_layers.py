@@ -22,7 +22,7 @@ API_WING = {"api", "auth", "identity", "oidc", "openapi", "provisioner"}
 CONTROLLER_WING = {"controller", "leader", "watch"}
 TOP = {"app", "cli", "launcher", "rollout"}
 # The client (``pip install nsprov`` without the server extra): talks HTTP, never Kubernetes.
-CLIENT = {"client", "client_cli", "client_diagnostics", "client_run"}
+CLIENT = {"client", "client_cli", "client_diagnostics", "client_http", "client_run"}
 CLIENT_MAY_IMPORT = CLIENT | {"errors", "ttl"}
 SERVER_LIBRARIES = {"starlette", "uvicorn", "kubernetes", "prometheus_client", "anyio"}
 
