@@ -203,6 +203,10 @@ export class NsprovClient {
       });
       text = await response.text();
     } catch (err) {
+      // TLS, certificate and unknown-host errors meet the same server and the same DNS
+      // answer on every attempt: two minutes of retries only hid them.
+      const permanent = permanentNetworkError(err);
+      if (permanent) throw new ServiceError(`${describe}: ${permanent}`);
       throw new TransientError(`${describe}: ${describeNetworkError(err, timeoutMs)}`, { cause: err });
     }
     if (response.ok || (notFoundIsDone && response.status === 404)) {
@@ -230,6 +234,19 @@ export class NsprovClient {
     }
     throw new ServiceError(message, { status: response.status, detail: problemOf(text)?.detail ?? null, attempt });
   }
+}
+
+/** What is wrong when another attempt cannot help (TLS, certificate, no such host); else null. */
+export function permanentNetworkError(err) {
+  const code = String(err?.cause?.code ?? '');
+  if (code === 'ENOTFOUND') return `cannot resolve the host (${code}): is url right?`;
+  if (/^ERR_SSL_WRONG_VERSION_NUMBER$/.test(code)) {
+    return `TLS handshake failed (${code}): is url https:// for a plain-http service?`;
+  }
+  if (/^(ERR_SSL_|ERR_TLS_)|CERT|SELF_SIGNED|UNABLE_TO_VERIFY/.test(code)) {
+    return `TLS failed (${code}): ${flatten(err.cause.message ?? '')}`;
+  }
+  return null;
 }
 
 export function describeNetworkError(err, timeoutMs) {

@@ -237,3 +237,21 @@ test('a full cap fails at once, its line ending with the service request id', as
   // Nothing was made: post has nothing to look for.
   assert.equal((await ws.state()).idempotency_key, '');
 });
+
+test('https to a plain-http service and an unknown host fail at once, not after two minutes', async (t) => {
+  const service = await startFakeService(t, (req, res) => sendCreated(res));
+  for (const [url, said] of [
+    [service.url.replace('http:', 'https:'), /TLS handshake failed \(ERR_SSL_WRONG_VERSION_NUMBER\): is url https:\/\/ for a plain-http service\?$/m],
+    ['https://nsprov.invalid', /cannot resolve the host \(ENOTFOUND\): is url right\?$/m],
+  ]) {
+    const ws = await makeWorkspace(t);
+    const env = { ...ws.env, ...FAST_TIMING, NSPROV_ACTION_DEADLINE_MS: '60000', ...inputEnv({ url, token: TOKEN }) };
+    const started = Date.now();
+    const main = await runStep(MAIN, env);
+    assert.equal(main.code, 1, url);
+    assert.ok(Date.now() - started < 10_000, `${url}: ${Date.now() - started} ms`);
+    assert.doesNotMatch(main.stdout, /Attempt 1 failed/);
+    assert.match(main.stdout, said);
+  }
+  assert.equal(service.requests.length, 0);
+});
