@@ -1,21 +1,32 @@
 // The Action's post step: delete the namespace main made, and the kubeconfig
-// main wrote.
+// main wrote; for a failed job, first report what the namespace looked like,
+// and keep it instead of deleting it when keep-on-failure asks.
 //
 // Post runs even when the job failed or was cancelled (`post-if: always()`),
-// and then it may have only seconds, so the retry budget is short. A failed
-// delete is a warning by default: the namespace's TTL reclaims it anyway, and a
-// cleanup hiccup should not turn a green job red unless the user asks for that.
+// and then it may have only seconds, so the retry budget is short and the
+// diagnostics have a deadline of their own. A failed delete is a warning by
+// default: the namespace's TTL reclaims it anyway, and a cleanup hiccup should
+// not turn a green job red unless the user asks for that.
+//
+// Whether the job failed comes from the job-status input, whose default is
+// `${{ job.status }}`: the runner evaluates a post step's inputs again when
+// post starts, so it holds the status of the steps before it.
 //
 // Main records the Idempotency-Key before its POST and the namespace once the
 // answer arrives. With only the key (main was killed mid-request, or the answer
 // was lost), post asks the service which namespace that key made, and deletes it.
 
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { bearerToken, readCredentials } from './credentials.js';
+import { collect, logLines, wanted, writeReport } from './diagnostics.js';
 import { removeKubeconfig } from './kubeconfig.js';
-import { STATE, redact } from './provision.js';
+import { STATE, diagnosticsInput, redact } from './provision.js';
 import { CLEANUP_TIMING, stepTiming, timingFromEnv } from './retry.js';
 import { Runner } from './runner.js';
 import { NsprovClient, requireSecureUrl } from './service-client.js';
+
+export const REPORT_DIRECTORY = 'nsprov-diagnostics';
 
 export async function run({ runner = new Runner(), fetch } = {}) {
   const recorded = runner.getState(STATE.namespace);
@@ -33,12 +44,19 @@ export async function run({ runner = new Runner(), fetch } = {}) {
     const credentials = readCredentials(runner);
     secrets.push(credentials.token ?? credentials.oidc.requestToken);
     failOnError = runner.getBooleanInput('fail-on-cleanup-error', { defaultValue: false });
+    const failed = runner.getInput('job-status') === 'failure';
+    const keepFor = failed ? runner.getInput('keep-on-failure') : '';
+    if (recorded && wanted(diagnosticsInput(runner), failed)) {
+      await report(runner, recorded, failed ? 'the job failed' : 'diagnostics: always');
+    }
     if (!runner.getBooleanInput('cleanup', { defaultValue: true })) {
       runner.info(`cleanup is false: leaving ${what} to expire${expiresAt ? ` at ${expiresAt}` : ' with its TTL'}.`);
       return;
     }
     try {
-      await deleteNamespace(runner, credentials, secrets, { recorded, idempotencyKey, fetch });
+      const client = await serviceClient(runner, credentials, secrets, fetch);
+      if (keepFor && recorded) await keep(runner, client, recorded, keepFor, expiresAt);
+      else await deleteNamespace(runner, client, { recorded, idempotencyKey });
     } finally {
       // The credentials die with the namespace; the file goes whatever happened to the delete.
       await removeKubeconfig(runner.getState(STATE.kubeconfig), runner.getState(STATE.kubeconfigDir));
@@ -50,7 +68,25 @@ export async function run({ runner = new Runner(), fetch } = {}) {
   }
 }
 
-async function deleteNamespace(runner, credentials, secrets, { recorded, idempotencyKey, fetch }) {
+/**
+ * The diagnostics report: a collapsed group in the log, and a file in the
+ * workspace for an artifact upload step. Whatever goes wrong here is a warning:
+ * the delete must still happen.
+ */
+async function report(runner, namespace, why) {
+  try {
+    const kubeconfig = await readFile(runner.getState(STATE.kubeconfig), 'utf8');
+    const text = await collect(kubeconfig, { why });
+    for (const line of logLines(`nsprov diagnostics: ${namespace}`, text)) runner.info(line);
+    const directory = join(runner.env.GITHUB_WORKSPACE || process.cwd(), REPORT_DIRECTORY);
+    const path = await writeReport(directory, namespace, text);
+    runner.info(`Diagnostics written to ${path}`);
+  } catch (err) {
+    runner.warning(`The diagnostics of namespace ${namespace} could not be collected: ${err?.message ?? err}`);
+  }
+}
+
+async function serviceClient(runner, credentials, secrets, fetch) {
   const url = requireSecureUrl(runner.getInput('url', { required: true }), {
     allowInsecure: runner.getBooleanInput('allow-insecure-url', { defaultValue: false }),
   });
@@ -60,8 +96,38 @@ async function deleteNamespace(runner, credentials, secrets, { recorded, idempot
   // Post asks for its own ID token: the one main used may have expired by now.
   const token = await bearerToken(runner, credentials, { timing, fetch, onRetry });
   secrets.push(token);
-  const client = new NsprovClient({ url, token, timing, fetch, onRetry });
+  return new NsprovClient({ url, token, timing, fetch, onRetry });
+}
 
+/**
+ * keep-on-failure: extend the failed job's namespace instead of deleting it,
+ * and say where it is and until when, in the log and on the job's summary page.
+ * An extension the service refuses (beyond the tenant's maximum) still keeps
+ * the namespace, until its current expiry.
+ */
+async function keep(runner, client, namespace, ttl, expiresAt) {
+  let until = expiresAt;
+  let note = '';
+  try {
+    until = await client.extendNamespace(namespace, ttl);
+  } catch (err) {
+    note = ` (not extended by ${ttl}: ${err.message})`;
+    runner.warning(`Namespace ${namespace} could not be extended by ${ttl}: ${err.message}`);
+  }
+  runner.info(`The job failed: kept namespace ${namespace} for a look until ${until}${note}.`);
+  runner.appendSummary(
+    [
+      `### nsprov: namespace \`${namespace}\` kept until ${until}`,
+      '',
+      `The job failed, so \`keep-on-failure: ${ttl}\` kept its namespace instead of deleting it${note}.`,
+      `With the nsprov token: \`nsprov extend ${namespace} --ttl 1h --kubeconfig-out kubeconfig\` gives a kubeconfig for it;`,
+      `\`nsprov delete ${namespace}\` ends it (otherwise it expires at ${until}).`,
+      '',
+    ].join('\n'),
+  );
+}
+
+async function deleteNamespace(runner, client, { recorded, idempotencyKey }) {
   let namespace = recorded;
   if (!namespace) {
     runner.info('Main recorded no namespace (cancelled, or the answer was lost): looking it up by its Idempotency-Key.');

@@ -44,6 +44,29 @@ function scalarValue(raw) {
   return text.replace(/\s+#.*$/, '').trim();
 }
 
+/**
+ * The API server, CA, token and namespace of a kubeconfig the service wrote
+ * (one cluster, one user, one context): the first value of each key. Throws
+ * when one is missing.
+ */
+export function kubeconfigAccess(text) {
+  const found = {};
+  for (const line of String(text).split(/\r?\n/)) {
+    const match = KEY_VALUE.exec(line);
+    if (match && !(match[1] in found)) found[match[1]] = scalarValue(match[2]);
+  }
+  for (const key of ['server', 'token', 'namespace']) {
+    if (!found[key]) throw new Error(`the kubeconfig has no ${key}`);
+  }
+  const ca = found['certificate-authority-data'];
+  return {
+    server: found.server.replace(/\/+$/, ''),
+    token: found.token,
+    namespace: found.namespace,
+    ca: ca ? Buffer.from(ca, 'base64').toString('utf8') : null,
+  };
+}
+
 /** A new private directory (mode 0700) under RUNNER_TEMP for the default kubeconfig path. */
 export async function makePrivateDir(runnerTemp) {
   const parent = runnerTemp || tmpdir();

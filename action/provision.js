@@ -17,6 +17,8 @@
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { bearerToken, readCredentials } from './credentials.js';
+import { MODES as DIAGNOSTICS_MODES } from './diagnostics.js';
+import { parseDuration, positiveDurationInput } from './duration.js';
 import { existingIsOurs, findKubeconfigSecrets, makePrivateDir, writeKubeconfig } from './kubeconfig.js';
 import { PROVISION_TIMING, stepTiming, timingFromEnv } from './retry.js';
 import { Runner } from './runner.js';
@@ -75,9 +77,12 @@ async function provision(runner, secrets, { signal, fetch }) {
   const server = runner.getInput('server');
   const requestedPath = runner.getInput('kubeconfig-path');
   const exportKubeconfig = runner.getBooleanInput('export-kubeconfig', { defaultValue: true });
+  if (ttl) checkTtl(ttl);
   // Post reads these; a typo should fail here, before a namespace exists.
   runner.getBooleanInput('cleanup', { defaultValue: true });
   runner.getBooleanInput('fail-on-cleanup-error', { defaultValue: false });
+  diagnosticsInput(runner);
+  positiveDurationInput('keep-on-failure', runner.getInput('keep-on-failure'));
   const timing = stepTiming(timingFromEnv(runner.env, PROVISION_TIMING));
   if (requestedPath) await existingIsOurs(requestedPath);
 
@@ -90,7 +95,8 @@ async function provision(runner, secrets, { signal, fetch }) {
     runner.info(`Attempt ${attempt} failed (${error.message}); retrying in ${(delayMs / 1000).toFixed(1)}s`);
   const token = await bearerToken(runner, credentials, { timing, fetch, signal, onRetry });
   secrets.push(token);
-  const client = new NsprovClient({ url, token, timing, signal, fetch, onRetry });
+  const waitForSlot = runner.getBooleanInput('wait-for-slot', { defaultValue: false });
+  const client = new NsprovClient({ url, token, timing, signal, fetch, onRetry, waitForSlot });
 
   const idempotencyKey = randomUUID();
   runner.saveState(STATE.idempotencyKey, idempotencyKey);
@@ -147,6 +153,26 @@ async function provision(runner, secrets, { signal, fetch }) {
   runner.setOutput('expires-at', expiresAt);
   if (exportKubeconfig) runner.exportVariable('KUBECONFIG', path);
   runner.info(`Namespace ${namespace} is ready until ${expiresAt}; kubeconfig: ${path}`);
+}
+
+/** A ttl the service could read (it decides the bounds); a typo fails before any request. */
+function checkTtl(ttl) {
+  let seconds;
+  try {
+    seconds = parseDuration(ttl);
+  } catch (err) {
+    throw new Error(`ttl: ${err.message}`);
+  }
+  if (seconds < 0) throw new Error(`ttl must not be negative, got ${JSON.stringify(ttl)}`);
+}
+
+/** The diagnostics input: on-failure (the default), always or never. */
+export function diagnosticsInput(runner) {
+  const mode = runner.getInput('diagnostics') || 'on-failure';
+  if (!DIAGNOSTICS_MODES.includes(mode)) {
+    throw new Error(`diagnostics must be one of ${DIAGNOSTICS_MODES.join(', ')}, got ${JSON.stringify(mode)}`);
+  }
+  return mode;
 }
 
 /** The message with every occurrence of each secret replaced; belt and braces to the mask. */

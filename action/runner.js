@@ -132,6 +132,14 @@ export class Runner {
     return this.env[`STATE_${name}`] ?? '';
   }
 
+  /** Appends Markdown to the job's summary page; false when the runner gave none. */
+  appendSummary(markdown) {
+    const path = this.env.GITHUB_STEP_SUMMARY;
+    if (!path) return false;
+    appendFileSync(path, `${markdown}${EOL}`, { encoding: 'utf8' });
+    return true;
+  }
+
   info(message) {
     this.#write(String(message));
   }

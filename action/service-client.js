@@ -81,13 +81,16 @@ export class NsprovClient {
   #signal;
   #onRetry;
   #fetch;
+  #waitForSlot;
 
   /**
    * url: the service's base URL; token: its bearer token; timing: see retry.js;
    * signal: aborts further retries (not the request in flight) when the step is
-   * cancelled; onRetry: called before each backoff sleep.
+   * cancelled; onRetry: called before each backoff sleep; waitForSlot: retry a
+   * cap's 429 (input wait-for-slot) instead of failing at once.
    */
-  constructor({ url, token, timing, signal, onRetry, fetch = globalThis.fetch }) {
+  constructor({ url, token, timing, signal, onRetry, fetch = globalThis.fetch, waitForSlot = false }) {
+    this.#waitForSlot = waitForSlot;
     this.#base = serviceBaseUrl(url);
     this.#token = token;
     this.#timing = timing;
@@ -156,6 +159,22 @@ export class NsprovClient {
     return response.status === 404 ? 'gone' : 'deleted';
   }
 
+  /**
+   * PATCH /api/v1/namespaces/{name}?ttl=: the new expiry is now + ttl, within
+   * the tenant's bounds (the service refuses more with a 400). Returns the new
+   * expiresAt. The fresh kubeconfig in the answer is not kept: the job is over.
+   */
+  async extendNamespace(name, ttl) {
+    const url = new URL(`${this.#base}/api/v1/namespaces/${encodeURIComponent(name)}`);
+    url.searchParams.set('ttl', ttl);
+    const { text } = await this.#exchange('PATCH', url, {});
+    const expiresAt = problemOf(text)?.expiresAt;
+    if (typeof expiresAt !== 'string') {
+      throw new ServiceError(`PATCH ${url.origin}${url.pathname}: the answer has no expiresAt`);
+    }
+    return expiresAt;
+  }
+
   #exchange(method, url, headers, { notFoundIsDone = false } = {}) {
     const describe = `${method} ${url.href}`;
     return withRetries(
@@ -184,12 +203,24 @@ export class NsprovClient {
       });
       text = await response.text();
     } catch (err) {
+      // TLS, certificate and unknown-host errors meet the same server and the same DNS
+      // answer on every attempt: two minutes of retries only hid them.
+      const permanent = permanentNetworkError(err);
+      if (permanent) throw new ServiceError(`${describe}: ${permanent}`);
       throw new TransientError(`${describe}: ${describeNetworkError(err, timeoutMs)}`, { cause: err });
     }
     if (response.ok || (notFoundIsDone && response.status === 404)) {
       return { response, text };
     }
-    const message = `${describe}: ${describeFailure(response, text)}`;
+    // The service's request id ends the line: the operator finds its log lines by it.
+    const message = `${describe}: ${describeFailure(response, text)}${requestIdOf(response, text)}`;
+    // A full cap stays full for minutes: two minutes of retries hid it and
+    // counted a refusal each. Fail at once unless the workflow asks to wait.
+    if (response.status === 429 && !this.#waitForSlot) {
+      throw new ServiceError(message.replace(/( \(request id [^)]*\))?$/, '; wait-for-slot: true waits for a free slot$1'), {
+        status: 429, detail: problemOf(text)?.detail ?? null, attempt,
+      });
+    }
     if (TRANSIENT_STATUSES.has(response.status)) {
       throw new TransientError(message, {
         retryAfterMs: parseRetryAfter(response.headers.get('retry-after')),
@@ -205,6 +236,19 @@ export class NsprovClient {
   }
 }
 
+/** What is wrong when another attempt cannot help (TLS, certificate, no such host); else null. */
+export function permanentNetworkError(err) {
+  const code = String(err?.cause?.code ?? '');
+  if (code === 'ENOTFOUND') return `cannot resolve the host (${code}): is url right?`;
+  if (/^ERR_SSL_WRONG_VERSION_NUMBER$/.test(code)) {
+    return `TLS handshake failed (${code}): is url https:// for a plain-http service?`;
+  }
+  if (/^(ERR_SSL_|ERR_TLS_)|CERT|SELF_SIGNED|UNABLE_TO_VERIFY/.test(code)) {
+    return `TLS failed (${code}): ${flatten(err.cause.message ?? '')}`;
+  }
+  return null;
+}
+
 export function describeNetworkError(err, timeoutMs) {
   if (err?.name === 'TimeoutError' || err?.name === 'AbortError') {
     return `no response within ${(timeoutMs / 1000).toFixed(1)}s`;
@@ -213,6 +257,13 @@ export function describeNetworkError(err, timeoutMs) {
   // An AggregateError (IPv4 and IPv6 both refused) has an empty message but a code.
   const reason = cause?.message || cause?.code || err?.message || String(err);
   return `request failed: ${reason}`;
+}
+
+/** ` (request id ID)` from the X-Request-Id header or the problem's requestId; '' when neither. */
+export function requestIdOf(response, text) {
+  const id = response.headers.get('x-request-id') || problemOf(text)?.requestId;
+  // The id is printed: only the service's own shape, which cannot start a workflow command.
+  return typeof id === 'string' && /^[A-Za-z0-9._-]{1,64}$/.test(id) ? ` (request id ${id})` : '';
 }
 
 export function problemOf(text) {

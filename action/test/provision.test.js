@@ -115,14 +115,14 @@ test('503 then 201: retried with the same Idempotency-Key', async (t) => {
   assert.equal((await ws.outputs()).namespace, 'np-abc12');
 });
 
-test('429 with Retry-After: the retry waits at least that long', async (t) => {
+test('429 with wait-for-slot and Retry-After: the retry waits at least that long', async (t) => {
   const ws = await makeWorkspace(t);
   const service = await startFakeService(t, (req, res, n) =>
     n === 1
       ? sendProblem(res, 429, 'Too Many Requests', 'too many live namespaces', { 'Retry-After': '1' })
       : sendCreated(res),
   );
-  const result = await runStep(MAIN, mainEnv(ws, service, {}, { NSPROV_ACTION_DEADLINE_MS: '10000' }));
+  const result = await runStep(MAIN, mainEnv(ws, service, { 'wait-for-slot': 'true' }, { NSPROV_ACTION_DEADLINE_MS: '10000' }));
   assert.equal(result.code, 0, result.stdout);
   const [first, second] = service.requests;
   assert.ok(second.at - first.at >= 950, `retried after ${second.at - first.at} ms`);
@@ -337,13 +337,13 @@ test('text from the service stays on one line and cannot start a workflow comman
       sendProblem(res, 400, 'Bad Request', 'ttl is invalid\n::error::injected');
     }
   });
-  const proc = new FakeProcess(mainEnv(ws, service, { ttl: 'forever' }), ws.files);
+  const proc = new FakeProcess(mainEnv(ws, service, { ttl: '400h' }), ws.files);
   await run({ runner: new Runner(proc) });
   assert.equal(proc.exitCode, 1);
   const lines = proc.lines.map(({ line }) => line);
   assert.ok(lines.some((line) => /^Attempt 1 failed \(.*502 Bad Gateway: <html> ::warning::from the proxy <\/html>\)/.test(line)), proc.output);
   assert.ok(!lines.some((line) => line.startsWith('::warning::from')), proc.output);
   assert.deepEqual(lines.filter((line) => line.startsWith('::error::')), [
-    `::error::POST ${service.url}/api/v1/namespaces?ttl=forever: 400 Bad Request: ttl is invalid ::error::injected`,
+    `::error::POST ${service.url}/api/v1/namespaces?ttl=400h: 400 Bad Request: ttl is invalid ::error::injected`,
   ]);
 });

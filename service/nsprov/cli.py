@@ -278,19 +278,8 @@ def _check_ca_file(path: Path) -> None:
         raise ConfigError(f"--ca-file {path}: no PEM certificate in it")
 
 
-def one_line(exc: click.ClickException) -> str:
-    """A click error as ``--flag: reason`` (no usage block): one line for logs and CI."""
-    missing = isinstance(exc, click.MissingParameter)
-    if isinstance(exc, click.BadParameter) and exc.param is not None and not missing:
-        names = [o for o in getattr(exc.param, "opts", []) if o.startswith("--")]
-        name = names[0] if names else exc.param.name
-        # "--ttl must be positive", but "--ttl: missing unit in duration '5'"
-        return (
-            f"{name} {exc.message}"
-            if exc.message.startswith("must")
-            else (f"{name}: {exc.message}")
-        )
-    return " ".join(exc.format_message().split())
+one_line = client_cli.click_error_line
+"""A click error as ``--flag: reason`` (no usage block): one line for logs and CI."""
 
 
 def settings_from_argv(argv: Sequence[str]) -> Settings:

@@ -3,34 +3,54 @@
 The URL and the token come from the environment only: a token on the command
 line is readable by every local user through the process list, and CI systems
 hand secrets over as variables anyway. Like the GitHub Action, the token never
-goes over plain http to anything but loopback unless the user says so, and
-every request is retried on connection errors, timeouts, 429 and 502/503/504
-(honouring ``Retry-After``) within one total deadline, and a create carries
-one ``Idempotency-Key`` across its attempts, so an answer lost on the way back
-never costs a second namespace.
+goes over plain http to anything but loopback unless the user says so.
 
-Every failure is a ``Failure`` whose message is one line (the service's
-problem ``detail`` when it sent one) and whose ``exit_code`` tells a script
-what kind of failure it was. This module must not import the server's
-libraries: ``pip install nsprov`` installs the client without them.
+What is retried, and what fails at once, is chosen for a CI log read after the
+fact. Connection errors, timeouts and 502/503/504 (honouring ``Retry-After``)
+are retried within one total deadline, each retry announced (``RetryNotice``),
+and a create carries one ``Idempotency-Key`` across its attempts, so an answer
+lost on the way back never costs a second namespace. A cap's 429, a TLS or
+certificate error and a host name that does not resolve are not retried: no
+second attempt in the next two minutes will change them, and two minutes of
+silence hid them. A caller that wants to wait for a free slot says so
+(``wait_for_slot``).
+
+Every failure is a ``Failure`` whose message is one line naming the request and
+ending with the service's request id (the ``X-Request-Id`` every nsprov answer
+carries, which its log lines carry too), and whose ``exit_code`` tells a script
+what kind of failure it was.
+
+HTTP goes through ``client_http`` (urllib, not httpx: that module says why).
+This module must not import the server's libraries: ``pip install nsprov``
+installs the client without them.
 """
 
 from __future__ import annotations
 
 import email.utils
+import errno
 import ipaddress
 import random
+import secrets
+import socket
+import ssl
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
-
-import httpx
+from urllib.parse import quote, urlencode, urlsplit
 
 from nsprov import __version__
+from nsprov.client_http import (
+    AnswerLost,
+    HttpRequest,
+    HttpResponse,
+    NotSent,
+    Transport,
+    UrllibTransport,
+)
 from nsprov.errors import BadRequest
 from nsprov.ttl import parse_duration
 
@@ -43,7 +63,7 @@ EXIT_UNAVAILABLE = 5
 TOKEN_VARIABLES = ("NSPROV_TOKEN", "NSPROV_TOKEN_FILE", "NSPROV_ID_TOKEN")
 """Every variable the credential can come from: CMD of ``nsprov run`` gets none of them."""
 ALLOW_INSECURE_VARIABLE = "NSPROV_ALLOW_INSECURE_URL"
-_TRANSIENT_STATUSES = frozenset({429, 502, 503, 504})
+_TRANSIENT_STATUSES = frozenset({502, 503, 504})
 _USER_AGENT = f"nsprov-cli/{__version__}"
 
 
@@ -76,7 +96,7 @@ class Refused(Failure):
 
 
 class Unavailable(Failure):
-    """No usable answer within the deadline: unreachable, timing out, or 5xx."""
+    """No usable answer: unreachable within the deadline, a 5xx, or a TLS/DNS error."""
 
     exit_code = EXIT_UNAVAILABLE
 
@@ -85,11 +105,21 @@ class _Transient(Exception):
     """One attempt failed in a way another attempt may not."""
 
     def __init__(
-        self, message: str, retry_after: float | None = None, status: int | None = None
+        self,
+        message: str,
+        retry_after: float | None = None,
+        status: int | None = None,
+        request_id: str | None = None,
     ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
         self.status = status
+        self.request_id = request_id
+
+
+def with_request_id(text: str, request_id: str | None) -> str:
+    """``text (request id ID)``: the id the operator greps the service's log for."""
+    return f"{text} (request id {request_id})" if request_id else text
 
 
 # ---- configuration ------------------------------------------------------------------------
@@ -247,6 +277,29 @@ class Kubeconfig:
     replayed: bool = False
 
 
+@dataclass(frozen=True)
+class RetryNotice:
+    """One failed attempt about to be retried: what failed, and when the next attempt goes.
+
+    ``for_slot`` is a cap's 429 under ``wait_for_slot``: a wait, not a failure.
+    """
+
+    request: str
+    error: str
+    attempt: int
+    delay: float
+    for_slot: bool = False
+    request_id: str | None = None
+
+    def line(self) -> str:
+        """The one stderr line a CI log gets for this retry."""
+        if self.for_slot:
+            text = f"{self.request}: {self.error}; waiting {self.delay:.1f}s for a free slot"
+        else:
+            text = f"{self.request}: {self.error}; attempt {self.attempt + 1} in {self.delay:.1f}s"
+        return with_request_id(text, self.request_id)
+
+
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
     """Retry-After as seconds (delay-seconds or an HTTP date); None when absent or unreadable."""
     if value is None or not value.strip():
@@ -271,26 +324,67 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def describe_failure(response: httpx.Response) -> str:
-    """``404 Not Found: namespace 'x' not found`` from a problem body, else from the status."""
-    title, detail = response.reason_phrase or "error", ""
+def _problem(response: HttpResponse) -> dict[str, Any] | None:
+    """The RFC 9457 problem nsprov sends with every error; None for anyone else's answer."""
     try:
         body = response.json()
     except ValueError:
-        body = None
-    if isinstance(body, dict):
-        title = str(body.get("title") or title)
-        detail = str(body.get("detail") or "")
+        return None
+    if isinstance(body, dict) and "title" in body and "status" in body:
+        return body
+    return None
+
+
+def describe_failure(response: HttpResponse) -> str:
+    """``404 Not Found: namespace 'x' not found`` from a problem body, else from the status."""
+    title, detail = response.reason or "error", ""
+    problem = _problem(response)
+    if problem is not None:
+        title = str(problem.get("title") or title)
+        detail = str(problem.get("detail") or "")
     elif response.text.strip():
         detail = response.text.strip()[:200]
-    text = f"{response.status_code} {title}" + (f": {detail}" if detail else "")
-    return _one_line(text)
+    return _one_line(f"{response.status} {title}" + (f": {detail}" if detail else ""))
+
+
+def _request_id(response: HttpResponse) -> str | None:
+    problem = _problem(response) or {}
+    return response.headers.get("x-request-id") or problem.get("requestId") or None
+
+
+def _not_sent(describe: str, reason: BaseException, timeout: float) -> Exception:
+    """A request that never reached the service: a _Transient to retry, or a Failure now.
+
+    TLS and certificate errors and a name that does not resolve fail at once (exit 5):
+    the next attempt meets the same certificate and the same DNS answer.
+    """
+    if isinstance(reason, ssl.SSLCertVerificationError):
+        return Unavailable(
+            f"{describe}: TLS certificate not trusted: {_one_line(str(reason))}; "
+            "set SSL_CERT_FILE to the CA bundle that signed it"
+        )
+    if isinstance(reason, ssl.SSLError) and not isinstance(
+        reason, (ssl.SSLEOFError, ssl.SSLZeroReturnError)
+    ):
+        hint = ""
+        if "WRONG_VERSION_NUMBER" in str(reason):
+            hint = "; is NSPROV_URL https:// for a plain-http service?"
+        return Unavailable(f"{describe}: TLS handshake failed: {_one_line(str(reason))}{hint}")
+    no_such_name = {socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)}
+    if isinstance(reason, socket.gaierror) and reason.errno in no_such_name:
+        host = urlsplit(describe.split(" ", 1)[1]).hostname
+        return Unavailable(f"{describe}: cannot resolve host {host!r}: {reason.strerror}")
+    if isinstance(reason, TimeoutError):
+        return _Transient(f"no connection within {timeout:.1f}s")
+    if isinstance(reason, OSError) and reason.errno == errno.ECONNREFUSED:
+        return _Transient("connection refused")
+    return _Transient(_one_line(str(reason)) or type(reason).__name__)
 
 
 # ---- the client ---------------------------------------------------------------------------
 
-RetryHook = Callable[[str, int, float], None]
-"""Called before each backoff sleep with (what failed, attempt number, seconds to wait)."""
+RetryHook = Callable[[RetryNotice], None]
+"""Called before each backoff sleep with what failed and how long until the next attempt."""
 
 
 class NsprovClient:
@@ -301,26 +395,21 @@ class NsprovClient:
         config: ClientConfig,
         *,
         on_retry: RetryHook | None = None,
-        transport: httpx.BaseTransport | None = None,
+        transport: Transport | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.config = config
         self._on_retry = on_retry
         self._sleep = sleep
-        self._http = httpx.Client(
-            base_url=config.url,
-            headers={
-                "Authorization": f"Bearer {config.token}",
-                "Accept": "application/json",
-                "User-Agent": _USER_AGENT,
-            },
-            # A redirect would mean a misconfigured URL: never replay the token elsewhere.
-            follow_redirects=False,
-            transport=transport,
-        )
+        self._transport = transport if transport is not None else UrllibTransport()
+        self._headers = {
+            "Authorization": f"Bearer {config.token}",
+            "Accept": "application/json",
+            "User-Agent": _USER_AGENT,
+        }
 
     def close(self) -> None:
-        self._http.close()
+        """Nothing to release (a connection per request); kept so ``with`` reads naturally."""
 
     def __enter__(self) -> NsprovClient:
         return self
@@ -336,21 +425,33 @@ class NsprovClient:
         ttl: str | None = None,
         server: str | None = None,
         idempotency_key: str | None = None,
+        wait_for_slot: float | None = None,
     ) -> Kubeconfig:
-        """POST /api/v1/namespaces; every attempt carries the same Idempotency-Key."""
+        """POST /api/v1/namespaces; every attempt carries the same Idempotency-Key.
+
+        A cap's 429 is a Refused at once, unless ``wait_for_slot`` gives the seconds to
+        keep asking (each wait announced through ``on_retry``).
+        """
         key = idempotency_key or new_idempotency_key()
         params = {k: v for k, v in (("ttl", ttl), ("server", server)) if v}
         response = self._call(
-            "POST", "/api/v1/namespaces", params=params, headers={"Idempotency-Key": key}
+            "POST",
+            "/api/v1/namespaces",
+            params=params,
+            headers={"Idempotency-Key": key},
+            wait_for_slot=wait_for_slot,
         )
-        return _kubeconfig(response)
+        return self._kubeconfig("POST /api/v1/namespaces", response)
 
-    def list(self) -> list[dict[str, Any]]:
+    def list(self, *, timing: Timing = PROVISION_TIMING) -> list[dict[str, Any]]:
         """Every live namespace of the caller, following the service's pages to the end."""
         items: list[dict[str, Any]] = []
         params: dict[str, str] = {"limit": "500"}
         while True:
-            page = self._call("GET", "/api/v1/namespaces", params=params).json()
+            response = self._call("GET", "/api/v1/namespaces", params=params, timing=timing)
+            page = self._json("GET /api/v1/namespaces", response)
+            if not isinstance(page, dict) or not isinstance(page.get("items"), list):
+                raise Failure(f"GET {self.config.url}/api/v1/namespaces: the answer has no items")
             items.extend(page["items"])
             # An older nsprov sends no metadata: its one answer is the whole list.
             token = (page.get("metadata") or {}).get("continue")
@@ -359,21 +460,22 @@ class NsprovClient:
             params = {"limit": "500", "continue": token}
 
     def get(self, name: str) -> dict[str, Any]:
-        info: dict[str, Any] = self._call("GET", _path(name)).json()
+        info: dict[str, Any] = self._json(f"GET {_path(name)}", self._call("GET", _path(name)))
         return info
 
-    def extend(self, name: str, *, ttl: str | None = None) -> Kubeconfig:
-        params = {"ttl": ttl} if ttl else {}
-        return _kubeconfig(self._call("PATCH", _path(name), params=params))
+    def extend(self, name: str, *, ttl: str) -> Kubeconfig:
+        """PATCH ?ttl=: the new expiry is now + ttl (the service has no default for it)."""
+        response = self._call("PATCH", _path(name), params={"ttl": ttl})
+        return self._kubeconfig(f"PATCH {_path(name)}", response)
 
     def delete(self, name: str, *, timing: Timing = PROVISION_TIMING) -> bool:
         """DELETE; True when the service marked it for deletion, False when it was gone (404)."""
         response = self._call("DELETE", _path(name), timing=timing, not_found_ok=True)
-        return response.status_code != 404
+        return response.status != 404
 
     def exists(self, name: str) -> bool:
         """Whether GET still finds the namespace (a terminating one counts)."""
-        return self._call("GET", _path(name), not_found_ok=True).status_code != 404
+        return self._call("GET", _path(name), not_found_ok=True).status != 404
 
     # ---- one exchange, retried ------------------------------------------------------------
 
@@ -386,62 +488,110 @@ class NsprovClient:
         headers: dict[str, str] | None = None,
         timing: Timing = PROVISION_TIMING,
         not_found_ok: bool = False,
-    ) -> httpx.Response:
+        wait_for_slot: float | None = None,
+    ) -> HttpResponse:
         timing = self.config.timing(timing)
         describe = f"{method} {self.config.url}{path}"
+        url = f"{self.config.url}{path}" + (f"?{urlencode(params)}" if params else "")
         started = time.monotonic()
         deadline = started + timing.deadline
+        slot_deadline = started + max(timing.deadline, wait_for_slot or 0.0)
         for attempt in range(1, 1_000_000):
-            timeout = max(0.1, min(timing.attempt_timeout, deadline - time.monotonic()))
+            timeout = max(0.1, min(timing.attempt_timeout, slot_deadline - time.monotonic()))
             try:
-                return self._attempt(method, path, params, headers, timeout, not_found_ok)
+                return self._attempt(method, url, describe, headers, timeout, not_found_ok)
             except _Transient as exc:
+                for_slot = exc.status == 429
+                if for_slot and wait_for_slot is None:
+                    text = f"{describe}: {exc}; --wait waits for a free slot"
+                    raise Refused(with_request_id(text, exc.request_id), 429) from None
                 delay = max(backoff_delay(attempt - 1, timing), exc.retry_after or 0.0)
-                if time.monotonic() + delay >= deadline:
+                if time.monotonic() + delay >= (slot_deadline if for_slot else deadline):
                     elapsed = time.monotonic() - started
-                    message = (
+                    text = (
                         f"{describe}: {exc} (gave up after {attempt} attempt(s) in {elapsed:.1f}s)"
                     )
-                    if exc.status == 429:  # a cap that stayed reached is a refusal
+                    message = with_request_id(text, exc.request_id)
+                    if for_slot:  # a cap that stayed reached is a refusal
                         raise Refused(message, 429) from None
                     raise Unavailable(message) from None
                 if self._on_retry is not None:
-                    self._on_retry(str(exc), attempt, delay)
+                    notice = RetryNotice(
+                        describe, str(exc), attempt, delay, for_slot, exc.request_id
+                    )
+                    self._on_retry(notice)
                 self._sleep(delay)
         raise AssertionError("unreachable")
 
     def _attempt(
         self,
         method: str,
-        path: str,
-        params: dict[str, str] | None,
+        url: str,
+        describe: str,
         headers: dict[str, str] | None,
         timeout: float,
         not_found_ok: bool,
-    ) -> httpx.Response:
+    ) -> HttpResponse:
+        # Our own id on every attempt: the service adopts it, so even an answer lost on the
+        # way back can be found in its log.
+        sent_id = secrets.token_hex(8)
+        request = HttpRequest(
+            method, url, {**self._headers, "X-Request-Id": sent_id, **(headers or {})}, timeout
+        )
         try:
-            response = self._http.request(
-                method, path, params=params, headers=headers, timeout=timeout
-            )
-        except httpx.TimeoutException:
-            raise _Transient(f"no answer within {timeout:.1f}s") from None
-        except httpx.TransportError as exc:
-            raise _Transient(_one_line(str(exc)) or type(exc).__name__) from None
-        status = response.status_code
-        if response.is_success or (not_found_ok and status == 404):
+            response = self._transport(request)
+        except NotSent as exc:
+            raise _not_sent(describe, exc.reason, timeout) from None
+        except AnswerLost as exc:
+            if isinstance(exc.reason, TimeoutError):
+                raise _Transient(f"no answer within {timeout:.1f}s", request_id=sent_id) from None
+            what = _one_line(str(exc.reason)) or type(exc.reason).__name__
+            raise _Transient(f"the answer was lost: {what}", request_id=sent_id) from None
+        status = response.status
+        problem = _problem(response)
+        if 200 <= status < 300 or (not_found_ok and status == 404 and problem is not None):
             return response
-        message = describe_failure(response)
-        if status in _TRANSIENT_STATUSES:
+        request_id = _request_id(response)
+        said = describe_failure(response)
+        if status == 429 or status in _TRANSIENT_STATUSES:
             retry_after = retry_after_seconds(response.headers.get("retry-after"))
-            raise _Transient(message, retry_after, status)
+            raise _Transient(said, retry_after, status, request_id)
         if 300 <= status < 400:
             where = response.headers.get("location", "nowhere")
-            raise Failure(f"unexpected redirect ({status}) to {where}: is NSPROV_URL nsprov?")
+            raise Failure(
+                f"{describe}: unexpected redirect ({status}) to {where}: is NSPROV_URL nsprov?"
+            )
+        if problem is None and status in (404, 405):
+            said += "; not an nsprov answer: is NSPROV_URL the service's base URL?"
+        message = with_request_id(f"{describe}: {said}", request_id)
         if status in (401, 403):
             raise AuthFailed(message)
         if 400 <= status < 500:
             raise Refused(message, status)
         raise Unavailable(message)
+
+    def _json(self, what: str, response: HttpResponse) -> Any:
+        try:
+            return response.json()
+        except ValueError:
+            raise Failure(
+                f"{what}: the answer (HTTP {response.status}) is not JSON: "
+                "is NSPROV_URL the nsprov service?"
+            ) from None
+
+    def _kubeconfig(self, what: str, response: HttpResponse) -> Kubeconfig:
+        body = self._json(what, response)
+        try:
+            return Kubeconfig(
+                namespace=str(body["namespace"]),
+                expires_at=str(body["expiresAt"]),
+                kubeconfig=str(body["kubeconfig"]),
+                replayed=response.headers.get("idempotent-replayed") == "true",
+            )
+        except (KeyError, TypeError):
+            raise Failure(
+                f"{what}: the answer (HTTP {response.status}) has no kubeconfig"
+            ) from None
 
 
 def new_idempotency_key() -> str:
@@ -450,18 +600,3 @@ def new_idempotency_key() -> str:
 
 def _path(name: str) -> str:
     return f"/api/v1/namespaces/{quote(name, safe='')}"
-
-
-def _kubeconfig(response: httpx.Response) -> Kubeconfig:
-    try:
-        body = response.json()
-        return Kubeconfig(
-            namespace=str(body["namespace"]),
-            expires_at=str(body["expiresAt"]),
-            kubeconfig=str(body["kubeconfig"]),
-            replayed=response.headers.get("idempotent-replayed") == "true",
-        )
-    except (ValueError, KeyError, TypeError):
-        raise Failure(
-            f"the service's answer has no kubeconfig (HTTP {response.status_code})"
-        ) from None

@@ -1,10 +1,16 @@
-"""The client commands of ``nsprov``: create, list, get, extend, delete and run.
+"""The client commands of ``nsprov``: create, list, get, extend, delete, run and completion.
 
 Output is for two readers: a person (a table, a spinner while waiting) and a
-script (``-o json|yaml|name``, nothing but the answer on stdout). Progress
-(the spinner, retries) goes to stderr and only when stderr is a terminal; a CI
-log gets the one-line error or warning and nothing else (the error says how many
-attempts were made).
+script (``-o json|yaml|name``, nothing but the answer on stdout). Progress goes
+to stderr: on a terminal a spinner whose text shows the latest retry; in a CI
+log, where nobody watches a spinner, one line per retry (what failed, when the
+next attempt goes) and per wait for a free slot, so that a wrong URL or a full
+cap is readable from the log while the job still runs. Every error line ends
+with the service's request id when there was an answer.
+
+Only what a command uses is imported: ``nsprov run`` sits on the critical path of
+a CI job (see ``nsprov.launcher``), so ``run``'s machinery (subprocess, signals)
+and YAML load inside the commands that need them.
 
 Exit codes (``nsprov run`` exits with CMD's code once CMD has started):
 
@@ -13,8 +19,10 @@ Exit codes (``nsprov run`` exits with CMD's code once CMD has started):
 1   anything else (an unexpected answer, a file that cannot be written)
 2   usage: a bad flag, no NSPROV_URL (or plain http to a remote host), no token or several
 3   auth: the service refused the token (401) or the identity (403)
-4   refused: the service said no (bad ttl, not found, conflict, cap reached)
-5   unavailable: no answer within the deadline, or a 5xx
+4   refused: the service said no (bad ttl, not found, conflict); a cap's 429 at once
+    unless ``--wait``
+5   unavailable: no answer within the deadline, a 5xx, a TLS or certificate error,
+    a host name that does not resolve
 ==  =====================================================================
 """
 
@@ -27,7 +35,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
@@ -41,12 +49,13 @@ from nsprov.client import (
     Kubeconfig,
     NsprovClient,
     Refused,
+    RetryNotice,
+    Timing,
     Unavailable,
     UsageFailure,
     check_ttl,
     positive_duration,
 )
-from nsprov.client_run import Interrupted, SignalRouter, run_in_namespace
 
 __all__ = ["COMMANDS", "Failure"]
 
@@ -96,9 +105,15 @@ class Progress:
             self._stream.flush()
 
     def note(self, text: str) -> None:
-        """Progress worth a glance (a retry): the spinner's new text; nothing without a terminal."""
+        """Progress worth a glance (a retry): the spinner's new text on a terminal, else a line.
+
+        A CI log has no spinner to update, and silence there hid a wrong URL for two
+        minutes: each retry is a line of its own.
+        """
         if self._tty:
             self._detail = text
+        else:
+            self.say(text)
 
     def say(self, text: str) -> None:
         """A line of its own on stderr (a retry, a warning), above the spinner."""
@@ -112,54 +127,112 @@ class Progress:
 def _client(progress: Progress, before_retry: Callable[[], None] | None = None) -> NsprovClient:
     config = ClientConfig.from_env(os.environ)
 
-    def on_retry(error: str, attempt: int, delay: float) -> None:
+    def on_retry(notice: RetryNotice) -> None:
         if before_retry is not None:
             before_retry()
-        progress.note(f"attempt {attempt} failed ({error}); retrying in {delay:.1f}s")
+        progress.note(notice.line())
 
     return NsprovClient(config, on_retry=on_retry)
 
 
+_COMPLETION_TIMING = Timing(deadline=2.0, attempt_timeout=1.5, backoff=0.5, backoff_max=0.5)
+"""A shell waits for completions with the user's finger on Tab: two seconds, then nothing."""
+
+
+def complete_namespace_names(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[click.shell_completion.CompletionItem]:
+    """The caller's namespaces whose names start with ``incomplete``; none when anything fails.
+
+    Called by the shell on Tab: it must never print, raise or hang, so every
+    failure (no NSPROV_URL, a refused token, a slow service) completes nothing.
+    """
+    from click.shell_completion import CompletionItem
+
+    try:
+        with NsprovClient(ClientConfig.from_env(os.environ)) as client:
+            rows = client.list(timing=_COMPLETION_TIMING)
+    except Exception:  # completion is a convenience: any failure means no names
+        return []
+    names = sorted(str(row.get("name", "")) for row in rows)
+    return [CompletionItem(name) for name in names if name.startswith(incomplete)]
+
+
 # ---- output -------------------------------------------------------------------------------
+
+
+def short_duration(seconds: float) -> str:
+    """``45s``, ``29m``, ``2h5m``, ``3d4h``: kubectl's AGE style, two units at most."""
+    whole = int(seconds)
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours}h"
+    if hours:
+        return f"{hours}h{minutes}m"
+    return f"{minutes}m" if minutes else f"{secs}s"
+
+
+def _instant(text: object) -> float | None:
+    """An ``expiresAt``-style instant (``2026-01-02T15:04:05Z``) as Unix seconds."""
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        when = datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ")
+    except ValueError:
+        return None
+    return when.replace(tzinfo=datetime.UTC).timestamp()
 
 
 def _until(expires_at: str | None, now: float | None = None) -> str:
     """``29m`` / ``2h5m`` / ``expired``: how long until an ISO instant."""
     if not expires_at:
         return "-"
-    try:
-        when = datetime.datetime.strptime(expires_at, "%Y-%m-%dT%H:%M:%SZ")
-    except ValueError:
+    when = _instant(expires_at)
+    if when is None:
         return "?"
-    left = when.replace(tzinfo=datetime.UTC).timestamp() - (time.time() if now is None else now)
-    if left <= 0:
-        return "expired"
-    hours, rest = divmod(int(left), 3600)
-    minutes, seconds = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes}m"
-    return f"{minutes}m" if minutes else f"{seconds}s"
+    left = when - (time.time() if now is None else now)
+    return short_duration(left) if left > 0 else "expired"
+
+
+def _age(created_at: object, now: float | None = None) -> str:
+    when = _instant(created_at)
+    if when is None:
+        return "-"
+    return short_duration(max(0.0, (time.time() if now is None else now) - when))
 
 
 def table(rows: list[dict[str, Any]], now: float | None = None) -> str:
-    """Namespaces as a kubectl-like table: NAME, STATE and, when rows have one, the tenant
-    and the expiry."""
-    header = ["NAME", "STATE"]
-    with_tenant = any(row.get("tenant") for row in rows)
-    if with_tenant:
-        header.append("TENANT")
-    with_expiry = any("expiresAt" in row for row in rows)
-    if with_expiry:
-        header += ["EXPIRES-AT", "EXPIRES-IN"]
-    lines = [header]
-    for row in rows:
-        line = [str(row.get("name", "")), str(row.get("state", ""))]
-        if with_tenant:
-            line.append(str(row.get("tenant") or "-"))
-        if with_expiry:
-            line += [str(row.get("expiresAt") or "-"), _until(row.get("expiresAt"), now)]
-        lines.append(line)
+    """Namespaces as a kubectl-like table: NAME and STATE, then each column some row has a
+    value for: OWNER, TENANT (with a policy file), AGE, EXPIRES-AT and EXPIRES-IN.
+
+    Fields the table does not know are ignored, so a newer service's rows (a
+    MARKED_FOR_DELETION one with ``deletionStartedAt`` and ``blockedBy``) still print;
+    a namespace being deleted expires in nothing, so its EXPIRES-IN is ``-``.
+    """
+    columns: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
+        ("NAME", lambda row: str(row.get("name", ""))),
+        ("STATE", lambda row: str(row.get("state") or "-")),
+    ]
+    if any(row.get("owner") for row in rows):
+        columns.append(("OWNER", lambda row: str(row.get("owner") or "-")))
+    if any(row.get("tenant") for row in rows):
+        columns.append(("TENANT", lambda row: str(row.get("tenant") or "-")))
+    if any(row.get("createdAt") for row in rows):
+        columns.append(("AGE", lambda row: _age(row.get("createdAt"), now)))
+    if any("expiresAt" in row for row in rows):
+        columns.append(("EXPIRES-AT", lambda row: str(row.get("expiresAt") or "-")))
+        columns.append(("EXPIRES-IN", lambda row: _expires_in(row, now)))
+    lines = [[name for name, _ in columns]]
+    lines += [[cell(row) for _, cell in columns] for row in rows]
     return _columns(lines)
+
+
+def _expires_in(row: dict[str, Any], now: float | None) -> str:
+    if row.get("state") == "MARKED_FOR_DELETION":
+        return "-"
+    return _until(row.get("expiresAt"), now)
 
 
 def quota_table(quota: dict[str, Any]) -> str:
@@ -219,15 +292,31 @@ def _save_kubeconfig(
 # ---- commands -----------------------------------------------------------------------------
 
 _TTL = click.option(
-    "--ttl", metavar="DURATION", help="lifetime (Go duration, e.g. 30m); default: the service's"
-)
+    "--ttl", metavar="DURATION",
+    help="lifetime (e.g. 30m, 2h, 1d); default: the service's (your tenant's)",
+)  # fmt: skip
 _SERVER = click.option(
     "--server", metavar="URL", help="Kubernetes API URL to write into the kubeconfig"
 )
+_WAIT_FOR_SLOT = click.option(
+    "--wait", "wait", is_flag=True,
+    help="when a cap is reached (429), wait for a free slot instead of failing (exit 4)",
+)  # fmt: skip
+_WAIT_TIMEOUT = click.option(
+    "--wait-timeout", default="10m", show_default=True, metavar="DURATION",
+    help="with --wait: give up after this long",
+)  # fmt: skip
 _TABLE_OUTPUT = click.option(
     "-o", "--output", type=click.Choice(["table", "json", "yaml"]), default="table",
     show_default=True, help="output format",
 )  # fmt: skip
+_NAME = click.argument("name", shell_complete=complete_namespace_names)
+
+
+def _slot_wait(wait: bool, wait_timeout: str) -> float | None:
+    """--wait's budget in seconds, None without --wait (a cap's 429 then fails at once)."""
+    limit = positive_duration("--wait-timeout", wait_timeout)
+    return limit if wait else None
 
 
 @click.command(short_help="provision a namespace, print its kubeconfig")
@@ -246,21 +335,28 @@ _TABLE_OUTPUT = click.option(
     type=click.Path(dir_okay=False, path_type=Path),
     help="write the kubeconfig to this file (mode 0600) instead of stdout",
 )
+@_WAIT_FOR_SLOT
+@_WAIT_TIMEOUT
 def create(
     ttl: str | None,
     server: str | None,
     idempotency_key: str | None,
     output: str,
     kubeconfig_out: Path | None,
+    wait: bool,
+    wait_timeout: str,
 ) -> int:
     """Provision a namespace. Prints its kubeconfig (or, with -o, JSON or its name)."""
     check_ttl(ttl)
+    wait_for_slot = _slot_wait(wait, wait_timeout)
     if idempotency_key is not None and not 0 < len(idempotency_key.strip()) <= 255:
         raise UsageFailure("--idempotency-key must be 1 to 255 characters")
     progress = Progress()
     with _client(progress) as client:
         with progress.showing("provisioning a namespace"):
-            created = client.create(ttl=ttl, server=server, idempotency_key=idempotency_key)
+            created = client.create(
+                ttl=ttl, server=server, idempotency_key=idempotency_key, wait_for_slot=wait_for_slot
+            )
         if kubeconfig_out is not None:
             _save_kubeconfig(client, created, kubeconfig_out, progress)
     if output == "name":
@@ -277,10 +373,10 @@ def create(
     return 0
 
 
-@click.command(name="list", short_help="your live namespaces")
+@click.command(name="list", short_help="your namespaces")
 @_TABLE_OUTPUT
 def list_(output: str) -> int:
-    """The namespaces your token owns that are not being deleted."""
+    """The namespaces your token owns, with their state, owner, tenant, age and expiry."""
     progress = Progress()
     with _client(progress) as client, progress.showing("listing namespaces"):
         items = client.list()
@@ -289,10 +385,10 @@ def list_(output: str) -> int:
 
 
 @click.command(short_help="one of your namespaces")
-@click.argument("name")
+@_NAME
 @_TABLE_OUTPUT
 def get(name: str, output: str) -> int:
-    """One of your namespaces: its state, tenant, expiry and quota usage."""
+    """One of your namespaces: its state, owner, tenant, age, expiry and quota usage."""
     progress = Progress()
     with _client(progress) as client, progress.showing(f"reading {name}"):
         info = client.get(name)
@@ -304,15 +400,19 @@ def get(name: str, output: str) -> int:
 
 
 @click.command(short_help="give a namespace more time")
-@click.argument("name")
-@_TTL
+@_NAME
+@click.option(
+    "--ttl", metavar="DURATION", required=True,
+    help="required: the new lifetime from now (e.g. 2h, 1d), within your tenant's maximum; "
+    "an extension has no default",
+)  # fmt: skip
 @_TABLE_OUTPUT
 @click.option(
     "--kubeconfig-out",
     type=click.Path(dir_okay=False, path_type=Path),
     help="also write the fresh kubeconfig to this file (mode 0600)",
 )
-def extend(name: str, ttl: str | None, output: str, kubeconfig_out: Path | None) -> int:
+def extend(name: str, ttl: str, output: str, kubeconfig_out: Path | None) -> int:
     """Set NAME's expiry to now + --ttl (within the service's maximum)."""
     check_ttl(ttl)
     progress = Progress()
@@ -330,22 +430,28 @@ def extend(name: str, ttl: str | None, output: str, kubeconfig_out: Path | None)
 
 
 @click.command(short_help="delete a namespace now")
-@click.argument("name")
+@_NAME
 @click.option("--wait", is_flag=True, help="return once the namespace is gone")
 @click.option(
     "--wait-timeout", default="5m", show_default=True, help="give up waiting after this long"
 )
+@click.option(
+    "--ignore-not-found", is_flag=True,
+    help="a namespace that is gone (or not yours) is no error: state NOT_FOUND, exit 0",
+)  # fmt: skip
 @_TABLE_OUTPUT
-def delete(name: str, wait: bool, wait_timeout: str, output: str) -> int:
-    """Delete NAME and everything in it (exit 4 if it is not yours or does not exist)."""
+def delete(name: str, wait: bool, wait_timeout: str, ignore_not_found: bool, output: str) -> int:
+    """Delete NAME and everything in it (exit 4 if it is not yours or does not exist,
+    unless --ignore-not-found)."""
     limit = positive_duration("--wait-timeout", wait_timeout)
     progress = Progress()
     with _client(progress) as client:
         with progress.showing(f"deleting {name}"):
-            if not client.delete(name):
-                raise Refused(f"404 Not Found: namespace {name!r} not found", 404)
-        state = "MARKED_FOR_DELETION"
-        if wait:
+            marked = client.delete(name)
+        if not marked and not ignore_not_found:
+            raise Refused(f"404 Not Found: namespace {name!r} not found", 404)
+        state = "MARKED_FOR_DELETION" if marked else "NOT_FOUND"
+        if wait and marked:
             deadline = time.monotonic() + limit
             with progress.showing(f"waiting until {name} is gone"):
                 while client.exists(name):
@@ -365,16 +471,42 @@ def delete(name: str, wait: bool, wait_timeout: str, output: str) -> int:
 @_TTL
 @_SERVER
 @click.option("--keep", is_flag=True, help="keep the namespace (and kubeconfig) afterwards")
+@_WAIT_FOR_SLOT
+@_WAIT_TIMEOUT
+@click.option(
+    "--diagnostics", type=click.Choice(["on-failure", "always", "never"]), default="never",
+    show_default=True,
+    help="before deleting, print the namespace's events, pods and logs (a collapsed group on "
+    "GitHub) and write them to nsprov-diagnostics/NAMESPACE.txt",
+)  # fmt: skip
+@click.option(
+    "--keep-on-failure", metavar="DURATION",
+    help="when CMD fails, extend the namespace by this (e.g. 2h) instead of deleting it",
+)  # fmt: skip
 @click.argument(
     "command", nargs=-1, required=True, type=click.UNPROCESSED, metavar="[--] CMD [ARGS]..."
 )
-def run(ttl: str | None, server: str | None, keep: bool, command: tuple[str, ...]) -> int:
+def run(
+    ttl: str | None,
+    server: str | None,
+    keep: bool,
+    wait: bool,
+    wait_timeout: str,
+    diagnostics: str,
+    keep_on_failure: str | None,
+    command: tuple[str, ...],
+) -> int:
     """Provision a namespace, run CMD with KUBECONFIG and NSPROV_NAMESPACE set, delete it.
 
     Exits with CMD's exit code. SIGINT and SIGTERM are passed on to CMD;
     the namespace and the kubeconfig file go however CMD ends.
     """
+    from nsprov.client_run import Interrupted, SignalRouter, run_in_namespace
+
     check_ttl(ttl)
+    if keep_on_failure is not None:
+        positive_duration("--keep-on-failure", keep_on_failure)
+    wait_for_slot = _slot_wait(wait, wait_timeout)
     progress = Progress()
     router = SignalRouter()
     with router.installed(), _client(progress, router.stop_retrying) as client:
@@ -388,10 +520,69 @@ def run(ttl: str | None, server: str | None, keep: bool, command: tuple[str, ...
                 say=progress.say,
                 router=router,
                 showing=progress.showing,
+                wait_for_slot=wait_for_slot,
+                diagnostics=diagnostics,
+                keep_on_failure=keep_on_failure,
             )
         except Interrupted as exc:  # a second signal in the instant between two phases
             progress.say(f"interrupted ({exc}); the namespace's TTL deletes what is left")
             return 128 + exc.signum
 
 
-COMMANDS = [create, list_, get, extend, delete, run]
+@click.command(short_help="print a shell completion script")
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> int:
+    """Print the completion script for SHELL: commands, flags and your namespaces' names.
+
+    bash: eval "$(nsprov completion bash)" in ~/.bashrc; zsh: the same in ~/.zshrc;
+    fish: nsprov completion fish > ~/.config/fish/completions/nsprov.fish. Names are
+    listed from the service (NSPROV_URL and the token from the environment) and give
+    up after two seconds.
+    """
+    from click.shell_completion import get_completion_class
+
+    root = click.get_current_context().find_root()
+    prog = root.info_name or "nsprov"
+    shell_class = get_completion_class(shell)
+    assert shell_class is not None  # click.Choice admitted only the shells click knows
+    complete_var = f"_{prog}_COMPLETE".replace("-", "_").upper()
+    click.echo(shell_class(root.command, {}, prog, complete_var).source())
+    return 0
+
+
+COMMANDS = [create, list_, get, extend, delete, run, completion]
+
+
+def click_error_line(exc: click.ClickException) -> str:
+    """A click error as ``--flag: reason`` (no usage block): one line for logs and CI."""
+    missing = isinstance(exc, click.MissingParameter)
+    if isinstance(exc, click.BadParameter) and exc.param is not None and not missing:
+        names = [o for o in getattr(exc.param, "opts", []) if o.startswith("--")]
+        name = names[0] if names else exc.param.name
+        # "--ttl must be positive", but "--ttl: missing unit in duration '5'"
+        return (
+            f"{name} {exc.message}" if exc.message.startswith("must") else f"{name}: {exc.message}"
+        )
+    return " ".join(exc.format_message().split())
+
+
+COMMAND_NAMES = frozenset(command.name for command in COMMANDS if command.name)
+
+
+def main(args: Sequence[str]) -> int:
+    """Run one client command without ``cli`` (see ``nsprov.launcher``): the same commands,
+    the same one-line errors and exit codes as through the ``nsprov`` group."""
+    group = click.Group(
+        name="nsprov", commands=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]}
+    )
+    try:
+        result = group.main(args=list(args), prog_name="nsprov", standalone_mode=False)
+    except Failure as exc:
+        click.echo(f"nsprov: {exc}", err=True)
+        return exc.exit_code
+    except click.ClickException as exc:
+        click.echo(f"nsprov: {click_error_line(exc)}", err=True)
+        return exc.exit_code
+    except click.exceptions.Abort:
+        return 130
+    return result if isinstance(result, int) else 0

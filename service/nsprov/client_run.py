@@ -6,6 +6,12 @@ however it ends, the file is removed and the namespace deleted, and nsprov
 exits with CMD's code. A failed delete is only a warning: the namespace's TTL
 reclaims it anyway.
 
+Two things can come between CMD's end and the delete, for a CI author whose job
+failed: a diagnostics report (``client_diagnostics``: events, pods, logs), read
+while there is still something to read; and, with ``keep_on_failure``, an
+extension instead of the delete, so a person can look (the kubeconfig file then
+stays too, with the extension's fresh credentials).
+
 Signals are where the care goes. Handlers never interrupt an HTTP exchange on
 the first signal, because an interrupted POST may have made a namespace we
 would then not know about:
@@ -164,13 +170,24 @@ def run_in_namespace(
     showing: Callable[[str], contextlib.AbstractContextManager[None]] = (
         lambda _: contextlib.nullcontext()
     ),
+    wait_for_slot: float | None = None,
+    diagnostics: str = "never",
+    keep_on_failure: str | None = None,
+    write: Warn = lambda line: print(line, file=sys.stderr, flush=True),
 ) -> int:
-    """Provision, run ``argv`` with the namespace, clean up; CMD's exit code (see module doc)."""
+    """Provision, run ``argv`` with the namespace, clean up; CMD's exit code (see module doc).
+
+    ``diagnostics`` (on-failure, always, never) says when to report the namespace before it
+    goes, ``write`` prints the report's lines; ``keep_on_failure`` (a duration) extends a
+    failed CMD's namespace by that instead of deleting it.
+    """
     key = new_idempotency_key()
     router.enter("provisioning")
     try:
         with showing("provisioning a namespace"):
-            created = client.create(ttl=ttl, server=server, idempotency_key=key)
+            created = client.create(
+                ttl=ttl, server=server, idempotency_key=key, wait_for_slot=wait_for_slot
+            )
     except Interrupted as exc:
         say(
             f"interrupted ({exc}) while provisioning; a namespace made by the request in flight "
@@ -189,12 +206,68 @@ def run_in_namespace(
     if code is None:  # a signal came before CMD started: run nothing
         code = _signal_exit(router.received[0])
     router.enter("quiet")
+    failed = code != 0
+    if diagnostics != "never":
+        from nsprov.client_diagnostics import wanted
+
+        if wanted(diagnostics, failed):
+            _report(created, f"CMD exited {code}", say, write)
     if keep:
         say(f"kept namespace {created.namespace} until {created.expires_at}; kubeconfig: {path}")
+        return code
+    if failed and keep_on_failure:
+        _keep_for_a_look(client, created, path, keep_on_failure, code, say)
         return code
     _remove(path)
     _delete(client, created, say, router)
     return code
+
+
+def _report(created: Kubeconfig, why: str, say: Warn, write: Warn) -> None:
+    """The diagnostics report, in the job log and in nsprov-diagnostics/<namespace>.txt."""
+    from nsprov.client_diagnostics import collect, log_lines, write_report
+
+    text = collect(created.kubeconfig, why=why)
+    github = os.environ.get("GITHUB_ACTIONS") == "true"
+    for line in log_lines(f"nsprov diagnostics: {created.namespace}", text, github=github):
+        write(line)
+    try:
+        say(f"diagnostics written to {write_report(created.namespace, text)}")
+    except OSError as exc:
+        say(f"warning: the diagnostics could not be written: {exc}")
+
+
+def _keep_for_a_look(
+    client: NsprovClient, created: Kubeconfig, path: Path, ttl: str, code: int, say: Warn
+) -> None:
+    """Extend a failed CMD's namespace by ``ttl`` instead of deleting it, and say where it is.
+
+    The extension is the service's to bound (the tenant's maximum); if it refuses, the
+    namespace is still kept, until its current expiry, which is what the user asked for
+    as nearly as the service allows.
+    """
+    until, note = created.expires_at, ""
+    try:
+        extended = client.extend(created.namespace, ttl=ttl)
+        until = extended.expires_at
+        path.write_text(extended.kubeconfig)  # the same 0600 file, fresher credentials
+    except Failure as exc:
+        note = f" (not extended by {ttl}: {exc})"
+    text = (
+        f"CMD failed (exit {code}): kept namespace {created.namespace} for a look until "
+        f"{until}{note}; kubeconfig: {path}; `nsprov delete {created.namespace}` ends it"
+    )
+    say(text)
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        with contextlib.suppress(OSError), open(summary, "a") as out:
+            out.write(
+                f"### nsprov: namespace `{created.namespace}` kept until {until}\n\n"
+                f"The job failed (exit {code}), so `nsprov run --keep-on-failure {ttl}` kept "
+                f"its namespace instead of deleting it{note}. Get a kubeconfig for it with "
+                f"`nsprov extend {created.namespace} --ttl 1h --kubeconfig-out kubeconfig`; "
+                f"`nsprov delete {created.namespace}` ends it.\n"
+            )
 
 
 def command_environment(
@@ -240,7 +313,13 @@ def _run_child(
 def _delete(client: NsprovClient, created: Kubeconfig, say: Warn, router: SignalRouter) -> None:
     router.enter("cleanup")
     try:
-        client.delete(created.namespace, timing=CLEANUP_TIMING)
+        marked = client.delete(created.namespace, timing=CLEANUP_TIMING)
+        # One line, so a CI log shows the namespace's end as it shows its start.
+        say(
+            f"namespace {created.namespace} is being deleted"
+            if marked
+            else f"namespace {created.namespace} was already gone"
+        )
     except Failure as exc:
         say(
             f"warning: namespace {created.namespace} was not deleted, its TTL deletes it "

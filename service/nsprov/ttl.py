@@ -1,10 +1,16 @@
-"""Go duration syntax (``30s``, ``5m``, ``1h30m``, ``1.5h``), as the original Go tool took it.
+"""Go duration syntax (``30s``, ``5m``, ``1h30m``, ``1.5h``), as the original Go tool took it,
+plus days (``1d``, ``2d12h``).
 
-We accept exactly what Go's ``time.ParseDuration`` accepts, so clients of the
+We accept everything Go's ``time.ParseDuration`` accepts, so clients of the
 original provisioner keep working; only the sign is restricted, since a
-namespace cannot live for a negative time. Digits are ASCII only, as in Go:
-Python's regex digit class also matches other scripts' digits (U+0661 ARABIC-INDIC DIGIT ONE), which
-Go refuses and which no client means.
+namespace cannot live for a negative time. Days are the one addition: a
+preview or a kept namespace lives for days, and ``48h`` is how nobody thinks of
+two days. A day is 24 hours here (no calendar, no daylight saving), as in
+Prometheus and systemd durations; the client and the Action accept the same.
+
+Digits are ASCII only, as in Go: Python's regex digit class also matches other
+scripts' digits (U+0661 ARABIC-INDIC DIGIT ONE), which Go refuses and which no
+client means.
 """
 
 from __future__ import annotations
@@ -23,13 +29,14 @@ _UNIT_SECONDS = {
     "s": Decimal(1),
     "m": Decimal(60),
     "h": Decimal(3600),
+    "d": Decimal(86400),
 }
 _NUMBER = r"[0-9]+\.?[0-9]*|\.[0-9]+"
-_TERM = re.compile(rf"({_NUMBER})(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
+_TERM = re.compile(rf"({_NUMBER})(ns|us|\u00b5s|\u03bcs|ms|s|m|h|d)")
 
 
 def parse_duration(text: str) -> float:
-    """Parse a Go duration into seconds; raise BadRequest with the reason."""
+    """Parse a Go duration (or one with days) into seconds; raise BadRequest with the reason."""
     raw = text.strip()
     if not raw:
         raise BadRequest("empty duration")
@@ -49,9 +56,9 @@ def parse_duration(text: str) -> float:
         if match is None:
             if re.fullmatch(_NUMBER, body[position:]):
                 raise BadRequest(
-                    f"missing unit in duration {raw!r} (use ns, us, ms, s, m or h, e.g. 30m)"
+                    f"missing unit in duration {raw!r} (use ns, us, ms, s, m, h or d, e.g. 30m)"
                 )
-            raise BadRequest(f"invalid duration {raw!r} (expected e.g. 30s, 5m, 1h30m)")
+            raise BadRequest(f"invalid duration {raw!r} (expected e.g. 30s, 5m, 1h30m, 2d)")
         try:
             total += Decimal(match.group(1)) * _UNIT_SECONDS[match.group(2)]
         except InvalidOperation as exc:

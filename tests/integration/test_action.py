@@ -401,3 +401,98 @@ def test_keyless_identity_of_another_repository_is_refused(
         assert live_managed_namespaces(core) == before
     finally:
         github_issuer.id_token_claims = github_claims("acme/web-app")
+
+
+ACTION_DIAGNOSTICS_GRANT = "nsprov-test-action-diagnostics"
+
+_PENDING_POD = """
+apiVersion: v1
+kind: Pod
+metadata: {name: web}
+spec:
+  securityContext: {runAsNonRoot: true, runAsUser: 1000, seccompProfile: {type: RuntimeDefault}}
+  containers:
+    - name: app
+      image: registry.invalid/app:1
+      env: [{name: PASSWORD, value: hunter2-not-in-any-report}]
+      securityContext: {allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}}
+"""
+
+
+def test_a_failed_jobs_post_reports_then_keeps_the_namespace(
+    cluster: Cluster, core: client.CoreV1Api, tmp_path: Path
+) -> None:
+    """diagnostics (default on-failure) with the job's kubeconfig against the real API server
+    (its own CA), then keep-on-failure's PATCH to the real service instead of the delete."""
+    rbac = client.RbacAuthorizationV1Api(cluster.api)
+    rules = [
+        client.V1PolicyRule(api_groups=[""], resources=["pods", "events"],
+                            verbs=["get", "list", "create"]),
+        client.V1PolicyRule(api_groups=[""], resources=["pods/log"], verbs=["get"]),
+    ]  # fmt: skip
+    rbac.create_cluster_role(
+        client.V1ClusterRole(
+            metadata=client.V1ObjectMeta(name=ACTION_DIAGNOSTICS_GRANT), rules=rules
+        )
+    )
+    try:
+        with running_service(
+            cluster.kubeconfig, tmp_path / "service",
+            [f"--cluster-role={ACTION_DIAGNOSTICS_GRANT}", "--max-ttl=2h"],
+        ) as service:  # fmt: skip
+            token = service.tokens["alice"]
+            summary = tmp_path / "summary.md"
+            base = {
+                **_runner_files(tmp_path),
+                "PATH": os.environ["PATH"],
+                "GITHUB_WORKSPACE": str(tmp_path),
+                "INPUT_URL": service.url,
+                "INPUT_TOKEN": token,
+                "INPUT_TTL": "10m",
+                "INPUT_KEEP-ON-FAILURE": "0.05d",
+            }
+            main = _step("main.js", base)
+            assert main.returncode == 0, main.stdout + main.stderr
+            outputs = parse_file_commands(Path(base["GITHUB_OUTPUT"]).read_text())
+            namespace = outputs["namespace"]
+            made = subprocess.run(
+                [cluster.kubectl, "create", "-f", "-"], input=_PENDING_POD,
+                env={**os.environ, "KUBECONFIG": outputs["kubeconfig"]},
+                capture_output=True, text=True, timeout=60, check=False,
+            )  # fmt: skip
+            assert made.returncode == 0, made.stderr
+
+            state = parse_file_commands(Path(base["GITHUB_STATE"]).read_text())
+            post = _step(
+                "post.js",
+                {
+                    **base,
+                    **{f"STATE_{k}": v for k, v in state.items()},
+                    "INPUT_JOB-STATUS": "failure",
+                    "GITHUB_STEP_SUMMARY": str(summary),
+                },
+            )
+            assert post.returncode == 0, post.stdout + post.stderr
+            lines = post.stdout.splitlines()
+            start = lines.index(f"::group::nsprov diagnostics: {namespace}")
+            end = lines.index("::endgroup::")
+            report = (tmp_path / "nsprov-diagnostics" / f"{namespace}.txt").read_text()
+            assert lines[start + 2 : end - 1] == report.splitlines()
+            assert "pod/web: phase Pending" in report
+            assert "cannot list" not in report  # the grant allows it, the real CA was trusted
+            assert "hunter2" not in post.stdout + report
+
+            assert "::warning::" not in post.stdout, post.stdout
+            assert namespace_status(core, namespace) == "active"
+            with service.client() as http:
+                got = http.get(f"/api/v1/namespaces/{namespace}", headers=service.auth()).json()
+                assert (
+                    f"kept namespace {namespace} for a look until {got['expiresAt']}" in post.stdout
+                )
+                assert (
+                    f"namespace `{namespace}` kept until {got['expiresAt']}" in summary.read_text()
+                )
+                deleted = http.delete(f"/api/v1/namespaces/{namespace}", headers=service.auth())
+                assert deleted.status_code == 202
+    finally:
+        rbac.delete_cluster_role(ACTION_DIAGNOSTICS_GRANT)

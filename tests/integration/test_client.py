@@ -109,9 +109,10 @@ def test_list_get_extend_and_delete_wait(
     assert listed.returncode == 0, listed.stderr
     assert [i["name"] for i in json.loads(listed.stdout)["items"]] == [name]
     table = nsprov(env, "list").stdout.splitlines()
-    assert table[0].split() == ["NAME", "STATE", "EXPIRES-AT", "EXPIRES-IN"]
-    assert table[1].split()[:3] == [name, "ACTIVE", created["expiresAt"]]
-    assert table[1].split()[3] in ("10m", "9m")
+    assert table[0].split() == ["NAME", "STATE", "OWNER", "AGE", "EXPIRES-AT", "EXPIRES-IN"]
+    assert table[1].split()[:3] == [name, "ACTIVE", "alice"]
+    assert re.fullmatch(r"\d+s", table[1].split()[3])  # AGE: made seconds ago
+    assert table[1].split()[4:] in ([created["expiresAt"], "10m"], [created["expiresAt"], "9m"])
     # bob sees none of alice's namespaces
     bob = {**env, "NSPROV_TOKEN": service.tokens["bob"]}
     assert json.loads(nsprov(bob, "list", "-o", "json").stdout) == {"items": []}
@@ -120,7 +121,7 @@ def test_list_get_extend_and_delete_wait(
     assert got["name"] == name
     assert got["owner"] == "alice"
 
-    extended = nsprov(env, "extend", name, "--ttl", "1h", "-o", "json")
+    extended = nsprov(env, "extend", name, "--ttl", "0.05d", "-o", "json")  # 72m: days work
     assert extended.returncode == 0, extended.stderr
     assert json.loads(extended.stdout)["expiresAt"] > created["expiresAt"]
     assert (
@@ -139,7 +140,16 @@ def test_list_get_extend_and_delete_wait(
 
     missing = nsprov(env, "get", name)
     assert missing.returncode == EXIT_REFUSED
-    assert missing.stderr == f"nsprov: 404 Not Found: namespace {name!r} not found\n"
+    assert re.fullmatch(
+        rf"nsprov: GET {env['NSPROV_URL']}/api/v1/namespaces/{name}: 404 Not Found: "
+        rf"namespace '{name}' not found \(request id ([0-9a-f]{{16}})\)\n",
+        missing.stderr,
+    )
+    gone = nsprov(env, "delete", name)
+    assert gone.returncode == EXIT_REFUSED
+    ignored = nsprov(env, "delete", name, "--ignore-not-found")
+    assert ignored.returncode == 0, ignored.stderr
+    assert ignored.stdout.split()[-2:] == [name, "NOT_FOUND"]
 
 
 def test_run_exits_with_the_command_code_and_deletes_the_namespace(
@@ -162,6 +172,7 @@ def test_run_exits_with_the_command_code_and_deletes_the_namespace(
     assert not Path(kubeconfig).exists()
     assert not Path(kubeconfig).parent.exists()
     assert namespace_status(core, name) in ("deleting", "gone")
+    assert ran.stderr.splitlines()[-1] == f"nsprov: namespace {name} is being deleted"
     wait_until(lambda: namespace_status(core, name) == "gone", timeout=60, message=f"{name} gone")
 
 
@@ -281,15 +292,23 @@ def test_ctrl_c_at_a_terminal_reaches_cmd_once(
     assert namespace_status(core, name) in ("deleting", "gone")
 
 
-def test_a_service_that_is_down_is_exit_5_and_one_line(cluster: Cluster) -> None:
-    env = client_env(cluster, f"http://127.0.0.1:{free_port()}", "t" * 20, NSPROV_TIMEOUT="3s")
+def test_a_service_that_is_down_is_a_line_per_retry_then_exit_5(cluster: Cluster) -> None:
+    """A CI log shows the wrong URL at the first retry, not after two minutes of silence."""
+    url = f"http://127.0.0.1:{free_port()}"
+    env = client_env(cluster, url, "t" * 20, NSPROV_TIMEOUT="3s")
     started = time.monotonic()
     listed = nsprov(env, "list")
     assert listed.returncode == EXIT_UNAVAILABLE
     assert time.monotonic() - started < 15
-    assert listed.stderr.count("\n") == 1
-    assert listed.stderr.startswith("nsprov: GET http://127.0.0.1:")
-    assert "gave up after" in listed.stderr
+    *retries, last = listed.stderr.splitlines()
+    assert retries, listed.stderr
+    for n, line in enumerate(retries, start=2):
+        assert re.fullmatch(
+            rf"nsprov: GET {url}/api/v1/namespaces: connection refused; attempt {n} in [\d.]+s",
+            line,
+        ), line
+    assert last.startswith(f"nsprov: GET {url}/api/v1/namespaces: connection refused")
+    assert "gave up after" in last
     assert listed.stdout == ""
     ran = nsprov(env, "run", "--", "sh", "-c", "exit 0")
     assert ran.returncode == EXIT_UNAVAILABLE
@@ -301,9 +320,72 @@ def test_a_wrong_token_is_exit_3_and_names_no_token(
     env = client_env(cluster, service.url, "not-a-real-token-at-all")
     listed = nsprov(env, "list")
     assert listed.returncode == EXIT_AUTH
-    assert listed.stderr.startswith("nsprov: 401 Unauthorized")
+    assert listed.stderr.startswith(
+        f"nsprov: GET {service.url}/api/v1/namespaces: 401 Unauthorized"
+    )
     assert listed.stderr.count("\n") == 1
     assert "not-a-real-token" not in listed.stderr
+    assert re.search(r"\(request id [0-9a-f]{16}\)\n$", listed.stderr), listed.stderr
+
+
+def test_https_to_a_plain_http_service_fails_at_once_with_exit_5(
+    cluster: Cluster, service: RunningService
+) -> None:
+    """TLS errors used to be retried for two minutes; the next attempt meets the same server."""
+    env = client_env(cluster, service.url.replace("http://", "https://"), "t" * 20)
+    started = time.monotonic()
+    listed = nsprov(env, "list")
+    assert listed.returncode == EXIT_UNAVAILABLE
+    assert time.monotonic() - started < 10
+    assert listed.stderr.count("\n") == 1
+    assert "TLS handshake failed" in listed.stderr
+    assert "https:// for a plain-http service?" in listed.stderr
+
+
+def test_a_full_cap_fails_at_once_and_wait_waits_for_a_free_slot(
+    cluster: Cluster, core: client.CoreV1Api, tmp_path: Path
+) -> None:
+    with running_service(
+        cluster.kubeconfig,
+        tmp_path,
+        [f"--cluster-role={CONFIGMAP_GRANT}", "--max-namespaces-per-owner=1"],
+    ) as capped:
+        env = client_env(cluster, capped.url, capped.tokens["alice"])
+        first = nsprov(env, "create", "--ttl=10m", "-o", "name")
+        assert first.returncode == 0, first.stderr
+        holder = first.stdout.strip()
+
+        started = time.monotonic()
+        refused = nsprov(env, "run", "--", "true")
+        assert refused.returncode == EXIT_REFUSED
+        assert time.monotonic() - started < 10
+        assert refused.stderr.count("\n") == 1
+        assert re.search(
+            r": 429 Too Many Namespaces: .*; --wait waits for a free slot "
+            r"\(request id [0-9a-f]{16}\)\n$",
+            refused.stderr,
+        ), refused.stderr
+
+        waiting = subprocess.Popen(
+            ["nsprov", "run", "--wait", "--wait-timeout=90s", "--", "true"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            # Its first line is its first wait (bounded: it gives up after 90 s); then the
+            # slot is freed.
+            assert waiting.stderr is not None
+            first_wait = waiting.stderr.readline()
+            assert re.search(r"; waiting [\d.]+s for a free slot \(request id", first_wait), (
+                first_wait
+            )
+            assert nsprov(env, "delete", holder, "--wait").returncode == 0
+            _, stderr = waiting.communicate(timeout=90)
+        finally:
+            if waiting.poll() is None:
+                waiting.kill()
+                waiting.wait()
+        assert waiting.returncode == 0, stderr
+        assert re.search(r"nsprov: namespace np-[a-z0-9]{10} is being deleted\n$", stderr), stderr
 
 
 def test_usage_errors_are_exit_2_before_any_request(
@@ -323,6 +405,7 @@ def test_usage_errors_are_exit_2_before_any_request(
             "NSPROV_ALLOW_INSECURE_URL=true",
         ),
         ({"NSPROV_TOKEN": token}, ["run"], "Missing argument"),
+        ({"NSPROV_TOKEN": token}, ["extend", "np-0000000000"], "Missing option '--ttl'"),
     ]
     for extra, args, reason in cases:
         result = nsprov({**base, **extra}, *args)
@@ -335,7 +418,15 @@ def test_usage_errors_are_exit_2_before_any_request(
 def test_refusals_are_exit_4_with_the_service_detail(env: dict[str, str]) -> None:
     too_long = nsprov(env, "create", "--ttl=3h")
     assert too_long.returncode == EXIT_REFUSED
-    assert too_long.stderr == "nsprov: 400 Bad Request: ttl '3h' exceeds the maximum of 2h0m0s\n"
+    assert re.fullmatch(
+        rf"nsprov: POST {env['NSPROV_URL']}/api/v1/namespaces: 400 Bad Request: "
+        r"ttl '3h' exceeds the maximum of 2h0m0s \(request id [0-9a-f]{16}\)\n",
+        too_long.stderr,
+    )
+    # The service reads days as the client does.
+    days = nsprov(env, "create", "--ttl=1d")
+    assert days.returncode == EXIT_REFUSED
+    assert "ttl '1d' exceeds the maximum of 2h0m0s" in days.stderr
 
 
 def test_the_same_idempotency_key_gives_the_same_namespace(
@@ -410,3 +501,138 @@ def test_pip_install_nsprov_is_a_client_without_kubernetes(
     assert serve.returncode == 2
     assert serve.stderr.endswith("missing): pip install 'nsprov[server]'\n")
     assert serve.stderr.count("\n") == 1
+
+
+DIAGNOSTICS_GRANT = "nsprov-test-diagnostics"
+
+_FAILING_JOB = textwrap.dedent(
+    """
+    cat <<YAML | kubectl create -f - >/dev/null
+    apiVersion: v1
+    kind: Pod
+    metadata: {name: web}
+    spec:
+      securityContext: {runAsNonRoot: true, runAsUser: 1000, seccompProfile: {type: RuntimeDefault}}
+      containers:
+        - name: app
+          image: registry.invalid/app:1
+          env: [{name: PASSWORD, value: hunter2-not-in-any-report}]
+          securityContext:
+            allowPrivilegeEscalation: false
+            capabilities: {drop: [ALL]}
+    ---
+    apiVersion: v1
+    kind: Event
+    metadata: {name: web.second}
+    involvedObject: {kind: Pod, name: web, namespace: $NSPROV_NAMESPACE}
+    reason: SecondThing
+    message: happened second
+    type: Warning
+    firstTimestamp: "2030-01-01T00:00:09Z"
+    lastTimestamp: "2030-01-01T00:00:09Z"
+    ---
+    apiVersion: v1
+    kind: Event
+    metadata: {name: web.first}
+    involvedObject: {kind: Pod, name: web, namespace: $NSPROV_NAMESPACE}
+    reason: FirstThing
+    message: happened first
+    type: Normal
+    firstTimestamp: "2030-01-01T00:00:01Z"
+    lastTimestamp: "2030-01-01T00:00:01Z"
+    YAML
+    exit 3
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def diagnosable(cluster: Cluster, grants: None, tmp_path_factory) -> Iterator[RunningService]:
+    """A service whose grant lets a job make pods and events and read them back."""
+    rbac = client.RbacAuthorizationV1Api(cluster.api)
+    rbac.create_cluster_role(
+        client.V1ClusterRole(
+            metadata=client.V1ObjectMeta(name=DIAGNOSTICS_GRANT),
+            rules=[
+                client.V1PolicyRule(
+                    api_groups=[""], resources=["pods", "events"], verbs=["get", "list", "create"]
+                ),
+                client.V1PolicyRule(api_groups=[""], resources=["pods/log"], verbs=["get"]),
+            ],
+        )
+    )
+    try:
+        with running_service(
+            cluster.kubeconfig,
+            tmp_path_factory.mktemp("diagnosable"),
+            [f"--cluster-role={DIAGNOSTICS_GRANT}", "--max-ttl=2h"],
+        ) as running:
+            yield running
+    finally:
+        rbac.delete_cluster_role(DIAGNOSTICS_GRANT)
+
+
+def test_diagnostics_of_a_failed_job_before_its_namespace_goes(
+    cluster: Cluster, diagnosable: RunningService, core: client.CoreV1Api, tmp_path: Path
+) -> None:
+    env = client_env(cluster, diagnosable.url, diagnosable.tokens["alice"], GITHUB_ACTIONS="true")
+    ran = nsprov(
+        env, "run", "--diagnostics=on-failure", "--", "sh", "-c", _FAILING_JOB, cwd=tmp_path
+    )
+    assert ran.returncode == 3, ran.stderr
+    name = _NAME.search(ran.stderr).group(0)  # type: ignore[union-attr]
+    log = ran.stderr.splitlines()
+    start = log.index(f"::group::nsprov diagnostics: {name}")
+    assert log[start + 1].startswith("::stop-commands::")
+    end = log.index("::endgroup::")
+    report = (tmp_path / "nsprov-diagnostics" / f"{name}.txt").read_text()
+    assert log[start + 2 : end - 1] == report.splitlines()
+    assert report.startswith(f"nsprov diagnostics: namespace {name} at ")
+    assert "(CMD exited 3)" in report.splitlines()[0]
+    # Events by time, not by name or creation; the pod (no node here) stays Pending.
+    assert report.index("FirstThing  pod/web: happened first") < report.index(
+        "SecondThing  pod/web: happened second"
+    )
+    assert "pod/web: phase Pending" in report
+    assert "hunter2" not in ran.stderr + report
+    assert log[-1] == f"nsprov: namespace {name} is being deleted"
+    assert log.index(f"nsprov: diagnostics written to nsprov-diagnostics/{name}.txt") > end
+    assert namespace_status(core, name) in ("deleting", "gone")
+
+    passed = nsprov(env, "run", "--diagnostics=on-failure", "--", "true", cwd=tmp_path)
+    assert passed.returncode == 0
+    assert "::group::" not in passed.stderr
+
+
+def test_keep_on_failure_extends_the_namespace_and_says_until_when(
+    cluster: Cluster, diagnosable: RunningService, core: client.CoreV1Api, tmp_path: Path
+) -> None:
+    summary = tmp_path / "summary.md"
+    env = client_env(
+        cluster, diagnosable.url, diagnosable.tokens["alice"], GITHUB_STEP_SUMMARY=str(summary)
+    )
+    ran = nsprov(env, "run", "--ttl=10m", "--keep-on-failure=0.05d", "--", "sh", "-c", "exit 2")
+    assert ran.returncode == 2, ran.stderr
+    kept = ran.stderr.splitlines()[-1]
+    match = re.fullmatch(
+        r"nsprov: CMD failed \(exit 2\): kept namespace (np-[a-z0-9]{10}) for a look until "
+        r"(\S+Z); kubeconfig: (\S+); `nsprov delete np-[a-z0-9]{10}` ends it",
+        kept,
+    )
+    assert match, kept
+    name, until, kubeconfig = match.groups()
+    assert namespace_status(core, name) == "active"
+    got = json.loads(nsprov(env, "get", name, "-o", "json").stdout)
+    assert got["expiresAt"] == until
+    left = time.mktime(time.strptime(until, "%Y-%m-%dT%H:%M:%SZ")) - time.mktime(time.gmtime())
+    assert 60 * 60 < left <= 72 * 60 + 5  # 0.05d = 72m, not the 10m it was made with
+    assert f"namespace `{name}` kept until {until}" in summary.read_text()
+    # The kept kubeconfig works: the extension's fresh token, the namespace still there.
+    listed = subprocess.run(
+        ["kubectl", "--kubeconfig", kubeconfig, "get", "pods", "-o", "name"],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert listed.returncode == 0, listed.stderr
+    Path(kubeconfig).unlink()
+    Path(kubeconfig).parent.rmdir()
+    assert nsprov(env, "delete", name, "--wait").returncode == 0

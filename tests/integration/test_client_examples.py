@@ -141,7 +141,8 @@ def test_jenkins_pipeline(
 _MARKER = "<!-- transcript: tests/integration/test_client_examples.py"
 _NAME = re.compile(r"\bnp-[a-z0-9]{10}\b")
 _TIME = re.compile(r"\b\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\b")
-_LEFT = re.compile(r"\b(\d+h)?\d+[hms]$")
+_LEFT = re.compile(r"(?<!\S)(\d+[dh])?\d+[dhms](?!\S)")
+"""Time left (EXPIRES-IN) and AGE: ``29m``, ``1h5m``, ``45s``, ``2d3h``."""
 
 
 def transcript() -> list[tuple[str, list[str]]]:

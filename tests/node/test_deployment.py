@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import secrets
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -296,3 +298,53 @@ def test_rollout_restart_under_a_stream_of_creates(node: NodeCluster, deployed: 
     )
     assert client.failed == []
     assert len(set(client.created)) == len(client.created)
+
+
+_CRASH_LOOP = """
+kubectl run crash --image={image} --image-pull-policy=Never --restart=Always \\
+  -- sh -c 'echo "boom at $(date +%s)"; exit 1' >/dev/null
+kubectl wait pod/crash --for=jsonpath='{{.status.containerStatuses[0].restartCount}}'=1 \\
+  --timeout=120s >/dev/null
+exit 1
+"""
+
+
+def test_diagnostics_of_a_crash_looping_pod_before_the_delete(
+    node: NodeCluster, deployed: Deployed, tmp_path: Path
+) -> None:
+    """`nsprov run --diagnostics on-failure` on a real kubelet: restarts, the last
+    termination's reason and exit code, and the current and previous container's logs."""
+    kubectl_dir = str(build.binaries().kubectl.parent)
+    env = {
+        "PATH": os.pathsep.join(
+            [kubectl_dir, str(Path(sys.executable).parent), os.environ["PATH"]]
+        ),
+        "HOME": str(tmp_path),
+        "NSPROV_URL": _api(deployed, node),
+        "NSPROV_TOKEN": deployed.token,
+        "NSPROV_ALLOW_INSECURE_URL": "true",  # a pod IP inside the node's network namespace
+    }
+    script = _CRASH_LOOP.format(image=images.BUSYBOX_IMAGE)
+    ran = subprocess.run(
+        ["nsprov", "run", "--diagnostics=on-failure", "--", "sh", "-ec", script],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert ran.returncode == 1, ran.stderr
+    (report_path,) = (tmp_path / "nsprov-diagnostics").glob("np-*.txt")
+    name = report_path.stem
+    report = report_path.read_text()
+    assert f"---- nsprov diagnostics: {name} ----" in ran.stderr
+    assert "pod/crash: phase " in report
+    assert re.search(
+        r"^  container crash: .*, restarts [1-9]\d*, last terminated \(Error, exit 1\)",
+        report,
+        re.M,
+    ), report
+    current = report.index("== log of pod/crash container crash (last 100 lines)")
+    previous = report.index("== log of pod/crash container crash, previous (last 100 lines)")
+    assert re.match(r"== log of .*\nboom at \d+\n", report[previous:]), report
+    # The current container may be waiting in its back-off: its section is there, whatever
+    # the kubelet says of it; the previous one's log is the one that tells.
+    assert current < previous
+    assert "BackOff" in report or "Started" in report  # the kubelet's events, by time
+    assert ran.stderr.splitlines()[-1] == f"nsprov: namespace {name} is being deleted"

@@ -1,8 +1,9 @@
 """The client's logic without a service: configuration, retries, errors, output, signals.
 
-The service side is a stand-in ``httpx.MockTransport`` (this is the client's
-contract with nsprov's HTTP API, not Kubernetes); tests/integration/test_client.py
-runs the same commands against the real service.
+The service side is a stand-in handler written with httpx's Request and Response
+(this is the client's contract with nsprov's HTTP API, not Kubernetes), put in
+place of the client's urllib Transport by ``_via_httpx``;
+tests/integration/test_client.py runs the same commands against the real service.
 """
 
 from __future__ import annotations
@@ -12,15 +13,20 @@ import json
 import os
 import re
 import signal
+import socket
+import ssl
 import stat
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import click
 import httpx
 import pytest
 
-from nsprov import cli
+from nsprov import cli, client_cli, launcher
 from nsprov import client as client_
 from nsprov.client import (
     AuthFailed,
@@ -28,10 +34,12 @@ from nsprov.client import (
     Failure,
     NsprovClient,
     Refused,
+    RetryNotice,
     Unavailable,
     UsageFailure,
 )
 from nsprov.client_cli import Progress, quota_table, table, write_private_file
+from nsprov.client_http import AnswerLost, HttpRequest, HttpResponse, NotSent, Transport
 from nsprov.client_run import Interrupted, SignalRouter, run_in_namespace
 from tests.support import wait_until
 
@@ -40,17 +48,49 @@ TOKEN = "s3cret-token-value"
 CREATED = {"namespace": "np-abcdefghij", "expiresAt": "2030-01-01T00:00:00Z", "kubeconfig": "k: v"}
 
 
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+def _via_httpx(handler: Handler) -> Transport:
+    """The client's Transport answered by ``handler``: httpx.ConnectError is a request that
+    was never sent, httpx.ReadTimeout one whose answer was lost."""
+
+    def exchange(request: HttpRequest) -> HttpResponse:
+        outgoing = httpx.Request(request.method, request.url, headers=dict(request.headers))
+        try:
+            answer = handler(outgoing)
+        except httpx.ConnectError as exc:
+            raise NotSent(ConnectionRefusedError(111, str(exc))) from None
+        except httpx.ReadTimeout:
+            raise AnswerLost(TimeoutError("timed out")) from None
+        headers = {name.lower(): value for name, value in answer.headers.items()}
+        return HttpResponse(answer.status_code, answer.reason_phrase, headers, answer.read())
+
+    return exchange
+
+
 def _client(
-    handler: Callable[[httpx.Request], httpx.Response], sleeps: list[float] | None = None
+    handler: Handler,
+    sleeps: list[float] | None = None,
+    notices: list[RetryNotice] | None = None,
 ) -> NsprovClient:
     config = ClientConfig(url=URL, token=TOKEN)
     record = sleeps if sleeps is not None else []
-    return NsprovClient(config, transport=httpx.MockTransport(handler), sleep=record.append)
+    return NsprovClient(
+        config,
+        transport=_via_httpx(handler),
+        sleep=record.append,
+        on_retry=notices.append if notices is not None else None,
+    )
 
 
 def _problem(status: int, title: str, detail: str, **headers: str) -> httpx.Response:
-    body = {"type": "about:blank", "title": title, "status": status, "detail": detail}
-    return httpx.Response(status, json=body, headers=headers)
+    """nsprov's answer to a failure: problem+json with the request id, also in a header."""
+    body = {
+        "type": "about:blank", "title": title, "status": status, "detail": detail,
+        "requestId": "rid-1234",
+    }  # fmt: skip
+    return httpx.Response(status, json=body, headers={"X-Request-Id": "rid-1234", **headers})
 
 
 # ---- configuration ------------------------------------------------------------------------
@@ -219,14 +259,127 @@ def test_a_retry_after_past_the_deadline_gives_up_at_once() -> None:
     assert caught.value.exit_code == 5
 
 
-def test_a_cap_that_stays_reached_is_refused() -> None:
+def test_a_cap_is_refused_at_once_naming_the_request_and_its_id() -> None:
+    """Retrying a full cap for two minutes hid it (and counted 14 refusals): fail, say --wait."""
+    calls: list[httpx.Request] = []
+
     def handler(request: httpx.Request) -> httpx.Response:
-        return _problem(429, "Too Many Namespaces", "cap of 2 reached", **{"Retry-After": "999"})
+        calls.append(request)
+        return _problem(429, "Too Many Namespaces", "cap of 2 reached", **{"Retry-After": "5"})
 
     with _client(handler) as nsprov, pytest.raises(Refused) as caught:
         nsprov.create()
+    assert len(calls) == 1
     assert caught.value.exit_code == 4
-    assert "429 Too Many Namespaces: cap of 2 reached" in str(caught.value)
+    assert str(caught.value) == (
+        f"POST {URL}/api/v1/namespaces: 429 Too Many Namespaces: cap of 2 reached; "
+        "--wait waits for a free slot (request id rid-1234)"
+    )
+
+
+def test_wait_for_slot_asks_again_announcing_each_wait() -> None:
+    answers = [
+        _problem(429, "Too Many Namespaces", "cap of 2 reached", **{"Retry-After": "5"}),
+        _problem(429, "Too Many Namespaces", "cap of 2 reached"),
+        httpx.Response(201, json=CREATED),
+    ]
+    notices: list[RetryNotice] = []
+    sleeps: list[float] = []
+    with _client(lambda r: answers.pop(0), sleeps, notices) as nsprov:
+        assert nsprov.create(wait_for_slot=600).namespace == "np-abcdefghij"
+    assert [n.for_slot for n in notices] == [True, True]
+    assert sleeps[0] >= 5
+    assert notices[0].line() == (
+        f"POST {URL}/api/v1/namespaces: 429 Too Many Namespaces: cap of 2 reached; "
+        f"waiting {sleeps[0]:.1f}s for a free slot (request id rid-1234)"
+    )
+
+
+def test_a_slot_that_never_frees_gives_up_at_the_wait_deadline() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return _problem(429, "Too Many Namespaces", "full", **{"Retry-After": "3600"})
+
+    with _client(handler) as nsprov, pytest.raises(Refused) as caught:
+        nsprov.create(wait_for_slot=60)
+    assert caught.value.exit_code == 4
+    assert "gave up after 1 attempt(s)" in str(caught.value)
+
+
+def test_each_retry_is_announced_with_what_failed_and_when_the_next_attempt_goes() -> None:
+    answers: list[httpx.Response | Exception] = [
+        httpx.ConnectError("refused"),
+        _problem(503, "Cluster Unavailable", "the API server is away"),
+        httpx.ReadTimeout("slow"),
+        httpx.Response(200, json={"items": []}),
+    ]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    notices: list[RetryNotice] = []
+    sleeps: list[float] = []
+    with _client(handler, sleeps, notices) as nsprov:
+        assert nsprov.list() == []
+    lines = [n.line() for n in notices]
+    where = f"GET {URL}/api/v1/namespaces"
+    assert lines[0] == f"{where}: connection refused; attempt 2 in {sleeps[0]:.1f}s"
+    assert lines[1] == (
+        f"{where}: 503 Cluster Unavailable: the API server is away; "
+        f"attempt 3 in {sleeps[1]:.1f}s (request id rid-1234)"
+    )
+    # An answer lost on the way back still names the id the client sent, which the service
+    # adopted: the operator can find what happened to it.
+    assert re.fullmatch(
+        rf"{where}: no answer within \d+\.\ds; attempt 4 in [\d.]+s \(request id [0-9a-f]{{16}}\)",
+        lines[2],
+    )
+
+
+@pytest.mark.parametrize(
+    ("reason", "says"),
+    [
+        (ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] self-signed"),
+         "TLS certificate not trusted"),
+        (ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number"),
+         "TLS handshake failed: .*WRONG_VERSION_NUMBER.*https:// for a plain-http service"),
+        (socket.gaierror(socket.EAI_NONAME, "Name or service not known"),
+         "cannot resolve host 'nsprov.test': Name or service not known"),
+    ],
+)  # fmt: skip
+def test_tls_and_unknown_hosts_fail_at_once_with_exit_5(reason: OSError, says: str) -> None:
+    calls: list[HttpRequest] = []
+
+    def transport(request: HttpRequest) -> HttpResponse:
+        calls.append(request)
+        raise NotSent(reason)
+
+    config = ClientConfig(url=URL, token=TOKEN)
+    with NsprovClient(config, transport=transport) as nsprov, pytest.raises(Unavailable) as e:
+        nsprov.list()
+    assert len(calls) == 1
+    assert e.value.exit_code == 5
+    assert re.search(says, str(e.value)), str(e.value)
+
+
+def test_a_404_that_is_not_nsprovs_says_the_url_is_wrong() -> None:
+    with _client(lambda r: httpx.Response(404, text="<html>nope</html>")) as nsprov:
+        with pytest.raises(Refused, match="not an nsprov answer: is NSPROV_URL the service's base"):
+            nsprov.list()
+        # A delete must not take someone else's 404 for "already gone".
+        with pytest.raises(Refused):
+            nsprov.delete("np-x")
+
+
+def test_an_answer_that_is_not_json_is_one_line_not_a_traceback() -> None:
+    login_page = httpx.Response(200, text="<html>login</html>")
+    with (
+        _client(lambda r: login_page) as nsprov,
+        pytest.raises(Failure, match="is not JSON: is NSPROV_URL the nsprov service"),
+    ):
+        nsprov.list()
 
 
 @pytest.mark.parametrize(
@@ -251,7 +404,10 @@ def test_statuses_map_to_exit_codes(status: int, kind: type[Failure], code: int)
         nsprov.get("np-x")
     assert len(calls) == 1  # none of these is retried
     assert caught.value.exit_code == code
-    assert str(caught.value) == f"{status} Title: the detail split over lines"
+    assert str(caught.value) == (
+        f"GET {URL}/api/v1/namespaces/np-x: {status} Title: the detail split over lines"
+        " (request id rid-1234)"
+    )
 
 
 def test_a_redirect_is_not_followed() -> None:
@@ -319,6 +475,116 @@ def test_table_shows_the_tenant_when_a_row_has_one() -> None:
     )
 
 
+def test_table_shows_owner_age_and_a_terminating_namespace_from_a_newer_service() -> None:
+    now = 1893456000.0  # 2030-01-01T00:00:00Z
+    rows = [
+        {"name": "np-a", "state": "ACTIVE", "owner": "alice", "tenant": None,
+         "createdAt": "2029-12-31T22:55:00Z", "expiresAt": "2030-01-02T01:00:00Z"},
+        {"name": "np-b", "state": "MARKED_FOR_DELETION", "owner": "alice", "tenant": None,
+         "createdAt": "2029-12-31T23:59:15Z", "expiresAt": "2030-01-01T00:10:00Z",
+         "deletionStartedAt": "2029-12-31T23:59:50Z", "blockedBy": ["pods"]},
+    ]  # fmt: skip
+    assert table(rows, now).splitlines() == [
+        "NAME   STATE                 OWNER   AGE    EXPIRES-AT             EXPIRES-IN",
+        "np-a   ACTIVE                alice   1h5m   2030-01-02T01:00:00Z   1d1h",
+        "np-b   MARKED_FOR_DELETION   alice   45s    2030-01-01T00:10:00Z   -",
+    ]
+
+
+def _fake_service(monkeypatch: pytest.MonkeyPatch, handler: Handler) -> list[httpx.Request]:
+    """Commands run through cli.main talk to ``handler`` instead of a network."""
+    seen: list[httpx.Request] = []
+
+    def recording(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return handler(request)
+
+    monkeypatch.setattr(client_, "UrllibTransport", lambda: _via_httpx(recording))
+    monkeypatch.setenv("NSPROV_URL", URL)
+    monkeypatch.setenv("NSPROV_TOKEN", TOKEN)
+    for name in ("NSPROV_TOKEN_FILE", "NSPROV_ID_TOKEN", "NSPROV_TIMEOUT"):
+        monkeypatch.delenv(name, raising=False)
+    return seen
+
+
+def test_extend_without_ttl_is_a_usage_error_and_the_help_says_it_is_required(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seen = _fake_service(monkeypatch, lambda r: httpx.Response(500))
+    assert launcher.main(["extend", "np-x"]) == 2
+    assert capsys.readouterr().err == "nsprov: Missing option '--ttl'.\n"
+    assert seen == []
+    assert launcher.main(["extend", "--help"]) == 0
+    assert "required: the new lifetime from now" in " ".join(capsys.readouterr().out.split())
+
+
+def test_extend_sends_days_as_they_are(monkeypatch: pytest.MonkeyPatch) -> None:
+    answer = {"namespace": "np-x", "expiresAt": "2030-01-02T00:00:00Z", "kubeconfig": "k: v"}
+    seen = _fake_service(monkeypatch, lambda r: httpx.Response(200, json=answer))
+    assert launcher.main(["extend", "np-x", "--ttl", "1d", "-o", "json"]) == 0
+    assert seen[0].method == "PATCH"
+    assert seen[0].url.params["ttl"] == "1d"
+
+
+def test_delete_ignore_not_found(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _fake_service(monkeypatch, lambda r: _problem(404, "Not Found", "namespace 'np-x' not found"))
+    assert launcher.main(["delete", "np-x"]) == 4
+    assert launcher.main(["delete", "np-x", "--ignore-not-found", "-o", "json"]) == 0
+    out = capsys.readouterr().out
+    assert json.loads(out) == {"name": "np-x", "state": "NOT_FOUND"}
+
+
+def test_a_full_cap_in_a_ci_log_is_one_line_and_exit_4(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seen = _fake_service(monkeypatch, lambda r: _problem(429, "Too Many Namespaces", "full"))
+    assert launcher.main(["run", "--", "true"]) == 4
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.endswith("full; --wait waits for a free slot (request id rid-1234)\n")
+    assert len(seen) == 1
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_completion_prints_a_script_that_calls_back_nsprov(
+    shell: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["completion", shell]) == 0
+    script = capsys.readouterr().out
+    assert "_NSPROV_COMPLETE" in script
+    assert f"{shell}_complete" in script
+
+
+def test_names_complete_from_the_service_and_a_failure_completes_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rows = {"items": [{"name": "np-abc"}, {"name": "np-abd"}, {"name": "np-xyz"}]}
+    _fake_service(monkeypatch, lambda r: httpx.Response(200, json=rows))
+    command = client_cli.get
+    param = command.params[0]
+    context = click.Context(command)
+    names = client_cli.complete_namespace_names(context, param, "np-a")
+    assert [item.value for item in names] == ["np-abc", "np-abd"]
+    monkeypatch.delenv("NSPROV_URL")
+    assert client_cli.complete_namespace_names(context, param, "np-a") == []
+
+
+def test_a_client_command_loads_neither_the_servers_cli_nor_httpx() -> None:
+    """What ``nsprov run`` imports before CMD starts is its start-up time (launcher.py)."""
+    probe = (
+        "import sys; from nsprov import launcher; "
+        "code = launcher.main(['run', '--help']); "
+        "print(sorted({m for m in sys.modules if m.split('.')[0] in ('httpx', 'yaml')"
+        " or m in ('nsprov.cli', 'nsprov.settings', 'nsprov.bundle', 'logging')}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
 def test_quota_table_lists_each_limited_resource() -> None:
     quota = {"hard": {"pods": "3", "requests.memory": "1Gi"}, "used": {"pods": "1"}}
     assert quota_table(quota).splitlines() == [
@@ -340,13 +606,15 @@ def test_private_file_is_0600_and_replaces_a_symlink(tmp_path: Path) -> None:
     assert stat.S_IMODE(link.stat().st_mode) == 0o600
 
 
-def test_progress_is_silent_without_a_terminal() -> None:
+def test_without_a_terminal_progress_is_a_line_per_retry_and_no_spinner() -> None:
     stream = io.StringIO()
     progress = Progress(stream)
     with progress.showing("provisioning"):
-        progress.note("attempt 1 failed")
+        progress.note("GET x: connection refused; attempt 2 in 1.0s")
     progress.say("warning: kept")
-    assert stream.getvalue() == "nsprov: warning: kept\n"
+    assert stream.getvalue() == (
+        "nsprov: GET x: connection refused; attempt 2 in 1.0s\nnsprov: warning: kept\n"
+    )
 
 
 # ---- signals ------------------------------------------------------------------------------
@@ -395,9 +663,16 @@ def test_progress_on_a_terminal_spins_and_clears_its_line() -> None:
 class _Service:
     """A stand-in nsprov: creates one namespace, records deletes, can refuse them."""
 
-    def __init__(self, delete_status: int = 202, during_create: Callable[[], None] = lambda: None):
+    def __init__(
+        self,
+        delete_status: int = 202,
+        during_create: Callable[[], None] = lambda: None,
+        patch_status: int = 200,
+    ):
         self.deleted: list[str] = []
+        self.patched: list[str] = []
         self.delete_status = delete_status
+        self.patch_status = patch_status
         self.during_create = during_create
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
@@ -410,15 +685,108 @@ class _Service:
                 return _problem(self.delete_status, "Cluster Unavailable", "down",
                                 **{"Retry-After": "3600"})  # fmt: skip
             return httpx.Response(202, json={"name": "x", "state": "MARKED_FOR_DELETION"})
+        if request.method == "PATCH":
+            self.patched.append(request.url.params["ttl"])
+            if self.patch_status != 200:
+                return _problem(self.patch_status, "Bad Request", "ttl '9d' exceeds the maximum")
+            later = {**CREATED, "expiresAt": "2030-01-01T02:00:00Z", "kubeconfig": "fresh: yes"}
+            return httpx.Response(200, json=later)
         raise AssertionError(request)
 
 
-def _run(service: _Service, argv: list[str], said: list[str]) -> int:
+def _run(service: _Service, argv: list[str], said: list[str], **options: Any) -> int:
     router = SignalRouter()
     with router.installed(), _client(service) as nsprov:
         return run_in_namespace(
-            nsprov, argv, ttl=None, server=None, keep=False, say=said.append, router=router
-        )
+            nsprov, argv, ttl=None, server=None, keep=False, say=said.append, router=router,
+            **options,
+        )  # fmt: skip
+
+
+def test_keep_on_failure_extends_instead_of_deleting_and_says_where(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    summary = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    service = _Service()
+    said: list[str] = []
+    seen = tmp_path / "seen"
+    code = _run(service, ["sh", "-c", f'echo "$KUBECONFIG" > {seen}; exit 5'], said,
+                keep_on_failure="2h")  # fmt: skip
+    kubeconfig = Path(seen.read_text().strip())
+    assert code == 5
+    assert service.deleted == []
+    assert service.patched == ["2h"]
+    assert said[-1] == (
+        "CMD failed (exit 5): kept namespace np-abcdefghij for a look until "
+        f"2030-01-01T02:00:00Z; kubeconfig: {kubeconfig}; `nsprov delete np-abcdefghij` ends it"
+    )
+    assert kubeconfig.read_text() == "fresh: yes"  # the extension's credentials
+    assert stat.S_IMODE(kubeconfig.stat().st_mode) == 0o600
+    assert "namespace `np-abcdefghij` kept until 2030-01-01T02:00:00Z" in summary.read_text()
+    kubeconfig.unlink()
+    kubeconfig.parent.rmdir()
+
+    # A CMD that passes is deleted as ever.
+    passing = _Service()
+    assert _run(passing, ["true"], [], keep_on_failure="2h") == 0
+    assert passing.deleted == ["np-abcdefghij"]
+    assert passing.patched == []
+
+
+def test_keep_on_failure_beyond_the_tenants_bounds_keeps_it_until_its_expiry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+    service = _Service(patch_status=400)
+    said: list[str] = []
+    assert _run(service, ["false"], said, keep_on_failure="9d") == 1
+    assert service.deleted == []
+    assert said[-1].startswith(
+        "CMD failed (exit 1): kept namespace np-abcdefghij for a look until 2030-01-01T00:00:00Z "
+        "(not extended by 9d: PATCH"
+    )
+    kubeconfig = Path(said[-1].split("kubeconfig: ")[1].split(";")[0])
+    kubeconfig.unlink()
+    kubeconfig.parent.rmdir()
+
+
+def test_diagnostics_on_failure_come_before_the_delete(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("GITHUB_ACTIONS", raising=False)
+    events: list[str] = []
+    service = _Service()
+    original = service.__call__
+
+    def recording(request: httpx.Request) -> httpx.Response:
+        events.append(request.method)
+        return original(request)
+
+    def collect(kubeconfig: str, *, why: str) -> str:
+        events.append(f"collect {why}")
+        return "the report\n"
+
+    monkeypatch.setattr("nsprov.client_diagnostics.collect", collect)
+    written: list[str] = []
+    router = SignalRouter()
+    with router.installed(), _client(recording) as nsprov:
+        code = run_in_namespace(
+            nsprov, ["false"], ttl=None, server=None, keep=False, say=written.append,
+            router=router, diagnostics="on-failure", write=written.append,
+        )  # fmt: skip
+    assert code == 1
+    assert events == ["POST", "collect CMD exited 1", "DELETE"]
+    assert "the report" in written
+    assert (tmp_path / "nsprov-diagnostics" / "np-abcdefghij.txt").read_text() == "the report\n"
+    events.clear()
+    with router.installed(), _client(recording) as nsprov:
+        run_in_namespace(
+            nsprov, ["true"], ttl=None, server=None, keep=False, say=written.append,
+            router=router, diagnostics="on-failure", write=written.append,
+        )  # fmt: skip
+    assert events == ["POST", "DELETE"]
 
 
 def test_run_exits_with_cmd_code_and_a_failed_delete_is_a_warning(tmp_path: Path) -> None:

@@ -24,6 +24,10 @@ from nsprov.ttl import format_duration, parse_duration, parse_ttl
         ("1000us", 0.001),
         ("1000\u00b5s", 0.001),
         ("1500000000ns", 1.5),
+        ("1d", 86400.0),
+        ("2d12h", 216000.0),
+        ("1.5d", 129600.0),
+        ("1d30m", 88200.0),
     ],
 )
 def test_go_duration_syntax(text: str, seconds: float) -> None:
@@ -41,7 +45,9 @@ def test_go_duration_syntax(text: str, seconds: float) -> None:
         (".", "invalid"),
         ("1h-5m", "invalid"),
         ("-", "invalid"),
-        ("1d", "invalid"),
+        ("1w", "invalid"),
+        ("1dd", "invalid"),
+        ("2day", "invalid"),
         ("5 m", "invalid"),
         ("\u0661h", "invalid"),  # ARABIC-INDIC DIGIT ONE: not an ASCII digit, as Go says
         ("1\u0660m", "invalid"),
@@ -83,3 +89,10 @@ def test_ttl_below_the_minimum_is_refused() -> None:
             parse_ttl(text, default=60, maximum=7200, minimum=30)
     # Absent or 0 still means the default, which --min-ttl may not exceed.
     assert parse_ttl("0", default=60, maximum=7200, minimum=30) == 60
+
+
+def test_a_ttl_in_days_is_bounded_like_any_other() -> None:
+    """?ttl=1d on POST and PATCH goes through parse_ttl: days count against the same maximum."""
+    assert parse_ttl("1d", default=60, maximum=2 * 86400) == 86400
+    with pytest.raises(BadRequest, match="exceeds the maximum of 48h0m0s"):
+        parse_ttl("2d1s", default=60, maximum=2 * 86400)
