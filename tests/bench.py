@@ -137,6 +137,7 @@ def raw_calls(api: client.ApiClient, n: int) -> list[float]:
 
 
 def _machine() -> str:
+    """The machine a figure was measured on: kernel, CPU model and count, Python."""
     model = "unknown CPU"
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -410,14 +411,6 @@ def _metric_value(url: str, name: str) -> str:
         if line.startswith(name + " "):
             return line.split()[1]
     return "0"
-
-
-def _machine() -> str:
-    uname = os.uname()
-    return (
-        f"{uname.sysname} {uname.release} {uname.machine}, {os.cpu_count()} cores, "
-        f"Python {sys.version.split()[0]}"
-    )
 
 
 def _p50(samples: list[float]) -> str:
@@ -724,16 +717,6 @@ def provision(args: argparse.Namespace) -> None:
         for ns in core.list_namespace(label_selector=SELECTOR).items:
             core.delete_namespace(ns.metadata.name)
         api.close()
-
-
-def _machine() -> str:
-    model = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-         if line.startswith("model name")),
-        platform.processor() or "unknown CPU",
-    )  # fmt: skip
-    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs ({model}), " \
-        f"Python {platform.python_version()}"  # fmt: skip
 
 
 def oidc(args: argparse.Namespace) -> None:
