@@ -6,8 +6,8 @@ isolated`` would be a promise nobody checks. Three real components close that ga
 each built from its Go module (tests/cluster/go/) and run as a cluster would run it:
 
 - kube-proxy (the control plane's Kubernetes module) in iptables mode, inside the
-  node's network namespace. It also routes the ``kubernetes`` Service: the API server
-  advertises the host end of the node's veth, where a socat forwarder listens.
+  node's network namespace. It also routes the ``kubernetes`` Service, whose
+  endpoints name the socat forwarder on the host end of the node's veth.
 - kube-router's NetworkPolicy firewall (iptables + ipset), inside the node's network
   namespace, with ``--run-router=false --run-service-proxy=false``: security flaws
   are reported against v2.1.0, the one release the module proxy serves, so only the
@@ -83,6 +83,46 @@ KUBE_ROUTER_RBAC: list[dict[str, Any]] = [
         ],
     },
 ]
+
+
+def api_endpoints(address: str, port: int) -> list[dict[str, Any]]:
+    """The ``kubernetes`` Service's endpoints, as the API server's reconciler would write
+    them if it could advertise a port other than the one it listens on.
+
+    The API server listens on a free port of 127.0.0.1; pods reach it through a
+    forwarder at ``address:port``. Both objects: kube-proxy reads the EndpointSlice,
+    older clients the Endpoints. The EndpointSlice controller leaves both alone, as
+    the Service has no selector.
+    """
+    meta = {"name": "kubernetes", "namespace": "default"}
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Endpoints",
+            "metadata": meta,
+            "subsets": [
+                {
+                    "addresses": [{"ip": address}],
+                    "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+                }
+            ],
+        },
+        {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                **meta,
+                "labels": {
+                    "kubernetes.io/service-name": "kubernetes",
+                    "endpointslice.kubernetes.io/managed-by": "nsprov-test-node",
+                },
+            },
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [address], "conditions": {"ready": True}}],
+            "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+        },
+    ]
+
 
 COREFILE = f""".:53 {{
     errors

@@ -257,7 +257,6 @@ def _apiserver(
     port: int,
     with_node: bool = False,
     audit_log: Path | None = None,
-    advertise: str | None = None,
 ) -> Component:
     argv = [
         str(bins.kube_apiserver),
@@ -295,14 +294,13 @@ def _apiserver(
             "--audit-log-format=json",
             "--audit-log-maxsize=0",
         ]
-    if advertise is not None:
-        # The ``kubernetes`` Endpoints name this address; kube-proxy on the node
-        # routes 10.0.0.1 there, to the forwarder on the host end of the node's veth.
-        argv[argv.index("--advertise-address=127.0.0.1")] = f"--advertise-address={advertise}"
     if with_node:
         # The Node authorizer gives the kubelet exactly its node's objects.
         argv[argv.index("--authorization-mode=RBAC")] = "--authorization-mode=Node,RBAC"
         argv += [
+            # The node writes the ``kubernetes`` Service's endpoints itself: the
+            # forwarder on its veth, port 6443 (tests/cluster/node.py says why).
+            "--endpoint-reconciler-type=none",
             # logs/exec/port-forward: the API server dials the kubelet at the node IP.
             f"--kubelet-client-certificate={keys.admin_cert}",
             f"--kubelet-client-key={keys.admin_key}",
@@ -431,10 +429,7 @@ def _start_components(
         etcd.start()
         _wait_until(etcd, lambda: _tcp_open(etcd_port), "listening", timeout)
 
-        apiserver = _apiserver(
-            bins, workdir, keys, etcd_port, api_port, with_node, plane.audit_log,
-            advertise=network.host_ip if network is not None else None,
-        )  # fmt: skip
+        apiserver = _apiserver(bins, workdir, keys, etcd_port, api_port, with_node, plane.audit_log)
         plane.components["kube-apiserver"] = apiserver
         apiserver.start()
         _wait(plane, apiserver, "/readyz", timeout)

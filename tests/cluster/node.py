@@ -17,12 +17,14 @@ the namespace finalization path to be tested. The node is:
 - the network add-ons of tests/cluster/addons.py: kube-proxy and kube-router's
   NetworkPolicy firewall in the node's netns, CoreDNS as a pod behind ``kube-dns``.
 
-The API server stays on 127.0.0.1; a socat forwarder listens on the host end of
-the veth for the kubelet and pods, and the API server advertises that address, so
-kube-proxy routes the ``kubernetes`` Service (10.0.0.1:443) there and in-cluster
-clients work unchanged. This machine's cgroup hierarchy is v1 (``failCgroupV1:
-false``) and it refuses to lower ``oom_score_adj`` even for root
-(``restrict_oom_score_adj``).
+The API server stays on 127.0.0.1 (at a free port); a socat forwarder listens on
+the host end of the veth at 6443 for the kubelet and pods, and the node writes that
+address as the ``kubernetes`` Service's endpoints, so kube-proxy routes 10.0.0.1:443
+there and in-cluster clients work unchanged. 6443, kubeadm's port, and not the API
+server's own: a NetworkPolicy's egress rule is judged after kube-proxy's DNAT, so a
+policy written for a real cluster (443 or 6443 to reach the API) must hold here too.
+This machine's cgroup hierarchy is v1 (``failCgroupV1: false``) and it refuses to
+lower ``oom_score_adj`` even for root (``restrict_oom_score_adj``).
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ NETNS_DIR = Path("/run/netns")
 REQUIRED_TOOLS = (
     "ip", "nsenter", "iptables", "ipset", "containerd", "ctr", "runc", "socat", "busybox"
 )  # fmt: skip
+# Where the kubelet and pods reach the API server: the forwarder on the veth's host end.
+API_PORT = 6443
 # Controllers a node's workloads need beyond the control plane's own list.
 NODE_CONTROLLERS = ("deployment", "replicaset", "endpointslice", "disruption", "podgc")
 
@@ -178,6 +182,11 @@ class Network:
         # iptables, where the NetworkPolicy firewall filters them and a Service's
         # reply is translated back (per network namespace since Linux 5.3).
         _sh("sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1", netns=self.netns)
+
+    @property
+    def api_server(self) -> str:
+        """The API server's URL from inside the node: the forwarder on the veth's host end."""
+        return f"https://{self.host_ip}:{API_PORT}"
 
     def inode(self) -> int | None:
         try:
@@ -567,7 +576,7 @@ def _start(
         "apiserver-forwarder",
         [
             "socat",
-            f"TCP-LISTEN:{api_port},bind={network.host_ip},fork,reuseaddr",
+            f"TCP-LISTEN:{API_PORT},bind={network.host_ip},fork,reuseaddr",
             f"TCP:127.0.0.1:{api_port}",
         ],
         node.workdir / "forwarder.log",
@@ -598,7 +607,7 @@ def _start(
     _make_cgroups(node.cgroup)
     certs = pki.issue_node(plane.pki, node.workdir / "pki", node.name, node.ip)
     kubeconfig = node.workdir / "kubelet.kubeconfig"
-    _kubelet_kubeconfig(kubeconfig, f"https://{network.host_ip}:{api_port}", plane.pki, certs)
+    _kubelet_kubeconfig(kubeconfig, network.api_server, plane.pki, certs)
     config_path = node.workdir / "kubelet.yaml"
     config_path.write_text(yaml.safe_dump(_kubelet_config(node, plane.pki, certs)))
     kubelet = Component(
@@ -652,9 +661,9 @@ def _start_network_addons(
 
     network = node.network
     in_netns = ["nsenter", f"--net={NETNS_DIR / network.netns}", "--"]
-    api_port = int(plane.server.rsplit(":", 1)[1])
-    server = f"https://{network.host_ip}:{api_port}"
-    addons.apply(plane, addons.KUBE_ROUTER_RBAC)
+    server = network.api_server
+    api = addons.api_endpoints(network.host_ip, API_PORT)
+    addons.apply(plane, [*api, *addons.KUBE_ROUTER_RBAC])
 
     proxy_kubeconfig = node.workdir / "kube-proxy.kubeconfig"
     proxy_cert = pki.issue_client(plane.pki, node.workdir / "pki", addons.KUBE_PROXY_USER)
