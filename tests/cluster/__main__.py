@@ -137,6 +137,7 @@ def _images() -> int:
         built = [
             images.pause_image(),
             images.busybox_image(),
+            images.coredns_image(),
             images.base_image(),
             images.nsprov_image(),
         ]

@@ -12,6 +12,7 @@ build ahead of time; ``--json`` prints each binary's path and size.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -27,6 +28,10 @@ KUBERNETES_VERSION = "v1.36.3"
 ETCD_VERSION = "v3.6.8"
 # The release's date, from the module proxy's .info; a fixed date keeps builds reproducible.
 KUBERNETES_BUILD_DATE = "2026-07-22T18:07:38Z"
+# The node's network add-ons (tests/cluster/addons.py), each pinned in its go/<name>/go.mod.
+# kube-router: only its NetworkPolicy firewall runs, test-only (see addons.py on why).
+KUBE_ROUTER_VERSION = "v2.1.0"
+COREDNS_VERSION = "v1.14.7"
 
 GO_DIR = Path(__file__).resolve().parent / "go"
 
@@ -143,32 +148,56 @@ def ensure_built() -> Binaries:
 
 @dataclass(frozen=True)
 class NodeBinaries:
-    """The optional node's Kubernetes executables (same module and version as the rest)."""
+    """The optional node's executables: Kubernetes' (same module and version as the rest)
+    and its network add-ons' (kube-router's firewall; CoreDNS, which runs as a pod)."""
 
     kube_scheduler: Path
     kubelet: Path
+    kube_proxy: Path
+    kube_router: Path
+    coredns: Path
 
 
 def node_binaries() -> NodeBinaries:
     kube_dir = cache_root() / f"kubernetes-{KUBERNETES_VERSION}"
-    return NodeBinaries(kube_scheduler=kube_dir / "kube-scheduler", kubelet=kube_dir / "kubelet")
+    # CoreDNS is keyed by its main.go too: that file chooses which plugins are linked in.
+    coredns_source = (GO_DIR / "coredns" / "main.go").read_bytes()
+    coredns_key = hashlib.sha256(coredns_source).hexdigest()[:12]
+    return NodeBinaries(
+        kube_scheduler=kube_dir / "kube-scheduler",
+        kubelet=kube_dir / "kubelet",
+        kube_proxy=kube_dir / "kube-proxy",
+        kube_router=cache_root() / f"kube-router-{KUBE_ROUTER_VERSION}" / "kube-router",
+        coredns=cache_root() / f"coredns-{COREDNS_VERSION}-{coredns_key}" / "coredns",
+    )
 
 
 def ensure_node_built() -> NodeBinaries:
-    """Build kube-scheduler and kubelet if missing (a few minutes cold, then one stat each).
+    """Build the node's binaries if missing (many minutes cold, then one stat each).
 
     Separate from :func:`ensure_built` so that a control plane without a node never
     pays for them.
     """
     bins = node_binaries()
-    for package, output in (
-        ("k8s.io/kubernetes/cmd/kube-scheduler", bins.kube_scheduler),
-        ("k8s.io/kubernetes/cmd/kubelet", bins.kubelet),
-    ):
+    kube_ldflags = _version_ldflags()
+    router_version = "github.com/cloudnativelabs/kube-router/v2/pkg/version.Version"
+    plan = (
+        ("kubernetes", "k8s.io/kubernetes/cmd/kube-scheduler", bins.kube_scheduler, kube_ldflags),
+        ("kubernetes", "k8s.io/kubernetes/cmd/kubelet", bins.kubelet, kube_ldflags),
+        ("kubernetes", "k8s.io/kubernetes/cmd/kube-proxy", bins.kube_proxy, kube_ldflags),
+        (
+            "kube-router",
+            "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router",
+            bins.kube_router,
+            f"-s -w -X {router_version}={KUBE_ROUTER_VERSION}",
+        ),
+        ("coredns", ".", bins.coredns, "-s -w"),
+    )
+    for module, package, output, ldflags in plan:
         if not output.exists():
             if shutil.which("go") is None:
                 raise BuildError(f"go is not on PATH and {output.name} is not built yet")
-            _go_build(GO_DIR / "kubernetes", package, output, _version_ldflags())
+            _go_build(GO_DIR / module, package, output, ldflags)
     return bins
 
 

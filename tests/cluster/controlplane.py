@@ -298,6 +298,9 @@ def _apiserver(
         # The Node authorizer gives the kubelet exactly its node's objects.
         argv[argv.index("--authorization-mode=RBAC")] = "--authorization-mode=Node,RBAC"
         argv += [
+            # The node writes the ``kubernetes`` Service's endpoints itself: the
+            # forwarder on its veth, port 6443 (tests/cluster/node.py says why).
+            "--endpoint-reconciler-type=none",
             # logs/exec/port-forward: the API server dials the kubelet at the node IP.
             f"--kubelet-client-certificate={keys.admin_cert}",
             f"--kubelet-client-key={keys.admin_key}",

@@ -34,6 +34,7 @@ from tests.cluster import build
 REPO = Path(__file__).resolve().parents[2]
 PAUSE_IMAGE = "nsprov.local/pause:1"
 BUSYBOX_IMAGE = "nsprov.local/busybox:1"
+COREDNS_IMAGE = f"nsprov.local/coredns:{build.COREDNS_VERSION}"
 BASE_IMAGE = "nsprov.local/python-base:bookworm"
 NSPROV_IMAGE = "nsprov.local/nsprov:test"
 DEBIAN_SUITE = "bookworm"
@@ -159,6 +160,16 @@ def pause_image() -> Image:
         return Image(PAUSE_IMAGE, path)
     layer = _layer({"pause": binary}, {}, ())
     return write_docker_archive(path, PAUSE_IMAGE, layer, {"Entrypoint": ["/pause"]})
+
+
+def coredns_image() -> Image:
+    """CoreDNS (tests/cluster/go/coredns) alone on a layer: a static binary needs nothing else."""
+    binary = build.ensure_node_built().coredns.read_bytes()
+    path = images_dir() / f"coredns-{_digest(binary, _FORMAT.encode())}.tar"
+    if path.exists():
+        return Image(COREDNS_IMAGE, path)
+    layer = _layer({"coredns": binary}, {}, ("etc", "tmp"))
+    return write_docker_archive(path, COREDNS_IMAGE, layer, {"Entrypoint": ["/coredns"]})
 
 
 def busybox_image() -> Image:

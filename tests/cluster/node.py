@@ -13,13 +13,18 @@ the namespace finalization path to be tested. The node is:
 - kubelet (same Kubernetes module as the control plane) in the same netns, with a
   client cert for ``system:node:<name>``, a serving cert for the node IP and its
   pods in a cgroup subtree of their own, so that stopping finds every process;
-- kube-scheduler on the host.
+- kube-scheduler on the host;
+- the network add-ons of tests/cluster/addons.py: kube-proxy and kube-router's
+  NetworkPolicy firewall in the node's netns, CoreDNS as a pod behind ``kube-dns``.
 
-The API server stays on 127.0.0.1; a socat forwarder listens on the host end of
-the veth for the kubelet and pods, and a DNAT rule in the node's netns sends the
-``kubernetes`` Service IP (10.0.0.1:443) there, so in-cluster clients work
-unchanged. This machine's cgroup hierarchy is v1 (``failCgroupV1: false``) and it
-refuses to lower ``oom_score_adj`` even for root (``restrict_oom_score_adj``).
+The API server stays on 127.0.0.1 (at a free port); a socat forwarder listens on
+the host end of the veth at 6443 for the kubelet and pods, and the node writes that
+address as the ``kubernetes`` Service's endpoints, so kube-proxy routes 10.0.0.1:443
+there and in-cluster clients work unchanged. 6443, kubeadm's port, and not the API
+server's own: a NetworkPolicy's egress rule is judged after kube-proxy's DNAT, so a
+policy written for a real cluster (443 or 6443 to reach the API) must hold here too.
+This machine's cgroup hierarchy is v1 (``failCgroupV1: false``) and it refuses to
+lower ``oom_score_adj`` even for root (``restrict_oom_score_adj``).
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from tests.cluster import build, images, pki
+from tests.cluster import addons, build, images, pki
 
 if TYPE_CHECKING:
     from tests.cluster.controlplane import Component, ControlPlane
@@ -50,7 +55,11 @@ if TYPE_CHECKING:
 CNI_BIN_DIRS = (Path("/usr/lib/cni"), Path("/opt/cni/bin"))
 CGROUP_V1 = Path("/sys/fs/cgroup")
 NETNS_DIR = Path("/run/netns")
-REQUIRED_TOOLS = ("ip", "nsenter", "iptables", "containerd", "ctr", "runc", "socat", "busybox")
+REQUIRED_TOOLS = (
+    "ip", "nsenter", "iptables", "ipset", "containerd", "ctr", "runc", "socat", "busybox"
+)  # fmt: skip
+# Where the kubelet and pods reach the API server: the forwarder on the veth's host end.
+API_PORT = 6443
 # Controllers a node's workloads need beyond the control plane's own list.
 NODE_CONTROLLERS = ("deployment", "replicaset", "endpointslice", "disruption", "podgc")
 
@@ -82,7 +91,7 @@ def unavailable() -> str | None:
         return "the node needs root (network namespaces, mounts, cgroups)"
     missing = [tool for tool in REQUIRED_TOOLS if shutil.which(tool) is None]
     if missing:
-        return f"missing {', '.join(missing)} (apt-get install containerd runc iptables socat ...)"
+        return f"missing {', '.join(missing)} (apt-get install containerd runc iptables ipset ...)"
     if not any((d / "bridge").exists() for d in CNI_BIN_DIRS):
         return "no CNI plugins (apt-get install containernetworking-plugins)"
     probe = f"nsprov-probe-{secrets.token_hex(3)}"
@@ -169,14 +178,15 @@ class Network:
         # The host reaches pods through the node, which routes between veth and bridge.
         _sh("ip", "route", "add", self.pod_cidr, "via", self.node_ip, "dev", self.host_if)
         _sh("sysctl", "-qw", "net.ipv4.ip_forward=1", netns=self.netns)
+        # Pods on one bridge talk at layer 2; only with this do their packets cross
+        # iptables, where the NetworkPolicy firewall filters them and a Service's
+        # reply is translated back (per network namespace since Linux 5.3).
+        _sh("sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1", netns=self.netns)
 
-    def route_service_ip(self, service_ip: str, port: int) -> None:
-        """Send pods' traffic for the ``kubernetes`` Service to the API server's forwarder."""
-        _sh(
-            "iptables", "-t", "nat", "-A", "PREROUTING", "-d", f"{service_ip}/32", "-p", "tcp",
-            "--dport", "443", "-j", "DNAT", "--to-destination", f"{self.host_ip}:{port}",
-            netns=self.netns,
-        )  # fmt: skip
+    @property
+    def api_server(self) -> str:
+        """The API server's URL from inside the node: the forwarder on the veth's host end."""
+        return f"https://{self.host_ip}:{API_PORT}"
 
     def inode(self) -> int | None:
         try:
@@ -391,7 +401,7 @@ class Node:
         if self.stopped:
             return
         self.stopped = True
-        for name in ("kube-scheduler", "kubelet"):
+        for name in ("kube-scheduler", "kubelet", "kube-router", "kube-proxy"):
             if name in self.components:
                 self.components[name].stop(timeout=10)
         inode = self.network.inode()
@@ -507,7 +517,8 @@ def _kubelet_config(node: Node, keys: pki.Pki, certs: pki.NodeCerts) -> dict[str
             "x509": {"clientCAFile": str(keys.ca_cert)},
         },
         "authorization": {"mode": "Webhook"},
-        "clusterDomain": "cluster.local",
+        "clusterDomain": addons.CLUSTER_DOMAIN,
+        "clusterDNS": [addons.DNS_SERVICE_IP],
         "resolvConf": "",
         "failSwapOn": False,
         "podCIDR": node.network.pod_cidr,
@@ -565,14 +576,13 @@ def _start(
         "apiserver-forwarder",
         [
             "socat",
-            f"TCP-LISTEN:{api_port},bind={network.host_ip},fork,reuseaddr",
+            f"TCP-LISTEN:{API_PORT},bind={network.host_ip},fork,reuseaddr",
             f"TCP:127.0.0.1:{api_port}",
         ],
         node.workdir / "forwarder.log",
     )
     node.components[forwarder.name] = forwarder
     forwarder.start()
-    network.route_service_ip("10.0.0.1", api_port)
 
     root = node.workdir / "containerd"
     cni_conf = node.workdir / "cni"
@@ -597,7 +607,7 @@ def _start(
     _make_cgroups(node.cgroup)
     certs = pki.issue_node(plane.pki, node.workdir / "pki", node.name, node.ip)
     kubeconfig = node.workdir / "kubelet.kubeconfig"
-    _kubelet_kubeconfig(kubeconfig, f"https://{network.host_ip}:{api_port}", plane.pki, certs)
+    _kubelet_kubeconfig(kubeconfig, network.api_server, plane.pki, certs)
     config_path = node.workdir / "kubelet.yaml"
     config_path.write_text(yaml.safe_dump(_kubelet_config(node, plane.pki, certs)))
     kubelet = Component(
@@ -633,7 +643,60 @@ def _start(
     scheduler.start()
 
     _wait_until(kubelet, lambda: _node_ready(plane, node.name), "Ready", timeout)
+    _start_network_addons(node, plane, bins, timeout)
     _untaint(plane, node.name)
+
+
+def _start_network_addons(
+    node: Node, plane: ControlPlane, bins: build.NodeBinaries, timeout: float
+) -> None:
+    """kube-proxy and kube-router's firewall in the node's netns, then CoreDNS as a pod.
+
+    Before the node is untainted, so that no pod starts before Services route and
+    NetworkPolicies are enforced. Each add-on is ready when its rules are in the
+    node's iptables: the ``kubernetes`` Service's for kube-proxy, the forward
+    chain's hook for kube-router.
+    """
+    from tests.cluster.controlplane import Component, _wait_until
+
+    network = node.network
+    in_netns = ["nsenter", f"--net={NETNS_DIR / network.netns}", "--"]
+    server = network.api_server
+    api = addons.api_endpoints(network.host_ip, API_PORT)
+    addons.apply(plane, [*api, *addons.KUBE_ROUTER_RBAC])
+
+    proxy_kubeconfig = node.workdir / "kube-proxy.kubeconfig"
+    proxy_cert = pki.issue_client(plane.pki, node.workdir / "pki", addons.KUBE_PROXY_USER)
+    addons.write_kubeconfig(proxy_kubeconfig, server, plane.pki, proxy_cert)
+    proxy_config = node.workdir / "kube-proxy.yaml"
+    proxy_config.write_text(yaml.safe_dump(addons.kube_proxy_config(node, proxy_kubeconfig)))
+    proxy = Component(
+        "kube-proxy",
+        [*in_netns, str(bins.kube_proxy), f"--config={proxy_config}", "--v=1"],
+        node.workdir / "kube-proxy.log",
+    )
+    node.components[proxy.name] = proxy
+    proxy.start()
+
+    router_kubeconfig = node.workdir / "kube-router.kubeconfig"
+    router_cert = pki.issue_client(plane.pki, node.workdir / "pki", addons.KUBE_ROUTER_USER)
+    addons.write_kubeconfig(router_kubeconfig, server, plane.pki, router_cert)
+    router = Component(
+        "kube-router",
+        [*in_netns, *addons.kube_router_argv(bins.kube_router, node, router_kubeconfig)],
+        node.workdir / "kube-router.log",
+    )
+    node.components[router.name] = router
+    router.start()
+
+    def rules(table: str) -> str:
+        return _sh("iptables-save", "-t", table, netns=network.netns)
+
+    _wait_until(proxy, lambda: "10.0.0.1/32" in rules("nat"), "routing Services", timeout)
+    _wait_until(router, lambda: "-j KUBE-ROUTER-FORWARD" in rules("filter"), "filtering", timeout)
+
+    node.import_image(images.coredns_image())
+    addons.apply(plane, addons.dns_objects())
 
 
 def _node_ready(plane: ControlPlane, name: str) -> bool:

@@ -203,3 +203,31 @@ def issue_node(keys: Pki, directory: Path, node_name: str, node_ip: str) -> Node
         serving_cert=_write(directory / "kubelet.crt", serving.public_bytes(pem)),
         serving_key=_write(directory / "kubelet.key", _key_pem(serving_key)),
     )
+
+
+@dataclass(frozen=True)
+class ClientCert:
+    """A client identity signed by the control plane's CA: a user name and its key."""
+
+    cert: Path
+    key: Path
+
+
+def issue_client(keys: Pki, directory: Path, user: str) -> ClientCert:
+    """A client certificate for ``user`` (its common name is what RBAC binds to).
+
+    The node's add-ons (kube-proxy, kube-router) authenticate with these rather than
+    with the admin cert, so each one runs with only the rights a real cluster gives it.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    ca = x509.load_pem_x509_certificate(keys.ca_cert.read_bytes())
+    ca_key = serialization.load_pem_private_key(keys.ca_key.read_bytes(), password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise TypeError("the test CA key is an EC key")
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = _issue(_name(user), key, ca.subject, ca_key, usage=ExtendedKeyUsageOID.CLIENT_AUTH)
+    stem = user.replace(":", "-")
+    return ClientCert(
+        cert=_write(directory / f"{stem}.crt", cert.public_bytes(serialization.Encoding.PEM)),
+        key=_write(directory / f"{stem}.key", _key_pem(key)),
+    )
