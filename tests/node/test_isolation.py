@@ -383,7 +383,8 @@ def test_tenant_reaches_nsprov_api_and_not_its_metrics(
     node: NodeCluster, deployed: Deployed, tenancies: dict[str, Tenancy]
 ) -> None:
     """nsprov's own NetworkPolicy (k8s/): the API port is open to every namespace, the
-    metrics port only to namespaces labelled for monitoring, which a tenant's is not."""
+    metrics port only to namespaces labelled for monitoring, which a tenant's is not and a
+    monitoring namespace is."""
     policies = node.json("-n", "nsprov", "get", "networkpolicies")["items"]
     if not policies:
         pytest.skip(
@@ -397,3 +398,19 @@ def test_tenant_reaches_nsprov_api_and_not_its_metrics(
     for client in (tenancies["a"], tenancies["open"]):
         opens(node, client, f"{nsprov.web_ip}:8080")
         blocked(node, client, f"{nsprov.web_ip}:9090")
+    # The way in for Prometheus: a namespace labelled for monitoring reaches the metrics
+    # port (so the refusal above is the policy's, not a dead port).
+    monitoring = f"nsprov-test-monitoring-{secrets.token_hex(3)}"
+    node.kubectl("create", "namespace", monitoring)
+    try:
+        node.kubectl("label", "namespace", monitoring, "nsprov.io/monitoring=true")
+        client = next(o for o in _pods_and_service(monitoring) if o["metadata"]["name"] == "client")
+        addons.apply(node.plane, [client])
+        node.kubectl(
+            "-n", monitoring, "wait", "--for=condition=Ready", "pod/client", "--timeout=120s",
+            timeout=150,
+        )  # fmt: skip
+        scraper = Tenancy(monitoring, "", "")
+        opens(node, scraper, f"{nsprov.web_ip}:9090")
+    finally:
+        node.kubectl("delete", "namespace", monitoring, "--wait=false", check=False)
