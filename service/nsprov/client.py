@@ -346,7 +346,8 @@ class NsprovClient:
         return _kubeconfig(response)
 
     def list(self) -> list[dict[str, Any]]:
-        """Every live namespace of the caller, following the service's pages to the end."""
+        """Every namespace of the caller (live, and being deleted until gone), following the
+        service's pages to the end."""
         items: list[dict[str, Any]] = []
         params: dict[str, str] = {"limit": "500"}
         while True:

@@ -142,8 +142,8 @@ def _until(expires_at: str | None, now: float | None = None) -> str:
 
 
 def table(rows: list[dict[str, Any]], now: float | None = None) -> str:
-    """Namespaces as a kubectl-like table: NAME, STATE and, when rows have one, the tenant
-    and the expiry."""
+    """Namespaces as a kubectl-like table: NAME, STATE and, when rows have one, the tenant,
+    the expiry and since when a namespace is being deleted."""
     header = ["NAME", "STATE"]
     with_tenant = any(row.get("tenant") for row in rows)
     if with_tenant:
@@ -151,6 +151,9 @@ def table(rows: list[dict[str, Any]], now: float | None = None) -> str:
     with_expiry = any("expiresAt" in row for row in rows)
     if with_expiry:
         header += ["EXPIRES-AT", "EXPIRES-IN"]
+    with_deletion = any(row.get("deletionStartedAt") for row in rows)
+    if with_deletion:
+        header.append("DELETING-SINCE")
     lines = [header]
     for row in rows:
         line = [str(row.get("name", "")), str(row.get("state", ""))]
@@ -158,6 +161,8 @@ def table(rows: list[dict[str, Any]], now: float | None = None) -> str:
             line.append(str(row.get("tenant") or "-"))
         if with_expiry:
             line += [str(row.get("expiresAt") or "-"), _until(row.get("expiresAt"), now)]
+        if with_deletion:
+            line.append(str(row.get("deletionStartedAt") or "-"))
         lines.append(line)
     return _columns(lines)
 
@@ -167,6 +172,13 @@ def quota_table(quota: dict[str, Any]) -> str:
     hard, used = quota.get("hard") or {}, quota.get("used") or {}
     lines = [["RESOURCE", "USED", "HARD"]]
     lines += [[str(r), str(used.get(r, "-")), str(hard[r])] for r in sorted(hard)]
+    return _columns(lines)
+
+
+def blockers_table(blockers: list[dict[str, Any]]) -> str:
+    """What keeps a namespace being deleted: CONDITION, MESSAGE, one line per condition."""
+    lines = [["CONDITION", "MESSAGE"]]
+    lines += [[str(b.get("condition", "")), str(b.get("message", ""))] for b in blockers]
     return _columns(lines)
 
 
@@ -277,10 +289,11 @@ def create(
     return 0
 
 
-@click.command(name="list", short_help="your live namespaces")
+@click.command(name="list", short_help="your namespaces")
 @_TABLE_OUTPUT
 def list_(output: str) -> int:
-    """The namespaces your token owns that are not being deleted."""
+    """The namespaces your token owns: live, and being deleted (MARKED_FOR_DELETION) until
+    they are gone, since until then they count against your caps."""
     progress = Progress()
     with _client(progress) as client, progress.showing("listing namespaces"):
         items = client.list()
@@ -292,7 +305,8 @@ def list_(output: str) -> int:
 @click.argument("name")
 @_TABLE_OUTPUT
 def get(name: str, output: str) -> int:
-    """One of your namespaces: its state, tenant, expiry and quota usage."""
+    """One of your namespaces: its state, tenant, expiry and quota usage; being deleted,
+    what still keeps it."""
     progress = Progress()
     with _client(progress) as client, progress.showing(f"reading {name}"):
         info = client.get(name)
@@ -300,6 +314,9 @@ def get(name: str, output: str) -> int:
     if output == "table" and info.get("quota"):
         click.echo()
         click.echo(quota_table(info["quota"]))
+    if output == "table" and info.get("blockedBy"):
+        click.echo()
+        click.echo(blockers_table(info["blockedBy"]))
     return 0
 
 
