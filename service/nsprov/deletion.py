@@ -29,6 +29,10 @@ BLOCKING_CONDITIONS = (
 )
 """The namespace controller's conditions that, when True, name what keeps a namespace."""
 
+_OWN_CONTENT = frozenset({"NamespaceContentRemaining", "NamespaceFinalizersRemaining"})
+"""Conditions whose messages name only the namespace's own objects and their finalizers; the
+others carry Kubernetes' error text (a failing APIService, a webhook's answer)."""
+
 MAX_MESSAGE = 400
 """Characters of a condition's message kept: a tenant picks its finalizers' names and how
 many kinds it fills, and the message lists them; the log, the API and an Event (1 KiB of
@@ -83,6 +87,23 @@ def blockers(namespace: dict[str, Any]) -> tuple[Blocker, ...]:
             message = message[: MAX_MESSAGE - 3] + "..."
         found.append(Blocker(str(kind), message))
     return tuple(found)
+
+
+def for_caller(found: tuple[Blocker, ...]) -> tuple[Blocker, ...]:
+    """The blockers as the namespace's owner may read them over the API.
+
+    What remains in the namespace and which finalizers hold it are the owner's own
+    objects, named as they are. A deletion or discovery failure is told by its
+    condition only: its message is Kubernetes' error text, which nsprov logs (and the
+    stuck Event carries) but never hands to a client.
+    """
+    return tuple(
+        blocker
+        if blocker.condition in _OWN_CONTENT
+        else Blocker(blocker.condition, "Kubernetes could not delete everything in it; the "
+                     "operator sees why in the namespace's status and nsprov's log")
+        for blocker in found
+    )  # fmt: skip
 
 
 def stuck_at(metadata: dict[str, Any], stuck_after: float) -> float | None:

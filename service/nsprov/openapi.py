@@ -304,8 +304,9 @@ DOCUMENT: dict[str, Any] = {
                         "type": "array",
                         "description": "only when MARKED_FOR_DELETION: what Kubernetes' "
                         "namespace controller says still keeps it (its status conditions: "
-                        "resources remaining, finalizers remaining, content it failed to "
-                        "delete); empty until it has looked",
+                        "resources remaining and finalizers remaining, named; content it "
+                        "failed to delete, by its condition only: Kubernetes' error text goes "
+                        "to the operator); empty until it has looked",
                         "items": {"$ref": "#/components/schemas/Blocker"},
                     },
                 },

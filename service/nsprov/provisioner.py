@@ -93,7 +93,7 @@ class NamespaceInfo:
             terminating=terminating,
             tenant=bundle.tenant_of(metadata),
             deletion_started_at=metadata.get("deletionTimestamp") if terminating else None,
-            blocked_by=deletion.blockers(obj),
+            blocked_by=deletion.for_caller(deletion.blockers(obj)),
         )
 
     @property

@@ -97,6 +97,22 @@ def test_a_namespace_being_deleted_is_marked_for_deletion_with_since_and_blocker
     assert "blockedBy" not in live
 
 
+def test_a_caller_is_told_what_remains_but_not_kubernetes_error_text() -> None:
+    failing = [
+        *_blocking(),
+        {"type": "NamespaceDeletionDiscoveryFailure", "status": "True",
+         "message": "Discovery failed for some groups: metrics.k8s.io/v1beta1: 503 from 10.0.0.9"},
+    ]  # fmt: skip
+    body = NamespaceInfo.from_object(_namespace("np-a", deleting=True, conditions=failing))
+    by_condition = {b.condition: b.message for b in body.blocked_by}
+    assert by_condition["NamespaceFinalizersRemaining"] == FINALIZERS
+    assert "10.0.0.9" not in by_condition["NamespaceDeletionDiscoveryFailure"]
+    # The operator's log line and Event still carry it.
+    everything = deletion.describe(deletion.blockers(_namespace("np-a", deleting=True,
+                                                                conditions=failing)))  # fmt: skip
+    assert "10.0.0.9" in everything
+
+
 # ---- caps ---------------------------------------------------------------------------------
 
 
