@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -221,6 +222,9 @@ def _add_controller(service: Service) -> None:
         resync_seconds=settings.resync_period,
         adopt_seconds=settings.adopt_ttl,
         grants=service.grant,
+        stuck_after_seconds=settings.stuck_after,
+        # An Event's reportingInstance: the pod (POD_NAME, from the downward API).
+        instance=os.environ.get("POD_NAME") or socket.gethostname(),
     )
     service.controller = controller
     # The API reads managed namespaces from the controller's informer, which runs on

@@ -444,7 +444,8 @@ class NsprovClient:
         return self._kubeconfig("POST /api/v1/namespaces", response)
 
     def list(self, *, timing: Timing = PROVISION_TIMING) -> list[dict[str, Any]]:
-        """Every live namespace of the caller, following the service's pages to the end."""
+        """Every namespace of the caller (live, and being deleted until gone), following the
+        service's pages to the end."""
         items: list[dict[str, Any]] = []
         params: dict[str, str] = {"limit": "500"}
         while True:

@@ -205,7 +205,8 @@ def _age(created_at: object, now: float | None = None) -> str:
 
 def table(rows: list[dict[str, Any]], now: float | None = None) -> str:
     """Namespaces as a kubectl-like table: NAME and STATE, then each column some row has a
-    value for: OWNER, TENANT (with a policy file), AGE, EXPIRES-AT and EXPIRES-IN.
+    value for: OWNER, TENANT (with a policy file), AGE, EXPIRES-AT, EXPIRES-IN and
+    DELETING-SINCE.
 
     Fields the table does not know are ignored, so a newer service's rows (a
     MARKED_FOR_DELETION one with ``deletionStartedAt`` and ``blockedBy``) still print;
@@ -224,6 +225,8 @@ def table(rows: list[dict[str, Any]], now: float | None = None) -> str:
     if any("expiresAt" in row for row in rows):
         columns.append(("EXPIRES-AT", lambda row: str(row.get("expiresAt") or "-")))
         columns.append(("EXPIRES-IN", lambda row: _expires_in(row, now)))
+    if any(row.get("deletionStartedAt") for row in rows):
+        columns.append(("DELETING-SINCE", lambda row: str(row.get("deletionStartedAt") or "-")))
     lines = [[name for name, _ in columns]]
     lines += [[cell(row) for _, cell in columns] for row in rows]
     return _columns(lines)
@@ -240,6 +243,13 @@ def quota_table(quota: dict[str, Any]) -> str:
     hard, used = quota.get("hard") or {}, quota.get("used") or {}
     lines = [["RESOURCE", "USED", "HARD"]]
     lines += [[str(r), str(used.get(r, "-")), str(hard[r])] for r in sorted(hard)]
+    return _columns(lines)
+
+
+def blockers_table(blockers: list[dict[str, Any]]) -> str:
+    """What keeps a namespace being deleted: CONDITION, MESSAGE, one line per condition."""
+    lines = [["CONDITION", "MESSAGE"]]
+    lines += [[str(b.get("condition", "")), str(b.get("message", ""))] for b in blockers]
     return _columns(lines)
 
 
@@ -376,7 +386,9 @@ def create(
 @click.command(name="list", short_help="your namespaces")
 @_TABLE_OUTPUT
 def list_(output: str) -> int:
-    """The namespaces your token owns, with their state, owner, tenant, age and expiry."""
+    """The namespaces your token owns, with their state, owner, tenant, age and expiry: live,
+    and being deleted (MARKED_FOR_DELETION) until they are gone, since until then they count
+    against your caps."""
     progress = Progress()
     with _client(progress) as client, progress.showing("listing namespaces"):
         items = client.list()
@@ -388,7 +400,8 @@ def list_(output: str) -> int:
 @_NAME
 @_TABLE_OUTPUT
 def get(name: str, output: str) -> int:
-    """One of your namespaces: its state, owner, tenant, age, expiry and quota usage."""
+    """One of your namespaces: its state, owner, tenant, age, expiry and quota usage; being
+    deleted, what still keeps it."""
     progress = Progress()
     with _client(progress) as client, progress.showing(f"reading {name}"):
         info = client.get(name)
@@ -396,6 +409,9 @@ def get(name: str, output: str) -> int:
     if output == "table" and info.get("quota"):
         click.echo()
         click.echo(quota_table(info["quota"]))
+    if output == "table" and info.get("blockedBy"):
+        click.echo()
+        click.echo(blockers_table(info["blockedBy"]))
     return 0
 
 

@@ -18,6 +18,11 @@ carries nsprov's label, and for each namespace decides from what it sees
   creationTimestamp + the adoption ttl; its next event judges it like any other.
   An adopted namespace has no owner, so no API caller can see it, and nothing
   in it is repaired: nsprov only takes over its end.
+- being deleted: followed until it is gone. One still there ``stuck_after``
+  seconds after its deletion began is reported once (deletion.py says what holds
+  it): an Event and a log line; the gauge counts it at every scrape. nsprov removes
+  no finalizer: what holds a namespace is a tenant's object or a cluster's API, and
+  an operator decides what to do about it.
 
 Caches (informers) run on every replica, so /readyz and metrics work
 everywhere; the reconcile workers run only while this replica leads. They hold
@@ -36,7 +41,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from nsprov import bundle
+from nsprov import bundle, deletion
 from nsprov.errors import GrantUnusable, NsprovError
 from nsprov.grant import GrantGuard, bind_refusal
 from nsprov.kube import Kube, KubeError
@@ -83,6 +88,8 @@ class Controller:
         workers: int = 2,
         clock: Callable[[], float] = time.time,
         grants: GrantGuard | None = None,
+        stuck_after_seconds: float = 600.0,
+        instance: str = "nsprov",
     ) -> None:
         self.kube = kube
         # Asked before a RoleBinding is (re-)created: a grant that is missing or turned
@@ -99,6 +106,11 @@ class Controller:
         self._failures: dict[str, int] = {}
         self._deleted: set[str] = set()  # UIDs we deleted, until their DELETED event
         self._added_at: dict[str, float] = {}  # UID -> when its ADDED event arrived
+        # A namespace still being deleted this long after its deletion began is stuck.
+        self.stuck_after_seconds = stuck_after_seconds
+        # Who reports (an Event's reportingInstance): the pod's name in a cluster.
+        self.instance = instance
+        self._reported_stuck: set[str] = set()  # UIDs reported stuck, until their DELETED event
         self._reconciling = threading.Event()
         self._retry_bucket = RetryBucket(_RETRY_RATE, _RETRY_BURST)
         # Guards the start of each reconcile against stop_reconciling, which waits for
@@ -143,6 +155,7 @@ class Controller:
         metrics.count_by_tenant_with(
             _synced_items(self.namespaces), _synced_items(self.resource_quotas), selector
         )
+        metrics.count_terminating_with(_synced_items(self.namespaces), stuck_after_seconds, clock)
 
     # ---- events -> queue ------------------------------------------------------------------
 
@@ -153,6 +166,7 @@ class Controller:
         elif kind == "DELETED":
             self._deleted.discard(uid)
             self._added_at.pop(uid, None)
+            self._reported_stuck.discard(uid)
         # The namespaced caches keep objects of exactly the namespaces this one holds.
         if kind == "DELETED":
             self.scope.lost(obj["metadata"]["name"])
@@ -290,13 +304,16 @@ class Controller:
 
     def reconcile(self, name: str) -> None:
         namespace = self.namespaces.get("", name)
-        if namespace is None or bundle.is_terminating(namespace):
+        if namespace is None:
             return
         metadata = namespace["metadata"]
-        if metadata.get("uid") in self._deleted:
-            return  # our delete is done; the cache has not seen it yet
         if not bundle.is_managed(metadata, self.selector):
             return  # the cache only holds labelled namespaces; this is a guard, not a path
+        if bundle.is_terminating(namespace):
+            self._follow_deletion(namespace)
+            return
+        if metadata.get("uid") in self._deleted:
+            return  # our delete is done; the cache has not seen it yet
         expires_at = bundle.expires_at_of(metadata)
         if expires_at is None:
             self._adopt(namespace)
@@ -331,6 +348,58 @@ class Controller:
             if refused:
                 raise refused[0]  # retried with backoff, until the grant is usable
         self.queue.add_at(name, expires_at)
+
+    def _follow_deletion(self, namespace: dict[str, Any]) -> None:
+        """Wake up when a namespace being deleted turns stuck; report it then, once.
+
+        Its events (the namespace controller updates its conditions) and every resync
+        bring it back here; the wake-up is at the stuck instant, not a poll.
+        """
+        metadata = namespace["metadata"]
+        if metadata.get("uid") in self._reported_stuck:
+            return
+        when = deletion.stuck_at(metadata, self.stuck_after_seconds)
+        if when is None:
+            log.warning("namespace=%s is being deleted since an unreadable deletionTimestamp %r",
+                        metadata["name"], metadata.get("deletionTimestamp"))  # fmt: skip
+            return
+        if self.clock() < when:
+            self.queue.add_at(metadata["name"], when)
+            return
+        self._report_stuck(namespace)
+
+    def _report_stuck(self, namespace: dict[str, Any]) -> None:
+        """One Event on the namespace and one log line naming what holds it.
+
+        The Event's name derives from the namespace's UID: a 409 means it was reported
+        already (before a restart, or by a former leader), and then it is not logged
+        again either. A refused Event (403: an installation without the events Role)
+        does not keep the log line back; an unreachable API server does, and the
+        reconcile is retried.
+        """
+        metadata = namespace["metadata"]
+        name, uid = metadata["name"], metadata.get("uid", "")
+        now = self.clock()
+        found = deletion.blockers(namespace)
+        event = deletion.stuck_event(namespace, found, now=now, instance=self.instance)
+        recorded = "recorded"
+        try:
+            self.kube.post(deletion.EVENTS_PATH, event)
+        except KubeError as exc:
+            if exc.status == 409:
+                self._reported_stuck.add(uid)
+                return
+            if exc.status >= 500 or exc.status == 429:
+                raise
+            recorded = f"refused ({exc.status} {exc.reason})"
+        self._reported_stuck.add(uid)
+        started = deletion.started_at(metadata) or now
+        log.warning(
+            "stuck namespace=%s tenant=%s owner=%s deleting_seconds=%.0f deletion_started_at=%s "
+            "event=%s blocked_by=%s",
+            name, bundle.tenant_of(metadata) or "-", bundle.owner_of(metadata) or "-",
+            now - started, metadata.get("deletionTimestamp"), recorded, deletion.describe(found),
+        )  # fmt: skip
 
     def _adopt(self, namespace: dict[str, Any]) -> None:
         """Give a managed namespace without a (valid) expiry one: creation + adopt_seconds."""

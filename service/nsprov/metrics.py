@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from nsprov import bundle
+from nsprov import bundle, deletion
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _ZERO = Decimal(0)
@@ -113,6 +113,45 @@ class _ByTenant(Collector):
             for (tenant, resource), value in sorted(sums.items()):
                 family.add_metric([tenant, resource], float(value))
             yield family
+
+
+class _Terminating(Collector):
+    """Namespaces being deleted, by tenant and whether they are stuck, at scrape time.
+
+    Counted from the cache on every replica (not only the leader, which reports each
+    stuck namespace once with an Event and a log line); ``deletion.is_stuck`` is the
+    rule both use. Every tenant with a namespace, live or going, has both series (and
+    '' always does), so an alert on ``stuck="true"`` sees 0, not nothing, when all is
+    well.
+    """
+
+    def __init__(self, namespaces: Objects, stuck_after: float, clock: Callable[[], float]) -> None:
+        self._namespaces = namespaces
+        self._stuck_after = stuck_after
+        self._clock = clock
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        namespaces = self._namespaces()
+        if namespaces is None:
+            return
+        now = self._clock()
+        counts: dict[tuple[str, str], int] = {}
+        for namespace in namespaces:
+            tenant = bundle.tenant_of(namespace["metadata"]) or ""
+            for stuck in ("false", "true"):
+                counts.setdefault((tenant, stuck), 0)
+            if bundle.is_terminating(namespace):
+                stuck = "true" if deletion.is_stuck(namespace, now, self._stuck_after) else "false"
+                counts[(tenant, stuck)] += 1
+        family = GaugeMetricFamily(
+            "nsprov_namespaces_terminating",
+            "Namespaces nsprov manages whose deletion has begun and that still exist, by tenant "
+            "('' without) and stuck (true: still there --stuck-after after deletion began)",
+            labels=["tenant", "stuck"],
+        )
+        for (tenant, stuck), count in sorted({("", "false"): 0, ("", "true"): 0, **counts}.items()):
+            family.add_metric([tenant, stuck], count)
+        yield family
 
 
 class Metrics:
@@ -269,3 +308,9 @@ class Metrics:
     ) -> None:
         """Report live namespaces and quota usage by tenant from these caches at each scrape."""
         self.registry.register(_ByTenant(namespaces, quotas, selector))
+
+    def count_terminating_with(
+        self, namespaces: Objects, stuck_after: float, clock: Callable[[], float]
+    ) -> None:
+        """Report namespaces being deleted, stuck or not, from this cache at each scrape."""
+        self.registry.register(_Terminating(namespaces, stuck_after, clock))

@@ -15,6 +15,12 @@ server hands out etcd revisions; one that does not parse lets the cache win. A
 recorded write is dropped after ``hold_seconds`` even if the cache never shows it
 (the namespace may have been created and deleted between two relists), so the
 overlay stays small and can mislead for that long at most.
+
+A recorded deletion (the namespace, Terminating, as our DELETE returned it) is shown
+only over a cached version of that namespace. Once the cache holds none, the
+namespace is gone (or was never seen here), and the cache speaks: a namespace being
+deleted holds a cap slot until it is gone, and a deletion remembered past that
+would hold the slot of a namespace that no longer exists, for up to ``hold_seconds``.
 """
 
 from __future__ import annotations
@@ -62,6 +68,10 @@ def _version(obj: dict[str, Any]) -> int | None:
 def _caught_up(cached: dict[str, Any], written: dict[str, Any]) -> bool:
     seen, ours = _version(cached), _version(written)
     return seen is None or ours is None or seen >= ours
+
+
+def _deletion(written: dict[str, Any]) -> bool:
+    return bool(written.get("metadata", {}).get("deletionTimestamp"))
 
 
 class ReadYourWrites:
@@ -117,7 +127,8 @@ class ReadYourWrites:
         if entry is None:
             return None
         until, written = entry
-        if self.clock() >= until or (cached is not None and _caught_up(cached, written)):
+        caught_up = _caught_up(cached, written) if cached is not None else _deletion(written)
+        if self.clock() >= until or caught_up:
             del self._written[name]
             return None
         return written

@@ -138,11 +138,12 @@ _CREATE = _operation(
     ],
 )
 _DELETE = _operation(
-    "Delete a namespace now (asynchronously: GET shows it TERMINATING until it is gone)",
+    "Delete a namespace now (asynchronously: GET shows it MARKED_FOR_DELETION until it is "
+    "gone, and until then it holds its cap slot)",
     "deleteNamespace",
     {
         "202": {
-            "description": "deletion started",
+            "description": "deletion started (or had started already)",
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Deletion"}}},
         }
     },
@@ -164,8 +165,8 @@ DOCUMENT: dict[str, Any] = {
                 "listNamespaces",
                 {
                     "200": {
-                        "description": "the caller's live namespaces; with idempotencyKey, "
-                        "zero or one of them",
+                        "description": "the caller's namespaces, live and being deleted "
+                        "(until they are gone); with idempotencyKey, zero or one live one",
                         "content": {
                             "application/json": {
                                 "schema": {
@@ -289,7 +290,40 @@ DOCUMENT: dict[str, Any] = {
                     },
                     "createdAt": {"type": "string", "format": "date-time"},
                     "expiresAt": {"type": "string", "format": "date-time"},
-                    "state": {"enum": ["ACTIVE", "TERMINATING"]},
+                    "state": {
+                        "enum": ["ACTIVE", "MARKED_FOR_DELETION"],
+                        "description": "MARKED_FOR_DELETION: its deletion has begun; it holds "
+                        "its owner's and tenant's cap slots until it is gone",
+                    },
+                    "deletionStartedAt": {
+                        "type": "string",
+                        "format": "date-time",
+                        "description": "only when MARKED_FOR_DELETION: when its deletion began",
+                    },
+                    "blockedBy": {
+                        "type": "array",
+                        "description": "only when MARKED_FOR_DELETION: what Kubernetes' "
+                        "namespace controller says still keeps it (its status conditions: "
+                        "resources remaining and finalizers remaining, named; content it "
+                        "failed to delete, by its condition only: Kubernetes' error text goes "
+                        "to the operator); empty until it has looked",
+                        "items": {"$ref": "#/components/schemas/Blocker"},
+                    },
+                },
+            },
+            "Blocker": {
+                "type": "object",
+                "required": ["condition", "message"],
+                "properties": {
+                    "condition": {
+                        "type": "string",
+                        "description": "the Namespace condition, e.g. "
+                        "NamespaceFinalizersRemaining, NamespaceContentRemaining",
+                    },
+                    "message": {
+                        "type": "string",
+                        "description": "its message, naming the resources or finalizers",
+                    },
                 },
             },
             "NamespaceStatus": {

@@ -165,8 +165,9 @@ class Profile:
     max_lifetime: float
     """0 = no limit."""
     max_namespaces: int | None
-    """Live namespaces of this tenant, all its owners together (None = no cap; 0 = none
-    at all: a policy's ``maxNamespaces: 0`` closes a tenant, it does not lift its cap)."""
+    """Namespaces of this tenant, live or being deleted, all its owners together (None = no
+    cap; 0 = none at all: a policy's ``maxNamespaces: 0`` closes a tenant, it does not lift
+    its cap)."""
     max_namespaces_per_owner: int | None
 
     @property

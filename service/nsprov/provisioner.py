@@ -27,7 +27,7 @@ from typing import Any, NoReturn, TypeVar
 import anyio
 import anyio.to_thread
 
-from nsprov import bundle
+from nsprov import bundle, deletion
 from nsprov import kubeconfig as kubeconfig_
 from nsprov.errors import (
     BadRequest,
@@ -59,6 +59,12 @@ def _iso(unix: int | None) -> str | None:
     return datetime.datetime.fromtimestamp(unix, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+ACTIVE = "ACTIVE"
+MARKED_FOR_DELETION = "MARKED_FOR_DELETION"
+"""The state of a namespace whose deletion has begun, until it is gone (the seed's name, and
+what DELETE answers): it still holds its cap slot."""
+
+
 @dataclass(frozen=True)
 class NamespaceInfo:
     """What a caller may know about one of its namespaces."""
@@ -70,28 +76,45 @@ class NamespaceInfo:
     terminating: bool
     tenant: str | None = None
     """The policy tenant that made it; None without a policy file (or made before one)."""
+    deletion_started_at: str | None = None
+    """Being deleted: since when (its deletionTimestamp)."""
+    blocked_by: tuple[deletion.Blocker, ...] = ()
+    """Being deleted: what the namespace controller says is still in the way."""
 
     @classmethod
     def from_object(cls, obj: dict[str, Any]) -> NamespaceInfo:
         metadata = obj["metadata"]
+        terminating = bundle.is_terminating(obj)
         return cls(
             name=metadata["name"],
             owner=bundle.owner_of(metadata) or "",
             expires_at=bundle.expires_at_of(metadata),
             created_at=metadata.get("creationTimestamp"),
-            terminating=bundle.is_terminating(obj),
+            terminating=terminating,
             tenant=bundle.tenant_of(metadata),
+            deletion_started_at=metadata.get("deletionTimestamp") if terminating else None,
+            blocked_by=deletion.for_caller(deletion.blockers(obj)),
         )
 
+    @property
+    def state(self) -> str:
+        return MARKED_FOR_DELETION if self.terminating else ACTIVE
+
     def to_json(self) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "name": self.name,
             "owner": self.owner,
             "tenant": self.tenant,
             "createdAt": self.created_at,
             "expiresAt": _iso(self.expires_at),
-            "state": "TERMINATING" if self.terminating else "ACTIVE",
+            "state": self.state,
         }
+        if self.terminating:
+            # Why it still exists: the caller's own objects (a finalizer its job left, say)
+            # are often the answer, and until it is gone it holds a cap slot.
+            body["deletionStartedAt"] = self.deletion_started_at
+            body["blockedBy"] = [blocker.to_json() for blocker in self.blocked_by]
+        return body
 
 
 @dataclass(frozen=True)
@@ -264,12 +287,13 @@ class Provisioner:
         )
 
     async def list(self, owner: str, *, tenant: str | None = None) -> list[NamespaceInfo]:
-        """The owner's live namespaces (those being deleted are left out)."""
+        """The owner's namespaces: live, and being deleted until they are gone (they hold
+        the owner's cap slots until then, so the owner sees what fills them)."""
         # Filter before building infos: the owner may hold 10 of 5,000 cached namespaces.
         mine = [
             NamespaceInfo.from_object(obj)
             for obj in await self._managed()
-            if bundle.belongs_to(obj["metadata"], owner, tenant) and not bundle.is_terminating(obj)
+            if bundle.belongs_to(obj["metadata"], owner, tenant)
         ]
         return sorted(mine, key=lambda i: i.name)
 
@@ -417,7 +441,7 @@ class Provisioner:
                 _Cap(
                     "owner",
                     profile.max_namespaces_per_owner,
-                    f"the limit of {profile.max_namespaces_per_owner} live namespaces per owner "
+                    f"the limit of {profile.max_namespaces_per_owner} namespaces per owner "
                     f"({label}) is reached",
                     f"{self.selector},{bundle.OWNER_HASH_LABEL}={bundle.owner_hash(owner)}",
                     lambda m: bundle.owner_of(m) == owner,
@@ -429,7 +453,7 @@ class Provisioner:
                 _Cap(
                     "tenant",
                     profile.max_namespaces,
-                    f"the limit of {profile.max_namespaces} live namespaces of tenant "
+                    f"the limit of {profile.max_namespaces} namespaces of tenant "
                     f"{tenant!r} is reached",
                     f"{self.selector},{bundle.TENANT_LABEL}={tenant}",
                     lambda m: bundle.tenant_of(m) == tenant,
@@ -441,7 +465,7 @@ class Provisioner:
                 _Cap(
                     "total",
                     self.max_namespaces,
-                    f"the limit of {self.max_namespaces} live namespaces (all tenants "
+                    f"the limit of {self.max_namespaces} namespaces (all tenants "
                     "together) is reached",
                     str(self.selector),
                     lambda m: True,
@@ -451,14 +475,21 @@ class Provisioner:
         return caps
 
     async def _check_caps(self, caps: Sequence[_Cap]) -> None:
-        live = [obj for obj in await self._managed() if not bundle.is_terminating(obj)]
-        for cap in caps:
-            if sum(1 for obj in live if cap.counts(obj["metadata"])) >= cap.limit:
-                self._refused(cap)
+        """429 when a cap is full; a namespace being deleted fills its slot until it is gone.
 
-    def _refused(self, cap: _Cap) -> NoReturn:
+        Were the slot free when deletion begins, a tenant that fills each namespace with
+        objects whose finalizers nobody removes could hold any number of them, Terminating
+        for good, however small its cap.
+        """
+        managed = await self._managed()
+        for cap in caps:
+            counted = [obj for obj in managed if cap.counts(obj["metadata"])]
+            if len(counted) >= cap.limit:
+                self._refused(cap, counted)
+
+    def _refused(self, cap: _Cap, counted: Sequence[dict[str, Any]]) -> NoReturn:
         self.metrics.refused_by_cap.labels(tenant=cap.tenant or "", cap=cap.kind).inc()
-        raise TooManyNamespaces(cap.detail)
+        raise TooManyNamespaces(cap.detail + _going(counted))
 
     async def _hold_caps(self, created: dict[str, Any], caps: Sequence[_Cap]) -> None:
         """Keep ``created`` only if it is within the caps by a consistent read; else 429.
@@ -467,15 +498,17 @@ class Provisioner:
         on this one, concurrently) pass it together. So, once created, the namespace
         is judged against a LIST from the API server (no resourceVersion: a quorum
         read, which sees every create that finished before it): it stays only if
-        fewer than the cap of the live namespaces listed were created before it.
+        fewer than the cap of the namespaces listed (live or being deleted: a slot
+        is free when its namespace is gone) were created before it.
         "Before" is the create's resourceVersion (an etcd revision, unique and
         increasing in commit order), so every request judges by the same order and
         the first ``cap`` creates win whatever the timing; a loser is deleted before
         its caller hears 429, and no caller ever holds a namespace above the cap.
 
-        A namespace changed since its create (extended) has a newer resourceVersion;
-        its creationTimestamp, if an earlier second, still ranks it ahead. One that
-        was created within the same second as ``created`` and extended between
+        A namespace changed since its create (extended, or deleted) has a newer
+        resourceVersion; its creationTimestamp, if an earlier second, still ranks it
+        ahead. One that was created within the same second as ``created`` and
+        extended or deleted between
         ``created``'s create and this LIST is not counted: a window of milliseconds
         the caps accept. The cost (one LIST per cap) falls on capped requests only.
         """
@@ -487,8 +520,9 @@ class Provisioner:
                     for obj in await self._list_consistently(cap.label_selector)
                     if cap.counts(obj["metadata"])
                 ]
-                if _ahead_of(created, listed) >= cap.limit:
-                    self._refused(cap)
+                ahead = _ahead_of(created, listed)
+                if len(ahead) >= cap.limit:
+                    self._refused(cap, ahead)
         except BaseException:
             # Over the cap, or we cannot tell: either way this caller gets no namespace.
             self.metrics.cap_rollbacks.inc()
@@ -710,7 +744,7 @@ class Provisioner:
 
 @dataclass(frozen=True)
 class _Cap:
-    """One cap on live namespaces: which ones count, and how to list them consistently."""
+    """One cap on namespaces, live or being deleted: which count, how to list them consistently."""
 
     kind: str
     """owner, tenant or total: the metric's label."""
@@ -735,18 +769,31 @@ def _revision(obj: dict[str, Any]) -> int:
         return 0  # not etcd-backed: rank it first, which errs towards refusing
 
 
-def _ahead_of(created: dict[str, Any], listed: list[dict[str, Any]]) -> int:
-    """How many live namespaces in ``listed`` were created before ``created``."""
+def _ahead_of(created: dict[str, Any], listed: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The namespaces in ``listed``, live or being deleted, created before ``created``.
+
+    One being deleted still holds its slot. A loser of a cap race rolled back a moment
+    ago was created after the winners, so it never ranks ahead of them.
+    """
     metadata = created["metadata"]
     name, revision = metadata["name"], _revision(created)
     second = metadata.get("creationTimestamp") or ""
-    return sum(
-        1
+    return [
+        obj
         for obj in listed
         if obj["metadata"]["name"] != name
-        and not bundle.is_terminating(obj)
         and (_revision(obj) < revision or (obj["metadata"].get("creationTimestamp") or "") < second)
-    )
+    ]
+
+
+def _going(counted: Sequence[dict[str, Any]]) -> str:
+    """What a 429's detail adds when namespaces being deleted hold some of the slots."""
+    going = sum(1 for obj in counted if bundle.is_terminating(obj))
+    if not going:
+        return ""
+    if going == 1:
+        return "; 1 of them is being deleted and holds its slot until it is gone"
+    return f"; {going} of them are being deleted and hold their slots until they are gone"
 
 
 def _failed(what: str, exc: KubeError) -> ProvisioningFailed:

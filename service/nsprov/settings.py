@@ -181,6 +181,14 @@ class Settings:
     resync_period: float = flag(300.0, "full pass over every namespace this often", kind="duration")
     """Seconds between full passes over every managed namespace (the safety net)."""
 
+    stuck_after: float = flag(
+        600.0,
+        "report a namespace still being deleted this long after its deletion began",
+        kind="duration",
+    )
+    """Seconds after which a namespace whose deletion began and that is still there is
+    reported as stuck (gauge, Event, one log line): something keeps it, and its cap slot."""
+
     log_level: str = flag("info", "log verbosity", kind="choice", choices=LOG_LEVELS)
     """How much nsprov logs: debug (= all) to error, or none."""
 

@@ -164,6 +164,7 @@ def _shape(line: str) -> str:
     return " ".join(_LEFT.sub("<left>", line.rstrip()).split())
 
 
+@pytest.mark.usefixtures("no_managed_namespaces")  # `nsprov list` shows none being deleted
 def test_readme_transcript(
     service: RunningService, cluster: Cluster, core: client.CoreV1Api, tmp_path: Path
 ) -> None:

@@ -105,6 +105,12 @@ def test_service_clusterrole_is_least_privilege(rendered) -> None:
     assert rendered[("ClusterRole", EMPTY_GRANT)]["rules"] == []
     lease_rules = rendered[("Role", "nsprov-leader-election")]["rules"]
     assert {r["resources"][0] for r in lease_rules} == {"leases"}
+    # The stuck-namespace Event: create, in default (where Events about a Namespace live).
+    events = rendered[("Role", "nsprov-events")]
+    assert events["metadata"]["namespace"] == "default"
+    assert events["rules"] == [
+        {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create"]}
+    ]
 
 
 def test_deployment_is_hardened(rendered) -> None:

@@ -607,12 +607,12 @@ def test_caps_per_owner_and_per_tenant_are_429_naming_the_cap(
     for _ in range(2):
         assert _create(service, "erin").status_code == 201
     owner = problem(_create(service, "erin"), 429)
-    assert "2 live namespaces per owner (tenant 'capped')" in owner["detail"]
+    assert "2 namespaces per owner (tenant 'capped')" in owner["detail"]
 
     # frank shares the tenant's 3 with erin: one more, then the tenant is full.
     assert _create(service, "frank").status_code == 201
     tenant = problem(_create(service, "frank"), 429)
-    assert "3 live namespaces of tenant 'capped'" in tenant["detail"]
+    assert "3 namespaces of tenant 'capped'" in tenant["detail"]
     # Another tenant is not bound by this one's caps.
     assert _create(service, "alice").status_code == 201
 

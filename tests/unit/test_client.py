@@ -485,10 +485,10 @@ def test_table_shows_owner_age_and_a_terminating_namespace_from_a_newer_service(
          "deletionStartedAt": "2029-12-31T23:59:50Z", "blockedBy": ["pods"]},
     ]  # fmt: skip
     assert table(rows, now).splitlines() == [
-        "NAME   STATE                 OWNER   AGE    EXPIRES-AT             EXPIRES-IN",
-        "np-a   ACTIVE                alice   1h5m   2030-01-02T01:00:00Z   1d1h",
-        "np-b   MARKED_FOR_DELETION   alice   45s    2030-01-01T00:10:00Z   -",
-    ]
+        "NAME   STATE                 OWNER   AGE    EXPIRES-AT             EXPIRES-IN   DELETING-SINCE",  # noqa: E501
+        "np-a   ACTIVE                alice   1h5m   2030-01-02T01:00:00Z   1d1h         -",
+        "np-b   MARKED_FOR_DELETION   alice   45s    2030-01-01T00:10:00Z   -            2029-12-31T23:59:50Z",  # noqa: E501
+    ]  # fmt: skip
 
 
 def _fake_service(monkeypatch: pytest.MonkeyPatch, handler: Handler) -> list[httpx.Request]:

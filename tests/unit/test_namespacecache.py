@@ -89,3 +89,17 @@ def test_a_replica_that_only_writes_does_not_grow_the_overlay_forever() -> None:
         view.record(_ns(name, str(i + 1)))
         cache.store[name] = _ns(name, str(i + 1))  # the informer catches up
     assert len(view._written) < 256
+
+
+def test_our_deletion_shows_over_the_cached_namespace_and_goes_with_it() -> None:
+    cache = _Cache()
+    view = ReadYourWrites(cache)
+    cache.store["np-a"] = _ns("np-a", "10")
+    deleting = _ns("np-a", "11", deletionTimestamp="2030-01-01T00:00:00Z")
+    view.record(deleting)
+    assert view.get("np-a") == deleting  # the cache has not seen the DELETE yet
+    # Gone from the cache before any read compared (emptied, then removed): not a ghost
+    # that would hold a cap slot for the rest of the hold.
+    del cache.store["np-a"]
+    assert view.items() == []
+    assert view.get("np-a") is None

@@ -3,6 +3,7 @@ from __future__ import annotations
 from starlette.routing import Route
 
 from nsprov import api, openapi
+from nsprov.deletion import Blocker
 from nsprov.provisioner import NamespaceInfo, NamespaceStatus, QuotaStatus
 
 
@@ -47,7 +48,18 @@ def test_every_reference_resolves() -> None:
 def test_the_namespace_schemas_name_every_key_the_service_sends() -> None:
     schemas = openapi.DOCUMENT["components"]["schemas"]
     info = NamespaceInfo("np-a", "alice", 0, None, terminating=False, tenant="web")
-    assert set(info.to_json()) == set(schemas["Namespace"]["properties"])
+    going = NamespaceInfo(
+        "np-b", "alice", 0, None, terminating=True, tenant="web",
+        deletion_started_at="2030-01-01T00:00:00Z",
+        blocked_by=(Blocker("NamespaceFinalizersRemaining", "example.com/never in 1"),),
+    ).to_json()  # fmt: skip
+    properties = schemas["Namespace"]["properties"]
+    # A live namespace leaves out what only a namespace being deleted has.
+    assert set(info.to_json()) == set(properties) - {"deletionStartedAt", "blockedBy"}
+    assert set(going) == set(properties)
+    assert {info.to_json()["state"], going["state"]} == set(properties["state"]["enum"])
+    blocker = schemas["Blocker"]
+    assert set(going["blockedBy"][0]) == set(blocker["required"]) == set(blocker["properties"])
     status = NamespaceStatus(info, QuotaStatus({"pods": "3"}, {"pods": "1"})).to_json()
     extra = schemas["NamespaceStatus"]["allOf"][1]["properties"]
     assert set(status) == set(info.to_json()) | set(extra)
