@@ -143,6 +143,7 @@ class Controller:
         metrics.count_by_tenant_with(
             _synced_items(self.namespaces), _synced_items(self.resource_quotas), selector
         )
+        metrics.report_overdue_with(_synced_items(self.namespaces), clock)
 
     # ---- events -> queue ------------------------------------------------------------------
 
