@@ -296,11 +296,9 @@ class Metrics:
             ["result"],
             registry=self.registry,
         )
-        self.policy_reload_ok = Gauge(
-            "nsprov_policy_last_reload_successful",
-            "1 if the policy file as it is now is in force, 0 if it failed to load",
-            registry=self.registry,
-        )
+        # Made at the first load: without a policy file there is nothing to be in force,
+        # and a 0 there would read as a refused policy (and fire NsprovPolicyRefused).
+        self.policy_reload_ok: Gauge | None = None
         self.leader = Gauge(
             "nsprov_leader", "1 while this replica's controller leads", registry=self.registry
         )
@@ -320,6 +318,13 @@ class Metrics:
     def policy_reloaded(self, ok: bool) -> None:
         """Count a policy file (re)load and record whether the file in place now is in force."""
         self.policy_reloads.labels(result="success" if ok else "error").inc()
+        if self.policy_reload_ok is None:
+            self.policy_reload_ok = Gauge(
+                "nsprov_policy_last_reload_successful",
+                "1 if the policy file as it is now is in force, 0 if it failed to load "
+                "(absent without --policy-file)",
+                registry=self.registry,
+            )
         self.policy_reload_ok.set(1 if ok else 0)
 
     def foreign_object_ignored(self, kind: str) -> None:

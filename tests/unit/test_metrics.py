@@ -230,3 +230,12 @@ def test_overdue_is_zero_when_nothing_is_late_and_absent_before_the_cache_syncs(
     assert _samples(metrics, "nsprov_expiry_overdue_seconds") == {}
     synced = [_expiring("np-future", now + 60)]
     assert _samples(metrics, "nsprov_expiry_overdue_seconds") == {(): 0.0}
+
+
+def test_policy_gauge_appears_with_the_first_load_of_a_policy_file() -> None:
+    metrics = Metrics()
+    assert "nsprov_policy_last_reload_successful" not in _exposed(metrics)
+    metrics.policy_reloaded(False)
+    assert _samples(metrics, "nsprov_policy_last_reload_successful") == {(): 0.0}
+    metrics.policy_reloaded(True)
+    assert _samples(metrics, "nsprov_policy_last_reload_successful") == {(): 1.0}
