@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import promql_parser
 import pytest
 import yaml
 
@@ -65,3 +66,26 @@ def tool(name: str) -> str:
     if found is None:
         pytest.skip(f"{name} not found: apt-get install prometheus (.ci/run does, as root)")
     return found
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric names an expression selects, as PromQL's grammar reads it.
+
+    Every selector must name its metric: one matching ``{__name__=~...}`` could not be
+    checked against what nsprov exposes.
+    """
+    names: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, promql_parser.VectorSelector):
+            assert node.name, f"a selector without a metric name in {expr!r}"
+            names.add(node.name)
+        for attr in ("lhs", "rhs", "expr", "param", "vector_selector"):
+            child = getattr(node, attr, None)
+            if child is not None:
+                walk(child)
+        for arg in getattr(node, "args", None) or ():
+            walk(arg)
+
+    walk(promql_parser.parse(expr))
+    return names
