@@ -16,19 +16,23 @@ from __future__ import annotations
 
 import contextlib
 import json
+import secrets
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import yaml
+from kubernetes import client
 
 from nsprov import __version__
 from tests.cluster.controlplane import free_port
-from tests.integration.conftest import CONFIGMAP_GRANT, Cluster
+from tests.integration.conftest import CONFIGMAP_GRANT, SELECTOR, Cluster
 from tests.integration.service import RunningService, running_service
 from tests.monitoring.monitoring import (
     alerts,
@@ -47,6 +51,8 @@ tenants:
     template:
       resourceQuota: {{hard: {{pods: "3", configmaps: "10"}}}}
 """
+
+SELECTOR_KEY, SELECTOR_VALUE = SELECTOR.split("=")
 
 # Named by the rules and the dashboard before nsprov exposes them: another part of
 # issue 20 adds this gauge (tenant, stuck). Once /metrics has it, it is checked like
@@ -80,8 +86,20 @@ def service(
         yield running
 
 
+def _rule_states(prometheus: Prometheus) -> dict[str, str]:
+    groups = httpx.get(f"{prometheus.url}/api/v1/rules", timeout=5).json()["data"]["groups"]
+    return {rule["name"]: rule["state"] for group in groups for rule in group["rules"]}
+
+
 @pytest.fixture
 def prometheus(service: RunningService, tmp_path: Path) -> Iterator[Prometheus]:
+    with scraping(service, tmp_path) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def scraping(service: RunningService, tmp_path: Path) -> Iterator[Prometheus]:
+    """Prometheus on a loopback port, scraping ``service`` every second, with the rules."""
     binary = tool("prometheus")
     rules = write_rule_file(tmp_path)
     config = {
@@ -239,3 +257,68 @@ def test_json_logs_of_a_real_process_are_one_object_a_line(service: RunningServi
     )
     assert (access["owner"], access["tenant"]) == ("alice", "team-a")
     assert access["request_id"] != "-"
+
+
+def test_a_stalled_controller_trips_the_leader_and_expiry_alerts(
+    cluster: Cluster, grants: None, clean_namespaces: None, tmp_path: Path
+) -> None:
+    """Another holder keeps the Lease, so nsprov never leads, and a namespace expired ten
+    minutes ago stays: the rules' conditions hold in Prometheus (the alerts go pending;
+    their ``for`` is longer than a test should wait, and promtool covers the firing)."""
+    coordination = client.CoordinationV1Api(cluster.api)
+    core = client.CoreV1Api(cluster.api)
+    lease = f"nsprov-stalled-{secrets.token_hex(4)}"
+    coordination.create_namespaced_lease(
+        "default",
+        client.V1Lease(
+            metadata=client.V1ObjectMeta(name=lease),
+            spec=client.V1LeaseSpec(
+                holder_identity="someone-else",
+                lease_duration_seconds=3600,
+                acquire_time=datetime.now(UTC),
+                renew_time=datetime.now(UTC),
+            ),
+        ),
+    )
+    expired = f"np-overdue-{secrets.token_hex(4)}"
+    core.create_namespace(
+        client.V1Namespace(
+            metadata=client.V1ObjectMeta(
+                name=expired,
+                labels={
+                    SELECTOR_KEY: SELECTOR_VALUE,
+                    # Past NsprovExpiryOverdue's 5 minutes.
+                    "nsprov.io/expires-at": str(int(time.time()) - 600),
+                },
+            )
+        )
+    )
+    args = [f"--leader-elect-lease-name={lease}"]
+    try:
+        with (
+            running_service(cluster.kubeconfig, tmp_path / "nsprov", args) as service,
+            scraping(service, tmp_path) as prometheus,
+        ):
+            [overdue] = wait_until(
+                lambda: _value(prometheus, "max by (job) (nsprov_expiry_overdue_seconds) > 0"),
+                timeout=30,
+                message=f"the overdue namespace in Prometheus\n{prometheus.log()}",
+            )
+            assert 600 <= float(overdue["value"][1]) < 900
+            assert _value(prometheus, "sum by (job) (nsprov_leader) < 1")
+            wanted = {"NsprovNoLeader": "pending", "NsprovExpiryOverdue": "pending"}
+            seen: list[dict[str, str]] = []
+
+            def pending() -> dict[str, str] | None:
+                seen.append(_rule_states(prometheus))
+                return seen[-1] if wanted.items() <= seen[-1].items() else None
+
+            try:
+                states = wait_until(pending, timeout=15, message="the two alerts pending")
+            except AssertionError:
+                raise AssertionError(f"rule states: {seen[-1]}") from None
+            others = {name: state for name, state in states.items() if name not in wanted}
+            assert set(others.values()) == {"inactive"}, others
+            assert core.read_namespace(expired).metadata.deletion_timestamp is None
+    finally:
+        coordination.delete_namespaced_lease(lease, "default")
