@@ -191,7 +191,7 @@ def test_prometheus_scrapes_nsprov_and_every_query_and_alert_holds(
     wait_until(
         lambda: _value(prometheus, 'max by (tenant) (nsprov_live_namespaces{tenant="team-a"})'),
         timeout=30,
-        message=f"team-a's live namespace in Prometheus\n{prometheus.log()}",
+        message="team-a's live namespace in Prometheus",
     )
     [build] = _value(prometheus, "nsprov_build_info")
     assert build["metric"]["version"] == __version__
@@ -239,24 +239,36 @@ def test_prometheus_scrapes_nsprov_and_every_query_and_alert_holds(
 
 def test_json_logs_of_a_real_process_are_one_object_a_line(service: RunningService) -> None:
     _provision(service)
-    lines = wait_until(
-        lambda: [
-            line for line in service.log().splitlines() if '"logger": "nsprov.access"' in line
-        ],
-        timeout=10,
-        message="the access line of the create",
+    with service.client() as http:
+        [listed] = http.get("/api/v1/namespaces", headers=service.auth()).json()["items"]
+        name = listed["name"]
+        deleted = http.delete(f"/api/v1/namespaces/{name}", headers=service.auth())
+    assert deleted.status_code == 202, deleted.text
+    wait_until(
+        lambda: '"DELETE"' in service.log(), timeout=10, message="the access line of the delete"
     )
+    entries = []
     for line in service.log().splitlines():
         entry = json.loads(line)  # every line, uvicorn's included
         assert {"time", "level", "logger", "message", "request_id"} <= entry.keys(), line
-    [access] = [json.loads(line) for line in lines]
-    assert (access["method"], access["route"], access["status"]) == (
-        "POST",
-        "/api/v1/namespaces",
-        201,
-    )
+        entries.append(entry)
+    accessed = [e for e in entries if e["logger"] == "nsprov.access"]
+    assert [(e["method"], e["route"], e["status"]) for e in accessed] == [
+        ("POST", "/api/v1/namespaces", 201),
+        ("GET", "/api/v1/namespaces", 200),
+        ("DELETE", "/api/v1/namespaces/{name}", 202),
+    ]
+    access = accessed[0]
     assert (access["owner"], access["tenant"]) == ("alice", "team-a")
     assert access["request_id"] != "-"
+    # The namespace's life as fields, in the lines of the requests that made and ended it.
+    events = {entry["event"]: entry for entry in entries if entry.get("namespace") == name}
+    assert events.keys() == {"provisioned", "deleted"}
+    made, gone = events["provisioned"], events["deleted"]
+    assert (made["owner"], made["tenant"]) == ("alice", "team-a")
+    assert made["request_id"] == access["request_id"]
+    assert isinstance(made["expires_at"], int)
+    assert (gone["owner"], gone["reason"]) == ("alice", "request")
 
 
 def test_a_stalled_controller_trips_the_leader_and_expiry_alerts(
@@ -302,7 +314,7 @@ def test_a_stalled_controller_trips_the_leader_and_expiry_alerts(
             [overdue] = wait_until(
                 lambda: _value(prometheus, "max by (job) (nsprov_expiry_overdue_seconds) > 0"),
                 timeout=30,
-                message=f"the overdue namespace in Prometheus\n{prometheus.log()}",
+                message="the overdue namespace in Prometheus",
             )
             assert 600 <= float(overdue["value"][1]) < 900
             assert _value(prometheus, "sum by (job) (nsprov_leader) < 1")

@@ -10,11 +10,14 @@ import os
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
-from nsprov import cli
+from nsprov import bundle, cli
+from nsprov.controller import Controller
+from nsprov.kube import Kube
+from nsprov.metrics import Metrics
 from nsprov.requestid import RequestIdFilter
 from tests.unit.test_access_log import _app, _get
 
@@ -125,3 +128,44 @@ def test_an_unknown_log_format_is_one_line_and_exit_2(
     err = capsys.readouterr().err
     assert err.count("\n") == 1, err
     assert err.startswith("nsprov: --log-format"), err
+
+
+class _DeletingKube:
+    """Accepts every delete: what the controller's expiry needs of Kubernetes."""
+
+    def delete(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        return {}
+
+
+@pytest.mark.parametrize("logged", ["json"], indirect=True)
+def test_json_expiry_line_has_the_namespace_owner_and_lag_as_fields(logged: io.StringIO) -> None:
+    now = 1_800_000_000.0
+    controller = Controller(
+        cast(Kube, _DeletingKube()),
+        selector=bundle.Selector.parse("a=b"),
+        cluster_role="grant",
+        metrics=Metrics(),
+        resync_seconds=3600,
+        clock=lambda: now,
+    )
+    metadata = {
+        "name": "np-old",
+        "uid": "u-1",
+        "resourceVersion": "7",
+        "annotations": {bundle.OWNER_ANNOTATION: "alice"},
+    }
+    controller._expire({"metadata": metadata}, expires_at=int(now) - 2, now=now)
+    [entry] = [json.loads(line) for line in _lines(logged)]
+    assert entry["message"] == (
+        "deleted namespace=np-old owner=alice reason=expired expires_at=1799999998 "
+        "lag_seconds=2.000"
+    )
+    fields = {k: entry[k] for k in ("event", "namespace", "owner", "reason", "expires_at")}
+    assert fields == {
+        "event": "deleted",
+        "namespace": "np-old",
+        "owner": "alice",
+        "reason": "expired",
+        "expires_at": 1799999998,
+    }
+    assert entry["lag_seconds"] == 2.0
