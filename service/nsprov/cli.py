@@ -337,10 +337,11 @@ def log_formatter(log_format: str) -> logging.Formatter:
 
     JSON has ``time`` (RFC 3339, UTC), ``level``, ``logger``, ``message`` (as the text
     line has it) and ``request_id``, then every field a line was given with ``extra=``
-    (the access log's method, route, status, duration_ms, owner, tenant), and
-    ``exc_info`` with the traceback when there is one. python-json-logger rather
-    than a formatter of our own: it is what log shippers' docs show, and it already
-    knows which record attributes are logging's own and which are a line's fields.
+    (the access log's method, route, status, duration_ms, owner, tenant; a namespace's
+    provisioned, extended and deleted events), and ``exc_info`` with the traceback
+    when there is one. python-json-logger rather than a formatter of our own: a
+    maintained, widely used library that already knows which record attributes are
+    logging's own and which are a line's fields, and how to serialise the rest.
     """
     if log_format == "text":
         return logging.Formatter(TEXT_LOG_FORMAT)
