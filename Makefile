@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
 
 .PHONY: install cluster-build cluster cluster-down demo test test-unit test-integration \
-        test-action test-kind test-node node-build lint bench chaos
+        test-action test-kind test-node test-monitoring node-build lint bench chaos
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,10 +39,15 @@ demo: cluster-build
 	$(PY) -m tests.demo
 
 # kind first: it skips here, and the last summary CI reads should be a run that ran tests.
-test: test-kind test-unit test-integration test-node test-action
+test: test-kind test-unit test-monitoring test-integration test-node test-action
 
 test-unit: install
 	$(PYTEST) tests/unit
+
+# k8s/monitoring offline: promtool's unit tests of the alerts, the dashboard's queries parsed,
+# the component rendered onto k8s/ (promtool: Debian's prometheus package; .ci/run installs it).
+test-monitoring: cluster-build
+	$(PYTEST) tests/monitoring
 
 test-integration: cluster-build
 	$(PYTEST) tests/integration

@@ -359,14 +359,25 @@ class RequestContext:
             self.metrics.requests.labels(template, method, str(status)).inc()
             self.metrics.latency.labels(template, method).observe(elapsed)
             if self.access_log:
+                owner, tenant = state.get("owner"), state.get("tenant")
                 access_log.info(
                     "%s %s %d %.1fms owner=%s tenant=%s",
                     method,
                     template,
                     status,
                     elapsed * 1000,
-                    _log_value(state.get("owner")),
-                    _log_value(state.get("tenant")),
+                    _log_value(owner),
+                    _log_value(tenant),
+                    # The same values as fields, for --log-format=json (JSON escapes them;
+                    # None is null there, as '-' is in the text).
+                    extra={
+                        "method": method,
+                        "route": template,
+                        "status": status,
+                        "duration_ms": round(elapsed * 1000, 1),
+                        "owner": owner,
+                        "tenant": tenant,
+                    },
                 )
             requestid.current.reset(token)
 

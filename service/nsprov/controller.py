@@ -156,6 +156,7 @@ class Controller:
             _synced_items(self.namespaces), _synced_items(self.resource_quotas), selector
         )
         metrics.count_terminating_with(_synced_items(self.namespaces), stuck_after_seconds, clock)
+        metrics.report_overdue_with(_synced_items(self.namespaces), clock)
 
     # ---- events -> queue ------------------------------------------------------------------
 
@@ -447,9 +448,12 @@ class Controller:
         lag = max(0.0, self.clock() - expires_at)
         self.metrics.expiry_lag.observe(lag)
         self.metrics.deletions.labels(reason="expired").inc()
+        owner = bundle.owner_of(metadata)
         log.info(
             "deleted namespace=%s owner=%s reason=expired expires_at=%d lag_seconds=%.3f",
-            name, bundle.owner_of(metadata), expires_at, lag,
+            name, owner, expires_at, lag,
+            extra={"event": "deleted", "namespace": name, "owner": owner, "reason": "expired",
+                   "expires_at": expires_at, "lag_seconds": round(lag, 3)},
         )  # fmt: skip
 
     def _create(self, path: str, body: dict[str, Any], kind: str, namespace: str) -> None:

@@ -1,4 +1,11 @@
-"""Prometheus metrics, in a registry per service instance (tests run several in one process)."""
+"""Prometheus metrics, in a registry per service instance (tests run several in one process).
+
+No ``*_created`` series: prometheus_client adds one beside every counter, histogram
+and summary child (47 of them here), a timestamp no dashboard or alert reads that
+doubles the counters' series. The switch is process-wide in prometheus_client
+(``disable_created_metrics``), so importing this module turns it off for every
+registry in the process; nsprov has no other.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +14,21 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    ProcessCollector,
+    disable_created_metrics,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from nsprov import bundle, deletion
+from nsprov import __version__, bundle, deletion
+
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _ZERO = Decimal(0)
@@ -154,9 +171,56 @@ class _Terminating(Collector):
         yield family
 
 
+def most_overdue_seconds(namespaces: list[dict[str, Any]], now: float) -> float:
+    """Seconds since the expiry of the managed namespace longest past it whose deletion has
+    not begun; 0 when none is overdue.
+
+    A namespace whose deletion has begun is not overdue here: nsprov did its part, and
+    what holds it is ``nsprov_namespaces_terminating``'s to report.
+    """
+    most = 0.0
+    for namespace in namespaces:
+        if bundle.is_terminating(namespace):
+            continue
+        expires_at = bundle.expires_at_of(namespace["metadata"])
+        if expires_at is not None and now - expires_at > most:
+            most = now - expires_at
+    return most
+
+
+class _Overdue(Collector):
+    """The expiry lag of namespaces not yet deleted, at scrape time.
+
+    ``nsprov_expiry_lag_seconds`` (the histogram) is observed when a deletion is made,
+    so a controller that has stopped deleting (no leader, a lost RBAC verb, a stuck
+    worker) observes nothing and looks healthy there. This gauge grows with every
+    second an expired namespace stays, from the caches every replica keeps, so an
+    alert on it fires however the controller failed.
+    """
+
+    def __init__(self, namespaces: Objects, clock: Callable[[], float]) -> None:
+        self._namespaces = namespaces
+        self._clock = clock
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        namespaces = self._namespaces()
+        if namespaces is None:
+            return
+        yield GaugeMetricFamily(
+            "nsprov_expiry_overdue_seconds",
+            "Seconds the managed namespace longest past its expiry has been left undeleted "
+            "(its deletion not begun); 0 when none is overdue",
+            value=most_overdue_seconds(namespaces, self._clock()),
+        )
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        # process_* (CPU, memory, open files, start time) of this process, as any exporter.
+        ProcessCollector(registry=self.registry)
+        build = Info("nsprov_build", "The nsprov release this process runs", registry=self.registry)
+        build.info({"version": __version__})
         self.requests = Counter(
             "nsprov_http_requests",
             "HTTP requests by route, method and status",
@@ -271,11 +335,9 @@ class Metrics:
             ["result"],
             registry=self.registry,
         )
-        self.policy_reload_ok = Gauge(
-            "nsprov_policy_last_reload_successful",
-            "1 if the policy file as it is now is in force, 0 if it failed to load",
-            registry=self.registry,
-        )
+        # Made at the first load: without a policy file there is nothing to be in force,
+        # and a 0 there would read as a refused policy (and fire NsprovPolicyRefused).
+        self.policy_reload_ok: Gauge | None = None
         self.leader = Gauge(
             "nsprov_leader", "1 while this replica's controller leads", registry=self.registry
         )
@@ -295,6 +357,13 @@ class Metrics:
     def policy_reloaded(self, ok: bool) -> None:
         """Count a policy file (re)load and record whether the file in place now is in force."""
         self.policy_reloads.labels(result="success" if ok else "error").inc()
+        if self.policy_reload_ok is None:
+            self.policy_reload_ok = Gauge(
+                "nsprov_policy_last_reload_successful",
+                "1 if the policy file as it is now is in force, 0 if it failed to load "
+                "(absent without --policy-file)",
+                registry=self.registry,
+            )
         self.policy_reload_ok.set(1 if ok else 0)
 
     def foreign_object_ignored(self, kind: str) -> None:
@@ -314,3 +383,8 @@ class Metrics:
     ) -> None:
         """Report namespaces being deleted, stuck or not, from this cache at each scrape."""
         self.registry.register(_Terminating(namespaces, stuck_after, clock))
+
+    def report_overdue_with(self, namespaces: Objects, clock: Callable[[], float]) -> None:
+        """Report at each scrape how long the most overdue namespace in this cache has been
+        left past its expiry (``clock``: unix seconds, as expiry labels are)."""
+        self.registry.register(_Overdue(namespaces, clock))

@@ -398,6 +398,9 @@ class Provisioner:
         log.info(
             "provisioned namespace=%s owner=%s expires_at=%d tenant=%s requested_by=%s",
             name, owner, expires_at, tenant or "-", requested_by or "-",
+            # The same as fields for --log-format=json; the text line is unchanged.
+            extra={"event": "provisioned", "namespace": name, "owner": owner,
+                   "expires_at": expires_at, "tenant": tenant, "requested_by": requested_by},
         )  # fmt: skip
         return result
 
@@ -697,7 +700,9 @@ class Provisioner:
                 raise NotFound(f"namespace {name!r} not found") from None
             raise _failed("delete the namespace", exc) from exc
         self.metrics.deletions.labels(reason="request").inc()
-        log.info("deleted namespace=%s owner=%s reason=request", name, owner)
+        log.info("deleted namespace=%s owner=%s reason=request", name, owner,
+                 extra={"event": "deleted", "namespace": name, "owner": owner,
+                        "reason": "request"})  # fmt: skip
 
     async def extend(
         self, owner: str, name: str, ttl: float, profile: Profile, *, server: str | None
@@ -725,7 +730,9 @@ class Provisioner:
                 raise Conflict(f"namespace {name!r} changed meanwhile; retry") from None
             raise _failed("extend the namespace", exc) from exc
         self._remember(patched)
-        log.info("extended namespace=%s owner=%s expires_at=%d", name, owner, expires_at)
+        log.info("extended namespace=%s owner=%s expires_at=%d", name, owner, expires_at,
+                 extra={"event": "extended", "namespace": name, "owner": owner,
+                        "expires_at": expires_at})  # fmt: skip
         return await self._complete(patched, server, replayed=False, profile=profile)
 
     def _check_lifetime(self, metadata: dict[str, Any], expires_at: int, lifetime: float) -> None:

@@ -20,6 +20,7 @@ Kind = Literal["text", "duration", "count", "bool", "path", "choice", "token"]
 integer >= 0, bool = Go's ``--flag`` / ``--flag=false``, token = one token for owner
 ``default``."""
 
+LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "warn", "error", "none", "all")
 POD_SECURITY_LEVELS = ("", "privileged", "baseline", "restricted")
 
@@ -191,6 +192,11 @@ class Settings:
 
     log_level: str = flag("info", "log verbosity", kind="choice", choices=LOG_LEVELS)
     """How much nsprov logs: debug (= all) to error, or none."""
+
+    log_format: str = flag(
+        "text", "log lines as text or JSON objects", kind="choice", choices=LOG_FORMATS
+    )
+    """text: one readable line per record; json: one JSON object per line, for a log shipper."""
 
     access_log: bool = flag(True, "one log line per API request", kind="bool")
     """Log each API request: method, route template, status, duration, owner and tenant."""

@@ -171,3 +171,71 @@ def test_five_thousand_namespaces_scrape_well_under_a_second() -> None:
     assert _samples(metrics, "nsprov_tenant_quota_hard")[("team-3", "requests.memory")] == float(
         250 * 8 * 2**30
     )
+
+
+# ---- what every registry exposes ------------------------------------------------------------
+
+
+def _exposed(metrics: Metrics) -> str:
+    return generate_latest(metrics.registry).decode()
+
+
+def test_no_created_series_even_for_counters_and_histograms_with_samples() -> None:
+    metrics = Metrics()
+    metrics.requests.labels("/api/v1/namespaces", "POST", "201").inc()
+    metrics.provision_duration.observe(0.2)
+    text = _exposed(metrics)
+    assert "nsprov_http_requests_total{" in text  # the counter is there ...
+    assert "_created" not in text  # ... without its creation timestamp
+
+
+def test_process_series_and_build_info_with_the_version() -> None:
+    from nsprov import __version__
+
+    metrics = Metrics()
+    samples = _samples(metrics, "nsprov_build")
+    assert samples == {(__version__,): 1.0}
+    assert f'nsprov_build_info{{version="{__version__}"}} 1.0' in _exposed(metrics)
+    [start] = _samples(metrics, "process_start_time_seconds").values()
+    assert 0 < time.time() - start < 86400 * 365
+    [resident] = _samples(metrics, "process_resident_memory_bytes").values()
+    assert resident > 1_000_000
+
+
+def _expiring(name: str, expires_at: float, *, terminating: bool = False) -> dict[str, Any]:
+    namespace = _namespace(name, None, terminating=terminating)
+    namespace["metadata"]["labels"][bundle.EXPIRES_AT_LABEL] = str(int(expires_at))
+    return namespace
+
+
+def test_overdue_is_the_oldest_expired_namespace_not_yet_being_deleted() -> None:
+    now = 1_800_000_000.0
+    namespaces = [
+        _expiring("np-future", now + 60),
+        _expiring("np-late", now - 30),
+        _expiring("np-later", now - 90),
+        _expiring("np-deleting", now - 600, terminating=True),  # nsprov did its part
+        _namespace("np-unlabelled", None),  # adoption gives it an expiry
+    ]
+    metrics = Metrics()
+    metrics.report_overdue_with(lambda: namespaces, lambda: now)
+    assert _samples(metrics, "nsprov_expiry_overdue_seconds") == {(): 90.0}
+
+
+def test_overdue_is_zero_when_nothing_is_late_and_absent_before_the_cache_syncs() -> None:
+    now = 1_800_000_000.0
+    synced: list[dict[str, Any]] | None = None
+    metrics = Metrics()
+    metrics.report_overdue_with(lambda: synced, lambda: now)
+    assert _samples(metrics, "nsprov_expiry_overdue_seconds") == {}
+    synced = [_expiring("np-future", now + 60)]
+    assert _samples(metrics, "nsprov_expiry_overdue_seconds") == {(): 0.0}
+
+
+def test_policy_gauge_appears_with_the_first_load_of_a_policy_file() -> None:
+    metrics = Metrics()
+    assert "nsprov_policy_last_reload_successful" not in _exposed(metrics)
+    metrics.policy_reloaded(False)
+    assert _samples(metrics, "nsprov_policy_last_reload_successful") == {(): 0.0}
+    metrics.policy_reloaded(True)
+    assert _samples(metrics, "nsprov_policy_last_reload_successful") == {(): 1.0}
