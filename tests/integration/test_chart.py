@@ -196,13 +196,19 @@ def test_values_change_what_they_name(helm: Path, every_value: Path) -> None:
 def test_switches_and_an_existing_secret(helm: Path) -> None:
     flags = (
         "--set", "admissionPolicies.enabled=false", "--set", "networkPolicy.enabled=false",
+        "--set", "serviceMonitor.enabled=false", "--set", "prometheusRule.enabled=false",
         "--set", "tokens.existingSecret=ci-tokens", "--set", "tokens.create.x=y",
         "--set-string", "policy=defaults: {ttl: 2h}",
     )  # fmt: skip
     objects = _by_identity(_template(helm, *flags))
     kinds = {kind for kind, _, _ in objects}
     assert not kinds & {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
-    assert "NetworkPolicy" not in kinds
+    assert not kinds & {"NetworkPolicy", "ServiceMonitor", "PrometheusRule"}
+    # Nothing else of the base is left out.
+    left_out = {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "NetworkPolicy",
+                "ServiceMonitor", "PrometheusRule", "Namespace"}  # fmt: skip
+    base = {(kind, name) for kind, _, name in _kustomized() if kind not in left_out}
+    assert base <= {(kind, name) for kind, _, name in objects}
     assert "Secret" not in kinds  # an existing Secret wins over create
     pod = objects[("Deployment", "nsprov", "nsprov")]["spec"]["template"]["spec"]
     tokens = next(v for v in pod["volumes"] if v["name"] == "tokens")
@@ -212,12 +218,30 @@ def test_switches_and_an_existing_secret(helm: Path) -> None:
 
 
 def test_a_selector_without_a_value_is_refused(helm: Path) -> None:
+    def refusal(*flags: str) -> str:
+        result = subprocess.run(
+            [str(helm), "template", "nsprov", str(CHART), "--set", "selector=novalue", *flags],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode != 0
+        return result.stderr
+
+    # values.schema.json refuses it, and so does the template where the schema is skipped.
+    assert "at '/selector': 'novalue' does not match pattern" in refusal()
+    skipped = refusal("--skip-schema-validation")
+    assert 'selector "novalue" is not key=value' in skipped
+
+
+def test_the_schema_refuses_a_misspelt_value(helm: Path) -> None:
     result = subprocess.run(
-        [str(helm), "template", "nsprov", str(CHART), "--set", "selector=novalue"],
+        [str(helm), "template", "nsprov", str(CHART), "--set", "replica=3"],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
     assert result.returncode != 0
-    assert 'selector "novalue" is not key=value' in result.stderr
+    assert "additional properties 'replica' not allowed" in result.stderr

@@ -70,6 +70,8 @@ CEL; a release with another selector, namespace or name gets its own. */}}
 {{/* Helm installs into the release namespace; it does not own it. */}}
 {{- else if and (hasPrefix "ValidatingAdmissionPolicy" $kind) (not .root.Values.admissionPolicies.enabled) -}}
 {{- else if and (eq $kind "NetworkPolicy") (not .root.Values.networkPolicy.enabled) -}}
+{{- else if and (eq $kind "ServiceMonitor") (not .root.Values.serviceMonitor.enabled) -}}
+{{- else if and (eq $kind "PrometheusRule") (not .root.Values.prometheusRule.enabled) -}}
 {{- else -}}
 yes
 {{- end -}}
