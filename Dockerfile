@@ -15,9 +15,16 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
-COPY --from=build /wheels /wheels
-RUN pip install --no-index --find-links=/wheels 'nsprov[server]' \
-    && rm -rf /wheels \
+# The wheels come in through a bind mount, not a COPY: no layer of the image holds them.
+# kubernetes' asyncio client (kubernetes/aio, 65 MB) and the aiohttp stack it alone needs
+# go: nsprov uses the synchronous client only; the import check fails the build if that
+# ever changes.
+RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
+    pip install --no-index --find-links=/wheels 'nsprov[server]' \
+    && pip uninstall --yes --quiet aiohttp-retry aiohttp aiohappyeyeballs aiosignal frozenlist \
+        multidict propcache yarl \
+    && rm -rf "$(python3 -c 'import kubernetes, os; print(os.path.dirname(kubernetes.__file__))')/aio" \
+    && python3 -c 'import nsprov.app, nsprov.cli, kubernetes.client, kubernetes.watch' \
     && groupadd --gid 10001 nsprov \
     && useradd --uid 10001 --gid nsprov --no-create-home --shell /usr/sbin/nologin nsprov
 USER 10001:10001

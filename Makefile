@@ -5,7 +5,8 @@ PY := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
 
 .PHONY: install cluster-build cluster cluster-down demo test test-unit test-integration \
-        test-action test-kind test-node test-monitoring node-build lint bench chaos
+        test-action test-kind test-node test-monitoring node-build tools-build lint release-check \
+        bench chaos
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +26,11 @@ cluster-build: install
 node-build: cluster-build
 	$(PY) -m tests.cluster build --node
 	$(PY) -m tests.cluster images
+
+# The release tooling, helm (the chart's tests) and actionlint (`make lint`), from their Go
+# modules into ~/.cache/nsprov: about 5 minutes the first time, a no-op afterwards.
+tools-build: install
+	$(PY) -m tests.cluster build --tools
 
 # A local control plane in the background; its admin kubeconfig is .cluster/kubeconfig.
 # NODE=1 adds a real node (root, containerd, runc, CNI plugins; see README).
@@ -63,10 +69,33 @@ test-kind: install
 test-node: cluster-build
 	$(PYTEST) tests/node || [ $$? -eq 5 ]
 
-lint: install
+HELM := $(PY) -m tests.cluster tool helm
+ACTIONLINT := $(PY) -m tests.cluster tool actionlint
+
+lint: install tools-build
 	$(VENV)/bin/ruff check service tests
 	$(VENV)/bin/ruff format --check service tests
 	$(VENV)/bin/mypy
+	$(ACTIONLINT) .github/workflows/*.yml
+
+# Every build step of .github/workflows/release.yml, here: sdist and wheel, twine check, each
+# installed into a fresh virtualenv, nsprov's image (buildah, as the node's; root), the chart.
+RELEASE_DIR := dist
+release-check: install tools-build
+	rm -rf $(RELEASE_DIR) .release-venv
+	$(PY) -m build --outdir $(RELEASE_DIR) .
+	$(PY) -m twine check --strict $(RELEASE_DIR)/*
+	for dist in $(RELEASE_DIR)/*.whl $(RELEASE_DIR)/*.tar.gz; do \
+	    $(PYTHON) -m venv .release-venv && \
+	    .release-venv/bin/pip install --quiet "$$dist" && \
+	    test "$$(.release-venv/bin/nsprov --version)" = "nsprov $$($(PY) -c 'import nsprov; print(nsprov.__version__)')" && \
+	    echo "$$dist installs: $$(.release-venv/bin/nsprov --version)" && \
+	    rm -rf .release-venv || exit 1; \
+	done
+	$(PY) -m tests.cluster image
+	$(HELM) lint --strict charts/nsprov
+	$(HELM) package charts/nsprov --destination $(RELEASE_DIR)
+	$(ACTIONLINT) .github/workflows/*.yml
 
 # Several minutes: creates 5,000 namespaces, then a burst of 500 expiring within 10 s, then
 # the hostile clients of issue 19 (labelled objects, unfinished heads, slow clients, big tokens).

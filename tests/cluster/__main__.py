@@ -150,20 +150,54 @@ def _images() -> int:
     return 0
 
 
+def _image() -> int:
+    """nsprov's image alone (what `make release-check` builds): its tarball and size."""
+    try:
+        image = images.nsprov_image()
+    except (images.ImageError, build.BuildError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{image.name}: {image.tarball} ({image.tarball.stat().st_size / 1e6:.0f} MB)")
+    return 0
+
+
+def _tool(rest: list[str]) -> int:
+    """Run helm or actionlint (built if missing) with the remaining arguments."""
+    if not rest or rest[0] not in ("helm", "actionlint"):
+        print("usage: python -m tests.cluster tool {helm,actionlint} [ARG...]", file=sys.stderr)
+        return 2
+    try:
+        binary = str(getattr(build.ensure_tools_built(), rest[0]))
+    except build.BuildError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    os.execv(binary, [binary, *rest[1:]])  # noqa: S606 - the cached binary, its args as given
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.cluster", description=__doc__)
-    parser.add_argument("command", choices=["build", "images", "run", "up", "down"])
+    parser.add_argument(
+        "command", choices=["build", "images", "image", "tool", "run", "up", "down"]
+    )
+    parser.add_argument("rest", nargs=argparse.REMAINDER, help="tool: helm or actionlint, args")
     parser.add_argument("--state-dir", type=Path, default=_REPO / ".cluster")
     parser.add_argument("--timeout", type=float, default=180.0)
     parser.add_argument("--json", action="store_true", help="build: print paths and sizes")
     parser.add_argument(
         "--node", action="store_true", help="build, run, up: with a node (kubelet, containerd)"
     )
+    parser.add_argument(
+        "--tools", action="store_true", help="build: only the release tooling (helm, actionlint)"
+    )
     args = parser.parse_args(argv)
     if args.command == "build":
-        return build.main(json_report=args.json, node=args.node)
+        return build.main(json_report=args.json, node=args.node, tools=args.tools)
     if args.command == "images":
         return _images()
+    if args.command == "image":
+        return _image()
+    if args.command == "tool":
+        return _tool(args.rest)
     if args.command == "run":
         return _run(args.state_dir, args.node)
     if args.command == "up":

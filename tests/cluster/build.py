@@ -32,6 +32,9 @@ KUBERNETES_BUILD_DATE = "2026-07-22T18:07:38Z"
 # kube-router: only its NetworkPolicy firewall runs, test-only (see addons.py on why).
 KUBE_ROUTER_VERSION = "v2.1.0"
 COREDNS_VERSION = "v1.14.7"
+# The release tooling's binaries (charts/ and .github/workflows), each pinned in go/<name>/go.mod.
+HELM_VERSION = "v4.3.2"
+ACTIONLINT_VERSION = "v1.7.12"
 
 GO_DIR = Path(__file__).resolve().parent / "go"
 
@@ -201,6 +204,48 @@ def ensure_node_built() -> NodeBinaries:
     return bins
 
 
+@dataclass(frozen=True)
+class ToolBinaries:
+    """The release tooling: helm (the chart's lint, template and install) and actionlint
+    (the workflows). Neither is part of a cluster, so neither costs a cluster build."""
+
+    helm: Path
+    actionlint: Path
+
+
+def tool_binaries() -> ToolBinaries:
+    return ToolBinaries(
+        helm=cache_root() / f"helm-{HELM_VERSION}" / "helm",
+        actionlint=cache_root() / f"actionlint-{ACTIONLINT_VERSION}" / "actionlint",
+    )
+
+
+def ensure_tools_built() -> ToolBinaries:
+    """Build helm and actionlint if missing (a few minutes cold, then one stat each)."""
+    bins = tool_binaries()
+    helm_version = "helm.sh/helm/v4/internal/version"
+    plan = (
+        (
+            "helm",
+            "helm.sh/helm/v4/cmd/helm",
+            bins.helm,
+            f"-s -w -X {helm_version}.version={HELM_VERSION} -X {helm_version}.gitTreeState=clean",
+        ),
+        (
+            "actionlint",
+            "github.com/rhysd/actionlint/cmd/actionlint",
+            bins.actionlint,
+            f"-s -w -X github.com/rhysd/actionlint.version={ACTIONLINT_VERSION}",
+        ),
+    )
+    for module, package, output, ldflags in plan:
+        if not output.exists():
+            if shutil.which("go") is None:
+                raise BuildError(f"go is not on PATH and {output.name} is not built yet")
+            _go_build(GO_DIR / module, package, output, ldflags)
+    return bins
+
+
 def go_build(module_dir: Path, package: str, output: Path, ldflags: str) -> None:
     """Build one static binary into ``output`` (atomically), for the node's helpers."""
     _go_build(module_dir, package, output, ldflags)
@@ -210,8 +255,20 @@ def _as_list(bins: Binaries) -> list[Path]:
     return [bins.etcd, bins.kube_apiserver, bins.kube_controller_manager, bins.kubectl]
 
 
-def main(json_report: bool = False, node: bool = False) -> int:
+def main(json_report: bool = False, node: bool = False, tools: bool = False) -> int:
     started = time.monotonic()
+    if tools:
+        # The tooling needs no cluster: `make tools-build` builds only helm and actionlint.
+        try:
+            built = ensure_tools_built()
+        except BuildError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(
+            f"helm {HELM_VERSION} and actionlint {ACTIONLINT_VERSION} ready "
+            f"in {built.helm.parent.parent}"
+        )
+        return 0
     try:
         bins = ensure_built()
     except BuildError as exc:
@@ -242,4 +299,10 @@ def main(json_report: bool = False, node: bool = False) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(json_report="--json" in sys.argv[1:], node="--node" in sys.argv[1:]))
+    sys.exit(
+        main(
+            json_report="--json" in sys.argv[1:],
+            node="--node" in sys.argv[1:],
+            tools="--tools" in sys.argv[1:],
+        )
+    )

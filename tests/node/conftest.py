@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import secrets
 import subprocess
 import time
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
@@ -158,3 +160,151 @@ def wait_for_pod_phase(cluster: NodeCluster, namespace: str, name: str, phases: 
         return got if got in phases else None
 
     return wait_until(phase, timeout=120, interval=0.5, message=f"pod {name} in {phases}")
+
+
+@dataclass
+class HelmRelease:
+    """nsprov installed with ``helm install`` (charts/nsprov) beside the kustomize one.
+
+    Its own namespace, full name, selector and grant, so it shares no object, no
+    admission policy and no namespace with the ``deployed`` installation: both can run
+    in one node session, and neither sees the other's namespaces.
+    """
+
+    name: str
+    namespace: str
+    selector: str
+    grant: str
+    token: str
+    values: Path
+    install_seconds: float
+
+    def helm(self, cluster: NodeCluster, *args: str, timeout: float = 300) -> str:
+        result = subprocess.run(
+            [str(build.ensure_tools_built().helm), f"--kubeconfig={cluster.plane.kubeconfig}",
+             "--namespace", self.namespace, *args],
+            capture_output=True, text=True, timeout=timeout, check=False,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise AssertionError(f"helm {' '.join(args)} failed: {result.stderr}")
+        return result.stdout
+
+    def pods(self, cluster: NodeCluster) -> list[Any]:
+        listed = cluster.json("-n", self.namespace, "get", "pods", "-l",
+                              "app.kubernetes.io/name=nsprov")  # fmt: skip
+        return list(listed["items"])
+
+
+@pytest.fixture(scope="module")
+def helm_release(
+    node: NodeCluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[HelmRelease]:
+    try:
+        build.ensure_tools_built()
+    except build.BuildError as exc:
+        pytest.skip(f"no helm here: {exc}")
+    work = tmp_path_factory.mktemp("helm")
+    image_name, image_tag = images.NSPROV_IMAGE.rsplit(":", 1)
+    token = secrets.token_hex(32)
+    release = HelmRelease(
+        name="nsprov-helm",
+        namespace="nsprov-helm",
+        selector="nsprov-helm.test/provisioner=helm",
+        grant="nsprov-helm-grant",
+        token=token,
+        values=work / "values.yaml",
+        install_seconds=0.0,
+    )
+    values = {
+        "image": {"repository": image_name, "tag": image_tag, "pullPolicy": "Never"},
+        "selector": release.selector,
+        "grant": {
+            "name": release.grant,
+            "rules": [
+                {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "create"]}
+            ],
+        },
+        "tokens": {"create": {"helm-test": token}},
+        "env": [
+            {"name": "NSPROV_SERVER", "value": node.plane.server},
+            {"name": "NSPROV_LEADER_ELECT_LEASE_DURATION", "value": "6s"},
+        ],
+    }
+    release.values.write_text(yaml.safe_dump(values))
+    # Helm installs into a namespace it does not own: made first, with the Pod Security
+    # level k8s/namespace.yaml gives nsprov's (the README's Helm steps).
+    node.kubectl("create", "namespace", release.namespace)
+    node.kubectl("label", "namespace", release.namespace,
+                 "pod-security.kubernetes.io/enforce=restricted")  # fmt: skip
+    started = time.monotonic()
+    try:
+        chart = str(REPO / "charts" / "nsprov")
+        release.helm(node, "install", release.name, chart, "--values", str(release.values),
+                     "--wait", "--timeout=180s", timeout=240)  # fmt: skip
+        release.install_seconds = time.monotonic() - started
+        yield release
+    finally:
+        release.helm(node, "uninstall", release.name, "--wait", "--timeout=120s", timeout=180)
+        node.kubectl("delete", "namespace", release.namespace, "--wait=false", check=False)
+        node.kubectl("delete", "namespace", "-l", release.selector, "--wait=false", check=False)
+
+
+class ServiceClient:
+    """A CI client of nsprov's Service, as kube-proxy would route it.
+
+    Each attempt picks a ready endpoint from the Service's EndpointSlices, as read at
+    that moment, and retries on connection errors with the same Idempotency-Key, as
+    the GitHub Action does. What it records is what a CI job would see.
+    """
+
+    def __init__(
+        self, cluster: NodeCluster, token: str, namespace: str = "nsprov", service: str = "nsprov"
+    ) -> None:
+        self.cluster = cluster
+        self.token = token
+        self.namespace = namespace
+        self.service = service
+        self.created: list[str] = []
+        self.retried: list[str] = []
+        self.failed: list[str] = []
+
+    def endpoints(self) -> list[str]:
+        slices = self.cluster.json("-n", self.namespace, "get", "endpointslices", "-l",
+                                   f"kubernetes.io/service-name={self.service}")  # fmt: skip
+        return [
+            address
+            for item in slices["items"]
+            for endpoint in item.get("endpoints") or []
+            if endpoint.get("conditions", {}).get("ready")
+            for address in endpoint["addresses"]
+        ]
+
+    def create(self, attempts: int = 5) -> None:
+        key = secrets.token_hex(8)
+        for attempt in range(attempts):
+            addresses = self.endpoints()
+            if not addresses:
+                time.sleep(0.5)
+                continue
+            url = f"http://{random.choice(addresses)}:8080/api/v1/namespaces"  # noqa: S311
+            try:
+                response = httpx.post(
+                    url,
+                    params={"ttl": "1m"},
+                    headers={"Authorization": f"Bearer {self.token}", "Idempotency-Key": key},
+                    timeout=30,
+                )
+            except httpx.TransportError as exc:
+                self.retried.append(f"attempt {attempt}: {type(exc).__name__}: {exc}")
+                time.sleep(0.5)
+                continue
+            if response.status_code == 201:
+                self.created.append(response.headers["x-namespace"])
+                return
+            if response.status_code == 503:
+                self.retried.append(f"attempt {attempt}: 503 {response.text[:200]}")
+                time.sleep(float(response.headers.get("retry-after", "1")))
+                continue
+            self.failed.append(f"{response.status_code} {response.text[:300]}")
+            return
+        self.failed.append(f"no success in {attempts} attempts")

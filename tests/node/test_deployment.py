@@ -7,9 +7,7 @@ shows (the kubelet terminating a tenant's pod when its namespace expires).
 from __future__ import annotations
 
 import os
-import random
 import re
-import secrets
 import subprocess
 import sys
 import threading
@@ -21,7 +19,13 @@ import httpx
 import pytest
 
 from tests.cluster import build, images
-from tests.node.conftest import Deployed, NodeCluster, pod_ip, wait_for_pod_phase
+from tests.node.conftest import (
+    Deployed,
+    NodeCluster,
+    ServiceClient,
+    pod_ip,
+    wait_for_pod_phase,
+)
 from tests.support import wait_until
 
 # The first test pays for the session: images (cold: minutes) and the node's start.
@@ -219,65 +223,8 @@ def test_leader_pod_deleted_the_other_replica_takes_over(
                message="two Ready replicas")  # fmt: skip
 
 
-class _ServiceClient:
-    """A client of the ``nsprov`` Service as kube-proxy would route it (there is none here).
-
-    Each attempt picks a ready endpoint from the Service's EndpointSlices, as read at
-    that moment, and retries on connection errors with the same Idempotency-Key, as
-    the GitHub Action does. What it records is what a CI job would see.
-    """
-
-    def __init__(self, cluster: NodeCluster, token: str) -> None:
-        self.cluster = cluster
-        self.token = token
-        self.created: list[str] = []
-        self.retried: list[str] = []
-        self.failed: list[str] = []
-
-    def endpoints(self) -> list[str]:
-        slices = self.cluster.json("-n", "nsprov", "get", "endpointslices", "-l",
-                                   "kubernetes.io/service-name=nsprov")  # fmt: skip
-        return [
-            address
-            for item in slices["items"]
-            for endpoint in item.get("endpoints") or []
-            if endpoint.get("conditions", {}).get("ready")
-            for address in endpoint["addresses"]
-        ]
-
-    def create(self, attempts: int = 5) -> None:
-        key = secrets.token_hex(8)
-        for attempt in range(attempts):
-            addresses = self.endpoints()
-            if not addresses:
-                time.sleep(0.5)
-                continue
-            url = f"http://{random.choice(addresses)}:8080/api/v1/namespaces"  # noqa: S311
-            try:
-                response = httpx.post(
-                    url,
-                    params={"ttl": "1m"},
-                    headers={"Authorization": f"Bearer {self.token}", "Idempotency-Key": key},
-                    timeout=30,
-                )
-            except httpx.TransportError as exc:
-                self.retried.append(f"attempt {attempt}: {type(exc).__name__}: {exc}")
-                time.sleep(0.5)
-                continue
-            if response.status_code == 201:
-                self.created.append(response.headers["x-namespace"])
-                return
-            if response.status_code == 503:
-                self.retried.append(f"attempt {attempt}: 503 {response.text[:200]}")
-                time.sleep(float(response.headers.get("retry-after", "1")))
-                continue
-            self.failed.append(f"{response.status_code} {response.text[:300]}")
-            return
-        self.failed.append(f"no success in {attempts} attempts")
-
-
 def test_rollout_restart_under_a_stream_of_creates(node: NodeCluster, deployed: Deployed) -> None:
-    client = _ServiceClient(node, deployed.token)
+    client = ServiceClient(node, deployed.token)
     stop = threading.Event()
 
     def stream() -> None:

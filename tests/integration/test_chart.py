@@ -1,0 +1,247 @@
+"""The Helm chart (charts/nsprov) is the kustomize base k8s/, with values on top.
+
+The chart reads k8s/ through a link (charts/nsprov/files/k8s), so the two cannot drift
+by hand; these tests keep it so: with default values the chart renders the objects
+`kubectl kustomize k8s/` does (but the Namespace, which Helm leaves to the installer),
+and every value changes what it says and nothing else. No cluster needed: helm renders
+offline, kubectl kustomizes offline.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.cluster import build
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "nsprov"
+DEFAULT_SELECTOR = "controller.observatorium.io=namespace-provisioner"
+# Labels Helm's convention puts on every object; the base has none of them.
+HELM_LABELS = (
+    "helm.sh/chart",
+    "app.kubernetes.io/managed-by",
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/version",
+)
+
+Objects = dict[tuple[str, str, str], dict[str, Any]]
+
+
+@pytest.fixture(scope="module")
+def helm() -> Path:
+    return build.ensure_tools_built().helm
+
+
+def _run(*args: str | Path) -> str:
+    result = subprocess.run(
+        [str(a) for a in args], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, f"{args[0]} {args[1]} failed:\n{result.stderr}"
+    return result.stdout
+
+
+def _by_identity(text: str) -> Objects:
+    objects: Objects = {}
+    for doc in yaml.safe_load_all(text):
+        if not doc:
+            continue
+        key = (doc["kind"], doc["metadata"].get("namespace", ""), doc["metadata"]["name"])
+        assert key not in objects, f"{key} rendered twice"
+        objects[key] = doc
+    return objects
+
+
+def _without_helm_labels(objects: Objects) -> Objects:
+    for doc in objects.values():
+        labels = doc["metadata"].get("labels", {})
+        for name in HELM_LABELS:
+            labels.pop(name, None)
+    return objects
+
+
+def _template(helm: Path, *flags: str, release: str = "nsprov", namespace: str = "nsprov") -> str:
+    return _run(helm, "template", release, CHART, "--namespace", namespace, *flags)
+
+
+def _kustomized() -> Objects:
+    return _by_identity(_run(build.ensure_built().kubectl, "kustomize", REPO / "k8s"))
+
+
+def test_default_values_render_the_kustomize_base(helm: Path) -> None:
+    base = _kustomized()
+    chart = _by_identity(_template(helm))
+    # Every object carries Helm's labels, with the chart's and the release's names.
+    for doc in chart.values():
+        labels = doc["metadata"]["labels"]
+        assert labels["app.kubernetes.io/managed-by"] == "Helm", doc["metadata"]
+        assert labels["app.kubernetes.io/instance"] == "nsprov"
+    namespaces = [key for key in base if key[0] == "Namespace"]
+    assert namespaces == [("Namespace", "", "nsprov")]
+    del base[namespaces[0]]
+    assert len(base) > 20, sorted(base)
+    assert sorted(chart) == sorted(base)
+    chart = _without_helm_labels(chart)
+    for key, doc in base.items():
+        assert _spaced(chart[key]) == _spaced(doc), f"{key} differs from k8s/"
+
+
+def _spaced(value: Any) -> Any:
+    """Every string with its runs of whitespace made one space.
+
+    kustomize (go-yaml v3) reads a folded scalar's more-indented lines with one line break
+    more than the YAML spec (and helm, and PyYAML) do; in the CEL of the admission policies,
+    the only such scalars, whitespace means nothing.
+    """
+    if isinstance(value, str):
+        return " ".join(value.split())
+    if isinstance(value, dict):
+        return {k: _spaced(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_spaced(v) for v in value]
+    return value
+
+
+def test_helm_lint_passes(helm: Path, every_value: Path) -> None:
+    out = _run(helm, "lint", "--strict", CHART)
+    assert "1 chart(s) linted, 0 chart(s) failed" in out, out
+    out = _run(helm, "lint", "--strict", CHART, "--values", every_value)
+    assert "1 chart(s) linted, 0 chart(s) failed" in out, out
+
+
+@pytest.fixture
+def every_value(tmp_path: Path) -> Path:
+    """A values file that sets every value the chart has."""
+    values = {
+        "image": {"repository": "registry.example/nsprov", "tag": "9.9.9", "pullPolicy": "Always"},
+        "replicas": 3,
+        "selector": "example.com/ci=ephemeral",
+        "grant": {
+            "name": "ci-grant",
+            "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]}],
+        },
+        "bindClusterRoles": ["view"],
+        "tokens": {"create": {"ci-main": "a" * 64}},
+        "policy": {"defaults": {"ttl": "1h"}},
+        "resources": {"limits": {"memory": "512Mi"}},
+        "env": [{"name": "NSPROV_SERVER", "value": "https://k8s.example:6443"}],
+        "podAnnotations": {"example.com/rev": "2"},
+    }
+    path = tmp_path / "values.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+def test_values_change_what_they_name(helm: Path, every_value: Path) -> None:
+    text = _template(helm, "--values", str(every_value), release="ci", namespace="ci-tools")
+    objects = _by_identity(text)
+    # Names: "nsprov" becomes the release's full name; no cluster-scoped name is shared with
+    # a default installation, and every reference follows.
+    assert ("ClusterRole", "", "ci-nsprov") in objects
+    assert ("ClusterRole", "", "ci-grant") in objects
+    assert ("ValidatingAdmissionPolicy", "", "ci-nsprov-protect") in objects
+    binding = objects[("ClusterRoleBinding", "", "ci-nsprov")]
+    assert binding["roleRef"]["name"] == "ci-nsprov"
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "ci-nsprov", "namespace": "ci-tools"}
+    ]
+    vap_binding = objects[("ValidatingAdmissionPolicyBinding", "", "ci-nsprov-confine")]
+    assert vap_binding["spec"]["policyName"] == "ci-nsprov-confine"
+    assert all(ns in ("", "ci-tools") for _, ns, _ in objects)
+    # The admission policies protect this installation's selector and exempt its identity:
+    # nothing of the defaults is left in them.
+    assert "system:serviceaccount:ci-tools:ci-nsprov" in text
+    assert "nsprov:nsprov" not in text
+    assert "observatorium" not in text
+    finalizers = objects[("ValidatingAdmissionPolicy", "", "ci-nsprov-finalizers")]
+    assert finalizers["spec"]["matchConstraints"]["namespaceSelector"] == {
+        "matchLabels": {"example.com/ci": "ephemeral"}
+    }
+    # The grant, and nsprov's bind on it and on the policy's roles.
+    assert objects[("ClusterRole", "", "ci-grant")]["rules"][0]["resources"] == ["configmaps"]
+    binds = [r for r in objects[("ClusterRole", "", "ci-nsprov")]["rules"] if "bind" in r["verbs"]]
+    assert [r["resourceNames"] for r in binds] == [["ci-grant", "view"]]
+    # The Deployment.
+    deployment = objects[("Deployment", "ci-tools", "ci-nsprov")]
+    assert deployment["spec"]["replicas"] == 3
+    pod = deployment["spec"]["template"]
+    assert pod["metadata"]["annotations"] == {"example.com/rev": "2"}
+    assert pod["spec"]["serviceAccountName"] == "ci-nsprov"
+    container = pod["spec"]["containers"][0]
+    assert container["image"] == "registry.example/nsprov:9.9.9"
+    assert container["imagePullPolicy"] == "Always"
+    assert container["resources"] == {"limits": {"memory": "512Mi"}}
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["NSPROV_SELECTOR"] == "example.com/ci=ephemeral"
+    assert env["NSPROV_CLUSTER_ROLE"] == "ci-grant"
+    assert env["NSPROV_POLICY_FILE"] == "/etc/nsprov/policy/policy.yaml"
+    assert env["NSPROV_SERVER"] == "https://k8s.example:6443"
+    assert env["NSPROV_TOKEN_FILE"] == "/etc/nsprov/tokens/tokens"  # the base's, kept
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert volumes["tokens"]["secret"]["secretName"] == "ci-nsprov-tokens"
+    assert volumes["policy"]["configMap"]["name"] == "ci-nsprov-policy"
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts["policy"] == "/etc/nsprov/policy"
+    # The Secret and the ConfigMap the values made.
+    secret = objects[("Secret", "ci-tools", "ci-nsprov-tokens")]
+    assert secret["stringData"]["tokens"].strip() == "ci-main: " + "a" * 64
+    policy = objects[("ConfigMap", "ci-tools", "ci-nsprov-policy")]
+    assert yaml.safe_load(policy["data"]["policy.yaml"]) == {"defaults": {"ttl": "1h"}}
+
+
+def test_switches_and_an_existing_secret(helm: Path) -> None:
+    flags = (
+        "--set", "admissionPolicies.enabled=false", "--set", "networkPolicy.enabled=false",
+        "--set", "serviceMonitor.enabled=false", "--set", "prometheusRule.enabled=false",
+        "--set", "tokens.existingSecret=ci-tokens", "--set", "tokens.create.x=y",
+        "--set-string", "policy=defaults: {ttl: 2h}",
+    )  # fmt: skip
+    objects = _by_identity(_template(helm, *flags))
+    kinds = {kind for kind, _, _ in objects}
+    assert not kinds & {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
+    assert not kinds & {"NetworkPolicy", "ServiceMonitor", "PrometheusRule"}
+    # Nothing else of the base is left out.
+    left_out = {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "NetworkPolicy",
+                "ServiceMonitor", "PrometheusRule", "Namespace"}  # fmt: skip
+    base = {(kind, name) for kind, _, name in _kustomized() if kind not in left_out}
+    assert base <= {(kind, name) for kind, _, name in objects}
+    assert "Secret" not in kinds  # an existing Secret wins over create
+    pod = objects[("Deployment", "nsprov", "nsprov")]["spec"]["template"]["spec"]
+    tokens = next(v for v in pod["volumes"] if v["name"] == "tokens")
+    assert tokens["secret"]["secretName"] == "ci-tokens"
+    policy = objects[("ConfigMap", "nsprov", "nsprov-policy")]["data"]["policy.yaml"]
+    assert yaml.safe_load(policy) == {"defaults": {"ttl": "2h"}}
+
+
+def test_a_selector_without_a_value_is_refused(helm: Path) -> None:
+    def refusal(*flags: str) -> str:
+        result = subprocess.run(
+            [str(helm), "template", "nsprov", str(CHART), "--set", "selector=novalue", *flags],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode != 0
+        return result.stderr
+
+    # values.schema.json refuses it, and so does the template where the schema is skipped.
+    assert "at '/selector': 'novalue' does not match pattern" in refusal()
+    skipped = refusal("--skip-schema-validation")
+    assert 'selector "novalue" is not key=value' in skipped
+
+
+def test_the_schema_refuses_a_misspelt_value(helm: Path) -> None:
+    result = subprocess.run(
+        [str(helm), "template", "nsprov", str(CHART), "--set", "replica=3"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "additional properties 'replica' not allowed" in result.stderr
