@@ -9,6 +9,7 @@ offline, kubectl kustomizes offline.
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,38 @@ def test_default_values_render_the_kustomize_base(helm: Path) -> None:
         assert _spaced(chart[key]) == _spaced(doc), f"{key} differs from k8s/"
 
 
+def test_monitoring_values_render_the_monitoring_component(helm: Path, tmp_path: Path) -> None:
+    """serviceMonitor, prometheusRule and dashboard on = k8s/ with k8s/monitoring added,
+    as the README's overlay adds it."""
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "resources": [os.path.relpath(REPO / "k8s", overlay)],
+                "components": [os.path.relpath(REPO / "k8s" / "monitoring", overlay)],
+            }
+        )
+    )
+    base = _by_identity(_run(build.ensure_built().kubectl, "kustomize", overlay))
+    del base[("Namespace", "", "nsprov")]
+    flags = ("serviceMonitor", "prometheusRule", "dashboard")
+    chart = _by_identity(
+        _template(helm, *(f for v in flags for f in ("--set", f"{v}.enabled=true")))
+    )
+    added = {key for key in base if key[0] in ("ServiceMonitor", "PrometheusRule")}
+    added.add(("ConfigMap", "nsprov", "nsprov-dashboard"))
+    assert added <= set(base), sorted(base)
+    assert sorted(chart) == sorted(base)
+    chart = _without_helm_labels(chart)
+    for key in added:
+        assert _spaced(chart[key]) == _spaced(base[key]), f"{key} differs from k8s/monitoring"
+    # Off by default, as in k8s/ (their CRDs may be missing).
+    assert not added & set(_by_identity(_template(helm)))
+
+
 def _spaced(value: Any) -> Any:
     """Every string with its runs of whitespace made one space.
 
@@ -151,7 +184,16 @@ def test_values_change_what_they_name(helm: Path, every_value: Path) -> None:
     ]
     vap_binding = objects[("ValidatingAdmissionPolicyBinding", "", "ci-nsprov-confine")]
     assert vap_binding["spec"]["policyName"] == "ci-nsprov-confine"
-    assert all(ns in ("", "ci-tools") for _, ns, _ in objects)
+    # Everything in the release's namespace, but the Role that lets nsprov record Events
+    # about (cluster-scoped) Namespaces, which live in default.
+    assert {(kind, ns) for kind, ns, _ in objects if ns not in ("", "ci-tools")} == {
+        ("Role", "default"),
+        ("RoleBinding", "default"),
+    }
+    events = objects[("RoleBinding", "default", "ci-nsprov-events")]
+    assert events["subjects"] == [
+        {"kind": "ServiceAccount", "name": "ci-nsprov", "namespace": "ci-tools"}
+    ]
     # The admission policies protect this installation's selector and exempt its identity:
     # nothing of the defaults is left in them.
     assert "system:serviceaccount:ci-tools:ci-nsprov" in text

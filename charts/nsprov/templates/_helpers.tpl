@@ -84,7 +84,9 @@ yes
 {{- $v := $root.Values -}}
 {{- $meta := $o.metadata -}}
 {{- $_ := set $meta "name" (include "nsprov.rename" (dict "name" $meta.name "root" $root)) -}}
-{{- if hasKey $meta "namespace" -}}
+{{- /* The base's own namespace becomes the release's; another (the events Role in
+default) stays where the base puts it. */ -}}
+{{- if eq ($meta.namespace | default "") "nsprov" -}}
 {{- $_ = set $meta "namespace" $root.Release.Namespace -}}
 {{- end -}}
 {{- $_ = set $meta "labels" (merge (fromYaml (include "nsprov.labels" .)) ($meta.labels | default dict)) -}}
@@ -92,7 +94,7 @@ yes
 {{- $_ = set $o.roleRef "name" (include "nsprov.rename" (dict "name" $o.roleRef.name "root" $root)) -}}
 {{- range $subject := $o.subjects -}}
 {{- $_ = set $subject "name" (include "nsprov.rename" (dict "name" $subject.name "root" $root)) -}}
-{{- if hasKey $subject "namespace" -}}
+{{- if eq ($subject.namespace | default "") "nsprov" -}}
 {{- $_ = set $subject "namespace" $root.Release.Namespace -}}
 {{- end -}}
 {{- end -}}
