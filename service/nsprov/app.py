@@ -270,6 +270,9 @@ class _NamespaceInformer:
     def items(self) -> list[dict[str, Any]]:
         return self._informer.items()
 
+    def version(self) -> int | None:
+        return self._informer.version()
+
 
 class _QuotaInformer:
     """The ResourceQuota informer as the API wing's read-only ``QuotaSource``."""

@@ -44,6 +44,11 @@ class NamespaceSource(Protocol):
 
     def items(self) -> list[dict[str, Any]]: ...
 
+    def version(self) -> int | None:
+        """The newest resourceVersion the cache has applied (an event's, a bookmark's, a
+        list's), or None when it cannot say."""
+        ...
+
 
 class QuotaSource(Protocol):
     """A read-only cache of nsprov's ResourceQuotas (selector-labelled) kept current by a watch.
@@ -127,7 +132,15 @@ class ReadYourWrites:
         if entry is None:
             return None
         until, written = entry
-        caught_up = _caught_up(cached, written) if cached is not None else _deletion(written)
+        if cached is not None:
+            caught_up = _caught_up(cached, written)
+        else:
+            # Not cached: either the cache has not seen our write yet, or it saw the
+            # namespace come and go (expired, rolled back) before anything read it. Only
+            # the cache's own version tells which; without one, the hold decides.
+            seen, ours = self.source.version(), _version(written)
+            gone_since = seen is not None and ours is not None and seen >= ours
+            caught_up = _deletion(written) or gone_since
         if self.clock() >= until or caught_up:
             del self._written[name]
             return None

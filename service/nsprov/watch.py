@@ -250,6 +250,7 @@ class Informer:
         self._on_foreign = on_foreign
         self._streaming = resource.streamed
         self._store: dict[Key, dict[str, Any]] = {}
+        self._version = ""  # the newest resourceVersion applied to _store (under _lock)
         self._catching_up: dict[str, _CatchUp] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -270,6 +271,21 @@ class Informer:
     def __len__(self) -> int:
         with self._lock:
             return len(self._store)
+
+    def version(self) -> int | None:
+        """The newest resourceVersion the cache reflects (a list's, an event's or a
+        bookmark's), as etcd's revision; None before the first list or when the server's
+        versions are not numbers (they are opaque in the API, numeric in practice).
+
+        Read-your-writes (namespacecache.py) uses it to tell "not seen yet" from "seen
+        and deleted since" for an object missing from the cache.
+        """
+        with self._lock:
+            version = self._version
+        try:
+            return int(version)
+        except ValueError:
+            return None
 
     def _keeps(self, obj: dict[str, Any]) -> bool:
         """Whether ``obj`` is in scope; if not, it is counted (and its namespace noted)."""
@@ -356,15 +372,16 @@ class Informer:
         except Exception as exc:
             self._on_list(exc)
             raise
-        self._replace(items)
+        self._replace(items, version)
         return version
 
-    def _replace(self, items: list[dict[str, Any]]) -> None:
-        """The cache is ``items`` now: say what went and what is there."""
+    def _replace(self, items: list[dict[str, Any]], version: str) -> None:
+        """The cache is ``items`` (as of ``version``) now: say what went and what is there."""
         fresh = {key_of(obj): obj for obj in items}
         with self._lock:
             gone = [obj for key, obj in self._store.items() if key not in fresh]
             self._store = fresh
+            self._version = version
             for catching_up in self._catching_up.values():
                 catching_up.stale = True
         for obj in gone:
@@ -463,7 +480,7 @@ class Informer:
                     last = self._apply(event, last)
                 elif self._initial_event(event, initial):
                     last = str(event["object"]["metadata"].get("resourceVersion", ""))
-                    self._replace(initial)
+                    self._replace(initial, last)
                     initial = None
                 # Only a watch that delivers proves the API healthy again; a successful
                 # list followed by a failing watch must keep backing off.
@@ -502,11 +519,14 @@ class Informer:
             raise WatchFailed(str(obj.get("message", obj)))
         new_version = str(obj.get("metadata", {}).get("resourceVersion") or version)
         if kind == "BOOKMARK":
+            with self._lock:
+                self._version = new_version
             return new_version
         key = key_of(obj)
         if kind == "DELETED":
             with self._lock:
                 had = self._store.pop(key, None)
+                self._version = new_version
                 catching_up = self._catching_up.get(key[0])
                 if catching_up is not None:
                     catching_up.deleted.add(key[1])
@@ -517,10 +537,12 @@ class Informer:
             # Its namespace is not (or no longer) nsprov's: what we held of it goes too.
             with self._lock:
                 self._store.pop(key, None)
+                self._version = new_version
             return new_version
         obj = shaped(obj, self.resource)
         with self._lock:
             self._store[key] = obj
+            self._version = new_version
         self._listener(str(kind), obj)
         return new_version
 

@@ -12,6 +12,10 @@ def _ns(name: str, version: str, **extra: Any) -> dict[str, Any]:
 class _Cache:
     def __init__(self) -> None:
         self.store: dict[str, dict[str, Any]] = {}
+        self.seen: int | None = None
+
+    def version(self) -> int | None:
+        return self.seen
 
     def synced(self) -> bool:
         return True
@@ -103,3 +107,24 @@ def test_our_deletion_shows_over_the_cached_namespace_and_goes_with_it() -> None
     del cache.store["np-a"]
     assert view.items() == []
     assert view.get("np-a") is None
+
+
+def test_own_create_gone_before_any_read_is_no_ghost() -> None:
+    """A namespace we created, that the cache then saw come and go (it expired, or its
+    creation was rolled back) before anything read it, must not show for hold_seconds:
+    it would hold a cap slot it no longer takes."""
+    cache = _Cache()
+    view = ReadYourWrites(cache)
+    view.record(_ns("np-a", "10"))
+    cache.seen = 9  # the cache is behind our create: ours shows
+    assert view.get("np-a") == _ns("np-a", "10")
+    cache.seen = 14  # it saw np-a added (10) and deleted (13); it has nothing of it
+    assert view.get("np-a") is None
+    assert view.items() == []
+
+
+def test_a_cache_without_versions_keeps_the_old_rule() -> None:
+    cache = _Cache()
+    view = ReadYourWrites(cache)
+    view.record(_ns("np-a", "10"))
+    assert view.get("np-a") == _ns("np-a", "10")  # held until hold_seconds

@@ -46,15 +46,19 @@ def test_events_update_the_cache_and_the_version() -> None:
     assert informer._apply(_event("ADDED", "np-a", "10"), "1") == "10"
     assert informer._apply(_event("MODIFIED", "np-a", "11"), "10") == "11"
     assert informer.get("", "np-a")["metadata"]["resourceVersion"] == "11"
+    assert informer.version() == 11
     assert informer._apply(_event("DELETED", "np-a", "12"), "11") == "12"
     assert informer.get("", "np-a") is None
+    assert informer.version() == 12  # the cache saw np-a go: read-your-writes may forget it
     assert seen == [("ADDED", "np-a"), ("MODIFIED", "np-a"), ("DELETED", "np-a")]
 
 
 def test_bookmarks_move_the_version_without_an_event() -> None:
     informer, seen = _informer()
     bookmark = {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "99"}}}
+    assert informer.version() is None  # nothing listed yet
     assert informer._apply(bookmark, "5") == "99"
+    assert informer.version() == 99
     assert seen == []
     assert len(informer) == 0
 
@@ -288,7 +292,7 @@ def test_catching_up_neither_revives_a_deletion_nor_overwrites_a_newer_event() -
 def test_a_relist_during_a_catch_up_makes_it_list_again() -> None:
     kube = _Pages([_service_account("np-a", "sa")])
     informer, _, _, _ = _scoped(SERVICE_ACCOUNTS, kube)
-    kube.during = [lambda: informer._replace([])]
+    kube.during = [lambda: informer._replace([], "")]
     informer.catch_up("np-a")
     assert len(kube.asked) == 2
     assert informer.get("np-a", "sa") is not None
