@@ -47,7 +47,13 @@ def _main_then_post(
 ) -> tuple[dict[str, str], str, str]:
     """Main, then post with main's state and ``job_status``; main's outputs and both logs."""
     tmp_path.mkdir(parents=True)
-    env = {"PATH": os.environ["PATH"], **_runner_files(tmp_path), **inputs}
+    # GITHUB_WORKSPACE: where a failed job's diagnostics go (else the current directory).
+    env = {
+        "PATH": os.environ["PATH"],
+        "GITHUB_WORKSPACE": str(tmp_path),
+        **_runner_files(tmp_path),
+        **inputs,
+    }
     main = _step("main.js", env)
     assert main.returncode == 0, main.stdout + main.stderr
     outputs = parse_file_commands(Path(env["GITHUB_OUTPUT"]).read_text())
@@ -85,6 +91,7 @@ def test_key_reuses_the_namespace_and_delete_on_success_keeps_a_failed_ones(
     assert first["reused"] == "false"
     assert f"Namespace {name} (new for key pr-11)" in main
     assert "delete is on-success and the job failed: leaving namespace" in post
+    assert (tmp_path / "1" / "nsprov-diagnostics" / f"{name}.txt").exists(), "still reported"
     assert namespace_status(core, name) == "active"
 
     second, main, post = _main_then_post(tmp_path / "2", inputs, job_status="success")
