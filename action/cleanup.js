@@ -21,7 +21,7 @@ import { join } from 'node:path';
 import { bearerToken, readCredentials } from './credentials.js';
 import { collect, logLines, wanted, writeReport } from './diagnostics.js';
 import { removeKubeconfig } from './kubeconfig.js';
-import { STATE, diagnosticsInput, redact } from './provision.js';
+import { STATE, deleteInput, diagnosticsInput, redact } from './provision.js';
 import { CLEANUP_TIMING, stepTiming, timingFromEnv } from './retry.js';
 import { Runner } from './runner.js';
 import { NsprovClient, requireSecureUrl } from './service-client.js';
@@ -31,7 +31,8 @@ export const REPORT_DIRECTORY = 'nsprov-diagnostics';
 export async function run({ runner = new Runner(), fetch } = {}) {
   const recorded = runner.getState(STATE.namespace);
   const idempotencyKey = runner.getState(STATE.idempotencyKey);
-  if (!recorded && !idempotencyKey) {
+  const key = runner.getState(STATE.key);
+  if (!recorded && !idempotencyKey && !key) {
     runner.info('Nothing to clean up: main did not get as far as asking the service for a namespace.');
     return;
   }
@@ -49,14 +50,22 @@ export async function run({ runner = new Runner(), fetch } = {}) {
     if (recorded && wanted(diagnosticsInput(runner), failed)) {
       await report(runner, recorded, failed ? 'the job failed' : 'diagnostics: always');
     }
-    if (!runner.getBooleanInput('cleanup', { defaultValue: true })) {
-      runner.info(`cleanup is false: leaving ${what} to expire${expiresAt ? ` at ${expiresAt}` : ' with its TTL'}.`);
+    const when = deleteInput(runner, key);
+    const until = expiresAt ? ` at ${expiresAt}` : ' with its TTL';
+    if (when === 'never') {
+      const why = runner.getBooleanInput('cleanup', { defaultValue: true }) ? 'delete is never' : 'cleanup is false';
+      const next = key ? `; mode: delete with key ${key} ends it` : '';
+      runner.info(`${why}: leaving ${what} to expire${until}${next}.`);
+      return;
+    }
+    if (when === 'on-success' && failed && !keepFor) {
+      runner.info(`delete is on-success and the job failed: leaving ${what} to expire${until}.`);
       return;
     }
     try {
       const client = await serviceClient(runner, credentials, secrets, fetch);
       if (keepFor && recorded) await keep(runner, client, recorded, keepFor, expiresAt);
-      else await deleteNamespace(runner, client, { recorded, idempotencyKey });
+      else await deleteNamespace(runner, client, { recorded, idempotencyKey, key });
     } finally {
       // The credentials die with the namespace; the file goes whatever happened to the delete.
       await removeKubeconfig(runner.getState(STATE.kubeconfig), runner.getState(STATE.kubeconfigDir));
@@ -127,8 +136,14 @@ async function keep(runner, client, namespace, ttl, expiresAt) {
   );
 }
 
-async function deleteNamespace(runner, client, { recorded, idempotencyKey }) {
+async function deleteNamespace(runner, client, { recorded, idempotencyKey, key }) {
   let namespace = recorded;
+  if (!namespace && key) {
+    runner.info(`Main recorded no namespace (cancelled, or the answer was lost): deleting the one for key ${key}.`);
+    namespace = await client.deleteByKey(key);
+    runner.info(namespace ? `Namespace ${namespace} is marked for deletion.` : `No namespace for key ${key}: nothing to delete.`);
+    return;
+  }
   if (!namespace) {
     runner.info('Main recorded no namespace (cancelled, or the answer was lost): looking it up by its Idempotency-Key.');
     namespace = await client.findByIdempotencyKey(idempotencyKey);

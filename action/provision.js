@@ -20,18 +20,28 @@ import { bearerToken, readCredentials } from './credentials.js';
 import { MODES as DIAGNOSTICS_MODES } from './diagnostics.js';
 import { parseDuration, positiveDurationInput } from './duration.js';
 import { existingIsOurs, findKubeconfigSecrets, makePrivateDir, writeKubeconfig } from './kubeconfig.js';
-import { PROVISION_TIMING, stepTiming, timingFromEnv } from './retry.js';
+import { CLEANUP_TIMING, PROVISION_TIMING, stepTiming, timingFromEnv } from './retry.js';
 import { Runner } from './runner.js';
 import { NsprovClient, ServiceError, requireSecureUrl } from './service-client.js';
 
 /** Names under which main leaves facts for post (post reads them as STATE_<name>). */
 export const STATE = Object.freeze({
   idempotencyKey: 'idempotency_key',
+  key: 'key',
   namespace: 'namespace',
   expiresAt: 'expires_at',
   kubeconfig: 'kubeconfig',
   kubeconfigDir: 'kubeconfig_dir',
 });
+
+/** What the step does: provision (and post cleans up), or only delete a preview key's namespace. */
+export const MODES = Object.freeze(['create', 'delete']);
+
+/** When post deletes the namespace: input delete. */
+export const DELETE_WHEN = Object.freeze(['always', 'on-success', 'never']);
+
+/** A preview key, as the service takes it (e.g. pr-42). */
+const KEY = /^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$/;
 
 /** A Kubernetes namespace name (an RFC 1123 label). */
 const NAMESPACE_NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
@@ -73,13 +83,20 @@ async function provision(runner, secrets, { signal, fetch }) {
   const url = requireSecureUrl(runner.getInput('url', { required: true }), {
     allowInsecure: runner.getBooleanInput('allow-insecure-url', { defaultValue: false }),
   });
+  const mode = modeInput(runner);
+  const key = keyInput(runner);
+  if (mode === 'delete') {
+    if (!key) throw new Error('mode: delete needs key, the preview key whose namespace it ends');
+    await deleteKeyed(runner, secrets, credentials, url, key, { signal, fetch });
+    return;
+  }
   const ttl = runner.getInput('ttl');
   const server = runner.getInput('server');
   const requestedPath = runner.getInput('kubeconfig-path');
   const exportKubeconfig = runner.getBooleanInput('export-kubeconfig', { defaultValue: true });
   if (ttl) checkTtl(ttl);
   // Post reads these; a typo should fail here, before a namespace exists.
-  runner.getBooleanInput('cleanup', { defaultValue: true });
+  deleteInput(runner, key);
   runner.getBooleanInput('fail-on-cleanup-error', { defaultValue: false });
   diagnosticsInput(runner);
   positiveDurationInput('keep-on-failure', runner.getInput('keep-on-failure'));
@@ -98,17 +115,20 @@ async function provision(runner, secrets, { signal, fetch }) {
   const waitForSlot = runner.getBooleanInput('wait-for-slot', { defaultValue: false });
   const client = new NsprovClient({ url, token, timing, signal, fetch, onRetry, waitForSlot });
 
-  const idempotencyKey = randomUUID();
-  runner.saveState(STATE.idempotencyKey, idempotencyKey);
-  runner.info(`Requesting a namespace from ${url}${ttl ? ` with ttl ${ttl}` : ''}`);
+  // With a preview key, post finds the namespace by the key; without, by an Idempotency-Key.
+  const idempotencyKey = key ? '' : randomUUID();
+  const found = key ? STATE.key : STATE.idempotencyKey;
+  runner.saveState(found, key || idempotencyKey);
+  const forKey = key ? ` for key ${key}` : '';
+  runner.info(`Requesting a namespace${forKey} from ${url}${ttl ? ` with ttl ${ttl}` : ''}`);
   let created;
   try {
-    created = await client.createNamespace({ ttl, server, idempotencyKey });
+    created = await client.createNamespace({ ttl, server, idempotencyKey, key });
   } catch (err) {
     // The service refused the first and only attempt (4xx): no namespace carries
     // the key, so post need not look for one (and repeat the same refusal).
     if (err instanceof ServiceError && err.attempt === 1 && err.status >= 400 && err.status < 500) {
-      runner.saveState(STATE.idempotencyKey, '');
+      runner.saveState(found, '');
     }
     throw err;
   }
@@ -151,8 +171,62 @@ async function provision(runner, secrets, { signal, fetch }) {
   runner.setOutput('namespace', namespace);
   runner.setOutput('kubeconfig', path);
   runner.setOutput('expires-at', expiresAt);
+  if (key) runner.setOutput('reused', String(created.reused));
   if (exportKubeconfig) runner.exportVariable('KUBECONFIG', path);
-  runner.info(`Namespace ${namespace} is ready until ${expiresAt}; kubeconfig: ${path}`);
+  const how = key ? (created.reused ? ` (reused for key ${key})` : ` (new for key ${key})`) : '';
+  runner.info(`Namespace ${namespace}${how} is ready until ${expiresAt}; kubeconfig: ${path}`);
+}
+
+/** mode: delete: end the preview key's namespace (a pull request's closed event). */
+async function deleteKeyed(runner, secrets, credentials, url, key, { signal, fetch }) {
+  const timing = stepTiming(timingFromEnv(runner.env, CLEANUP_TIMING));
+  const onRetry = ({ error, attempt, delayMs }) =>
+    runner.info(`Attempt ${attempt} failed (${error.message}); retrying in ${(delayMs / 1000).toFixed(1)}s`);
+  const token = await bearerToken(runner, credentials, { timing, fetch, signal, onRetry });
+  secrets.push(token);
+  const client = new NsprovClient({ url, token, timing, signal, fetch, onRetry });
+  const name = await client.deleteByKey(key);
+  if (name === null) {
+    runner.info(`No namespace for key ${key}: nothing to delete.`);
+    runner.setOutput('namespace', '');
+    return;
+  }
+  runner.setOutput('namespace', name);
+  runner.info(`Namespace ${name} (key ${key}) is marked for deletion.`);
+}
+
+/** The mode input: create (the default) or delete. */
+export function modeInput(runner) {
+  const mode = runner.getInput('mode') || 'create';
+  if (!MODES.includes(mode)) throw new Error(`mode must be one of ${MODES.join(', ')}, got ${JSON.stringify(mode)}`);
+  return mode;
+}
+
+/** The key input: empty, or a preview key the service would take. */
+export function keyInput(runner) {
+  const key = runner.getInput('key');
+  if (key && !KEY.test(key)) {
+    throw new Error(`key must be 1 to 63 letters, digits, '.', '_' or '-', beginning and ending with a letter or digit (e.g. pr-42), got ${JSON.stringify(key.slice(0, 80))}`);
+  }
+  return key;
+}
+
+/**
+ * When post deletes: the delete input; left empty, always, or never with a key
+ * (a preview lives across pushes until mode: delete ends it). cleanup: false is
+ * the older spelling of never.
+ */
+export function deleteInput(runner, key) {
+  const cleanup = runner.getBooleanInput('cleanup', { defaultValue: true });
+  const when = runner.getInput('delete');
+  if (when && !DELETE_WHEN.includes(when)) {
+    throw new Error(`delete must be one of ${DELETE_WHEN.join(', ')}, got ${JSON.stringify(when)}`);
+  }
+  if (!cleanup) {
+    if (when && when !== 'never') throw new Error(`cleanup: false and delete: ${when} disagree; use delete alone`);
+    return 'never';
+  }
+  return when || (key ? 'never' : 'always');
 }
 
 /** A ttl the service could read (it decides the bounds); a typo fails before any request. */

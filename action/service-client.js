@@ -105,11 +105,17 @@ export class NsprovClient {
    * provision a second namespace. Returns what the service said, unvalidated:
    * the caller records the namespace before it checks anything else.
    */
-  async createNamespace({ ttl = '', server = '', idempotencyKey = randomUUID() } = {}) {
+  async createNamespace({ ttl = '', server = '', idempotencyKey = randomUUID(), key = '' } = {}) {
     const url = new URL(`${this.#base}/api/v1/namespaces`);
     if (ttl) url.searchParams.set('ttl', ttl);
     if (server) url.searchParams.set('server', server);
-    const { response, text } = await this.#exchange('POST', url, { 'Idempotency-Key': idempotencyKey });
+    // A preview key: the caller's live namespace for it (200) or a new one (201). Repeating
+    // it is safe by itself, so no Idempotency-Key; a 409 (its namespace is still being
+    // deleted: a reopened pull request) is retried until the name is free.
+    if (key) url.searchParams.set('key', key);
+    const { response, text } = key
+      ? await this.#exchange('POST', url, {}, { conflictIsTransient: true })
+      : await this.#exchange('POST', url, { 'Idempotency-Key': idempotencyKey });
     let body = null;
     let parseError = null;
     try {
@@ -121,8 +127,25 @@ export class NsprovClient {
       namespace: body?.namespace ?? response.headers.get('x-namespace') ?? null,
       expiresAt: body?.expiresAt ?? response.headers.get('x-expires-at') ?? null,
       kubeconfig: body?.kubeconfig ?? null,
+      reused: response.status === 200,
       parseError,
     };
+  }
+
+  /**
+   * DELETE /api/v1/namespaces?key=: end the caller's namespace for a preview key.
+   * Returns its name, or null when the key has no namespace (404).
+   */
+  async deleteByKey(key) {
+    const url = new URL(`${this.#base}/api/v1/namespaces`);
+    url.searchParams.set('key', key);
+    const { response, text } = await this.#exchange('DELETE', url, {}, { notFoundIsDone: true });
+    if (response.status === 404) return null;
+    const name = problemOf(text)?.name;
+    if (typeof name !== 'string' || !/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(name)) {
+      throw new ServiceError(`DELETE ${url.origin}${url.pathname}: the answer names no namespace; is the service older than the Action?`);
+    }
+    return name;
   }
 
   /**
@@ -175,16 +198,17 @@ export class NsprovClient {
     return expiresAt;
   }
 
-  #exchange(method, url, headers, { notFoundIsDone = false } = {}) {
+  #exchange(method, url, headers, { notFoundIsDone = false, conflictIsTransient = false } = {}) {
     const describe = `${method} ${url.href}`;
+    const options = { notFoundIsDone, conflictIsTransient };
     return withRetries(
-      ({ timeoutMs, attempt }) => this.#attempt(method, url, headers, timeoutMs, notFoundIsDone, attempt),
+      ({ timeoutMs, attempt }) => this.#attempt(method, url, headers, timeoutMs, options, attempt),
       this.#timing,
       { signal: this.#signal, onRetry: this.#onRetry, describe },
     );
   }
 
-  async #attempt(method, url, headers, timeoutMs, notFoundIsDone, attempt) {
+  async #attempt(method, url, headers, timeoutMs, { notFoundIsDone, conflictIsTransient }, attempt) {
     const describe = `${method} ${url.href}`;
     let response;
     let text;
@@ -221,7 +245,7 @@ export class NsprovClient {
         status: 429, detail: problemOf(text)?.detail ?? null, attempt,
       });
     }
-    if (TRANSIENT_STATUSES.has(response.status)) {
+    if (TRANSIENT_STATUSES.has(response.status) || (conflictIsTransient && response.status === 409)) {
       throw new TransientError(message, {
         retryAfterMs: parseRetryAfter(response.headers.get('retry-after')),
       });

@@ -49,3 +49,12 @@ test('token is optional (keyless works), url required, the new inputs have safe 
   assert.equal(declared.audience.default, 'nsprov');
   assert.equal(declared['allow-insecure-url'].default, 'false');
 });
+
+test('a preview: key and delete default to empty, mode to create, and reused is an output', async () => {
+  const declared = await declaredInputs();
+  assert.equal(declared.key.default, '');
+  assert.equal(declared.delete.default, '');
+  assert.equal(declared.mode.default, 'create');
+  const text = await readFile(join(ACTION_DIR, '..', 'action.yml'), 'utf8');
+  assert.match(text.split(/^outputs:\n/m)[1], /^ {2}reused:$/m);
+});

@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from nsprov import kubeconfig, openapi, paging, requestid
+from nsprov import bundle, kubeconfig, openapi, paging, requestid
 from nsprov.errors import BadRequest, ClusterUnavailable, NsprovError, Unauthorized
 from nsprov.identity import Authenticator, Caller
 from nsprov.metrics import Metrics
@@ -119,6 +119,19 @@ def _idempotency_key_query(request: Request) -> str:
     return key
 
 
+def _key(request: Request) -> str | None:
+    """``?key=``: a preview key, the name of a namespace that lives across requests."""
+    key = request.query_params.get("key")
+    if key is None:
+        return None
+    if not bundle.KEY_PATTERN.fullmatch(key):
+        raise BadRequest(
+            "key must be 1 to 63 letters, digits, '.', '_' or '-', beginning and ending "
+            "with a letter or digit (e.g. pr-42)"
+        )
+    return key
+
+
 def _wants_json(request: Request) -> bool:
     accept = request.headers.get("accept", "")
     return "application/json" in accept and "yaml" not in accept
@@ -162,6 +175,21 @@ def _kubeconfig_response(request: Request, result: Provisioned, status: int) -> 
 async def create_namespace(request: Request) -> Response:
     caller = await _caller(request)
     ttl, server, key = _ttl(request, caller), _server(request), _idempotency_key(request)
+    preview_key = _key(request)
+    if preview_key is not None:
+        if key is not None:
+            raise BadRequest(
+                "send either ?key= or Idempotency-Key: a keyed create may be repeated as it is"
+            )
+        result, new = await _api(request).provisioner.provision_keyed(
+            caller.owner,
+            preview_key,
+            ttl,
+            caller.profile,
+            server=server,
+            requested_by=caller.requested_by_json(),
+        )
+        return _kubeconfig_response(request, result, 201 if new else 200)
     result = await _api(request).provisioner.provision(
         caller.owner,
         ttl,
@@ -221,6 +249,16 @@ async def extend_namespace(request: Request) -> Response:
     return _kubeconfig_response(request, result, 200)
 
 
+async def delete_keyed_namespace(request: Request) -> Response:
+    """DELETE /api/v1/namespaces?key=: end the caller's namespace for a preview key."""
+    caller = await _caller(request)
+    key = _key(request)
+    if key is None:  # a collection DELETE deletes one keyed namespace, never "all"
+        raise BadRequest("DELETE /api/v1/namespaces needs ?key=, the preview key")
+    name = await _api(request).provisioner.delete_keyed(caller.owner, key, tenant=caller.tenant)
+    return JSONResponse({"name": name, "key": key, "state": "MARKED_FOR_DELETION"}, 202)
+
+
 async def delete_namespace(request: Request) -> Response:
     caller = await _caller(request)
     name = request.path_params["name"]
@@ -246,7 +284,10 @@ def _path(path: str, handlers: dict[str, Endpoint], name: str | None = None) -> 
 
 
 routes = [
-    _path("/api/v1/namespaces", {"POST": create_namespace, "GET": list_namespaces}),
+    _path(
+        "/api/v1/namespaces",
+        {"POST": create_namespace, "GET": list_namespaces, "DELETE": delete_keyed_namespace},
+    ),
     _path(
         "/api/v1/namespaces/{name}",
         {"GET": get_namespace, "PATCH": extend_namespace, "DELETE": delete_namespace},

@@ -21,6 +21,11 @@ from nsprov.template import MAX_CLUSTER_ROLES, Template
 
 EXPIRES_AT_LABEL = "nsprov.io/expires-at"
 IDEMPOTENCY_LABEL = "nsprov.io/idempotency-key"
+# A preview key (POST ?key=): a digest of (owner, key) as a label, the key itself as an
+# annotation (a key's charset and length are bounded: KEY_PATTERN), for people to read.
+KEY_LABEL = "nsprov.io/key"
+KEY_ANNOTATION = "nsprov.io/key"
+KEY_PATTERN = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?")
 OWNER_ANNOTATION = "nsprov.io/owner"
 # The policy tenant that admitted the caller, and a small JSON of who asked (audit claims).
 TENANT_ANNOTATION = "nsprov.io/tenant"
@@ -171,6 +176,26 @@ def idempotent_name(prefix: str, owner: str, key: str) -> tuple[str, str]:
     return f"{prefix}-{suffix}", digest.hex()[:40]
 
 
+def keyed_name(prefix: str, owner: str, key: str) -> tuple[str, str]:
+    """The name and label value of ``owner``'s namespace for the preview key ``key``.
+
+    As with ``idempotent_name``, the name derived from (owner, key) makes the API server
+    the lock: concurrent creates with one key run into AlreadyExists, so a key never
+    has two namespaces. The digest is of another domain than an Idempotency-Key's, so
+    a preview key and an Idempotency-Key that happen to be equal name two namespaces;
+    the owner is in it, so another owner's same key names another namespace.
+    """
+    digest = hashlib.sha256(f"key\0{owner}\0{key}".encode()).digest()
+    suffix = "".join(_ALPHABET[b % 32] for b in digest[:_RANDOM_LENGTH])
+    return f"{prefix}-{suffix}", digest.hex()[:40]
+
+
+def key_of(metadata: dict[str, Any]) -> str | None:
+    """The preview key a namespace was made with (None: made without one)."""
+    value = (metadata.get("annotations") or {}).get(KEY_ANNOTATION)
+    return value if isinstance(value, str) else None
+
+
 def namespace_labels(
     selector: Selector, expires_at: int, pod_security: str, idempotency: str | None
 ) -> dict[str, str]:
@@ -213,6 +238,7 @@ def namespace(
     requested_ttl: float | None = None,
     tenant: str | None = None,
     requested_by: str | None = None,
+    key: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
     """The Namespace, with its expiry label and its template's record from the very first write.
 
@@ -239,6 +265,8 @@ def namespace(
     }
     if tenant:
         labels[TENANT_LABEL] = tenant
+    if key is not None:  # (the key, its digest with the owner: keyed_name)
+        annotations[KEY_ANNOTATION], labels[KEY_LABEL] = key
     return {
         "apiVersion": "v1",
         "kind": "Namespace",

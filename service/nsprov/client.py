@@ -27,10 +27,12 @@ installs the client without them.
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import errno
 import ipaddress
 import random
+import re
 import secrets
 import socket
 import ssl
@@ -264,6 +266,19 @@ def check_ttl(ttl: str | None) -> None:
         positive_duration("--ttl", ttl)
 
 
+# The service's rule for a preview key (bundle.KEY_PATTERN; the client imports no server code).
+_KEY = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?")
+
+
+def check_key(key: str) -> None:
+    """Catch a malformed --key before any request."""
+    if not _KEY.fullmatch(key):
+        raise UsageFailure(
+            f"--key {key!r}: 1 to 63 letters, digits, '.', '_' or '-', beginning and ending "
+            "with a letter or digit (e.g. pr-42)"
+        )
+
+
 # ---- results ------------------------------------------------------------------------------
 
 
@@ -275,6 +290,8 @@ class Kubeconfig:
     expires_at: str
     kubeconfig: str = field(repr=False)
     replayed: bool = False
+    reused: bool = False
+    """A keyed create found the key's namespace live (200) rather than making it (201)."""
 
 
 @dataclass(frozen=True)
@@ -443,6 +460,45 @@ class NsprovClient:
         )
         return self._kubeconfig("POST /api/v1/namespaces", response)
 
+    def create_keyed(
+        self,
+        key: str,
+        *,
+        ttl: str | None = None,
+        server: str | None = None,
+        wait_for_slot: float | None = None,
+    ) -> Kubeconfig:
+        """POST ?key=: the caller's live namespace for ``key`` (extended) or a new one.
+
+        Repeating it is safe by itself, so it carries no Idempotency-Key. A 409 (the key's
+        namespace is being deleted: a closed and reopened pull request) is retried within
+        the Timing, like an outage: the name is free once the old namespace is gone.
+        """
+        params = {k: v for k, v in (("ttl", ttl), ("server", server), ("key", key)) if v}
+        response = self._call(
+            "POST",
+            "/api/v1/namespaces",
+            params=params,
+            wait_for_slot=wait_for_slot,
+            transient=_TRANSIENT_STATUSES | {409},
+        )
+        created = self._kubeconfig("POST /api/v1/namespaces", response)
+        return dataclasses.replace(created, reused=response.status == 200)
+
+    def delete_keyed(self, key: str, *, timing: Timing = PROVISION_TIMING) -> str | None:
+        """DELETE ?key=: the name of the namespace marked for deletion, None when there was none."""
+        response = self._call(
+            "DELETE",
+            "/api/v1/namespaces",
+            params={"key": key},
+            timing=timing,
+            not_found_ok=True,
+        )
+        if response.status == 404:
+            return None
+        body = self._json("DELETE /api/v1/namespaces", response)
+        return str(body["name"]) if isinstance(body, dict) and "name" in body else key
+
     def list(self, *, timing: Timing = PROVISION_TIMING) -> list[dict[str, Any]]:
         """Every namespace of the caller (live, and being deleted until gone), following the
         service's pages to the end."""
@@ -490,6 +546,7 @@ class NsprovClient:
         timing: Timing = PROVISION_TIMING,
         not_found_ok: bool = False,
         wait_for_slot: float | None = None,
+        transient: frozenset[int] | None = None,
     ) -> HttpResponse:
         timing = self.config.timing(timing)
         describe = f"{method} {self.config.url}{path}"
@@ -500,7 +557,9 @@ class NsprovClient:
         for attempt in range(1, 1_000_000):
             timeout = max(0.1, min(timing.attempt_timeout, slot_deadline - time.monotonic()))
             try:
-                return self._attempt(method, url, describe, headers, timeout, not_found_ok)
+                return self._attempt(
+                    method, url, describe, headers, timeout, not_found_ok, transient
+                )
             except _Transient as exc:
                 for_slot = exc.status == 429
                 if for_slot and wait_for_slot is None:
@@ -532,6 +591,7 @@ class NsprovClient:
         headers: dict[str, str] | None,
         timeout: float,
         not_found_ok: bool,
+        transient: frozenset[int] | None = None,
     ) -> HttpResponse:
         # Our own id on every attempt: the service adopts it, so even an answer lost on the
         # way back can be found in its log.
@@ -554,7 +614,7 @@ class NsprovClient:
             return response
         request_id = _request_id(response)
         said = describe_failure(response)
-        if status == 429 or status in _TRANSIENT_STATUSES:
+        if status == 429 or status in (transient or _TRANSIENT_STATUSES):
             retry_after = retry_after_seconds(response.headers.get("retry-after"))
             raise _Transient(said, retry_after, status, request_id)
         if 300 <= status < 400:

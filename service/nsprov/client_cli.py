@@ -53,6 +53,7 @@ from nsprov.client import (
     Timing,
     Unavailable,
     UsageFailure,
+    check_key,
     check_ttl,
     positive_duration,
 )
@@ -337,6 +338,11 @@ def _slot_wait(wait: bool, wait_timeout: str) -> float | None:
     help="retrying with the same key returns the same namespace (default: a fresh one)",
 )
 @click.option(
+    "--key", metavar="KEY",
+    help="a preview key (e.g. pr-42): your live namespace for it, extended to --ttl with a "
+    "fresh kubeconfig, or a new one; `delete --key` ends it",
+)  # fmt: skip
+@click.option(
     "-o", "--output", type=click.Choice(["kubeconfig", "json", "name"]), default="kubeconfig",
     show_default=True, help="what to print on stdout",
 )  # fmt: skip
@@ -351,28 +357,56 @@ def create(
     ttl: str | None,
     server: str | None,
     idempotency_key: str | None,
+    key: str | None,
     output: str,
     kubeconfig_out: Path | None,
     wait: bool,
     wait_timeout: str,
 ) -> int:
-    """Provision a namespace. Prints its kubeconfig (or, with -o, JSON or its name)."""
+    """Provision a namespace. Prints its kubeconfig (or, with -o, JSON or its name).
+
+    With --key, a second create with the same key returns the same namespace (while it
+    lives), its expiry moved to now + --ttl: one namespace per pull request."""
     check_ttl(ttl)
     wait_for_slot = _slot_wait(wait, wait_timeout)
     if idempotency_key is not None and not 0 < len(idempotency_key.strip()) <= 255:
         raise UsageFailure("--idempotency-key must be 1 to 255 characters")
+    if key is not None:
+        check_key(key)
+        if idempotency_key is not None:
+            raise UsageFailure("--key and --idempotency-key do not go together")
     progress = Progress()
     with _client(progress) as client:
         with progress.showing("provisioning a namespace"):
-            created = client.create(
-                ttl=ttl, server=server, idempotency_key=idempotency_key, wait_for_slot=wait_for_slot
-            )
-        if kubeconfig_out is not None:
+            if key is not None:
+                created = client.create_keyed(
+                    key, ttl=ttl, server=server, wait_for_slot=wait_for_slot
+                )
+            else:
+                created = client.create(
+                    ttl=ttl,
+                    server=server,
+                    idempotency_key=idempotency_key,
+                    wait_for_slot=wait_for_slot,
+                )
+        if kubeconfig_out is not None and not created.reused:
             _save_kubeconfig(client, created, kubeconfig_out, progress)
+        elif kubeconfig_out is not None:
+            # The key's namespace lives on for the next push: never delete it over a file.
+            try:
+                write_private_file(kubeconfig_out, created.kubeconfig)
+            except OSError as exc:
+                raise Failure(f"cannot write the kubeconfig to {kubeconfig_out}: {exc}") from None
+    if key is not None:
+        what = "reused" if created.reused else "created"
+        progress.say(f"{what} namespace {created.namespace} for key {key}")
     if output == "name":
         click.echo(created.namespace)
     elif output == "json":
-        body = {"namespace": created.namespace, "expiresAt": created.expires_at}
+        body: dict[str, object] = {"namespace": created.namespace, "expiresAt": created.expires_at}
+        if key is not None:
+            body["key"] = key
+            body["reused"] = created.reused
         if kubeconfig_out is None:
             body["kubeconfig"] = created.kubeconfig
         click.echo(json.dumps(body, indent=2))
@@ -446,7 +480,8 @@ def extend(name: str, ttl: str, output: str, kubeconfig_out: Path | None) -> int
 
 
 @click.command(short_help="delete a namespace now")
-@_NAME
+@click.argument("name", required=False, shell_complete=complete_namespace_names)
+@click.option("--key", metavar="KEY", help="delete your namespace for this preview key")
 @click.option("--wait", is_flag=True, help="return once the namespace is gone")
 @click.option(
     "--wait-timeout", default="5m", show_default=True, help="give up waiting after this long"
@@ -456,14 +491,34 @@ def extend(name: str, ttl: str, output: str, kubeconfig_out: Path | None) -> int
     help="a namespace that is gone (or not yours) is no error: state NOT_FOUND, exit 0",
 )  # fmt: skip
 @_TABLE_OUTPUT
-def delete(name: str, wait: bool, wait_timeout: str, ignore_not_found: bool, output: str) -> int:
-    """Delete NAME and everything in it (exit 4 if it is not yours or does not exist,
-    unless --ignore-not-found)."""
+def delete(
+    name: str | None,
+    key: str | None,
+    wait: bool,
+    wait_timeout: str,
+    ignore_not_found: bool,
+    output: str,
+) -> int:
+    """Delete NAME (or, with --key, your namespace for that key) and everything in it
+    (exit 4 if it is not yours or does not exist, unless --ignore-not-found)."""
     limit = positive_duration("--wait-timeout", wait_timeout)
+    if (name is None) == (key is None):
+        raise UsageFailure("name a namespace or give --key, not both")
+    if key is not None:
+        check_key(key)
     progress = Progress()
     with _client(progress) as client:
-        with progress.showing(f"deleting {name}"):
-            marked = client.delete(name)
+        if key is not None:
+            with progress.showing(f"deleting the namespace for key {key}"):
+                found = client.delete_keyed(key)
+            marked = found is not None
+            if not marked and not ignore_not_found:
+                raise Refused(f"404 Not Found: no namespace for key {key!r}", 404)
+            name = found or key
+        else:
+            assert name is not None
+            with progress.showing(f"deleting {name}"):
+                marked = client.delete(name)
         if not marked and not ignore_not_found:
             raise Refused(f"404 Not Found: namespace {name!r} not found", 404)
         state = "MARKED_FOR_DELETION" if marked else "NOT_FOUND"

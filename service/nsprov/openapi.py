@@ -55,6 +55,19 @@ _IDEMPOTENCY_KEY_QUERY = {
     "delete it. Another caller using the same key finds nothing.",
     "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"\S"},
 }
+_KEY = {
+    "name": "key",
+    "in": "query",
+    "description": "A preview key (e.g. pr-42): names one namespace of the caller's that "
+    "lives across requests, such as the pushes of one pull request. Another caller's same "
+    "key names another namespace.",
+    "schema": {
+        "type": "string",
+        "maxLength": 63,
+        "pattern": r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$",
+        "example": "pr-42",
+    },
+}
 _LIMIT = {
     "name": "limit",
     "in": "query",
@@ -108,6 +121,13 @@ _CREATE = _operation(
     "Provision a namespace and return a kubeconfig scoped to it",
     "createNamespace",
     {
+        "200": {
+            "description": "with key: the caller's live namespace for that key, its expiry "
+            "moved to now + ttl (never earlier than it was, never past the tenant's total "
+            "lifetime from creation), with a fresh kubeconfig",
+            "headers": _KUBECONFIG_HEADERS,
+            "content": _KUBECONFIG_CONTENT,
+        },
         "201": {
             "description": "created (or, for a repeated Idempotency-Key, the same namespace)",
             "headers": _KUBECONFIG_HEADERS,
@@ -115,8 +135,9 @@ _CREATE = _operation(
         },
         "409": {
             **_PROBLEM,
-            "description": "the Idempotency-Key's namespace is being deleted or has expired, "
-            "or the key clashes with a namespace nsprov cannot reuse",
+            "description": "the Idempotency-Key's (or key's) namespace is being deleted or has "
+            "expired (for a key: retry once it is gone), or the key clashes with a namespace "
+            "nsprov cannot reuse",
         },
         "422": {
             **_PROBLEM,
@@ -127,12 +148,13 @@ _CREATE = _operation(
     parameters=[
         _TTL,
         _SERVER,
+        {**_KEY, "required": False},
         {
             "name": "Idempotency-Key",
             "in": "header",
             "required": False,
             "description": "A retried POST with the same key (and token) and the same ttl "
-            "returns the same namespace while it lives.",
+            "returns the same namespace while it lives. Not together with key (400).",
             "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"\S"},
         },
     ],
@@ -148,6 +170,18 @@ _DELETE = _operation(
         }
     },
     parameters=[_NAME],
+)
+
+_DELETE_KEYED = _operation(
+    "Delete the caller's namespace for a preview key now",
+    "deleteKeyedNamespace",
+    {
+        "202": {
+            "description": "deletion started",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Deletion"}}},
+        }
+    },
+    parameters=[{**_KEY, "required": True}],
 )
 
 DOCUMENT: dict[str, Any] = {
@@ -198,6 +232,7 @@ DOCUMENT: dict[str, Any] = {
                 },
                 parameters=[_LIMIT, _CONTINUE, _IDEMPOTENCY_KEY_QUERY],
             ),
+            "delete": _DELETE_KEYED,
         },
         "/api/v1/namespaces/{name}": {
             "get": _operation(
@@ -363,6 +398,7 @@ DOCUMENT: dict[str, Any] = {
                 "type": "object",
                 "properties": {
                     "name": {"type": "string"},
+                    "key": {"type": "string", "description": "the key, when deleted by key"},
                     "state": {"const": "MARKED_FOR_DELETION"},
                 },
             },

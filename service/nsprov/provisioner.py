@@ -342,12 +342,17 @@ class Provisioner:
         server: str | None = None,
         idempotency_key: str | None = None,
         requested_by: str | None = None,
+        key: str | None = None,
     ) -> Provisioned:
         started = time.perf_counter()
         tenant = profile.tenant
         self._require_grants(profile.cluster_roles)
         idempotency = None
-        if idempotency_key:
+        keyed = None
+        if key:  # provision_keyed found none: the name is the key's
+            name, digest = bundle.keyed_name(self.prefix, owner, key)
+            keyed = (key, digest)
+        elif idempotency_key:
             name, idempotency = bundle.idempotent_name(self.prefix, owner, idempotency_key)
             existing = await self._replayable(owner, name, idempotency, ttl, tenant)
             if existing is not None:
@@ -371,6 +376,7 @@ class Provisioner:
             requested_ttl=ttl,
             tenant=tenant,
             requested_by=requested_by,
+            key=keyed,
         )
         caps = self._caps(owner, profile)
         try:
@@ -384,6 +390,8 @@ class Provisioner:
                 existing = await self._replayable(owner, name, idempotency, ttl, tenant)
                 if existing is not None:
                     return await self._complete(existing, server, replayed=True, profile=profile)
+            if exc.status == 409 and keyed:
+                raise _KeyTaken from None
             raise _failed("create the namespace", exc) from exc
         if caps:
             await self._hold_caps(created, caps)
@@ -433,6 +441,113 @@ class Provisioner:
                 f"not {format_duration(ttl)}; repeat the same request or use a new key"
             )
         return obj
+
+    # ---- preview keys ---------------------------------------------------------------------
+
+    async def provision_keyed(
+        self,
+        owner: str,
+        key: str,
+        ttl: float,
+        profile: Profile,
+        *,
+        server: str | None = None,
+        requested_by: str | None = None,
+    ) -> tuple[Provisioned, bool]:
+        """The owner's live namespace for ``key``, extended, or a new one; True when new.
+
+        The name is derived from (owner, key) (bundle.keyed_name), so of concurrent
+        creates with one key exactly one creates; the others run into AlreadyExists and
+        take the existing namespace instead. An existing one gets ``ttl`` from now,
+        never less than it has, never past its tenant's maxLifetime from creation (a
+        pull request's next push still gets its namespace, for the time that is left),
+        and a fresh kubeconfig.
+        """
+        name, digest = bundle.keyed_name(self.prefix, owner, key)
+        for _ in range(_KEYED_ATTEMPTS):
+            existing = await self._keyed(owner, key, name, digest, profile.tenant)
+            if existing is None:
+                try:
+                    created = await self.provision(
+                        owner, ttl, profile, server=server, requested_by=requested_by, key=key
+                    )
+                except _KeyTaken:
+                    continue  # a concurrent create with this key won: take its namespace
+                return created, True
+            reused = await self._extend_keyed(existing, ttl, profile, server)
+            if reused is not None:
+                return reused, False
+        raise Conflict(f"the namespace for key {key!r} changed meanwhile; retry")
+
+    async def delete_keyed(self, owner: str, key: str, *, tenant: str | None = None) -> str:
+        """Delete the owner's namespace for ``key``; its name. NotFound when there is none."""
+        name, digest = bundle.keyed_name(self.prefix, owner, key)
+        obj = await self._read(name)
+        if obj is None or not self._made_with_digest(obj, owner, tenant, digest):
+            raise NotFound(f"no namespace for key {key!r}")
+        await self.delete(owner, name, tenant=tenant)
+        return name
+
+    async def _keyed(
+        self, owner: str, key: str, name: str, digest: str, tenant: str | None
+    ) -> dict[str, Any] | None:
+        """The live namespace for the key, None when there is none; Conflict while one goes.
+
+        A namespace being deleted (or expired, which the controller is about to delete)
+        still holds the key's name: the caller is told to retry, not handed a dying one.
+        """
+        obj = await self._read(name)
+        if obj is None:
+            return None
+        if not self._made_with_digest(obj, owner, tenant, digest):
+            raise Conflict(f"key {key!r} clashes with a namespace nsprov cannot reuse")
+        expires_at = bundle.expires_at_of(obj["metadata"])
+        if bundle.is_terminating(obj) or (expires_at is not None and expires_at <= self.clock()):
+            raise Conflict(f"the namespace for key {key!r} is being deleted; retry once it is gone")
+        return obj
+
+    def _made_with_digest(
+        self, obj: dict[str, Any], owner: str, tenant: str | None, digest: str
+    ) -> bool:
+        metadata = obj.get("metadata", {})
+        labels = metadata.get("labels") or {}
+        return (
+            bundle.is_managed(metadata, self.selector)
+            and bundle.belongs_to(metadata, owner, tenant)
+            and labels.get(bundle.KEY_LABEL) == digest
+        )
+
+    async def _extend_keyed(
+        self, obj: dict[str, Any], ttl: float, profile: Profile, server: str | None
+    ) -> Provisioned | None:
+        """``obj`` with its expiry moved to now + ttl (see provision_keyed) and a fresh
+        kubeconfig; None when it changed since it was read (the caller reads it again)."""
+        metadata = obj["metadata"]
+        name = metadata["name"]
+        current = bundle.expires_at_of(metadata) or 0
+        expires_at = math.ceil(self.clock() + ttl)
+        created = bundle.created_at_of(metadata)
+        if profile.max_lifetime and created is not None:
+            expires_at = min(expires_at, created + math.floor(profile.max_lifetime))
+        if expires_at > current:
+            patch = {
+                "metadata": {
+                    "resourceVersion": metadata["resourceVersion"],
+                    "labels": {bundle.EXPIRES_AT_LABEL: str(expires_at)},
+                }
+            }
+            try:
+                obj = await self._call(self.kube.merge_patch, bundle.namespace_path(name), patch)
+            except KubeError as exc:
+                if exc.status == 409:
+                    return None
+                raise _failed("extend the namespace", exc) from exc
+            self._remember(obj)
+        log.info(
+            "reused namespace=%s owner=%s expires_at=%d (preview key)",
+            name, bundle.owner_of(metadata), max(expires_at, current),
+        )  # fmt: skip
+        return await self._complete(obj, server, replayed=False, profile=profile)
 
     def _caps(self, owner: str, profile: Profile) -> Sequence[_Cap]:
         """The caps a create by ``owner`` of ``profile``'s tenant must stay within."""
@@ -747,6 +862,14 @@ class Provisioner:
                 f"past the total lifetime of {format_duration(lifetime)} from creation "
                 f"(the latest possible expiry is {_iso(latest)})"
             )
+
+
+_KEYED_ATTEMPTS = 3
+"""Reads of a keyed namespace before provision_keyed gives up on one that keeps changing."""
+
+
+class _KeyTaken(Exception):
+    """A keyed create ran into AlreadyExists: a concurrent create with the key won."""
 
 
 @dataclass(frozen=True)
