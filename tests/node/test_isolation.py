@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 import secrets
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -268,7 +268,7 @@ def _install_policy(cluster: NodeCluster, deployed: Deployed, work: Path) -> dic
 @pytest.fixture(scope="module")
 def tenancies(
     node: NodeCluster, deployed: Deployed, tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, Tenancy]:
+) -> Iterator[dict[str, Tenancy]]:
     """A namespace per entry of NAMESPACES, asked of nsprov, with web, Service and client."""
     work = tmp_path_factory.mktemp("isolation")
     tokens = _install_policy(node, deployed, work)
@@ -295,7 +295,14 @@ def tenancies(
         web = node.json("-n", name, "get", "pod", "web")
         service = node.json("-n", name, "get", "service", "web")
         made[key] = Tenancy(name, pod_ip(web), service["spec"]["clusterIP"])
-    return made
+    yield made
+    # Gone with the module, so no later test meets them (nor their pods on the node).
+    for key, name in namespaces.items():
+        httpx.delete(
+            f"{_nsprov_api(node)}/api/v1/namespaces/{name}",
+            headers={"Authorization": f"Bearer {tokens[NAMESPACES[key]]}"},
+            timeout=60,
+        )
 
 
 def _web(server: Tenancy) -> str:

@@ -40,9 +40,15 @@ def _rolled_out(node: NodeCluster) -> None:
 
 
 def _managed(node: NodeCluster) -> list[str]:
+    """The managed namespaces of this module's owner (the deployed token's, node-test):
+    the cap is per owner, so other tests' tenants (their own tokens) do not matter."""
     listed = node.json("get", "namespaces", "-l",
                        "controller.observatorium.io=namespace-provisioner")  # fmt: skip
-    return [ns["metadata"]["name"] for ns in listed["items"]]
+    return [
+        ns["metadata"]["name"]
+        for ns in listed["items"]
+        if (ns["metadata"].get("annotations") or {}).get("nsprov.io/owner") == "node-test"
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +60,7 @@ def capped(node: NodeCluster, deployed: Deployed) -> Iterator[Deployed]:
     try:
         _rolled_out(node)
         wait_until(lambda: not _managed(node), timeout=180, interval=1,
-                   message="no managed namespace left from earlier tests")  # fmt: skip
+                   message="no namespace of node-test left from earlier tests")  # fmt: skip
         yield deployed
     finally:
         node.kubectl("-n", "nsprov", "set", "env", "deployment/nsprov",
