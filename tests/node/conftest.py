@@ -308,3 +308,16 @@ class ServiceClient:
             self.failed.append(f"{response.status_code} {response.text[:300]}")
             return
         self.failed.append(f"no success in {attempts} attempts")
+
+
+def internal_get(cluster: NodeCluster, pod: str, path: str) -> str:
+    """GET ``path`` of a replica's internal listener (9090: /metrics, /readyz), asked from
+    inside its pod: nsprov's NetworkPolicy (enforced on this node) admits that port only from
+    namespaces labelled for monitoring, and the host is not one. The status line first."""
+    return cluster.kubectl(
+        "-n", "nsprov", "exec", pod, "--", "python3", "-c",
+        "import sys, urllib.request as u\n"
+        "r = u.urlopen('http://127.0.0.1:9090' + sys.argv[1], timeout=10)\n"
+        "print(r.status); print(r.read().decode())",
+        path,
+    )  # fmt: skip

@@ -23,6 +23,7 @@ from tests.node.conftest import (
     Deployed,
     NodeCluster,
     ServiceClient,
+    internal_get,
     pod_ip,
     wait_for_pod_phase,
 )
@@ -71,15 +72,10 @@ def test_two_replicas_ready_with_one_lease_holder(node: NodeCluster, deployed: D
         assert container["restartCount"] == 0, container
         # The image really runs as the Dockerfile's user, on a read-only root.
         assert spec["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
-        # The probes the kubelet runs are the ones an operator would curl: asked from inside
-        # the pod, since nsprov's NetworkPolicy (enforced on this node) admits the metrics
-        # port only from monitoring namespaces, and the host is not one.
-        readyz = node.kubectl(
-            "-n", "nsprov", "exec", pod["metadata"]["name"], "--", "python3", "-c",
-            "import urllib.request as u; r = u.urlopen('http://127.0.0.1:9090/readyz', "
-            "timeout=10); print(r.status)",
-        )  # fmt: skip
-        assert readyz.strip() == "200"
+        # The probes the kubelet runs are the ones an operator would curl (from inside the
+        # pod: the host is no monitoring namespace to nsprov's NetworkPolicy).
+        readyz = internal_get(node, pod["metadata"]["name"], "/readyz")
+        assert readyz.splitlines()[0] == "200", readyz
         # kubectl logs works (API server -> kubelet at the node IP), and the probes,
         # every few seconds, stay out of the log.
         log = node.kubectl("-n", "nsprov", "logs", pod["metadata"]["name"])

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.node.conftest import Deployed, NodeCluster, pod_ip
+from tests.node.conftest import Deployed, NodeCluster, internal_get, pod_ip
 from tests.support import wait_until
 
 pytestmark = pytest.mark.timeout(1200)
@@ -170,7 +170,7 @@ def _stuck_lines(node: NodeCluster, name: str) -> list[str]:
 
 def _gauge(node: NodeCluster, stuck: str) -> float:
     pod = _pods(node)[0]
-    text = httpx.get(f"http://{pod_ip(pod)}:9090/metrics", timeout=10).text
+    text = internal_get(node, pod["metadata"]["name"], "/metrics")
     total = 0.0
     for line in text.splitlines():
         head, _, value = line.rpartition(" ")
