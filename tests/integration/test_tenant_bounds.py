@@ -311,7 +311,9 @@ def test_a_pod_may_not_ask_for_a_grace_above_its_tenants_limit(
              "maxGracePeriod of 120s")  # fmt: skip
 
 
-def test_a_delete_or_eviction_may_not_stretch_a_pods_grace(tenant: Callable[[str], Tenant]) -> None:
+def test_a_delete_or_eviction_may_not_stretch_a_pods_grace(
+    tenant: Callable[[str], Tenant], cluster: Cluster
+) -> None:
     """A pod's deletion keeps the longest grace it began with: the namespace controller's own
     delete (no grace given) does not shorten it, measured on Kubernetes 1.36 (a pod deleted
     with gracePeriodSeconds 3600, then its namespace: deletionTimestamp stayed an hour
@@ -319,8 +321,10 @@ def test_a_delete_or_eviction_may_not_stretch_a_pods_grace(tenant: Callable[[str
     alice = tenant("alice")
     ns, core = alice.namespace, alice.core
     # On a node (a name only: nothing runs it), so its deletion is graceful, not immediate.
-    core.create_namespaced_pod(ns, _pod("running", node="nowhere"))
-    core.create_namespaced_pod(ns, _pod("evicted", node="nowhere"))
+    # Bound by the admin: a tenant may not name a node (test_tenant_escapes.py).
+    admin = client.CoreV1Api(cluster.api)
+    admin.create_namespaced_pod(ns, _pod("running", node="nowhere"))
+    admin.create_namespaced_pod(ns, _pod("evicted", node="nowhere"))
     _refused(lambda: core.delete_namespaced_pod("running", ns, grace_period_seconds=3600),
              "bounded grace", "gracePeriodSeconds 3600", "maxGracePeriod of 30s",
              "policy file")  # fmt: skip

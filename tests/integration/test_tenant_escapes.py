@@ -159,10 +159,33 @@ def test_a_pod_bound_to_a_node_that_does_not_exist_is_not_held_past_the_bound(
     before expiry keeps the namespace up to about 80 s past it."""
     alice = tenant("alice")
     ns = alice.namespace
-    alice.core.create_namespaced_pod(ns, _pod("ghost", node="no-such-node"))
+    try:
+        alice.core.create_namespaced_pod(ns, _pod("ghost", node="no-such-node"))
+    except ApiException as exc:
+        assert exc.status == 403, exc.body  # refused where written: the bound holds
+        assert "spec.nodeName no-such-node" in exc.body, exc.body
+        return
     try:
         gone_after = _delete_and_time(service, core, ns, 120)
         print(f"\n{ns} gone after {gone_after:.0f} s (bound {BOUND} s)")
         assert gone_after <= BOUND, f"{ns} gone only {gone_after:.0f} s after its deletion began"
+    finally:
+        _release(core, ns)
+
+
+def test_a_delete_collection_may_not_stretch_a_pods_grace(
+    tenant: Callable[[str], Tenant],  # noqa: F811
+    core: client.CoreV1Api,
+) -> None:
+    """DELETE of a collection runs admission per pod, with the same options: a tenant's
+    ``kubectl delete pods --all --grace-period=3600`` must be refused as one DELETE is."""
+    alice = tenant("alice")
+    ns = alice.namespace
+    core.create_namespaced_pod(ns, _pod("running", node="nowhere"))  # graceful: on a node
+    try:
+        with pytest.raises(ApiException) as refused:
+            alice.core.delete_collection_namespaced_pod(ns, grace_period_seconds=3600)
+        assert refused.value.status == 403, refused.value.body
+        assert core.read_namespaced_pod("running", ns).metadata.deletion_timestamp is None
     finally:
         _release(core, ns)
