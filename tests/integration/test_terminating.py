@@ -14,8 +14,10 @@ tests (being deleted a moment longer) never fill its caps nor its gauge series.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import secrets
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -274,10 +276,6 @@ def test_one_owners_lost_cap_races_do_not_fill_the_tenants_slots(
     argv = [f"--policy-file={policy}"]
     with running_service(cluster.kubeconfig, tmp_path / "nsprov", argv,
                          owners=(mallory, alice)) as service:  # fmt: skip
-        import concurrent.futures
-
-        import threading
-
         together = threading.Barrier(16)
 
         def burst(_: int) -> int:
