@@ -198,3 +198,72 @@ def test_a_delete_collection_may_not_stretch_a_pods_grace(
         assert core.read_namespaced_pod("running", ns).metadata.deletion_timestamp is None
     finally:
         _release(core, ns)
+
+
+def test_a_foreground_deletion_cycle_does_not_hold_the_namespace(
+    tenant: Callable[[str], Tenant],  # noqa: F811
+    service: RunningService,  # noqa: F811
+    core: client.CoreV1Api,
+) -> None:
+    """foregroundDeletion is allowed anywhere (the garbage collector removes it). Two
+    ConfigMaps that own each other with blockOwnerDeletion, both deleted in the foreground
+    by the tenant, could wait on each other; the garbage collector breaks the cycle (measured:
+    both gone within 3 s), and the namespace goes in time (held)."""
+    alice = tenant("alice")
+    ns, tenant_core = alice.namespace, alice.core
+    made = {
+        name: tenant_core.create_namespaced_config_map(
+            ns, client.V1ConfigMap(metadata=client.V1ObjectMeta(name=name))
+        )
+        for name in ("a", "b")
+    }
+    for name, other in (("a", "b"), ("b", "a")):
+        ref = client.V1OwnerReference(
+            api_version="v1", kind="ConfigMap", name=other, uid=made[other].metadata.uid,
+            block_owner_deletion=True,
+        )  # fmt: skip
+        tenant_core.patch_namespaced_config_map(name, ns, {"metadata": {"ownerReferences": [
+            client.ApiClient().sanitize_for_serialization(ref)]}})  # fmt: skip
+    for name in ("a", "b"):
+        tenant_core.delete_namespaced_config_map(name, ns, propagation_policy="Foreground")
+    time.sleep(3)
+    left = [c.metadata.name for c in tenant_core.list_namespaced_config_map(ns).items]
+    print(f"\nConfigMaps left 3 s after their foreground deletes: {left}")
+    gone_after = _delete_and_time(service, core, ns, BOUND + 15)
+    print(f"{ns} gone after {gone_after:.0f} s (bound {BOUND} s)")
+    assert gone_after <= BOUND
+
+
+def test_a_controller_cannot_carry_a_template_finalizer_in_for_the_tenant(
+    tenant: Callable[[str], Tenant],  # noqa: F811
+    cluster: Cluster,
+) -> None:
+    """A StatefulSet's volumeClaimTemplates are copied onto the PVCs its controller makes
+    (metadata and all): nsprov-finalizers exempts no controller, so the PVC is refused where
+    the controller writes it, as it would be for the tenant."""
+    alice = tenant("alice")
+    api = config_client(cluster, "system:serviceaccount:kube-system:statefulset-controller")
+    try:
+        claim = client.V1PersistentVolumeClaim(
+            metadata=client.V1ObjectMeta(name="data-web-0", finalizers=["example.com/never"]),
+            spec=client.V1PersistentVolumeClaimSpec(
+                access_modes=["ReadWriteOnce"],
+                resources=client.V1VolumeResourceRequirements(requests={"storage": "1Gi"}),
+            ),
+        )
+        core = client.CoreV1Api(api)
+        assert not _admitted(
+            lambda: core.create_namespaced_persistent_volume_claim(
+                alice.namespace, claim, dry_run="All"
+            )
+        )
+    finally:
+        api.close()
+
+
+def config_client(cluster: Cluster, user: str) -> client.ApiClient:
+    from kubernetes import config
+
+    api = config.new_client_from_config(config_file=str(cluster.kubeconfig))
+    api.set_default_header("Impersonate-User", user)
+    return api
