@@ -49,6 +49,9 @@ REQUESTED_TTL_ANNOTATION = "nsprov.io/requested-ttl"
 MAX_GRACE_ANNOTATION = "nsprov.io/max-grace-seconds"
 SERVICE_TYPES_ANNOTATION = "nsprov.io/service-types"
 FINALIZERS_ANNOTATION = "nsprov.io/finalizers"
+ROLLED_BACK_ANNOTATION = "nsprov.io/rolled-back"
+"""On a namespace nsprov deleted before handing it out (a lost cap race, a failed bundle):
+nothing of a tenant's is in it, so while it is being deleted it holds no cap slot."""
 SERVICE_ACCOUNT = "namespace-provisioner"
 ROLE_BINDING = "namespace-provisioner"
 # The bounds of a template: one object each, all named so.
@@ -726,6 +729,13 @@ def created_at_of(metadata: dict[str, Any]) -> int | None:
 
 def is_terminating(obj: dict[str, Any]) -> bool:
     return bool(obj.get("metadata", {}).get("deletionTimestamp"))
+
+
+def is_rolled_back(obj: dict[str, Any]) -> bool:
+    """Being deleted by nsprov before anyone was handed it (ROLLED_BACK_ANNOTATION)."""
+    metadata = obj.get("metadata", {})
+    annotations = metadata.get("annotations") or {}
+    return is_terminating(obj) and annotations.get(ROLLED_BACK_ANNOTATION) == "true"
 
 
 def delete_exactly(uid: str, resource_version: str | None = None) -> dict[str, Any]:

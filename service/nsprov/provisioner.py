@@ -599,7 +599,7 @@ class Provisioner:
         objects whose finalizers nobody removes could hold any number of them, Terminating
         for good, however small its cap.
         """
-        managed = await self._managed()
+        managed = [obj for obj in await self._managed() if not bundle.is_rolled_back(obj)]
         for cap in caps:
             counted = [obj for obj in managed if cap.counts(obj["metadata"])]
             if len(counted) >= cap.limit:
@@ -636,7 +636,7 @@ class Provisioner:
                 listed = [
                     obj
                     for obj in await self._list_consistently(cap.label_selector)
-                    if cap.counts(obj["metadata"])
+                    if cap.counts(obj["metadata"]) and not bundle.is_rolled_back(obj)
                 ]
                 ahead = _ahead_of(created, listed)
                 if len(ahead) >= cap.limit:
@@ -789,11 +789,35 @@ class Provisioner:
         try:
             # Shielded: a client that hangs up mid-request must not cancel the cleanup.
             with anyio.CancelScope(shield=True):
+                namespace = await self._mark_rolled_back(namespace)
                 self._remember(await self._call(self._delete_namespace, namespace))
         except Exception:
             log.exception("rollback of namespace=%s failed; its TTL will remove it", name)
         else:
             log.warning("rolled back half-provisioned namespace=%s", name)
+
+    async def _mark_rolled_back(self, namespace: dict[str, Any]) -> dict[str, Any]:
+        """Say on the namespace that nobody was handed it, so that while it is being deleted
+        it holds no cap slot: a burst of one owner's concurrent creates, all but one rolled
+        back, otherwise held the tenant's (and the total) slots for the namespace
+        controller's seconds, and every other owner got 429. Only nsprov may write the
+        annotation (nsprov-protect). If the write fails, the namespace is deleted anyway
+        and holds its slot until it is gone, as any other."""
+        metadata = namespace["metadata"]
+        patch = {
+            "metadata": {
+                "resourceVersion": metadata.get("resourceVersion"),
+                "annotations": {bundle.ROLLED_BACK_ANNOTATION: "true"},
+            }
+        }
+        try:
+            patched: dict[str, Any] = await self._call(
+                self.kube.merge_patch, bundle.namespace_path(metadata["name"]), patch
+            )
+        except Exception as exc:  # never in the way of the delete
+            log.warning("namespace=%s not marked rolled back (%s)", metadata["name"], exc)
+            return namespace
+        return patched
 
     def _delete_namespace(self, namespace: dict[str, Any]) -> dict[str, Any]:
         """Delete exactly this namespace; the API answers with it, now terminating."""

@@ -14,6 +14,7 @@ import contextlib
 import os
 import re
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -216,3 +217,65 @@ def test_requests_above_the_in_flight_limit_get_503_at_once(
         assert metric(service, "nsprov_http_requests_shed_total") == 1
         with service.client() as http:
             assert http.get("/api/v1/namespaces", headers=service.auth()).status_code == 200
+
+
+# ---- review: the connection cap as the attack ----------------------------------------------
+
+
+def test_connections_above_the_cap_do_not_lock_out_legitimate_clients(
+    cluster: Cluster, core: client.CoreV1Api, tmp_path: Path
+) -> None:
+    """Review finding: the cap on open connections (--max-connections, 1,024 by default) turns
+    a memory attack into a lock-out. A stranger that keeps one connection more than the cap
+    open (each sending a byte a second, replaced when cut at the read deadline) holds every
+    slot: each legitimate client's connection is closed at once, without an answer, for as
+    long as the attack lasts. The earlier tests stop at 1,000 connections, just under the
+    cap. Scaled down here (cap 100, 150 attackers) to spare the shared cores; the mechanism is
+    the same at 1,024/1,100."""
+    hostile.raise_fd_limit()
+    args = [f"--request-read-timeout={READ_TIMEOUT:g}s", "--max-connections=100"]
+    with running_service(cluster.kubeconfig, tmp_path, args) as service:
+        with service.client() as http:
+            http.get("/api/v1/namespaces", headers=service.auth()).raise_for_status()
+        with hostile.Legitimate(service.url, service.auth(), interval=0.1) as legit:
+            hostile.push(service.url, hostile.slow_head(), connections=150, timeout=6,
+                         bytes_per_second=1, sustain=6)  # fmt: skip
+        print(f"\nlegitimate statuses under attack: {dict(legit.statuses)}")
+        assert legit.statuses.keys() == {200}, legit.statuses
+
+
+def test_connections_above_the_cap_on_the_metrics_port_do_not_fail_the_probes(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """Review finding: the internal listener (/healthz, /readyz: k8s/deployment.yaml's liveness
+    and readiness probes, 1 s timeout, liveness failureThreshold 3 every 10 s) has the same
+    cap. Whoever reaches port 9090 (the NetworkPolicy admits monitoring namespaces; without an
+    enforcing CNI, everyone) and keeps more connections than the cap open makes every probe
+    fail: the kubelet takes the replica out of its Service and restarts it every 30 s, and a
+    replica that keeps restarting expires nothing. Scaled down (cap 100, 150 attackers)."""
+    hostile.raise_fd_limit()
+    args = [f"--request-read-timeout={READ_TIMEOUT:g}s", "--max-connections=100"]
+    with running_service(cluster.kubeconfig, tmp_path, args) as service:
+        probes: list[int | str] = []
+
+        def probe_loop(stop: threading.Event) -> None:
+            while not stop.wait(0.5):
+                try:
+                    probes.append(
+                        httpx.get(f"{service.internal_url}/healthz", timeout=1).status_code
+                    )
+                except httpx.HTTPError as exc:
+                    probes.append(type(exc).__name__)
+
+        stop = threading.Event()
+        prober = threading.Thread(target=probe_loop, args=(stop,), daemon=True)
+        prober.start()
+        try:
+            hostile.push(service.internal_url, hostile.slow_head(), connections=150, timeout=6,
+                         bytes_per_second=1, sustain=6)  # fmt: skip
+        finally:
+            stop.set()
+            prober.join(timeout=5)
+        print(f"\nprobes of /healthz under attack: {probes}")
+        assert probes, "no probe ran"
+        assert set(probes) == {200}, probes

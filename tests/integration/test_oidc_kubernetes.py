@@ -234,3 +234,44 @@ def test_without_token_review_a_provisioned_namespace_still_cannot_provision(
     assert f"namespace {provisioned!r}, which nsprov provisioned" in body["detail"]
     assert "cannot provision namespaces" in body["detail"]
     assert live_managed_namespaces(core) == [provisioned]
+
+
+def test_a_token_of_a_provisioned_namespace_cannot_provision_once_that_namespace_is_gone(
+    unreviewed_service: RunningService,
+    service_account_token: Callable[..., tuple[str, str]],
+    core: client.CoreV1Api,
+) -> None:
+    """Review finding: the refusal asks the API server whether the token's namespace is one
+    nsprov provisioned, and a namespace that is gone (404) is not. A job keeps a token its
+    pod was given (a projected token may ask for any audience and, with no
+    --service-account-max-token-expiration, years of life) and, once its namespace has
+    expired, provisions with it: a new owner and a fresh lifetime, outside its tenant's caps
+    and maxLifetime, for as long as the token's exp allows. A token whose namespace is gone
+    is dead anyway (its ServiceAccount went with it): it should be refused."""
+    _, token = service_account_token("nsprov-ci")
+    created = _create(unreviewed_service, token)
+    assert created.status_code == 201, created.text
+    provisioned = created.headers["x-namespace"]
+    core.create_namespaced_service_account(
+        provisioned, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=SERVICE_ACCOUNT))
+    )
+    request = client.AuthenticationV1TokenRequest(
+        spec=client.V1TokenRequestSpec(audiences=["nsprov"], expiration_seconds=3600)
+    )
+    inner = core.create_namespaced_service_account_token(SERVICE_ACCOUNT, provisioned, request)
+    problem(_create(unreviewed_service, inner.status.token), 403)  # refused while it lives
+    delete_namespaces(core, [provisioned])
+
+    def gone() -> bool:
+        try:
+            core.read_namespace(provisioned)
+        except client.exceptions.ApiException as exc:
+            return exc.status == 404
+        return False
+
+    wait_until(gone, timeout=90, interval=0.5, message=f"{provisioned} gone")
+    after = _create(unreviewed_service, inner.status.token)
+    assert after.status_code in (401, 403), (
+        f"{after.status_code}: the dead namespace {provisioned}'s token provisioned "
+        f"{after.headers.get('x-namespace')}"
+    )

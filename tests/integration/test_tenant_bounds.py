@@ -211,7 +211,7 @@ def test_a_tenant_cannot_add_a_finalizer_nobody_removes(tenant: Callable[[str], 
 
 
 def test_kubernetes_own_finalizers_pass_only_where_kubernetes_removes_them(
-    tenant: Callable[[str], Tenant],
+    tenant: Callable[[str], Tenant], cluster: Cluster
 ) -> None:
     alice = tenant("alice")
     ns, core = alice.namespace, alice.core
@@ -225,10 +225,7 @@ def test_kubernetes_own_finalizers_pass_only_where_kubernetes_removes_them(
     )
     made = core.create_namespaced_persistent_volume_claim(ns, claim, **DRY)
     assert made.metadata.finalizers == ["kubernetes.io/pvc-protection"]
-    # The Job controller's on pods; the garbage collector's anywhere.
-    core.create_namespaced_pod(
-        ns, _pod("tracked", finalizers=["batch.kubernetes.io/job-tracking"]), **DRY
-    )
+    # The garbage collector's anywhere.
     for name in ("orphan", "foregroundDeletion"):
         core.create_namespaced_config_map(ns, _configmap(name.lower(), [name]), **DRY)
     # The same names where no Kubernetes controller would remove them: refused.
@@ -236,6 +233,20 @@ def test_kubernetes_own_finalizers_pass_only_where_kubernetes_removes_them(
                  "service.kubernetes.io/load-balancer-cleanup"):  # fmt: skip
         _refused(lambda n=name: core.create_namespaced_config_map(ns, _configmap("x", [n]), **DRY),
                  f"'{name}'", "configmaps")  # fmt: skip
+    # The Job controller's only on pods it makes: it never removes it from a pod whose
+    # controller is not a batch/v1 Job (tests/integration/test_tenant_escapes.py).
+    _refused(lambda: core.create_namespaced_pod(
+        ns, _pod("tracked", finalizers=["batch.kubernetes.io/job-tracking"]), **DRY),
+        "'batch.kubernetes.io/job-tracking'", "pods")  # fmt: skip
+    # The Job controller itself may (its RBAC lets it create pods).
+    api = config.new_client_from_config(config_file=str(cluster.kubeconfig))
+    api.set_default_header("Impersonate-User", "system:serviceaccount:kube-system:job-controller")
+    try:
+        client.CoreV1Api(api).create_namespaced_pod(
+            ns, _pod("tracked", finalizers=["batch.kubernetes.io/job-tracking"]), **DRY
+        )
+    finally:
+        api.close()
     # The service controller removes the load balancer's only from a LoadBalancer Service.
     _refused(
         lambda: core.create_namespaced_service(
@@ -300,7 +311,9 @@ def test_a_pod_may_not_ask_for_a_grace_above_its_tenants_limit(
              "maxGracePeriod of 120s")  # fmt: skip
 
 
-def test_a_delete_or_eviction_may_not_stretch_a_pods_grace(tenant: Callable[[str], Tenant]) -> None:
+def test_a_delete_or_eviction_may_not_stretch_a_pods_grace(
+    tenant: Callable[[str], Tenant], cluster: Cluster
+) -> None:
     """A pod's deletion keeps the longest grace it began with: the namespace controller's own
     delete (no grace given) does not shorten it, measured on Kubernetes 1.36 (a pod deleted
     with gracePeriodSeconds 3600, then its namespace: deletionTimestamp stayed an hour
@@ -308,8 +321,10 @@ def test_a_delete_or_eviction_may_not_stretch_a_pods_grace(tenant: Callable[[str
     alice = tenant("alice")
     ns, core = alice.namespace, alice.core
     # On a node (a name only: nothing runs it), so its deletion is graceful, not immediate.
-    core.create_namespaced_pod(ns, _pod("running", node="nowhere"))
-    core.create_namespaced_pod(ns, _pod("evicted", node="nowhere"))
+    # Bound by the admin: a tenant may not name a node (test_tenant_escapes.py).
+    admin = client.CoreV1Api(cluster.api)
+    admin.create_namespaced_pod(ns, _pod("running", node="nowhere"))
+    admin.create_namespaced_pod(ns, _pod("evicted", node="nowhere"))
     _refused(lambda: core.delete_namespaced_pod("running", ns, grace_period_seconds=3600),
              "bounded grace", "gracePeriodSeconds 3600", "maxGracePeriod of 30s",
              "policy file")  # fmt: skip

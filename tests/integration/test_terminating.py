@@ -14,8 +14,11 @@ tests (being deleted a moment longer) never fill its caps nor its gauge series.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import secrets
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +29,13 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from tests.integration.conftest import NSPROV_NAMESPACE, Cluster
-from tests.integration.service import RunningService, namespace_status, problem, running_service
+from tests.integration.service import (
+    RunningService,
+    metric,
+    namespace_status,
+    problem,
+    running_service,
+)
 from tests.support import wait_until
 
 pytestmark = pytest.mark.usefixtures("grants", "clean_namespaces")
@@ -243,3 +252,50 @@ def test_a_stuck_namespace_is_reported_once_with_least_privilege(
                    message="namespace gone once released")  # fmt: skip
         wait_until(lambda: not _gauge(service, tenant, "true"), timeout=10,
                    message="no longer counted")  # fmt: skip
+
+
+def test_one_owners_lost_cap_races_do_not_fill_the_tenants_slots(
+    cluster: Cluster, core: client.CoreV1Api, tmp_path: Path
+) -> None:
+    """Review finding: a create that loses its cap race is rolled back (deleted) before its
+    caller hears 429, and, being deleted, it holds a tenant (and total) slot until it is
+    gone: at least the namespace controller's 5 s. One owner, capped at one namespace,
+    sends a burst of concurrent POSTs: all pass the cache check together, all are created,
+    all but one are rolled back, and for those seconds the tenant's other owners get 429
+    ("N of them are being deleted") though the tenant holds one namespace that anyone was
+    handed. Repeated, one owner keeps the whole tenant (with --max-namespaces, everyone)
+    from provisioning. A rolled-back namespace never had a kubeconfig: nothing of a
+    tenant's can keep it, so it need not hold a slot."""
+    suffix = secrets.token_hex(3)
+    tenant, mallory, alice = f"race-{suffix}", f"mallory-{suffix}", f"alice-{suffix}"
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        f"tenants:\n  - name: {tenant}\n    match: {{token: [{mallory}, {alice}]}}\n"
+        "    maxNamespaces: 5\n    maxNamespacesPerOwner: 1\n"
+    )
+    argv = [f"--policy-file={policy}"]
+    with running_service(cluster.kubeconfig, tmp_path / "nsprov", argv,
+                         owners=(mallory, alice)) as service:  # fmt: skip
+        together = threading.Barrier(16)
+
+        def burst(_: int) -> int:
+            with httpx.Client(base_url=service.url, timeout=60) as http:
+                http.get("/api/v1/namespaces", headers=service.auth(mallory))  # connected
+                together.wait()
+                return http.post("/api/v1/namespaces", headers=service.auth(mallory)).status_code
+
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            statuses = list(pool.map(burst, range(16)))
+        rolled_back = metric(service, "nsprov_cap_rollbacks_total")
+        print(f"\nmallory's burst: {sorted(statuses)}, rolled back: {rolled_back}")
+        assert statuses.count(201) == 1, statuses
+        # The tenant holds one namespace anyone has; alice has none and asks for her first.
+        started = time.monotonic()
+        answer = _create(service, alice)
+        first = answer.text
+        while answer.status_code == 429 and time.monotonic() - started < 60:
+            time.sleep(0.5)
+            answer = _create(service, alice)
+        blocked = time.monotonic() - started
+        assert answer.status_code == 201, answer.text
+        assert blocked < 1, f"alice refused for {blocked:.1f} s; first: {first}"

@@ -125,6 +125,8 @@ class _Kube:
         self.created = created
         self.posts: list[str] = []
         self.deletes: list[str] = []
+        self.patches: list[dict[str, Any]] = []
+        self.creates: list[str] = []
 
     def get(self, path: str, **kw: Any) -> dict[str, Any]:
         assert path == bundle.NAMESPACES_PATH, path
@@ -132,6 +134,14 @@ class _Kube:
 
     def post(self, path: str, body: dict[str, Any], **kw: Any) -> dict[str, Any]:
         self.posts.append(path)
+        return self.created
+
+    def create(self, path: str, body: dict[str, Any], **kw: Any) -> dict[str, Any]:
+        self.creates.append(path)
+        return body
+
+    def merge_patch(self, path: str, body: dict[str, Any], **kw: Any) -> dict[str, Any]:
+        self.patches.append(body)
         return self.created
 
     def delete(self, path: str, body: dict[str, Any] | None = None, **kw: Any) -> dict[str, Any]:
@@ -197,6 +207,26 @@ def test_a_namespace_being_deleted_ranks_ahead_in_the_consistent_check() -> None
     assert "1 of them is being deleted" in refused.value.detail
     assert kube.posts == [bundle.NAMESPACES_PATH]
     assert kube.deletes == [bundle.namespace_path("np-new")]
+
+
+def test_a_rolled_back_namespace_holds_no_slot_while_it_is_deleted() -> None:
+    """A lost cap race is marked before its delete, and such a namespace (nobody was handed
+    it) is not counted: one owner's burst of concurrent creates must not fill the tenant's
+    slots with its rolled-back losers (review: another owner was refused ~7 s)."""
+    created = _namespace("np-new", revision=99, created="2030-03-17T17:50:00Z")
+    kube = _Kube([[], [_namespace("np-a", revision=5), created]], created=created)
+    with pytest.raises(TooManyNamespaces):
+        _provision(kube, _profile(per_owner=1))
+    assert kube.patches == [{"metadata": {"resourceVersion": "99", "annotations": {
+        bundle.ROLLED_BACK_ANNOTATION: "true"}}}]  # fmt: skip
+    assert kube.deletes == [bundle.namespace_path("np-new")]
+    loser = _namespace("np-lost", deleting=True, revision=7)
+    loser["metadata"].setdefault("annotations", {})[bundle.ROLLED_BACK_ANNOTATION] = "true"
+    mine = _namespace("np-mine", revision=120, created="2030-03-17T17:50:00Z")
+    kube = _Kube([[loser], [loser, mine]], created=mine)
+    with pytest.raises(KeyError):  # within the cap; this fake API server mints no token
+        _provision(kube, _profile(tenant_cap=1))
+    assert kube.creates, "within the cap: the bundle is made"
 
 
 def test_live_namespaces_alone_say_nothing_of_deletion() -> None:
