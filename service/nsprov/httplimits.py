@@ -14,8 +14,14 @@ parsing stays h11's) and adds:
   then the client gets a 408 and the connection is closed;
 - a head limit on complete heads too, not only on incomplete ones (431);
 - a body limit, by Content-Length and by the bytes that arrive (413);
-- a cap on open connections per listener: above it a new one is closed at once,
-  which bounds what all of them together can hold (each at most one head).
+- a cap on open connections per listener, which bounds what all of them together
+  can hold (each at most one head). At the cap a new connection does not simply get
+  refused, or whoever holds the cap's worth of slow connections locks every client
+  (and the kubelet's probes) out: the connection that has waited longest for a
+  request head (idle between requests, or sending one slowly) is closed to make
+  room. A connection whose request the app is handling is never the one closed.
+  A legitimate client sends its head at once, so it is the newest waiter, not the
+  oldest; an attacker's connections evict each other.
 
 These answers are written by the protocol, not the app: the request never
 reaches a handler, so it has no request id and no access-log line (an attacker
@@ -33,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, ClassVar
@@ -50,6 +57,9 @@ HEAD_TOO_LARGE = "head_too_large"
 BODY_TOO_LARGE = "body_too_large"
 MALFORMED = "malformed"
 TOO_MANY_CONNECTIONS = "too_many_connections"
+"""At the cap with no connection waiting for a head: the new one is closed."""
+EVICTED = "evicted"
+"""At the cap: the connection that waited longest for a head was closed for a new one."""
 
 
 @dataclass(frozen=True)
@@ -63,7 +73,8 @@ class HttpLimits:
     read_timeout: float = 10.0
     """Seconds from a request's first byte until its head and body are all in."""
     max_connections: int = 1024
-    """Open connections on the listener; a new one above this is closed at once."""
+    """Open connections on the listener; above it the one longest waiting for a request
+    head is closed (or, if none waits, the new one)."""
 
 
 class _Refused(h11.RemoteProtocolError):
@@ -128,14 +139,41 @@ class LimitedH11Protocol(H11Protocol):
         self._deadline: asyncio.TimerHandle | None = None
         self._received = False
         """Bytes of a request have arrived since the last one was read whole."""
+        self._waiting_since = time.monotonic()
+        """Since when this connection waits for a request head (meaningful while idle)."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        if len(self.connections) > self.limits.max_connections:
+        if len(self.connections) > self.limits.max_connections and not self._evict_one():
             self._count(TOO_MANY_CONNECTIONS)
             transport.close()
             return
         self._arm()
+
+    def _evict_one(self) -> bool:
+        """Close the other connection that has waited longest for a request head; False when
+        every other one has a request in the app (then the cap holds against this one)."""
+        waiting = [
+            other
+            for other in self.connections
+            if other is not self and isinstance(other, LimitedH11Protocol) and other._idle()
+        ]
+        if not waiting:
+            return False
+        oldest = min(waiting, key=lambda other: other._waiting_since)
+        oldest._count(EVICTED)
+        oldest._disarm()
+        oldest.transport.close()
+        # connection_lost (which leaves the set) runs on the loop's next turn: leave it
+        # now, so a burst of new connections does not pick the same one again.
+        self.connections.discard(oldest)
+        return True
+
+    def _idle(self) -> bool:
+        """Waiting for a request head: none in the app, and this one not yet all in."""
+        cycle = self.cycle
+        in_app = cycle is not None and not cycle.response_complete
+        return not in_app and self.conn.their_state is h11.IDLE and not self.transport.is_closing()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
@@ -146,9 +184,11 @@ class LimitedH11Protocol(H11Protocol):
         self._arm()
         super().data_received(data)
         if self.conn.their_state not in (h11.IDLE, h11.SEND_BODY):
-            # DONE (or closing): this request's head and body are all in.
+            # DONE (or closing): this request's head and body are all in; once answered,
+            # the connection waits for the next head from now on.
             self._disarm()
             self._received = False
+            self._waiting_since = time.monotonic()
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn calls this for every RemoteProtocolError; answer with what it was."""
