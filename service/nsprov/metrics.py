@@ -214,6 +214,19 @@ class Metrics:
             "Namespaces created and then deleted because a concurrent create won the cap",
             registry=self.registry,
         )
+        self.first_call_wait = Histogram(
+            "nsprov_first_call_wait_seconds",
+            "Time a create waited for the API server's authorizer to allow the new "
+            "ServiceAccount its grant (SubjectAccessReviews; pooled namespaces wait when made)",
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.first_call_unready = Counter(
+            "nsprov_first_call_unready",
+            "Kubeconfigs handed out though the authorizer did not yet allow their grant "
+            "within the first-call deadline (or nsprov could not ask)",
+            registry=self.registry,
+        )
         self.provision_failures = Counter(
             "nsprov_provision_failures",
             "Provisioning attempts that failed and were rolled back",

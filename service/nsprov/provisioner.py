@@ -27,7 +27,7 @@ from typing import Any, NoReturn, TypeVar
 import anyio
 import anyio.to_thread
 
-from nsprov import bundle, deletion
+from nsprov import bundle, deletion, firstcall
 from nsprov import kubeconfig as kubeconfig_
 from nsprov.errors import (
     BadRequest,
@@ -578,7 +578,10 @@ class Provisioner:
                 for wanted in bundle.wanted_objects(name, self.selector, template)
             ),
         )
-        token, token_expires_at = await self._token(name, expires_at)
+        (token, token_expires_at), _ = await asyncio.gather(
+            self._token(name, expires_at),
+            self._first_call_ready(name, template.cluster_roles),
+        )
         config = kubeconfig_.build(
             server=server or self.default_server, ca_data=self.ca_data, namespace=name, token=token
         )
@@ -595,6 +598,21 @@ class Provisioner:
             replayed=replayed,
             token_expires_at=token_expires_at,
         )
+
+    async def _first_call_ready(self, name: str, roles: Sequence[str]) -> None:
+        """Return once the authorizer allows the ServiceAccount its grants (firstcall.py), or
+        its deadline passed: so the job's first call is not a 403. Runs alongside the
+        TokenRequest; a grant with no rules has nothing to wait for."""
+        if self.grants is None:
+            return
+        accesses = [a for a in (self.grants.access(role) for role in roles) if a is not None]
+        if not accesses:
+            return
+        started = time.perf_counter()
+        allowed = await self._call(firstcall.wait_until_allowed, self.kube, name, accesses)
+        self.metrics.first_call_wait.observe(time.perf_counter() - started)
+        if not allowed:
+            self.metrics.first_call_unready.inc()
 
     async def _create(self, path: str, body: dict[str, Any], what: str) -> None:
         try:
