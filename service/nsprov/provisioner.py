@@ -19,6 +19,7 @@ import datetime
 import functools
 import logging
 import math
+import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -50,6 +51,8 @@ T = TypeVar("T")
 QUOTA_COUNT_SECONDS = 2.0
 """How long provisioning waits for kube-controller-manager to count a new quota's usage."""
 QUOTA_POLL_SECONDS = 0.05
+_CLAIM_ATTEMPTS = 8
+"""Ready pooled namespaces a POST tries to claim before it makes one instead."""
 _Objects = list[dict[str, Any]]  # (an alias: inside Provisioner, ``list`` is a method)
 
 
@@ -373,6 +376,14 @@ class Provisioner:
             requested_by=requested_by,
         )
         caps = self._caps(owner, profile)
+        if profile.pool_size:
+            pooled = await self._provision_pooled(
+                owner, ttl, profile, caps,
+                expires_at=expires_at, server=server, idempotency=idempotency,
+                requested_by=requested_by, started=started,
+            )  # fmt: skip
+            if pooled is not None:
+                return pooled
         try:
             if caps:
                 await self._check_caps(caps)  # from the cache: turns most excess away
@@ -387,6 +398,12 @@ class Provisioner:
             raise _failed("create the namespace", exc) from exc
         if caps:
             await self._hold_caps(created, caps)
+        if idempotency and profile.pool_size:
+            # A concurrent POST with this key may have claimed a pooled namespace instead.
+            earlier = await self._earlier_with_key(created, owner, tenant, idempotency)
+            if earlier is not None:
+                await self._roll_back(created)
+                return await self._complete(earlier, server, replayed=True, profile=profile)
         try:
             result = await self._complete(created, server, replayed=False, profile=profile)
         except BaseException:
@@ -400,6 +417,177 @@ class Provisioner:
             name, owner, expires_at, tenant or "-", requested_by or "-",
         )  # fmt: skip
         return result
+
+    # ---- claiming from a pool (pool.py makes what is claimed) -----------------------------
+
+    async def _provision_pooled(
+        self,
+        owner: str,
+        ttl: float,
+        profile: Profile,
+        caps: Sequence[_Cap],
+        *,
+        expires_at: int,
+        server: str | None,
+        idempotency: str | None,
+        requested_by: str | None,
+        started: float,
+    ) -> Provisioned | None:
+        """A pooled namespace claimed for this request, or None: then it is made as without
+        a pool (the pool is empty, or every ready one was claimed by someone else first).
+
+        The claim is the one write (bundle.claim_patch); what follows is what a create
+        does after its namespace exists: the caps judged by a consistent read, the
+        Idempotency-Key's one namespace, a token. The first-call check was done when the
+        namespace was made ready, long before.
+        """
+        tenant = profile.tenant
+        if idempotency:
+            replay = await self._claimed_with_key(owner, tenant, idempotency, ttl)
+            if replay is not None:
+                return await self._complete(replay, server, replayed=True, profile=profile)
+        if caps:
+            await self._check_caps(caps)
+        claimed = await self._claim(
+            owner, ttl, profile, expires_at=expires_at, idempotency=idempotency,
+            requested_by=requested_by,
+        )  # fmt: skip
+        result = "hit" if claimed is not None else "miss"
+        self.metrics.pool_claims.labels(tenant=tenant or "", result=result).inc()
+        if claimed is None:
+            return None
+        name = claimed["metadata"]["name"]
+        if caps:
+            await self._hold_caps(claimed, caps)
+        if idempotency:
+            earlier = await self._earlier_with_key(claimed, owner, tenant, idempotency)
+            if earlier is not None:
+                await self._roll_back(claimed)
+                return await self._complete(earlier, server, replayed=True, profile=profile)
+        try:
+            token, token_expires_at = await self._token(name, expires_at)
+        except BaseException:
+            self.metrics.provision_failures.inc()
+            await self._roll_back(claimed)
+            raise
+        self.metrics.provision_duration.observe(time.perf_counter() - started)
+        self.metrics.provisioned.labels(tenant=tenant or "").inc()
+        log.info(
+            "provisioned namespace=%s owner=%s expires_at=%d tenant=%s requested_by=%s pool=hit",
+            name, owner, expires_at, tenant or "-", requested_by or "-",
+        )  # fmt: skip
+        config = kubeconfig_.build(
+            server=server or self.default_server, ca_data=self.ca_data, namespace=name, token=token
+        )
+        return Provisioned(
+            name=name, expires_at=expires_at, kubeconfig=config, token_expires_at=token_expires_at
+        )
+
+    def _pool_hash(self, profile: Profile) -> str:
+        """The hash of ``profile``'s pooled namespaces now (pool.profile_hash, the keeper's)."""
+        grants = self.grants
+        prints = [grants.fingerprint(r) if grants else "" for r in profile.cluster_roles]
+        return bundle.pool_hash(profile.tenant, profile.template, prints)
+
+    def _claimable(self, profile: Profile, expires_at: int) -> _Objects:
+        """Ready pooled namespaces of ``profile``'s current hash that can live until
+        ``expires_at`` within the tenant's maxLifetime (which counts from creation)."""
+        cache = self._synced_cache()
+        if cache is None:
+            return []  # no controller on this replica to see them with
+        pool, now = self._pool_hash(profile), self.clock()
+        found = []
+        for ns in cache.items():
+            metadata = ns["metadata"]
+            if bundle.pool_of(metadata) != pool or not bundle.is_pool_ready(metadata):
+                continue
+            if bundle.is_terminating(ns) or (bundle.expires_at_of(metadata) or 0) <= now + 5:
+                continue  # about to expire: the controller may be deleting it
+            created = bundle.created_at_of(metadata)
+            if profile.max_lifetime and (created is None or created + profile.max_lifetime
+                                         < expires_at):  # fmt: skip
+                continue
+            found.append(ns)
+        return found
+
+    async def _claim(
+        self,
+        owner: str,
+        ttl: float,
+        profile: Profile,
+        *,
+        expires_at: int,
+        idempotency: str | None,
+        requested_by: str | None,
+    ) -> dict[str, Any] | None:
+        """Claim one ready pooled namespace with one conditional write; None if none is won.
+
+        Candidates are tried in random order, so replicas (and this replica's concurrent
+        requests) claiming at once rarely pick the same one; a 409 means another got it
+        (or it changed: stale, expiring) and the next is tried.
+        """
+        candidates = self._claimable(profile, expires_at)
+        random.shuffle(candidates)
+        for candidate in candidates[:_CLAIM_ATTEMPTS]:
+            metadata = candidate["metadata"]
+            patch = bundle.claim_patch(
+                metadata, owner=owner, tenant=profile.tenant, expires_at=expires_at,
+                requested_ttl=ttl, idempotency=idempotency, requested_by=requested_by,
+            )  # fmt: skip
+            try:
+                claimed = await self._call(
+                    self.kube.merge_patch, bundle.namespace_path(metadata["name"]), patch
+                )
+            except KubeError as exc:
+                if exc.status in (404, 409):
+                    continue
+                raise _failed("claim a pooled namespace", exc) from exc
+            self._remember(claimed)
+            return claimed
+        return None
+
+    async def _claimed_with_key(
+        self, owner: str, tenant: str | None, idempotency: str, ttl: float
+    ) -> dict[str, Any] | None:
+        """The namespace a replayed request with this key claimed from a pool, if any.
+
+        A claimed namespace keeps its pooled name, so it is found by its idempotency label
+        (in the cache: a replay comes seconds later), then read and judged as any replay.
+        """
+        cache = self._synced_cache()
+        if cache is None:
+            return None
+        for ns in cache.items():
+            metadata = ns["metadata"]
+            labels = metadata.get("labels") or {}
+            if labels.get(bundle.IDEMPOTENCY_LABEL) == idempotency and bundle.belongs_to(
+                metadata, owner, tenant
+            ):
+                return await self._replayable(owner, metadata["name"], idempotency, ttl, tenant)
+        return None
+
+    async def _earlier_with_key(
+        self, ours: dict[str, Any], owner: str, tenant: str | None, idempotency: str
+    ) -> dict[str, Any] | None:
+        """Another namespace for the same Idempotency-Key written before ``ours``, else None.
+
+        With a pool, one key's namespace has two ways to come about (a claim, whose name is
+        the pool's, or a create under the key's name), so the name alone no longer makes
+        the API server the lock. A consistent LIST by the key's label does: the earliest
+        write (lowest resourceVersion) keeps its namespace, every later one is rolled back
+        and replays it.
+        """
+        selector = f"{self.selector},{bundle.IDEMPOTENCY_LABEL}={idempotency}"
+        mine = ours["metadata"]["name"]
+        others = [
+            obj
+            for obj in await self._list_consistently(selector)
+            if obj["metadata"]["name"] != mine
+            and not bundle.is_terminating(obj)
+            and bundle.belongs_to(obj["metadata"], owner, tenant)
+            and _revision(obj) < _revision(ours)
+        ]
+        return min(others, key=_revision) if others else None
 
     async def _replayable(
         self, owner: str, name: str, idempotency: str, ttl: float, tenant: str | None
@@ -467,8 +655,10 @@ class Provisioner:
                     self.max_namespaces,
                     f"the limit of {self.max_namespaces} namespaces (all tenants "
                     "together) is reached",
-                    str(self.selector),
-                    lambda m: True,
+                    # Pooled namespaces count in no caller's cap, this one included: the
+                    # pool sizes bound them (policy.MAX_POOL_SIZE each).
+                    f"{self.selector},!{bundle.POOL_LABEL}",
+                    lambda m: not bundle.is_pooled(m),
                     tenant,
                 )
             )

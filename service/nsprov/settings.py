@@ -140,6 +140,19 @@ class Settings:
     )
     """Cap on live managed namespaces per token owner (0 = no cap)."""
 
+    pool_size: int = flag(
+        0,
+        "ready namespaces kept for the flags' profile, without a policy file (0 = no pool)",
+        kind="count",
+    )
+    """Namespaces made in advance (no owner, no token) so a POST only claims one; with a
+    policy file, ``pool:`` on a tenant or the defaults says it instead."""
+
+    pool_max_age: float = flag(
+        3600.0, "a pooled namespace not claimed by then expires", kind="duration"
+    )
+    """Seconds a pooled namespace waits to be claimed before it expires (and is made anew)."""
+
     pod_security: str = flag(
         "baseline",
         "Pod Security level enforced in each namespace ('' = none)",

@@ -20,7 +20,7 @@ GROUND = {
     "ttl", "workqueue",
 }  # fmt: skip
 API_WING = {"api", "auth", "identity", "oidc", "openapi", "provisioner"}
-CONTROLLER_WING = {"controller", "leader", "namespacescope", "watch"}
+CONTROLLER_WING = {"controller", "leader", "namespacescope", "pool", "watch"}
 TOP = {"app", "cli", "httplimits", "launcher", "rollout"}
 # The client (``pip install nsprov`` without the server extra): talks HTTP, never Kubernetes.
 CLIENT = {"client", "client_cli", "client_diagnostics", "client_http", "client_run"}
