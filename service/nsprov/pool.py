@@ -89,6 +89,10 @@ class PoolKeeper:
         self.clock = clock
         self._executor = concurrent.futures.ThreadPoolExecutor(workers, "pool-make")
         self._making: dict[str, str] = {}  # name -> hash, while this keeper makes it
+        # Hashes this keeper has kept a pool for. A keeper that keeps no pool now deletes
+        # only pooled namespaces of those: one started with pools off (or a test's second
+        # nsprov on the same cluster) leaves others to their expiry rather than guess.
+        self._kept: set[str] = set()
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._keeping = threading.Event()
@@ -150,6 +154,7 @@ class PoolKeeper:
     def keep(self) -> None:
         """Delete stale and abandoned pooled namespaces; start making what each pool lacks."""
         wanted = self.wanted()
+        self._kept.update(wanted)
         now = self.clock()
         with self._lock:
             making = dict(self._making)
@@ -163,7 +168,8 @@ class PoolKeeper:
                 continue
             name = metadata["name"]
             if pool not in wanted:
-                self._discard(ns, "stale")
+                if wanted or pool in self._kept:
+                    self._discard(ns, "stale")
             elif (
                 name not in making
                 and not bundle.is_pool_ready(metadata)
