@@ -271,6 +271,8 @@ class Provisioner:
         """
         name, idempotency = bundle.idempotent_name(self.prefix, owner, key)
         obj = await self._read(name)
+        if obj is None:
+            obj = await self._claimed_by_key(owner, tenant, idempotency)
         if obj is None or bundle.is_terminating(obj):
             return []
         if not self._made_with_key(obj, owner, tenant, idempotency):
@@ -564,6 +566,17 @@ class Provisioner:
                 metadata, owner, tenant
             ):
                 return await self._replayable(owner, metadata["name"], idempotency, ttl, tenant)
+        return None
+
+    async def _claimed_by_key(
+        self, owner: str, tenant: str | None, idempotency: str
+    ) -> dict[str, Any] | None:
+        """The caller's live namespace claimed from a pool with this key's digest (it has the
+        pool's name, not the key's): one consistent LIST by the key's label."""
+        selector = f"{self.selector},{bundle.IDEMPOTENCY_LABEL}={idempotency}"
+        for obj in await self._list_consistently(selector):
+            if not bundle.is_terminating(obj) and bundle.belongs_to(obj["metadata"], owner, tenant):
+                return obj
         return None
 
     async def _earlier_with_key(

@@ -274,7 +274,14 @@ def test_a_keyed_post_claims_once_and_replays_the_same_namespace(
         assert name in ready
         with service.client() as http:
             listed = http.get("/api/v1/namespaces", headers=service.auth(owner)).json()["items"]
-        assert [item["name"] for item in listed] == [name]
+            assert [item["name"] for item in listed] == [name]
+            # What the Action's post step asks when main's answer was lost.
+            found = http.get(
+                "/api/v1/namespaces",
+                params={"idempotencyKey": "job-1"},
+                headers=service.auth(owner),
+            ).json()["items"]
+        assert [item["name"] for item in found] == [name]
         again = _post(service, owner, key="job-1")
         assert again.status_code == 201
         assert again.json()["namespace"] == name
