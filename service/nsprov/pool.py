@@ -54,6 +54,9 @@ this keeper, was left half-made (a crash, a lost lead): it is deleted and made a
 QUOTA_COUNT_SECONDS = 5.0
 """How long the keeper waits for kube-controller-manager to count a new quota's usage."""
 _TICK_SECONDS = 1.0
+REFILL_QUIET_SECONDS = 0.2
+"""The keeper refills once claims have paused this long (or a tick has passed): a burst of
+claims is served first, and not slowed by refills competing for the same API server."""
 
 
 def profile_hash(profile: Profile, grants: GrantGuard | None) -> str:
@@ -128,13 +131,21 @@ class PoolKeeper:
     def _run(self) -> None:
         while not self._stopping.is_set():
             self._wake.wait(_TICK_SECONDS)
-            self._wake.clear()
+            self._settle()
             if not self._keeping.is_set() or not self.namespaces.synced.is_set():
                 continue
             try:
                 self.keep()
             except Exception:
                 log.exception("pool keeper pass failed; again in %.0fs", _TICK_SECONDS)
+
+    def _settle(self) -> None:
+        """Wait until no namespace event came for REFILL_QUIET_SECONDS, a tick at most."""
+        deadline = time.monotonic() + _TICK_SECONDS
+        while self._wake.is_set() and time.monotonic() < deadline:
+            self._wake.clear()
+            if self._stopping.wait(REFILL_QUIET_SECONDS):
+                return
 
     # ---- one pass -------------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
@@ -271,7 +271,8 @@ class Provisioner:
         """
         name, idempotency = bundle.idempotent_name(self.prefix, owner, key)
         obj = await self._read(name)
-        if obj is None:
+        if obj is None or bundle.is_terminating(obj):
+            # Claimed from a pool (the pool's name), a create under the key's name rolled back.
             obj = await self._claimed_by_key(owner, tenant, idempotency)
         if obj is None or bundle.is_terminating(obj):
             return []
@@ -354,7 +355,7 @@ class Provisioner:
         idempotency = None
         if idempotency_key:
             name, idempotency = bundle.idempotent_name(self.prefix, owner, idempotency_key)
-            existing = await self._replayable(owner, name, idempotency, ttl, tenant)
+            existing = await self._replay_keyed(owner, name, idempotency, ttl, profile)
             if existing is not None:
                 return await self._complete(existing, server, replayed=True, profile=profile)
         else:
@@ -394,7 +395,7 @@ class Provisioner:
         except KubeError as exc:
             if exc.status == 409 and idempotency:
                 # A concurrent request with the same key won the race: finish its bundle.
-                existing = await self._replayable(owner, name, idempotency, ttl, tenant)
+                existing = await self._replay_keyed(owner, name, idempotency, ttl, profile)
                 if existing is not None:
                     return await self._complete(existing, server, replayed=True, profile=profile)
             raise _failed("create the namespace", exc) from exc
@@ -444,20 +445,16 @@ class Provisioner:
         namespace was made ready, long before.
         """
         tenant = profile.tenant
-        if idempotency:
-            replay = await self._claimed_with_key(owner, tenant, idempotency, ttl)
-            if replay is not None:
-                return await self._complete(replay, server, replayed=True, profile=profile)
         if caps:
             await self._check_caps(caps)
-        claimed = await self._claim(
+        won = await self._claim(
             owner, ttl, profile, expires_at=expires_at, idempotency=idempotency,
             requested_by=requested_by,
         )  # fmt: skip
-        result = "hit" if claimed is not None else "miss"
-        self.metrics.pool_claims.labels(tenant=tenant or "", result=result).inc()
-        if claimed is None:
+        self.metrics.pool_claims.labels(tenant=tenant or "", result="hit" if won else "miss").inc()
+        if won is None:
             return None
+        claimed, (token, token_expires_at) = won
         name = claimed["metadata"]["name"]
         if caps:
             await self._hold_caps(claimed, caps)
@@ -466,12 +463,6 @@ class Provisioner:
             if earlier is not None:
                 await self._roll_back(claimed)
                 return await self._complete(earlier, server, replayed=True, profile=profile)
-        try:
-            token, token_expires_at = await self._token(name, expires_at)
-        except BaseException:
-            self.metrics.provision_failures.inc()
-            await self._roll_back(claimed)
-            raise
         self.metrics.provision_duration.observe(time.perf_counter() - started)
         self.metrics.provisioned.labels(tenant=tenant or "").inc()
         log.info(
@@ -521,32 +512,78 @@ class Provisioner:
         expires_at: int,
         idempotency: str | None,
         requested_by: str | None,
-    ) -> dict[str, Any] | None:
-        """Claim one ready pooled namespace with one conditional write; None if none is won.
+    ) -> tuple[dict[str, Any], tuple[str, int | None]] | None:
+        """Claim one ready pooled namespace with one conditional write, and its token; None
+        if none is won.
 
         Candidates are tried in random order, so replicas (and this replica's concurrent
         requests) claiming at once rarely pick the same one; a 409 means another got it
-        (or it changed: stale, expiring) and the next is tried.
+        (or it changed: stale, expiring) and the next is tried. The TokenRequest runs
+        alongside the claim, not after it (a claim costs one round trip, not two): a
+        token minted for a namespace whose claim was lost is dropped unused, never leaves
+        this process, and is worth nothing once its namespace is gone.
         """
         candidates = self._claimable(profile, expires_at)
         random.shuffle(candidates)
         for candidate in candidates[:_CLAIM_ATTEMPTS]:
             metadata = candidate["metadata"]
+            name = metadata["name"]
             patch = bundle.claim_patch(
                 metadata, owner=owner, tenant=profile.tenant, expires_at=expires_at,
                 requested_ttl=ttl, idempotency=idempotency, requested_by=requested_by,
             )  # fmt: skip
-            try:
-                claimed = await self._call(
-                    self.kube.merge_patch, bundle.namespace_path(metadata["name"]), patch
-                )
-            except KubeError as exc:
-                if exc.status in (404, 409):
-                    continue
-                raise _failed("claim a pooled namespace", exc) from exc
+            seconds = bundle.token_seconds(expires_at - self.clock())
+            claiming: Awaitable[dict[str, Any]] = self._call(
+                self.kube.merge_patch, bundle.namespace_path(name), patch
+            )
+            minting: Awaitable[dict[str, Any]] = self._call(
+                self.kube.post, bundle.token_path(name), bundle.token_request(seconds)
+            )
+            outcome = await asyncio.gather(claiming, minting, return_exceptions=True)
+            claimed: dict[str, Any] | BaseException = outcome[0]
+            minted: dict[str, Any] | BaseException = outcome[1]
+            if isinstance(claimed, KubeError) and claimed.status in (404, 409):
+                continue
+            if isinstance(claimed, KubeError):
+                raise _failed("claim a pooled namespace", claimed) from claimed
+            if isinstance(claimed, BaseException):
+                raise claimed
             self._remember(claimed)
-            return claimed
+            if isinstance(minted, BaseException):
+                self.metrics.provision_failures.inc()
+                await self._roll_back(claimed)
+                if isinstance(minted, KubeError):
+                    raise _failed("request a token", minted) from minted
+                raise minted
+            status = minted["status"]
+            token: str = status["token"]
+            return claimed, (token, bundle.unix_time(status.get("expirationTimestamp")))
         return None
+
+    async def _replay_keyed(
+        self, owner: str, name: str, idempotency: str, ttl: float, profile: Profile
+    ) -> dict[str, Any] | None:
+        """The namespace an earlier request with this key made, or None (``_replayable``).
+
+        With a pool it may have been claimed (the pool's name, found by its label: in the
+        cache first, a replay comes seconds later), and a create under the key's name that
+        lost to that claim is being deleted: then one consistent LIST finds the claim.
+        """
+        tenant = profile.tenant
+        if profile.pool_size:
+            found = await self._claimed_with_key(owner, tenant, idempotency, ttl)
+            if found is not None:
+                return found
+        try:
+            return await self._replayable(owner, name, idempotency, ttl, tenant)
+        except Conflict:
+            if not profile.pool_size:
+                raise
+            claimed = await self._claimed_by_key(owner, tenant, idempotency)
+            if claimed is None:
+                raise
+            return await self._replayable(owner, claimed["metadata"]["name"], idempotency, ttl,
+                                          tenant)  # fmt: skip
 
     async def _claimed_with_key(
         self, owner: str, tenant: str | None, idempotency: str, ttl: float
@@ -559,14 +596,10 @@ class Provisioner:
         cache = self._synced_cache()
         if cache is None:
             return None
-        for ns in cache.items():
-            metadata = ns["metadata"]
-            labels = metadata.get("labels") or {}
-            if labels.get(bundle.IDEMPOTENCY_LABEL) == idempotency and bundle.belongs_to(
-                metadata, owner, tenant
-            ):
-                return await self._replayable(owner, metadata["name"], idempotency, ttl, tenant)
-        return None
+        found = _first_made(_with_key(cache.items(), owner, tenant, idempotency))
+        if found is None:
+            return None
+        return await self._replayable(owner, found["metadata"]["name"], idempotency, ttl, tenant)
 
     async def _claimed_by_key(
         self, owner: str, tenant: str | None, idempotency: str
@@ -574,10 +607,8 @@ class Provisioner:
         """The caller's live namespace claimed from a pool with this key's digest (it has the
         pool's name, not the key's): one consistent LIST by the key's label."""
         selector = f"{self.selector},{bundle.IDEMPOTENCY_LABEL}={idempotency}"
-        for obj in await self._list_consistently(selector):
-            if not bundle.is_terminating(obj) and bundle.belongs_to(obj["metadata"], owner, tenant):
-                return obj
-        return None
+        listed = await self._list_consistently(selector)
+        return _first_made(_with_key(listed, owner, tenant, idempotency))
 
     async def _earlier_with_key(
         self, ours: dict[str, Any], owner: str, tenant: str | None, idempotency: str
@@ -988,6 +1019,24 @@ def _revision(obj: dict[str, Any]) -> int:
         return int(obj["metadata"].get("resourceVersion", ""))
     except ValueError:
         return 0  # not etcd-backed: rank it first, which errs towards refusing
+
+
+def _with_key(namespaces: _Objects, owner: str, tenant: str | None, idempotency: str) -> _Objects:
+    """The caller's live namespaces made or claimed with this Idempotency-Key's digest (one
+    being deleted lost a race for the key and was rolled back)."""
+    return [
+        ns
+        for ns in namespaces
+        if (ns["metadata"].get("labels") or {}).get(bundle.IDEMPOTENCY_LABEL) == idempotency
+        and not bundle.is_terminating(ns)
+        and bundle.belongs_to(ns["metadata"], owner, tenant)
+    ]
+
+
+def _first_made(namespaces: _Objects) -> dict[str, Any] | None:
+    """The one written first (lowest resourceVersion): the one a race for a key keeps, so a
+    replay never picks a loser that is about to be rolled back."""
+    return min(namespaces, key=_revision) if namespaces else None
 
 
 def _ahead_of(created: dict[str, Any], listed: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -227,13 +227,13 @@ def test_a_stale_profiles_pooled_namespaces_are_deleted_never_handed_out(
         name = response.json()["namespace"]
         assert name not in old
         assert core.read_namespace(name).metadata.labels["cost-centre"] == "cc-42"
-        new = _wait_full(core, tenant, 2)
-        assert not new & old
         wait_until(
-            lambda: all(not _pooled(core, tenant, ready_only=False) & {n} for n in old),
+            lambda: not _pooled(core, tenant, ready_only=False) & old,
             timeout=10,
             message="stale pooled namespaces deleted",
         )
+        new = _wait_full(core, tenant, 2)
+        assert not new & old
         assert _metric(service, "nsprov_pool_discarded_total", 'reason="stale"') >= 2
 
 
@@ -263,18 +263,21 @@ def test_a_keyed_post_claims_once_and_replays_the_same_namespace(
 ) -> None:
     with _service(cluster.kubeconfig, tmp_path) as (service, tenant, owner, _):
         ready = _wait_full(core, tenant, 3)
-        with concurrent.futures.ThreadPoolExecutor(4) as pool:
-            responses = list(pool.map(lambda _: _post(service, owner, key="job-1"), range(4)))
-        assert [r.status_code for r in responses] == [201] * 4, [r.text for r in responses]
+        # More POSTs with the key than ready namespaces: some claim, some make one under the
+        # key's name; one namespace stays, every POST answers it.
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            responses = list(pool.map(lambda _: _post(service, owner, key="job-1"), range(8)))
+        assert [r.status_code for r in responses] == [201] * 8, [r.text for r in responses]
         fresh = [r for r in responses if "idempotent-replayed" not in r.headers]
         assert len(fresh) == 1
         names = {r.json()["namespace"] for r in responses}
         assert len(names) == 1
         (name,) = names
-        assert name in ready
         with service.client() as http:
             listed = http.get("/api/v1/namespaces", headers=service.auth(owner)).json()["items"]
-            assert [item["name"] for item in listed] == [name]
+            # The losers of the race rolled back what they claimed: at most being deleted.
+            live = [item["name"] for item in listed if item["state"] == "ACTIVE"]
+            assert live == [name]
             # What the Action's post step asks when main's answer was lost.
             found = http.get(
                 "/api/v1/namespaces",
