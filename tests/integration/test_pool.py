@@ -262,12 +262,13 @@ def test_a_keyed_post_claims_once_and_replays_the_same_namespace(
     cluster: Cluster, core: client.CoreV1Api, tmp_path: Path
 ) -> None:
     with _service(cluster.kubeconfig, tmp_path) as (service, tenant, owner, _):
-        ready = _wait_full(core, tenant, 3)
+        _wait_full(core, tenant, 3)
         # More POSTs with the key than ready namespaces: some claim, some make one under the
         # key's name; one namespace stays, every POST answers it.
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             responses = list(pool.map(lambda _: _post(service, owner, key="job-1"), range(8)))
         assert [r.status_code for r in responses] == [201] * 8, [r.text for r in responses]
+        assert _metric(service, "nsprov_pool_claims_total", 'result="hit"') >= 1
         fresh = [r for r in responses if "idempotent-replayed" not in r.headers]
         assert len(fresh) == 1
         names = {r.json()["namespace"] for r in responses}
