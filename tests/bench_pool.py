@@ -192,6 +192,17 @@ def pool(args: argparse.Namespace) -> None:
             )
             print(f"nsprov POST, no pool, sequential:  {bench.percentiles(plain)} "
                   f"({statistics.median(plain) / floor:.2f}x the floor)")  # fmt: skip
+            # nsprov's own cost per request (HTTP, auth, routing, JSON), no Kubernetes call:
+            # a GET of one namespace, answered from the informer cache.
+            one = _post(http, service, "bob").json()["namespace"]
+            gets = [
+                bench._timed(
+                    lambda: http.get(f"/api/v1/namespaces/{one}", headers=service.auth("bob"))
+                )
+                for _ in range(args.requests)
+            ]
+            print(f"nsprov GET of one namespace:       {bench.percentiles(gets)} "
+                  f"({statistics.median(gets) / floor:.2f}x the floor: nsprov's own)")  # fmt: skip
 
             # A burst no larger than the pool, then the refill it leaves behind.
             _wait_full(service, args.pool)
@@ -240,6 +251,25 @@ def pool(args: argparse.Namespace) -> None:
                         f"{_metric(service, 'nsprov_first_call_unready_total') - unready:.0f} "
                         "past its deadline"
                     )
+        # The same creates with the check off: what it spares the jobs.
+        unchecked = _policy(Path(tmp) / "unchecked.yaml", 0)
+        unchecked_args = [
+            f"--policy-file={unchecked}",
+            "--leader-elect=false",
+            "--first-call-check=false",
+        ]
+        with (
+            running_service(kubeconfig, Path(tmp) / "unchecked", unchecked_args) as service,
+            httpx.Client(
+                base_url=service.url, timeout=120, limits=httpx.Limits(max_connections=CONCURRENCY)
+            ) as shared,
+        ):
+            statuses, wall = _concurrently(
+                lambda _: _first_call(_post(shared, service, "bob")), args.first_calls
+            )
+            refused = sum(1 for s in statuses if s == 403)
+            print(f"first calls, no pool, check off: {args.first_calls} creates at concurrency "
+                  f"{CONCURRENCY} in {wall:.1f}s, {refused} refused (403)")  # fmt: skip
         for ns in core.list_namespace(label_selector=bench.SELECTOR).items:
             with contextlib.suppress(client.exceptions.ApiException):
                 core.delete_namespace(ns.metadata.name)

@@ -209,6 +209,7 @@ def create_service(settings: Settings) -> Service:
         metrics=metrics,
         max_namespaces=settings.max_namespaces,
         grants=grant,
+        first_call_check=settings.first_call_check,
     )
     metrics.grant_usable.set_function(lambda: 0.0 if grant.refusals() else 1.0)
     service = Service(settings, client, authenticator, provisioner, metrics, grant)

@@ -153,6 +153,15 @@ class Settings:
     )
     """Seconds a pooled namespace waits to be claimed before it expires (and is made anew)."""
 
+    first_call_check: bool = flag(
+        True,
+        "before answering a create, wait (5 s at most) until the API server's authorizer "
+        "allows the new ServiceAccount its grant",
+        kind="bool",
+    )
+    """Ask SubjectAccessReviews until the fresh RoleBindings are in force, so a job's first
+    call is not a 403; off only to measure what it spares (tests.bench pool)."""
+
     pod_security: str = flag(
         "baseline",
         "Pod Security level enforced in each namespace ('' = none)",
