@@ -22,7 +22,7 @@ import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NoReturn, TypeVar
 
 import anyio
@@ -199,6 +199,9 @@ class Provisioner:
     quotas: QuotaSource | None = None
     first_call_check: bool = True
     """Wait until the authorizer allows a new ServiceAccount its grant (firstcall.py)."""
+    _claiming: set[str] = field(default_factory=set, init=False, repr=False)
+    """Pooled namespaces this replica's requests are claiming right now: its other requests
+    pass them over instead of losing a race (and a TokenRequest) to each other."""
 
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
@@ -527,9 +530,12 @@ class Provisioner:
         """
         candidates = self._claimable(profile, expires_at)
         random.shuffle(candidates)
+        candidates = [c for c in candidates if c["metadata"]["name"] not in self._claiming]
         for candidate in candidates[:_CLAIM_ATTEMPTS]:
             metadata = candidate["metadata"]
             name = metadata["name"]
+            if name in self._claiming:
+                continue
             patch = bundle.claim_patch(
                 metadata, owner=owner, tenant=profile.tenant, expires_at=expires_at,
                 requested_ttl=ttl, idempotency=idempotency, requested_by=requested_by,
@@ -541,7 +547,11 @@ class Provisioner:
             minting: Awaitable[dict[str, Any]] = self._call(
                 self.kube.post, bundle.token_path(name), bundle.token_request(seconds)
             )
-            outcome = await asyncio.gather(claiming, minting, return_exceptions=True)
+            self._claiming.add(name)  # the event loop is one thread: no lock needed
+            try:
+                outcome = await asyncio.gather(claiming, minting, return_exceptions=True)
+            finally:
+                self._claiming.discard(name)
             claimed: dict[str, Any] | BaseException = outcome[0]
             minted: dict[str, Any] | BaseException = outcome[1]
             if isinstance(claimed, KubeError) and claimed.status in (404, 409):
