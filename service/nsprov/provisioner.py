@@ -444,10 +444,10 @@ class Provisioner:
         """A pooled namespace claimed for this request, or None: then it is made as without
         a pool (the pool is empty, or every ready one was claimed by someone else first).
 
-        The claim is the one write (bundle.claim_patch); what follows is what a create
-        does after its namespace exists: the caps judged by a consistent read, the
-        Idempotency-Key's one namespace, a token. The first-call check was done when the
-        namespace was made ready, long before.
+        The claim is the one write (bundle.claim_patch), its token minted alongside; what
+        follows is what a create does after its namespace exists: the caps judged by a
+        consistent read, the Idempotency-Key's one namespace. The first-call check was
+        done when the namespace was made ready, long before.
         """
         tenant = profile.tenant
         if caps:
@@ -464,7 +464,11 @@ class Provisioner:
         if caps:
             await self._hold_caps(claimed, caps)
         if idempotency:
-            earlier = await self._earlier_with_key(claimed, owner, tenant, idempotency)
+            try:
+                earlier = await self._earlier_with_key(claimed, owner, tenant, idempotency)
+            except BaseException:
+                await self._roll_back(claimed)  # cannot tell whether it is the key's one
+                raise
             if earlier is not None:
                 await self._roll_back(claimed)
                 return await self._complete(earlier, server, replayed=True, profile=profile)
