@@ -9,6 +9,7 @@ from typing import Any, cast
 import pytest
 
 from nsprov import bundle, firstcall
+from nsprov.controller import Controller
 from nsprov.grant import GrantGuard
 from nsprov.kube import Kube, KubeError
 from nsprov.metrics import Metrics
@@ -238,3 +239,59 @@ def test_a_keeper_makes_nothing_with_a_grant_it_may_not_hand_out() -> None:
     grants.listed([{"metadata": {"name": base.cluster_roles[0]}, "rules": []}])
     assert list(keeper.wanted()) == [profile_hash(base, grants)]
     keeper.stop()
+
+
+class _Writes:
+    """A Kube that records what the controller writes."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def create(self, path: str, body: dict[str, Any]) -> bool:
+        self.calls.append(("create", path))
+        return True
+
+    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append(("post", path))
+        return body
+
+    def merge_patch(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append(("patch", path))
+        return {}
+
+    def delete(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        self.calls.append(("delete", path))
+        return {}
+
+
+def _reconciled(expires_at: int) -> list[tuple[str, str]]:
+    """What the controller writes for one pooled namespace (its objects all missing)."""
+    kube = _Writes()
+    controller = Controller(
+        cast(Kube, kube), selector=SELECTOR, cluster_role="g", metrics=Metrics(),
+        clock=lambda: 1000.0,
+    )  # fmt: skip
+    ns = bundle.pooled_namespace(
+        "np-p", selector=SELECTOR, template=Template(("g",)), tenant="web",
+        expires_at=expires_at, pool="h",
+    )  # fmt: skip
+    ns["metadata"].update(uid="u", resourceVersion="1", creationTimestamp="1970-01-01T00:00:00Z")
+    controller.namespaces._store[("", "np-p")] = ns
+    try:
+        controller.reconcile("np-p")
+    finally:
+        for informer in controller.informers:
+            informer.synced.set()
+        controller.stop()
+    return kube.calls
+
+
+def test_the_controller_repairs_a_pooled_namespace_rather_than_adopting_it() -> None:
+    calls = _reconciled(expires_at=5000)
+    assert ("create", bundle.service_accounts_path("np-p")) in calls
+    assert ("create", bundle.role_bindings_path("np-p")) in calls
+    assert not [c for c in calls if c[0] in ("patch", "delete")]
+
+
+def test_the_controller_deletes_a_pooled_namespace_at_its_max_age() -> None:
+    assert _reconciled(expires_at=900) == [("delete", bundle.namespace_path("np-p"))]
