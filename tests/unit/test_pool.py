@@ -4,6 +4,7 @@ runs them against a real API server)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, cast
 
 import pytest
@@ -13,9 +14,11 @@ from nsprov.controller import Controller
 from nsprov.grant import GrantGuard
 from nsprov.kube import Kube, KubeError
 from nsprov.metrics import Metrics
+from nsprov.namespacecache import ReadYourWrites
 from nsprov.policy import Pool, flags_profile
 from nsprov.policyfile import PolicyError, parse_policy
 from nsprov.pool import PoolKeeper, profile_hash
+from nsprov.provisioner import Provisioner
 from nsprov.settings import Settings
 from nsprov.template import Template
 from nsprov.watch import Informer
@@ -295,3 +298,54 @@ def test_the_controller_repairs_a_pooled_namespace_rather_than_adopting_it() -> 
 
 def test_the_controller_deletes_a_pooled_namespace_at_its_max_age() -> None:
     assert _reconciled(expires_at=900) == [("delete", bundle.namespace_path("np-p"))]
+
+
+class _Namespaces:
+    """A synced NamespaceSource holding ``items``."""
+
+    def __init__(self, items: list[dict[str, Any]]) -> None:
+        self._items = {i["metadata"]["name"]: i for i in items}
+
+    def synced(self) -> bool:
+        return True
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        return self._items.get(name)
+
+    def items(self) -> list[dict[str, Any]]:
+        return list(self._items.values())
+
+
+class _Claims(_Writes):
+    def merge_patch(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append(("patch", path))
+        return {"metadata": {"name": path.rsplit("/", 1)[1], "resourceVersion": "9"}}
+
+    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append(("post", path))
+        return {"status": {"token": "t", "expirationTimestamp": "2030-01-01T00:00:00Z"}}
+
+
+def _claim(items: list[dict[str, Any]], profile_pool: int = 3) -> list[tuple[str, str]]:
+    kube = _Claims()
+    provisioner = Provisioner(
+        kube=cast(Kube, kube), selector=SELECTOR, prefix="np", default_server="https://k",
+        ca_data=None, metrics=Metrics(), cache=ReadYourWrites(_Namespaces(items)),
+    )  # fmt: skip
+    profile = flags_profile(Settings(tokens={"x": "y"}, pool_size=profile_pool))
+    won = asyncio.run(
+        provisioner._claim(
+            "alice", 600.0, profile, expires_at=10**9 + 600, idempotency=None, requested_by=None
+        )
+    )
+    return kube.calls if won else []
+
+
+def test_a_stale_profiles_pooled_namespace_is_never_claimed() -> None:
+    base = flags_profile(Settings(tokens={"x": "y"}, pool_size=3))
+    current = profile_hash(base, None)
+    stale = _pooled("np-stale", "not-" + current)
+    half = _pooled("np-half", current, ready=False)
+    assert _claim([stale, half]) == []
+    fresh = _pooled("np-fresh", current)
+    assert ("patch", bundle.namespace_path("np-fresh")) in _claim([stale, half, fresh])
