@@ -25,7 +25,9 @@ force and counted, and the authorizer allows the ServiceAccount its grant
 there (the keeper crashed while making it) is deleted after ``ABANDONED_SECONDS``.
 
 The keeper runs on the leader only (like the reconcile workers), from the Namespace
-informer's view, woken by each namespace event (a claim) and once a second.
+informer's view, woken by each namespace event (a claim) and once a second; it refills
+once the events pause (REFILL_QUIET_SECONDS), so a burst of claims is not slowed by
+its own refill competing for the same API server.
 """
 
 from __future__ import annotations
