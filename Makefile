@@ -98,12 +98,14 @@ release-check: install tools-build
 	$(ACTIONLINT) .github/workflows/*.yml
 
 # Several minutes: creates 5,000 namespaces, then a burst of 500 expiring within 10 s, then
-# the hostile clients of issue 19 (labelled objects, unfinished heads, slow clients, big tokens).
+# the hostile clients of issue 19 (labelled objects, unfinished heads, slow clients, big tokens),
+# then warm pools and first calls (issue 21: 2,000 creates, each kubeconfig used at once).
 bench: cluster-build
 	$(PY) -m tests.bench provision
 	$(PY) -m tests.bench controller --live 5000
 	$(PY) -m tests.bench burst --count 500 --window 10
 	$(PY) -m tests.bench hostile
+	$(PY) -m tests.bench pool
 
 # Replicas and kube-apiserver SIGKILLed under a stream of creates for CHAOS_SECONDS
 # (a 15 s version, with the burst and flood tests, runs in test-integration); NSPROV_CHAOS_SEED repeats a run's choices.

@@ -35,6 +35,8 @@ Prints figures; asserts nothing (speed targets do not belong in timed tests).
         for --sustain seconds (a CPU flood: the attacker shares the machine), (c) clients
         sending a byte a second, (d) requests with 64 KiB bearer tokens; a fresh nsprov
         (default limits) for each, loopback only, every attack bounded in count and time.
+    python -m tests.bench pool [--requests 60] [--pool 40] [--first-calls 1000]
+        warm pools and first calls (issue 21): tests/bench_pool.py says what it measures.
 """
 
 from __future__ import annotations
@@ -625,6 +627,10 @@ def main() -> int:
     pods_.add_argument("--namespaces", type=int, default=3)
     pods_.add_argument("--pods", type=int, default=10)
     pods_.add_argument("--ttl", type=int, default=60)
+    pool_ = commands.add_parser("pool")
+    pool_.add_argument("--requests", type=int, default=60)
+    pool_.add_argument("--pool", type=int, default=40)
+    pool_.add_argument("--first-calls", type=int, default=1000)
     hostile_ = commands.add_parser("hostile")
     hostile_.add_argument("--attacks", default="abBcd", help="which of a, b, B, c, d")
     hostile_.add_argument("--objects", type=int, default=100)
@@ -648,6 +654,10 @@ def main() -> int:
         client_figures(args)
     elif args.command == "hostile":
         hostile_figures(args)
+    elif args.command == "pool":
+        from tests import bench_pool  # it builds on this module's raw floor
+
+        bench_pool.pool(args)
     else:
         provision(args if args.command else provision_.parse_args([]))
     return 0

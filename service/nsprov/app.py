@@ -34,8 +34,9 @@ from nsprov.kube import KubeError
 from nsprov.leader import LeaderElector, identity_for
 from nsprov.metrics import Metrics
 from nsprov.namespacecache import ReadYourWrites
-from nsprov.policy import Policy, flags_profile
+from nsprov.policy import Policy, Profile, flags_profile
 from nsprov.policyfile import PolicyError, PolicyFile, check_profiles, refuse_unsafe_grants
+from nsprov.pool import PoolKeeper
 from nsprov.provisioner import Provisioner
 from nsprov.settings import Settings
 from nsprov.watch import Informer
@@ -47,6 +48,8 @@ log = logging.getLogger(__name__)
 
 # Threads for /readyz's one API call and /metrics' rendering, apart from the API's.
 _PROBE_THREADS = 2
+# Pooled namespaces made at once: each takes ~7 calls, so 4 keep a 20-a-second refill.
+_POOL_WORKERS = 4
 
 
 @dataclass
@@ -60,6 +63,7 @@ class Service:
     metrics: Metrics
     grant: GrantGuard
     controller: Controller | None = None
+    keeper: PoolKeeper | None = None
     elector: LeaderElector | None = None
     grant_watch: watch.Informer | None = None
 
@@ -69,6 +73,8 @@ class Service:
         self.controller.start_informers()
         if self.elector is None:
             self.controller.start_reconciling()
+            if self.keeper is not None:
+                self.keeper.start_keeping()
         else:
             self.elector.start()
 
@@ -129,6 +135,9 @@ class Service:
             self.grant_watch.kube.api.close()
         if self.elector is not None:
             self.elector.stop()
+        if self.keeper is not None:
+            self.keeper.stop()
+            self.keeper.kube.api.close()
         if self.controller is not None:
             self.controller.stop()
             self.controller.kube.api.close()
@@ -200,15 +209,22 @@ def create_service(settings: Settings) -> Service:
         metrics=metrics,
         max_namespaces=settings.max_namespaces,
         grants=grant,
+        first_call_check=settings.first_call_check,
     )
     metrics.grant_usable.set_function(lambda: 0.0 if grant.refusals() else 1.0)
     service = Service(settings, client, authenticator, provisioner, metrics, grant)
     if settings.controller:
-        _add_controller(service)
+
+        def pooled() -> list[Profile]:
+            if policy is not None:
+                return policy.current().pooled_profiles(base)
+            return [base] if base.pool_size else []
+
+        _add_controller(service, pooled)
     return service
 
 
-def _add_controller(service: Service) -> None:
+def _add_controller(service: Service, pooled: Callable[[], list[Profile]]) -> None:
     settings = service.settings
     # Its own connection pool: seven watches hold a connection each for good, and must
     # never take one from (or wait behind) the API's request threads.
@@ -231,6 +247,33 @@ def _add_controller(service: Service) -> None:
     # every replica (leader or not); the API wing sees it only as a NamespaceSource.
     service.provisioner.cache = ReadYourWrites(_NamespaceInformer(controller.namespaces))
     service.provisioner.quotas = _QuotaInformer(controller.resource_quotas)
+    # The pool keeper makes namespaces in the background, on its own connections, so a
+    # refill never takes one from the API's requests or the controller's repairs.
+    keeper_client = kube.Kube(
+        kube.load_api_client(settings.kubeconfig, pool_size=_POOL_WORKERS + 2),
+        timeout=settings.request_timeout,
+    )
+    keeper = PoolKeeper(
+        keeper_client,
+        selector=service.provisioner.selector,
+        prefix=settings.prefix,
+        namespaces=controller.namespaces,
+        profiles=pooled,
+        metrics=service.metrics,
+        grants=service.grant,
+        workers=_POOL_WORKERS,
+    )
+    controller.namespace_listeners.append(keeper.wake)
+    service.keeper = keeper
+
+    def started_leading() -> None:
+        controller.start_reconciling()
+        keeper.start_keeping()
+
+    def stopped_leading() -> None:
+        keeper.stop_keeping()
+        controller.stop_reconciling()
+
     if settings.leader_elect:
         duration = settings.leader_elect_lease_duration
         service.elector = LeaderElector(
@@ -239,8 +282,8 @@ def _add_controller(service: Service) -> None:
             name=settings.leader_elect_lease_name,
             # POD_NAME comes from the downward API (k8s/deployment.yaml).
             identity=identity_for(os.environ.get("POD_NAME")),
-            on_started_leading=controller.start_reconciling,
-            on_stopped_leading=controller.stop_reconciling,
+            on_started_leading=started_leading,
+            on_stopped_leading=stopped_leading,
             lease_duration=duration,
             renew_deadline=duration * 2 / 3,
             retry_period=max(0.5, duration / 7.5),

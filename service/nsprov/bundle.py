@@ -52,6 +52,12 @@ FINALIZERS_ANNOTATION = "nsprov.io/finalizers"
 ROLLED_BACK_ANNOTATION = "nsprov.io/rolled-back"
 """On a namespace nsprov deleted before handing it out (a lost cap race, a failed bundle):
 nothing of a tenant's is in it, so while it is being deleted it holds no cap slot."""
+# A pooled namespace (made in advance for one profile, no owner yet): the profile's hash
+# (pool_hash) while it waits, "true" under the second label once all its objects exist and
+# the authorizer allows its grant, and the tenant it waits for. A claim removes all three.
+POOL_LABEL = "nsprov.io/pool"
+POOL_READY_LABEL = "nsprov.io/pool-ready"
+POOL_TENANT_ANNOTATION = "nsprov.io/pool-tenant"
 SERVICE_ACCOUNT = "namespace-provisioner"
 ROLE_BINDING = "namespace-provisioner"
 # The bounds of a template: one object each, all named so.
@@ -275,6 +281,109 @@ def namespace(
         "kind": "Namespace",
         "metadata": {"name": name, "labels": labels, "annotations": annotations},
     }
+
+
+def pool_hash(tenant: str | None, template: Template, grant_fingerprints: list[str]) -> str:
+    """What a pooled namespace is made for, as a label value: the tenant, the template and
+    the rules of its grants as last seen. A pooled namespace whose hash is not its profile's
+    now is stale: deleted, never handed out."""
+    text = "\0".join([tenant or "", template.record(), *grant_fingerprints])
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def pooled_namespace(
+    name: str,
+    *,
+    selector: Selector,
+    template: Template,
+    tenant: str | None,
+    expires_at: int,
+    pool: str,
+) -> dict[str, Any]:
+    """A namespace made in advance: as ``namespace()`` makes it, but with no owner and no
+    tenant label or annotation, so it counts in no caller's caps and no caller sees it,
+    and with the pool's labels. Its expiry is the pool's maxAge."""
+    manifest = namespace(
+        name, selector=selector, owner="", template=template, expires_at=expires_at
+    )
+    metadata = manifest["metadata"]
+    del metadata["annotations"][OWNER_ANNOTATION]
+    del metadata["labels"][OWNER_HASH_LABEL]
+    metadata["labels"][POOL_LABEL] = pool
+    if tenant:
+        metadata["annotations"][POOL_TENANT_ANNOTATION] = tenant
+    return manifest
+
+
+def pool_ready_patch(metadata: dict[str, Any]) -> dict[str, Any]:
+    """Mark a pooled namespace claimable (compare-and-swap on its resourceVersion)."""
+    return {
+        "metadata": {
+            "resourceVersion": metadata.get("resourceVersion"),
+            "labels": {POOL_READY_LABEL: "true"},
+        }
+    }
+
+
+def claim_patch(
+    metadata: dict[str, Any],
+    *,
+    owner: str,
+    tenant: str | None,
+    expires_at: int,
+    requested_ttl: float,
+    idempotency: str | None = None,
+    requested_by: str | None = None,
+) -> dict[str, Any]:
+    """The one write that hands a pooled namespace to a caller: it says what ``namespace()``
+    would have said for this request (owner, expiry, tenant, ...) and is pooled no more.
+
+    The resourceVersion makes it a compare-and-swap: of two replicas claiming the same
+    namespace, one wins and the other gets 409 and takes the next; a namespace that
+    changed since it was read (deleted as stale, expired) is not claimed either.
+    """
+    labels: dict[str, str | None] = {
+        POOL_LABEL: None,
+        POOL_READY_LABEL: None,
+        EXPIRES_AT_LABEL: str(expires_at),
+        OWNER_HASH_LABEL: owner_hash(owner),
+    }
+    annotations: dict[str, str | None] = {
+        POOL_TENANT_ANNOTATION: None,
+        OWNER_ANNOTATION: owner,
+        REQUESTED_TTL_ANNOTATION: f"{float(requested_ttl)!r}s",
+    }
+    if tenant:
+        labels[TENANT_LABEL] = tenant
+        annotations[TENANT_ANNOTATION] = tenant
+    if idempotency:
+        labels[IDEMPOTENCY_LABEL] = idempotency
+    if requested_by:
+        annotations[REQUESTED_BY_ANNOTATION] = requested_by
+    return {
+        "metadata": {
+            "resourceVersion": metadata.get("resourceVersion"),
+            "labels": labels,
+            "annotations": annotations,
+        }
+    }
+
+
+def pool_of(metadata: dict[str, Any]) -> str | None:
+    """The profile hash a pooled namespace waits for; None when it is not pooled."""
+    return (metadata.get("labels") or {}).get(POOL_LABEL)
+
+
+def is_pooled(metadata: dict[str, Any]) -> bool:
+    return pool_of(metadata) is not None
+
+
+def is_pool_ready(metadata: dict[str, Any]) -> bool:
+    return (metadata.get("labels") or {}).get(POOL_READY_LABEL) == "true"
+
+
+def pool_tenant_of(metadata: dict[str, Any]) -> str | None:
+    return (metadata.get("annotations") or {}).get(POOL_TENANT_ANNOTATION)
 
 
 def _own_key(key: str, selector: Selector) -> bool:

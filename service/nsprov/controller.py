@@ -157,6 +157,9 @@ class Controller:
         )
         metrics.count_terminating_with(_synced_items(self.namespaces), stuck_after_seconds, clock)
         metrics.report_overdue_with(_synced_items(self.namespaces), clock)
+        metrics.count_pool_with(_synced_items(self.namespaces))
+        # Told of every Namespace event (the pool keeper: a claim is one).
+        self.namespace_listeners: list[Callable[[], None]] = []
 
     # ---- events -> queue ------------------------------------------------------------------
 
@@ -174,6 +177,8 @@ class Controller:
         else:
             self.scope.saw(obj["metadata"]["name"])
         self.queue.add(obj["metadata"]["name"])
+        for listener in self.namespace_listeners:
+            listener()
 
     def _on_namespaced(self, kind: str, obj: dict[str, Any]) -> None:
         namespace = obj["metadata"].get("namespace")
@@ -323,8 +328,10 @@ class Controller:
         if now >= expires_at:
             self._expire(namespace, expires_at, now)
             return
-        if bundle.owner_of(metadata) is None:
+        if bundle.owner_of(metadata) is None and not bundle.is_pooled(metadata):
             # Adopted: its objects are whatever the tool that made it left; not ours to repair.
+            # (A pooled namespace has no owner either until it is claimed, but nsprov made
+            # it: it is repaired like any other, and expires at its pool's maxAge.)
             self.queue.add_at(name, expires_at)
             return
         settled_at = self._added_at.get(metadata["uid"], 0.0) + SETTLE_SECONDS

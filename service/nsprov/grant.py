@@ -20,6 +20,8 @@ namespaces go on. A policy file naming an unsafe grant is refused as a whole.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import threading
 from collections.abc import Callable, Iterable
@@ -28,6 +30,7 @@ from typing import Any
 from nsprov import bundle
 from nsprov.bundle import RBAC_GROUP as _RBAC_GROUP
 from nsprov.errors import GrantUnusable, NsprovError
+from nsprov.firstcall import representative_access
 from nsprov.kube import Kube, KubeError
 
 log = logging.getLogger(__name__)
@@ -147,6 +150,9 @@ class GrantGuard:
         self._lock = threading.Lock()
         self._verdicts: dict[str, str | None] = {}  # name -> why it is refused (None: usable)
         self._reasons: dict[str, list[str]] = {}  # name -> why it is unsafe (allowed or not)
+        # name -> one right it grants (firstcall.py), and a digest of all its rules
+        self._accesses: dict[str, dict[str, str] | None] = {}
+        self._fingerprints: dict[str, str] = {}
         self._listed = False
         self._unreadable = False
         self._logged: dict[str, tuple[str | None, tuple[str, ...]]] = {}
@@ -164,6 +170,8 @@ class GrantGuard:
         with self._lock:
             self._verdicts.clear()
             self._reasons.clear()
+            self._accesses.clear()
+            self._fingerprints.clear()
             for role in cluster_roles:
                 self._judge(role["metadata"]["name"], role)
             self._listed, self._unreadable = True, False
@@ -173,8 +181,13 @@ class GrantGuard:
         if cluster_role is None:
             self._verdicts.pop(name, None)
             self._reasons.pop(name, None)
+            self._accesses.pop(name, None)
+            self._fingerprints.pop(name, None)
             return []
         reasons = unsafe_reasons(cluster_role)
+        self._accesses[name] = representative_access(cluster_role)
+        rules = json.dumps(cluster_role.get("rules") or [], sort_keys=True)
+        self._fingerprints[name] = hashlib.sha256(rules.encode()).hexdigest()[:16]
         self._reasons[name] = reasons
         if reasons and not self.allow_unsafe:
             self._verdicts[name] = (
@@ -209,6 +222,17 @@ class GrantGuard:
         """Every role in use that is refused, and why: for /readyz and the metric."""
         found = {name: self.refusal(name) for name in self.in_use()}
         return {name: why for name, why in found.items() if why is not None}
+
+    def access(self, name: str) -> dict[str, str] | None:
+        """One right role ``name`` grants, to ask the authorizer about (None: none known)."""
+        with self._lock:
+            return self._accesses.get(name)
+
+    def fingerprint(self, name: str) -> str:
+        """A digest of role ``name``'s rules as last seen ('' unseen): a pooled namespace made
+        with other rules is stale."""
+        with self._lock:
+            return self._fingerprints.get(name, "")
 
     def unsafe(self, name: str) -> list[str]:
         """Why a role nsprov has seen is unsafe, unless that is allowed; [] if fine or unseen."""

@@ -67,6 +67,8 @@ def count_by_tenant(
         if bundle.is_terminating(namespace):
             continue
         metadata = namespace["metadata"]
+        if bundle.is_pooled(metadata):
+            continue  # no tenant's yet: nsprov_pool_ready counts it
         tenant = bundle.tenant_of(metadata) or ""
         tenant_of[metadata["name"]] = tenant
         counts.live[tenant] = counts.live.get(tenant, 0) + 1
@@ -214,6 +216,38 @@ class _Overdue(Collector):
         )
 
 
+class _PoolReady(Collector):
+    """Ready pooled namespaces by the tenant they wait for, at scrape time from the cache.
+
+    Every replica counts (the keeper runs on the leader, claims happen everywhere); every
+    tenant with a pooled namespace, ready or being made, has a series, so an empty pool
+    reads 0, not nothing.
+    """
+
+    def __init__(self, namespaces: Objects) -> None:
+        self._namespaces = namespaces
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        namespaces = self._namespaces()
+        if namespaces is None:
+            return
+        counts: dict[str, int] = {}
+        for namespace in namespaces:
+            metadata = namespace["metadata"]
+            if not bundle.is_pooled(metadata) or bundle.is_terminating(namespace):
+                continue
+            tenant = bundle.pool_tenant_of(metadata) or ""
+            counts[tenant] = counts.get(tenant, 0) + (1 if bundle.is_pool_ready(metadata) else 0)
+        family = GaugeMetricFamily(
+            "nsprov_pool_ready",
+            "Pooled namespaces ready to be claimed, by the tenant they wait for ('' without)",
+            labels=["tenant"],
+        )
+        for tenant, count in sorted(counts.items()):
+            family.add_metric([tenant], count)
+        yield family
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -276,6 +310,39 @@ class Metrics:
         self.cap_rollbacks = Counter(
             "nsprov_cap_rollbacks",
             "Namespaces created and then deleted because a concurrent create won the cap",
+            registry=self.registry,
+        )
+        self.first_call_wait = Histogram(
+            "nsprov_first_call_wait_seconds",
+            "Time a create waited for the API server's authorizer to allow the new "
+            "ServiceAccount its grant (SubjectAccessReviews; pooled namespaces wait when made)",
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.first_call_unready = Counter(
+            "nsprov_first_call_unready",
+            "Kubeconfigs handed out though the authorizer did not yet allow their grant "
+            "within the first-call deadline (or nsprov could not ask)",
+            registry=self.registry,
+        )
+        self.pool_claims = Counter(
+            "nsprov_pool_claims",
+            "POSTs of a pooled profile, by tenant and result (hit: a ready namespace was "
+            "claimed; miss: none was, the namespace was made as without a pool)",
+            ["tenant", "result"],
+            registry=self.registry,
+        )
+        self.pool_made = Counter(
+            "nsprov_pool_made",
+            "Pooled namespaces made ready by the leader's pool keeper, by tenant",
+            ["tenant"],
+            registry=self.registry,
+        )
+        self.pool_discarded = Counter(
+            "nsprov_pool_discarded",
+            "Pooled namespaces deleted unclaimed, by reason (stale: its profile changed; "
+            "abandoned: left half-made)",
+            ["reason"],
             registry=self.registry,
         )
         self.provision_failures = Counter(
@@ -377,6 +444,10 @@ class Metrics:
     ) -> None:
         """Report live namespaces and quota usage by tenant from these caches at each scrape."""
         self.registry.register(_ByTenant(namespaces, quotas, selector))
+
+    def count_pool_with(self, namespaces: Objects) -> None:
+        """Report ready pooled namespaces by tenant from this cache at each scrape."""
+        self.registry.register(_PoolReady(namespaces))
 
     def count_terminating_with(
         self, namespaces: Objects, stuck_after: float, clock: Callable[[], float]

@@ -132,6 +132,22 @@ class TemplateSettings:
     isolated_egress: bool | None = None
 
 
+MAX_POOL_SIZE = 100
+"""Ready namespaces one profile may keep: pooled namespaces count in no caller's caps, so
+their total is bounded here (and by the number of tenants), not by --max-namespaces."""
+
+
+@dataclass(frozen=True)
+class Pool:
+    """``pool: {size: N, maxAge: 1h}``: ready namespaces the leader keeps for a profile."""
+
+    size: int
+    """0 = no pool (a tenant can turn off the pool the defaults give everyone)."""
+    max_age: float = 3600.0
+    """A pooled namespace not claimed by then expires (it is made anew): a crashed or
+    removed nsprov never leaves one for good."""
+
+
 @dataclass(frozen=True)
 class TenantSettings:
     """What a tenant gets, as written; None = the defaults' value (then the flags')."""
@@ -151,6 +167,7 @@ class TenantSettings:
     service_types: tuple[str, ...] | None = None
     finalizers: tuple[str, ...] | None = None
     """Replaces the defaults' list (it does not add to it): a tenant can be given fewer."""
+    pool: Pool | None = None
 
 
 @dataclass(frozen=True)
@@ -169,10 +186,16 @@ class Profile:
     cap; 0 = none at all: a policy's ``maxNamespaces: 0`` closes a tenant, it does not lift
     its cap)."""
     max_namespaces_per_owner: int | None
+    pool: Pool | None = None
+    """Ready namespaces kept for this profile; None (or size 0) = none, every POST makes one."""
 
     @property
     def cluster_roles(self) -> tuple[str, ...]:
         return self.template.cluster_roles
+
+    @property
+    def pool_size(self) -> int:
+        return self.pool.size if self.pool is not None else 0
 
 
 def flags_profile(settings: Settings) -> Profile:
@@ -189,6 +212,7 @@ def flags_profile(settings: Settings) -> Profile:
         max_namespaces=None,
         # The flag's 0 means "no cap", as it always did.
         max_namespaces_per_owner=settings.max_namespaces_per_owner or None,
+        pool=Pool(settings.pool_size, settings.pool_max_age) if settings.pool_size else None,
     )
 
 
@@ -232,6 +256,7 @@ def resolve(base: Profile, defaults: TenantSettings, tenant: Tenant | None) -> P
             defaults.max_namespaces_per_owner,
             base.max_namespaces_per_owner,
         ),
+        pool=_pick(own.pool, defaults.pool, base.pool),
     )
 
 
@@ -265,6 +290,13 @@ class Policy:
         found = [("defaults", resolve(base, self.defaults, None))]
         found += [(f"tenant {t.name!r}", resolve(base, self.defaults, t)) for t in self.tenants]
         return found
+
+    def pooled_profiles(self, base: Profile) -> list[Profile]:
+        """The profiles requests get (each tenant's) that keep a pool; the defaults' own
+        profile is no tenant's, so a pool there is each tenant's, never one of its own."""
+        if not self.tenants:
+            return []
+        return [p for _, p in self.profiles(base)[1:] if p.pool_size > 0]
 
     def cluster_roles(self, base: Profile) -> list[str]:
         """Every ClusterRole this policy may bind (each is checked before it is handed out)."""

@@ -28,6 +28,7 @@ from nsprov.errors import BadRequest
 from nsprov.grant import GrantGuard, describe_unsafe
 from nsprov.policy import (
     MAX_OWNER_LENGTH,
+    MAX_POOL_SIZE,
     PLACEHOLDER,
     ClaimCondition,
     Glob,
@@ -35,6 +36,7 @@ from nsprov.policy import (
     Match,
     OwnerTemplate,
     Policy,
+    Pool,
     Profile,
     TemplateSettings,
     Tenant,
@@ -54,6 +56,7 @@ _RECHECK_SECONDS = 1.0
 # check may be mid-swap. Missing on two checks this far apart, it is gone.
 _MISSING_GRACE_SECONDS = 1.0
 _POD_SECURITY = ("", "privileged", "baseline", "restricted")
+_MIN_POOL_AGE = 60.0
 # Kubernetes' rules: a qualified name with an optional DNS-subdomain prefix, and label values.
 _QUALIFIED_NAME = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)")
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
@@ -178,7 +181,7 @@ def _kind(value: Any) -> str:
 _SETTINGS_KEYS = (
     "clusterRole", "ttl", "maxTTL", "maxLifetime", "maxNamespaces", "maxNamespacesPerOwner",
     "podSecurity", "labels", "annotations", "template", "maxGracePeriod", "serviceTypes",
-    "finalizers",
+    "finalizers", "pool",
 )  # fmt: skip
 _TEMPLATE_KEYS = ("resourceQuota", "limitRange", "networkPolicy", "isolatedEgress")
 
@@ -220,7 +223,27 @@ def _settings(reader: _Reader) -> TenantSettings:
         max_grace_seconds=_grace(reader),
         service_types=_service_types(reader),
         finalizers=_finalizers(reader),
+        pool=_pool(reader),
     )
+
+
+def _pool(reader: _Reader) -> Pool | None:
+    """``pool: {size: N, maxAge: 1h}``; ``size: 0`` turns off a pool the defaults give."""
+    if reader.data.get("pool") is None:
+        return None
+    r = _Reader(reader.data["pool"], reader.at("pool"), ("size", "maxAge"))
+    size = r.count("size")
+    if size is None:
+        raise PolicyError(f"{r.at('size')}: required (0 = no pool)")
+    if size > MAX_POOL_SIZE:
+        raise PolicyError(f"{r.at('size')}: at most {MAX_POOL_SIZE}")
+    max_age = r.duration("maxAge") or 3600.0
+    if max_age < _MIN_POOL_AGE:
+        raise PolicyError(
+            f"{r.at('maxAge')}: at least {format_duration(_MIN_POOL_AGE)} (a pooled namespace "
+            "younger than that is made anew before it could be claimed)"
+        )
+    return Pool(size, max_age)
 
 
 def _grace(reader: _Reader) -> int | None:

@@ -19,15 +19,16 @@ import datetime
 import functools
 import logging
 import math
+import random
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, NoReturn, TypeVar
 
 import anyio
 import anyio.to_thread
 
-from nsprov import bundle, deletion
+from nsprov import bundle, deletion, firstcall
 from nsprov import kubeconfig as kubeconfig_
 from nsprov.errors import (
     BadRequest,
@@ -50,6 +51,8 @@ T = TypeVar("T")
 QUOTA_COUNT_SECONDS = 2.0
 """How long provisioning waits for kube-controller-manager to count a new quota's usage."""
 QUOTA_POLL_SECONDS = 0.05
+_CLAIM_ATTEMPTS = 8
+"""Ready pooled namespaces a POST tries to claim before it makes one instead."""
 _Objects = list[dict[str, Any]]  # (an alias: inside Provisioner, ``list`` is a method)
 
 
@@ -194,6 +197,11 @@ class Provisioner:
     cache: ReadYourWrites | None = None
     # nsprov's ResourceQuotas as the same replica's informer sees them (None: no controller).
     quotas: QuotaSource | None = None
+    first_call_check: bool = True
+    """Wait until the authorizer allows a new ServiceAccount its grant (firstcall.py)."""
+    _claiming: set[str] = field(default_factory=set, init=False, repr=False)
+    """Pooled namespaces this replica's requests are claiming right now: its other requests
+    pass them over instead of losing a race (and a TokenRequest) to each other."""
 
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
@@ -268,6 +276,9 @@ class Provisioner:
         """
         name, idempotency = bundle.idempotent_name(self.prefix, owner, key)
         obj = await self._read(name)
+        if obj is None or bundle.is_terminating(obj):
+            # Claimed from a pool (the pool's name), a create under the key's name rolled back.
+            obj = await self._claimed_by_key(owner, tenant, idempotency)
         if obj is None or bundle.is_terminating(obj):
             return []
         if not self._made_with_key(obj, owner, tenant, idempotency):
@@ -354,7 +365,7 @@ class Provisioner:
             keyed = (key, digest)
         elif idempotency_key:
             name, idempotency = bundle.idempotent_name(self.prefix, owner, idempotency_key)
-            existing = await self._replayable(owner, name, idempotency, ttl, tenant)
+            existing = await self._replay_keyed(owner, name, idempotency, ttl, profile)
             if existing is not None:
                 return await self._complete(existing, server, replayed=True, profile=profile)
         else:
@@ -379,6 +390,14 @@ class Provisioner:
             key=keyed,
         )
         caps = self._caps(owner, profile)
+        if profile.pool_size:
+            pooled = await self._provision_pooled(
+                owner, ttl, profile, caps,
+                expires_at=expires_at, server=server, idempotency=idempotency,
+                requested_by=requested_by, started=started,
+            )  # fmt: skip
+            if pooled is not None:
+                return pooled
         try:
             if caps:
                 await self._check_caps(caps)  # from the cache: turns most excess away
@@ -387,7 +406,7 @@ class Provisioner:
         except KubeError as exc:
             if exc.status == 409 and idempotency:
                 # A concurrent request with the same key won the race: finish its bundle.
-                existing = await self._replayable(owner, name, idempotency, ttl, tenant)
+                existing = await self._replay_keyed(owner, name, idempotency, ttl, profile)
                 if existing is not None:
                     return await self._complete(existing, server, replayed=True, profile=profile)
             if exc.status == 409 and keyed:
@@ -395,6 +414,12 @@ class Provisioner:
             raise _failed("create the namespace", exc) from exc
         if caps:
             await self._hold_caps(created, caps)
+        if idempotency and profile.pool_size:
+            # A concurrent POST with this key may have claimed a pooled namespace instead.
+            earlier = await self._earlier_with_key(created, owner, tenant, idempotency)
+            if earlier is not None:
+                await self._roll_back(created)
+                return await self._complete(earlier, server, replayed=True, profile=profile)
         try:
             result = await self._complete(created, server, replayed=False, profile=profile)
         except BaseException:
@@ -411,6 +436,229 @@ class Provisioner:
                    "expires_at": expires_at, "tenant": tenant, "requested_by": requested_by},
         )  # fmt: skip
         return result
+
+    # ---- claiming from a pool (pool.py makes what is claimed) -----------------------------
+
+    async def _provision_pooled(
+        self,
+        owner: str,
+        ttl: float,
+        profile: Profile,
+        caps: Sequence[_Cap],
+        *,
+        expires_at: int,
+        server: str | None,
+        idempotency: str | None,
+        requested_by: str | None,
+        started: float,
+    ) -> Provisioned | None:
+        """A pooled namespace claimed for this request, or None: then it is made as without
+        a pool (the pool is empty, or every ready one was claimed by someone else first).
+
+        The claim is the one write (bundle.claim_patch), its token minted alongside; what
+        follows is what a create does after its namespace exists: the caps judged by a
+        consistent read, the Idempotency-Key's one namespace. The first-call check was
+        done when the namespace was made ready, long before.
+        """
+        tenant = profile.tenant
+        if caps:
+            await self._check_caps(caps)
+        won = await self._claim(
+            owner, ttl, profile, expires_at=expires_at, idempotency=idempotency,
+            requested_by=requested_by,
+        )  # fmt: skip
+        self.metrics.pool_claims.labels(tenant=tenant or "", result="hit" if won else "miss").inc()
+        if won is None:
+            return None
+        claimed, (token, token_expires_at) = won
+        name = claimed["metadata"]["name"]
+        if caps:
+            await self._hold_caps(claimed, caps)
+        if idempotency:
+            try:
+                earlier = await self._earlier_with_key(claimed, owner, tenant, idempotency)
+            except BaseException:
+                await self._roll_back(claimed)  # cannot tell whether it is the key's one
+                raise
+            if earlier is not None:
+                await self._roll_back(claimed)
+                return await self._complete(earlier, server, replayed=True, profile=profile)
+        self.metrics.provision_duration.observe(time.perf_counter() - started)
+        self.metrics.provisioned.labels(tenant=tenant or "").inc()
+        log.info(
+            "provisioned namespace=%s owner=%s expires_at=%d tenant=%s requested_by=%s pool=hit",
+            name, owner, expires_at, tenant or "-", requested_by or "-",
+        )  # fmt: skip
+        config = kubeconfig_.build(
+            server=server or self.default_server, ca_data=self.ca_data, namespace=name, token=token
+        )
+        return Provisioned(
+            name=name, expires_at=expires_at, kubeconfig=config, token_expires_at=token_expires_at
+        )
+
+    def _pool_hash(self, profile: Profile) -> str:
+        """The hash of ``profile``'s pooled namespaces now (pool.profile_hash, the keeper's)."""
+        grants = self.grants
+        prints = [grants.fingerprint(r) if grants else "" for r in profile.cluster_roles]
+        return bundle.pool_hash(profile.tenant, profile.template, prints)
+
+    def _claimable(self, profile: Profile, expires_at: int) -> _Objects:
+        """Ready pooled namespaces of ``profile``'s current hash that can live until
+        ``expires_at`` within the tenant's maxLifetime (which counts from creation)."""
+        cache = self._synced_cache()
+        if cache is None:
+            return []  # no controller on this replica to see them with
+        pool, now = self._pool_hash(profile), self.clock()
+        found = []
+        for ns in cache.items():
+            metadata = ns["metadata"]
+            if bundle.pool_of(metadata) != pool or not bundle.is_pool_ready(metadata):
+                continue
+            if bundle.is_terminating(ns) or (bundle.expires_at_of(metadata) or 0) <= now + 5:
+                continue  # about to expire: the controller may be deleting it
+            created = bundle.created_at_of(metadata)
+            if profile.max_lifetime and (created is None or created + profile.max_lifetime
+                                         < expires_at):  # fmt: skip
+                continue
+            found.append(ns)
+        return found
+
+    async def _claim(
+        self,
+        owner: str,
+        ttl: float,
+        profile: Profile,
+        *,
+        expires_at: int,
+        idempotency: str | None,
+        requested_by: str | None,
+    ) -> tuple[dict[str, Any], tuple[str, int | None]] | None:
+        """Claim one ready pooled namespace with one conditional write, and its token; None
+        if none is won.
+
+        Candidates are tried in random order, so replicas (and this replica's concurrent
+        requests) claiming at once rarely pick the same one; a 409 means another got it
+        (or it changed: stale, expiring) and the next is tried. The TokenRequest runs
+        alongside the claim, not after it (a claim costs one round trip, not two): a
+        token minted for a namespace whose claim was lost is dropped unused, never leaves
+        this process, and is worth nothing once its namespace is gone.
+        """
+        candidates = self._claimable(profile, expires_at)
+        random.shuffle(candidates)
+        candidates = [c for c in candidates if c["metadata"]["name"] not in self._claiming]
+        for candidate in candidates[:_CLAIM_ATTEMPTS]:
+            metadata = candidate["metadata"]
+            name = metadata["name"]
+            if name in self._claiming:
+                continue
+            patch = bundle.claim_patch(
+                metadata, owner=owner, tenant=profile.tenant, expires_at=expires_at,
+                requested_ttl=ttl, idempotency=idempotency, requested_by=requested_by,
+            )  # fmt: skip
+            seconds = bundle.token_seconds(expires_at - self.clock())
+            claiming: Awaitable[dict[str, Any]] = self._call(
+                self.kube.merge_patch, bundle.namespace_path(name), patch
+            )
+            minting: Awaitable[dict[str, Any]] = self._call(
+                self.kube.post, bundle.token_path(name), bundle.token_request(seconds)
+            )
+            self._claiming.add(name)  # the event loop is one thread: no lock needed
+            try:
+                outcome = await asyncio.gather(claiming, minting, return_exceptions=True)
+            finally:
+                self._claiming.discard(name)
+            claimed: dict[str, Any] | BaseException = outcome[0]
+            minted: dict[str, Any] | BaseException = outcome[1]
+            if isinstance(claimed, KubeError) and claimed.status in (404, 409):
+                continue
+            if isinstance(claimed, KubeError):
+                raise _failed("claim a pooled namespace", claimed) from claimed
+            if isinstance(claimed, BaseException):
+                raise claimed
+            self._remember(claimed)
+            if isinstance(minted, BaseException):
+                self.metrics.provision_failures.inc()
+                await self._roll_back(claimed)
+                if isinstance(minted, KubeError):
+                    raise _failed("request a token", minted) from minted
+                raise minted
+            status = minted["status"]
+            token: str = status["token"]
+            return claimed, (token, bundle.unix_time(status.get("expirationTimestamp")))
+        return None
+
+    async def _replay_keyed(
+        self, owner: str, name: str, idempotency: str, ttl: float, profile: Profile
+    ) -> dict[str, Any] | None:
+        """The namespace an earlier request with this key made, or None (``_replayable``).
+
+        With a pool it may have been claimed (the pool's name, found by its label: in the
+        cache first, a replay comes seconds later), and a create under the key's name that
+        lost to that claim is being deleted: then one consistent LIST finds the claim.
+        """
+        tenant = profile.tenant
+        if profile.pool_size:
+            found = await self._claimed_with_key(owner, tenant, idempotency, ttl)
+            if found is not None:
+                return found
+        try:
+            return await self._replayable(owner, name, idempotency, ttl, tenant)
+        except Conflict:
+            if not profile.pool_size:
+                raise
+            claimed = await self._claimed_by_key(owner, tenant, idempotency)
+            if claimed is None:
+                raise
+            return await self._replayable(owner, claimed["metadata"]["name"], idempotency, ttl,
+                                          tenant)  # fmt: skip
+
+    async def _claimed_with_key(
+        self, owner: str, tenant: str | None, idempotency: str, ttl: float
+    ) -> dict[str, Any] | None:
+        """The namespace a replayed request with this key claimed from a pool, if any.
+
+        A claimed namespace keeps its pooled name, so it is found by its idempotency label
+        (in the cache: a replay comes seconds later), then read and judged as any replay.
+        """
+        cache = self._synced_cache()
+        if cache is None:
+            return None
+        found = _first_made(_with_key(cache.items(), owner, tenant, idempotency))
+        if found is None:
+            return None
+        return await self._replayable(owner, found["metadata"]["name"], idempotency, ttl, tenant)
+
+    async def _claimed_by_key(
+        self, owner: str, tenant: str | None, idempotency: str
+    ) -> dict[str, Any] | None:
+        """The caller's live namespace claimed from a pool with this key's digest (it has the
+        pool's name, not the key's): one consistent LIST by the key's label."""
+        selector = f"{self.selector},{bundle.IDEMPOTENCY_LABEL}={idempotency}"
+        listed = await self._list_consistently(selector)
+        return _first_made(_with_key(listed, owner, tenant, idempotency))
+
+    async def _earlier_with_key(
+        self, ours: dict[str, Any], owner: str, tenant: str | None, idempotency: str
+    ) -> dict[str, Any] | None:
+        """Another namespace for the same Idempotency-Key written before ``ours``, else None.
+
+        With a pool, one key's namespace has two ways to come about (a claim, whose name is
+        the pool's, or a create under the key's name), so the name alone no longer makes
+        the API server the lock. A consistent LIST by the key's label does: the earliest
+        write (lowest resourceVersion) keeps its namespace, every later one is rolled back
+        and replays it.
+        """
+        selector = f"{self.selector},{bundle.IDEMPOTENCY_LABEL}={idempotency}"
+        mine = ours["metadata"]["name"]
+        others = [
+            obj
+            for obj in await self._list_consistently(selector)
+            if obj["metadata"]["name"] != mine
+            and not bundle.is_terminating(obj)
+            and bundle.belongs_to(obj["metadata"], owner, tenant)
+            and _revision(obj) < _revision(ours)
+        ]
+        return min(others, key=_revision) if others else None
 
     async def _replayable(
         self, owner: str, name: str, idempotency: str, ttl: float, tenant: str | None
@@ -585,8 +833,10 @@ class Provisioner:
                     self.max_namespaces,
                     f"the limit of {self.max_namespaces} namespaces (all tenants "
                     "together) is reached",
-                    str(self.selector),
-                    lambda m: True,
+                    # Pooled namespaces count in no caller's cap, this one included: the
+                    # pool sizes bound them (policy.MAX_POOL_SIZE each).
+                    f"{self.selector},!{bundle.POOL_LABEL}",
+                    lambda m: not bundle.is_pooled(m),
                     tenant,
                 )
             )
@@ -696,7 +946,10 @@ class Provisioner:
                 for wanted in bundle.wanted_objects(name, self.selector, template)
             ),
         )
-        token, token_expires_at = await self._token(name, expires_at)
+        (token, token_expires_at), _ = await asyncio.gather(
+            self._token(name, expires_at),
+            self._first_call_ready(name, template.cluster_roles),
+        )
         config = kubeconfig_.build(
             server=server or self.default_server, ca_data=self.ca_data, namespace=name, token=token
         )
@@ -713,6 +966,21 @@ class Provisioner:
             replayed=replayed,
             token_expires_at=token_expires_at,
         )
+
+    async def _first_call_ready(self, name: str, roles: Sequence[str]) -> None:
+        """Return once the authorizer allows the ServiceAccount its grants (firstcall.py), or
+        its deadline passed: so the job's first call is not a 403. Runs alongside the
+        TokenRequest; a grant with no rules has nothing to wait for."""
+        if self.grants is None or not self.first_call_check:
+            return
+        accesses = [a for a in (self.grants.access(role) for role in roles) if a is not None]
+        if not accesses:
+            return
+        started = time.perf_counter()
+        allowed = await self._call(firstcall.wait_until_allowed, self.kube, name, accesses)
+        self.metrics.first_call_wait.observe(time.perf_counter() - started)
+        if not allowed:
+            self.metrics.first_call_unready.inc()
 
     async def _create(self, path: str, body: dict[str, Any], what: str) -> None:
         try:
@@ -921,6 +1189,24 @@ def _revision(obj: dict[str, Any]) -> int:
         return int(obj["metadata"].get("resourceVersion", ""))
     except ValueError:
         return 0  # not etcd-backed: rank it first, which errs towards refusing
+
+
+def _with_key(namespaces: _Objects, owner: str, tenant: str | None, idempotency: str) -> _Objects:
+    """The caller's live namespaces made or claimed with this Idempotency-Key's digest (one
+    being deleted lost a race for the key and was rolled back)."""
+    return [
+        ns
+        for ns in namespaces
+        if (ns["metadata"].get("labels") or {}).get(bundle.IDEMPOTENCY_LABEL) == idempotency
+        and not bundle.is_terminating(ns)
+        and bundle.belongs_to(ns["metadata"], owner, tenant)
+    ]
+
+
+def _first_made(namespaces: _Objects) -> dict[str, Any] | None:
+    """The one written first (lowest resourceVersion): the one a race for a key keeps, so a
+    replay never picks a loser that is about to be rolled back."""
+    return min(namespaces, key=_revision) if namespaces else None
 
 
 def _ahead_of(created: dict[str, Any], listed: list[dict[str, Any]]) -> list[dict[str, Any]]:

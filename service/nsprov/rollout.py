@@ -213,6 +213,9 @@ class Rollout:
         outcome = Outcome(name, tenant, old.digest() if old else NONE, NONE, "skipped")
         if bundle.is_terminating(namespace):
             return _replace(outcome, detail="being deleted"), None
+        if bundle.is_pooled(metadata):
+            # Not claimed yet: the pool keeper replaces it when its profile's hash changes.
+            return _replace(outcome, detail="pooled, replaced by the pool keeper"), None
         if bundle.owner_of(metadata) is None:
             # Adopted from the original tool: nsprov only takes over its end.
             return _replace(outcome, detail="adopted, not provisioned by nsprov"), None

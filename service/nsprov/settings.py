@@ -141,6 +141,28 @@ class Settings:
     )
     """Cap on live managed namespaces per token owner (0 = no cap)."""
 
+    pool_size: int = flag(
+        0,
+        "ready namespaces kept for the flags' profile, without a policy file (0 = no pool)",
+        kind="count",
+    )
+    """Namespaces made in advance (no owner, no token) so a POST only claims one; with a
+    policy file, ``pool:`` on a tenant or the defaults says it instead."""
+
+    pool_max_age: float = flag(
+        3600.0, "a pooled namespace not claimed by then expires", kind="duration"
+    )
+    """Seconds a pooled namespace waits to be claimed before it expires (and is made anew)."""
+
+    first_call_check: bool = flag(
+        True,
+        "before answering a create, wait (5 s at most) until the API server's authorizer "
+        "allows the new ServiceAccount its grant",
+        kind="bool",
+    )
+    """Ask SubjectAccessReviews until the fresh RoleBindings are in force, so a job's first
+    call is not a 403; off only to measure what it spares (tests.bench pool)."""
+
     pod_security: str = flag(
         "baseline",
         "Pod Security level enforced in each namespace ('' = none)",

@@ -723,3 +723,38 @@ def _binding(cluster_role: str, service_account: str, namespace: str) -> client.
             client.RbacV1Subject(kind="ServiceAccount", name=service_account, namespace=namespace)
         ],
     )
+
+
+def test_a_pooled_namespace_is_guarded_and_claimed_only_by_nsprov(
+    manifest_kubeconfig: Path, gitops: client.ApiClient, core: client.CoreV1Api, tmp_path: Path
+) -> None:
+    """Issue 21: a namespace waiting in the pool carries the selector label, so the policy
+    guards it like any other: a neighbour cannot claim it (write an owner, lift the pool
+    label) or shorten it. nsprov, with k8s/'s identity, makes the pool and claims from it."""
+    args = [
+        # Its own controller, not the module's service's Lease (k8s/ names the one Lease).
+        "--leader-elect=false",
+        "--pool-size=1",
+    ]
+    pooled_selector = f"{SELECTOR},nsprov.io/pool-ready=true"
+    with running_service(manifest_kubeconfig, tmp_path, args) as pooling:
+        (name,) = wait_until(
+            lambda: [n.metadata.name for n in core.list_namespace(label_selector=pooled_selector)
+                     .items if not n.metadata.deletion_timestamp] or None,
+            timeout=30, message="a ready pooled namespace made with k8s/'s identity",
+        )  # fmt: skip
+        before = core.read_namespace(name).metadata
+        mallory = client.CoreV1Api(gitops)
+        for metadata in (
+            {"annotations": {OWNER: "mallory"}},
+            {"labels": {"nsprov.io/pool": None}},
+            {"labels": {"nsprov.io/pool-ready": None}},
+            {"labels": {EXPIRES_AT: "1"}},
+        ):
+            _denied(lambda m=metadata: mallory.patch_namespace(name, {"metadata": m}))
+        assert core.read_namespace(name).metadata.resource_version == before.resource_version
+        with pooling.client() as http:
+            created = http.post("/api/v1/namespaces", headers=pooling.auth())
+        assert created.status_code == 201, created.text
+        assert created.headers["x-namespace"] == name
+        assert core.read_namespace(name).metadata.annotations[OWNER] == "alice"

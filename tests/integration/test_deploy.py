@@ -224,6 +224,26 @@ def test_manifest_identity_creates_uses_extends_deletes_and_expires(
     assert name not in live_managed_namespaces(core)
 
 
+def test_manifest_identity_may_ask_the_authorizer_about_a_new_service_account(
+    manifest_kubeconfig: Path, core: client.CoreV1Api
+) -> None:
+    """The first-call check (issue 21) asks SubjectAccessReviews: k8s/ allows nsprov that."""
+    api = config.new_client_from_config(str(manifest_kubeconfig))
+    try:
+        review = client.V1SubjectAccessReview(
+            spec=client.V1SubjectAccessReviewSpec(
+                user="system:serviceaccount:np-x:namespace-provisioner",
+                resource_attributes=client.V1ResourceAttributes(
+                    namespace="np-x", verb="get", resource="configmaps"
+                ),
+            )
+        )
+        answer = client.AuthorizationV1Api(api).create_subject_access_review(review)
+    finally:
+        api.close()
+    assert answer.status.allowed is False  # asked and answered: not refused (403) to ask
+
+
 def test_manifest_identity_provisions_and_repairs_a_tenants_bounds(
     cluster: Cluster, core: client.CoreV1Api, manifest_kubeconfig: Path, tmp_path: Path
 ) -> None:

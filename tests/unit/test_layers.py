@@ -15,11 +15,12 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[2] / "service" / "nsprov"
 
 GROUND = {
-    "bundle", "deletion", "errors", "grant", "kube", "kubeconfig", "metrics", "namespacecache",
-    "paging", "policy", "policyfile", "requestid", "settings", "template", "ttl", "workqueue",
+    "bundle", "deletion", "errors", "firstcall", "grant", "kube", "kubeconfig", "metrics",
+    "namespacecache", "paging", "policy", "policyfile", "requestid", "settings", "template",
+    "ttl", "workqueue",
 }  # fmt: skip
 API_WING = {"api", "auth", "identity", "oidc", "openapi", "provisioner"}
-CONTROLLER_WING = {"controller", "leader", "namespacescope", "watch"}
+CONTROLLER_WING = {"controller", "leader", "namespacescope", "pool", "watch"}
 TOP = {"app", "cli", "httplimits", "launcher", "rollout"}
 # The client (``pip install nsprov`` without the server extra): talks HTTP, never Kubernetes.
 CLIENT = {"client", "client_cli", "client_diagnostics", "client_http", "client_run"}

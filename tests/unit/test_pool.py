@@ -1,0 +1,351 @@
+"""Warm pools without a cluster: the policy keys, the shapes in bundle.py, the keeper's
+decisions and the first-call check's choice of rule (tests/integration/test_pool.py
+runs them against a real API server)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, cast
+
+import pytest
+
+from nsprov import bundle, firstcall
+from nsprov.controller import Controller
+from nsprov.grant import GrantGuard
+from nsprov.kube import Kube, KubeError
+from nsprov.metrics import Metrics
+from nsprov.namespacecache import ReadYourWrites
+from nsprov.policy import Pool, flags_profile
+from nsprov.policyfile import PolicyError, parse_policy
+from nsprov.pool import PoolKeeper, profile_hash
+from nsprov.provisioner import Provisioner
+from nsprov.settings import Settings
+from nsprov.template import Template
+from nsprov.watch import Informer
+
+SELECTOR = bundle.Selector.parse("controller.observatorium.io=namespace-provisioner")
+TENANTS = """
+defaults:
+  pool: {size: 2}
+tenants:
+  - name: web
+    match: {token: web}
+    pool: {size: 5, maxAge: 30m}
+  - name: batch
+    match: {token: batch}
+  - name: quiet
+    match: {token: quiet}
+    pool: {size: 0}
+"""
+
+
+def test_a_pool_on_a_tenant_or_the_defaults_resolves_per_tenant() -> None:
+    base = flags_profile(Settings(tokens={"x": "y"}))
+    pooled = parse_policy(TENANTS).pooled_profiles(base)
+    assert [(p.tenant, p.pool) for p in pooled] == [
+        ("web", Pool(5, 1800.0)),
+        ("batch", Pool(2, 3600.0)),
+    ]
+
+
+def test_the_flags_give_a_pool_without_a_policy_file() -> None:
+    assert flags_profile(Settings(tokens={"x": "y"})).pool is None
+    profile = flags_profile(Settings(tokens={"x": "y"}, pool_size=3, pool_max_age=600.0))
+    assert profile.pool == Pool(3, 600.0)
+
+
+@pytest.mark.parametrize(
+    ("pool", "message"),
+    [
+        ("{size: 101}", "at most 100"),
+        ("{maxAge: 1h}", "size: required"),
+        ("{size: 2, maxAge: 10s}", "maxAge: at least 1m"),
+        ("{size: -1}", "whole number"),
+        ("{size: 2, max: 1h}", "unknown key 'max'"),
+    ],
+)
+def test_bad_pools_are_refused_with_where_and_why(pool: str, message: str) -> None:
+    with pytest.raises(PolicyError, match=message):
+        parse_policy(f"tenants:\n  - name: web\n    match: {{token: web}}\n    pool: {pool}\n")
+
+
+def test_a_pooled_namespace_has_no_owner_no_tenant_label_and_its_profiles_hash() -> None:
+    template = Template(("grant",), pod_security="baseline")
+    manifest = bundle.pooled_namespace(
+        "np-abc", selector=SELECTOR, template=template, tenant="web", expires_at=99, pool="h1"
+    )
+    metadata = manifest["metadata"]
+    assert bundle.owner_of(metadata) is None
+    assert bundle.tenant_of(metadata) is None
+    assert bundle.TENANT_LABEL not in metadata["labels"]
+    assert bundle.OWNER_HASH_LABEL not in metadata["labels"]
+    assert bundle.is_managed(metadata, SELECTOR)
+    assert bundle.expires_at_of(metadata) == 99
+    assert bundle.pool_of(metadata) == "h1"
+    assert bundle.pool_tenant_of(metadata) == "web"
+    assert not bundle.is_pool_ready(metadata)
+    assert bundle.template_of(metadata) == template
+    # Nobody sees it: no owner is its owner.
+    assert not bundle.belongs_to(metadata, "", None)
+
+
+def test_a_claim_is_one_conditional_write_that_makes_it_the_callers() -> None:
+    metadata = {"resourceVersion": "42", "labels": {bundle.POOL_LABEL: "h1"}}
+    patch = bundle.claim_patch(
+        metadata, owner="alice", tenant="web", expires_at=123, requested_ttl=600.0,
+        idempotency="k" * 40,
+    )  # fmt: skip
+    meta = patch["metadata"]
+    assert meta["resourceVersion"] == "42"
+    assert meta["labels"][bundle.POOL_LABEL] is None
+    assert meta["labels"][bundle.POOL_READY_LABEL] is None
+    assert meta["labels"][bundle.EXPIRES_AT_LABEL] == "123"
+    assert meta["labels"][bundle.OWNER_HASH_LABEL] == bundle.owner_hash("alice")
+    assert meta["labels"][bundle.TENANT_LABEL] == "web"
+    assert meta["labels"][bundle.IDEMPOTENCY_LABEL] == "k" * 40
+    assert meta["annotations"][bundle.OWNER_ANNOTATION] == "alice"
+    assert meta["annotations"][bundle.TENANT_ANNOTATION] == "web"
+    assert meta["annotations"][bundle.POOL_TENANT_ANNOTATION] is None
+
+
+def test_the_hash_changes_with_the_tenant_the_template_and_the_grants_rules() -> None:
+    template = Template(("grant",))
+    first = bundle.pool_hash("web", template, ["r1"])
+    assert first == bundle.pool_hash("web", template, ["r1"])
+    assert len(first) <= 63
+    assert first != bundle.pool_hash("batch", template, ["r1"])
+    assert first != bundle.pool_hash("web", Template(("grant",), labels={"a": "b"}), ["r1"])
+    assert first != bundle.pool_hash("web", template, ["r2"])
+
+
+def test_the_first_call_check_asks_about_the_first_resource_rule() -> None:
+    role = {
+        "rules": [
+            {"nonResourceURLs": ["/healthz"], "verbs": ["get"]},
+            {"apiGroups": ["apps"], "resources": ["deployments/scale"], "verbs": ["update", "get"],
+             "resourceNames": ["web"]},
+        ]
+    }  # fmt: skip
+    access = firstcall.representative_access(role)
+    assert access == {
+        "verb": "update", "group": "apps", "resource": "deployments", "subresource": "scale",
+        "name": "web",
+    }  # fmt: skip
+    assert firstcall.representative_access({"rules": []}) is None
+    assert firstcall.representative_access({"rules": None}) is None
+    review = firstcall.service_account_review("np-x", {"verb": "get", "group": "", "resource": "p"})
+    assert review["spec"]["user"] == "system:serviceaccount:np-x:namespace-provisioner"
+    assert "system:serviceaccounts:np-x" in review["spec"]["groups"]
+    assert review["spec"]["resourceAttributes"]["namespace"] == "np-x"
+
+
+class _Authorizer:
+    """A Kube that allows an access only from its ``lag``-th review on."""
+
+    def __init__(self, lag: int, status: int = 0) -> None:
+        self.lag, self.status, self.reviews = lag, status, 0
+
+    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        assert path == firstcall.SUBJECT_ACCESS_REVIEWS
+        if self.status:
+            raise KubeError(self.status, "Forbidden", "no")
+        self.reviews += 1
+        return {"status": {"allowed": self.reviews >= self.lag}}
+
+
+ACCESS = {"verb": "get", "group": "", "resource": "configmaps"}
+
+
+def test_the_first_call_check_asks_again_until_allowed_within_a_deadline() -> None:
+    slept: list[float] = []
+    kube = _Authorizer(lag=3)
+    assert firstcall.wait_until_allowed(cast(Kube, kube), "np-x", [ACCESS], sleep=slept.append)
+    assert kube.reviews == 3
+    assert slept == [0.01, 0.015]
+    never = _Authorizer(lag=10**6)
+    assert not firstcall.wait_until_allowed(
+        cast(Kube, never), "np-x", [ACCESS], deadline_seconds=0.0, sleep=slept.append
+    )
+    refused = _Authorizer(lag=1, status=403)
+    assert not firstcall.wait_until_allowed(cast(Kube, refused), "np-x", [ACCESS])
+
+
+class _Cache:
+    def __init__(self, items: list[dict[str, Any]]) -> None:
+        self._items = items
+        self.synced = type("E", (), {"is_set": lambda self: True})()
+
+    def items(self) -> list[dict[str, Any]]:
+        return self._items
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.deleted: list[tuple[str, dict[str, Any] | None]] = []
+
+    def delete(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        self.deleted.append((path, body))
+        return {}
+
+
+def _pooled(name: str, pool: str, *, ready: bool = True, created: str = "2026-01-01T00:00:00Z"):  # type: ignore[no-untyped-def]
+    ns = bundle.pooled_namespace(
+        name, selector=SELECTOR, template=Template(("g",)), tenant="web", expires_at=10**10,
+        pool=pool,
+    )  # fmt: skip
+    metadata = ns["metadata"]
+    metadata.update(uid=f"uid-{name}", resourceVersion="7", creationTimestamp=created)
+    if ready:
+        metadata["labels"][bundle.POOL_READY_LABEL] = "true"
+    return ns
+
+
+def test_the_keeper_deletes_stale_and_abandoned_pooled_namespaces_exactly_and_fills_the_rest() -> (
+    None
+):
+    base = flags_profile(Settings(tokens={"x": "y"}, pool_size=3))
+    current = profile_hash(base, None)
+    cache = _Cache([
+        _pooled("np-old", "stale-hash"),
+        _pooled("np-half", current, ready=False),
+        _pooled("np-ok", current),
+        bundle.namespace("np-claimed", selector=SELECTOR, owner="a", template=Template(("g",)),
+                         expires_at=10**10),
+    ])  # fmt: skip
+    kube = _Recorder()
+    keeper = PoolKeeper(
+        cast(Kube, kube), selector=SELECTOR, prefix="np", namespaces=cast(Informer, cache),
+        profiles=lambda: [base], metrics=Metrics(), clock=lambda: 1.9e9,
+    )  # fmt: skip
+    started: list[str] = []
+    keeper._start_making = lambda profile, pool: started.append(pool)  # type: ignore[method-assign]
+    keeper.keep()
+    assert [path for path, _ in kube.deleted] == [
+        bundle.namespace_path("np-old"),
+        bundle.namespace_path("np-half"),
+    ]
+    # Exactly the version seen: one claimed since is not deleted (409).
+    assert kube.deleted[0][1] == bundle.delete_exactly("uid-np-old", "7")
+    assert started == [current, current]  # 3 wanted, np-ok is there
+    keeper.stop()
+
+
+def test_a_keeper_makes_nothing_with_a_grant_it_may_not_hand_out() -> None:
+    base = flags_profile(Settings(tokens={"x": "y"}, pool_size=3))
+    grants = GrantGuard(lambda: [*base.cluster_roles])
+    keeper = PoolKeeper(
+        cast(Kube, _Recorder()), selector=SELECTOR, prefix="np",
+        namespaces=cast(Informer, _Cache([])), profiles=lambda: [base], metrics=Metrics(),
+        grants=grants,
+    )  # fmt: skip
+    assert keeper.wanted() == {}
+    grants.listed([{"metadata": {"name": base.cluster_roles[0]}, "rules": []}])
+    assert list(keeper.wanted()) == [profile_hash(base, grants)]
+    keeper.stop()
+
+
+class _Writes:
+    """A Kube that records what the controller writes."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def create(self, path: str, body: dict[str, Any]) -> bool:
+        self.calls.append(("create", path))
+        return True
+
+    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append(("post", path))
+        return body
+
+    def merge_patch(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append(("patch", path))
+        return {}
+
+    def delete(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        self.calls.append(("delete", path))
+        return {}
+
+
+def _reconciled(expires_at: int) -> list[tuple[str, str]]:
+    """What the controller writes for one pooled namespace (its objects all missing)."""
+    kube = _Writes()
+    controller = Controller(
+        cast(Kube, kube), selector=SELECTOR, cluster_role="g", metrics=Metrics(),
+        clock=lambda: 1000.0,
+    )  # fmt: skip
+    ns = bundle.pooled_namespace(
+        "np-p", selector=SELECTOR, template=Template(("g",)), tenant="web",
+        expires_at=expires_at, pool="h",
+    )  # fmt: skip
+    ns["metadata"].update(uid="u", resourceVersion="1", creationTimestamp="1970-01-01T00:00:00Z")
+    controller.namespaces._store[("", "np-p")] = ns
+    try:
+        controller.reconcile("np-p")
+    finally:
+        for informer in controller.informers:
+            informer.synced.set()
+        controller.stop()
+    return kube.calls
+
+
+def test_the_controller_repairs_a_pooled_namespace_rather_than_adopting_it() -> None:
+    calls = _reconciled(expires_at=5000)
+    assert ("create", bundle.service_accounts_path("np-p")) in calls
+    assert ("create", bundle.role_bindings_path("np-p")) in calls
+    assert not [c for c in calls if c[0] in ("patch", "delete")]
+
+
+def test_the_controller_deletes_a_pooled_namespace_at_its_max_age() -> None:
+    assert _reconciled(expires_at=900) == [("delete", bundle.namespace_path("np-p"))]
+
+
+class _Namespaces:
+    """A synced NamespaceSource holding ``items``."""
+
+    def __init__(self, items: list[dict[str, Any]]) -> None:
+        self._items = {i["metadata"]["name"]: i for i in items}
+
+    def synced(self) -> bool:
+        return True
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        return self._items.get(name)
+
+    def items(self) -> list[dict[str, Any]]:
+        return list(self._items.values())
+
+
+class _Claims(_Writes):
+    def merge_patch(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append(("patch", path))
+        return {"metadata": {"name": path.rsplit("/", 1)[1], "resourceVersion": "9"}}
+
+    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append(("post", path))
+        return {"status": {"token": "t", "expirationTimestamp": "2030-01-01T00:00:00Z"}}
+
+
+def _claim(items: list[dict[str, Any]], profile_pool: int = 3) -> list[tuple[str, str]]:
+    kube = _Claims()
+    provisioner = Provisioner(
+        kube=cast(Kube, kube), selector=SELECTOR, prefix="np", default_server="https://k",
+        ca_data=None, metrics=Metrics(), cache=ReadYourWrites(_Namespaces(items)),
+    )  # fmt: skip
+    profile = flags_profile(Settings(tokens={"x": "y"}, pool_size=profile_pool))
+    won = asyncio.run(
+        provisioner._claim(
+            "alice", 600.0, profile, expires_at=10**9 + 600, idempotency=None, requested_by=None
+        )
+    )
+    return kube.calls if won else []
+
+
+def test_a_stale_profiles_pooled_namespace_is_never_claimed() -> None:
+    base = flags_profile(Settings(tokens={"x": "y"}, pool_size=3))
+    current = profile_hash(base, None)
+    stale = _pooled("np-stale", "not-" + current)
+    half = _pooled("np-half", current, ready=False)
+    assert _claim([stale, half]) == []
+    fresh = _pooled("np-fresh", current)
+    assert ("patch", bundle.namespace_path("np-fresh")) in _claim([stale, half, fresh])
