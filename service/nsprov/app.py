@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import socket
+import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -181,20 +182,37 @@ def create_service(settings: Settings) -> Service:
     client = kube.Kube(api_client, timeout=settings.request_timeout)
     selector = bundle.Selector.parse(settings.selector)
 
-    def provisioned(namespace: str) -> bool:
+    cluster_issuer = _ClusterIssuer(client)
+
+    def namespace_refusal(namespace: str, iss: str) -> str | None:
         try:
             found = client.get(bundle.namespace_path(namespace))
         except KubeError as exc:
-            if exc.status == 404:
-                return False
-            raise ClusterUnavailable("could not read the caller's namespace") from None
-        return bundle.is_managed(found.get("metadata"), selector)
+            if exc.status != 404:
+                raise ClusterUnavailable("could not read the caller's namespace") from None
+            # Gone from this cluster. A token this cluster's own issuer minted there is
+            # dead (its ServiceAccount went with the namespace), yet its signature verifies
+            # until its exp: had the namespace been nsprov's, the token would provision
+            # a fresh one outside the caps and lifetime. Another cluster's tokens name
+            # namespaces this one never had; they are judged by the policy alone.
+            if iss and iss == cluster_issuer():
+                return (
+                    "which no longer exists on this cluster: a token of a deleted namespace "
+                    "cannot provision (its ServiceAccount is gone with it)"
+                )
+            return None
+        if bundle.is_managed(found.get("metadata"), selector):
+            return (
+                "which nsprov provisioned; ServiceAccounts of namespaces nsprov provisioned "
+                "cannot provision namespaces (that would escape their tenant's caps and lifetime)"
+            )
+        return None
 
     authenticator = Authenticator(
         tokens,
         policy,
         kube=client,
-        make_verifier=lambda: _verifier(client, provisioned),
+        make_verifier=lambda: _verifier(client, namespace_refusal),
         base=base,
     )
     if policy is not None and policy.current().issuers:
@@ -291,11 +309,35 @@ def _add_controller(service: Service, pooled: Callable[[], list[Profile]]) -> No
         )
 
 
-def _verifier(client: kube.Kube, provisioned: Callable[[str], bool]) -> Verifier:
+def _verifier(client: kube.Kube, namespace_refusal: Callable[[str, str], str | None]) -> Verifier:
     # Imported here: PyJWT and cryptography load only when an ID token is first verified.
     from nsprov.oidc import Verifier
 
-    return Verifier(client, provisioned=provisioned)
+    return Verifier(client, namespace_refusal=namespace_refusal)
+
+
+class _ClusterIssuer:
+    """The issuer this cluster's API server signs ServiceAccount tokens as, from its OIDC
+    discovery document (every ServiceAccount may read it: the default
+    system:service-account-issuer-discovery binding), asked once it is first needed and
+    remembered once known; None while it cannot be learned (logged)."""
+
+    def __init__(self, client: kube.Kube) -> None:
+        self._client = client
+        self._issuer: str | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> str | None:
+        with self._lock:
+            if self._issuer is None:
+                try:
+                    document = self._client.get("/.well-known/openid-configuration")
+                except (KubeError, ClusterUnavailable) as exc:
+                    log.warning("could not learn the cluster's token issuer: %s", exc)
+                    return None
+                issuer = document.get("issuer")
+                self._issuer = issuer if isinstance(issuer, str) and issuer else None
+            return self._issuer
 
 
 class _NamespaceInformer:

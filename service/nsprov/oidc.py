@@ -313,10 +313,12 @@ class Verifier:
         *,
         fetch: Fetch = fetch_json,
         refresh_interval: float = REFRESH_INTERVAL,
-        provisioned: Callable[[str], bool] = lambda namespace: False,
+        namespace_refusal: Callable[[str, str], str | None] = lambda namespace, iss: None,
     ) -> None:
+        """``namespace_refusal(namespace, iss)``: why a token that ``iss`` minted in
+        ``namespace`` may not provision (nsprov made that namespace; it is gone), or None."""
         self._kube = kube
-        self._provisioned = provisioned
+        self._namespace_refusal = namespace_refusal
         self._fetch = fetch
         self._interval = refresh_interval
         self._lock = threading.Lock()
@@ -379,12 +381,9 @@ class Verifier:
         is reviewed: the signature alone proves which namespace minted it.
         """
         for namespace in sorted(kubernetes_namespaces(claims)):
-            if self._provisioned(namespace):
-                raise Forbidden(
-                    f"the token belongs to namespace {namespace!r}, which nsprov provisioned; "
-                    "ServiceAccounts of namespaces nsprov provisioned cannot provision "
-                    "namespaces (that would escape their tenant's caps and lifetime)"
-                )
+            refusal = self._namespace_refusal(namespace, str(claims.get("iss", "")))
+            if refusal is not None:
+                raise Forbidden(f"the token belongs to namespace {namespace!r}, {refusal}")
 
     def _review(self, token: str, issuer: Issuer, claims: dict[str, Any]) -> None:
         """Ask the API server whether the token is still good: a signature outlives the pod

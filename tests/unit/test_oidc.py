@@ -321,11 +321,11 @@ def test_a_token_of_a_provisioned_namespace_is_403_without_a_token_review(
     """The refusal does not depend on ``tokenReview``: the claims alone name the namespace."""
     asked: list[str] = []
 
-    def provisioned(namespace: str) -> bool:
+    def refusal(namespace: str, iss: str) -> str | None:
         asked.append(namespace)
-        return namespace == "np-made"
+        return "which nsprov provisioned" if namespace == "np-made" else None
 
-    verifier = Verifier(provisioned=provisioned)
+    verifier = Verifier(namespace_refusal=refusal)
     inner = {
         "sub": "system:serviceaccount:np-made:builder",
         "kubernetes.io": {"namespace": "np-made"},
