@@ -288,13 +288,20 @@ class Provisioner:
     def _made_with_key(
         self, obj: dict[str, Any], owner: str, tenant: str | None, idempotency: str
     ) -> bool:
-        """Whether ``obj`` is the caller's namespace made by a POST with this key's digest."""
+        """Whether ``obj`` is the caller's namespace made by a POST with this
+        Idempotency-Key's digest."""
+        return self._callers_with(obj, owner, tenant, bundle.IDEMPOTENCY_LABEL, idempotency)
+
+    def _callers_with(
+        self, obj: dict[str, Any], owner: str, tenant: str | None, label: str, digest: str
+    ) -> bool:
+        """Whether ``obj`` is managed, the caller's, and labelled ``label=digest``."""
         metadata = obj.get("metadata", {})
         labels = metadata.get("labels") or {}
         return (
             bundle.is_managed(metadata, self.selector)
             and bundle.belongs_to(metadata, owner, tenant)
-            and labels.get(bundle.IDEMPOTENCY_LABEL) == idempotency
+            and labels.get(label) == digest
         )
 
     async def list(self, owner: str, *, tenant: str | None = None) -> list[NamespaceInfo]:
@@ -757,13 +764,8 @@ class Provisioner:
     def _made_with_digest(
         self, obj: dict[str, Any], owner: str, tenant: str | None, digest: str
     ) -> bool:
-        metadata = obj.get("metadata", {})
-        labels = metadata.get("labels") or {}
-        return (
-            bundle.is_managed(metadata, self.selector)
-            and bundle.belongs_to(metadata, owner, tenant)
-            and labels.get(bundle.KEY_LABEL) == digest
-        )
+        """Whether ``obj`` is the caller's namespace for the preview key of this digest."""
+        return self._callers_with(obj, owner, tenant, bundle.KEY_LABEL, digest)
 
     async def _extend_keyed(
         self, obj: dict[str, Any], ttl: float, profile: Profile, server: str | None
