@@ -571,21 +571,10 @@ for _command in client_cli.COMMANDS:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``nsprov``; every failure is one line on stderr and an exit code (see client_cli)."""
     try:
-        result = group.main(
-            args=list(argv) if argv is not None else None, prog_name="nsprov", standalone_mode=False
-        )
+        return client_cli.run_group(group, list(argv) if argv is not None else None)
     except ConfigError as exc:
         click.echo(f"nsprov: {exc}", err=True)
         return USAGE_EXIT
-    except client_cli.Failure as exc:
-        click.echo(f"nsprov: {exc}", err=True)
-        return exc.exit_code
-    except click.ClickException as exc:
-        click.echo(f"nsprov: {one_line(exc)}", err=True)
-        return exc.exit_code
-    except click.exceptions.Abort:
-        return 130
-    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":

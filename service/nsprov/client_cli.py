@@ -646,8 +646,14 @@ def main(args: Sequence[str]) -> int:
     group = click.Group(
         name="nsprov", commands=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]}
     )
+    return run_group(group, list(args))
+
+
+def run_group(group: click.Group, args: list[str] | None) -> int:
+    """Run ``group`` as ``nsprov``: every failure one line on stderr and its exit code (the
+    client's and the full CLI's ``main`` both end here; other exceptions propagate)."""
     try:
-        result = group.main(args=list(args), prog_name="nsprov", standalone_mode=False)
+        result = group.main(args=args, prog_name="nsprov", standalone_mode=False)
     except Failure as exc:
         click.echo(f"nsprov: {exc}", err=True)
         return exc.exit_code
