@@ -1177,6 +1177,11 @@ def _orphans(core: client.CoreV1Api) -> list[str]:
     One in a namespace being deleted is not orphaned: it goes with its namespace.
     """
     managed = {ns.metadata.name for ns in core.list_namespace(label_selector=SELECTOR).items}
+    # Any namespace being deleted takes its objects with it (an earlier test's, say, whose
+    # labelled objects stood in an unmanaged namespace on purpose).
+    going = {
+        ns.metadata.name for ns in core.list_namespace().items if ns.metadata.deletion_timestamp
+    }
     rbac = client.RbacAuthorizationV1Api(core.api_client)
     found = []
     for kind, items, name in (
@@ -1187,6 +1192,6 @@ def _orphans(core: client.CoreV1Api) -> list[str]:
         for item in items:
             labels = item.metadata.labels or {}
             ours = item.metadata.name == name or SELECTOR.split("=")[0] in labels
-            if ours and item.metadata.namespace not in managed:
+            if ours and item.metadata.namespace not in managed | going:
                 found.append(f"{kind} {item.metadata.namespace}/{item.metadata.name} orphaned")
     return found
