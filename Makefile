@@ -6,7 +6,7 @@ PYTEST := $(PY) -m pytest
 
 .PHONY: install cluster-build cluster cluster-down demo test test-unit test-integration \
         test-action test-kind test-node test-monitoring node-build tools-build lint release-check \
-        bench chaos
+        bench chaos docs-api docs-serve
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -77,6 +77,15 @@ lint: install tools-build
 	$(VENV)/bin/ruff format --check service tests
 	$(VENV)/bin/mypy
 	$(ACTIONLINT) .github/workflows/*.yml
+	$(VENV)/bin/mkdocs build --strict --quiet --site-dir site
+
+# docs/api.md from the OpenAPI document nsprov serves (a unit test fails when it is stale).
+docs-api: install
+	$(PY) -m tests.docs_api > docs/api.md
+
+# The documentation site at http://127.0.0.1:8000, rebuilt as docs/ changes.
+docs-serve: install
+	$(VENV)/bin/mkdocs serve
 
 # Every build step of .github/workflows/release.yml, here: sdist and wheel, twine check, each
 # installed into a fresh virtualenv, nsprov's image (buildah, as the node's; root), the chart.
