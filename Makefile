@@ -33,7 +33,7 @@ tools-build: install
 	$(PY) -m tests.cluster build --tools
 
 # A local control plane in the background; its admin kubeconfig is .cluster/kubeconfig.
-# NODE=1 adds a real node (root, containerd, runc, CNI plugins; see README).
+# NODE=1 adds a real node (root, containerd, runc, CNI plugins; see docs/development.md).
 cluster: cluster-build
 	$(PY) -m tests.cluster up $(if $(NODE),--node)
 
