@@ -6,7 +6,7 @@ PYTEST := $(PY) -m pytest
 
 .PHONY: install cluster-build cluster cluster-down demo test test-unit test-integration \
         test-action test-kind test-node test-monitoring node-build tools-build lint release-check \
-        bench chaos
+        bench chaos docs-api docs-serve
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +33,7 @@ tools-build: install
 	$(PY) -m tests.cluster build --tools
 
 # A local control plane in the background; its admin kubeconfig is .cluster/kubeconfig.
-# NODE=1 adds a real node (root, containerd, runc, CNI plugins; see README).
+# NODE=1 adds a real node (root, containerd, runc, CNI plugins; see docs/development.md).
 cluster: cluster-build
 	$(PY) -m tests.cluster up $(if $(NODE),--node)
 
@@ -77,6 +77,15 @@ lint: install tools-build
 	$(VENV)/bin/ruff format --check service tests
 	$(VENV)/bin/mypy
 	$(ACTIONLINT) .github/workflows/*.yml
+	$(VENV)/bin/mkdocs build --strict --quiet --site-dir site
+
+# docs/api.md from the OpenAPI document nsprov serves (a unit test fails when it is stale).
+docs-api: install
+	$(PY) -m tests.docs_api > docs/api.md
+
+# The documentation site at http://127.0.0.1:8000, rebuilt as docs/ changes.
+docs-serve: install
+	$(VENV)/bin/mkdocs serve
 
 # Every build step of .github/workflows/release.yml, here: sdist and wheel, twine check, each
 # installed into a fresh virtualenv, nsprov's image (buildah, as the node's; root), the chart.

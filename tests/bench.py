@@ -21,7 +21,7 @@ Prints figures; asserts nothing (speed targets do not belong in timed tests).
     python -m tests.bench expiry-pods [--namespaces 3] [--pods 10] [--ttl 60]
         time from each namespace's expiry to the namespace being gone, each holding
         ``pods`` running pods that ignore SIGTERM, on a fresh control plane with a node
-        (root, containerd: see README; not in ``make bench``; where others use the
+        (root, containerd: see docs/development.md; not in ``make bench``; where others use the
         node, run it under ``flock /tmp/nsprov-node.lock``). nsprov runs as a local
         process with k8s/'s admission policies applied (maxGracePeriod 30 s).
     python -m tests.bench client [--runs 20]

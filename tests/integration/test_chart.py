@@ -93,7 +93,7 @@ def test_default_values_render_the_kustomize_base(helm: Path) -> None:
 
 def test_monitoring_values_render_the_monitoring_component(helm: Path, tmp_path: Path) -> None:
     """serviceMonitor, prometheusRule and dashboard on = k8s/ with k8s/monitoring added,
-    as the README's overlay adds it."""
+    as the overlay of docs/operator/install.md adds it."""
     overlay = tmp_path / "overlay"
     overlay.mkdir()
     (overlay / "kustomization.yaml").write_text(

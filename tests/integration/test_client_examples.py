@@ -1,5 +1,5 @@
 """The client examples are run, not just shown: examples/gitlab-ci.yml, examples/Jenkinsfile
-and the README's terminal transcript, against the real service.
+and the terminal transcript of docs/client.md, against the real service.
 
 Each CI file's commands run the way that CI system runs them (GitLab: a job's
 before_script and script lines in one shell, after_script in another; Jenkins:
@@ -136,7 +136,7 @@ def test_jenkins_pipeline(
     _all_deleted(core)
 
 
-# ---- the README's transcript --------------------------------------------------------------
+# ---- docs/client.md's transcript ----------------------------------------------------------
 
 _MARKER = "<!-- transcript: tests/integration/test_client_examples.py"
 _NAME = re.compile(r"\bnp-[a-z0-9]{10}\b")
@@ -146,8 +146,8 @@ _LEFT = re.compile(r"(?<!\S)(\d+[dh])?\d+[dhms](?!\S)")
 
 
 def transcript() -> list[tuple[str, list[str]]]:
-    """The README transcript as (command, expected output lines) pairs."""
-    text = (REPO / "README.md").read_text()
+    """docs/client.md's transcript as (command, expected output lines) pairs."""
+    text = (REPO / "docs" / "client.md").read_text()
     block = text[text.index(_MARKER) :].split("```console\n", 1)[1].split("\n```", 1)[0]
     pairs: list[tuple[str, list[str]]] = []
     for line in block.splitlines():
@@ -165,14 +165,14 @@ def _shape(line: str) -> str:
 
 
 @pytest.mark.usefixtures("no_managed_namespaces")  # `nsprov list` shows none being deleted
-def test_readme_transcript(
+def test_client_page_transcript(
     service: RunningService, cluster: Cluster, core: client.CoreV1Api, tmp_path: Path
 ) -> None:
     token_file = tmp_path / "token"
     token_file.write_text(service.tokens["alice"])
     token_file.chmod(0o600)
     env = client_env(cluster, service.url, NSPROV_TOKEN_FILE=str(token_file))
-    names: dict[str, str] = {}  # the README's namespace names -> this run's
+    names: dict[str, str] = {}  # the page's namespace names -> this run's
     pairs = transcript()
     assert len(pairs) >= 8
     for command, expected in pairs:
@@ -180,8 +180,8 @@ def test_readme_transcript(
             exported = {pair.split("=", 1)[0] for pair in command.split()[1:]}
             assert exported == {"NSPROV_URL", "NSPROV_TOKEN_FILE"}
             continue  # the test's own URL and token file stand in for them
-        for readme_name, actual in names.items():
-            command = command.replace(readme_name, actual)
+        for shown, actual in names.items():
+            command = command.replace(shown, actual)
         result = subprocess.run(
             ["sh", "-c", command], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True, timeout=120, check=False,
@@ -190,6 +190,6 @@ def test_readme_transcript(
         got = result.stdout.splitlines()
         assert [_shape(g) for g in got] == [_shape(e) for e in expected], (command, got)
         for want, have in zip(expected, got, strict=True):
-            for readme_name, actual in zip(_NAME.findall(want), _NAME.findall(have), strict=True):
-                assert names.setdefault(readme_name, actual) == actual, (command, have)
+            for shown, actual in zip(_NAME.findall(want), _NAME.findall(have), strict=True):
+                assert names.setdefault(shown, actual) == actual, (command, have)
     _all_deleted(core)

@@ -91,8 +91,9 @@ class Deployed:
 
 
 def write_overlay(directory: Path, server: str) -> Path:
-    """deploy/overlay (k8s/ + the app-deploying grant, as the README installs it), pointed
-    at the locally built image, with kubeconfigs naming the API URL the tests reach."""
+    """deploy/overlay (k8s/ + the app-deploying grant, as docs/operator/install.md installs
+    it), pointed at the locally built image, with kubeconfigs naming the API URL the tests
+    reach."""
     directory.mkdir(parents=True, exist_ok=True)
     image_name, image_tag = images.NSPROV_IMAGE.rsplit(":", 1)
     patch = {
@@ -232,7 +233,7 @@ def helm_release(
     }
     release.values.write_text(yaml.safe_dump(values))
     # Helm installs into a namespace it does not own: made first, with the Pod Security
-    # level k8s/namespace.yaml gives nsprov's (the README's Helm steps).
+    # level k8s/namespace.yaml gives nsprov's (the Helm steps of docs/operator/install.md).
     node.kubectl("create", "namespace", release.namespace)
     node.kubectl("label", "namespace", release.namespace,
                  "pod-security.kubernetes.io/enforce=restricted")  # fmt: skip

@@ -3,8 +3,8 @@
 The deployed nsprov (k8s/ + the overlay, its own RBAC and admission policies) gets a
 per-owner cap of 1 and ``--stuck-after=20s`` for this module, then its settings back.
 Tenants cannot add finalizers to their objects (issue 18's admission side), so the
-finalizer that keeps a namespace is put there the way the README tells an operator to
-act in a managed namespace: break glass. Every namespace held here is released before
+finalizer that keeps a namespace is put there the way docs/operator/controller.md tells an
+operator to act in a managed namespace: break glass. Every namespace held here is released before
 its test ends.
 """
 
@@ -29,7 +29,8 @@ pytestmark = pytest.mark.timeout(1200)
 STUCK_AFTER = 20
 NEVER = "example.com/never"
 HOLDER = "held"
-# The README's break-glass recipe: the operator, their admin group, and the exempt group.
+# The break-glass recipe (docs/operator/break-glass.md): the operator, their admin group,
+# and the exempt group.
 BREAK_GLASS = ("--as=operator", "--as-group=system:masters", "--as-group=nsprov:break-glass")
 SETTINGS = {"NSPROV_MAX_NAMESPACES_PER_OWNER": "1", "NSPROV_STUCK_AFTER": f"{STUCK_AFTER}s"}
 
