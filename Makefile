@@ -120,4 +120,4 @@ bench: cluster-build
 # (a 15 s version, with the burst and flood tests, runs in test-integration); NSPROV_CHAOS_SEED repeats a run's choices.
 CHAOS_SECONDS ?= 600
 chaos: cluster-build
-	NSPROV_CHAOS_SECONDS=$(CHAOS_SECONDS) $(PYTEST) tests/integration/test_chaos.py -s
+	NSPROV_CHAOS_SECONDS=$(CHAOS_SECONDS) $(PYTEST) tests/integration/chaos -s

@@ -28,6 +28,7 @@ import anyio
 import anyio.to_thread
 
 from nsprov.auth import TokenStore
+from nsprov.bearer import MAX_HEADER_BYTES, MAX_TOKEN_BYTES
 from nsprov.errors import Forbidden, Unauthorized
 from nsprov.kube import Kube
 from nsprov.policy import NoTenant, Principal, Profile, admit, flags_profile, lookup_claim, resolve
@@ -38,11 +39,6 @@ if TYPE_CHECKING:
     from nsprov.oidc import Verifier
 
 log = logging.getLogger(__name__)
-
-MAX_TOKEN_BYTES = 16 * 1024
-"""Longer bearer tokens are refused before anything parses them."""
-MAX_HEADER_BYTES = 4 * 1024
-"""Longer JOSE headers are refused before anything decodes them."""
 
 VERIFY_THREADS = 4
 """Worker threads ID-token verification may hold at once. Its own limiter, not anyio's

@@ -44,15 +44,13 @@ from urllib.parse import urlsplit
 import jwt
 from jwt import exceptions as jwt_errors
 
+from nsprov.bearer import MAX_HEADER_BYTES, MAX_TOKEN_BYTES
 from nsprov.errors import ClusterUnavailable, Forbidden, IssuerUnavailable, Unauthorized
-from nsprov.identity import MAX_HEADER_BYTES, MAX_TOKEN_BYTES
 from nsprov.kube import Kube, KubeError
 from nsprov.policy import Issuer, Policy, lookup_claim
 
 log = logging.getLogger(__name__)
 
-"""A JOSE header is a few short fields; a longer one is refused before it is decoded (a
-deeply nested one would exhaust the JSON parser's recursion)."""
 LEEWAY_SECONDS = 60
 REFRESH_INTERVAL = 10.0
 """Least time between two key fetches of one issuer (unknown kids wait, known keys are served)."""

@@ -15,7 +15,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[2] / "service" / "nsprov"
 
 GROUND = {
-    "bundle", "deletion", "errors", "firstcall", "grant", "kube", "kubeconfig", "metrics",
+    "bearer", "bundle", "deletion", "errors", "firstcall", "grant", "kube", "kubeconfig", "metrics",
     "namespacecache", "paging", "policy", "policyfile", "requestid", "settings", "template",
     "ttl", "workqueue",
 }  # fmt: skip
@@ -61,6 +61,24 @@ def test_wings_never_import_each_other_or_the_top() -> None:
             assert not deps & (CONTROLLER_WING | TOP), (module, deps)
         if module in CONTROLLER_WING:
             assert not deps & (API_WING | TOP), (module, deps)
+
+
+def test_no_module_imports_itself_through_another() -> None:
+    graph = _graph()
+
+    def reaches(start: str, target: str) -> bool:
+        seen: set[str] = set()
+        todo = list(graph.get(start, ()))
+        while todo:
+            module = todo.pop()
+            if module == target:
+                return True
+            if module not in seen and module in graph:
+                seen.add(module)
+                todo.extend(graph[module])
+        return False
+
+    assert [m for m in sorted(graph) if reaches(m, m)] == []
 
 
 def test_only_cli_imports_app() -> None:
