@@ -13,16 +13,27 @@ them; nsprov's default selector never sees them.
 from __future__ import annotations
 
 import calendar
+import json
+import os
 import re
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
-from kubernetes import client
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
 
-from tests.integration.conftest import CONFIGMAP_GRANT, SELECTOR, Cluster, delete_namespaces
+from tests.integration.conftest import (
+    CONFIGMAP_GRANT,
+    NSPROV_NAMESPACE,
+    REPO,
+    SELECTOR,
+    Cluster,
+    delete_namespaces,
+)
 from tests.integration.service import (
     RunningService,
     metric,
@@ -213,3 +224,162 @@ def test_with_nsprovs_default_selector_the_go_tools_namespaces_are_never_adopted
         assert _expiry(core, go_tool) is None
         assert f"namespace={go_tool}" not in service.log()
     assert namespace_status(core, go_tool) == "active"
+
+
+# ---- the guide's step 3: the admission policies follow the selector ------------------------
+
+RBAC_GROUP = "rbac.authorization.k8s.io"
+NEIGHBOUR = "nsprov-test-migration-neighbour"
+GO_TOOL_USER = "system:serviceaccount:namespace-provisioner:namespace-provisioner"
+ADMISSION_KINDS = ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
+
+
+def _admission_policies(cluster: Cluster, source: Path) -> str:
+    """The ValidatingAdmissionPolicies and their bindings of a kustomization, as YAML."""
+    built = subprocess.run([cluster.kubectl, "kustomize", str(source)], capture_output=True,
+                           text=True, timeout=120, check=False)  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    docs = [d for d in yaml.safe_load_all(built.stdout) if d and d["kind"] in ADMISSION_KINDS]
+    assert len(docs) == 10, [d["metadata"]["name"] for d in docs]
+    return yaml.safe_dump_all(docs)
+
+
+def _apply(cluster: Cluster, text: str) -> None:
+    env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}
+    applied = subprocess.run([cluster.kubectl, "apply", "-f", "-"], input=text, env=env,
+                             capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    assert applied.returncode == 0, applied.stderr
+
+
+def _refused_by_policy(call: object) -> str | None:
+    """The policy's message if ``call()`` was refused by an admission policy, else None."""
+    try:
+        call()  # type: ignore[operator]
+    except ApiException as exc:
+        message = str(json.loads(exc.body)["message"])
+        if exc.status == 403 and "ValidatingAdmissionPolicy" in message:
+            return message
+        raise
+    return None
+
+
+def _labelled(name: str, selector: str) -> client.V1Namespace:
+    key, value = selector.split("=")
+    return client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels={key: value}))
+
+
+@pytest.fixture
+def impersonated(cluster: Cluster) -> Iterator[dict[str, client.CoreV1Api]]:
+    """The Go tool's ServiceAccount with its ClusterRole's namespace rights (its manifest),
+    and a neighbour who may patch namespaces: neither in system:masters, so only the
+    policies can refuse them what RBAC allows."""
+    rbac = client.RbacAuthorizationV1Api(cluster.api)
+    verbs = {GO_TOOL_USER: ["create", "delete", "list", "watch"],
+             NEIGHBOUR: ["get", "list", "patch", "update"]}  # fmt: skip
+    apis: dict[str, client.ApiClient] = {}
+    for user, allowed in verbs.items():
+        name = f"{NEIGHBOUR}-{len(apis)}"
+        rule = client.V1PolicyRule(api_groups=[""], resources=["namespaces"], verbs=allowed)
+        rbac.create_cluster_role(
+            client.V1ClusterRole(metadata=client.V1ObjectMeta(name=name), rules=[rule])
+        )
+        rbac.create_cluster_role_binding(
+            client.V1ClusterRoleBinding(
+                metadata=client.V1ObjectMeta(name=name),
+                role_ref=client.V1RoleRef(api_group=RBAC_GROUP, kind="ClusterRole", name=name),
+                subjects=[client.RbacV1Subject(api_group=RBAC_GROUP, kind="User", name=user)],
+            )
+        )
+        api = config.new_client_from_config(config_file=str(cluster.kubeconfig))
+        api.set_default_header("Impersonate-User", user)
+        apis[user] = api
+    try:
+        yield {user: client.CoreV1Api(api) for user, api in apis.items()}
+    finally:
+        for index, api in enumerate(apis.values()):
+            api.close()
+            rbac.delete_cluster_role_binding(f"{NEIGHBOUR}-{index}")
+            rbac.delete_cluster_role(f"{NEIGHBOUR}-{index}")
+
+
+@pytest.fixture
+def go_selector_policies(
+    cluster: Cluster,
+    manifest_kubeconfig: Path,
+    impersonated: dict[str, client.CoreV1Api],
+    tmp_path: Path,
+) -> Iterator[None]:
+    """k8s/'s admission policies replaced by the selector component's, with the values of
+    k8s/examples/selector.yaml (the Go tool's selector), as the guide's overlay applies them;
+    k8s/'s own are put back afterwards (``manifest_kubeconfig`` keeps them for the session)."""
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    (overlay / "selector.yaml").write_text((REPO / "k8s/examples/selector.yaml").read_text())
+    (overlay / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "resources": [os.path.relpath(REPO / "k8s", overlay), "selector.yaml"],
+                "components": [os.path.relpath(REPO / "k8s/components/selector", overlay)],
+            }
+        )
+    )
+    go_tool = impersonated[GO_TOOL_USER]
+
+    def enforced(selector: str) -> bool:
+        probe = _labelled("nsprov-test-migration-probe", selector)
+        return (
+            _refused_by_policy(lambda: go_tool.create_namespace(probe, dry_run="All")) is not None
+        )
+
+    _apply(cluster, _admission_policies(cluster, overlay))
+    try:
+        wait_until(lambda: enforced(GO_SELECTOR) and not enforced(SELECTOR), timeout=15,
+                   interval=0.2, message="the component's policies enforced")  # fmt: skip
+        yield
+    finally:
+        _apply(cluster, _admission_policies(cluster, REPO / "k8s"))
+        wait_until(lambda: enforced(SELECTOR) and not enforced(GO_SELECTOR), timeout=15,
+                   interval=0.2, message="k8s/'s policies enforced again")  # fmt: skip
+
+
+def test_the_policies_from_the_component_protect_the_go_tools_namespaces(
+    cluster: Cluster,
+    core: client.CoreV1Api,
+    manifest_kubeconfig: Path,
+    go_selector_policies: None,
+    impersonated: dict[str, client.CoreV1Api],
+    role_file: Path,
+    go_tool_namespaces: list[str],
+    tmp_path: Path,
+) -> None:
+    left = _lay_down_go_tool_namespace(cluster, role_file).metadata.name
+    go_tool_namespaces.append(left)
+    # The guide's step 5: with the policies in place, the Go tool can no longer make a
+    # namespace under its label (RBAC lets it; the policy refuses), but may make others.
+    go_tool = impersonated[GO_TOOL_USER]
+    refused = _refused_by_policy(
+        lambda: go_tool.create_namespace(_labelled("np-gotool-after", GO_SELECTOR), dry_run="All")
+    )
+    assert refused is not None
+    assert f"only nsprov may add, change or remove the {GO_SELECTOR} label" in refused
+    unlabelled = client.V1Namespace(metadata=client.V1ObjectMeta(name="np-gotool-unlabelled"))
+    assert _refused_by_policy(lambda: go_tool.create_namespace(unlabelled, dry_run="All")) is None
+    # nsprov, as k8s/ installs it (its ServiceAccount, which the policies exempt and confine),
+    # with the Go tool's selector: adopts the namespace the Go tool left.
+    args = [
+        f"--selector={GO_SELECTOR}",
+        f"--leader-elect-namespace={NSPROV_NAMESPACE}",  # k8s/'s Role: its Lease only
+    ]
+    with running_service(manifest_kubeconfig, tmp_path / "nsprov", args) as service:
+        wait_until(lambda: _expiry(core, left), timeout=30, message=f"{left} adopted")
+        assert f"adopted namespace={left} " in service.log()
+    # A neighbour with patch rights on namespaces cannot bring its end forward, nor take the
+    # namespace out of nsprov's hands, under the Go tool's label as under nsprov's.
+    neighbour = impersonated[NEIGHBOUR]
+    for labels in ({EXPIRES_AT: "1"}, {EXPIRES_AT: None}, {GO_SELECTOR.split("=")[0]: None}):
+        patch = {"metadata": {"labels": labels}}
+        message = _refused_by_policy(lambda p=patch: neighbour.patch_namespace(left, p))
+        assert message is not None, labels
+        assert "nsprov-protect" in message
+    assert _expiry(core, left) is not None
+    assert namespace_status(core, left) == "active"
