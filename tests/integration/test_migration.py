@@ -40,6 +40,7 @@ from tests.integration.service import (
     namespace_status,
     problem,
     running_service,
+    start_service,
     wait_expired_line,
 )
 from tests.support import wait_until
@@ -139,6 +140,8 @@ def test_with_the_go_tools_selector_nsprov_adopts_and_expires_its_namespaces(
     ]
     with running_service(cluster.kubeconfig, tmp_path / "nsprov", args) as service:
         wait_until(lambda: metric(service, "nsprov_leader") == 1, timeout=15, message="leader")
+        # The admin's kubeconfig: no policy confines it, which nsprov says at start.
+        assert "no admission policy guards nsprov's namespaces" in service.log()
         # One left before nsprov started, one made while it runs (the Go tool still serving
         # during the switch): each gets creation + --adopt-ttl, from the list or the watch.
         during = _lay_down_go_tool_namespace(cluster, role_file)
@@ -373,6 +376,18 @@ def test_the_policies_from_the_component_protect_the_go_tools_namespaces(
     with running_service(manifest_kubeconfig, tmp_path / "nsprov", args) as service:
         wait_until(lambda: _expiry(core, left), timeout=30, message=f"{left} adopted")
         assert f"adopted namespace={left} " in service.log()
+        assert f"admission policies guard --selector={GO_SELECTOR}" in service.log()
+    # nsprov started with a selector the policies were not rendered for refuses to start,
+    # and says why, rather than label namespaces nothing protects.
+    stale = start_service(manifest_kubeconfig, tmp_path / "stale", args[1:], wait_ready=False)
+    try:
+        wait_until(lambda: stale.process.poll() is not None, timeout=30, message="refused")
+        assert stale.process.returncode != 0
+        said = stale.log()
+        assert f"refuse a namespace as nsprov makes it under --selector={SELECTOR}" in said
+        assert "k8s/components/selector" in said
+    finally:
+        stale.stop()
     # A neighbour with patch rights on namespaces cannot bring its end forward, nor take the
     # namespace out of nsprov's hands, under the Go tool's label as under nsprov's.
     neighbour = impersonated[NEIGHBOUR]
