@@ -20,6 +20,7 @@ import importlib.util
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
@@ -402,13 +403,15 @@ async def _serve(settings: Settings) -> None:
 
     import uvicorn
 
+    from nsprov.admissioncheck import SelectorUnprotected, check_admission_policies
     from nsprov.app import UnsafeGrant, check_grant, create_service, internal_app, public_app
     from nsprov.httplimits import HttpLimits, protocol_for
 
     service: Service = create_service(settings)
     try:
         check_grant(service)
-    except UnsafeGrant as exc:
+        check_admission_policies(service.kube, service.provisioner.selector, time.time())
+    except (UnsafeGrant, SelectorUnprotected) as exc:
         service.close()
         raise ConfigError(str(exc)) from None
     limits = HttpLimits(

@@ -123,6 +123,120 @@ def test_monitoring_values_render_the_monitoring_component(helm: Path, tmp_path:
     assert not added & set(_by_identity(_template(helm)))
 
 
+def _selector_overlay(tmp_path: Path, values: dict[str, str] | None) -> Path:
+    """k8s/ with the component k8s/components/selector and, unless None, its ConfigMap."""
+    overlay = tmp_path / "selector-overlay"
+    overlay.mkdir()
+    resources = [os.path.relpath(REPO / "k8s", overlay)]
+    if values is not None:
+        resources.append("selector.yaml")
+        local = {"config.kubernetes.io/local-config": "true"}
+        config = {"apiVersion": "v1", "kind": "ConfigMap", "data": values,
+                  "metadata": {"name": "nsprov-selector", "annotations": local}}  # fmt: skip
+        (overlay / "selector.yaml").write_text(yaml.safe_dump(config))
+    (overlay / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "resources": resources,
+                "components": [os.path.relpath(REPO / "k8s" / "components" / "selector", overlay)],
+            }
+        )
+    )
+    return overlay
+
+
+def _usernames(objects: Objects) -> set[str]:
+    """The usernames the admission policies' matchConditions name as nsprov."""
+    found = set()
+    for (kind, _, _), doc in objects.items():
+        if kind != "ValidatingAdmissionPolicy":
+            continue
+        for condition in doc["spec"]["matchConditions"]:
+            if condition["name"] in ("not-nsprov", "is-nsprov"):
+                found.add(condition["expression"].split("'")[1])
+    return found
+
+
+def test_another_selector_renders_the_same_in_kustomize_and_helm(
+    helm: Path, tmp_path: Path
+) -> None:
+    """The selector component with its ConfigMap = the chart's selector value: every
+    object the same, and nothing left of the default selector (a policy still matching it
+    would protect nothing nsprov makes)."""
+    selector = "example.com/ci=ephemeral"
+    values = {"selector": selector, "serviceAccountNamespace": "nsprov",
+              "serviceAccountName": "nsprov"}  # fmt: skip
+    text = _run(build.ensure_built().kubectl, "kustomize", _selector_overlay(tmp_path, values))
+    base = _by_identity(text)
+    del base[("Namespace", "", "nsprov")]
+    chart_text = _template(helm, "--set", f"selector={selector}")
+    chart = _without_helm_labels(_by_identity(chart_text))
+    assert sorted(chart) == sorted(base)
+    for key, doc in base.items():
+        assert _spaced(chart[key]) == _spaced(doc), f"{key} differs from the component's"
+    for rendered in (text, chart_text):
+        assert "observatorium" not in rendered
+        assert "namespace-selector" not in rendered
+    assert _usernames(base) == {"system:serviceaccount:nsprov:nsprov"}
+    # What the policies match by, and the flag that makes nsprov label by it.
+    protect = base[("ValidatingAdmissionPolicy", "", "nsprov-protect")]["spec"]
+    variables = {v["name"]: v["expression"] for v in protect["variables"]}
+    assert (variables["selectorKey"], variables["selectorValue"]) == (
+        "'example.com/ci'",
+        "'ephemeral'",
+    )
+    assert selector in protect["validations"][0]["message"]
+    for name in ("finalizers", "grace", "services"):
+        policy = base[("ValidatingAdmissionPolicy", "", f"nsprov-{name}")]["spec"]
+        assert policy["matchConstraints"]["namespaceSelector"] == {
+            "matchExpressions": [
+                {"key": "example.com/ci", "operator": "In", "values": ["ephemeral"]}
+            ]
+        }
+    confine = base[("ValidatingAdmissionPolicy", "", "nsprov-confine")]["spec"]
+    assert f"labelled {selector}, and may not" in _spaced(confine["validations"][1]["message"])
+    container = base[("Deployment", "nsprov", "nsprov")]["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in container["containers"][0]["env"]}
+    assert env["NSPROV_SELECTOR"] == selector
+    # Its ConfigMaps are read, never applied.
+    assert not {key for key in base if key[0] == "ConfigMap"}
+
+
+def test_the_selector_component_exempts_the_service_account_it_is_given(tmp_path: Path) -> None:
+    values = {"selector": "example.com/ci=ephemeral", "serviceAccountNamespace": "ci-tools",
+              "serviceAccountName": "ci-nsprov"}  # fmt: skip
+    text = _run(build.ensure_built().kubectl, "kustomize", _selector_overlay(tmp_path, values))
+    assert _usernames(_by_identity(text)) == {"system:serviceaccount:ci-tools:ci-nsprov"}
+    assert "nsprov:nsprov" not in text
+
+
+def test_the_example_values_take_over_the_go_tools_namespaces(tmp_path: Path) -> None:
+    """k8s/examples/selector.yaml, as an operator copies it, builds with the component."""
+    example = yaml.safe_load((REPO / "k8s" / "examples" / "selector.yaml").read_text())
+    overlay = _selector_overlay(tmp_path, example["data"])
+    objects = _by_identity(_run(build.ensure_built().kubectl, "kustomize", overlay))
+    container = objects[("Deployment", "nsprov", "nsprov")]["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in container["containers"][0]["env"]}
+    assert env["NSPROV_SELECTOR"] == "controller.observatorium.io=namespace-selector"
+    assert _usernames(objects) == {"system:serviceaccount:nsprov:nsprov"}
+
+
+def test_the_selector_component_without_its_values_does_not_build(tmp_path: Path) -> None:
+    """Forgetting the ConfigMap fails the build rather than keep the default selector."""
+    kubectl = build.ensure_built().kubectl
+    result = subprocess.run(
+        [str(kubectl), "kustomize", str(_selector_overlay(tmp_path, None))],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "nsprov-selector" in result.stderr, result.stderr
+
+
 def _spaced(value: Any) -> Any:
     """Every string with its runs of whitespace made one space.
 
@@ -201,7 +315,7 @@ def test_values_change_what_they_name(helm: Path, every_value: Path) -> None:
     assert "observatorium" not in text
     finalizers = objects[("ValidatingAdmissionPolicy", "", "ci-nsprov-finalizers")]
     assert finalizers["spec"]["matchConstraints"]["namespaceSelector"] == {
-        "matchLabels": {"example.com/ci": "ephemeral"}
+        "matchExpressions": [{"key": "example.com/ci", "operator": "In", "values": ["ephemeral"]}]
     }
     # The grant, and nsprov's bind on it and on the policy's roles.
     assert objects[("ClusterRole", "", "ci-grant")]["rules"][0]["resources"] == ["configmaps"]

@@ -164,7 +164,8 @@ def test_rolebinding_with_changed_roleref_is_replaced(
 
 
 def _go_tool_namespace(core: client.CoreV1Api, label: str) -> client.V1Namespace:
-    """A namespace as the original Go tool made it: the selector label, nothing else."""
+    """A namespace as the original Go tool made it, the selector label and nothing else, but
+    under ``label`` (its own default selector, and its objects: test_migration.py)."""
     key, value = label.split("=")
     name = f"np-gotool{secrets.token_hex(3)}"
     return core.create_namespace(

@@ -15,9 +15,9 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[2] / "service" / "nsprov"
 
 GROUND = {
-    "bearer", "bundle", "deletion", "errors", "firstcall", "grant", "kube", "kubeconfig", "metrics",
-    "namespacecache", "paging", "policy", "policyfile", "requestid", "settings", "template",
-    "ttl", "workqueue",
+    "admissioncheck", "bearer", "bundle", "deletion", "errors", "firstcall", "grant", "kube",
+    "kubeconfig", "metrics", "namespacecache", "paging", "policy", "policyfile", "requestid",
+    "settings", "template", "ttl", "workqueue",
 }  # fmt: skip
 API_WING = {"api", "auth", "identity", "oidc", "openapi", "provisioner"}
 CONTROLLER_WING = {"controller", "leader", "namespacescope", "pool", "watch"}

@@ -46,7 +46,6 @@ CEL; a release with another selector, namespace or name gets its own. */}}
 {{- $text = replace "controller.observatorium.io=namespace-provisioner" $root.Values.selector $text -}}
 {{- $text = replace "\"'controller.observatorium.io'\"" (printf "\"'%s'\"" $selector._0) $text -}}
 {{- $text = replace "\"'namespace-provisioner'\"" (printf "\"'%s'\"" $selector._1) $text -}}
-{{- $text = replace "controller.observatorium.io: namespace-provisioner" (printf "%s: %q" $selector._0 $selector._1) $text -}}
 {{- $text -}}
 {{- end -}}
 
@@ -99,6 +98,9 @@ default) stays where the base puts it. */ -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
+{{- if and (eq $o.kind "ValidatingAdmissionPolicy") $o.spec.matchConstraints.namespaceSelector -}}
+{{- include "nsprov.adaptNamespaceSelector" . -}}
+{{- end -}}
 {{- if eq $o.kind "ValidatingAdmissionPolicyBinding" -}}
 {{- $_ = set $o.spec "policyName" (include "nsprov.rename" (dict "name" $o.spec.policyName "root" $root)) -}}
 {{- end -}}
@@ -107,6 +109,17 @@ default) stays where the base puts it. */ -}}
 {{- end -}}
 {{- if eq $o.kind "Deployment" -}}
 {{- include "nsprov.adaptDeployment" . -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Another selector: the policies' namespaceSelector by matchExpressions, as the kustomize
+component k8s/components/selector writes it (kustomize can set a value, not a map key). */}}
+{{- define "nsprov.adaptNamespaceSelector" -}}
+{{- $v := .root.Values -}}
+{{- if ne $v.selector "controller.observatorium.io=namespace-provisioner" -}}
+{{- $selector := splitn "=" 2 $v.selector -}}
+{{- $expression := dict "key" $selector._0 "operator" "In" "values" (list $selector._1) -}}
+{{- $_ := set .o.spec.matchConstraints "namespaceSelector" (dict "matchExpressions" (list $expression)) -}}
 {{- end -}}
 {{- end -}}
 

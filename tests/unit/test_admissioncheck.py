@@ -1,0 +1,72 @@
+"""What the start-up check makes of the API server's answers to its two dry-run creates."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import pytest
+
+from nsprov import bundle
+from nsprov.admissioncheck import SelectorUnprotected, check_admission_policies
+from nsprov.errors import ClusterUnavailable
+from nsprov.kube import Kube, KubeError
+
+SELECTOR = bundle.Selector.parse("controller.observatorium.io=namespace-selector")
+REFUSED = KubeError(403, "Forbidden", "ValidatingAdmissionPolicy 'nsprov-confine' ... denied")
+
+
+class _Answers:
+    """A Kube whose namespace creates answer in turn: None = admitted, else the exception."""
+
+    def __init__(self, *answers: Exception | None) -> None:
+        self.answers = list(answers)
+        self.sent: list[tuple[dict[str, Any], dict[str, str]]] = []
+
+    def request(self, method: str, path: str, *, body: Any, query: Any) -> dict[str, Any]:
+        assert (method, path) == ("POST", bundle.NAMESPACES_PATH)
+        self.sent.append((body["metadata"]["labels"], query))
+        answer = self.answers.pop(0)
+        if answer is not None:
+            raise answer
+        return body  # type: ignore[no-any-return]
+
+
+def _check(kube: _Answers) -> None:
+    check_admission_policies(cast(Kube, kube), SELECTOR, now=1000.0)
+
+
+def test_policies_for_the_selector_refuse_only_the_namespace_without_an_expiry(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    kube = _Answers(None, REFUSED)
+    with caplog.at_level("INFO"):
+        _check(kube)
+    key, value = SELECTOR.key, SELECTOR.value
+    assert kube.sent == [
+        ({key: value, bundle.EXPIRES_AT_LABEL: "4600"}, {"dryRun": "All"}),
+        ({key: value}, {"dryRun": "All"}),
+    ]
+    assert f"admission policies guard --selector={SELECTOR}" in caplog.text
+
+
+def test_policies_that_refuse_nsprovs_own_namespace_stop_the_start() -> None:
+    with pytest.raises(SelectorUnprotected, match="rendered for another selector"):
+        _check(_Answers(REFUSED))
+
+
+def test_no_policy_at_all_is_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    _check(_Answers(None, None))
+    assert "no admission policy guards" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [KubeError(403, "Forbidden", "namespaces is forbidden: RBAC"), ClusterUnavailable("down")],
+)
+def test_a_probe_that_says_nothing_is_a_warning_not_a_refusal(
+    failure: Exception, caplog: pytest.LogCaptureFixture
+) -> None:
+    kube = _Answers(failure)
+    _check(kube)
+    assert len(kube.sent) == 1
+    assert "cannot check the admission policies" in caplog.text
