@@ -567,6 +567,13 @@ def _policy_option(spec: FlagSpec) -> click.Option:
 
 def _validate_command(files: tuple[str, ...], ca_files: bool, **values: Any) -> int:
     """Each file as a reload loads it: one line each, exit 2 if any is refused."""
+    missing = missing_server_modules()
+    if missing:
+        # Quantities are parsed by the Kubernetes client's parse_quantity (bundle.quantity).
+        raise ConfigError(
+            f"policy validate needs the server's libraries ({', '.join(missing)} missing): "
+            f"{INSTALL_SERVER}"
+        )
     from nsprov.policy import flags_profile
     from nsprov.policyfile import PolicyError, check_policy, parse_policy
 
@@ -610,7 +617,7 @@ validate_command = click.Command(
     help="Check policy files offline (no cluster, no kubeconfig) with the checks and messages "
     "of a reload; '-' reads standard input. A tenant resolves over the flags (and NSPROV_* "
     "environment) as in serve, so give the deployment's. Exit 0 all valid, 2 a file refused "
-    "(as serve and rollout exit for a bad policy file).",
+    "(as serve and rollout exit for a bad policy file). Needs nsprov[server]; no cluster.",
     short_help="check policy files offline, as a reload would",
 )
 

@@ -19,12 +19,13 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
 from nsprov import bundle
 from nsprov.bundle import Selector, limit_range_item, namespace
+from nsprov.grant import GrantGuard, describe_unsafe
 from nsprov.policy import (
     MAX_OWNER_LENGTH,
     PLACEHOLDER,
@@ -43,9 +44,6 @@ from nsprov.policy import (
 from nsprov.policyschema import POLICY, PolicyError
 from nsprov.template import LIMIT_KEYS
 from nsprov.ttl import format_duration, parse_duration
-
-if TYPE_CHECKING:
-    from nsprov.grant import GrantGuard
 
 __all__ = [
     "PolicyError",
@@ -478,10 +476,6 @@ def refuse_unsafe_grants(policy: Policy, base: Profile, grants: GrantGuard) -> N
     A grant nsprov has not seen (missing, or before the first list) passes here; requests
     of the tenants using it answer 503 until it exists and is safe (GrantGuard).
     """
-    # Imported here: grant.py stands on the Kubernetes client, which `nsprov policy validate`
-    # (pip install nsprov, no server libraries) never needs.
-    from nsprov.grant import describe_unsafe
-
     for where, profile in policy.profiles(base):
         for role in profile.cluster_roles:
             reasons = grants.unsafe(role)
