@@ -232,3 +232,15 @@ def test_what_needs_several_values_is_nsprovs_alone() -> None:
     ):
         assert _nsprov_refusal(text) is not None
         assert _schema_refusal(text) is None
+
+
+def test_draft_7_readers_get_the_same_answers() -> None:
+    """Editors' YAML language server validates with draft-07: the schema uses only keywords
+    both drafts have with one meaning (no $defs, prefixItems, unevaluated*), so it gives
+    the same verdicts there."""
+    schema = {k: v for k, v in _schema().items() if k != "$schema"}
+    jsonschema.Draft7Validator.check_schema(schema)
+    draft7 = jsonschema.Draft7Validator(schema)
+    for text in GOOD + BAD + [t for _, t in POLICIES]:
+        document = yaml.safe_load(text) or {}
+        assert draft7.is_valid(document) == _validator().is_valid(document), text
