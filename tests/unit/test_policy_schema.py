@@ -3,7 +3,7 @@
 The schema is rendered from policyschema.POLICY, the declaration the reader checks a
 file with; these tests keep the committed copies equal to it, and prove with the
 jsonschema library that the schema accepts every policy nsprov accepts (every one in
-the docs and the examples, found by content) and refuses what nsprov refuses for its
+the READMEs, docs/ and the examples, found by content) and refuses what nsprov refuses for its
 shape. Checks that need several values (an issuer a tenant names, ttl above maxTTL)
 are nsprov's alone: the schema may accept such a file, never refuse a good one.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -120,7 +121,8 @@ def _policies_in(node: Any) -> Iterator[Any]:
 
 
 def _policy_texts() -> list[tuple[str, str]]:
-    sources = [ROOT / "README.md", *sorted((ROOT / "docs").glob("**/*.md"))]
+    sources = [*sorted(ROOT.glob("*.md")), *sorted((ROOT / "docs").glob("**/*.md"))]
+    sources += sorted((ROOT / "action").glob("*.md"))
     sources += sorted((ROOT / "k8s/examples").glob("*.yaml"))
     sources += sorted((ROOT / "charts").glob("*/values*.yaml"))
     sources += sorted((ROOT / "charts").glob("*/ci/*.yaml"))
@@ -144,8 +146,36 @@ POLICIES = _policy_texts()
 
 def test_the_docs_and_examples_have_policies_to_check() -> None:
     places = {where.partition(":")[0] for where, _ in POLICIES}
-    assert "k8s/examples/policy.yaml" in places
+    assert {"k8s/examples/policy.yaml", "README.md", "action/README.md"} <= places
     assert len(POLICIES) >= 3, POLICIES
+
+
+def test_policies_are_found_by_content_wherever_they_are(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a fence indented under a list item, in a ConfigMap's string, in Helm values;
+    not a mapping that merely shares one key with other keys beside it."""
+    page = tmp_path / "page.md"
+    page.write_text(
+        "1. a step\n\n   ```yaml\n   tenants: [{name: a, match: {tokn: x}}]\n   ```\n\n"
+        "```yaml\nkind: ConfigMap\ndata:\n  policy.yaml: |\n    defaults: {ttl: 1h}\n"
+        "    tenants: []\n```\n\n"
+        "```yml\npolicy:\n  issuers: []\nimage: {tag: x}\n```\n\n"
+        "```yaml\ntenants: []\nkind: NotAPolicy\n```\n"
+    )
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    found = [
+        (where, policy)
+        for where, source in _documents(page)
+        for document in yaml.safe_load_all(source)
+        for policy in _policies_in(document)
+    ]
+    assert found == [
+        ("page.md:3", {"tenants": [{"name": "a", "match": {"tokn": "x"}}]}),
+        ("page.md:7", {"defaults": {"ttl": "1h"}, "tenants": []}),
+        ("page.md:15", {"issuers": []}),
+    ]
+    assert _nsprov_refusal(yaml.safe_dump(found[0][1])) is not None
 
 
 @pytest.mark.parametrize(("where", "text"), POLICIES, ids=[w for w, _ in POLICIES])
