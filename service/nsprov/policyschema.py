@@ -56,8 +56,9 @@ QUANTITY = r"[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+|[numkMGTPE]|[KMGTP
 # like an issuer owner.
 TOKEN_NAME = r"[A-Za-z0-9*?][A-Za-z0-9._@*?-]{0,62}"  # noqa: S105 - a pattern, not a token
 HTTPS_URL = r"https://[^\s/?#]+(/[^\s?#]*)?"
-# A positive Go duration with days (ttl.py); "0s" passes here and is refused by parse.
-DURATION = r"\+?(([0-9]+\.?[0-9]*|\.[0-9]+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h|d))+"
+# A positive Go duration with days (ttl.py, which strips spaces around it); "0s" passes
+# here and is refused by parse.
+DURATION = r"\s*\+?(([0-9]+\.?[0-9]*|\.[0-9]+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h|d))+\s*"
 
 
 def _anchored(pattern: str) -> str:
@@ -425,13 +426,19 @@ ISSUER = Object(
     required=("name", "issuer", "audience"),
     description="An OIDC issuer whose ID tokens nsprov accepts as bearer tokens.",
 )
+
+
+def _given(key: str) -> dict[str, Any]:
+    """``key`` is there with a value (nsprov reads ``key:`` without one as absent)."""
+    return {"required": [key], "properties": {key: {"not": {"type": "null"}}}}
+
+
 _ONE_OF_MATCHES = {
     "oneOf": [
-        {"required": ["token"], "not": {"anyOf": [{"required": ["issuer"]},
-                                                  {"required": ["claims"]}]}},
-        {"required": ["issuer", "claims"]},
+        {"allOf": [_given("token"), {"not": {"anyOf": [_given("issuer"), _given("claims")]}}]},
+        {"allOf": [_given("issuer"), _given("claims"), {"not": _given("token")}]},
     ]
-}  # fmt: skip
+}
 MATCH = Object(
     {
         "issuer": Text(description="An issuer's name (issuers[].name)."),

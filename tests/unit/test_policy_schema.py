@@ -201,6 +201,10 @@ GOOD = [
     "defaults: {pool: {size: 0}, maxGracePeriod: 1m30s, ttl: 1d, maxTTL: 2d, maxLifetime: 3d}",
     _ISSUER + "tenants: [{name: t, match: {issuer: gh, claims: {/a/b: [x, 'y*']}}}]",
     "tenants: [{name: t, match: {token: [ci, 'team-*']}, owner: 'ci-{token}'}]",
+    # A key without a value is absent for nsprov, so for the schema too.
+    "tenants: [{name: t, match: {token: ci, issuer: null, claims: null}, ttl: null}]",
+    _ISSUER + "tenants: [{name: t, match: {token: null, issuer: gh, claims: {sub: x}}}]",
+    "defaults: {ttl: ' 1h ', maxTTL: 2h}",
 ]
 
 BAD = [
@@ -238,6 +242,8 @@ BAD = [
     "defaults: {labels: {team: 'not a value'}}",
     "defaults: {labels: {team: 3}}",
     "- a list",
+    "tenants: [{name: t, match: {token: null}}]",
+    _ISSUER + "tenants: [{name: t, match: {issuer: gh, claims: {sub: x}, token: ci}}]",
 ]
 
 
