@@ -381,7 +381,11 @@ def parse_policy(text: str, base: Path = Path(), *, check_files: bool = True) ->
     than one value to judge. ``check_files=False`` skips whether each ``caFile`` is
     readable: offline (``nsprov policy validate``) it names a file where nsprov runs.
     """
-    data = load_yaml(text)
+    return policy_from(load_yaml(text), base, check_files=check_files)
+
+
+def policy_from(data: Any, base: Path = Path(), *, check_files: bool = True) -> Policy:
+    """The Policy of a loaded policy document (None: an empty file), or PolicyError."""
     data = {} if data is None else data
     POLICY.check(data, "")
     root = _Reader(data, "")

@@ -24,7 +24,7 @@ import yaml
 
 from nsprov import policyschema
 from nsprov.policy import flags_profile
-from nsprov.policyfile import PolicyError, check_policy, parse_policy
+from nsprov.policyfile import PolicyError, check_policy, parse_policy, policy_from
 from nsprov.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,10 +42,14 @@ def _validator() -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(_schema())
 
 
-def _nsprov_refusal(text: str) -> str | None:
-    """What a reload would say about ``text`` offline (None: it loads)."""
+def _nsprov_refusal(text: str | Any, *, loaded: bool = False) -> str | None:
+    """What a reload would say about ``text`` offline (None: it loads); ``loaded=True``:
+    ``text`` is the document YAML made of it already."""
     try:
-        policy = parse_policy(text, check_files=False)
+        if loaded:
+            policy = policy_from(text, check_files=False)
+        else:
+            policy = parse_policy(text, check_files=False)
         check_policy(policy, flags_profile(Settings()), Settings().min_ttl, grants=None)
     except PolicyError as exc:
         return str(exc)
@@ -280,3 +284,34 @@ def test_draft_7_readers_get_the_same_answers() -> None:
     for text in GOOD + BAD + [t for _, t in POLICIES]:
         document = yaml.safe_load(text) or {}
         assert draft7.is_valid(document) == _validator().is_valid(document), text
+
+
+_ODD_VALUES = (None, 0, -1, 2.5, True, "", "x", "none", "0s", [], ["x"], {}, {"x": "y"})
+
+
+def _mutants(node: Any) -> Iterator[Any]:
+    """``node`` with one value replaced by an odd one, or one key dropped, everywhere."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield {k: v for k, v in node.items() if k != key}
+            for odd in (*_ODD_VALUES, *_mutants(value)):
+                yield {**node, key: odd}
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            for odd in (*_ODD_VALUES, *_mutants(value)):
+                yield [*node[:i], odd, *node[i + 1 :]]
+
+
+def test_the_schema_never_refuses_a_file_nsprov_loads() -> None:
+    """Every policy of the docs, each value swapped for an odd one or a key dropped: where
+    nsprov loads the result, the schema must accept it (the other way round, nsprov may
+    refuse what the schema lets through: the checks that need several values)."""
+    validator = _validator()
+    tried = loaded = 0
+    for where, text in POLICIES:
+        for mutant in _mutants(yaml.safe_load(text)):
+            tried += 1
+            if _nsprov_refusal(mutant, loaded=True) is None:
+                loaded += 1
+                assert validator.is_valid(mutant), (where, mutant)
+    assert loaded > 100, (tried, loaded)
