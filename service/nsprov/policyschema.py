@@ -39,7 +39,7 @@ class PolicyError(ValueError):
     """The policy file is unreadable or invalid; the message says where and why."""
 
 
-def kind(value: Any) -> str:
+def _kind(value: Any) -> str:
     return "nothing" if value is None else type(value).__name__
 
 
@@ -70,7 +70,11 @@ def _anchored(pattern: str) -> str:
 
 @dataclass(frozen=True, kw_only=True)
 class Node:
+    """One kind of value: ``check`` refuses a value out of shape (PolicyError saying where
+    and why), ``schema`` renders the same rules as JSON Schema."""
+
     description: str = ""
+    """What the key is for: an editor shows it on hover."""
 
     def check(self, value: Any, where: str) -> None:
         raise NotImplementedError
@@ -94,7 +98,9 @@ class Text(Node):
         if self.enum is not None and "" in self.enum and value == "":
             return
         if not isinstance(value, str) or not value:
-            raise PolicyError(f"{where}: expected a non-empty string, got {kind(value)} (quote it)")
+            raise PolicyError(
+                f"{where}: expected a non-empty string, got {_kind(value)} (quote it)"
+            )
         wrong = (self.enum is not None and value not in self.enum) or (
             self.pattern is not None and not re.fullmatch(self.pattern, value)
         )
@@ -150,7 +156,7 @@ class Whole(Node):
 class Flag(Node):
     def check(self, value: Any, where: str) -> None:
         if not isinstance(value, bool):
-            raise PolicyError(f"{where}: expected true or false, got {kind(value)}")
+            raise PolicyError(f"{where}: expected true or false, got {_kind(value)}")
 
     def schema(self) -> dict[str, Any]:
         return self._described({"type": "boolean"})
@@ -227,7 +233,7 @@ class Quantities(Node):
         if not isinstance(value, dict) or not value:
             raise PolicyError(f"{where}: expected a mapping of resource names to quantities")
         for name, quantity in value.items():
-            if not isinstance(name, str) or not re.fullmatch(RESOURCE, name):
+            if not isinstance(name, str) or len(name) > 253 or not re.fullmatch(RESOURCE, name):
                 raise PolicyError(f"{where}: {name!r} is not a resource name")
             # YAML reads `pods: 2` as a number; Kubernetes wants the quantity as a string.
             number = isinstance(quantity, int | float) and not isinstance(quantity, bool)
@@ -244,7 +250,7 @@ class Quantities(Node):
         return self._described({
             "type": "object",
             "minProperties": 1,
-            "propertyNames": {"pattern": _anchored(RESOURCE)},
+            "propertyNames": {"maxLength": 253, "pattern": _anchored(RESOURCE)},
             "additionalProperties": quantity,
         })  # fmt: skip
 
@@ -261,7 +267,7 @@ class Object(Node):
 
     def check(self, value: Any, where: str) -> None:
         if not isinstance(value, dict):
-            raise PolicyError(f"{where or 'top level'}: expected a mapping, got {kind(value)}")
+            raise PolicyError(f"{where or 'top level'}: expected a mapping, got {_kind(value)}")
         known = tuple(self.keys)
         if self.values is None:
             for key in value:
@@ -315,7 +321,7 @@ class ListOf(Node):
 
     def check(self, value: Any, where: str) -> None:
         if not isinstance(value, list):
-            raise PolicyError(f"{where}: expected a list, got {kind(value)}")
+            raise PolicyError(f"{where}: expected a list, got {_kind(value)}")
         for i, item in enumerate(value):
             self.item.check(item, f"{where}[{i}]")
 

@@ -241,6 +241,7 @@ BAD = [
     "defaults: {pool: {maxAge: 1h}}",
     "defaults: {template: {resourceQuota: {hard: {pods: lots}}}}",
     "defaults: {template: {resourceQuota: {hard: {'no such/thing/x': '1'}}}}",
+    "defaults: {template: {resourceQuota: {hard: {" + "a" * 250 + ".b/c: '1'}}}}",
     "defaults: {template: {limitRange: {}}}",
     "defaults: {template: {networkPolicy: open}}",
     "defaults: {labels: {team: 'not a value'}}",
