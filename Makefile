@@ -6,7 +6,7 @@ PYTEST := $(PY) -m pytest
 
 .PHONY: install cluster-build cluster cluster-down demo test test-unit test-integration \
         test-action test-kind test-node test-monitoring node-build tools-build lint release-check \
-        bench chaos docs-api docs-serve
+        policy-schema bench chaos docs-api docs-serve
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -72,6 +72,13 @@ test-node: cluster-build
 HELM := $(PY) -m tests.cluster tool helm
 ACTIONLINT := $(PY) -m tests.cluster tool actionlint
 
+# The policy file's JSON Schema, rendered from service/nsprov/policyschema.py: the package's
+# copy (nsprov policy schema) and the stable path editors point at. test_policy_schema.py
+# fails when either is stale.
+POLICY_SCHEMAS := service/nsprov/policy.schema.json schemas/policy.schema.json
+policy-schema: install
+	$(PY) -m nsprov.policyschema $(POLICY_SCHEMAS)
+
 lint: install tools-build
 	$(VENV)/bin/ruff check service tests
 	$(VENV)/bin/ruff format --check service tests
@@ -98,6 +105,7 @@ release-check: install tools-build
 	    $(PYTHON) -m venv .release-venv && \
 	    .release-venv/bin/pip install --quiet "$$dist" && \
 	    test "$$(.release-venv/bin/nsprov --version)" = "nsprov $$($(PY) -c 'import nsprov; print(nsprov.__version__)')" && \
+	    .release-venv/bin/nsprov policy schema | cmp - schemas/policy.schema.json && \
 	    echo "$$dist installs: $$(.release-venv/bin/nsprov --version)" && \
 	    rm -rf .release-venv || exit 1; \
 	done

@@ -36,7 +36,7 @@ from nsprov.leader import LeaderElector, identity_for
 from nsprov.metrics import Metrics
 from nsprov.namespacecache import ReadYourWrites
 from nsprov.policy import Policy, Profile, flags_profile
-from nsprov.policyfile import PolicyError, PolicyFile, check_profiles, refuse_unsafe_grants
+from nsprov.policyfile import PolicyError, PolicyFile, check_policy
 from nsprov.pool import PoolKeeper
 from nsprov.provisioner import Provisioner
 from nsprov.settings import Settings
@@ -168,8 +168,7 @@ def create_service(settings: Settings) -> Service:
     grant = GrantGuard(in_use, allow_unsafe=settings.allow_unsafe_grant)
 
     def validate(candidate: Policy) -> None:
-        check_profiles(candidate, base, settings.min_ttl)
-        refuse_unsafe_grants(candidate, base, grant)
+        check_policy(candidate, base, settings.min_ttl, grant)
 
     if settings.policy_file is not None:
         policy = PolicyFile(

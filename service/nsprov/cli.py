@@ -549,6 +549,103 @@ rollout_command = click.Command(
 )
 
 
+# ---- policy -------------------------------------------------------------------------------
+
+# The flags a policy's checks read (a tenant resolves over them), shown in validate's help.
+_POLICY_FLAGS = {
+    "cluster_role", "pod_security", "ttl", "max_ttl", "max_lifetime", "min_ttl",
+    "max_namespaces_per_owner", "pool_size", "pool_max_age",
+}  # fmt: skip
+OFFLINE_NOTE = (
+    "not checked offline: whether each ClusterRole exists and is safe to bind, and (without "
+    "--ca-files) whether each caFile is readable where nsprov runs"
+)
+
+
+def _policy_option(spec: FlagSpec) -> click.Option:
+    option = _option(spec)
+    option.hidden = spec.field not in _POLICY_FLAGS
+    return option
+
+
+def _validate_command(files: tuple[str, ...], ca_files: bool, **values: Any) -> int:
+    """Each file as a reload loads it: one line each, exit 2 if any is refused."""
+    missing = missing_server_modules()
+    if missing:
+        # Quantities are parsed by the Kubernetes client's parse_quantity (bundle.quantity).
+        raise ConfigError(
+            f"policy validate needs the server's libraries ({', '.join(missing)} missing): "
+            f"{INSTALL_SERVER}"
+        )
+    from nsprov.policy import flags_profile
+    from nsprov.policyfile import PolicyError, check_policy, parse_policy
+
+    settings = settings_from_options(values, serving=False)
+    base = flags_profile(settings)
+    refused = 0
+    for name in files:
+        shown = "<stdin>" if name == "-" else name
+        try:
+            if name == "-":
+                text, folder = sys.stdin.read(), Path.cwd()
+            else:
+                text, folder = Path(name).read_text(), Path(name).parent
+            policy = parse_policy(text, folder, check_files=ca_files)
+            check_policy(policy, base, settings.min_ttl, grants=None)
+        except (OSError, PolicyError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            click.echo(f"nsprov: policy file {shown}: {reason}", err=True)
+            refused += 1
+            continue
+        click.echo(
+            f"policy file {shown}: valid ({len(policy.issuers)} issuer(s), "
+            f"{len(policy.tenants)} tenant(s))"
+        )
+    click.echo(OFFLINE_NOTE, err=True)
+    return USAGE_EXIT if refused else 0
+
+
+validate_command = click.Command(
+    "validate",
+    callback=_validate_command,
+    params=[
+        click.Argument(["files"], nargs=-1, required=True, metavar="FILE..."),
+        click.Option(
+            ["--ca-files"],
+            is_flag=True,
+            help="also check that each issuer's caFile is readable (run where nsprov runs)",
+        ),
+        *(_policy_option(spec) for spec in flag_specs()),
+    ],
+    help="Check policy files offline (no cluster, no kubeconfig) with the checks and messages "
+    "of a reload; '-' reads standard input. A tenant resolves over the flags (and NSPROV_* "
+    "environment) as in serve, so give the deployment's. Exit 0 all valid, 2 a file refused "
+    "(as serve and rollout exit for a bad policy file). Needs nsprov[server]; no cluster.",
+    short_help="check policy files offline, as a reload would",
+)
+
+
+def _schema_command() -> int:
+    from nsprov.policyschema import shipped
+
+    click.echo(shipped(), nl=False)
+    return 0
+
+
+schema_command = click.Command(
+    "schema",
+    callback=_schema_command,
+    help="Print the policy file's JSON Schema (draft 2020-12), for editors.",
+    short_help="print the policy file's JSON Schema",
+)
+policy_group = click.Group(
+    "policy",
+    commands=[validate_command, schema_command],
+    help="The policy file (--policy-file): validate it offline, or print its JSON Schema.",
+    short_help="validate a policy file offline, print its JSON Schema",
+)
+
+
 # ---- the group ----------------------------------------------------------------------------
 
 
@@ -567,6 +664,7 @@ def group() -> None:
 
 group.add_command(serve)
 group.add_command(rollout_command)
+group.add_command(policy_group)
 for _command in client_cli.COMMANDS:
     group.add_command(_command)
 

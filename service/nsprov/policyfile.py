@@ -2,15 +2,16 @@
 
 Parsing is strict: an unknown key is an error that names where it is (a typo
 such as ``claim:`` for ``claims:`` must not silently admit everyone), and so is
-every value of the wrong type. The keys are DESIGN.md's "Tenants and policy".
+every value of the wrong type. The keys are DESIGN.md's "Tenants and policy";
+their types and bounds are declared once, in policyschema.POLICY, which checks a
+file's shape first and also renders the JSON Schema. What needs more than one
+value to judge (issuer references, owner templates, quota arithmetic) is here.
 """
 
 from __future__ import annotations
 
-import difflib
 import logging
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -24,11 +25,9 @@ import yaml
 
 from nsprov import bundle
 from nsprov.bundle import Selector, limit_range_item, namespace
-from nsprov.errors import BadRequest
 from nsprov.grant import GrantGuard, describe_unsafe
 from nsprov.policy import (
     MAX_OWNER_LENGTH,
-    MAX_POOL_SIZE,
     PLACEHOLDER,
     ClaimCondition,
     Glob,
@@ -42,31 +41,30 @@ from nsprov.policy import (
     Tenant,
     TenantSettings,
 )
-from nsprov.template import LIMIT_KEYS, MAX_CLUSTER_ROLES, NETWORK_POLICIES, SERVICE_TYPES
+from nsprov.policyschema import POLICY, PolicyError
+from nsprov.template import LIMIT_KEYS
 from nsprov.ttl import format_duration, parse_duration
+
+__all__ = [
+    "PolicyError",
+    "PolicyFile",
+    "PolicyStatus",
+    "check_policy",
+    "check_profiles",
+    "parse_policy",
+    "refuse_unsafe_grants",
+]
 
 log = logging.getLogger(__name__)
 
-_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
-# Token names as the token file allows them (auth.py), plus globs; no ':' so they never look
-# like an issuer owner.
-_TOKEN_NAME = re.compile(r"[A-Za-z0-9*?][A-Za-z0-9._@*?-]{0,62}")
 _RECHECK_SECONDS = 1.0
 # Kubernetes swaps a mounted ConfigMap's files through a symlink: a file missing on one
 # check may be mid-swap. Missing on two checks this far apart, it is gone.
 _MISSING_GRACE_SECONDS = 1.0
-_POD_SECURITY = ("", "privileged", "baseline", "restricted")
 _MIN_POOL_AGE = 60.0
-# Kubernetes' rules: a qualified name with an optional DNS-subdomain prefix, and label values.
-_QUALIFIED_NAME = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)")
-_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
-_LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?")
 # Keys nsprov sets itself, the admission policy guards or Kubernetes owns
 # (pod-security.kubernetes.io/enforce!): extra labels must not forge or lift them.
 _RESERVED_DOMAINS = ("nsprov.io", "kubernetes.io", "k8s.io")
-# A resource name: a qualified name with an optional DNS-subdomain prefix (count/configmaps,
-# example.com/gpu, hugepages-2Mi), as Kubernetes' ResourceList keys.
-_RESOURCE = re.compile(rf"(?:{_DNS_SUBDOMAIN.pattern}/)?{_QUALIFIED_NAME.pattern}")
 # What the API server accepts in a quota's hard without a '/' (its standard quota resources);
 # every other name is refused (422) on every provision.
 _QUOTA_STANDARD = frozenset({
@@ -86,29 +84,19 @@ _CONTAINER_STANDARD = frozenset({"cpu", "memory", "ephemeral-storage"})
 # headroom is for what nsprov adds per request (the audit claims of nsprov.io/requested-by).
 _ANNOTATIONS_HEADROOM = 16 * 1024
 _MAX_ANNOTATIONS_BYTES = 256 * 1024 - _ANNOTATIONS_HEADROOM
-# A Kubernetes quantity: 2, 500m, 8Gi, 1.5, 1e3.
-_QUANTITY = re.compile(r"[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+|[numkMGTPE]|[KMGTPE]i)?")
-
-
-class PolicyError(ValueError):
-    """The policy file is unreadable or invalid; the message says where and why."""
 
 
 # ---- parsing ------------------------------------------------------------------------------
 
 
 class _Reader:
-    """Strict access to one YAML mapping, with its place in the file for error messages."""
+    """One mapping of a file ``POLICY.check`` has admitted, with its place for messages.
 
-    def __init__(self, data: Any, where: str, known: tuple[str, ...]) -> None:
-        if not isinstance(data, dict):
-            raise PolicyError(f"{where}: expected a mapping, got {_kind(data)}")
-        for key in data:
-            if key not in known:
-                close = difflib.get_close_matches(str(key), known, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise PolicyError(f"{where}: unknown key {key!r}{hint}; known: {', '.join(known)}")
-        self.data: dict[str, Any] = data
+    Its values have the declared types already: the accessors only convert them.
+    """
+
+    def __init__(self, data: Any, where: str) -> None:
+        self.data: dict[str, Any] = data if isinstance(data, dict) else {}
         self.where = where
 
     def at(self, key: str) -> str:
@@ -117,126 +105,65 @@ class _Reader:
     def has(self, key: str) -> bool:
         return self.data.get(key) is not None
 
-    def string(self, key: str, *, required: bool = False) -> str | None:
-        value = self.data.get(key)
-        if value is None:
-            if required:
-                raise PolicyError(f"{self.at(key)}: required")
-            return None
-        if not isinstance(value, str) or not value:
-            raise PolicyError(
-                f"{self.at(key)}: expected a non-empty string, got {_kind(value)} (quote it)"
-            )
-        return value
+    def child(self, key: str) -> _Reader:
+        return _Reader(self.data.get(key), self.at(key))
 
-    def boolean(self, key: str) -> bool:
-        value = self.data.get(key, False)
-        if not isinstance(value, bool):
-            raise PolicyError(f"{self.at(key)}: expected true or false, got {_kind(value)}")
+    def string(self, key: str) -> str | None:
+        value = self.data.get(key)
+        return value if isinstance(value, str) else None
+
+    def required(self, key: str) -> str:
+        value = self.string(key)
+        if value is None:  # POLICY declares it required: this is a bug, not bad input
+            raise PolicyError(f"{self.at(key)}: required")
         return value
 
     def count(self, key: str) -> int | None:
         value = self.data.get(key)
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise PolicyError(f"{self.at(key)}: expected a whole number >= 0, got {value!r}")
-        return int(value)
+        return value if isinstance(value, int) else None
 
     def duration(self, key: str) -> float | None:
         text = self.string(key)
-        if text is None:
-            return None
-        try:
-            seconds = parse_duration(text)
-        except BadRequest as exc:
-            raise PolicyError(f"{self.at(key)}: {exc.detail}") from None
-        if seconds <= 0:
-            raise PolicyError(f"{self.at(key)}: must be positive")
-        return seconds
+        return None if text is None else parse_duration(text)
 
     def strings(self, key: str) -> tuple[str, ...] | None:
         """One string or a list of strings."""
         value = self.data.get(key)
         if value is None:
             return None
-        items = value if isinstance(value, list) else [value]
-        if not items or not all(isinstance(v, str) and v for v in items):
-            raise PolicyError(f"{self.at(key)}: expected a string or a list of strings")
-        return tuple(items)
-
-    def string_map(self, key: str) -> Mapping[str, str]:
-        value = self.data.get(key) or {}
-        if not isinstance(value, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-        ):
-            raise PolicyError(f"{self.at(key)}: expected a mapping of strings to strings")
-        return MappingProxyType(dict(value))
-
-
-def _kind(value: Any) -> str:
-    return "nothing" if value is None else type(value).__name__
-
-
-_SETTINGS_KEYS = (
-    "clusterRole", "ttl", "maxTTL", "maxLifetime", "maxNamespaces", "maxNamespacesPerOwner",
-    "podSecurity", "labels", "annotations", "template", "maxGracePeriod", "serviceTypes",
-    "finalizers", "pool",
-)  # fmt: skip
-_TEMPLATE_KEYS = ("resourceQuota", "limitRange", "networkPolicy", "isolatedEgress")
+        return tuple(value) if isinstance(value, list) else (value,)
 
 
 def _settings(reader: _Reader) -> TenantSettings:
-    pod_security = reader.data.get("podSecurity")
-    if pod_security is not None and pod_security not in _POD_SECURITY:
-        raise PolicyError(
-            f"{reader.at('podSecurity')}: expected privileged, baseline, restricted or ''"
-        )
-    roles = reader.strings("clusterRole")
-    for role in roles or ():
-        if "/" in role or "%" in role or role in (".", ".."):
-            raise PolicyError(f"{reader.at('clusterRole')}: {role!r} is not a ClusterRole name")
-    if roles is not None and len(set(roles)) != len(roles):
-        raise PolicyError(f"{reader.at('clusterRole')}: a ClusterRole is listed twice")
-    if roles is not None and len(roles) > MAX_CLUSTER_ROLES:
-        raise PolicyError(
-            f"{reader.at('clusterRole')}: at most {MAX_CLUSTER_ROLES} ClusterRoles "
-            "(one RoleBinding each)"
-        )
-    labels = _metadata_map(reader, "labels", values=_LABEL_VALUE)
-    annotations = _metadata_map(reader, "annotations", values=None)
     template = TemplateSettings()
-    if reader.data.get("template") is not None:
-        template = _template(_Reader(reader.data["template"], reader.at("template"),
-                                     _TEMPLATE_KEYS))  # fmt: skip
+    if reader.has("template"):
+        template = _template(reader.child("template"))
     return TenantSettings(
-        cluster_roles=roles,
+        cluster_roles=reader.strings("clusterRole"),
         ttl=reader.duration("ttl"),
         max_ttl=reader.duration("maxTTL"),
         max_lifetime=reader.duration("maxLifetime"),
         max_namespaces=reader.count("maxNamespaces"),
         max_namespaces_per_owner=reader.count("maxNamespacesPerOwner"),
-        pod_security=pod_security,
-        labels=labels,
-        annotations=annotations,
+        pod_security=reader.data.get("podSecurity"),
+        labels=_metadata_map(reader, "labels"),
+        annotations=_metadata_map(reader, "annotations"),
         template=template,
         max_grace_seconds=_grace(reader),
-        service_types=_service_types(reader),
-        finalizers=_finalizers(reader),
+        service_types=reader.strings("serviceTypes"),
+        finalizers=reader.strings("finalizers"),
         pool=_pool(reader),
     )
 
 
 def _pool(reader: _Reader) -> Pool | None:
     """``pool: {size: N, maxAge: 1h}``; ``size: 0`` turns off a pool the defaults give."""
-    if reader.data.get("pool") is None:
+    if not reader.has("pool"):
         return None
-    r = _Reader(reader.data["pool"], reader.at("pool"), ("size", "maxAge"))
+    r = reader.child("pool")
     size = r.count("size")
     if size is None:
         raise PolicyError(f"{r.at('size')}: required (0 = no pool)")
-    if size > MAX_POOL_SIZE:
-        raise PolicyError(f"{r.at('size')}: at most {MAX_POOL_SIZE}")
     max_age = r.duration("maxAge") or 3600.0
     if max_age < _MIN_POOL_AGE:
         raise PolicyError(
@@ -259,89 +186,28 @@ def _grace(reader: _Reader) -> int | None:
     return int(seconds)
 
 
-def _service_types(reader: _Reader) -> tuple[str, ...] | None:
-    types = reader.strings("serviceTypes")
-    for kind in types or ():
-        if kind not in SERVICE_TYPES:
-            raise PolicyError(
-                f"{reader.at('serviceTypes')}: {kind!r} is not a Service type "
-                f"({', '.join(SERVICE_TYPES)})"
-            )
-    if types is not None and len(set(types)) != len(types):
-        raise PolicyError(f"{reader.at('serviceTypes')}: a type is listed twice")
-    return types
-
-
-def _finalizers(reader: _Reader) -> tuple[str, ...] | None:
-    """Extra finalizers a tenant may add: domain-qualified names (``example.com/cleanup``).
-
-    Kubernetes' own (``foregroundDeletion``, ``kubernetes.io/pvc-protection``, ...) need
-    no listing: the admission policy allows each where Kubernetes removes it. An empty
-    list is allowed (a tenant may get none of the defaults' names).
-    """
-    value = reader.data.get("finalizers")
-    if value is None:
+def _metadata_map(reader: _Reader, key: str) -> Mapping[str, str] | None:
+    """Extra labels or annotations for the namespace: no key of a reserved domain."""
+    if not reader.has(key):
         return None
-    if value == []:
-        return ()
-    names = reader.strings("finalizers") or ()
-    for name in names:
-        prefix, slash, short = name.partition("/")
-        if (
-            not slash
-            or len(prefix) > 253
-            or not _DNS_SUBDOMAIN.fullmatch(prefix)
-            or not _QUALIFIED_NAME.fullmatch(short)
-        ):
-            raise PolicyError(
-                f"{reader.at('finalizers')}: {name!r} is not a domain-qualified finalizer name "
-                "(e.g. example.com/cleanup)"
-            )
-    if len(set(names)) != len(names):
-        raise PolicyError(f"{reader.at('finalizers')}: a finalizer is listed twice")
-    return names
-
-
-def _metadata_map(reader: _Reader, key: str, *, values: re.Pattern[str] | None) -> Any:
-    """Extra labels or annotations for the namespace: Kubernetes' key rules, no reserved key."""
-    if reader.data.get(key) is None:
-        return None
-    found = reader.string_map(key)
-    for name, value in found.items():
-        prefix, slash, short = name.rpartition("/")
-        if (slash and not _DNS_SUBDOMAIN.fullmatch(prefix)) or not _QUALIFIED_NAME.fullmatch(short):
-            raise PolicyError(f"{reader.at(key)}: {name!r} is not a valid {key[:-1]} key")
+    found: dict[str, str] = reader.data[key]
+    for name in found:
+        prefix = name.rpartition("/")[0]
         if prefix and any(prefix == d or prefix.endswith("." + d) for d in _RESERVED_DOMAINS):
             raise PolicyError(
                 f"{reader.at(key)}: {name!r} is reserved (nsprov.io, kubernetes.io and k8s.io "
                 "keys are set by nsprov or Kubernetes)"
             )
-        if values is not None and not values.fullmatch(value):
-            raise PolicyError(f"{reader.at(key)}.{name}: {value!r} is not a valid label value")
-    return found
+    return MappingProxyType(dict(found))
 
 
 def _none(value: Any) -> bool:
     return isinstance(value, str) and value == "none"
 
 
-def _quantities(value: Any, where: str) -> Mapping[str, str]:
-    if not isinstance(value, dict) or not value:
-        raise PolicyError(f"{where}: expected a mapping of resource names to quantities")
-    found: dict[str, str] = {}
-    for name, quantity in value.items():
-        if not isinstance(name, str) or len(name) > 253 or not _RESOURCE.fullmatch(name):
-            raise PolicyError(f"{where}: {name!r} is not a resource name")
-        # YAML reads `pods: 2` as a number; Kubernetes wants the quantity as a string.
-        text = (
-            str(quantity)
-            if isinstance(quantity, int | float) and not isinstance(quantity, bool)
-            else quantity
-        )
-        if not isinstance(text, str) or not _QUANTITY.fullmatch(text):
-            raise PolicyError(f"{where}.{name}: {quantity!r} is not a quantity (e.g. 2, 500m, 8Gi)")
-        found[name] = text
-    return MappingProxyType(found)
+def _quantities(value: dict[Any, Any]) -> Mapping[str, str]:
+    # YAML reads `pods: 2` as a number; Kubernetes wants the quantity as a string.
+    return MappingProxyType({str(name): str(quantity) for name, quantity in value.items()})
 
 
 def _amount(text: str) -> Decimal:
@@ -399,59 +265,44 @@ def _template(reader: _Reader) -> TemplateSettings:
     quota: Mapping[str, str] | None = None
     if _none(data.get("resourceQuota")):
         quota = MappingProxyType({})
-    elif data.get("resourceQuota") is not None:
-        q = _Reader(data["resourceQuota"], reader.at("resourceQuota"), ("hard",))
-        quota = _quantities(q.data.get("hard"), q.at("hard"))
+    elif reader.has("resourceQuota"):
+        q = reader.child("resourceQuota")
+        quota = _quantities(q.data["hard"])
         _check_quota(quota, q.at("hard"))
     limits: Mapping[str, Mapping[str, str]] | None = None
     if _none(data.get("limitRange")):
         limits = MappingProxyType({})
-    elif data.get("limitRange") is not None:
-        lr = _Reader(data["limitRange"], reader.at("limitRange"), LIMIT_KEYS)
+    elif reader.has("limitRange"):
+        lr = reader.child("limitRange")
         if not lr.data:
             raise PolicyError(f"{lr.where}: set one of {', '.join(LIMIT_KEYS)}, or write 'none'")
         limits = MappingProxyType({
-            key: _quantities(value, lr.at(key)) for key, value in lr.data.items()
+            key: _quantities(value) for key, value in lr.data.items() if value is not None
         })  # fmt: skip
         _check_limits(limits, lr.where)
-    network = data.get("networkPolicy")
-    if network is not None and network not in NETWORK_POLICIES:
-        raise PolicyError(f"{reader.at('networkPolicy')}: expected isolated or none")
-    egress = data.get("isolatedEgress")
-    if egress is not None and not isinstance(egress, bool):
-        raise PolicyError(f"{reader.at('isolatedEgress')}: expected true or false")
     return TemplateSettings(
-        resource_quota=quota, limit_range=limits, network_policy=network, isolated_egress=egress
+        resource_quota=quota,
+        limit_range=limits,
+        network_policy=data.get("networkPolicy"),
+        isolated_egress=data.get("isolatedEgress"),
     )
 
 
-def _https_url(value: str, where: str) -> str:
-    if not re.fullmatch(r"https://[^\s/?#]+(/[^\s?#]*)?", value):
-        raise PolicyError(f"{where}: must be an https:// URL without query or fragment")
-    return value
-
-
-def _issuer(data: Any, where: str, base: Path) -> Issuer:
-    r = _Reader(data, where, ("name", "issuer", "audience", "jwksUri", "caFile", "tokenReview"))
-    name = r.string("name", required=True)
-    assert name is not None
-    if not _NAME.fullmatch(name):
-        raise PolicyError(f"{r.at('name')}: {name!r} must be a DNS label (a-z, 0-9, -)")
-    url = _https_url(r.string("issuer", required=True) or "", r.at("issuer"))
-    jwks_uri = r.string("jwksUri")
+def _issuer(data: Any, where: str, base: Path, check_files: bool) -> Issuer:
+    r = _Reader(data, where)
     ca_file = r.string("caFile")
     ca_path = None
     if ca_file is not None:
         ca_path = Path(ca_file) if Path(ca_file).is_absolute() else base / ca_file
-        if not ca_path.is_file():
+        if check_files and not ca_path.is_file():
             raise PolicyError(f"{r.at('caFile')}: {ca_path} is not a readable file")
     return Issuer(
-        name=name,
-        issuer=url,
-        audience=r.string("audience", required=True) or "",
-        jwks_uri=_https_url(jwks_uri, r.at("jwksUri")) if jwks_uri else None,
+        name=r.required("name"),
+        issuer=r.required("issuer"),
+        audience=r.required("audience"),
+        jwks_uri=r.string("jwksUri"),
         ca_file=ca_path,
-        token_review=r.boolean("tokenReview"),
+        token_review=r.data.get("tokenReview") is True,
     )
 
 
@@ -467,20 +318,13 @@ def _owner_template(text: str, where: str, allowed: Callable[[str], bool]) -> Ow
 
 
 def _tenant(data: Any, where: str, issuers: dict[str, Issuer]) -> Tenant:
-    r = _Reader(data, where, ("name", "match", "owner", *_SETTINGS_KEYS))
-    name = r.string("name", required=True)
-    assert name is not None
-    if not _NAME.fullmatch(name):
-        raise PolicyError(f"{r.at('name')}: {name!r} must be a DNS label (a-z, 0-9, -)")
-    m = _Reader(r.data.get("match"), r.at("match"), ("issuer", "claims", "token"))
+    r = _Reader(data, where)
+    m = r.child("match")
     owner_text = r.string("owner")
     if m.has("token"):
         if m.has("issuer") or m.has("claims"):
             raise PolicyError(f"{m.where}: either 'token' or 'issuer' with 'claims', not both")
         tokens = m.strings("token") or ()
-        for token in tokens:
-            if not _TOKEN_NAME.fullmatch(token):
-                raise PolicyError(f"{m.at('token')}: {token!r} is not a token name")
         match = Match(tokens=tuple(Glob.compile(t) for t in tokens))
         owner_text = owner_text or "{token}"
         if ":" in owner_text:
@@ -488,29 +332,28 @@ def _tenant(data: Any, where: str, issuers: dict[str, Issuer]) -> Tenant:
             raise PolicyError(f"{r.at('owner')}: a token tenant's owner must not contain ':'")
         owner = _owner_template(owner_text, r.at("owner"), lambda n: n == "token")
     else:
-        issuer_name = m.string("issuer", required=True)
-        assert issuer_name is not None
+        if not m.has("issuer"):
+            raise PolicyError(f"{m.at('issuer')}: required")
+        issuer_name = m.required("issuer")
         if issuer_name not in issuers:
             raise PolicyError(
                 f"{m.at('issuer')}: no issuer named {issuer_name!r} "
                 f"(issuers: {', '.join(issuers) or 'none'})"
             )
         raw_claims = m.data.get("claims")
-        if not isinstance(raw_claims, dict) or not raw_claims:
+        if not raw_claims:
             # Anyone can get a token from a public issuer (any GitHub repository in the world
             # can mint one with audience 'nsprov'): an issuer alone admits strangers.
             raise PolicyError(
                 f"{m.at('claims')}: required, at least one claim (an issuer alone admits "
                 "every identity it has, e.g. every repository on GitHub)"
             )
-        claims = _Reader(raw_claims, m.at("claims"), tuple(str(k) for k in raw_claims))
+        claims = m.child("claims")
         conditions = []
         for claim in raw_claims:
             if not isinstance(claim, str) or not claim or claim == "/":
                 raise PolicyError(f"{claims.where}: claim names must be non-empty strings")
-            patterns = claims.strings(claim)
-            if patterns is None:
-                raise PolicyError(f"{claims.at(claim)}: expected a string or a list of strings")
+            patterns = claims.strings(claim) or ()
             conditions.append(ClaimCondition(claim, tuple(Glob.compile(p) for p in patterns)))
         match = Match(issuer=issuer_name, claims=tuple(conditions))
         owner_text = owner_text or f"{issuer_name}:{{sub}}"
@@ -520,28 +363,36 @@ def _tenant(data: Any, where: str, issuers: dict[str, Issuer]) -> Tenant:
                 "issuers (and static tokens) can never be the same"
             )
         owner = _owner_template(owner_text, r.at("owner"), lambda n: n != "/")
-    return Tenant(name=name, match=match, owner=owner, settings=_settings(r))
+    return Tenant(name=r.required("name"), match=match, owner=owner, settings=_settings(r))
 
 
-def _list(value: Any, where: str) -> list[Any]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise PolicyError(f"{where}: expected a list, got {_kind(value)}")
-    return value
-
-
-def parse_policy(text: str, base: Path = Path()) -> Policy:
-    """Parse and validate a policy file's text; relative ``caFile`` paths are under ``base``."""
+def load_yaml(text: str) -> Any:
+    """The document of a policy file (None for an empty one), or PolicyError."""
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise PolicyError(f"not valid YAML: {exc}") from None
-    root = _Reader(data if data is not None else {}, "", ("issuers", "defaults", "tenants"))
+
+
+def parse_policy(text: str, base: Path = Path(), *, check_files: bool = True) -> Policy:
+    """Parse and validate a policy file's text; relative ``caFile`` paths are under ``base``.
+
+    Its shape first (policyschema.POLICY: keys, types, bounds), then what needs more
+    than one value to judge. ``check_files=False`` skips whether each ``caFile`` is
+    readable: offline (``nsprov policy validate``) it names a file where nsprov runs.
+    """
+    return policy_from(load_yaml(text), base, check_files=check_files)
+
+
+def policy_from(data: Any, base: Path = Path(), *, check_files: bool = True) -> Policy:
+    """The Policy of a loaded policy document (None: an empty file), or PolicyError."""
+    data = {} if data is None else data
+    POLICY.check(data, "")
+    root = _Reader(data, "")
     issuers: dict[str, Issuer] = {}
     urls: set[str] = set()
-    for i, raw in enumerate(_list(root.data.get("issuers"), "issuers")):
-        issuer = _issuer(raw, f"issuers[{i}]", base)
+    for i, raw in enumerate(root.data.get("issuers") or ()):
+        issuer = _issuer(raw, f"issuers[{i}]", base, check_files)
         if issuer.name in issuers:
             raise PolicyError(f"issuers[{i}].name: {issuer.name!r} is used twice")
         if issuer.issuer in urls:
@@ -549,9 +400,9 @@ def parse_policy(text: str, base: Path = Path()) -> Policy:
             raise PolicyError(f"issuers[{i}].issuer: {issuer.issuer!r} is listed twice")
         issuers[issuer.name] = issuer
         urls.add(issuer.issuer)
-    defaults = _settings(_Reader(root.data.get("defaults") or {}, "defaults", _SETTINGS_KEYS))
+    defaults = _settings(root.child("defaults"))
     tenants: list[Tenant] = []
-    for i, raw in enumerate(_list(root.data.get("tenants"), "tenants")):
+    for i, raw in enumerate(root.data.get("tenants") or ()):
         tenant = _tenant(raw, f"tenants[{i}]", issuers)
         if any(t.name == tenant.name for t in tenants):
             raise PolicyError(f"tenants[{i}].name: {tenant.name!r} is used twice")
@@ -634,6 +485,14 @@ def refuse_unsafe_grants(policy: Policy, base: Profile, grants: GrantGuard) -> N
             reasons = grants.unsafe(role)
             if reasons:
                 raise PolicyError(f"{where}: {describe_unsafe(role, reasons)}")
+
+
+def check_policy(policy: Policy, base: Profile, min_ttl: float, grants: GrantGuard | None) -> None:
+    """Every check a (re)load runs after parsing; ``grants=None`` skips the one that needs
+    the cluster (is each ClusterRole safe to bind), as ``nsprov policy validate`` does."""
+    check_profiles(policy, base, min_ttl)
+    if grants is not None:
+        refuse_unsafe_grants(policy, base, grants)
 
 
 class PolicyFile:

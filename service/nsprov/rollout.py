@@ -31,7 +31,7 @@ from nsprov.errors import NsprovError
 from nsprov.grant import bind_refusal, describe_unsafe, unsafe_reasons
 from nsprov.kube import Kube, KubeError, load_api_client
 from nsprov.policy import Policy, Profile, flags_profile, resolve
-from nsprov.policyfile import PolicyError, check_profiles, parse_policy
+from nsprov.policyfile import PolicyError, check_policy, parse_policy
 from nsprov.settings import Settings
 from nsprov.template import Template
 
@@ -338,7 +338,7 @@ def load_policy(settings: Settings) -> Policy | None:
         raise PolicyError(f"policy file {settings.policy_file}: {exc.strerror or exc}") from None
     try:
         policy = parse_policy(text, settings.policy_file.parent)
-        check_profiles(policy, flags_profile(settings), settings.min_ttl)
+        check_policy(policy, flags_profile(settings), settings.min_ttl, grants=None)
     except PolicyError as exc:
         raise PolicyError(f"policy file {settings.policy_file}: {exc}") from None
     return policy

@@ -16,8 +16,8 @@ PACKAGE = Path(__file__).resolve().parents[2] / "service" / "nsprov"
 
 GROUND = {
     "admissioncheck", "bearer", "bundle", "deletion", "errors", "firstcall", "grant", "kube",
-    "kubeconfig", "metrics", "namespacecache", "paging", "policy", "policyfile", "requestid",
-    "settings", "template", "ttl", "workqueue",
+    "kubeconfig", "metrics", "namespacecache", "paging", "policy", "policyfile", "policyschema",
+    "requestid", "settings", "template", "ttl", "workqueue",
 }  # fmt: skip
 API_WING = {"api", "auth", "identity", "oidc", "openapi", "provisioner"}
 CONTROLLER_WING = {"controller", "leader", "namespacescope", "pool", "watch"}

@@ -1,0 +1,115 @@
+"""``nsprov policy validate``: offline, a reload's checks and messages, exit 0 or 2."""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from nsprov import cli
+from nsprov.policyfile import PolicyFile
+
+GOOD = "tenants: [{name: ci, match: {token: ci}, ttl: 30m}]\n"
+BAD = "tenants: [{name: ci, match: {tokn: ci}}]\n"
+
+
+@pytest.fixture(autouse=True)
+def _no_nsprov_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in list(os.environ):
+        if key.startswith("NSPROV_"):
+            monkeypatch.delenv(key)
+    # Offline means offline: no kubeconfig to find, nothing to talk to.
+    monkeypatch.setenv("KUBECONFIG", "/nonexistent/kubeconfig")
+
+
+def test_a_valid_file_exits_0_and_says_what_was_not_checked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(GOOD)
+    assert cli.main(["policy", "validate", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert out == f"policy file {path}: valid (0 issuer(s), 1 tenant(s))\n"
+    assert err == cli.OFFLINE_NOTE + "\n"
+
+
+def test_a_bad_file_exits_2_with_the_message_a_refused_reload_has(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(GOOD)
+    reloading = PolicyFile(path, recheck_seconds=0)
+    path.write_text(BAD)
+    reload_error = reloading.status().error
+    assert reload_error is not None
+    assert "unknown key 'tokn' (did you mean 'token'?)" in reload_error
+    assert cli.main(["policy", "validate", str(path)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.splitlines() == [f"nsprov: policy file {path}: {reload_error}", cli.OFFLINE_NOTE]
+
+
+def test_every_file_is_judged_and_stdin_is_dash(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text(GOOD)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(BAD))
+    missing = tmp_path / "missing.yaml"
+    assert cli.main(["policy", "validate", "-", str(good), str(missing)]) == 2
+    out, err = capsys.readouterr()
+    assert out == f"policy file {good}: valid (0 issuer(s), 1 tenant(s))\n"
+    assert err.splitlines()[:2] == [
+        "nsprov: policy file <stdin>: tenants[0].match: unknown key 'tokn' (did you mean "
+        "'token'?); known: issuer, claims, token",
+        f"nsprov: policy file {missing}: No such file or directory",
+    ]
+
+
+def test_tenants_resolve_over_the_flags_as_in_serve(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ttl 30m is fine under the default --max-ttl, not under the deployment's 10m."""
+    path = tmp_path / "policy.yaml"
+    path.write_text(GOOD)
+    assert cli.main(["policy", "validate", "--max-ttl=10m", "--ttl=5m", str(path)]) == 2
+    assert "tenant 'ci': ttl 30m0s is above its maxTTL 10m0s" in capsys.readouterr().err
+    monkeypatch.setenv("NSPROV_MAX_TTL", "10m")
+    monkeypatch.setenv("NSPROV_TTL", "5m")
+    assert cli.main(["policy", "validate", str(path)]) == 2
+    assert "above its maxTTL 10m0s" in capsys.readouterr().err
+
+
+def test_a_ca_file_is_where_nsprov_runs_unless_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text("issuers: [{name: a, issuer: 'https://a', audience: x, caFile: ca.crt}]\n")
+    assert cli.main(["policy", "validate", str(path)]) == 0
+    assert cli.main(["policy", "validate", "--ca-files", str(path)]) == 2
+    assert f"issuers[0].caFile: {tmp_path / 'ca.crt'} is not a readable file" in (
+        capsys.readouterr().err
+    )
+
+
+def test_the_schema_command_prints_the_shipped_schema(capsys: pytest.CaptureFixture[str]) -> None:
+    from nsprov.policyschema import render
+
+    assert cli.main(["policy", "schema"]) == 0
+    assert capsys.readouterr().out == render()
+
+
+def test_without_the_server_libraries_it_says_what_to_install(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(GOOD)
+    monkeypatch.setattr(cli, "missing_server_modules", lambda: ["kubernetes"])
+    assert cli.main(["policy", "validate", str(path)]) == 2
+    assert capsys.readouterr().err == (
+        "nsprov: policy validate needs the server's libraries (kubernetes missing): "
+        f"{cli.INSTALL_SERVER}\n"
+    )
