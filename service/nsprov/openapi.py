@@ -76,11 +76,11 @@ _TTL = {
     "in": "query",
     "required": False,
     "description": "Lifetime in Go duration syntax (30s, 5m, 1h30m, 1.5h) plus days (2d), "
-    "without a minus sign or spaces; absent, empty or 0 = the tenant's default; otherwise "
-    + _TTL_BOUNDS,
+    f"without a minus sign or spaces, at most {ttl.MAX_TTL_LENGTH} characters; absent, empty "
+    "or 0 = the tenant's default; otherwise " + _TTL_BOUNDS,
     "schema": {
         "type": "string",
-        "maxLength": 64,
+        "maxLength": ttl.MAX_TTL_LENGTH,
         "pattern": f"^(?:|{ttl.TTL_PATTERN.pattern})$",
         "example": "30m",
     },
