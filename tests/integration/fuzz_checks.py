@@ -6,8 +6,8 @@ says by design:
 - ``positive_data_acceptance``: except the few refusals of schema-valid requests that no
   JSON Schema of one parameter can express, each named by its problem detail, so any
   other refusal of a schema-valid request still fails the run;
-- ``use_after_free``: except a GET of a deleted namespace that answers it as
-  MARKED_FOR_DELETION. DELETE is asynchronous (202): the namespace stays visible, so
+- ``use_after_free``: except a GET (of the namespace or of the list) that shows a deleted
+  namespace as MARKED_FOR_DELETION. DELETE is asynchronous (202): the namespace stays visible, so
   marked, until Kubernetes has emptied it and it is gone; any other answer after a
   DELETE still fails the run.
 """
@@ -65,13 +65,26 @@ def use_after_free_by_contract(
     try:
         return use_after_free(ctx, response, case)
     except AssertionError:
-        if case.method.upper() == "GET" and _marked_for_deletion(response):
+        if case.method.upper() == "GET" and _shown_as_going(response, _deleted(ctx, case)):
             return None
         raise
 
 
-def _marked_for_deletion(response: schemathesis.Response) -> bool:
-    if response.status_code != 200:
+def _deleted(ctx: schemathesis.CheckContext, case: schemathesis.Case) -> set[str]:
+    """The namespaces the DELETEs of this case's chain named (what use_after_free looks at)."""
+    return {
+        related.path_parameters["name"]
+        for related in ctx.internals.find_related(case_id=case.id)
+        if related.method.upper() == "DELETE" and (related.path_parameters or {}).get("name")
+    }
+
+
+def _shown_as_going(response: schemathesis.Response, deleted: set[str]) -> bool:
+    """Whether the answer (one namespace, or a list) shows each deleted one, if at all, as
+    MARKED_FOR_DELETION."""
+    body = response.json() if response.status_code == 200 else None
+    if not isinstance(body, dict) or not deleted:
         return False
-    body = response.json()
-    return isinstance(body, dict) and body.get("state") == "MARKED_FOR_DELETION"
+    items = body.get("items", [body])
+    states = {item.get("name"): item.get("state") for item in items if isinstance(item, dict)}
+    return all(states.get(name, "MARKED_FOR_DELETION") == "MARKED_FOR_DELETION" for name in deleted)
