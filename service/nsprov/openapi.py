@@ -330,6 +330,7 @@ DOCUMENT: dict[str, Any] = {
                             "application/json": {
                                 "schema": {
                                     "type": "object",
+                                    "required": ["items"],
                                     "properties": {
                                         "items": {
                                             "type": "array",
@@ -504,6 +505,7 @@ DOCUMENT: dict[str, Any] = {
             },
             "Namespace": {
                 "type": "object",
+                "required": ["name", "owner", "tenant", "createdAt", "expiresAt", "state"],
                 "properties": {
                     "name": {"type": "string"},
                     "owner": {"type": "string"},
@@ -584,6 +586,7 @@ DOCUMENT: dict[str, Any] = {
             },
             "Deletion": {
                 "type": "object",
+                "required": ["name", "state"],
                 "properties": {
                     "name": {"type": "string"},
                     "key": {"type": "string", "description": "the key, when deleted by key"},

@@ -174,6 +174,7 @@ def test_the_namespace_schemas_name_every_key_the_service_sends() -> None:
     properties = schemas["Namespace"]["properties"]
     # A live namespace leaves out what only a namespace being deleted has.
     assert set(info.to_json()) == set(properties) - {"deletionStartedAt", "blockedBy"}
+    assert set(info.to_json()) == set(schemas["Namespace"]["required"])
     assert set(going) == set(properties)
     assert {info.to_json()["state"], going["state"]} == set(properties["state"]["enum"])
     blocker = schemas["Blocker"]
