@@ -52,7 +52,7 @@ def service(cluster: Cluster, grants: None, tmp_path_factory) -> Iterator[Runnin
         yield running
 
 
-def _fuzz(service: RunningService, report: Path) -> subprocess.CompletedProcess[str]:
+def _fuzz(service: RunningService, workdir: Path) -> subprocess.CompletedProcess[str]:
     argv = [
         sys.executable, "-m", "schemathesis.cli", "run", f"{service.url}/openapi.json",
         "--checks=all",
@@ -65,7 +65,7 @@ def _fuzz(service: RunningService, report: Path) -> subprocess.CompletedProcess[
         "--workers=1",
         "--request-timeout=30",
         "--header", f"Authorization: Bearer {service.tokens['alice']}",
-        "--report=junit", f"--report-junit-path={report}",
+        "--report=junit", f"--report-junit-path={workdir / 'junit.xml'}",
         "--no-color",
     ]  # fmt: skip
     env = {
@@ -73,9 +73,9 @@ def _fuzz(service: RunningService, report: Path) -> subprocess.CompletedProcess[
         "SCHEMATHESIS_HOOKS": "tests.integration.fuzz_checks",
         "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
     }
+    # In workdir: schemathesis keeps its state (.schemathesis/) in the working directory.
     return subprocess.run(
-        argv, env=env, capture_output=True, text=True, timeout=240, check=False,
-        cwd=Path(__file__).resolve().parents[2],
+        argv, env=env, capture_output=True, text=True, timeout=240, check=False, cwd=workdir
     )  # fmt: skip
 
 
@@ -83,7 +83,7 @@ def _fuzz(service: RunningService, report: Path) -> subprocess.CompletedProcess[
 def test_the_service_keeps_its_openapi_document(
     service: RunningService, core: client.CoreV1Api, tmp_path: Path
 ) -> None:
-    run = _fuzz(service, tmp_path / "junit.xml")
+    run = _fuzz(service, tmp_path)
     output = run.stdout + run.stderr
     print(output[-3000:])  # the figures, for whoever runs it with -s
     assert run.returncode == 0, output[-20000:]
