@@ -63,7 +63,12 @@ _NAME = {
     "required": True,
     "description": "A namespace name (an RFC 1123 label); any other is 404, as a namespace "
     "that is not the caller's is.",
-    "schema": {"type": "string", "maxLength": 63, "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"},
+    "schema": {
+        "type": "string",
+        "maxLength": 63,
+        "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        "example": "np-k3x9q2m7wd",
+    },
 }
 _TTL_BOUNDS = (
     "at least the service's minimum (--min-ttl, 30s unless configured) and at most the "
@@ -142,7 +147,7 @@ _LIMIT = {
     "description": f"At most this many items per page (default {paging.DEFAULT_LIMIT}, "
     f"at most {paging.MAX_LIMIT}; anything but a whole number in that range = 400). Items "
     "come ordered by name.",
-    "schema": {"type": "integer", "minimum": 1, "maximum": paging.MAX_LIMIT},
+    "schema": {"type": "integer", "minimum": 1, "maximum": paging.MAX_LIMIT, "example": 50},
 }
 _CONTINUE = {
     "name": "continue",
