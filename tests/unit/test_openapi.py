@@ -184,3 +184,11 @@ def test_the_namespace_schemas_name_every_key_the_service_sends() -> None:
     assert set(status) == set(info.to_json()) | set(extra)
     quota = next(s for s in extra["quota"]["oneOf"] if s["type"] == "object")
     assert set(status["quota"]) == set(quota["required"]) == set(quota["properties"])
+
+
+def test_the_client_checks_an_idempotency_key_as_the_service_does() -> None:
+    """client_cli may not import the server's modules, so it has a copy; this keeps it one."""
+    from nsprov import client_cli
+
+    assert client_cli._IDEMPOTENCY_KEY.pattern == openapi.IDEMPOTENCY_KEY_PATTERN.pattern
+    assert openapi.MAX_IDEMPOTENCY_KEY == 255  # the client's literal
