@@ -14,7 +14,6 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -34,7 +33,6 @@ access_log = logging.getLogger("nsprov.access")
 
 PROBLEM = "application/problem+json"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
-_MAX_IDEMPOTENCY_KEY = 255
 # The methods that become a metric label as they are; any other is counted as "other".
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
@@ -94,28 +92,34 @@ def _server(request: Request) -> str | None:
     raw = request.query_params.get("server")
     if raw is None or raw == "":
         return None
-    parts = urlsplit(raw)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise BadRequest(f"server {raw!r} must be an absolute http(s) URL")
-    if parts.query or parts.fragment or parts.username or parts.password:
+    if openapi.SERVER_PATTERN.fullmatch(raw):
+        return raw
+    if any(mark in raw for mark in "@?#"):
         raise BadRequest(f"server {raw!r} must not carry credentials, a query or a fragment")
-    return raw
+    raise BadRequest(
+        f"server {raw!r} must be an absolute http(s) URL: a host name or [IPv6 address], "
+        "an optional port and path, no spaces"
+    )
 
 
 def _idempotency_key(request: Request) -> str | None:
     key = request.headers.get("idempotency-key")
     if key is None:
         return None
-    if not key.strip() or len(key) > _MAX_IDEMPOTENCY_KEY:
-        raise BadRequest(f"Idempotency-Key must be 1 to {_MAX_IDEMPOTENCY_KEY} characters")
-    return key
+    return _checked_idempotency_key("Idempotency-Key", key)
 
 
 def _idempotency_key_query(request: Request) -> str:
     """``?idempotencyKey=``: the same rules as the header it looks up."""
-    key = request.query_params["idempotencyKey"]
-    if not key.strip() or len(key) > _MAX_IDEMPOTENCY_KEY:
-        raise BadRequest(f"idempotencyKey must be 1 to {_MAX_IDEMPOTENCY_KEY} characters")
+    return _checked_idempotency_key("idempotencyKey", request.query_params["idempotencyKey"])
+
+
+def _checked_idempotency_key(what: str, key: str) -> str:
+    if len(key) > openapi.MAX_IDEMPOTENCY_KEY or not openapi.IDEMPOTENCY_KEY_PATTERN.fullmatch(key):
+        raise BadRequest(
+            f"{what} must be 1 to {openapi.MAX_IDEMPOTENCY_KEY} printable ASCII characters, "
+            "not all of them spaces"
+        )
     return key
 
 
@@ -219,6 +223,11 @@ async def find_by_idempotency_key(request: Request) -> Response:
     """GET /api/v1/namespaces?idempotencyKey=: what a POST with that key made, if anything."""
     caller = await _caller(request)
     key = _idempotency_key_query(request)
+    # The answer is one page of zero or one item, but a bad limit or continue is still
+    # refused: the document declares them for the whole operation, and a client that sends
+    # limit=true should hear that, whichever form of the list it asked for.
+    paging.parse_limit(request.query_params.get("limit"))
+    paging.decode_continue(request.query_params.get("continue"))
     infos = await _api(request).provisioner.find_by_idempotency_key(
         caller.owner, key, tenant=caller.tenant
     )

@@ -31,6 +31,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -61,6 +62,11 @@ from nsprov.client import (
 __all__ = ["COMMANDS", "Failure"]
 
 _SPINNER = "|/-\\"
+
+
+_IDEMPOTENCY_KEY = re.compile(r"[\t -~]*[!-~][\t -~]*")
+"""The service's rule for an Idempotency-Key (openapi.IDEMPOTENCY_KEY_PATTERN, which the client
+may not import): printable ASCII, not all spaces. Refused here in one line, not as a 400."""
 
 
 class Progress:
@@ -369,8 +375,12 @@ def create(
     lives), its expiry moved to now + --ttl: one namespace per pull request."""
     check_ttl(ttl)
     wait_for_slot = _slot_wait(wait, wait_timeout)
-    if idempotency_key is not None and not 0 < len(idempotency_key.strip()) <= 255:
-        raise UsageFailure("--idempotency-key must be 1 to 255 characters")
+    if idempotency_key is not None and not (
+        len(idempotency_key) <= 255 and _IDEMPOTENCY_KEY.fullmatch(idempotency_key)
+    ):
+        raise UsageFailure(
+            "--idempotency-key must be 1 to 255 printable ASCII characters, not all spaces"
+        )
     if key is not None:
         check_key(key)
         if idempotency_key is not None:

@@ -19,6 +19,7 @@ import base64
 import binascii
 import bisect
 import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -39,16 +40,18 @@ class Page(Generic[T]):
     remaining: int  # items after this page, as the list stands now
 
 
+_WHOLE_NUMBER = re.compile(r"-?(0|[1-9][0-9]{0,19})")
+"""An integer as JSON writes one. Not Python's ``int()``, which also takes ``+5``, `` 5``,
+``5_0``, ``05`` and other scripts' digits (``\u0665``): the OpenAPI document says integer, and the
+service refuses what the document refuses."""
+
+
 def parse_limit(raw: str | None) -> int:
     if raw is None or raw == "":
         return DEFAULT_LIMIT
-    try:
-        limit = int(raw)
-    except ValueError:
-        raise BadRequest(f"limit {raw!r} must be a whole number from 1 to {MAX_LIMIT}") from None
-    if not 1 <= limit <= MAX_LIMIT:
+    if not _WHOLE_NUMBER.fullmatch(raw) or not 1 <= int(raw) <= MAX_LIMIT:
         raise BadRequest(f"limit {raw!r} must be a whole number from 1 to {MAX_LIMIT}")
-    return limit
+    return int(raw)
 
 
 def encode_continue(after: str) -> str:

@@ -32,7 +32,16 @@ _UNIT_SECONDS = {
     "d": Decimal(86400),
 }
 _NUMBER = r"[0-9]+\.?[0-9]*|\.[0-9]+"
-_TERM = re.compile(rf"({_NUMBER})(ns|us|\u00b5s|\u03bcs|ms|s|m|h|d)")
+_UNITS = "ns|us|\u00b5s|\u03bcs|ms|s|m|h|d"
+_TERM = re.compile(rf"({_NUMBER})({_UNITS})")
+MAX_TTL_LENGTH = 64
+"""Characters a request's ttl may have: more is no duration anyone means (1d12h30m5s is 9)."""
+TTL_PATTERN = re.compile(rf"\+?(0|(({_NUMBER})({_UNITS}))+)")
+"""The syntax of a request's ttl (``?ttl=``), as the OpenAPI document declares it: a Go
+duration without a minus sign (a namespace cannot live for a negative time, and ``-0s`` is
+no way to ask for the default) and without surrounding spaces (Go refuses those too). The
+same expression in both dialects, Python's ``re`` and JSON Schema's ECMA-262, so the
+service refuses exactly what the document does (tests/integration/test_openapi_fuzz.py)."""
 
 
 def parse_duration(text: str) -> float:
@@ -68,17 +77,22 @@ def parse_duration(text: str) -> float:
 
 
 def parse_ttl(text: str | None, *, default: float, maximum: float, minimum: float = 0.0) -> float:
-    """A request's ttl in seconds: absent or 0 means the default; negative, below ``minimum``
-    or above ``maximum`` is 400.
+    """A request's ttl in seconds: absent or 0 means the default; not TTL_PATTERN (a minus
+    sign included), longer than MAX_TTL_LENGTH, below ``minimum`` or above ``maximum`` is 400.
 
     The minimum exists because a ttl of ``1ns`` would create a namespace that is dead
     before its kubeconfig reaches the client: nothing useful, and work for the controller.
     """
     if text is None or text == "":
         return default
+    if len(text) > MAX_TTL_LENGTH:
+        raise BadRequest(f"ttl is longer than {MAX_TTL_LENGTH} characters (expected e.g. 30m)")
+    if not TTL_PATTERN.fullmatch(text):
+        if text.startswith("-"):
+            raise BadRequest(f"ttl {text!r} is negative")
+        parse_duration(text)  # raises, saying what is wrong, for all but what follows
+        raise BadRequest(f"ttl {text!r} has spaces around it (expected e.g. 30m)")
     seconds = parse_duration(text)
-    if seconds < 0:
-        raise BadRequest(f"ttl {text!r} is negative")
     if seconds == 0:
         return default
     if seconds < minimum:

@@ -352,6 +352,12 @@ def test_bearer_scheme_is_case_insensitive(service: RunningService) -> None:
         ({"ttl": "1h", "server": "ftp://k8s.example.com"}, "absolute http(s) URL"),
         ({"server": "/relative/path"}, "absolute http(s) URL"),
         ({"server": "https://user:pw@k8s.example.com"}, "credentials"),
+        # What the OpenAPI document's patterns refuse (issue 24's fuzzer): Go takes -0s, and
+        # the duration parser strips spaces; an unclosed IPv6 address made urlsplit raise.
+        ({"ttl": "-0s"}, "negative"),
+        ({"ttl": " 1h"}, "spaces"),
+        ({"server": "http://[::1"}, "absolute http(s) URL"),
+        ({"server": "http://k8s.example.com:port"}, "absolute http(s) URL"),
     ],
 )
 def test_bad_parameters_are_400_and_create_nothing(

@@ -863,3 +863,16 @@ def test_list_follows_the_services_pages_to_the_end() -> None:
     # An older nsprov answers everything at once, without metadata.
     with _client(lambda r: httpx.Response(200, json={"items": [{"name": "np-z"}]})) as nsprov:
         assert [item["name"] for item in nsprov.list()] == ["np-z"]
+
+
+@pytest.mark.parametrize("key", ["   ", "cl\u00e9", "k" * 256])
+def test_an_idempotency_key_the_service_would_refuse_is_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], key: str
+) -> None:
+    """The service's rule (openapi.IDEMPOTENCY_KEY_PATTERN), in one line and no request."""
+    seen = _fake_service(monkeypatch, lambda r: httpx.Response(500))
+    assert launcher.main(["create", "--idempotency-key", key]) == 2
+    assert capsys.readouterr().err == (
+        "nsprov: --idempotency-key must be 1 to 255 printable ASCII characters, not all spaces\n"
+    )
+    assert seen == []

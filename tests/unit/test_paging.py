@@ -40,7 +40,8 @@ def test_limit_has_a_default_and_bounds() -> None:
     assert parse_limit(None) == DEFAULT_LIMIT
     assert parse_limit("1") == 1
     assert parse_limit(str(MAX_LIMIT)) == MAX_LIMIT
-    for bad in ("0", "-1", str(MAX_LIMIT + 1), "ten", "1.5"):
+    bad_ones = ("0", "-1", str(MAX_LIMIT + 1), "ten", "1.5", "true", "+5", " 5", "5_0", "\u0665")
+    for bad in bad_ones:
         with pytest.raises(BadRequest):
             parse_limit(bad)
 

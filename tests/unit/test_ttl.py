@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from nsprov.errors import BadRequest
-from nsprov.ttl import format_duration, parse_duration, parse_ttl
+from nsprov.ttl import TTL_PATTERN, format_duration, parse_duration, parse_ttl
 
 
 @pytest.mark.parametrize(
@@ -96,3 +96,16 @@ def test_a_ttl_in_days_is_bounded_like_any_other() -> None:
     assert parse_ttl("1d", default=60, maximum=2 * 86400) == 86400
     with pytest.raises(BadRequest, match="exceeds the maximum of 48h0m0s"):
         parse_ttl("2d1s", default=60, maximum=2 * 86400)
+
+
+@pytest.mark.parametrize("text", ["-0", "-0s", "-1h", " 1h", "1h ", "\u00a030m"])
+def test_a_ttl_refuses_what_its_pattern_refuses(text: str) -> None:
+    """Go takes -0s, and parse_duration strips spaces; a request's ttl is TTL_PATTERN, as the
+    OpenAPI document says, so neither a minus sign nor a space gets through."""
+    assert not TTL_PATTERN.fullmatch(text)
+    with pytest.raises(BadRequest, match=r"negative|spaces"):
+        parse_ttl(text, default=60, maximum=7200)
+
+
+def test_a_ttl_may_carry_a_plus_sign() -> None:
+    assert parse_ttl("+1h", default=60, maximum=7200) == 3600
