@@ -72,17 +72,18 @@ test-node: cluster-build
 HELM := $(PY) -m tests.cluster tool helm
 ACTIONLINT := $(PY) -m tests.cluster tool actionlint
 
-# The policy file's JSON Schema, rendered from service/nsprov/policyschema.py: the package's
+# The policy file's JSON Schema, rendered from service/nsprov/policy/schema.py: the package's
 # copy (nsprov policy schema) and the stable path editors point at. test_policy_schema.py
 # fails when either is stale.
 POLICY_SCHEMAS := service/nsprov/policy.schema.json schemas/policy.schema.json
 policy-schema: install
-	$(PY) -m nsprov.policyschema $(POLICY_SCHEMAS)
+	$(PY) -m nsprov.policy.schema $(POLICY_SCHEMAS)
 
 lint: install tools-build
 	$(VENV)/bin/ruff check service tests
 	$(VENV)/bin/ruff format --check service tests
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 	$(ACTIONLINT) .github/workflows/*.yml
 	$(VENV)/bin/mkdocs build --strict --quiet --site-dir site
 

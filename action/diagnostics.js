@@ -2,7 +2,7 @@
 // the delete: its events (oldest first), its pods' phases, conditions,
 // container states and restarts, and the last 100 lines of each container's
 // log (the previous container's too after a restart). The same report as
-// `nsprov run --diagnostics` (service/nsprov/client_diagnostics.py).
+// `nsprov run --diagnostics` (service/nsprov/client/diagnostics.py).
 //
 // It reads with the job's own kubeconfig, so it sees what the job could see and
 // nothing more; a read the tenant's grant forbids is a line of the report. It

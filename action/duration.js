@@ -1,4 +1,4 @@
-// Durations as the service reads them (service/nsprov/ttl.py): Go's syntax
+// Durations as the service reads them (service/nsprov/core/ttl.py): Go's syntax
 // (30s, 5m, 1h30m, 1.5h) plus days (1d, 2d12h; a day is 24 h).
 //
 // The service has the last word on ttl; the Action checks its own inputs

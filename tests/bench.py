@@ -61,8 +61,8 @@ from pathlib import Path
 import httpx
 from kubernetes import client, config
 
-from nsprov.oidc import Verifier
-from nsprov.policyfile import parse_policy
+from nsprov.identity.oidc import Verifier
+from nsprov.policy.file import parse_policy
 from tests import hostile
 from tests.cluster import build, controlplane, images
 from tests.cluster import node as node_module
@@ -778,7 +778,8 @@ def oidc(args: argparse.Namespace) -> None:
             print(f"POST, OIDC token (warm keys):    {percentiles(with_oidc)}")
             after_rotation = []
             for _ in range(args.rotations):
-                # Unknown kids refresh the keys at most every 10 s (nsprov.oidc.REFRESH_INTERVAL).
+                # Unknown kids refresh the keys at most every 10 s
+                # (nsprov.identity.oidc.REFRESH_INTERVAL).
                 time.sleep(10.5)
                 kid = issuer.rotate("RS256")
                 token = issuer.mint(claims, kid=kid)

@@ -19,7 +19,7 @@ REGENERATE = "make docs-api  (or: .venv/bin/python -m tests.docs_api > docs/api.
 
 def document() -> dict[str, Any]:
     """The document /openapi.json answers with, wherever the package keeps its module."""
-    for name in ("nsprov.api.openapi", "nsprov.openapi"):
+    for name in ("nsprov.api.routes.openapi", "nsprov.api.openapi"):
         try:
             module = importlib.import_module(name)
         except ImportError:
@@ -29,7 +29,7 @@ def document() -> dict[str, Any]:
             found = module.document()
         if isinstance(found, dict):
             return found
-    raise ImportError("no OpenAPI document in nsprov.api.openapi or nsprov.openapi")
+    raise ImportError("no OpenAPI document in nsprov.api.routes.openapi or nsprov.api.openapi")
 
 
 def _cell(text: object) -> str:

@@ -25,25 +25,28 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from nsprov import api, bundle, kube, watch
-from nsprov.auth import TokenStore
-from nsprov.controller import Controller
-from nsprov.errors import ClusterUnavailable, NsprovError
-from nsprov.grant import GrantGuard, describe_unsafe
-from nsprov.identity import Authenticator
-from nsprov.kube import KubeError
-from nsprov.leader import LeaderElector, identity_for
-from nsprov.metrics import Metrics
-from nsprov.namespacecache import ReadYourWrites
-from nsprov.policy import Policy, Profile, flags_profile
-from nsprov.policyfile import PolicyError, PolicyFile, check_policy
-from nsprov.pool import PoolKeeper
-from nsprov.provisioner import Provisioner
-from nsprov.settings import Settings
-from nsprov.watch import Informer
+from nsprov.api import routes as api
+from nsprov.api.provisioner import Provisioner
+from nsprov.control import watch
+from nsprov.control.controller import Controller
+from nsprov.control.leader import LeaderElector, identity_for
+from nsprov.control.pool import PoolKeeper
+from nsprov.control.watch import Informer
+from nsprov.core import kube
+from nsprov.core.errors import ClusterUnavailable, NsprovError
+from nsprov.core.kube import KubeError
+from nsprov.core.namespacecache import ReadYourWrites
+from nsprov.core.settings import Settings
+from nsprov.identity.auth import TokenStore
+from nsprov.identity.authenticator import Authenticator
+from nsprov.policy.file import PolicyError, PolicyFile, check_policy
+from nsprov.policy.model import Policy, Profile, flags_profile
+from nsprov.provision import bundle
+from nsprov.provision.grant import GrantGuard, describe_unsafe
+from nsprov.provision.metrics import Metrics
 
 if TYPE_CHECKING:
-    from nsprov.oidc import Verifier
+    from nsprov.identity.oidc import Verifier
 
 log = logging.getLogger(__name__)
 
@@ -310,7 +313,7 @@ def _add_controller(service: Service, pooled: Callable[[], list[Profile]]) -> No
 
 def _verifier(client: kube.Kube, namespace_refusal: Callable[[str, str], str | None]) -> Verifier:
     # Imported here: PyJWT and cryptography load only when an ID token is first verified.
-    from nsprov.oidc import Verifier
+    from nsprov.identity.oidc import Verifier
 
     return Verifier(client, namespace_refusal=namespace_refusal)
 

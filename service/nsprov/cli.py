@@ -28,10 +28,12 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from nsprov import __version__, bundle, client_cli
-from nsprov.errors import BadRequest
-from nsprov.settings import FlagSpec, Settings, flag_specs
-from nsprov.ttl import parse_duration
+from nsprov import __version__
+from nsprov.client import cli as client_cli
+from nsprov.core.errors import BadRequest
+from nsprov.core.settings import FlagSpec, Settings, flag_specs
+from nsprov.core.ttl import parse_duration
+from nsprov.provision import bundle
 
 if TYPE_CHECKING:
     from nsprov.app import Service
@@ -357,7 +359,7 @@ def log_formatter(log_format: str) -> logging.Formatter:
 
 
 def _configure_logging(level: str, log_format: str) -> None:
-    from nsprov.requestid import RequestIdFilter
+    from nsprov.core.requestid import RequestIdFilter
 
     handler = logging.StreamHandler()
     handler.addFilter(RequestIdFilter())
@@ -375,8 +377,8 @@ def _serve_command(**values: Any) -> int:
 
     from kubernetes.config.config_exception import ConfigException
 
-    from nsprov.auth import TokenFileError
-    from nsprov.policyfile import PolicyError
+    from nsprov.identity.auth import TokenFileError
+    from nsprov.policy.file import PolicyError
 
     settings = settings_from_options(values)
     _configure_logging(settings.log_level, settings.log_format)
@@ -403,9 +405,9 @@ async def _serve(settings: Settings) -> None:
 
     import uvicorn
 
-    from nsprov.admissioncheck import SelectorUnprotected, check_admission_policies
+    from nsprov.api.httplimits import HttpLimits, protocol_for
     from nsprov.app import UnsafeGrant, check_grant, create_service, internal_app, public_app
-    from nsprov.httplimits import HttpLimits, protocol_for
+    from nsprov.provision.admissioncheck import SelectorUnprotected, check_admission_policies
 
     service: Service = create_service(settings)
     try:
@@ -494,7 +496,7 @@ def _rollout_command(
     from kubernetes.config.config_exception import ConfigException
 
     from nsprov import rollout
-    from nsprov.policyfile import PolicyError
+    from nsprov.policy.file import PolicyError
 
     settings = settings_from_options(values, serving=False)
     logging.basicConfig(level=log_level(settings.log_level), format="%(levelname)s %(message)s")
@@ -577,8 +579,8 @@ def _validate_command(files: tuple[str, ...], ca_files: bool, **values: Any) -> 
             f"policy validate needs the server's libraries ({', '.join(missing)} missing): "
             f"{INSTALL_SERVER}"
         )
-    from nsprov.policy import flags_profile
-    from nsprov.policyfile import PolicyError, check_policy, parse_policy
+    from nsprov.policy.file import PolicyError, check_policy, parse_policy
+    from nsprov.policy.model import flags_profile
 
     settings = settings_from_options(values, serving=False)
     base = flags_profile(settings)
@@ -626,7 +628,7 @@ validate_command = click.Command(
 
 
 def _schema_command() -> int:
-    from nsprov.policyschema import shipped
+    from nsprov.policy.schema import shipped
 
     click.echo(shipped(), nl=False)
     return 0

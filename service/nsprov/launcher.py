@@ -21,7 +21,7 @@ COMPLETE_VARIABLE = "_NSPROV_COMPLETE"
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``nsprov``: a client command directly, everything else through ``cli.main``."""
     args = list(sys.argv[1:] if argv is None else argv)
-    from nsprov import client_cli
+    from nsprov.client import cli as client_cli
 
     if args and args[0] in client_cli.COMMAND_NAMES and COMPLETE_VARIABLE not in os.environ:
         return client_cli.main(args)

@@ -26,14 +26,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
-from nsprov import bundle
-from nsprov.errors import NsprovError
-from nsprov.grant import bind_refusal, describe_unsafe, unsafe_reasons
-from nsprov.kube import Kube, KubeError, load_api_client
-from nsprov.policy import Policy, Profile, flags_profile, resolve
-from nsprov.policyfile import PolicyError, check_policy, parse_policy
-from nsprov.settings import Settings
-from nsprov.template import Template
+from nsprov.core.errors import NsprovError
+from nsprov.core.kube import Kube, KubeError, load_api_client
+from nsprov.core.settings import Settings
+from nsprov.policy.file import PolicyError, check_policy, parse_policy
+from nsprov.policy.model import Policy, Profile, flags_profile, resolve
+from nsprov.provision import bundle
+from nsprov.provision.grant import bind_refusal, describe_unsafe, unsafe_reasons
+from nsprov.provision.template import Template
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from nsprov.kube import Kube
+from nsprov.core.kube import Kube
 from tests.integration.conftest import (
     EMPTY_GRANT,
     NSPROV_NAMESPACE,

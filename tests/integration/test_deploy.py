@@ -16,7 +16,7 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from nsprov.grant import unsafe_reasons
+from nsprov.provision.grant import unsafe_reasons
 from tests.integration.conftest import (
     EMPTY_GRANT,
     NSPROV_NAMESPACE,

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from kubernetes import client
 
-from nsprov import bundle
+from nsprov.provision import bundle
 from tests.integration.conftest import CONFIGMAP_GRANT, Cluster, delete_namespaces
 from tests.integration.service import RunningService, problem, running_service
 

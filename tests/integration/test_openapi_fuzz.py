@@ -27,7 +27,7 @@ import httpx
 import pytest
 from kubernetes import client
 
-from nsprov import openapi
+from nsprov.api import openapi
 from tests.integration.conftest import (
     SELECTOR,
     Cluster,

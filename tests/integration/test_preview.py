@@ -21,7 +21,7 @@ import pytest
 import yaml
 from kubernetes import client, config
 
-from nsprov import bundle
+from nsprov.provision import bundle
 from tests.integration.conftest import CONFIGMAP_GRANT, SELECTOR, Cluster
 from tests.integration.service import (
     RunningService,

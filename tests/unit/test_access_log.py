@@ -11,11 +11,11 @@ import pytest
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
-from nsprov import api
-from nsprov.auth import TokenStore
-from nsprov.errors import NotFound
-from nsprov.identity import Authenticator, Caller
-from nsprov.metrics import Metrics
+from nsprov.api import routes as api
+from nsprov.core.errors import NotFound
+from nsprov.identity.auth import TokenStore
+from nsprov.identity.authenticator import Authenticator, Caller
+from nsprov.provision.metrics import Metrics
 
 TOKEN = "s3cret-token-value"
 
@@ -83,7 +83,7 @@ def test_one_line_per_request_with_the_route_template_never_the_path_or_token(
 
 
 def test_the_line_carries_the_request_id_of_the_answer(caplog: pytest.LogCaptureFixture) -> None:
-    from nsprov.requestid import RequestIdFilter
+    from nsprov.core.requestid import RequestIdFilter
 
     caplog.set_level(logging.INFO, logger="nsprov.access")
     caplog.handler.addFilter(RequestIdFilter())

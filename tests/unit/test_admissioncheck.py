@@ -6,10 +6,10 @@ from typing import Any, cast
 
 import pytest
 
-from nsprov import bundle
-from nsprov.admissioncheck import SelectorUnprotected, check_admission_policies
-from nsprov.errors import ClusterUnavailable
-from nsprov.kube import Kube, KubeError
+from nsprov.core.errors import ClusterUnavailable
+from nsprov.core.kube import Kube, KubeError
+from nsprov.provision import bundle
+from nsprov.provision.admissioncheck import SelectorUnprotected, check_admission_policies
 
 SELECTOR = bundle.Selector.parse("controller.observatorium.io=namespace-selector")
 REFUSED = KubeError(403, "Forbidden", "ValidatingAdmissionPolicy 'nsprov-confine' ... denied")

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from nsprov.auth import TokenFileError, TokenStore, parse_token_file
-from nsprov.errors import Unauthorized
+from nsprov.core.errors import Unauthorized
+from nsprov.identity.auth import TokenFileError, TokenStore, parse_token_file
 
 ALICE = "alice-token-0123456789abcdef"
 BOB = "bob-token-0123456789abcdef"

@@ -4,8 +4,8 @@ import re
 
 import pytest
 
-from nsprov import bundle
-from nsprov.template import Template
+from nsprov.provision import bundle
+from nsprov.provision.template import Template
 
 SELECTOR = bundle.Selector.parse("controller.observatorium.io=namespace-provisioner")
 DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")

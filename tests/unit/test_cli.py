@@ -9,7 +9,7 @@ import click
 import pytest
 
 from nsprov import cli
-from nsprov.settings import Settings, flag_specs
+from nsprov.core.settings import Settings, flag_specs
 
 
 def _settings(monkeypatch: pytest.MonkeyPatch, *args: str, **env: str):

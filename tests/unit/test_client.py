@@ -26,9 +26,10 @@ import click
 import httpx
 import pytest
 
-from nsprov import cli, client_cli, launcher
-from nsprov import client as client_
-from nsprov.client import (
+from nsprov import cli, launcher
+from nsprov.client import calls as client_
+from nsprov.client import cli as client_cli
+from nsprov.client.calls import (
     AuthFailed,
     ClientConfig,
     Failure,
@@ -38,9 +39,9 @@ from nsprov.client import (
     Unavailable,
     UsageFailure,
 )
-from nsprov.client_cli import Progress, quota_table, table, write_private_file
-from nsprov.client_http import AnswerLost, HttpRequest, HttpResponse, NotSent, Transport
-from nsprov.client_run import Interrupted, SignalRouter, run_in_namespace
+from nsprov.client.cli import Progress, quota_table, table, write_private_file
+from nsprov.client.http import AnswerLost, HttpRequest, HttpResponse, NotSent, Transport
+from nsprov.client.run import Interrupted, SignalRouter, run_in_namespace
 from tests.support import wait_until
 
 URL = "https://nsprov.test"
@@ -577,7 +578,7 @@ def test_a_client_command_loads_neither_the_servers_cli_nor_httpx() -> None:
         "import sys; from nsprov import launcher; "
         "code = launcher.main(['run', '--help']); "
         "print(sorted({m for m in sys.modules if m.split('.')[0] in ('httpx', 'yaml')"
-        " or m in ('nsprov.cli', 'nsprov.settings', 'nsprov.bundle', 'logging')}))"
+        " or m in ('nsprov.cli', 'nsprov.core.settings', 'nsprov.provision.bundle', 'logging')}))"
     )
     result = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
@@ -768,7 +769,7 @@ def test_diagnostics_on_failure_come_before_the_delete(
         events.append(f"collect {why}")
         return "the report\n"
 
-    monkeypatch.setattr("nsprov.client_diagnostics.collect", collect)
+    monkeypatch.setattr("nsprov.client.diagnostics.collect", collect)
     written: list[str] = []
     router = SignalRouter()
     with router.installed(), _client(recording) as nsprov:

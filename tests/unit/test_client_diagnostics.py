@@ -16,8 +16,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import yaml
 
-from nsprov import client_diagnostics
-from nsprov.client_diagnostics import KubeAccess, collect, log_lines, wanted, write_report
+from nsprov.client import diagnostics as client_diagnostics
+from nsprov.client.diagnostics import KubeAccess, collect, log_lines, wanted, write_report
 
 NAMESPACE = "np-diagnosed01"
 TOKEN = "sa-token-of-the-namespace"

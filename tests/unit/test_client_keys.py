@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from nsprov.client import Refused, UsageFailure, check_key
+from nsprov.client.calls import Refused, UsageFailure, check_key
 from tests.unit.test_client import CREATED, _client, _problem
 
 

@@ -8,10 +8,10 @@ from typing import Any, cast
 
 import pytest
 
-from nsprov import bundle
-from nsprov.controller import Controller
-from nsprov.kube import Kube
-from nsprov.metrics import Metrics
+from nsprov.control.controller import Controller
+from nsprov.core.kube import Kube
+from nsprov.provision import bundle
+from nsprov.provision.metrics import Metrics
 from tests.support import wait_until
 
 

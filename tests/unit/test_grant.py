@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from nsprov.errors import GrantUnusable
-from nsprov.grant import GrantGuard, unsafe_reasons
+from nsprov.core.errors import GrantUnusable
+from nsprov.provision.grant import GrantGuard, unsafe_reasons
 
 
 def _role(*rules: dict[str, list[str]], **extra: object) -> dict[str, object]:

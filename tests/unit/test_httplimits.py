@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from nsprov.httplimits import HttpLimits, protocol_for
+from nsprov.api.httplimits import HttpLimits, protocol_for
 from tests.cluster.controlplane import free_port
 from tests.support import wait_until
 

@@ -13,12 +13,12 @@ import anyio
 import anyio.to_thread
 import pytest
 
-from nsprov.auth import TokenStore
-from nsprov.errors import Forbidden, Unauthorized
-from nsprov.identity import VERIFY_THREADS, Authenticator, Caller, audit_claims
-from nsprov.oidc import Verifier
-from nsprov.policy import Issuer, Policy
-from nsprov.policyfile import PolicyFile
+from nsprov.core.errors import Forbidden, Unauthorized
+from nsprov.identity.auth import TokenStore
+from nsprov.identity.authenticator import VERIFY_THREADS, Authenticator, Caller, audit_claims
+from nsprov.identity.oidc import Verifier
+from nsprov.policy.file import PolicyFile
+from nsprov.policy.model import Issuer, Policy
 
 # A static secret that happens to have the shape of a JWT.
 JWT_SHAPED = (
@@ -127,7 +127,7 @@ def test_a_replica_without_id_tokens_never_loads_pyjwt() -> None:
     import sys
 
     probe = (
-        "import sys; from nsprov import app, identity\n"
+        "import sys; from nsprov import app; import nsprov.identity.authenticator as identity\n"
         "a = identity.Authenticator(None)\n"
         "assert 'jwt' not in sys.modules and 'cryptography' not in sys.modules, 'loaded early'\n"
         "a.verifier\n"

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from nsprov.errors import ClusterUnavailable
-from nsprov.kube import Kube, KubeError
+from nsprov.core.errors import ClusterUnavailable
+from nsprov.core.kube import Kube, KubeError
 
 FORBIDDEN = json.dumps({"kind": "Status", "reason": "Forbidden", "message": "no"}).encode()
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from nsprov import kubeconfig
+from nsprov.provision import kubeconfig
 
 
 def test_one_cluster_user_context_with_namespace() -> None:

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from nsprov import leader
-from nsprov.errors import ClusterUnavailable
-from nsprov.kube import KubeError
-from nsprov.leader import LeaderElector, error_reason
+from nsprov.control import leader
+from nsprov.control.leader import LeaderElector, error_reason
+from nsprov.core.errors import ClusterUnavailable
+from nsprov.core.kube import KubeError
 
 
 class _Clock:

@@ -14,11 +14,12 @@ from typing import Any, cast
 
 import pytest
 
-from nsprov import bundle, cli
-from nsprov.controller import Controller
-from nsprov.kube import Kube
-from nsprov.metrics import Metrics
-from nsprov.requestid import RequestIdFilter
+from nsprov import cli
+from nsprov.control.controller import Controller
+from nsprov.core.kube import Kube
+from nsprov.core.requestid import RequestIdFilter
+from nsprov.provision import bundle
+from nsprov.provision.metrics import Metrics
 from tests.unit.test_access_log import _app, _get
 
 _TEXT_ACCESS_LINE = re.compile(

@@ -7,8 +7,8 @@ from typing import Any
 
 from prometheus_client import generate_latest
 
-from nsprov import bundle
-from nsprov.metrics import Metrics, count_by_tenant
+from nsprov.provision import bundle
+from nsprov.provision.metrics import Metrics, count_by_tenant
 
 SELECTOR = bundle.Selector.parse("controller.observatorium.io=namespace-provisioner")
 LABELS = {SELECTOR.key: SELECTOR.value}

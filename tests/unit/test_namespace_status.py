@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
-from nsprov import bundle
-from nsprov.errors import ProvisioningFailed
-from nsprov.kube import KubeError
-from nsprov.metrics import Metrics
-from nsprov.provisioner import NamespaceInfo, NamespaceStatus, Provisioner, QuotaStatus
-from nsprov.template import Template
+from nsprov.api.provisioner import NamespaceInfo, NamespaceStatus, Provisioner, QuotaStatus
+from nsprov.core.errors import ProvisioningFailed
+from nsprov.core.kube import KubeError
+from nsprov.provision import bundle
+from nsprov.provision.metrics import Metrics
+from nsprov.provision.template import Template
 
 SELECTOR = bundle.Selector.parse("controller.observatorium.io=namespace-provisioner")
 QUOTA_PATH = "/api/v1/namespaces/np-a/resourcequotas/namespace-provisioner"

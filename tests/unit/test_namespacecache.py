@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nsprov.namespacecache import ReadYourWrites
+from nsprov.core.namespacecache import ReadYourWrites
 
 
 def _ns(name: str, version: str, **extra: Any) -> dict[str, Any]:

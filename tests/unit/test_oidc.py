@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 
-from nsprov import oidc
-from nsprov.errors import Forbidden, IssuerUnavailable, Unauthorized
-from nsprov.identity import looks_like_jwt
-from nsprov.oidc import IssuerKeys, Verifier, fetch_json
-from nsprov.policy import Policy
-from nsprov.policyfile import parse_policy
+from nsprov.core.errors import Forbidden, IssuerUnavailable, Unauthorized
+from nsprov.identity import oidc
+from nsprov.identity.authenticator import looks_like_jwt
+from nsprov.identity.oidc import IssuerKeys, Verifier, fetch_json
+from nsprov.policy.file import parse_policy
+from nsprov.policy.model import Policy
 from tests.oidc_issuer import LoopbackIssuer, new_key
 from tests.support import wait_until
 

@@ -15,11 +15,14 @@ from hypothesis import strategies as st
 from openapi_spec_validator import validate
 from starlette.routing import Route
 
-from nsprov import api, bundle, errors, openapi, paging
-from nsprov.deletion import Blocker
-from nsprov.errors import BadRequest
-from nsprov.provisioner import NamespaceInfo, NamespaceStatus, QuotaStatus
-from nsprov.ttl import MAX_TTL_LENGTH, parse_ttl
+from nsprov.api import openapi
+from nsprov.api import routes as api
+from nsprov.api.provisioner import NamespaceInfo, NamespaceStatus, QuotaStatus
+from nsprov.core import errors, paging
+from nsprov.core.errors import BadRequest
+from nsprov.core.ttl import MAX_TTL_LENGTH, parse_ttl
+from nsprov.provision import bundle
+from nsprov.provision.deletion import Blocker
 
 # Derandomized: a failure here repeats on the next run and on CI.
 _PROPERTY = settings(derandomize=True, database=None, deadline=None, max_examples=200,
@@ -188,7 +191,7 @@ def test_the_namespace_schemas_name_every_key_the_service_sends() -> None:
 
 def test_the_client_checks_an_idempotency_key_as_the_service_does() -> None:
     """client_cli may not import the server's modules, so it has a copy; this keeps it one."""
-    from nsprov import client_cli
+    from nsprov.client import cli as client_cli
 
     assert client_cli._IDEMPOTENCY_KEY.pattern == openapi.IDEMPOTENCY_KEY_PATTERN.pattern
     assert openapi.MAX_IDEMPOTENCY_KEY == 255  # the client's literal

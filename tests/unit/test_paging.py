@@ -4,8 +4,8 @@ import base64
 
 import pytest
 
-from nsprov.errors import BadRequest
-from nsprov.paging import DEFAULT_LIMIT, MAX_LIMIT, decode_continue, page, parse_limit
+from nsprov.core.errors import BadRequest
+from nsprov.core.paging import DEFAULT_LIMIT, MAX_LIMIT, decode_continue, page, parse_limit
 
 NAMES = [f"np-{i:03d}" for i in range(7)]
 

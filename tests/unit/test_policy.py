@@ -9,8 +9,15 @@ from typing import Any
 
 import pytest
 
-from nsprov.grant import GrantGuard
-from nsprov.policy import (
+from nsprov.core.settings import Settings
+from nsprov.policy.file import (
+    PolicyError,
+    PolicyFile,
+    check_profiles,
+    parse_policy,
+    refuse_unsafe_grants,
+)
+from nsprov.policy.model import (
     Glob,
     NoTenant,
     Policy,
@@ -20,14 +27,7 @@ from nsprov.policy import (
     lookup_claim,
     resolve,
 )
-from nsprov.policyfile import (
-    PolicyError,
-    PolicyFile,
-    check_profiles,
-    parse_policy,
-    refuse_unsafe_grants,
-)
-from nsprov.settings import Settings
+from nsprov.provision.grant import GrantGuard
 
 POLICY = """
 issuers:

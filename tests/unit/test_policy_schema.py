@@ -22,10 +22,10 @@ import jsonschema
 import pytest
 import yaml
 
-from nsprov import policyschema
-from nsprov.policy import flags_profile
-from nsprov.policyfile import PolicyError, check_policy, parse_policy, policy_from
-from nsprov.settings import Settings
+from nsprov.core.settings import Settings
+from nsprov.policy import schema as policyschema
+from nsprov.policy.file import PolicyError, check_policy, parse_policy, policy_from
+from nsprov.policy.model import flags_profile
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = (ROOT / "schemas/policy.schema.json", ROOT / "service/nsprov/policy.schema.json")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from nsprov import cli
-from nsprov.policyfile import PolicyFile
+from nsprov.policy.file import PolicyFile
 
 GOOD = "tenants: [{name: ci, match: {token: ci}, ttl: 30m}]\n"
 BAD = "tenants: [{name: ci, match: {tokn: ci}}]\n"
@@ -96,7 +96,7 @@ def test_a_ca_file_is_where_nsprov_runs_unless_asked(
 
 
 def test_the_schema_command_prints_the_shipped_schema(capsys: pytest.CaptureFixture[str]) -> None:
-    from nsprov.policyschema import render
+    from nsprov.policy.schema import render
 
     assert cli.main(["policy", "schema"]) == 0
     assert capsys.readouterr().out == render()

@@ -9,19 +9,19 @@ from typing import Any, cast
 
 import pytest
 
-from nsprov import bundle, firstcall
-from nsprov.controller import Controller
-from nsprov.grant import GrantGuard
-from nsprov.kube import Kube, KubeError
-from nsprov.metrics import Metrics
-from nsprov.namespacecache import ReadYourWrites
-from nsprov.policy import Pool, flags_profile
-from nsprov.policyfile import PolicyError, parse_policy
-from nsprov.pool import PoolKeeper, profile_hash
-from nsprov.provisioner import Provisioner
-from nsprov.settings import Settings
-from nsprov.template import Template
-from nsprov.watch import Informer
+from nsprov.api.provisioner import Provisioner
+from nsprov.control.controller import Controller
+from nsprov.control.pool import PoolKeeper, profile_hash
+from nsprov.control.watch import Informer
+from nsprov.core.kube import Kube, KubeError
+from nsprov.core.namespacecache import ReadYourWrites
+from nsprov.core.settings import Settings
+from nsprov.policy.file import PolicyError, parse_policy
+from nsprov.policy.model import Pool, flags_profile
+from nsprov.provision import bundle, firstcall
+from nsprov.provision.grant import GrantGuard
+from nsprov.provision.metrics import Metrics
+from nsprov.provision.template import Template
 
 SELECTOR = bundle.Selector.parse("controller.observatorium.io=namespace-provisioner")
 TENANTS = """

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from nsprov.provisioner import Provisioned
+from nsprov.api.provisioner import Provisioned
 
 
 def test_a_shortened_token_is_what_x_expires_at_promises() -> None:

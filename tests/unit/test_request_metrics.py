@@ -10,8 +10,8 @@ import httpx
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
-from nsprov import api
-from nsprov.metrics import Metrics
+from nsprov.api import routes as api
+from nsprov.provision.metrics import Metrics
 
 
 def _series(metrics: Metrics, name: str) -> list[dict[str, str]]:

@@ -10,12 +10,13 @@ from typing import Any
 
 import pytest
 
-from nsprov import bundle, cli, rollout
-from nsprov.kube import KubeError
-from nsprov.policy import Policy, flags_profile, resolve
-from nsprov.policyfile import parse_policy
-from nsprov.settings import Settings
-from nsprov.template import Template
+from nsprov import cli, rollout
+from nsprov.core.kube import KubeError
+from nsprov.core.settings import Settings
+from nsprov.policy.file import parse_policy
+from nsprov.policy.model import Policy, flags_profile, resolve
+from nsprov.provision import bundle
+from nsprov.provision.template import Template
 
 SELECTOR = bundle.Selector.parse("controller.observatorium.io=namespace-provisioner")
 PSA = "pod-security.kubernetes.io/"

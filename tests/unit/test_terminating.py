@@ -12,15 +12,15 @@ from typing import Any
 
 import pytest
 
-from nsprov import bundle, deletion
-from nsprov.client_cli import blockers_table, table
-from nsprov.controller import Controller
-from nsprov.errors import TooManyNamespaces
-from nsprov.kube import KubeError
-from nsprov.metrics import Metrics
-from nsprov.policy import Profile
-from nsprov.provisioner import NamespaceInfo, Provisioner
-from nsprov.template import Template
+from nsprov.api.provisioner import NamespaceInfo, Provisioner
+from nsprov.client.cli import blockers_table, table
+from nsprov.control.controller import Controller
+from nsprov.core.errors import TooManyNamespaces
+from nsprov.core.kube import KubeError
+from nsprov.policy.model import Profile
+from nsprov.provision import bundle, deletion
+from nsprov.provision.metrics import Metrics
+from nsprov.provision.template import Template
 
 SELECTOR = bundle.Selector.parse("controller.observatorium.io=namespace-provisioner")
 NOW = 1_900_000_000.0

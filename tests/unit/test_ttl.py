@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from nsprov.errors import BadRequest
-from nsprov.ttl import TTL_PATTERN, format_duration, parse_duration, parse_ttl
+from nsprov.core.errors import BadRequest
+from nsprov.core.ttl import TTL_PATTERN, format_duration, parse_duration, parse_ttl
 
 
 @pytest.mark.parametrize(

@@ -6,9 +6,8 @@ from typing import Any
 
 import pytest
 
-from nsprov.kube import KubeError
-from nsprov.namespacescope import NamespaceScope
-from nsprov.watch import (
+from nsprov.control.namespacescope import NamespaceScope
+from nsprov.control.watch import (
     LIMIT_RANGES,
     NAMESPACES,
     NETWORK_POLICIES,
@@ -23,6 +22,7 @@ from nsprov.watch import (
     WatchFailed,
     shaped,
 )
+from nsprov.core.kube import KubeError
 from tests.support import wait_until
 
 
@@ -371,7 +371,7 @@ def test_an_api_server_that_cannot_stream_lists_gets_paged_lists() -> None:
 def test_the_scope_remembers_a_bounded_number_of_namespaces_oldest_forgotten_first(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("nsprov.namespacescope._MISSED_MAX", 3)
+    monkeypatch.setattr("nsprov.control.namespacescope._MISSED_MAX", 3)
     informer, scope, _, _ = _scoped(SERVICE_ACCOUNTS)
     for namespace in ("stranger-1", "np-new", "stranger-2", "stranger-3"):
         assert not scope.admits(namespace, informer)

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from nsprov.workqueue import RetryBucket, WorkQueue, retry_delay
+from nsprov.core.workqueue import RetryBucket, WorkQueue, retry_delay
 
 
 def test_keys_are_deduplicated_and_fifo() -> None:

@@ -9,7 +9,7 @@ from collections import Counter
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from nsprov import bundle
+from nsprov.provision import bundle
 from tests.integration.chaos.clients import (
     Outcomes,
 )

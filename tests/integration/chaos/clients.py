@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import yaml
 
-from nsprov import bundle
+from nsprov.provision import bundle
 from tests.integration.chaos.observe import LeaderTracker
 from tests.integration.chaos.timing import (
     DRIVERS,

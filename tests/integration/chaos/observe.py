@@ -14,7 +14,7 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.watch.watch import iter_resp_lines
 
-from nsprov import bundle
+from nsprov.provision import bundle
 from tests.integration.conftest import SELECTOR
 from tests.integration.service import RunningService, metric
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from kubernetes import client
 
-from nsprov import bundle
+from nsprov.provision import bundle
 from tests.integration.chaos.audit import audited_deletes
 from tests.integration.chaos.checks import (
     beyond_outage,

@@ -1,0 +1,1 @@
+"""API wing: the HTTP contract, its limits, and the provisioner behind it."""

@@ -1,0 +1,1 @@
+"""The client (``pip install nsprov``): talks HTTP, never imports the server."""

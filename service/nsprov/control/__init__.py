@@ -1,0 +1,1 @@
+"""Controller wing: watches, expiry, the warm pool and the leader's Lease."""

@@ -1,0 +1,1 @@
+"""Ground floor: errors, the Kubernetes client, settings and small shared shapes."""

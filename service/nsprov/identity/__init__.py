@@ -1,0 +1,1 @@
+"""API wing: who is calling (static tokens, OIDC ID tokens, the policy's tenants)."""

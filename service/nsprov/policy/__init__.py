@@ -1,0 +1,1 @@
+"""Ground: the policy file and what it gives a tenant's namespaces."""

@@ -1,0 +1,1 @@
+"""Ground: what a provisioned namespace consists of, its grant, its metrics."""

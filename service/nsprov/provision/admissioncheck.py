@@ -1,0 +1,91 @@
+"""Whether the cluster's admission policies were made for nsprov's --selector.
+
+k8s/admission-policy.yaml carries the selector and nsprov's username in CEL, rendered
+for one selector (the base's, or the one k8s/components/selector or the chart's value
+gives). Run with another --selector, nsprov would label namespaces the policies do not
+protect: anyone with patch rights could rewrite their expiry or owner, and nothing
+would say so. So nsprov asks the API server at start, with two dry-run creates that
+change nothing and need no right beyond the create nsprov already has (reading the
+policies themselves would need a new cluster-wide read):
+
+1. a Namespace with the selector and an expiry label, as nsprov makes one: refused by
+   an admission policy, the policies belong to another selector or ServiceAccount, and
+   nsprov could provision nothing anyway: refuse to start, saying why;
+2. a Namespace with the selector but no expiry: nsprov-confine refuses exactly this to
+   nsprov's own ServiceAccount. Admitted, no policy confines this identity under this
+   selector (not installed, or an admin's kubeconfig): a warning, since nsprov works,
+   unguarded.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+
+from nsprov.core.errors import NsprovError
+from nsprov.core.kube import Kube, KubeError
+from nsprov.provision import bundle
+
+# Its name from before the folders: log filters and the tests select on it.
+log = logging.getLogger("nsprov.admissioncheck")
+
+GUIDE = "docs/operator/migration.md"
+
+
+class SelectorUnprotected(ValueError):
+    """The admission policies refuse what nsprov makes under its --selector."""
+
+
+@dataclass(frozen=True)
+class _Probe:
+    admitted: bool
+    refusal: str = ""
+
+
+def _dry_run_create(kube: Kube, labels: dict[str, str]) -> _Probe | None:
+    """Admitted or refused by an admission policy; None when the probe says nothing."""
+    name = f"nsprov-admission-probe-{secrets.token_hex(4)}"
+    body = {"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": name, "labels": labels}}  # fmt: skip
+    try:
+        kube.request("POST", bundle.NAMESPACES_PATH, body=body, query={"dryRun": "All"})
+    except KubeError as exc:
+        if exc.status == 403 and "ValidatingAdmissionPolicy" in exc.message:
+            return _Probe(admitted=False, refusal=exc.message)
+        log.warning("cannot check the admission policies against --selector (%s)", exc)
+        return None
+    except NsprovError as exc:
+        log.warning("cannot check the admission policies against --selector: %s", exc.detail)
+        return None
+    return _Probe(admitted=True)
+
+
+def check_admission_policies(kube: Kube, selector: bundle.Selector, now: float) -> None:
+    """Refuse to start if the policies refuse nsprov's own namespaces; warn if none applies."""
+    labels = {selector.key: selector.value}
+    made = _dry_run_create(kube, {**labels, bundle.EXPIRES_AT_LABEL: str(int(now) + 3600)})
+    if made is None:
+        return
+    if not made.admitted:
+        raise SelectorUnprotected(
+            f"the admission policies refuse a namespace as nsprov makes it under "
+            f"--selector={selector} ({made.refusal}): they were rendered for another selector "
+            f"or ServiceAccount; render them for this one (k8s/components/selector, or the "
+            f"chart's selector value; {GUIDE})"
+        )
+    unexpiring = _dry_run_create(kube, labels)
+    if unexpiring is None:
+        return
+    if unexpiring.admitted:
+        log.warning(
+            "no admission policy guards nsprov's namespaces under --selector=%s for this "
+            "identity (nsprov-confine would refuse a namespace without an expiry): the "
+            "policies of k8s/admission-policy.yaml are not installed, or name another "
+            "selector or ServiceAccount, and anyone with patch rights may rewrite an expiry "
+            "(%s)",
+            selector,
+            GUIDE,
+        )
+        return
+    log.info("admission policies guard --selector=%s", selector)
