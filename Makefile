@@ -75,7 +75,7 @@ ACTIONLINT := $(PY) -m tests.cluster tool actionlint
 # The policy file's JSON Schema, rendered from service/nsprov/policy/schema.py: the package's
 # copy (nsprov policy schema) and the stable path editors point at. test_policy_schema.py
 # fails when either is stale.
-POLICY_SCHEMAS := service/nsprov/policy.schema.json schemas/policy.schema.json
+POLICY_SCHEMAS := service/nsprov/policy/policy.schema.json schemas/policy.schema.json
 policy-schema: install
 	$(PY) -m nsprov.policy.schema $(POLICY_SCHEMAS)
 

@@ -28,7 +28,7 @@ from nsprov.policy.file import PolicyError, check_policy, parse_policy, policy_f
 from nsprov.policy.model import flags_profile
 
 ROOT = Path(__file__).resolve().parents[2]
-COMMITTED = (ROOT / "schemas/policy.schema.json", ROOT / "service/nsprov/policy.schema.json")
+COMMITTED = (ROOT / "schemas/policy.schema.json", ROOT / "service/nsprov/policy/policy.schema.json")
 POLICY_KEYS = frozenset(policyschema.POLICY.keys)
 REGENERATE = "make policy-schema"
 
