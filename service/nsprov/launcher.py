@@ -4,7 +4,7 @@
 starts is the job's. ``cli`` builds ``serve``'s and ``rollout``'s flags from the
 Settings at import time (settings, bundle, logging: about 30 ms of CPU), which a
 client command never uses. So the script looks at its first argument: a client
-command runs from ``client_cli`` alone; anything else (``serve``, ``--help``,
+command runs from ``client.cli`` alone; anything else (``serve``, ``--help``,
 ``--version``, shell completion, which must see every command) goes to ``cli``,
 whose group holds the same client commands, so both paths behave alike.
 """

@@ -20,7 +20,7 @@ ending with the service's request id (the ``X-Request-Id`` every nsprov answer
 carries, which its log lines carry too), and whose ``exit_code`` tells a script
 what kind of failure it was.
 
-HTTP goes through ``client_http`` (urllib, not httpx: that module says why).
+HTTP goes through ``client.http`` (urllib, not httpx: that module says why).
 This module must not import the server's libraries: ``pip install nsprov``
 installs the client without them.
 """

@@ -7,7 +7,7 @@ exits with CMD's code. A failed delete is only a warning: the namespace's TTL
 reclaims it anyway.
 
 Two things can come between CMD's end and the delete, for a CI author whose job
-failed: a diagnostics report (``client_diagnostics``: events, pods, logs), read
+failed: a diagnostics report (``client.diagnostics``: events, pods, logs), read
 while there is still something to read; and, with ``keep_on_failure``, an
 extension instead of the delete, so a person can look (the kubeconfig file then
 stays too, with the extension's fresh credentials).

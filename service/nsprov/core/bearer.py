@@ -1,6 +1,6 @@
 """How big a bearer token may be before anything parses it.
 
-Both the authenticator (``identity``, which reads the ``Authorization`` header
+Both the authenticator (``identity.authenticator``, which reads the ``Authorization`` header
 and tells static tokens from ID tokens) and the ID-token verifier (``oidc``)
 refuse oversized tokens, and the verifier is loaded lazily by the authenticator.
 The limits live here, below both, so neither has to import the other for them.

@@ -1,6 +1,6 @@
 """What a policy is: trusted OIDC issuers, tenants, and which tenant admits which identity.
 
-A policy is a tree of frozen dataclasses (read from a file by ``policyfile``),
+A policy is a tree of frozen dataclasses (read from a file by ``policy.file``),
 only ever read, so a request thread can hold on to the policy it started with
 while the file is reloaded.
 
