@@ -19,7 +19,7 @@ GROUND = {
     "namespacecache", "paging", "policy", "policyfile", "requestid", "settings", "template",
     "ttl", "workqueue",
 }  # fmt: skip
-API_WING = {"api", "auth", "identity", "oidc", "openapi", "provisioner"}
+API_WING = {"api", "auth", "identity", "oidc", "openapi", "pooltokens", "provisioner"}
 CONTROLLER_WING = {"controller", "leader", "namespacescope", "pool", "watch"}
 TOP = {"app", "cli", "httplimits", "launcher", "rollout"}
 # The client (``pip install nsprov`` without the server extra): talks HTTP, never Kubernetes.
