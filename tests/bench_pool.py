@@ -1,19 +1,27 @@
 """``python -m tests.bench pool``: warm pools and first calls (issue 21), in one run.
 
-    python -m tests.bench pool [--requests 60] [--pool 40] [--first-calls 1000]
-        On one control plane (``make cluster``'s if it is up, else a fresh one) and one
-        nsprov with two tenants that differ only in the pool (``pooled``: --pool ready
-        namespaces; ``plain``: none), both bound to a grant with rules (so the first-call
-        check has something to ask):
-        - POST p50/p95, sequential, pooled (the pool refilled between batches, so every
-          POST is a hit) and plain, against the raw floor (the four raw calls);
-        - a burst of --pool POSTs at concurrency 16 from a full pool vs. the raw API
-          making the same count at the same concurrency, and steady state (6x as many
-          POSTs, the pool draining) at concurrency 16;
-        - refill: claims per second the keeper makes good after the burst emptied it;
+    python -m tests.bench pool [--requests 60] [--pool 40] [--first-calls 1000] [--bursts 3]
+        On one control plane (``make cluster``'s if it is up, else a fresh one), with two
+        tenants that differ only in the pool (``pooled``: --pool ready namespaces;
+        ``plain``: none), both bound to a grant with rules (so the first-call check has
+        something to ask); once with tokens minted alongside each claim (the default),
+        once with ``--pool-tokens-ahead=true``:
+        - the raw floor (the four calls a create makes), one at a time, back to back,
+          through the typed client and through nsprov's JSON client, beside that nsprov;
+        - pooled POST p50/p95, one at a time (each after the refill) and back to back
+          (every POST a hit), against both floors;
+        - --bursts times: the raw API making --pool provisionings at concurrency 16 (one
+          reused connection per thread), then a burst of --pool POSTs from a full pool
+          at the same concurrency; the ratio;
+        then, with tokens ahead only:
+        - POST without a pool, and a cached GET (nsprov's own cost per request);
+        - refill: claims per second the keeper makes good after a burst emptied the pool;
+        - steady state: 6x --pool POSTs at concurrency 16, the middle half timed, pooled,
+          without a pool and for the raw API;
         - first calls: --first-calls creates at concurrency 16 per tenant, each kubeconfig
           used at once (list ConfigMaps with it); 403s counted, and the first-call
-          check's wait (nsprov_first_call_wait_seconds) per create.
+          check's wait (nsprov_first_call_wait_seconds) per create; then the same
+          without a pool on an nsprov with ``--first-call-check=false``.
 
 Prints figures; asserts nothing but that every POST answers 201.
 """

@@ -465,10 +465,11 @@ class Provisioner:
         """A pooled namespace claimed for this request, or None: then it is made as without
         a pool (the pool is empty, or every ready one was claimed by someone else first).
 
-        The claim is the one write (bundle.claim_patch), its token minted alongside; what
-        follows is what a create does after its namespace exists: the caps judged by a
-        consistent read, the Idempotency-Key's one namespace. The first-call check was
-        done when the namespace was made ready, long before.
+        The claim is the one write (bundle.claim_patch), its token minted ahead
+        (pooltokens.py) or alongside; what follows is what a create does after its
+        namespace exists: the caps judged by a consistent read, the Idempotency-Key's one
+        namespace. The first-call check was done when the namespace was made ready, long
+        before (docs/pools.md says why that is safe).
         """
         tenant = profile.tenant
         if caps:
