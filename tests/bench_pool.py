@@ -1,19 +1,27 @@
 """``python -m tests.bench pool``: warm pools and first calls (issue 21), in one run.
 
-    python -m tests.bench pool [--requests 60] [--pool 40] [--first-calls 1000]
-        On one control plane (``make cluster``'s if it is up, else a fresh one) and one
-        nsprov with two tenants that differ only in the pool (``pooled``: --pool ready
-        namespaces; ``plain``: none), both bound to a grant with rules (so the first-call
-        check has something to ask):
-        - POST p50/p95, sequential, pooled (the pool refilled between batches, so every
-          POST is a hit) and plain, against the raw floor (the four raw calls);
-        - a burst of --pool POSTs at concurrency 16 from a full pool vs. the raw API
-          making the same count at the same concurrency, and steady state (6x as many
-          POSTs, the pool draining) at concurrency 16;
-        - refill: claims per second the keeper makes good after the burst emptied it;
+    python -m tests.bench pool [--requests 60] [--pool 40] [--first-calls 1000] [--bursts 3]
+        On one control plane (``make cluster``'s if it is up, else a fresh one), with two
+        tenants that differ only in the pool (``pooled``: --pool ready namespaces;
+        ``plain``: none), both bound to a grant with rules (so the first-call check has
+        something to ask); once with tokens minted alongside each claim (the default),
+        once with ``--pool-tokens-ahead=true``:
+        - the raw floor (the four calls a create makes), one at a time, back to back,
+          through the typed client and through nsprov's JSON client, beside that nsprov;
+        - pooled POST p50/p95, one at a time (each after the refill) and back to back
+          (every POST a hit), against both floors;
+        - --bursts times: the raw API making --pool provisionings at concurrency 16 (one
+          reused connection per thread), then a burst of --pool POSTs from a full pool
+          at the same concurrency; the ratio;
+        then, with tokens ahead only:
+        - POST without a pool, and a cached GET (nsprov's own cost per request);
+        - refill: claims per second the keeper makes good after a burst emptied the pool;
+        - steady state: 6x --pool POSTs at concurrency 16, the middle half timed, pooled,
+          without a pool and for the raw API;
         - first calls: --first-calls creates at concurrency 16 per tenant, each kubeconfig
           used at once (list ConfigMaps with it); 403s counted, and the first-call
-          check's wait (nsprov_first_call_wait_seconds) per create.
+          check's wait (nsprov_first_call_wait_seconds) per create; then the same
+          without a pool on an nsprov with ``--first-call-check=false``.
 
 Prints figures; asserts nothing but that every POST answers 201.
 """
@@ -24,6 +32,8 @@ import argparse
 import base64
 import concurrent.futures
 import contextlib
+import functools
+import secrets
 import ssl
 import statistics
 import tempfile
@@ -36,6 +46,7 @@ import httpx
 import yaml
 from kubernetes import client, config
 
+from nsprov.core.kube import Kube, load_api_client
 from tests import bench
 from tests.integration.service import RunningService, running_service
 from tests.support import wait_until
@@ -84,14 +95,6 @@ def _ready(service: RunningService) -> float:
     return _metric(service, "nsprov_pool_ready{", 'tenant="pooled"')
 
 
-def _wait_full(service: RunningService, pool: int, timeout: float = 300) -> float:
-    """Seconds until the pool holds ``pool`` ready namespaces again."""
-    started = time.perf_counter()
-    wait_until(lambda: _ready(service) >= pool, timeout=timeout, interval=0.05,
-               message="pool full")  # fmt: skip
-    return time.perf_counter() - started
-
-
 def _post(http: httpx.Client, service: RunningService, owner: str) -> httpx.Response:
     response = http.post(
         "/api/v1/namespaces",
@@ -126,22 +129,148 @@ def _concurrently(work: Callable[[int], Any], n: int) -> tuple[list[Any], float]
     return results, time.perf_counter() - started
 
 
-def _raw_burst(kubeconfig: Path, n: int) -> float:
-    """Seconds the raw API takes for ``n`` provisionings (four calls) at concurrency 16."""
+def _steady(work: Callable[[int], Any], n: int) -> float:
+    """Completions per second at concurrency 16 between the n/4-th and the 3n/4-th: the
+    ramp-up (threads and connections starting, a full pool draining) and the tail (fewer
+    than 16 left in flight) are left out."""
+    done: list[float] = []
+
+    def timed(i: int) -> None:
+        work(i)
+        done.append(time.perf_counter())
+
+    _concurrently(timed, n)
+    done.sort()
+    first, last = n // 4, (3 * n) // 4
+    return (last - first) / (done[last] - done[first])
+
+
+def _raw_api(kubeconfig: Path) -> client.ApiClient:
     configuration = client.Configuration()
     config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
-    configuration.connection_pool_maxsize = CONCURRENCY
-    api = client.ApiClient(configuration)
-    stamp = int(time.time())
+    configuration.connection_pool_maxsize = CONCURRENCY  # one connection per thread, reused
+    return client.ApiClient(configuration)
+
+
+def _raw_many(kubeconfig: Path, n: int, *, typed: bool, steady: bool = False) -> float:
+    """Seconds the raw API takes for ``n`` provisionings (four calls each) at concurrency 16
+    (or with ``steady`` its completions per second in steady state), through the typed
+    client or nsprov's JSON one, one connection per thread, reused; then waits until the
+    namespaces are gone, so their deletion does not load what is measured next."""
+    api = _raw_api(kubeconfig)
+    kube = Kube(api)
+    stamp = f"{int(time.time())}-{secrets.token_hex(2)}"
+
+    def one(i: int) -> None:
+        if typed:
+            bench._raw_provision(api, f"bench-pb-{stamp}-{i}")
+        else:
+            _raw_provision_json(kube, f"bench-pb-{stamp}-{i}")
+
     try:
-        _, wall = _concurrently(lambda i: bench._raw_provision(api, f"bench-pb-{stamp}-{i}"), n)
+        figure = _steady(one, n) if steady else _concurrently(one, n)[1]
     finally:
         core = client.CoreV1Api(api)
         for i in range(n):
             with contextlib.suppress(client.exceptions.ApiException):
                 core.delete_namespace(f"bench-pb-{stamp}-{i}")
+        bench._wait_raw_gone(core)
         api.close()
-    return wall
+    return figure
+
+
+def _raw_provision_json(kube: Kube, name: str) -> None:
+    """The four calls of one provisioning through nsprov's own JSON client (kube.Kube: no
+    typed models), so the floor is the API server's work and not the bench client's."""
+    kube.post("/api/v1/namespaces", {"metadata": {"name": name}})
+    kube.post(f"/api/v1/namespaces/{name}/serviceaccounts", {"metadata": {"name": "sa"}})
+    kube.post(
+        f"/apis/rbac.authorization.k8s.io/v1/namespaces/{name}/rolebindings",
+        {
+            "metadata": {"name": "rb"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                        "name": "view"},
+            "subjects": [{"kind": "ServiceAccount", "name": "sa", "namespace": name}],
+        },
+    )  # fmt: skip
+    kube.post(f"/api/v1/namespaces/{name}/serviceaccounts/sa/token",
+              {"spec": {"expirationSeconds": 600}})  # fmt: skip
+
+
+def _raw_json_calls(kubeconfig: Path, n: int) -> list[float]:
+    """The raw floor through the JSON client, one provisioning at a time."""
+    kube = Kube(load_api_client(str(kubeconfig), 4))
+    stamp = f"{int(time.time())}-{secrets.token_hex(2)}"
+    try:
+        return [
+            bench._timed(functools.partial(_raw_provision_json, kube, f"bench-pj-{stamp}-{i}"))
+            for i in range(n)
+        ]
+    finally:
+        for i in range(n):
+            with contextlib.suppress(Exception):
+                kube.delete(f"/api/v1/namespaces/bench-pj-{stamp}-{i}")
+        kube.api.close()
+
+
+def _held(service: RunningService) -> float:
+    return _metric(service, "nsprov_pool_tokens_held")
+
+
+def _full(service: RunningService, pool: int, ahead: bool) -> float:
+    """Seconds until the pool is full again (and, minting ahead, each holds a token)."""
+    started = time.perf_counter()
+    wait_until(lambda: _ready(service) >= pool and (not ahead or _held(service) >= pool),
+               timeout=300, interval=0.05, message="pool full")  # fmt: skip
+    return time.perf_counter() - started
+
+
+def _sequential(
+    service: RunningService, http: httpx.Client, args: argparse.Namespace, ahead: bool
+) -> tuple[list[float], list[float]]:
+    """Pooled POSTs one at a time (each after the refill of the one before) and back to
+    back (half a pool in a row, the keeper's refill racing): every one a hit."""
+    quiet: list[float] = []
+    for _ in range(args.requests):
+        _full(service, args.pool, ahead)
+        time.sleep(0.05)
+        quiet.append(bench._timed(lambda: _post(http, service, "alice")))
+    racing: list[float] = []
+    while len(racing) < args.requests:
+        _full(service, args.pool, ahead)
+        for _ in range(min(max(1, args.pool // 2), args.requests - len(racing))):
+            racing.append(bench._timed(lambda: _post(http, service, "alice")))
+    return quiet, racing
+
+
+def _ratio(samples: list[float], floor: list[float]) -> str:
+    return f"{statistics.median(samples) / statistics.median(floor):.2f}x"
+
+
+def _bursts(
+    service: RunningService, kubeconfig: Path, args: argparse.Namespace, ahead: bool
+) -> list[float]:
+    """--bursts times: the raw API making --pool at concurrency 16, then nsprov serving a
+    burst of --pool from a full pool at the same concurrency; the ratios raw/pooled."""
+    ratios = []
+    limits = httpx.Limits(max_connections=CONCURRENCY)
+    with httpx.Client(base_url=service.url, timeout=120, limits=limits) as shared:
+        for _ in range(args.bursts):
+            typed = _raw_many(kubeconfig, args.pool, typed=True)
+            raw = _raw_many(kubeconfig, args.pool, typed=False)
+            _full(service, args.pool, ahead)
+            hits = _metric(service, "nsprov_pool_claims_total", 'result="hit"')
+            _, wall = _concurrently(lambda _: _post(shared, service, "alice"), args.pool)
+            hits = _metric(service, "nsprov_pool_claims_total", 'result="hit"') - hits
+            ratios.append(raw / wall)
+            print(f"  burst of {args.pool} at concurrency {CONCURRENCY}: pooled {wall:.3f}s "
+                  f"({hits:.0f} hits); raw API, JSON client {raw:.3f}s: {raw / wall:.2f}x as "
+                  f"fast (typed client {typed:.3f}s: {typed / wall:.2f}x)")  # fmt: skip
+    return ratios
+
+
+def _service_args(policy: Path, ahead: bool) -> list[str]:
+    return [f"--policy-file={policy}", "--leader-elect=false", f"--pool-tokens-ahead={ahead}"]
 
 
 def pool(args: argparse.Namespace) -> None:
@@ -150,107 +279,36 @@ def pool(args: argparse.Namespace) -> None:
         _grant(kubeconfig)
         api = config.new_client_from_config(config_file=str(kubeconfig))
         core = client.CoreV1Api(api)
-        raw = bench.raw_calls(api, args.requests)
-        print(f"raw client, 4 sequential calls:    {bench.percentiles(raw)}")
-        print(f"raw namespaces finalized after     {bench._wait_raw_gone(core):.1f}s")
-        raw_wall = _raw_burst(kubeconfig, args.pool)
-        print(f"raw namespaces finalized after     {bench._wait_raw_gone(core):.1f}s")
         policy = _policy(Path(tmp) / "policy.yaml", args.pool)
-        service_args = [f"--policy-file={policy}", "--leader-elect=false"]
-        with (
-            running_service(kubeconfig, Path(tmp) / "svc", service_args) as service,
-            service.client() as http,
-        ):
-            filled = _wait_full(service, args.pool)
-            print(f"pool of {args.pool} filled from empty in {filled:.1f}s "
-                  f"({args.pool / filled:.1f}/s)")  # fmt: skip
-            # Each POST from a full pool, the refill of the one before done: the claim alone.
-            quiet: list[float] = []
-            for _ in range(args.requests):
-                _wait_full(service, args.pool)
-                time.sleep(0.05)
-                quiet.append(bench._timed(lambda: _post(http, service, "alice")))
-            # Back to back, the keeper refilling at the same time on the same cores.
-            racing: list[float] = []
-            batch = max(1, args.pool // 2)
-            while len(racing) < args.requests:
-                _wait_full(service, args.pool)
-                for _ in range(min(batch, args.requests - len(racing))):
-                    racing.append(bench._timed(lambda: _post(http, service, "alice")))
-            misses = _metric(service, "nsprov_pool_claims_total", 'result="miss"')
-            plain = [
-                bench._timed(lambda: _post(http, service, "bob")) for _ in range(args.requests)
-            ]
-            floor = statistics.median(raw)
-            print(
-                f"nsprov POST, pooled, one at a time: {bench.percentiles(quiet)} "
-                f"({statistics.median(quiet) / floor:.2f}x the floor)"
-            )
-            print(
-                f"nsprov POST, pooled, back to back: {bench.percentiles(racing)} "
-                f"({statistics.median(racing) / floor:.2f}x the floor; misses {misses:.0f})"
-            )
-            print(f"nsprov POST, no pool, sequential:  {bench.percentiles(plain)} "
-                  f"({statistics.median(plain) / floor:.2f}x the floor)")  # fmt: skip
-            # nsprov's own cost per request (HTTP, auth, routing, JSON), no Kubernetes call:
-            # a GET of one namespace, answered from the informer cache.
-            one = _post(http, service, "bob").json()["namespace"]
-            gets = [
-                bench._timed(
-                    lambda: http.get(f"/api/v1/namespaces/{one}", headers=service.auth("bob"))
-                )
-                for _ in range(args.requests)
-            ]
-            print(f"nsprov GET of one namespace:       {bench.percentiles(gets)} "
-                  f"({statistics.median(gets) / floor:.2f}x the floor: nsprov's own)")  # fmt: skip
-
-            # A burst no larger than the pool, then the refill it leaves behind.
-            _wait_full(service, args.pool)
-            hits_before = _metric(service, "nsprov_pool_claims_total", 'result="hit"')
-            limits = httpx.Limits(max_connections=CONCURRENCY)
-            with httpx.Client(base_url=service.url, timeout=120, limits=limits) as shared:
-                _, wall = _concurrently(lambda _: _post(shared, service, "alice"), args.pool)
-                hits = _metric(service, "nsprov_pool_claims_total", 'result="hit"') - hits_before
-                print(f"burst of {args.pool} at concurrency {CONCURRENCY}, pooled: {wall:.2f}s "
-                      f"({args.pool / wall:.0f}/s, {hits:.0f} hits); raw API, same count: "
-                      f"{raw_wall:.2f}s ({args.pool / raw_wall:.0f}/s): "
-                      f"{raw_wall / wall:.2f}x as fast")  # fmt: skip
-                refill = _wait_full(service, args.pool)
-                print(f"refill after the burst:            {args.pool} in {refill:.1f}s "
-                      f"({args.pool / refill:.1f} claims/s made good)")  # fmt: skip
-                steady = 6 * args.pool
-                hits_before = _metric(service, "nsprov_pool_claims_total", 'result="hit"')
-                _, wall = _concurrently(lambda _: _post(shared, service, "alice"), steady)
-                hits = _metric(service, "nsprov_pool_claims_total", 'result="hit"') - hits_before
-                _, plain_wall = _concurrently(lambda _: _post(shared, service, "bob"), steady)
-                print(f"steady state, {steady} POSTs at concurrency {CONCURRENCY}: pooled "
-                      f"{steady / wall:.1f}/s ({hits:.0f} hits), no pool "
-                      f"{steady / plain_wall:.1f}/s")  # fmt: skip
-
-                for owner, label in (("alice", "pool"), ("bob", "no pool")):
-                    _wait_full(service, args.pool)
-                    waited = _metric(service, "nsprov_first_call_wait_seconds_sum")
-                    counted = _metric(service, "nsprov_first_call_wait_seconds_count")
-                    unready = _metric(service, "nsprov_first_call_unready_total")
-                    hits_before = _metric(service, "nsprov_pool_claims_total", 'result="hit"')
-
-                    def create_and_use(_: int, owner: str = owner) -> int:
-                        return _first_call(_post(shared, service, owner))
-
-                    statuses, wall = _concurrently(create_and_use, args.first_calls)
-                    refused = sum(1 for s in statuses if s == 403)
-                    other = sum(1 for s in statuses if s not in (200, 403))
-                    checks = _metric(service, "nsprov_first_call_wait_seconds_count") - counted
-                    wait = _metric(service, "nsprov_first_call_wait_seconds_sum") - waited
-                    hits = _metric(service, "nsprov_pool_claims_total", 'result="hit"')
-                    print(
-                        f"first calls, {label:<7}: {args.first_calls} creates at concurrency "
-                        f"{CONCURRENCY} in {wall:.1f}s, {refused} refused (403), {other} other; "
-                        f"{hits - hits_before:.0f} pool hits; first-call check on {checks:.0f} "
-                        f"creates, mean wait {1000 * wait / max(checks, 1):.1f} ms, "
-                        f"{_metric(service, 'nsprov_first_call_unready_total') - unready:.0f} "
-                        "past its deadline"
-                    )
+        for ahead in (False, True):
+            print(f"--- nsprov --pool-tokens-ahead={str(ahead).lower()}")
+            with (
+                running_service(kubeconfig, Path(tmp) / f"svc-{ahead}",
+                                _service_args(policy, ahead)) as service,
+                service.client() as http,
+            ):  # fmt: skip
+                filled = _full(service, args.pool, ahead)
+                print(f"pool of {args.pool} filled from empty in {filled:.1f}s "
+                      f"({args.pool / filled:.1f}/s)")  # fmt: skip
+                # The floors right before the POSTs, the same nsprov idling beside them.
+                typed = bench.raw_calls(api, args.requests)
+                bench._wait_raw_gone(core)
+                plain_json = _raw_json_calls(kubeconfig, args.requests)
+                bench._wait_raw_gone(core)
+                print(f"raw floor, 4 calls, typed client:  {bench.percentiles(typed)}")
+                print(f"raw floor, 4 calls, JSON client:   {bench.percentiles(plain_json)}")
+                quiet, racing = _sequential(service, http, args, ahead)
+                tokens = _metric(service, "nsprov_pool_tokens_total", 'minted="ahead"')
+                for label, samples in (("one at a time", quiet), ("back to back", racing)):
+                    print(f"nsprov POST, pooled, {label + ':':<14} {bench.percentiles(samples)} "
+                          f"({_ratio(samples, typed)} the typed floor, "
+                          f"{_ratio(samples, plain_json)} the JSON floor)")  # fmt: skip
+                print(f"  of them claimed with a token minted ahead: {tokens:.0f}")
+                ratios = _bursts(service, kubeconfig, args, ahead)
+                print(f"burst ratio, median of {len(ratios)}: {statistics.median(ratios):.2f}x "
+                      "as fast as the raw API (JSON client)")  # fmt: skip
+                if ahead:
+                    _rest(service, http, kubeconfig, args, typed)
         # The same creates with the check off: what it spares the jobs.
         unchecked = _policy(Path(tmp) / "unchecked.yaml", 0)
         unchecked_args = [
@@ -274,3 +332,72 @@ def pool(args: argparse.Namespace) -> None:
             with contextlib.suppress(client.exceptions.ApiException):
                 core.delete_namespace(ns.metadata.name)
         api.close()
+
+
+def _rest(
+    service: RunningService,
+    http: httpx.Client,
+    kubeconfig: Path,
+    args: argparse.Namespace,
+    typed: list[float],
+) -> None:
+    """No pool, nsprov's own cost, refill, steady state and first calls (one nsprov)."""
+    plain = [bench._timed(lambda: _post(http, service, "bob")) for _ in range(args.requests)]
+    print(f"nsprov POST, no pool, sequential:  {bench.percentiles(plain)} "
+          f"({_ratio(plain, typed)} the typed floor)")  # fmt: skip
+    # nsprov's own cost per request (HTTP, auth, routing, JSON), no Kubernetes call: a GET
+    # of one namespace, answered from the informer cache.
+    one = _post(http, service, "bob").json()["namespace"]
+    gets = [
+        bench._timed(lambda: http.get(f"/api/v1/namespaces/{one}", headers=service.auth("bob")))
+        for _ in range(args.requests)
+    ]
+    print(f"nsprov GET of one namespace:       {bench.percentiles(gets)} "
+          f"({_ratio(gets, typed)} the typed floor: nsprov's own)")  # fmt: skip
+    limits = httpx.Limits(max_connections=CONCURRENCY)
+    with httpx.Client(base_url=service.url, timeout=120, limits=limits) as shared:
+        _full(service, args.pool, True)
+        _concurrently(lambda _: _post(shared, service, "alice"), args.pool)
+        refill = _full(service, args.pool, True)
+        print(
+            f"refill after a burst of {args.pool}:     {refill:.1f}s "
+            f"({args.pool / refill:.1f} claims/s made good, tokens minted ahead included)"
+        )
+        # Steady state: 6 pools' worth at concurrency 16, the middle half timed (the pool
+        # drains within the first quarter, so what is timed is claims as fast as the keeper
+        # refills, and creates for the rest), against the raw API the same way.
+        steady = 6 * args.pool
+        raw_rate = _raw_many(kubeconfig, steady, typed=False, steady=True)
+        _full(service, args.pool, True)
+        hits = _metric(service, "nsprov_pool_claims_total", 'result="hit"')
+        pooled_rate = _steady(lambda _: _post(shared, service, "alice"), steady)
+        hits = _metric(service, "nsprov_pool_claims_total", 'result="hit"') - hits
+        plain_rate = _steady(lambda _: _post(shared, service, "bob"), steady)
+        print(f"steady state, {steady} POSTs at concurrency {CONCURRENCY}, middle half: pooled "
+              f"{pooled_rate:.0f}/s ({hits:.0f} hits of {steady}), no pool {plain_rate:.0f}/s, "
+              f"raw API {raw_rate:.0f}/s ({pooled_rate / raw_rate:.2f}x and "
+              f"{plain_rate / raw_rate:.2f}x the raw API)")  # fmt: skip
+        for owner, label in (("alice", "pool"), ("bob", "no pool")):
+            _full(service, args.pool, True)
+            waited = _metric(service, "nsprov_first_call_wait_seconds_sum")
+            counted = _metric(service, "nsprov_first_call_wait_seconds_count")
+            unready = _metric(service, "nsprov_first_call_unready_total")
+            hits_before = _metric(service, "nsprov_pool_claims_total", 'result="hit"')
+
+            def create_and_use(_: int, owner: str = owner) -> int:
+                return _first_call(_post(shared, service, owner))
+
+            statuses, wall = _concurrently(create_and_use, args.first_calls)
+            refused = sum(1 for s in statuses if s == 403)
+            other = sum(1 for s in statuses if s not in (200, 403))
+            checks = _metric(service, "nsprov_first_call_wait_seconds_count") - counted
+            wait = _metric(service, "nsprov_first_call_wait_seconds_sum") - waited
+            hits = _metric(service, "nsprov_pool_claims_total", 'result="hit"')
+            print(
+                f"first calls, {label:<7}: {args.first_calls} creates at concurrency "
+                f"{CONCURRENCY} in {wall:.1f}s, {refused} refused (403), {other} other; "
+                f"{hits - hits_before:.0f} pool hits; first-call check on {checks:.0f} "
+                f"creates, mean wait {1000 * wait / max(checks, 1):.1f} ms, "
+                f"{_metric(service, 'nsprov_first_call_unready_total') - unready:.0f} "
+                "past its deadline"
+            )

@@ -26,6 +26,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from nsprov.api import routes as api
+from nsprov.api.pooltokens import PoolTokens
 from nsprov.api.provisioner import Provisioner
 from nsprov.control import watch
 from nsprov.control.controller import Controller
@@ -68,6 +69,7 @@ class Service:
     grant: GrantGuard
     controller: Controller | None = None
     keeper: PoolKeeper | None = None
+    pool_tokens: PoolTokens | None = None
     elector: LeaderElector | None = None
     grant_watch: watch.Informer | None = None
 
@@ -75,6 +77,8 @@ class Service:
         if self.controller is None:
             return
         self.controller.start_informers()
+        if self.pool_tokens is not None:
+            self.pool_tokens.start()  # every replica: each claims with its own tokens
         if self.elector is None:
             self.controller.start_reconciling()
             if self.keeper is not None:
@@ -142,6 +146,9 @@ class Service:
         if self.keeper is not None:
             self.keeper.stop()
             self.keeper.kube.api.close()
+        if self.pool_tokens is not None:
+            self.pool_tokens.stop()
+            self.pool_tokens.kube.api.close()
         if self.controller is not None:
             self.controller.stop()
             self.controller.kube.api.close()
@@ -244,6 +251,27 @@ def create_service(settings: Settings) -> Service:
     return service
 
 
+def _add_pool_tokens(
+    service: Service,
+    controller: Controller,
+    cache: ReadYourWrites,
+    pooled: Callable[[], list[Profile]],
+) -> None:
+    """Tokens minted ahead for the ready pooled namespaces, on a connection of their own."""
+    settings = service.settings
+    pool_tokens = PoolTokens(
+        kube.Kube(kube.load_api_client(settings.kubeconfig, pool_size=2),
+                  timeout=settings.request_timeout),
+        cache,
+        max_ttl=settings.max_ttl,
+        pooling=lambda: bool(pooled()),
+    )  # fmt: skip
+    controller.namespace_listeners.append(pool_tokens.wake)
+    service.metrics.pool_tokens_held.set_function(pool_tokens.held)
+    service.provisioner.pool_tokens = pool_tokens
+    service.pool_tokens = pool_tokens
+
+
 def _add_controller(service: Service, pooled: Callable[[], list[Profile]]) -> None:
     settings = service.settings
     # Its own connection pool: seven watches hold a connection each for good, and must
@@ -265,7 +293,8 @@ def _add_controller(service: Service, pooled: Callable[[], list[Profile]]) -> No
     service.controller = controller
     # The API reads managed namespaces from the controller's informer, which runs on
     # every replica (leader or not); the API wing sees it only as a NamespaceSource.
-    service.provisioner.cache = ReadYourWrites(_NamespaceInformer(controller.namespaces))
+    cache = ReadYourWrites(_NamespaceInformer(controller.namespaces))
+    service.provisioner.cache = cache
     service.provisioner.quotas = _QuotaInformer(controller.resource_quotas)
     # The pool keeper makes namespaces in the background, on its own connections, so a
     # refill never takes one from the API's requests or the controller's repairs.
@@ -285,6 +314,8 @@ def _add_controller(service: Service, pooled: Callable[[], list[Profile]]) -> No
     )
     controller.namespace_listeners.append(keeper.wake)
     service.keeper = keeper
+    if settings.pool_tokens_ahead:
+        _add_pool_tokens(service, controller, cache, pooled)
 
     def started_leading() -> None:
         controller.start_reconciling()

@@ -307,3 +307,59 @@ def test_every_kubeconfig_works_on_its_first_call_without_a_pool(
         assert statuses == [200] * 40
         assert _metric(service, "nsprov_first_call_unready_total") == 0
         assert _metric(service, "nsprov_first_call_wait_seconds_count") == 40
+
+
+def test_tokens_minted_ahead_work_at_once_and_leave_with_their_namespace(
+    cluster: Cluster, core: client.CoreV1Api, tmp_path: Path
+) -> None:
+    """--pool-tokens-ahead on two replicas: each holds a token for every ready pooled
+    namespace; a claim hands out its own replica's, which works on the first call; a token
+    whose namespace the other replica claimed is dropped (each replica's count of held
+    tokens is the ready pool's size again once it is refilled, never more)."""
+    tenant, owner = _names()
+    size = 6
+    policy = _policy(tmp_path / "policy.yaml", tenant, owner, size=size)
+    lease = f"--leader-elect-lease-name=pool-{secrets.token_hex(3)}"
+    argv = [f"--policy-file={policy}", lease, "--pool-tokens-ahead=true"]
+    replicas = [
+        start_service(cluster.kubeconfig, tmp_path / f"r{i}", argv, owners=(owner,))
+        for i in range(2)
+    ]
+    try:
+        replicas[1].tokens[owner] = replicas[0].tokens[owner]
+        replicas[1].token_file.write_text(f"{owner}: {replicas[0].tokens[owner]}\n")
+        wait_until(
+            lambda: httpx.get(f"{replicas[1].url}/api/v1/namespaces",
+                              headers=replicas[1].auth(owner)).status_code == 200,
+            timeout=10, message="the second replica reads the shared token",
+        )  # fmt: skip
+
+        def all_held() -> bool:
+            _wait_full(core, tenant, size, timeout=60)
+            return all(_metric(r, "nsprov_pool_tokens_held") == size for r in replicas)
+
+        wait_until(all_held, timeout=60, message="both replicas hold a token per ready one")
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            responses = list(pool.map(lambda i: _post(replicas[i % 2], owner), range(4)))
+        assert [r.status_code for r in responses] == [201] * 4, [r.text for r in responses]
+        names = {r.json()["namespace"] for r in responses}
+        assert len(names) == 4
+        for i, response in enumerate(responses):
+            assert _first_call(response, tmp_path / f"kubeconfig-{i}") == 200
+        ahead = sum(_metric(r, "nsprov_pool_tokens_total", 'minted="ahead"') for r in replicas)
+        assert ahead >= 1
+        wait_until(all_held, timeout=60, message="the claimed ones' tokens dropped, refilled")
+        held_names = _pooled(core, tenant)
+        assert not names & held_names
+        # Deleting a claimed namespace ends its kubeconfig, though the token's own expiry
+        # is later (it was minted for the pool's life plus --max-ttl).
+        gone = responses[0]
+        with replicas[0].client() as http:
+            name = gone.json()["namespace"]
+            deleted = http.delete(f"/api/v1/namespaces/{name}", headers=replicas[0].auth(owner))
+            assert deleted.status_code == 202
+        wait_until(lambda: _first_call(gone, tmp_path / "kubeconfig-gone") == 401,
+                   timeout=60, message="the deleted namespace's token refused")  # fmt: skip
+    finally:
+        for replica in replicas:
+            replica.stop()

@@ -9,6 +9,7 @@ from typing import Any, cast
 
 import pytest
 
+from nsprov.api.pooltokens import PoolTokens
 from nsprov.api.provisioner import Provisioner
 from nsprov.control.controller import Controller
 from nsprov.control.pool import PoolKeeper, profile_hash
@@ -349,3 +350,129 @@ def test_a_stale_profiles_pooled_namespace_is_never_claimed() -> None:
     assert _claim([stale, half]) == []
     fresh = _pooled("np-fresh", current)
     assert ("patch", bundle.namespace_path("np-fresh")) in _claim([stale, half, fresh])
+
+
+# ---- tokens minted ahead (pooltokens.py) -----------------------------------------------------
+
+
+class _Tokens(_Claims):
+    """A Kube whose TokenRequests answer a token named after its namespace, expiring at
+    ``expires_at``; it records each request's lifetime."""
+
+    def __init__(self, expires_at: str = "2300-01-01T00:00:00Z") -> None:
+        super().__init__()
+        self.expires_at = expires_at
+        self.lifetimes: dict[str, int] = {}
+
+    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append(("post", path))
+        name = path.split("/")[4]
+        self.lifetimes[name] = body["spec"]["expirationSeconds"]
+        return {"status": {"token": f"token-{name}", "expirationTimestamp": self.expires_at}}
+
+
+def _pool_tokens(kube: _Tokens, items: list[dict[str, Any]], pooling: bool = True) -> PoolTokens:
+    return PoolTokens(
+        cast(Kube, kube), ReadYourWrites(_Namespaces(items)), max_ttl=3600.0,
+        pooling=lambda: pooling, clock=lambda: 10**9,
+    )  # fmt: skip
+
+
+def test_a_token_is_minted_ahead_for_each_ready_pooled_namespace_only() -> None:
+    claimed = bundle.namespace("np-claimed", selector=SELECTOR, owner="a",
+                               template=Template(("g",)), expires_at=10**10)  # fmt: skip
+    going = _pooled("np-going", "h")
+    going["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    kube = _Tokens()
+    tokens = _pool_tokens(kube, [_pooled("np-a", "h"), _pooled("np-half", "h", ready=False),
+                                 claimed, going])  # fmt: skip
+    tokens.refresh()
+    assert kube.calls == [("post", bundle.token_path("np-a"))]
+    # It lasts for the pooled namespace's remaining life plus the longest ttl (and 60 s).
+    assert kube.lifetimes == {"np-a": 10**10 - 10**9 + 3600 + 60}
+    assert tokens.held() == 1
+    tokens.refresh()  # held already: not minted again
+    assert len(kube.calls) == 1
+
+
+def test_a_token_minted_ahead_is_taken_once_and_only_if_it_lasts() -> None:
+    kube = _Tokens(expires_at="2001-09-09T01:46:40Z")  # unix 10**9 + 0
+    tokens = _pool_tokens(kube, [_pooled("np-a", "h"), _pooled("np-b", "h")])
+    tokens.refresh()
+    last = bundle.unix_time("2001-09-09T01:46:40Z")
+    assert last is not None
+    minted = tokens.take("np-a", last)
+    assert minted is not None
+    assert minted.token == "token-np-a"
+    assert tokens.take("np-a", last) is None
+    assert tokens.take("np-b", last + 1) is None  # would end before the namespace: dropped
+    tokens.refresh()  # a name a claim took a token of is never minted for again
+    assert tokens.held() == 0
+    assert len(kube.calls) == 2
+
+
+def test_tokens_of_namespaces_no_longer_ready_are_dropped_and_none_without_a_pool() -> None:
+    items = [_pooled("np-a", "h"), _pooled("np-b", "h")]
+    namespaces = _Namespaces(items)
+    tokens = PoolTokens(cast(Kube, _Tokens()), ReadYourWrites(namespaces), max_ttl=60.0,
+                        clock=lambda: 10**9)  # fmt: skip
+    tokens.refresh()
+    assert tokens.held() == 2
+    del namespaces._items["np-a"]  # claimed by another replica (or gone)
+    tokens.refresh()
+    assert tokens.held() == 1
+    assert tokens.take("np-a", 0) is None
+    tokens.pooling = lambda: False
+    tokens.refresh()
+    assert tokens.held() == 0
+
+
+def _claim_with(kube: _Tokens, tokens: PoolTokens | None, items: list[dict[str, Any]]) -> Any:
+    provisioner = Provisioner(
+        kube=cast(Kube, kube), selector=SELECTOR, prefix="np", default_server="https://k",
+        ca_data=None, metrics=Metrics(), cache=ReadYourWrites(_Namespaces(items)),
+        pool_tokens=tokens,
+    )  # fmt: skip
+    profile = flags_profile(Settings(tokens={"x": "y"}, pool_size=3))
+    return asyncio.run(
+        provisioner._claim(
+            "alice", 600.0, profile, expires_at=10**9 + 600, idempotency=None, requested_by=None
+        )
+    )
+
+
+def test_a_claim_with_a_token_minted_ahead_is_one_write_and_hands_out_that_token() -> None:
+    current = profile_hash(flags_profile(Settings(tokens={"x": "y"}, pool_size=3)), None)
+    items = [_pooled("np-a", current)]
+    kube = _Tokens()
+    tokens = _pool_tokens(kube, items)
+    tokens.refresh()
+    kube.calls.clear()
+    claimed, (token, _) = _claim_with(kube, tokens, items)
+    assert kube.calls == [("patch", bundle.namespace_path("np-a"))]
+    assert (claimed["metadata"]["name"], token) == ("np-a", "token-np-a")
+    # Without one, the TokenRequest goes alongside the claim, as before.
+    kube.calls.clear()
+    _, (token, _) = _claim_with(kube, None, items)
+    assert sorted(kube.calls) == [
+        ("patch", bundle.namespace_path("np-a")),
+        ("post", bundle.token_path("np-a")),
+    ]
+
+
+class _Lost(_Tokens):
+    def merge_patch(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append(("patch", path))
+        raise KubeError(409, "Conflict", "claimed by another replica")
+
+
+def test_a_lost_claim_drops_its_token_minted_ahead() -> None:
+    current = profile_hash(flags_profile(Settings(tokens={"x": "y"}, pool_size=3)), None)
+    items = [_pooled("np-a", current)]
+    kube = _Lost()
+    tokens = _pool_tokens(kube, items)
+    tokens.refresh()
+    assert _claim_with(kube, tokens, items) is None
+    assert tokens.held() == 0
+    tokens.refresh()  # the cache still shows it ready: still not minted again, nor handed out
+    assert tokens.held() == 0

@@ -21,13 +21,14 @@ import logging
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, TypeVar
 
 import anyio
 import anyio.to_thread
 
+from nsprov.api.pooltokens import MintedToken, PoolTokens
 from nsprov.core.errors import (
     BadRequest,
     Conflict,
@@ -200,6 +201,8 @@ class Provisioner:
     quotas: QuotaSource | None = None
     first_call_check: bool = True
     """Wait until the authorizer allows a new ServiceAccount its grant (firstcall.py)."""
+    pool_tokens: PoolTokens | None = None
+    """Tokens minted ahead for ready pooled namespaces (pooltokens.py); None: a claim mints."""
     _claiming: set[str] = field(default_factory=set, init=False, repr=False)
     """Pooled namespaces this replica's requests are claiming right now: its other requests
     pass them over instead of losing a race (and a TokenRequest) to each other."""
@@ -463,10 +466,11 @@ class Provisioner:
         """A pooled namespace claimed for this request, or None: then it is made as without
         a pool (the pool is empty, or every ready one was claimed by someone else first).
 
-        The claim is the one write (bundle.claim_patch), its token minted alongside; what
-        follows is what a create does after its namespace exists: the caps judged by a
-        consistent read, the Idempotency-Key's one namespace. The first-call check was
-        done when the namespace was made ready, long before.
+        The claim is the one write (bundle.claim_patch), its token minted ahead
+        (pooltokens.py) or alongside; what follows is what a create does after its
+        namespace exists: the caps judged by a consistent read, the Idempotency-Key's one
+        namespace. The first-call check was done when the namespace was made ready, long
+        before (docs/pools.md says why that is safe).
         """
         tenant = profile.tenant
         if caps:
@@ -546,10 +550,11 @@ class Provisioner:
 
         Candidates are tried in random order, so replicas (and this replica's concurrent
         requests) claiming at once rarely pick the same one; a 409 means another got it
-        (or it changed: stale, expiring) and the next is tried. The TokenRequest runs
-        alongside the claim, not after it (a claim costs one round trip, not two): a
-        token minted for a namespace whose claim was lost is dropped unused, never leaves
-        this process, and is worth nothing once its namespace is gone.
+        (or it changed: stale, expiring) and the next is tried. The token is one this
+        replica minted ahead (pooltokens.py), taken out before the write; without one, the
+        TokenRequest runs alongside the claim, not after it. Either way a token for a
+        namespace whose claim was lost is dropped unused, never leaves this process, and
+        is worth nothing once its namespace is gone.
         """
         candidates = self._claimable(profile, expires_at)
         random.shuffle(candidates)
@@ -563,20 +568,18 @@ class Provisioner:
                 metadata, owner=owner, tenant=profile.tenant, expires_at=expires_at,
                 requested_ttl=ttl, idempotency=idempotency, requested_by=requested_by,
             )  # fmt: skip
-            seconds = bundle.token_seconds(expires_at - self.clock())
-            claiming: Awaitable[dict[str, Any]] = self._call(
-                self.kube.merge_patch, bundle.namespace_path(name), patch
-            )
-            minting: Awaitable[dict[str, Any]] = self._call(
-                self.kube.post, bundle.token_path(name), bundle.token_request(seconds)
-            )
+            ahead = self.pool_tokens.take(name, expires_at) if self.pool_tokens else None
+            claimed: dict[str, Any] | BaseException
+            minted: MintedToken | BaseException
             self._claiming.add(name)  # the event loop is one thread: no lock needed
             try:
-                outcome = await asyncio.gather(claiming, minting, return_exceptions=True)
+                if ahead is not None:
+                    claimed, minted = await self._claimed(name, patch), ahead
+                else:
+                    claimed, minted = await self._claim_and_mint(name, patch, expires_at)
             finally:
                 self._claiming.discard(name)
-            claimed: dict[str, Any] | BaseException = outcome[0]
-            minted: dict[str, Any] | BaseException = outcome[1]
+            self.metrics.pool_tokens.labels(minted="ahead" if ahead else "alongside").inc()
             if isinstance(claimed, KubeError) and claimed.status in (404, 409):
                 continue
             if isinstance(claimed, KubeError):
@@ -590,10 +593,37 @@ class Provisioner:
                 if isinstance(minted, KubeError):
                     raise _failed("request a token", minted) from minted
                 raise minted
-            status = minted["status"]
-            token: str = status["token"]
-            return claimed, (token, bundle.unix_time(status.get("expirationTimestamp")))
+            return claimed, (minted.token, minted.expires_at)
         return None
+
+    async def _claimed(self, name: str, patch: dict[str, Any]) -> dict[str, Any] | BaseException:
+        """The claim's write: the namespace as written, or what it raised."""
+        try:
+            return await self._call(self.kube.merge_patch, bundle.namespace_path(name), patch)
+        except Exception as exc:
+            return exc
+
+    async def _claim_and_mint(
+        self, name: str, patch: dict[str, Any], expires_at: int
+    ) -> tuple[dict[str, Any] | BaseException, MintedToken | BaseException]:
+        """The claim's write and a TokenRequest side by side (no token was minted ahead)."""
+        seconds = bundle.token_seconds(expires_at - self.clock())
+        claimed, answer = await asyncio.gather(
+            self._claimed(name, patch),
+            self._mint(bundle.token_path(name), bundle.token_request(seconds)),
+        )
+        if isinstance(answer, BaseException):
+            return claimed, answer
+        status = answer["status"]
+        return claimed, MintedToken(
+            str(status["token"]), bundle.unix_time(status.get("expirationTimestamp"))
+        )
+
+    async def _mint(self, path: str, body: dict[str, Any]) -> dict[str, Any] | BaseException:
+        try:
+            return await self._call(self.kube.post, path, body)
+        except Exception as exc:
+            return exc
 
     async def _replay_keyed(
         self, owner: str, name: str, idempotency: str, ttl: float, profile: Profile

@@ -154,6 +154,16 @@ class Settings:
     )
     """Seconds a pooled namespace waits to be claimed before it expires (and is made anew)."""
 
+    pool_tokens_ahead: bool = flag(
+        False,
+        "mint a token ahead, held in memory, for each ready pooled namespace, so a claim is "
+        "one write",
+        kind="bool",
+    )
+    """Each replica holds a token for every ready pooled namespace (pooltokens.py): a claim
+    then waits for its write only, not for a TokenRequest too. Off by default: until a claim
+    hands it out, such a token is a credential for no one, which issue 21 ruled out."""
+
     first_call_check: bool = flag(
         True,
         "before answering a create, wait (5 s at most) until the API server's authorizer "

@@ -333,6 +333,18 @@ class Metrics:
             ["tenant", "result"],
             registry=self.registry,
         )
+        self.pool_tokens = Counter(
+            "nsprov_pool_tokens",
+            "Pooled namespaces' claims by where their token came from (ahead: minted before "
+            "the claim, in the background; alongside: minted with the claim's write)",
+            ["minted"],
+            registry=self.registry,
+        )
+        self.pool_tokens_held = Gauge(
+            "nsprov_pool_tokens_held",
+            "Tokens this replica holds, minted ahead for ready pooled namespaces",
+            registry=self.registry,
+        )
         self.pool_made = Counter(
             "nsprov_pool_made",
             "Pooled namespaces made ready by the leader's pool keeper, by tenant",
