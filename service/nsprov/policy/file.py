@@ -367,12 +367,25 @@ def _tenant(data: Any, where: str, issuers: dict[str, Issuer]) -> Tenant:
     return Tenant(name=r.required("name"), match=match, owner=owner, settings=_settings(r))
 
 
+def policy_text(content: bytes) -> str:
+    """A policy file's bytes as text, or PolicyError: UTF-8, as YAML 1.2 and ConfigMaps have it
+    (not the locale's encoding, so a file reads the same in the image and on a laptop)."""
+    try:
+        return content.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        byte = exc.object[exc.start]
+        raise PolicyError(f"not UTF-8 text (byte {exc.start} is {byte:#04x})") from None
+
+
 def load_yaml(text: str) -> Any:
     """The document of a policy file (None for an empty one), or PolicyError."""
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise PolicyError(f"not valid YAML: {exc}") from None
+    except RecursionError:
+        # PyYAML's composer recurses once per level: [[[[...]]]] a few thousand deep.
+        raise PolicyError("nested too deeply to be a policy (not valid YAML here)") from None
 
 
 def parse_policy(text: str, base: Path = Path(), *, check_files: bool = True) -> Policy:
@@ -532,7 +545,7 @@ class PolicyFile:
             identity = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
             if identity == self._identity:
                 return None
-            policy = parse_policy(self.path.read_text(), self.path.parent)
+            policy = parse_policy(policy_text(self.path.read_bytes()), self.path.parent)
             self._validate(policy)
         except FileNotFoundError as exc:
             if strict:
