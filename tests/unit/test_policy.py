@@ -571,3 +571,26 @@ def test_a_tenants_bounds_inside_its_namespace_resolve_like_its_other_settings()
     flags = resolve(_BASE, _policy("{}").defaults, None).template
     assert (flags.max_grace_seconds, flags.service_types, flags.finalizers) == (
         30, ("ClusterIP",), ())  # fmt: skip
+
+
+def _laughs(depth: int) -> str:
+    """YAML aliases that stand for 9**depth strings while the file stays a few hundred bytes."""
+    inner = "&a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"
+    for i in range(1, depth + 1):
+        inner = f"&a{i} [{inner}, " + ", ".join([f"*a{i - 1}"] * 8) + "]"
+    return inner
+
+
+@pytest.mark.parametrize(
+    "place",
+    [
+        "defaults: {template: {resourceQuota: {hard: {pods: %s}}}}",
+        "defaults: {maxNamespaces: %s}",
+        "tenants: [{name: a, match: {token: ci}, pool: {size: %s}}]",
+    ],
+)
+def test_a_refusal_never_spells_out_a_billion_laughs(place: str) -> None:
+    """The refusal names the kind of value, not its repr: 9**6 strings here, 9**12 hang."""
+    with pytest.raises(PolicyError) as refused:
+        parse_policy(place % _laughs(6))
+    assert len(str(refused.value)) < 300
