@@ -169,3 +169,30 @@ def test_rollout_refuses_a_file_no_yaml_reader_takes_as_serve_does(
     path.write_bytes(content)
     with pytest.raises(PolicyError, match=f"policy file {path}: {reason}"):
         load_policy(Settings(policy_file=path))
+
+
+def test_a_file_larger_than_any_configmap_is_refused_before_it_is_read_whole(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """/dev/zero, or a log file given by mistake: read at most MAX_POLICY_BYTES + 1 bytes."""
+    from nsprov.core.settings import Settings
+    from nsprov.policy.file import MAX_POLICY_BYTES
+    from nsprov.rollout import load_policy
+
+    path = tmp_path / "policy.yaml"
+    path.write_text(GOOD)
+    reloading = PolicyFile(path, recheck_seconds=0)
+    with path.open("a") as grown:
+        grown.truncate(MAX_POLICY_BYTES + 1)
+    reason = f"larger than {MAX_POLICY_BYTES} bytes"
+    assert [t.name for t in reloading.current().tenants] == ["ci"]
+    assert reason in (reloading.status().error or "")
+    with pytest.raises(PolicyError, match=reason):
+        load_policy(Settings(policy_file=path))
+    assert cli.main(["policy", "validate", str(path)]) == 2
+    assert f"nsprov: policy file {path}: {reason}" in capsys.readouterr().err
+    with path.open("a") as shrunk:
+        shrunk.truncate(MAX_POLICY_BYTES)  # as large as a ConfigMap can be: read, then judged
+    with pytest.raises(PolicyError) as judged:
+        PolicyFile(path)
+    assert "larger than" not in str(judged.value)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, BinaryIO
 
 import yaml
 
@@ -367,6 +367,19 @@ def _tenant(data: Any, where: str, issuers: dict[str, Issuer]) -> Tenant:
     return Tenant(name=r.required("name"), match=match, owner=owner, settings=_settings(r))
 
 
+MAX_POLICY_BYTES = 1024 * 1024
+"""The most of a policy file nsprov reads: a ConfigMap holds at most 1 MiB, and without a
+bound a wrong path (/dev/zero, a log) would be read until memory runs out."""
+
+
+def read_policy(source: BinaryIO) -> str:
+    """A policy file's text from an open binary file, or PolicyError (too large, not UTF-8)."""
+    content = source.read(MAX_POLICY_BYTES + 1)
+    if len(content) > MAX_POLICY_BYTES:
+        raise PolicyError(f"larger than {MAX_POLICY_BYTES} bytes (a ConfigMap holds at most 1 MiB)")
+    return policy_text(content)
+
+
 def policy_text(content: bytes) -> str:
     """A policy file's bytes as text, or PolicyError: UTF-8, as YAML 1.2 and ConfigMaps have it
     (not the locale's encoding, so a file reads the same in the image and on a laptop)."""
@@ -545,7 +558,9 @@ class PolicyFile:
             identity = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
             if identity == self._identity:
                 return None
-            policy = parse_policy(policy_text(self.path.read_bytes()), self.path.parent)
+            with self.path.open("rb") as source:
+                text = read_policy(source)
+            policy = parse_policy(text, self.path.parent)
             self._validate(policy)
         except FileNotFoundError as exc:
             if strict:
