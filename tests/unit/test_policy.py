@@ -594,3 +594,42 @@ def test_a_refusal_never_spells_out_a_billion_laughs(place: str) -> None:
     with pytest.raises(PolicyError) as refused:
         parse_policy(place % _laughs(6))
     assert len(str(refused.value)) < 300
+
+
+class _CountedName(str):
+    """A tenant's name that counts how often it is compared."""
+
+    compared = 0
+
+    def __eq__(self, other: object) -> bool:
+        _CountedName.compared += 1
+        return str.__eq__(self, other)
+
+    __hash__ = str.__hash__
+
+
+def test_telling_tenants_apart_grows_with_the_file_not_its_square(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A 1 MiB policy has room for 28,000 tenants: comparing each name with every earlier
+    one took 40 s of a reload, with the policy's lock held (every request waits)."""
+    from dataclasses import replace
+
+    import nsprov.policy.file as policy_file
+
+    made = policy_file._tenant
+    monkeypatch.setattr(
+        policy_file,
+        "_tenant",
+        lambda *args: (t := made(*args)) and replace(t, name=_CountedName(t.name)),
+    )
+    count = 2000
+    text = "tenants:\n" + "".join(f"- {{name: t{i}, match: {{token: c}}}}\n" for i in range(count))
+    _CountedName.compared = 0
+    assert len(parse_policy(text).tenants) == count
+    assert _CountedName.compared < 10 * count
+    with pytest.raises(PolicyError, match=r"tenants\[2\]\.name: 't0' is used twice"):
+        parse_policy(
+            "tenants: [{name: t0, match: {token: c}}, {name: t1, match: {token: c}},"
+            " {name: t0, match: {token: c}}]"
+        )

@@ -429,10 +429,12 @@ def policy_from(data: Any, base: Path = Path(), *, check_files: bool = True) -> 
         urls.add(issuer.issuer)
     defaults = _settings(root.child("defaults"))
     tenants: list[Tenant] = []
+    names: set[str] = set()
     for i, raw in enumerate(root.data.get("tenants") or ()):
         tenant = _tenant(raw, f"tenants[{i}]", issuers)
-        if any(t.name == tenant.name for t in tenants):
+        if tenant.name in names:
             raise PolicyError(f"tenants[{i}].name: {tenant.name!r} is used twice")
+        names.add(tenant.name)
         tenants.append(tenant)
     return Policy(issuers=tuple(issuers.values()), defaults=defaults, tenants=tuple(tenants))
 
