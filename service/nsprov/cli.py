@@ -579,7 +579,7 @@ def _validate_command(files: tuple[str, ...], ca_files: bool, **values: Any) -> 
             f"policy validate needs the server's libraries ({', '.join(missing)} missing): "
             f"{INSTALL_SERVER}"
         )
-    from nsprov.policy.file import PolicyError, check_policy, parse_policy
+    from nsprov.policy.file import PolicyError, check_policy, parse_policy, read_policy
     from nsprov.policy.model import flags_profile
 
     settings = settings_from_options(values, serving=False)
@@ -589,9 +589,10 @@ def _validate_command(files: tuple[str, ...], ca_files: bool, **values: Any) -> 
         shown = "<stdin>" if name == "-" else name
         try:
             if name == "-":
-                text, folder = sys.stdin.read(), Path.cwd()
+                text, folder = read_policy(sys.stdin.buffer), Path.cwd()
             else:
-                text, folder = Path(name).read_text(), Path(name).parent
+                with Path(name).open("rb") as source:
+                    text, folder = read_policy(source), Path(name).parent
             policy = parse_policy(text, folder, check_files=ca_files)
             check_policy(policy, base, settings.min_ttl, grants=None)
         except (OSError, PolicyError) as exc:

@@ -29,7 +29,7 @@ from typing import Any
 from nsprov.core.errors import NsprovError
 from nsprov.core.kube import Kube, KubeError, load_api_client
 from nsprov.core.settings import Settings
-from nsprov.policy.file import PolicyError, check_policy, parse_policy
+from nsprov.policy.file import PolicyError, check_policy, parse_policy, read_policy
 from nsprov.policy.model import Policy, Profile, flags_profile, resolve
 from nsprov.provision import bundle
 from nsprov.provision.grant import bind_refusal, describe_unsafe, unsafe_reasons
@@ -333,9 +333,12 @@ def load_policy(settings: Settings) -> Policy | None:
     if settings.policy_file is None:
         return None
     try:
-        text = settings.policy_file.read_text()
+        with settings.policy_file.open("rb") as source:
+            text = read_policy(source)
     except OSError as exc:
         raise PolicyError(f"policy file {settings.policy_file}: {exc.strerror or exc}") from None
+    except PolicyError as exc:
+        raise PolicyError(f"policy file {settings.policy_file}: {exc}") from None
     try:
         policy = parse_policy(text, settings.policy_file.parent)
         check_policy(policy, flags_profile(settings), settings.min_ttl, grants=None)

@@ -401,3 +401,28 @@ def test_the_schema_refuses_a_misspelt_value(helm: Path) -> None:
     )
     assert result.returncode != 0
     assert "additional properties 'replica' not allowed" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "selector",
+    [
+        "example.com/ci = ephemeral",  # nsprov strips the spaces, the policies' CEL did not
+        "example.com/ci=ephemeral,team=a",
+        "a'b=c",
+        "example.com/ci=a\\b",
+        "-ci=ephemeral",
+    ],
+)
+def test_a_selector_that_is_no_label_is_refused(helm: Path, tmp_path: Path, selector: str) -> None:
+    """The policies would guard a label nsprov never writes (or none): refused at render."""
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump({"selector": selector}))
+    result = subprocess.run(
+        [str(helm), "template", "nsprov", str(CHART), "-f", str(values)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0, f"rendered policies for {selector!r}"
+    assert "at '/selector'" in result.stderr

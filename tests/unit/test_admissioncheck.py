@@ -70,3 +70,34 @@ def test_a_probe_that_says_nothing_is_a_warning_not_a_refusal(
     _check(kube)
     assert len(kube.sent) == 1
     assert "cannot check the admission policies" in caplog.text
+
+
+# The API server's words for a refusal by a policy that is not nsprov's: a cluster that
+# requires, say, Pod Security labels on every namespace refuses the probes (which carry
+# only the selector and an expiry), whichever selector nsprov's policies were made for.
+FOREIGN = KubeError(
+    403,
+    "Forbidden",
+    'namespaces "nsprov-admission-probe-1" is forbidden: ValidatingAdmissionPolicy '
+    "'require-pod-security-labels' with binding 'require-pod-security-labels' denied "
+    "request: every namespace sets pod-security.kubernetes.io/enforce",
+)
+
+
+def test_another_policy_refusing_the_probe_is_a_warning_not_a_refused_start(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    kube = _Answers(FOREIGN)
+    _check(kube)
+    assert len(kube.sent) == 1
+    assert "cannot check the admission policies" in caplog.text
+    assert "require-pod-security-labels" in caplog.text
+
+
+def test_only_nsprov_confine_refusing_the_unexpiring_namespace_means_guarded(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level("INFO"):
+        _check(_Answers(None, FOREIGN))
+    assert "admission policies guard" not in caplog.text
+    assert "cannot check the admission policies" in caplog.text

@@ -877,3 +877,14 @@ def test_an_idempotency_key_the_service_would_refuse_is_a_usage_error(
         "nsprov: --idempotency-key must be 1 to 255 printable ASCII characters, not all spaces\n"
     )
     assert seen == []
+
+
+def test_a_ttl_with_spaces_around_it_is_sent_without_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The service refuses ` 30m` (the OpenAPI pattern has no spaces) while --ttl's own check
+    takes it, as Go does after a trim; the Action trims its inputs, and so does the client."""
+    created = {"namespace": "np-x", "expiresAt": "2030-01-02T00:00:00Z", "kubeconfig": "k: v"}
+    seen = _fake_service(monkeypatch, lambda r: httpx.Response(201, json=created))
+    assert launcher.main(["create", "--ttl", " 30m\n", "-o", "name"]) == 0
+    assert launcher.main(["create", "--key", "pr-1", "--ttl", "1h ", "-o", "name"]) == 0
+    assert launcher.main(["extend", "np-x", "--ttl", "\t1d", "-o", "json"]) == 0
+    assert [r.url.params["ttl"] for r in seen] == ["30m", "1h", "1d"]

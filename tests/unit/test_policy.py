@@ -571,3 +571,65 @@ def test_a_tenants_bounds_inside_its_namespace_resolve_like_its_other_settings()
     flags = resolve(_BASE, _policy("{}").defaults, None).template
     assert (flags.max_grace_seconds, flags.service_types, flags.finalizers) == (
         30, ("ClusterIP",), ())  # fmt: skip
+
+
+def _laughs(depth: int) -> str:
+    """YAML aliases that stand for 9**depth strings while the file stays a few hundred bytes."""
+    inner = "&a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"
+    for i in range(1, depth + 1):
+        inner = f"&a{i} [{inner}, " + ", ".join([f"*a{i - 1}"] * 8) + "]"
+    return inner
+
+
+@pytest.mark.parametrize(
+    "place",
+    [
+        "defaults: {template: {resourceQuota: {hard: {pods: %s}}}}",
+        "defaults: {maxNamespaces: %s}",
+        "tenants: [{name: a, match: {token: ci}, pool: {size: %s}}]",
+    ],
+)
+def test_a_refusal_never_spells_out_a_billion_laughs(place: str) -> None:
+    """The refusal names the kind of value, not its repr: 9**6 strings here, 9**12 hang."""
+    with pytest.raises(PolicyError) as refused:
+        parse_policy(place % _laughs(6))
+    assert len(str(refused.value)) < 300
+
+
+class _CountedName(str):
+    """A tenant's name that counts how often it is compared."""
+
+    compared = 0
+
+    def __eq__(self, other: object) -> bool:
+        _CountedName.compared += 1
+        return str.__eq__(self, other)
+
+    __hash__ = str.__hash__
+
+
+def test_telling_tenants_apart_grows_with_the_file_not_its_square(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A 1 MiB policy has room for 28,000 tenants: comparing each name with every earlier
+    one took 40 s of a reload, with the policy's lock held (every request waits)."""
+    from dataclasses import replace
+
+    import nsprov.policy.file as policy_file
+
+    made = policy_file._tenant
+    monkeypatch.setattr(
+        policy_file,
+        "_tenant",
+        lambda *args: (t := made(*args)) and replace(t, name=_CountedName(t.name)),
+    )
+    count = 2000
+    text = "tenants:\n" + "".join(f"- {{name: t{i}, match: {{token: c}}}}\n" for i in range(count))
+    _CountedName.compared = 0
+    assert len(parse_policy(text).tenants) == count
+    assert _CountedName.compared < 10 * count
+    with pytest.raises(PolicyError, match=r"tenants\[2\]\.name: 't0' is used twice"):
+        parse_policy(
+            "tenants: [{name: t0, match: {token: c}}, {name: t1, match: {token: c}},"
+            " {name: t0, match: {token: c}}]"
+        )

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from nsprov import cli
-from nsprov.policy.file import PolicyFile
+from nsprov.policy.file import PolicyError, PolicyFile
 
 GOOD = "tenants: [{name: ci, match: {token: ci}, ttl: 30m}]\n"
 BAD = "tenants: [{name: ci, match: {tokn: ci}}]\n"
@@ -57,7 +57,7 @@ def test_every_file_is_judged_and_stdin_is_dash(
 ) -> None:
     good = tmp_path / "good.yaml"
     good.write_text(GOOD)
-    monkeypatch.setattr(sys, "stdin", io.StringIO(BAD))
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(BAD.encode())))
     missing = tmp_path / "missing.yaml"
     assert cli.main(["policy", "validate", "-", str(good), str(missing)]) == 2
     out, err = capsys.readouterr()
@@ -113,3 +113,86 @@ def test_without_the_server_libraries_it_says_what_to_install(
         "nsprov: policy validate needs the server's libraries (kubernetes missing): "
         f"{cli.INSTALL_SERVER}\n"
     )
+
+
+# Files no YAML reader should choke on: not UTF-8, and nested past Python's recursion limit.
+UNREADABLE = {
+    "latin-1": ("tenants: []\n# caf\xe9\n".encode("latin-1"), "not UTF-8 text"),
+    "deep": (b"tenants: " + b"[" * 5000 + b"]" * 5000 + b"\n", "nested too deeply"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(UNREADABLE))
+def test_a_file_no_yaml_reader_takes_is_refused_in_one_line(
+    name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    content, reason = UNREADABLE[name]
+    path = tmp_path / "policy.yaml"
+    path.write_bytes(content)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(content)))
+    assert cli.main(["policy", "validate", str(path), "-"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    lines = err.splitlines()
+    assert len(lines) == 3
+    assert lines[0].startswith(f"nsprov: policy file {path}: {reason}")
+    assert lines[1].startswith(f"nsprov: policy file <stdin>: {reason}")
+
+
+@pytest.mark.parametrize("name", sorted(UNREADABLE))
+def test_a_reload_of_a_file_no_yaml_reader_takes_keeps_the_last_good_policy(
+    name: str, tmp_path: Path
+) -> None:
+    """Not an exception out of current() (every request's path) once a second."""
+    content, reason = UNREADABLE[name]
+    path = tmp_path / "policy.yaml"
+    path.write_text(GOOD)
+    policy = PolicyFile(path, recheck_seconds=0)
+    path.write_bytes(content)
+    assert [t.name for t in policy.current().tenants] == ["ci"]
+    error = policy.status().error
+    assert error is not None
+    assert error.startswith(reason)
+    with pytest.raises(PolicyError, match=reason):
+        PolicyFile(path)
+
+
+@pytest.mark.parametrize("name", sorted(UNREADABLE))
+def test_rollout_refuses_a_file_no_yaml_reader_takes_as_serve_does(
+    name: str, tmp_path: Path
+) -> None:
+    from nsprov.core.settings import Settings
+    from nsprov.rollout import load_policy
+
+    content, reason = UNREADABLE[name]
+    path = tmp_path / "policy.yaml"
+    path.write_bytes(content)
+    with pytest.raises(PolicyError, match=f"policy file {path}: {reason}"):
+        load_policy(Settings(policy_file=path))
+
+
+def test_a_file_larger_than_any_configmap_is_refused_before_it_is_read_whole(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """/dev/zero, or a log file given by mistake: read at most MAX_POLICY_BYTES + 1 bytes."""
+    from nsprov.core.settings import Settings
+    from nsprov.policy.file import MAX_POLICY_BYTES
+    from nsprov.rollout import load_policy
+
+    path = tmp_path / "policy.yaml"
+    path.write_text(GOOD)
+    reloading = PolicyFile(path, recheck_seconds=0)
+    with path.open("a") as grown:
+        grown.truncate(MAX_POLICY_BYTES + 1)
+    reason = f"larger than {MAX_POLICY_BYTES} bytes"
+    assert [t.name for t in reloading.current().tenants] == ["ci"]
+    assert reason in (reloading.status().error or "")
+    with pytest.raises(PolicyError, match=reason):
+        load_policy(Settings(policy_file=path))
+    assert cli.main(["policy", "validate", str(path)]) == 2
+    assert f"nsprov: policy file {path}: {reason}" in capsys.readouterr().err
+    with path.open("a") as shrunk:
+        shrunk.truncate(MAX_POLICY_BYTES)  # as large as a ConfigMap can be: read, then judged
+    with pytest.raises(PolicyError) as judged:
+        PolicyFile(path)
+    assert "larger than" not in str(judged.value)

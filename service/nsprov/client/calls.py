@@ -260,6 +260,12 @@ def positive_duration(name: str, text: str) -> float:
     return seconds
 
 
+def _trimmed(ttl: str | None) -> str | None:
+    """A ttl as sent: check_ttl reads it as Go would after a trim, and the Action trims its
+    inputs, but the service refuses spaces around it (ttl.TTL_PATTERN)."""
+    return ttl.strip() if ttl is not None else None
+
+
 def check_ttl(ttl: str | None) -> None:
     """Catch a malformed --ttl before any request (the service still decides the bounds)."""
     if ttl:
@@ -450,7 +456,7 @@ class NsprovClient:
         keep asking (each wait announced through ``on_retry``).
         """
         key = idempotency_key or new_idempotency_key()
-        params = {k: v for k, v in (("ttl", ttl), ("server", server)) if v}
+        params = {k: v for k, v in (("ttl", _trimmed(ttl)), ("server", server)) if v}
         response = self._call(
             "POST",
             "/api/v1/namespaces",
@@ -474,7 +480,7 @@ class NsprovClient:
         namespace is being deleted: a closed and reopened pull request) is retried within
         the Timing, like an outage: the name is free once the old namespace is gone.
         """
-        params = {k: v for k, v in (("ttl", ttl), ("server", server), ("key", key)) if v}
+        params = {k: v for k, v in (("ttl", _trimmed(ttl)), ("server", server), ("key", key)) if v}
         response = self._call(
             "POST",
             "/api/v1/namespaces",
@@ -522,7 +528,7 @@ class NsprovClient:
 
     def extend(self, name: str, *, ttl: str) -> Kubeconfig:
         """PATCH ?ttl=: the new expiry is now + ttl (the service has no default for it)."""
-        response = self._call("PATCH", _path(name), params={"ttl": ttl})
+        response = self._call("PATCH", _path(name), params={"ttl": ttl.strip()})
         return self._kubeconfig(f"PATCH {_path(name)}", response)
 
     def delete(self, name: str, *, timing: Timing = PROVISION_TIMING) -> bool:

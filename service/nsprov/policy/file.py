@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, BinaryIO
 
 import yaml
 
@@ -367,12 +367,38 @@ def _tenant(data: Any, where: str, issuers: dict[str, Issuer]) -> Tenant:
     return Tenant(name=r.required("name"), match=match, owner=owner, settings=_settings(r))
 
 
+MAX_POLICY_BYTES = 1024 * 1024
+"""The most of a policy file nsprov reads: a ConfigMap holds at most 1 MiB, and without a
+bound a wrong path (/dev/zero, a log) would be read until memory runs out."""
+
+
+def read_policy(source: BinaryIO) -> str:
+    """A policy file's text from an open binary file, or PolicyError (too large, not UTF-8)."""
+    content = source.read(MAX_POLICY_BYTES + 1)
+    if len(content) > MAX_POLICY_BYTES:
+        raise PolicyError(f"larger than {MAX_POLICY_BYTES} bytes (a ConfigMap holds at most 1 MiB)")
+    return policy_text(content)
+
+
+def policy_text(content: bytes) -> str:
+    """A policy file's bytes as text, or PolicyError: UTF-8, as YAML 1.2 and ConfigMaps have it
+    (not the locale's encoding, so a file reads the same in the image and on a laptop)."""
+    try:
+        return content.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        byte = exc.object[exc.start]
+        raise PolicyError(f"not UTF-8 text (byte {exc.start} is {byte:#04x})") from None
+
+
 def load_yaml(text: str) -> Any:
     """The document of a policy file (None for an empty one), or PolicyError."""
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise PolicyError(f"not valid YAML: {exc}") from None
+    except RecursionError:
+        # PyYAML's composer recurses once per level: [[[[...]]]] a few thousand deep.
+        raise PolicyError("nested too deeply to be a policy (not valid YAML here)") from None
 
 
 def parse_policy(text: str, base: Path = Path(), *, check_files: bool = True) -> Policy:
@@ -403,10 +429,12 @@ def policy_from(data: Any, base: Path = Path(), *, check_files: bool = True) -> 
         urls.add(issuer.issuer)
     defaults = _settings(root.child("defaults"))
     tenants: list[Tenant] = []
+    names: set[str] = set()
     for i, raw in enumerate(root.data.get("tenants") or ()):
         tenant = _tenant(raw, f"tenants[{i}]", issuers)
-        if any(t.name == tenant.name for t in tenants):
+        if tenant.name in names:
             raise PolicyError(f"tenants[{i}].name: {tenant.name!r} is used twice")
+        names.add(tenant.name)
         tenants.append(tenant)
     return Policy(issuers=tuple(issuers.values()), defaults=defaults, tenants=tuple(tenants))
 
@@ -532,7 +560,9 @@ class PolicyFile:
             identity = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
             if identity == self._identity:
                 return None
-            policy = parse_policy(self.path.read_text(), self.path.parent)
+            with self.path.open("rb") as source:
+                text = read_policy(source)
+            policy = parse_policy(text, self.path.parent)
             self._validate(policy)
         except FileNotFoundError as exc:
             if strict:

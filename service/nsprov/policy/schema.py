@@ -43,6 +43,15 @@ def _kind(value: Any) -> str:
     return "nothing" if value is None else type(value).__name__
 
 
+def _shown(value: Any) -> str:
+    """A refused value in a message: a scalar as written, a list or mapping by its kind only.
+
+    YAML aliases let a few hundred bytes stand for 9**12 strings (billion laughs): loading
+    shares them, but a repr would spell every one out, for minutes and gigabytes.
+    """
+    return repr(value) if isinstance(value, str | int | float) else _kind(value)
+
+
 # Kubernetes' rules for names, as regular expressions both Python and JSON Schema read.
 DNS_LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
 DNS_SUBDOMAIN = r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?"
@@ -141,7 +150,7 @@ class Whole(Node):
 
     def check(self, value: Any, where: str) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise PolicyError(f"{where}: expected a whole number >= 0, got {value!r}")
+            raise PolicyError(f"{where}: expected a whole number >= 0, got {_shown(value)}")
         if self.maximum is not None and value > self.maximum:
             raise PolicyError(f"{where}: at most {self.maximum}")
 
@@ -240,7 +249,7 @@ class Quantities(Node):
             text = str(quantity) if number else quantity
             if not isinstance(text, str) or not re.fullmatch(QUANTITY, text):
                 raise PolicyError(
-                    f"{where}.{name}: {quantity!r} is not a quantity (e.g. 2, 500m, 8Gi)"
+                    f"{where}.{name}: {_shown(quantity)} is not a quantity (e.g. 2, 500m, 8Gi)"
                 )
 
     def schema(self) -> dict[str, Any]:

@@ -9,17 +9,22 @@ change nothing and need no right beyond the create nsprov already has (reading t
 policies themselves would need a new cluster-wide read):
 
 1. a Namespace with the selector and an expiry label, as nsprov makes one: refused by
-   an admission policy, the policies belong to another selector or ServiceAccount, and
-   nsprov could provision nothing anyway: refuse to start, saying why;
+   one of nsprov's admission policies (nsprov-*), the policies belong to another
+   selector or ServiceAccount, and nsprov could provision nothing anyway: refuse to
+   start, saying why;
 2. a Namespace with the selector but no expiry: nsprov-confine refuses exactly this to
    nsprov's own ServiceAccount. Admitted, no policy confines this identity under this
    selector (not installed, or an admin's kubeconfig): a warning, since nsprov works,
    unguarded.
+
+A refusal by a policy that is not nsprov's (the API server names it) says nothing about
+the selector: a warning that the check could not tell, never a refused start.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 from dataclasses import dataclass
 
@@ -43,15 +48,24 @@ class _Probe:
     refusal: str = ""
 
 
-def _dry_run_create(kube: Kube, labels: dict[str, str]) -> _Probe | None:
-    """Admitted or refused by an admission policy; None when the probe says nothing."""
+# The API server's refusal names the policy: "ValidatingAdmissionPolicy 'nsprov-confine'
+# with binding 'nsprov-confine' denied request: ...".
+_REFUSED_BY = re.compile(r"ValidatingAdmissionPolicy '([^']*)'")
+
+
+def _dry_run_create(kube: Kube, labels: dict[str, str], policies: str) -> _Probe | None:
+    """Admitted, or refused by one of ``policies`` (a pattern of names); None when the probe
+    says nothing about them: refused for another reason, or by another policy (a cluster's
+    own rules, e.g. Pod Security labels on every namespace, which the probe does not carry
+    and nsprov's namespaces may)."""
     name = f"nsprov-admission-probe-{secrets.token_hex(4)}"
     body = {"apiVersion": "v1", "kind": "Namespace",
             "metadata": {"name": name, "labels": labels}}  # fmt: skip
     try:
         kube.request("POST", bundle.NAMESPACES_PATH, body=body, query={"dryRun": "All"})
     except KubeError as exc:
-        if exc.status == 403 and "ValidatingAdmissionPolicy" in exc.message:
+        refused_by = _REFUSED_BY.search(exc.message) if exc.status == 403 else None
+        if refused_by is not None and re.fullmatch(policies, refused_by.group(1)):
             return _Probe(admitted=False, refusal=exc.message)
         log.warning("cannot check the admission policies against --selector (%s)", exc)
         return None
@@ -64,7 +78,9 @@ def _dry_run_create(kube: Kube, labels: dict[str, str]) -> _Probe | None:
 def check_admission_policies(kube: Kube, selector: bundle.Selector, now: float) -> None:
     """Refuse to start if the policies refuse nsprov's own namespaces; warn if none applies."""
     labels = {selector.key: selector.value}
-    made = _dry_run_create(kube, {**labels, bundle.EXPIRES_AT_LABEL: str(int(now) + 3600)})
+    made = _dry_run_create(
+        kube, {**labels, bundle.EXPIRES_AT_LABEL: str(int(now) + 3600)}, r"nsprov-.*"
+    )
     if made is None:
         return
     if not made.admitted:
@@ -74,7 +90,7 @@ def check_admission_policies(kube: Kube, selector: bundle.Selector, now: float) 
             f"or ServiceAccount; render them for this one (k8s/components/selector, or the "
             f"chart's selector value; {GUIDE})"
         )
-    unexpiring = _dry_run_create(kube, labels)
+    unexpiring = _dry_run_create(kube, labels, "nsprov-confine")
     if unexpiring is None:
         return
     if unexpiring.admitted:
