@@ -1,6 +1,6 @@
 """The policy file's JSON Schema: fresh, and in agreement with nsprov's own reader.
 
-The schema is rendered from policyschema.POLICY, the declaration the reader checks a
+The schema is rendered from policy.schema.POLICY, the declaration the reader checks a
 file with; these tests keep the committed copies equal to it, and prove with the
 jsonschema library that the schema accepts every policy nsprov accepts (every one in
 the READMEs, docs/ and the examples, found by content) and refuses what nsprov refuses for its

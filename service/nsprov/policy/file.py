@@ -3,7 +3,7 @@
 Parsing is strict: an unknown key is an error that names where it is (a typo
 such as ``claim:`` for ``claims:`` must not silently admit everyone), and so is
 every value of the wrong type. The keys are DESIGN.md's "Tenants and policy";
-their types and bounds are declared once, in policyschema.POLICY, which checks a
+their types and bounds are declared once, in policy.schema.POLICY, which checks a
 file's shape first and also renders the JSON Schema. What needs more than one
 value to judge (issuer references, owner templates, quota arithmetic) is here.
 """
@@ -404,7 +404,7 @@ def load_yaml(text: str) -> Any:
 def parse_policy(text: str, base: Path = Path(), *, check_files: bool = True) -> Policy:
     """Parse and validate a policy file's text; relative ``caFile`` paths are under ``base``.
 
-    Its shape first (policyschema.POLICY: keys, types, bounds), then what needs more
+    Its shape first (schema.POLICY: keys, types, bounds), then what needs more
     than one value to judge. ``check_files=False`` skips whether each ``caFile`` is
     readable: offline (``nsprov policy validate``) it names a file where nsprov runs.
     """

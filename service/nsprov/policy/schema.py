@@ -13,7 +13,7 @@ got int (quote it)``), plus a second tree of models beside policy.py's dataclass
 The declaration is data; rendering it as JSON Schema is a small walk.
 
 What needs more than one value to judge (an issuer a tenant names, owner templates,
-quota arithmetic, ttl against maxTTL) stays in policyfile.py: the schema accepts
+quota arithmetic, ttl against maxTTL) stays in policy/file.py: the schema accepts
 some files nsprov refuses, never the other way round (tests/unit/test_policy_schema.py).
 """
 
@@ -272,7 +272,7 @@ class Object(Node):
     required: tuple[str, ...] = ()
     values: Node | None = None
     extra_schema: Mapping[str, Any] = field(default_factory=dict)
-    """What only the schema says (policyfile.py says it in its own words)."""
+    """What only the schema says (policy/file.py says it in its own words)."""
 
     def check(self, value: Any, where: str) -> None:
         if not isinstance(value, dict):
