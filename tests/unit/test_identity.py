@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,46 @@ def test_without_a_policy_file_everything_is_as_before() -> None:
         _run(authenticator, "a" * 20_000)
     with pytest.raises(Unauthorized, match="Bearer scheme"):
         asyncio.run(authenticator.authenticate("Basic abc"))
+
+
+def test_a_slow_policy_reload_never_holds_up_the_event_loop(tmp_path: Path) -> None:
+    """A changed policy file is parsed on a worker thread (a 1 MiB policy takes PyYAML
+    seconds), and a request meanwhile is answered at once with the policy in force."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("tenants: [{name: legacy, match: {token: ci}}]")
+    slow, parsing, release = threading.Event(), threading.Event(), threading.Event()
+
+    def validate(_: Policy) -> None:  # runs inside the parse: here, a slow one
+        if slow.is_set():
+            parsing.set()
+            release.wait(10)
+
+    files = PolicyFile(policy, validate=validate, recheck_seconds=0.0)
+    authenticator = Authenticator(TokenStore({"ci": "c" * 20}), files)
+    header = "Bearer " + "c" * 20
+    policy.write_text("tenants: [{name: renamed, match: {token: ci}}]")
+    slow.set()
+    # Without the worker thread the parse would block the loop until this fires.
+    safety = threading.Timer(3.0, release.set)
+    safety.start()
+
+    async def main() -> tuple[float, Caller, Caller]:
+        reloading = asyncio.create_task(authenticator.authenticate(header))
+        start = time.monotonic()
+        await asyncio.to_thread(parsing.wait, 5)
+        meanwhile = await authenticator.authenticate(header)
+        elapsed = time.monotonic() - start
+        release.set()
+        return elapsed, meanwhile, await reloading
+
+    try:
+        elapsed, meanwhile, reloaded = asyncio.run(main())
+    finally:
+        safety.cancel()
+    assert elapsed < 2.0, f"a request waited {elapsed:.1f}s for another's policy reload"
+    assert meanwhile.tenant == "legacy"  # the policy in force while the new one parses
+    assert reloaded.tenant == "renamed"
+    assert _run(authenticator, "c" * 20).tenant == "renamed"
 
 
 def test_a_static_token_without_a_tenant_is_403(tmp_path: Path) -> None:

@@ -168,6 +168,10 @@ class Authenticator:
             return self._verifier
 
     async def authenticate(self, header: str | None) -> Caller:
+        if self.policy is not None and self.policy.due():
+            # A changed file is parsed here, off the event loop: a large policy takes
+            # seconds, and every other request (and /healthz) would wait them out.
+            await anyio.to_thread.run_sync(self.policy.current)
         token = bearer_token(header)
         name = self._static(header)
         if name is not None:

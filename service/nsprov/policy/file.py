@@ -610,16 +610,33 @@ class PolicyFile:
         self._on_reload(False)
         return Policy()
 
+    def due(self) -> bool:
+        """Whether :meth:`current` would look at the file now (and may parse it).
+
+        An async caller asks first and, if so, calls :meth:`current` on a worker thread:
+        parsing a large policy takes seconds, which the event loop must not wait out.
+        """
+        return self._clock() >= self._next_check
+
     def current(self) -> Policy:
-        """The policy in force, after re-reading the file if it changed (at most once a second)."""
-        now = self._clock()
-        with self._lock:
+        """The policy in force, after re-reading the file if it changed (at most once a second).
+
+        One caller re-reads; one that comes meanwhile gets the policy in force at once
+        rather than waiting for the parse (it may be seconds, and that caller may be the
+        event loop).
+        """
+        if not self._lock.acquire(blocking=False):
+            return self._policy
+        try:
+            now = self._clock()
             if now >= self._next_check:
                 self._next_check = now + self._recheck
                 policy = self._load(strict=False)
                 if policy is not None:
                     self._policy = policy
             return self._policy
+        finally:
+            self._lock.release()
 
     def status(self) -> PolicyStatus:
         self.current()
