@@ -504,6 +504,8 @@ def internal_app(service: Service) -> Starlette:
         policy = service.authenticator.policy
         detail: dict[str, Any] = {}
         if policy is not None:
+            if policy.due():  # a changed file is parsed off the loop, as for a request
+                await anyio.to_thread.run_sync(policy.current, limiter=probes)
             detail["policy"] = policy.status().to_json()
         # Still ready when degraded: this replica serves the API, and taking every replica
         # out of its Service would turn a lease, grant, token-file or policy problem into
