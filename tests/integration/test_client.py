@@ -454,6 +454,13 @@ def test_the_token_can_come_from_a_file(
     token_file = tmp_path / "token"
     token_file.write_text(service.tokens["bob"] + "\n")
     env = client_env(cluster, service.url, NSPROV_TOKEN_FILE=str(token_file))
+
+    def bobs() -> list[object]:
+        with service.client() as http:
+            return list(http.get("/api/v1/namespaces", headers=service.auth("bob")).json()["items"])
+
+    # The list shows a namespace until it is gone: another test's may still be going.
+    wait_until(lambda: not bobs(), timeout=60, message="bob holds no namespace")
     listed = nsprov(env, "list", "-o", "json")
     assert listed.returncode == 0, listed.stderr
     assert json.loads(listed.stdout) == {"items": []}
@@ -495,15 +502,23 @@ def test_pip_install_nsprov_is_a_client_without_kubernetes(
         )  # fmt: skip
         assert found.stdout.strip() == "True", f"{module} is installed"
     env = {"PATH": str(bin_), "NSPROV_URL": service.url, "NSPROV_TOKEN": service.tokens["alice"]}
+
+    def alices() -> list[dict[str, object]]:
+        with service.client() as http:
+            items = http.get("/api/v1/namespaces", headers=service.auth("alice")).json()["items"]
+        return list(items)
+
+    # The list shows a namespace until it is gone: let another test's deletion finish first,
+    # or the two lists below may straddle its end.
+    wait_until(lambda: all(i["state"] != "MARKED_FOR_DELETION" for i in alices()), timeout=60,
+               message="alice's namespaces being deleted are gone")  # fmt: skip
     listed = subprocess.run(
         [str(bin_ / "nsprov"), "list", "-o", "json"],
         env=env, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert listed.returncode == 0, listed.stderr
     # Whatever alice holds now (other tests of this module may keep one), as the API says.
-    with service.client() as http:
-        expected = http.get("/api/v1/namespaces", headers=service.auth("alice")).json()["items"]
-    assert json.loads(listed.stdout) == {"items": expected}
+    assert json.loads(listed.stdout) == {"items": alices()}
     serve = subprocess.run(
         [str(bin_ / "nsprov"), "serve"],
         env=env, capture_output=True, text=True, timeout=60, check=False,
