@@ -48,7 +48,7 @@ from kubernetes import client, config
 
 from nsprov.core.kube import Kube, load_api_client
 from tests import bench
-from tests.integration.service import RunningService, running_service
+from tests.integration.service import RunningService, metric, running_service
 from tests.support import wait_until
 
 GRANT = "nsprov-bench-configmaps"
@@ -82,17 +82,12 @@ def _policy(path: Path, pool: int) -> Path:
 
 
 def _metric(service: RunningService, name: str, *labels: str) -> float:
-    text = httpx.get(f"{service.internal_url}/metrics", timeout=10).text
-    total = 0.0
-    for line in text.splitlines():
-        head, _, value = line.rpartition(" ")
-        if head.startswith(name) and all(label in head for label in labels):
-            total += float(value)
-    return total
+    """A metric's sum over the samples with ``labels``; 0 when it has none yet."""
+    return metric(service, name, *labels) or 0.0
 
 
 def _ready(service: RunningService) -> float:
-    return _metric(service, "nsprov_pool_ready{", 'tenant="pooled"')
+    return _metric(service, "nsprov_pool_ready", 'tenant="pooled"')
 
 
 def _post(http: httpx.Client, service: RunningService, owner: str) -> httpx.Response:

@@ -192,16 +192,20 @@ def provision(service: RunningService, ttl: str) -> tuple[str, int]:
     return response.headers["x-namespace"], expires
 
 
-def metric(service: RunningService, name: str) -> float | None:
-    """The sum of a metric's samples, or None when absent or the service is down."""
+def metric(service: RunningService, name: str, *labels: str) -> float | None:
+    """The sum of a metric's samples (those whose labels include every one of ``labels``,
+    e.g. ``'result="hit"'``), or None when absent or the service is down."""
     try:
         text = httpx.get(f"{service.internal_url}/metrics", timeout=5).text
     except httpx.HTTPError:
         return None
     total = None
     for line in text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            total = (total or 0.0) + float(line.rsplit(" ", 1)[1])
+        if not (line.startswith(name + " ") or line.startswith(name + "{")):
+            continue
+        head, _, value = line.rpartition(" ")
+        if all(label in head for label in labels):
+            total = (total or 0.0) + float(value)
     return total
 
 

@@ -25,6 +25,7 @@ from tests.integration.conftest import CONFIGMAP_GRANT, Cluster
 from tests.integration.service import (
     RunningService,
     kubeconfig_from,
+    metric,
     problem,
     running_service,
     start_service,
@@ -90,13 +91,8 @@ def _post(service: RunningService, owner: str, key: str | None = None) -> httpx.
 
 
 def _metric(service: RunningService, name: str, *labels: str) -> float:
-    text = httpx.get(f"{service.internal_url}/metrics", timeout=5).text
-    total = 0.0
-    for line in text.splitlines():
-        head, _, value = line.rpartition(" ")
-        if head.startswith(name) and all(label in head for label in labels):
-            total += float(value)
-    return total
+    """A metric's sum over the samples with ``labels``; 0 when it has none yet."""
+    return metric(service, name, *labels) or 0.0
 
 
 def _first_call(response: httpx.Response, path: Path) -> int:
@@ -116,7 +112,7 @@ def test_a_pooled_post_claims_a_ready_namespace_whose_kubeconfig_works_at_once(
 ) -> None:
     with _service(cluster.kubeconfig, tmp_path) as (service, tenant, owner, _):
         ready = _wait_full(core, tenant, 3)
-        assert _metric(service, "nsprov_pool_ready{", f'tenant="{tenant}"') == 3
+        assert _metric(service, "nsprov_pool_ready", f'tenant="{tenant}"') == 3
         # Made whole in advance: its ServiceAccount and RoleBinding exist, but no token.
         some = next(iter(ready))
         assert core.read_namespaced_service_account("namespace-provisioner", some)
@@ -189,7 +185,7 @@ def test_two_replicas_claiming_at_once_never_hand_out_the_same_namespace(
         ready = _wait_full(core, tenant, 12, timeout=60)
         wait_until(
             lambda: all(
-                _metric(r, "nsprov_pool_ready{", f'tenant="{tenant}"') == 12 for r in replicas
+                _metric(r, "nsprov_pool_ready", f'tenant="{tenant}"') == 12 for r in replicas
             ),
             timeout=10,
             message="both replicas' caches see the full pool",
