@@ -476,3 +476,52 @@ def test_a_lost_claim_drops_its_token_minted_ahead() -> None:
     assert tokens.held() == 0
     tokens.refresh()  # the cache still shows it ready: still not minted again, nor handed out
     assert tokens.held() == 0
+
+
+# ---- replaying an Idempotency-Key with a pool ---------------------------------------------
+
+
+class _Listing(_Writes):
+    """A Kube whose GETs answer ``items`` by name, and all of them to a LIST."""
+
+    def __init__(self, items: list[dict[str, Any]]) -> None:
+        super().__init__()
+        self.items = items
+
+    def get(self, path: str, query: dict[str, str] | None = None) -> dict[str, Any]:
+        self.calls.append(("get", path))
+        if path == bundle.NAMESPACES_PATH:
+            return {"items": self.items}
+        for item in self.items:
+            if bundle.namespace_path(item["metadata"]["name"]) == path:
+                return item
+        raise KubeError(404, "NotFound", path)
+
+
+def _keyed(name: str, digest: str, revision: int) -> dict[str, Any]:
+    ns = bundle.namespace(name, selector=SELECTOR, owner="alice", template=Template(("g",)),
+                          expires_at=10**10, idempotency=digest, requested_ttl=600.0)  # fmt: skip
+    ns["metadata"]["resourceVersion"] = str(revision)
+    return ns
+
+
+@pytest.mark.parametrize("cached", [False, True], ids=["by-the-keys-name", "from-the-cache"])
+def test_a_replay_answers_the_keys_first_namespace_not_a_create_about_to_lose(
+    cached: bool,
+) -> None:
+    # One POST claimed np-pooled (revision 10); a concurrent one found the pool empty and
+    # created the key's name (revision 20), and has not rolled it back yet. A replay that
+    # finds the key's name (by a GET, or as this replica's own write in the cache ahead of
+    # the watch) must answer the claim, which stays: CI once answered both to one key.
+    name, digest = bundle.idempotent_name("np", "alice", "job-1")
+    claimed, created = _keyed("np-pooled", digest, 10), _keyed(name, digest, 20)
+    kube = _Listing([claimed, created])
+    provisioner = Provisioner(
+        kube=cast(Kube, kube), selector=SELECTOR, prefix="np", default_server="https://k",
+        ca_data=None, metrics=Metrics(),
+        cache=ReadYourWrites(_Namespaces([created] if cached else [])),
+    )  # fmt: skip
+    profile = flags_profile(Settings(tokens={"x": "y"}, pool_size=3))
+    found = asyncio.run(provisioner._replay_keyed("alice", name, digest, 600.0, profile))
+    assert found is not None
+    assert found["metadata"]["name"] == "np-pooled"

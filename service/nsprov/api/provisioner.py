@@ -630,41 +630,33 @@ class Provisioner:
     ) -> dict[str, Any] | None:
         """The namespace an earlier request with this key made, or None (``_replayable``).
 
-        With a pool it may have been claimed (the pool's name, found by its label: in the
-        cache first, a replay comes seconds later), and a create under the key's name that
-        lost to that claim is being deleted: then one consistent LIST finds the claim.
+        With a pool, one key may have several namespaces for a moment: a claim (with the
+        pool's name) and creates under the key's name, all but the first written about to
+        be rolled back (``_earlier_with_key``). A replay that finds any of them, in the
+        cache or by the key's name, answers the first written, found by one consistent
+        LIST: the cache may hold this replica's own writes ahead of the watch, and a GET
+        by name finds a create that lost to a claim and is not rolled back yet.
         """
         tenant = profile.tenant
-        if profile.pool_size:
-            found = await self._claimed_with_key(owner, tenant, idempotency, ttl)
-            if found is not None:
-                return found
-        try:
+        if not profile.pool_size:
             return await self._replayable(owner, name, idempotency, ttl, tenant)
-        except Conflict:
-            if not profile.pool_size:
-                raise
-            claimed = await self._claimed_by_key(owner, tenant, idempotency)
-            if claimed is None:
-                raise
-            return await self._replayable(owner, claimed["metadata"]["name"], idempotency, ttl,
-                                          tenant)  # fmt: skip
+        if not self._cached_with_key(owner, tenant, idempotency):
+            try:
+                if await self._replayable(owner, name, idempotency, ttl, tenant) is None:
+                    # A first request; or the cache lags a claim, and the check after
+                    # this request's own write finds it.
+                    return None
+            except Conflict:
+                pass  # a create under the key's name that lost to a claim and is going
+        first = await self._claimed_by_key(owner, tenant, idempotency)
+        found = name if first is None else first["metadata"]["name"]
+        return await self._replayable(owner, found, idempotency, ttl, tenant)
 
-    async def _claimed_with_key(
-        self, owner: str, tenant: str | None, idempotency: str, ttl: float
-    ) -> dict[str, Any] | None:
-        """The namespace a replayed request with this key claimed from a pool, if any.
-
-        A claimed namespace keeps its pooled name, so it is found by its idempotency label
-        (in the cache: a replay comes seconds later), then read and judged as any replay.
-        """
+    def _cached_with_key(self, owner: str, tenant: str | None, idempotency: str) -> bool:
+        """Whether the cache holds a live namespace of the caller's with this key's digest
+        (a claimed one keeps its pooled name, so only its label finds it)."""
         cache = self._synced_cache()
-        if cache is None:
-            return None
-        found = _first_made(_with_key(cache.items(), owner, tenant, idempotency))
-        if found is None:
-            return None
-        return await self._replayable(owner, found["metadata"]["name"], idempotency, ttl, tenant)
+        return cache is not None and bool(_with_key(cache.items(), owner, tenant, idempotency))
 
     async def _claimed_by_key(
         self, owner: str, tenant: str | None, idempotency: str
