@@ -35,7 +35,7 @@ Prints figures; asserts nothing (speed targets do not belong in timed tests).
         for --sustain seconds (a CPU flood: the attacker shares the machine), (c) clients
         sending a byte a second, (d) requests with 64 KiB bearer tokens; a fresh nsprov
         (default limits) for each, loopback only, every attack bounded in count and time.
-    python -m tests.bench pool [--requests 60] [--pool 40] [--first-calls 1000] [--bursts 3]
+    python -m tests.bench pool [--requests 60] [--pool 40] [--first-calls 1000] [--bursts 7]
         warm pools and first calls (issue 21): tests/bench_pool.py says what it measures.
 """
 
@@ -631,7 +631,7 @@ def main() -> int:
     pool_.add_argument("--requests", type=int, default=60)
     pool_.add_argument("--pool", type=int, default=40)
     pool_.add_argument("--first-calls", type=int, default=1000)
-    pool_.add_argument("--bursts", type=int, default=3)
+    pool_.add_argument("--bursts", type=int, default=7)
     hostile_ = commands.add_parser("hostile")
     hostile_.add_argument("--attacks", default="abBcd", help="which of a, b, B, c, d")
     hostile_.add_argument("--objects", type=int, default=100)

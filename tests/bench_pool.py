@@ -1,6 +1,6 @@
 """``python -m tests.bench pool``: warm pools and first calls (issue 21), in one run.
 
-    python -m tests.bench pool [--requests 60] [--pool 40] [--first-calls 1000] [--bursts 3]
+    python -m tests.bench pool [--requests 60] [--pool 40] [--first-calls 1000] [--bursts 7]
         On one control plane (``make cluster``'s if it is up, else a fresh one), with two
         tenants that differ only in the pool (``pooled``: --pool ready namespaces;
         ``plain``: none), both bound to a grant with rules (so the first-call check has
@@ -12,7 +12,9 @@
           (every POST a hit), against both floors;
         - --bursts times: the raw API making --pool provisionings at concurrency 16 (one
           reused connection per thread), then a burst of --pool POSTs from a full pool
-          at the same concurrency; the ratio;
+          at the same concurrency; the ratio, and the ratios' median, quartiles and
+          range. Both sides start warm (an untimed burst each first: every connection
+          open) and with the pool full (no refill loading either side);
         then, with tokens ahead only:
         - POST without a pool, and a cached GET (nsprov's own cost per request);
         - refill: claims per second the keeper makes good after a burst emptied the pool;
@@ -33,12 +35,14 @@ import base64
 import concurrent.futures
 import contextlib
 import functools
+import os
 import secrets
 import ssl
 import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +128,12 @@ def _concurrently(work: Callable[[int], Any], n: int) -> tuple[list[Any], float]
     return results, time.perf_counter() - started
 
 
+def _own_cpu() -> float:
+    """CPU seconds this bench process has used (its 16 client threads share the 2 cores)."""
+    times = os.times()
+    return times.user + times.system
+
+
 def _steady(work: Callable[[int], Any], n: int) -> float:
     """Completions per second at concurrency 16 between the n/4-th and the 3n/4-th: the
     ramp-up (threads and connections starting, a full pool draining) and the tail (fewer
@@ -147,12 +157,21 @@ def _raw_api(kubeconfig: Path) -> client.ApiClient:
     return client.ApiClient(configuration)
 
 
-def _raw_many(kubeconfig: Path, n: int, *, typed: bool, steady: bool = False) -> float:
-    """Seconds the raw API takes for ``n`` provisionings (four calls each) at concurrency 16
-    (or with ``steady`` its completions per second in steady state), through the typed
-    client or nsprov's JSON one, one connection per thread, reused; then waits until the
-    namespaces are gone, so their deletion does not load what is measured next."""
-    api = _raw_api(kubeconfig)
+@dataclass(frozen=True)
+class _Timed:
+    seconds: float
+    client_cpu: float
+    """CPU seconds the bench process spent meanwhile (its client threads)."""
+
+
+def _raw_many(
+    api: client.ApiClient, n: int, *, typed: bool, steady: bool = False
+) -> tuple[float, float]:
+    """The raw API making ``n`` provisionings (four calls each) at concurrency 16 through
+    ``api`` (one connection per thread, reused: warm it first to keep their set-up out),
+    with the typed client or nsprov's JSON one: (seconds, or with ``steady`` completions
+    per second in steady state; the bench process's CPU seconds meanwhile). Then waits
+    until the namespaces are gone, so their deletion does not load what is measured next."""
     kube = Kube(api)
     stamp = f"{int(time.time())}-{secrets.token_hex(2)}"
 
@@ -162,16 +181,17 @@ def _raw_many(kubeconfig: Path, n: int, *, typed: bool, steady: bool = False) ->
         else:
             _raw_provision_json(kube, f"bench-pb-{stamp}-{i}")
 
+    cpu = _own_cpu()
     try:
         figure = _steady(one, n) if steady else _concurrently(one, n)[1]
+        cpu = _own_cpu() - cpu
     finally:
         core = client.CoreV1Api(api)
         for i in range(n):
             with contextlib.suppress(client.exceptions.ApiException):
                 core.delete_namespace(f"bench-pb-{stamp}-{i}")
         bench._wait_raw_gone(core)
-        api.close()
-    return figure
+    return figure, cpu
 
 
 def _raw_provision_json(kube: Kube, name: str) -> None:
@@ -242,25 +262,60 @@ def _ratio(samples: list[float], floor: list[float]) -> str:
     return f"{statistics.median(samples) / statistics.median(floor):.2f}x"
 
 
+def _spread(ratios: list[float]) -> str:
+    """Median, quartiles and range of ``ratios``: one number would hide how much they swing."""
+    ordered = sorted(ratios)
+    if len(ordered) < 4:
+        quartiles = ""
+    else:
+        low, _, high = statistics.quantiles(ordered, n=4)
+        quartiles = f", quartiles {low:.2f}-{high:.2f}x"
+    return (f"median of {len(ordered)}: {statistics.median(ordered):.2f}x{quartiles}, "
+            f"range {ordered[0]:.2f}-{ordered[-1]:.2f}x")  # fmt: skip
+
+
 def _bursts(
     service: RunningService, kubeconfig: Path, args: argparse.Namespace, ahead: bool
 ) -> list[float]:
     """--bursts times: the raw API making --pool at concurrency 16, then nsprov serving a
-    burst of --pool from a full pool at the same concurrency; the ratios raw/pooled."""
+    burst of --pool from a full pool at the same concurrency; the ratios raw/pooled.
+
+    Fair to both sides: each starts with its connections open (one untimed warm-up burst
+    each: the raw client's 16, the bench's 16 to nsprov and nsprov's own to the API
+    server; a TLS handshake is CPU on the same two cores), each is timed with the pool
+    full (the keeper's refill after a burst, and tokens minted ahead, would otherwise
+    load the raw API's run), and the raw API's namespaces are gone before nsprov's.
+    """
     ratios = []
     limits = httpx.Limits(max_connections=CONCURRENCY)
+    api = _raw_api(kubeconfig)
     with httpx.Client(base_url=service.url, timeout=120, limits=limits) as shared:
-        for _ in range(args.bursts):
-            typed = _raw_many(kubeconfig, args.pool, typed=True)
-            raw = _raw_many(kubeconfig, args.pool, typed=False)
+
+        def pooled_burst() -> _Timed:
             _full(service, args.pool, ahead)
-            hits = _metric(service, "nsprov_pool_claims_total", 'result="hit"')
+            cpu = _own_cpu()
             _, wall = _concurrently(lambda _: _post(shared, service, "alice"), args.pool)
+            return _Timed(wall, _own_cpu() - cpu)
+
+        def raw_burst(typed: bool) -> _Timed:
+            _full(service, args.pool, ahead)  # no refill under way
+            return _Timed(*_raw_many(api, args.pool, typed=typed))
+
+        raw_burst(typed=False)  # the warm-ups
+        pooled_burst()
+        for _ in range(args.bursts):
+            typed, raw = raw_burst(typed=True), raw_burst(typed=False)
+            hits = _metric(service, "nsprov_pool_claims_total", 'result="hit"')
+            pooled = pooled_burst()
             hits = _metric(service, "nsprov_pool_claims_total", 'result="hit"') - hits
-            ratios.append(raw / wall)
-            print(f"  burst of {args.pool} at concurrency {CONCURRENCY}: pooled {wall:.3f}s "
-                  f"({hits:.0f} hits); raw API, JSON client {raw:.3f}s: {raw / wall:.2f}x as "
-                  f"fast (typed client {typed:.3f}s: {typed / wall:.2f}x)")  # fmt: skip
+            ratios.append(raw.seconds / pooled.seconds)
+            print(f"  burst of {args.pool} at concurrency {CONCURRENCY}: pooled "
+                  f"{pooled.seconds:.3f}s ({hits:.0f} hits, bench client CPU "
+                  f"{pooled.client_cpu:.2f}s); raw API, JSON client {raw.seconds:.3f}s "
+                  f"(client CPU {raw.client_cpu:.2f}s): {raw.seconds / pooled.seconds:.2f}x as "
+                  f"fast (typed client {typed.seconds:.3f}s: "
+                  f"{typed.seconds / pooled.seconds:.2f}x)")  # fmt: skip
+    api.close()
     return ratios
 
 
@@ -300,8 +355,7 @@ def pool(args: argparse.Namespace) -> None:
                           f"{_ratio(samples, plain_json)} the JSON floor)")  # fmt: skip
                 print(f"  of them claimed with a token minted ahead: {tokens:.0f}")
                 ratios = _bursts(service, kubeconfig, args, ahead)
-                print(f"burst ratio, median of {len(ratios)}: {statistics.median(ratios):.2f}x "
-                      "as fast as the raw API (JSON client)")  # fmt: skip
+                print(f"burst ratio, pooled vs the raw API (JSON client), {_spread(ratios)}")
                 if ahead:
                     _rest(service, http, kubeconfig, args, typed)
         # The same creates with the check off: what it spares the jobs.
@@ -362,7 +416,9 @@ def _rest(
         # drains within the first quarter, so what is timed is claims as fast as the keeper
         # refills, and creates for the rest), against the raw API the same way.
         steady = 6 * args.pool
-        raw_rate = _raw_many(kubeconfig, steady, typed=False, steady=True)
+        api = _raw_api(kubeconfig)
+        raw_rate, _ = _raw_many(api, steady, typed=False, steady=True)
+        api.close()
         _full(service, args.pool, True)
         hits = _metric(service, "nsprov_pool_claims_total", 'result="hit"')
         pooled_rate = _steady(lambda _: _post(shared, service, "alice"), steady)

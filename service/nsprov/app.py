@@ -388,6 +388,9 @@ class _NamespaceInformer:
     def items(self) -> list[dict[str, Any]]:
         return self._informer.items()
 
+    def ready_pooled(self, pool: str) -> list[dict[str, Any]]:
+        return self._informer.indexed(pool)
+
     def version(self) -> int | None:
         return self._informer.version()
 

@@ -26,6 +26,9 @@ class _Cache:
     def items(self) -> list[dict[str, Any]]:
         return list(self.store.values())
 
+    def ready_pooled(self, pool: str) -> list[dict[str, Any]]:
+        return [o for o in self.store.values() if o["metadata"].get("labels", {}).get("p") == pool]
+
 
 class _Clock:
     now = 0.0
@@ -128,3 +131,15 @@ def test_a_cache_without_versions_keeps_the_old_rule() -> None:
     view = ReadYourWrites(cache)
     view.record(_ns("np-a", "10"))
     assert view.get("np-a") == _ns("np-a", "10")  # held until hold_seconds
+
+
+def test_a_ready_pooled_namespace_shows_our_claim_until_the_cache_has_it() -> None:
+    cache = _Cache()
+    cache.store["np-a"] = _ns("np-a", "10", labels={"p": "x"})
+    cache.store["np-b"] = _ns("np-b", "11", labels={"p": "x"})
+    view = ReadYourWrites(cache)
+    claimed = _ns("np-a", "12", labels={})
+    view.record(claimed)
+    assert view.ready_pooled("x") == [claimed, cache.store["np-b"]]
+    cache.store["np-a"] = claimed  # the cache caught up: out of the pool there too
+    assert view.ready_pooled("x") == [cache.store["np-b"]]

@@ -316,6 +316,12 @@ class _Namespaces:
     def items(self) -> list[dict[str, Any]]:
         return list(self._items.values())
 
+    def ready_pooled(self, pool: str) -> list[dict[str, Any]]:
+        return [i for i in self._items.values() if bundle.ready_pool_of(i) == pool]
+
+    def version(self) -> int | None:
+        return None
+
 
 class _Claims(_Writes):
     def merge_patch(self, path: str, body: dict[str, Any]) -> dict[str, Any]:

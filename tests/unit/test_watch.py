@@ -23,6 +23,7 @@ from nsprov.control.watch import (
     shaped,
 )
 from nsprov.core.kube import KubeError
+from nsprov.provision import bundle
 from tests.support import wait_until
 
 
@@ -61,6 +62,39 @@ def test_bookmarks_move_the_version_without_an_event() -> None:
     assert informer.version() == 99
     assert seen == []
     assert len(informer) == 0
+
+
+def _pooled(kind: str, name: str, version: str, pool: str, ready: bool) -> dict[str, Any]:
+    labels = {bundle.POOL_LABEL: pool, **({bundle.POOL_READY_LABEL: "true"} if ready else {})}
+    event = _event(kind, name, version)
+    event["object"]["metadata"]["labels"] = labels
+    return event
+
+
+def test_the_index_follows_each_event_and_a_relist() -> None:
+    informer = Informer(
+        kube=None,  # type: ignore[arg-type]  # _apply never calls the API
+        resource=NAMESPACES,
+        label_selector="a=b",
+        listener=lambda kind, obj: None,
+        index=bundle.ready_pool_of,
+    )
+
+    def ready(pool: str) -> list[str]:
+        return sorted(obj["metadata"]["name"] for obj in informer.indexed(pool))
+
+    informer._apply(_pooled("ADDED", "np-a", "10", "p1", ready=False), "1")
+    assert ready("p1") == []  # not ready yet
+    informer._apply(_pooled("MODIFIED", "np-a", "11", "p1", ready=True), "10")
+    informer._apply(_pooled("ADDED", "np-b", "12", "p1", ready=True), "11")
+    informer._apply(_pooled("ADDED", "np-c", "13", "p2", ready=True), "12")
+    assert (ready("p1"), ready("p2")) == (["np-a", "np-b"], ["np-c"])
+    informer._apply(_event("MODIFIED", "np-a", "14"), "13")  # claimed: no pool labels
+    informer._apply(_event("DELETED", "np-c", "15"), "14")
+    assert (ready("p1"), ready("p2")) == (["np-b"], [])
+    assert informer._index.keys() == {"p1"}  # an emptied group is forgotten
+    informer._replace([_pooled("ADDED", "np-d", "16", "p2", ready=True)["object"]], "16")
+    assert (ready("p1"), ready("p2")) == ([], ["np-d"])
 
 
 def test_error_events_end_the_watch_by_kind() -> None:

@@ -229,9 +229,14 @@ class Informer:
         scope: Scope | None = None,
         after: threading.Event | None = None,
         on_foreign: Callable[[str], None] = lambda kind: None,
+        index: Callable[[dict[str, Any]], str | None] | None = None,
     ) -> None:
         """``on_list`` hears how each (re)list ended: None once the cache is fresh, else the
         error; unlike the listener it also hears a list that found nothing.
+
+        ``index`` names, for each object, the group ``indexed`` finds it in (None: none),
+        kept with the cache under its lock: a reader that wants a few objects of one
+        group (the ready pooled namespaces of one profile) then never passes over all.
 
         With a ``scope``, only objects in its namespaces are kept; each other one is
         dropped and reported to ``on_foreign`` (its kind). ``after``: the first list
@@ -251,6 +256,8 @@ class Informer:
         self._on_foreign = on_foreign
         self._streaming = resource.streamed
         self._store: dict[Key, dict[str, Any]] = {}
+        self._index_of = index
+        self._index: dict[str, dict[Key, dict[str, Any]]] = {}
         self._version = ""  # the newest resourceVersion applied to _store (under _lock)
         self._catching_up: dict[str, _CatchUp] = {}
         self._lock = threading.Lock()
@@ -268,6 +275,34 @@ class Informer:
     def items(self) -> list[dict[str, Any]]:
         with self._lock:
             return list(self._store.values())
+
+    def indexed(self, group: str) -> list[dict[str, Any]]:
+        """The cached objects ``index`` puts in ``group`` (none without an index)."""
+        with self._lock:
+            return list(self._index.get(group, {}).values())
+
+    def _put(self, key: Key, obj: dict[str, Any]) -> None:
+        """Store ``obj`` and index it; under the lock."""
+        self._unindex(key)
+        self._store[key] = obj
+        group = self._index_of(obj) if self._index_of is not None else None
+        if group is not None:
+            self._index.setdefault(group, {})[key] = obj
+
+    def _pop(self, key: Key) -> dict[str, Any] | None:
+        """Forget ``key``; what was stored under it. Under the lock."""
+        self._unindex(key)
+        return self._store.pop(key, None)
+
+    def _unindex(self, key: Key) -> None:
+        held = self._store.get(key)
+        group = self._index_of(held) if held is not None and self._index_of is not None else None
+        if group is None:
+            return
+        members = self._index.get(group, {})
+        members.pop(key, None)
+        if not members:
+            self._index.pop(group, None)
 
     def __len__(self) -> int:
         with self._lock:
@@ -381,7 +416,9 @@ class Informer:
         fresh = {key_of(obj): obj for obj in items}
         with self._lock:
             gone = [obj for key, obj in self._store.items() if key not in fresh]
-            self._store = fresh
+            self._store, self._index = {}, {}
+            for key, obj in fresh.items():
+                self._put(key, obj)
             self._version = version
             for catching_up in self._catching_up.values():
                 catching_up.stale = True
@@ -422,7 +459,7 @@ class Informer:
                 for obj in items:
                     key = key_of(obj)
                     if key not in self._store and key[1] not in progress.deleted:
-                        self._store[key] = obj
+                        self._put(key, obj)
                         added.append(obj)
             for obj in added:
                 self._listener("ADDED", obj)
@@ -526,7 +563,7 @@ class Informer:
         key = key_of(obj)
         if kind == "DELETED":
             with self._lock:
-                had = self._store.pop(key, None)
+                had = self._pop(key)
                 self._version = new_version
                 catching_up = self._catching_up.get(key[0])
                 if catching_up is not None:
@@ -537,12 +574,12 @@ class Informer:
         if not self._keeps(obj):
             # Its namespace is not (or no longer) nsprov's: what we held of it goes too.
             with self._lock:
-                self._store.pop(key, None)
+                self._pop(key)
                 self._version = new_version
             return new_version
         obj = shaped(obj, self.resource)
         with self._lock:
-            self._store[key] = obj
+            self._put(key, obj)
             self._version = new_version
         self._listener(str(kind), obj)
         return new_version

@@ -44,6 +44,10 @@ class NamespaceSource(Protocol):
 
     def items(self) -> list[dict[str, Any]]: ...
 
+    def ready_pooled(self, pool: str) -> list[dict[str, Any]]:
+        """The ready pooled namespaces waiting for the profile hash ``pool``."""
+        ...
+
     def version(self) -> int | None:
         """The newest resourceVersion the cache has applied (an event's, a bookmark's, a
         list's), or None when it cannot say."""
@@ -125,6 +129,18 @@ class ReadYourWrites:
                 if written is not None:
                     merged[name] = written
         return list(merged.values())
+
+    def ready_pooled(self, pool: str) -> list[dict[str, Any]]:
+        """The source's ready pooled namespaces of ``pool``, each as our own write shows it if
+        the cache has not caught up with that (a claim: then no longer pooled, and the
+        caller, which checks what it gets, passes it over). Only the source makes pooled
+        namespaces ready, so our writes can take one out of a pool, never add one."""
+        found = []
+        for cached in self.source.ready_pooled(pool):
+            with self._lock:
+                written = self._pending(cached["metadata"]["name"], cached)
+            found.append(written if written is not None else cached)
+        return found
 
     def _pending(self, name: str, cached: dict[str, Any] | None) -> dict[str, Any] | None:
         """Our write of ``name`` if the cache has not caught up with it; forgets stale ones."""

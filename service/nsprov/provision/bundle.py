@@ -382,6 +382,13 @@ def is_pool_ready(metadata: dict[str, Any]) -> bool:
     return (metadata.get("labels") or {}).get(POOL_READY_LABEL) == "true"
 
 
+def ready_pool_of(namespace: dict[str, Any]) -> str | None:
+    """The profile hash a ready pooled namespace waits to be claimed for; None when it is
+    not one (not pooled, or not ready yet): the Namespace informer's index."""
+    metadata = namespace.get("metadata") or {}
+    return pool_of(metadata) if is_pool_ready(metadata) else None
+
+
 def pool_tenant_of(metadata: dict[str, Any]) -> str | None:
     return (metadata.get("annotations") or {}).get(POOL_TENANT_ANNOTATION)
 
