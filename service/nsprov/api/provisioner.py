@@ -401,7 +401,9 @@ class Provisioner:
             key=keyed,
         )
         caps = self._caps(owner, profile)
-        if profile.pool_size:
+        if profile.pool_size and not keyed:
+            # A preview key's namespace is found by its name, the key's (provision_keyed):
+            # a claimed one keeps the pool's name, and the next push would claim another.
             pooled = await self._provision_pooled(
                 owner, ttl, profile, caps,
                 expires_at=expires_at, server=server, idempotency=idempotency,
