@@ -8,19 +8,35 @@ is being deleted is a 409, never a second namespace.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 
 from tests.integration.conftest import Cluster
-from tests.integration.service import RunningService
+from tests.integration.service import RunningService, problem
 from tests.integration.test_pool import _service, _wait_full
+from tests.support import wait_until
 
 pytestmark = pytest.mark.usefixtures("grants", "clean_namespaces")
 
+NEVER = "example.com/never"
+HOLDER = "held"
 SELECTOR = "controller.observatorium.io=namespace-provisioner"
+
+
+@pytest.fixture
+def held(core: client.CoreV1Api) -> Iterator[list[str]]:
+    """Namespaces a test keeps Terminating with a finalizer'd ConfigMap; released at the end."""
+    names: list[str] = []
+    yield names
+    for name in names:
+        with contextlib.suppress(ApiException):
+            core.patch_namespaced_config_map(HOLDER, name, {"metadata": {"finalizers": None}})
 
 
 def _post(service: RunningService, owner: str, **params: str) -> httpx.Response:
@@ -60,3 +76,34 @@ def test_a_preview_key_is_one_namespace_with_a_pool_too(
             )
         assert deleted.status_code == 202, deleted.text
         assert deleted.json()["name"] == name
+
+
+def test_a_replay_while_the_claimed_namespace_is_deleted_is_409_not_a_second_one(
+    cluster: Cluster, core: client.CoreV1Api, tmp_path: Path, held: list[str]
+) -> None:
+    with _service(cluster.kubeconfig, tmp_path) as (service, tenant, owner, _):
+        ready = _wait_full(core, tenant, 3)
+        first = _post(service, owner, idempotency="job-9")
+        assert first.status_code == 201, first.text
+        name = first.json()["namespace"]
+        assert name in ready, "claimed from the pool"
+        # The job ends it (or its TTL does); something in it keeps it Terminating a while.
+        held.append(name)
+        core.create_namespaced_config_map(
+            name,
+            client.V1ConfigMap(
+                metadata=client.V1ObjectMeta(name=HOLDER, finalizers=[NEVER]), data={"k": "v"}
+            ),
+        )
+        with service.client() as http:
+            gone = http.delete(f"/api/v1/namespaces/{name}", headers=service.auth(owner))
+        assert gone.status_code == 202, gone.text
+        wait_until(
+            lambda: core.read_namespace(name).metadata.deletion_timestamp,
+            timeout=10,
+            message="the namespace Terminating",
+        )
+        # A retry of the POST with its key: as without a pool, 409 while it is going.
+        replay = _post(service, owner, idempotency="job-9")
+        assert "being deleted" in problem(replay, 409)["detail"]
+        assert _live_of(core, owner) == []

@@ -650,24 +650,40 @@ class Provisioner:
                     return None
             except Conflict:
                 pass  # a create under the key's name that lost to a claim and is going
-        first = await self._claimed_by_key(owner, tenant, idempotency)
+        listed = await self._listed_with_key(owner, tenant, idempotency)
+        first = _first_made(_with_key(listed, owner, tenant, idempotency))
+        if first is None:
+            # None live: one being deleted (a claim keeps the pool's name) is the 409 it is
+            # without a pool, never a second namespace for the key.
+            first = next((ns for ns in listed if bundle.is_terminating(ns)), None)
         found = name if first is None else first["metadata"]["name"]
         return await self._replayable(owner, found, idempotency, ttl, tenant)
 
     def _cached_with_key(self, owner: str, tenant: str | None, idempotency: str) -> bool:
-        """Whether the cache holds a live namespace of the caller's with this key's digest
-        (a claimed one keeps its pooled name, so only its label finds it)."""
+        """Whether the cache holds a namespace of the caller's with this key's digest, live
+        or being deleted (a claimed one keeps its pooled name, so only its label finds it)."""
         cache = self._synced_cache()
-        return cache is not None and bool(_with_key(cache.items(), owner, tenant, idempotency))
+        return cache is not None and any(
+            self._made_with_key(ns, owner, tenant, idempotency) for ns in cache.items()
+        )
 
     async def _claimed_by_key(
         self, owner: str, tenant: str | None, idempotency: str
     ) -> dict[str, Any] | None:
         """The caller's live namespace claimed from a pool with this key's digest (it has the
         pool's name, not the key's): one consistent LIST by the key's label."""
-        selector = f"{self.selector},{bundle.IDEMPOTENCY_LABEL}={idempotency}"
-        listed = await self._list_consistently(selector)
+        listed = await self._listed_with_key(owner, tenant, idempotency)
         return _first_made(_with_key(listed, owner, tenant, idempotency))
+
+    async def _listed_with_key(self, owner: str, tenant: str | None, idempotency: str) -> _Objects:
+        """The caller's namespaces with this key's digest, live or being deleted: one
+        consistent LIST by the key's label."""
+        selector = f"{self.selector},{bundle.IDEMPOTENCY_LABEL}={idempotency}"
+        return [
+            ns
+            for ns in await self._list_consistently(selector)
+            if self._made_with_key(ns, owner, tenant, idempotency)
+        ]
 
     async def _earlier_with_key(
         self, ours: dict[str, Any], owner: str, tenant: str | None, idempotency: str
