@@ -432,6 +432,7 @@ class Provisioner:
             earlier = await self._earlier_with_key(created, owner, tenant, idempotency)
             if earlier is not None:
                 await self._roll_back(created)
+                earlier = self._replay_of(earlier, owner, idempotency, ttl, tenant)
                 return await self._complete(earlier, server, replayed=True, profile=profile)
         try:
             result = await self._complete(created, server, replayed=False, profile=profile)
@@ -496,6 +497,7 @@ class Provisioner:
                 raise
             if earlier is not None:
                 await self._roll_back(claimed)
+                earlier = self._replay_of(earlier, owner, idempotency, ttl, tenant)
                 return await self._complete(earlier, server, replayed=True, profile=profile)
         self.metrics.provision_duration.observe(time.perf_counter() - started)
         self.metrics.provisioned.labels(tenant=tenant or "").inc()
@@ -719,6 +721,13 @@ class Provisioner:
         obj = await self._read(name)
         if obj is None:
             return None
+        return self._replay_of(obj, owner, idempotency, ttl, tenant)
+
+    def _replay_of(
+        self, obj: dict[str, Any], owner: str, idempotency: str, ttl: float, tenant: str | None
+    ) -> dict[str, Any]:
+        """``obj`` if a replayed request may be answered it; else 409 or 422 (_replayable).
+        Also for a POST that lost its key to an earlier write: it is a replay too."""
         if not self._made_with_key(obj, owner, tenant, idempotency):
             raise Conflict("Idempotency-Key clashes with a namespace nsprov cannot reuse")
         metadata = obj["metadata"]

@@ -1,0 +1,200 @@
+"""Races for one Idempotency-Key with a pool, played in a chosen order against a small
+in-memory API server (resourceVersions, preconditions, label selectors, deletion).
+
+A keyed POST that finds the pool empty creates under the key's name; when a concurrent
+POST with the key claimed a pooled namespace first (another name), the create is rolled
+back and the claim is answered. That answer must be the one a replay gets without a
+pool: 422 for another ttl.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from typing import Any, cast
+
+import pytest
+
+from nsprov.api.provisioner import Provisioner
+from nsprov.core.errors import Unprocessable
+from nsprov.core.kube import Kube, KubeError
+from nsprov.core.namespacecache import ReadYourWrites
+from nsprov.core.settings import Settings
+from nsprov.policy.model import Profile, flags_profile
+from nsprov.provision import bundle
+from nsprov.provision.metrics import Metrics
+
+SELECTOR = bundle.Selector.parse("controller.observatorium.io=namespace-provisioner")
+NOW = 1_000_000.0
+
+
+def _matches(labels: dict[str, str], selector: str) -> bool:
+    for term in selector.split(","):
+        if term.startswith("!"):
+            if term[1:] in labels:
+                return False
+        elif "=" in term:
+            key, value = term.split("=", 1)
+            if labels.get(key) != value:
+                return False
+        elif term not in labels:
+            return False
+    return True
+
+
+class _Server:
+    """Namespaces as an API server keeps them; every other object is accepted as written."""
+
+    def __init__(self) -> None:
+        self.namespaces: dict[str, dict[str, Any]] = {}
+        self._revisions = itertools.count(100)
+
+    def _stamp(self, obj: dict[str, Any]) -> dict[str, Any]:
+        obj["metadata"]["resourceVersion"] = str(next(self._revisions))
+        return cast(dict[str, Any], _copy(obj))
+
+    def add(self, obj: dict[str, Any]) -> dict[str, Any]:
+        metadata = obj["metadata"]
+        metadata.setdefault("uid", f"uid-{metadata['name']}")
+        metadata.setdefault("creationTimestamp", "1970-01-12T13:46:40Z")
+        self.namespaces[metadata["name"]] = obj
+        return self._stamp(obj)
+
+    def get(self, path: str, query: dict[str, str] | None = None, **_: Any) -> dict[str, Any]:
+        if path == bundle.NAMESPACES_PATH:
+            selector = (query or {}).get("labelSelector", "")
+            return {
+                "items": [
+                    _copy(ns)
+                    for ns in self.namespaces.values()
+                    if _matches(ns["metadata"].get("labels") or {}, selector)
+                ]
+            }
+        for name, ns in self.namespaces.items():
+            if path == bundle.namespace_path(name):
+                return cast(dict[str, Any], _copy(ns))
+        raise KubeError(404, "NotFound", path)
+
+    def post(self, path: str, body: dict[str, Any], **_: Any) -> dict[str, Any]:
+        if path == bundle.NAMESPACES_PATH:
+            if body["metadata"]["name"] in self.namespaces:
+                raise KubeError(409, "AlreadyExists", path)
+            return self.add(_copy(body))
+        if path.endswith("/token"):
+            return {"status": {"token": "t", "expirationTimestamp": "2030-01-01T00:00:00Z"}}
+        return body
+
+    def create(self, path: str, body: dict[str, Any], **_: Any) -> bool:
+        return True
+
+    def replace(self, path: str, body: dict[str, Any], **_: Any) -> dict[str, Any]:
+        return body
+
+    def merge_patch(self, path: str, body: dict[str, Any], **_: Any) -> dict[str, Any]:
+        ns = self._named(path)
+        patch = body["metadata"]
+        wanted = patch.get("resourceVersion")
+        if wanted is not None and wanted != ns["metadata"]["resourceVersion"]:
+            raise KubeError(409, "Conflict", path)
+        for field in ("labels", "annotations"):
+            values = ns["metadata"].setdefault(field, {})
+            for key, value in (patch.get(field) or {}).items():
+                if value is None:
+                    values.pop(key, None)
+                else:
+                    values[key] = value
+        return self._stamp(ns)
+
+    def delete(self, path: str, body: dict[str, Any] | None = None, **_: Any) -> dict[str, Any]:
+        ns = self._named(path)
+        ns["metadata"]["deletionTimestamp"] = "1970-01-12T13:46:40Z"
+        return self._stamp(ns)
+
+    def _named(self, path: str) -> dict[str, Any]:
+        for name, ns in self.namespaces.items():
+            if path == bundle.namespace_path(name):
+                return ns
+        raise KubeError(404, "NotFound", path)
+
+
+def _copy(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _copy(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_copy(v) for v in obj]
+    return obj
+
+
+def _profile(**settings: Any) -> Profile:
+    return flags_profile(Settings(tokens={"x": "y"}, pool_size=3, **settings))
+
+
+def _claimed_earlier(server: _Server, profile: Profile, digest: str, ttl: float) -> str:
+    """What a concurrent POST with the key did first: it claimed a pooled namespace."""
+    ns = bundle.namespace(
+        "np-pooled", selector=SELECTOR, owner="alice", template=profile.template,
+        expires_at=int(NOW + ttl), idempotency=digest, requested_ttl=ttl,
+    )  # fmt: skip
+    server.add(ns)
+    return "np-pooled"
+
+
+def _provisioner(server: _Server) -> Provisioner:
+    # No cache: this replica has not seen the claim yet (another replica made it).
+    return Provisioner(
+        kube=cast(Kube, server), selector=SELECTOR, prefix="np", default_server="https://k",
+        ca_data=None, metrics=Metrics(), clock=lambda: NOW,
+    )  # fmt: skip
+
+
+def _live(server: _Server) -> list[str]:
+    return sorted(
+        name for name, ns in server.namespaces.items() if "deletionTimestamp" not in ns["metadata"]
+    )
+
+
+class _Lagging:
+    """A synced NamespaceSource that shows ``items`` only: the replica's informer has not
+    seen the concurrent POST's write yet."""
+
+    def __init__(self, items: list[dict[str, Any]]) -> None:
+        self._items = {i["metadata"]["name"]: i for i in items}
+
+    def synced(self) -> bool:
+        return True
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        return self._items.get(name)
+
+    def items(self) -> list[dict[str, Any]]:
+        return list(self._items.values())
+
+    def version(self) -> int | None:
+        return None
+
+
+def _with_a_ready_one(server: _Server, provisioner: Provisioner, profile: Profile) -> None:
+    """One ready pooled namespace for ``profile``, in the server and in the lagging cache."""
+    pooled = bundle.pooled_namespace(
+        "np-ready", selector=SELECTOR, template=profile.template, tenant=profile.tenant,
+        expires_at=int(NOW + 3600), pool=provisioner._pool_hash(profile),
+    )  # fmt: skip
+    pooled["metadata"]["labels"][bundle.POOL_READY_LABEL] = "true"
+    provisioner.cache = ReadYourWrites(_Lagging([server.add(pooled)]))
+
+
+@pytest.mark.parametrize("how", ["create", "claim"])
+def test_a_post_that_loses_its_key_to_a_claim_with_another_ttl_is_422(how: str) -> None:
+    # Without a pool the create runs into the key's name, replays, and is told 422: the
+    # key was first used with another ttl. With a pool the first write was a claim, and
+    # this POST created under the key's name (the pool empty) or claimed another one.
+    server, profile = _Server(), _profile()
+    _, digest = bundle.idempotent_name("np", "alice", "job-1")
+    claimed = _claimed_earlier(server, profile, digest, ttl=600.0)
+    provisioner = _provisioner(server)
+    if how == "claim":
+        _with_a_ready_one(server, provisioner, profile)
+    with pytest.raises(Unprocessable, match="first used with ttl 10m"):
+        asyncio.run(provisioner.provision("alice", 1200.0, profile, idempotency_key="job-1"))
+    assert _live(server) == [claimed], "this POST's write is rolled back"
+    assert ("np-ready" in server.namespaces) is (how == "claim")
