@@ -16,7 +16,7 @@ from typing import Any, cast
 import pytest
 
 from nsprov.api.provisioner import Provisioner
-from nsprov.core.errors import Unprocessable
+from nsprov.core.errors import ProvisioningFailed, Unprocessable
 from nsprov.core.kube import Kube, KubeError
 from nsprov.core.namespacecache import ReadYourWrites
 from nsprov.core.settings import Settings
@@ -198,3 +198,24 @@ def test_a_post_that_loses_its_key_to_a_claim_with_another_ttl_is_422(how: str) 
         asyncio.run(provisioner.provision("alice", 1200.0, profile, idempotency_key="job-1"))
     assert _live(server) == [claimed], "this POST's write is rolled back"
     assert ("np-ready" in server.namespaces) is (how == "claim")
+
+
+class _Unlisted(_Server):
+    """An API server whose LISTs by an Idempotency-Key's label fail (a timeout, a 503)."""
+
+    def get(self, path: str, query: dict[str, str] | None = None, **kw: Any) -> dict[str, Any]:
+        if bundle.IDEMPOTENCY_LABEL in (query or {}).get("labelSelector", ""):
+            raise KubeError(503, "ServiceUnavailable", path)
+        return super().get(path, query, **kw)
+
+
+def test_a_create_whose_key_check_fails_is_rolled_back_as_a_claim_is() -> None:
+    # The LIST that decides which write keeps the key fails: this create cannot tell
+    # whether it is the key's one, so it goes (as a claim does), never a second live one.
+    server, profile = _Unlisted(), _profile()
+    _, digest = bundle.idempotent_name("np", "alice", "job-1")
+    claimed = _claimed_earlier(server, profile, digest, ttl=600.0)
+    provisioner = _provisioner(server)
+    with pytest.raises(ProvisioningFailed):
+        asyncio.run(provisioner.provision("alice", 600.0, profile, idempotency_key="job-1"))
+    assert _live(server) == [claimed]

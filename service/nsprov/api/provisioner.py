@@ -429,7 +429,11 @@ class Provisioner:
             await self._hold_caps(created, caps)
         if idempotency and profile.pool_size:
             # A concurrent POST with this key may have claimed a pooled namespace instead.
-            earlier = await self._earlier_with_key(created, owner, tenant, idempotency)
+            try:
+                earlier = await self._earlier_with_key(created, owner, tenant, idempotency)
+            except BaseException:
+                await self._roll_back(created)  # cannot tell whether it is the key's one
+                raise
             if earlier is not None:
                 await self._roll_back(created)
                 earlier = self._replay_of(earlier, owner, idempotency, ttl, tenant)
