@@ -4,7 +4,7 @@ in-memory API server (resourceVersions, preconditions, label selectors, deletion
 A keyed POST that finds the pool empty creates under the key's name; when a concurrent
 POST with the key claimed a pooled namespace first (another name), the create is rolled
 back and the claim is answered. That answer must be the one a replay gets without a
-pool: 422 for another ttl.
+pool: 422 for another ttl, and never 429 for the caller's own key's namespace.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any, cast
 import pytest
 
 from nsprov.api.provisioner import Provisioner
-from nsprov.core.errors import ProvisioningFailed, Unprocessable
+from nsprov.core.errors import ProvisioningFailed, TooManyNamespaces, Unprocessable
 from nsprov.core.kube import Kube, KubeError
 from nsprov.core.namespacecache import ReadYourWrites
 from nsprov.core.settings import Settings
@@ -140,10 +140,10 @@ def _claimed_earlier(server: _Server, profile: Profile, digest: str, ttl: float)
 
 
 def _provisioner(server: _Server) -> Provisioner:
-    # No cache: this replica has not seen the claim yet (another replica made it).
+    # Its cache has not seen the claim yet (another replica made it a moment ago).
     return Provisioner(
         kube=cast(Kube, server), selector=SELECTOR, prefix="np", default_server="https://k",
-        ca_data=None, metrics=Metrics(), clock=lambda: NOW,
+        ca_data=None, metrics=Metrics(), clock=lambda: NOW, cache=ReadYourWrites(_Lagging([])),
     )  # fmt: skip
 
 
@@ -219,3 +219,67 @@ def test_a_create_whose_key_check_fails_is_rolled_back_as_a_claim_is() -> None:
     with pytest.raises(ProvisioningFailed):
         asyncio.run(provisioner.provision("alice", 600.0, profile, idempotency_key="job-1"))
     assert _live(server) == [claimed]
+
+
+@pytest.mark.parametrize("how", ["create", "claim"])
+@pytest.mark.parametrize("cap", ["maxNamespacesPerOwner", "maxNamespaces"])
+def test_a_post_at_its_cap_that_loses_its_key_to_a_claim_answers_the_claim_not_429(
+    cap: str, how: str
+) -> None:
+    # The owner's one namespace is the key's (claimed by a concurrent POST with the key);
+    # this POST with the same key is the same request: it is answered that namespace, as a
+    # replay is, not refused for holding it.
+    server = _Server()
+    profile = _profile(
+        **({"max_namespaces_per_owner": 1} if cap == "maxNamespacesPerOwner" else {})
+    )
+    _, digest = bundle.idempotent_name("np", "alice", "job-1")
+    claimed = _claimed_earlier(server, profile, digest, ttl=600.0)
+    provisioner = _provisioner(server)
+    if cap == "maxNamespaces":
+        provisioner.max_namespaces = 1
+    if how == "claim":
+        _with_a_ready_one(server, provisioner, profile)
+    try:
+        answer = asyncio.run(
+            provisioner.provision("alice", 600.0, profile, idempotency_key="job-1")
+        )
+    except TooManyNamespaces as exc:
+        pytest.fail(f"429 for the key's own namespace: {exc}")
+    assert answer.name == claimed
+    assert answer.replayed
+    assert _live(server) == [claimed]
+
+
+def _another_of_alices(server: _Server, profile: Profile, name: str) -> None:
+    server.add(bundle.namespace(
+        name, selector=SELECTOR, owner="alice", template=profile.template,
+        expires_at=int(NOW + 600),
+    ))  # fmt: skip
+
+
+def test_only_the_keys_live_namespace_is_passed_over_by_the_cap() -> None:
+    server, profile = _Server(), _profile(max_namespaces_per_owner=2)
+    _, digest = bundle.idempotent_name("np", "alice", "job-1")
+    claimed = _claimed_earlier(server, profile, digest, ttl=600.0)
+    _another_of_alices(server, profile, "np-other")
+    answer = asyncio.run(
+        _provisioner(server).provision("alice", 600.0, profile, idempotency_key="job-1")
+    )
+    assert answer.name == claimed
+    assert _live(server) == sorted([claimed, "np-other"])
+
+
+def test_the_keys_namespace_being_deleted_still_holds_its_slot() -> None:
+    # A tenant must not outgrow its cap by deleting and POSTing again with the same key
+    # while the old namespace is held Terminating (by finalizers of its own).
+    server, profile = _Server(), _profile(max_namespaces_per_owner=2)
+    _, digest = bundle.idempotent_name("np", "alice", "job-1")
+    claimed = _claimed_earlier(server, profile, digest, ttl=600.0)
+    server.namespaces[claimed]["metadata"]["deletionTimestamp"] = "1970-01-12T13:46:40Z"
+    _another_of_alices(server, profile, "np-other")
+    with pytest.raises(TooManyNamespaces):
+        asyncio.run(
+            _provisioner(server).provision("alice", 600.0, profile, idempotency_key="job-1")
+        )
+    assert _live(server) == ["np-other"]

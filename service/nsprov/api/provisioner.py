@@ -942,7 +942,9 @@ class Provisioner:
                 listed = [
                     obj
                     for obj in await self._list_consistently(cap.label_selector)
-                    if cap.counts(obj["metadata"]) and not bundle.is_rolled_back(obj)
+                    if cap.counts(obj["metadata"])
+                    and not bundle.is_rolled_back(obj)
+                    and not _same_key(obj, created)
                 ]
                 ahead = _ahead_of(created, listed)
                 if len(ahead) >= cap.limit:
@@ -1257,6 +1259,21 @@ def _with_key(namespaces: _Objects, owner: str, tenant: str | None, idempotency:
         and not bundle.is_terminating(ns)
         and bundle.belongs_to(ns["metadata"], owner, tenant)
     ]
+
+
+def _same_key(obj: dict[str, Any], created: dict[str, Any]) -> bool:
+    """Whether ``obj`` is a live namespace of ``created``'s caller for the same
+    Idempotency-Key. It holds no cap slot against ``created``: with a pool, the first of
+    the key's writes keeps its namespace and every later one is rolled back and answered
+    it (``_earlier_with_key``, after the caps), so one key never holds two slots, and a
+    request at its cap is answered its key's namespace, as a replay is, not refused. One
+    being deleted holds its slot as any other."""
+    metadata = created["metadata"]
+    digest = (metadata.get("labels") or {}).get(bundle.IDEMPOTENCY_LABEL)
+    owner = bundle.owner_of(metadata)
+    if not digest or owner is None or obj["metadata"]["name"] == metadata["name"]:
+        return False
+    return bool(_with_key([obj], owner, bundle.tenant_of(metadata), digest))
 
 
 def _first_made(namespaces: _Objects) -> dict[str, Any] | None:
