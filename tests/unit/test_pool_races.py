@@ -283,3 +283,36 @@ def test_the_keys_namespace_being_deleted_still_holds_its_slot() -> None:
             _provisioner(server).provision("alice", 600.0, profile, idempotency_key="job-1")
         )
     assert _live(server) == ["np-other"]
+
+
+def test_a_post_is_not_answered_a_claim_being_rolled_back() -> None:
+    # The earlier claim's POST failed after its write (its token, say) and is rolling it
+    # back: marked, its DELETE not yet landed. It was handed to nobody and is about to go,
+    # so it is not the key's namespace: this POST keeps its own.
+    server, profile = _Server(), _profile()
+    _, digest = bundle.idempotent_name("np", "alice", "job-1")
+    claimed = _claimed_earlier(server, profile, digest, ttl=600.0)
+    server.namespaces[claimed]["metadata"]["annotations"][bundle.ROLLED_BACK_ANNOTATION] = "true"
+    answer = asyncio.run(
+        _provisioner(server).provision("alice", 600.0, profile, idempotency_key="job-1")
+    )
+    assert answer.name != claimed
+    assert not answer.replayed
+    assert answer.name in _live(server)
+
+
+def test_a_replay_is_not_answered_a_claim_being_rolled_back() -> None:
+    # As above, and the POST that kept the key (a create under its name) is done: a replay
+    # answers that one, not the older claim about to be deleted.
+    server, profile = _Server(), _profile()
+    name, digest = bundle.idempotent_name("np", "alice", "job-1")
+    claimed = _claimed_earlier(server, profile, digest, ttl=600.0)
+    server.namespaces[claimed]["metadata"]["annotations"][bundle.ROLLED_BACK_ANNOTATION] = "true"
+    server.add(bundle.namespace(
+        name, selector=SELECTOR, owner="alice", template=profile.template,
+        expires_at=int(NOW + 600), idempotency=digest, requested_ttl=600.0,
+    ))  # fmt: skip
+    answer = asyncio.run(
+        _provisioner(server).provision("alice", 600.0, profile, idempotency_key="job-1")
+    )
+    assert (answer.name, answer.replayed) == (name, True)

@@ -709,6 +709,7 @@ class Provisioner:
             for obj in await self._list_consistently(selector)
             if obj["metadata"]["name"] != mine
             and not bundle.is_terminating(obj)
+            and not bundle.is_marked_rolled_back(obj)
             and bundle.belongs_to(obj["metadata"], owner, tenant)
             and _revision(obj) < _revision(ours)
         ]
@@ -1251,12 +1252,13 @@ def _revision(obj: dict[str, Any]) -> int:
 
 def _with_key(namespaces: _Objects, owner: str, tenant: str | None, idempotency: str) -> _Objects:
     """The caller's live namespaces made or claimed with this Idempotency-Key's digest (one
-    being deleted lost a race for the key and was rolled back)."""
+    being deleted, or marked for a rollback, lost a race for the key or failed)."""
     return [
         ns
         for ns in namespaces
         if (ns["metadata"].get("labels") or {}).get(bundle.IDEMPOTENCY_LABEL) == idempotency
         and not bundle.is_terminating(ns)
+        and not bundle.is_marked_rolled_back(ns)
         and bundle.belongs_to(ns["metadata"], owner, tenant)
     ]
 
