@@ -316,3 +316,48 @@ def test_a_replay_is_not_answered_a_claim_being_rolled_back() -> None:
         _provisioner(server).provision("alice", 600.0, profile, idempotency_key="job-1")
     )
     assert (answer.name, answer.replayed) == (name, True)
+
+
+class _ExtendedMeanwhile(_Server):
+    """The key's earlier namespace is extended (PATCH ?ttl=) after this POST's write, just
+    before its LIST by the key's label: its resourceVersion is now above this POST's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.extend: str | None = None
+
+    def get(self, path: str, query: dict[str, str] | None = None, **kw: Any) -> dict[str, Any]:
+        if self.extend and bundle.IDEMPOTENCY_LABEL in (query or {}).get("labelSelector", ""):
+            name, self.extend = self.extend, None
+            labels = {bundle.EXPIRES_AT_LABEL: str(int(NOW + 1200))}
+            self.merge_patch(bundle.namespace_path(name), {"metadata": {"labels": labels}})
+        return super().get(path, query, **kw)
+
+
+@pytest.mark.parametrize(
+    "caps",
+    [
+        "maxNamespacesPerOwner",
+        pytest.param(
+            "none",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="without a cap's LIST before it, the key's check sees only the earlier "
+                "namespace's resourceVersion after the extend: both writes stay (open)",
+            ),
+        ),
+    ],
+)
+def test_the_keys_earlier_namespace_extended_meanwhile_still_wins(caps: str) -> None:
+    server, profile = (
+        _ExtendedMeanwhile(),
+        _profile(**({"max_namespaces_per_owner": 5} if caps != "none" else {})),
+    )
+    _, digest = bundle.idempotent_name("np", "alice", "job-1")
+    claimed = _claimed_earlier(server, profile, digest, ttl=600.0)
+    server.extend = claimed
+    answer = asyncio.run(
+        _provisioner(server).provision("alice", 600.0, profile, idempotency_key="job-1")
+    )
+    assert (answer.name, answer.replayed) == (claimed, True)
+    assert _live(server) == [claimed], "one namespace for the key"

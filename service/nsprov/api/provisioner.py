@@ -425,12 +425,11 @@ class Provisioner:
             if exc.status == 409 and keyed:
                 raise _KeyTaken from None
             raise _failed("create the namespace", exc) from exc
-        if caps:
-            await self._hold_caps(created, caps)
+        passed = await self._hold_caps(created, caps) if caps else frozenset()
         if idempotency and profile.pool_size:
             # A concurrent POST with this key may have claimed a pooled namespace instead.
             try:
-                earlier = await self._earlier_with_key(created, owner, tenant, idempotency)
+                earlier = await self._earlier_with_key(created, owner, tenant, idempotency, passed)
             except BaseException:
                 await self._roll_back(created)  # cannot tell whether it is the key's one
                 raise
@@ -491,11 +490,10 @@ class Provisioner:
             return None
         claimed, (token, token_expires_at) = won
         name = claimed["metadata"]["name"]
-        if caps:
-            await self._hold_caps(claimed, caps)
+        passed = await self._hold_caps(claimed, caps) if caps else frozenset()
         if idempotency:
             try:
-                earlier = await self._earlier_with_key(claimed, owner, tenant, idempotency)
+                earlier = await self._earlier_with_key(claimed, owner, tenant, idempotency, passed)
             except BaseException:
                 await self._roll_back(claimed)  # cannot tell whether it is the key's one
                 raise
@@ -692,7 +690,12 @@ class Provisioner:
         ]
 
     async def _earlier_with_key(
-        self, ours: dict[str, Any], owner: str, tenant: str | None, idempotency: str
+        self,
+        ours: dict[str, Any],
+        owner: str,
+        tenant: str | None,
+        idempotency: str,
+        passed: frozenset[str] = frozenset(),
     ) -> dict[str, Any] | None:
         """Another namespace for the same Idempotency-Key written before ``ours``, else None.
 
@@ -700,7 +703,9 @@ class Provisioner:
         the pool's, or a create under the key's name), so the name alone no longer makes
         the API server the lock. A consistent LIST by the key's label does: the earliest
         write (lowest resourceVersion) keeps its namespace, every later one is rolled back
-        and replays it.
+        and replays it. ``passed``: names the caps' LIST saw written before ``ours``
+        (_hold_caps), earlier still if their revision moved since (an extend). One changed
+        before any LIST of ours ranks after it: a window of milliseconds left open.
         """
         selector = f"{self.selector},{bundle.IDEMPOTENCY_LABEL}={idempotency}"
         mine = ours["metadata"]["name"]
@@ -711,7 +716,7 @@ class Provisioner:
             and not bundle.is_terminating(obj)
             and not bundle.is_marked_rolled_back(obj)
             and bundle.belongs_to(obj["metadata"], owner, tenant)
-            and _revision(obj) < _revision(ours)
+            and (_revision(obj) < _revision(ours) or obj["metadata"]["name"] in passed)
         ]
         return min(others, key=_revision) if others else None
 
@@ -916,8 +921,10 @@ class Provisioner:
         self.metrics.refused_by_cap.labels(tenant=cap.tenant or "", cap=cap.kind).inc()
         raise TooManyNamespaces(cap.detail + _going(counted))
 
-    async def _hold_caps(self, created: dict[str, Any], caps: Sequence[_Cap]) -> None:
+    async def _hold_caps(self, created: dict[str, Any], caps: Sequence[_Cap]) -> frozenset[str]:
         """Keep ``created`` only if it is within the caps by a consistent read; else 429.
+        The names of the key's earlier namespaces it passed over (``_same_key``), which the
+        key's check then hands over even if changed since (extended: a newer revision).
 
         The check before creating reads a cache, and requests on other replicas (or
         on this one, concurrently) pass it together. So, once created, the namespace
@@ -938,15 +945,17 @@ class Provisioner:
         the caps accept. The cost (one LIST per cap) falls on capped requests only.
         """
         name = created["metadata"]["name"]
+        passed: set[str] = set()
         try:
             for cap in caps:
-                listed = [
-                    obj
-                    for obj in await self._list_consistently(cap.label_selector)
-                    if cap.counts(obj["metadata"])
-                    and not bundle.is_rolled_back(obj)
-                    and not _same_key(obj, created)
-                ]
+                listed = []
+                for obj in await self._list_consistently(cap.label_selector):
+                    if not cap.counts(obj["metadata"]) or bundle.is_rolled_back(obj):
+                        continue
+                    if _same_key(obj, created):
+                        passed.add(obj["metadata"]["name"])
+                    else:
+                        listed.append(obj)
                 ahead = _ahead_of(created, listed)
                 if len(ahead) >= cap.limit:
                     self._refused(cap, ahead)
@@ -956,6 +965,7 @@ class Provisioner:
             await self._roll_back(created)
             raise
         log.debug("namespace=%s is within the caps", name)
+        return frozenset(passed)
 
     async def _list_consistently(self, label_selector: str) -> _Objects:
         query = {"labelSelector": label_selector}
@@ -1267,14 +1277,17 @@ def _same_key(obj: dict[str, Any], created: dict[str, Any]) -> bool:
     """Whether ``obj`` is a live namespace of ``created``'s caller for the same
     Idempotency-Key. It holds no cap slot against ``created``: with a pool, the first of
     the key's writes keeps its namespace and every later one is rolled back and answered
-    it (``_earlier_with_key``, after the caps), so one key never holds two slots, and a
-    request at its cap is answered its key's namespace, as a replay is, not refused. One
-    being deleted holds its slot as any other."""
+    it (``_earlier_with_key``, after the caps, told which were passed over), so one key
+    never holds two slots, and a request at its cap is answered its key's namespace, as
+    a replay is, not refused. One written after ``created`` or being deleted holds its
+    slot as any other."""
     metadata = created["metadata"]
     digest = (metadata.get("labels") or {}).get(bundle.IDEMPOTENCY_LABEL)
     owner = bundle.owner_of(metadata)
     if not digest or owner is None or obj["metadata"]["name"] == metadata["name"]:
         return False
+    if _revision(obj) >= _revision(created):
+        return False  # written later, or changed since: it holds its slot as any other
     return bool(_with_key([obj], owner, bundle.tenant_of(metadata), digest))
 
 
