@@ -16,7 +16,7 @@ from typing import Any, cast
 import pytest
 
 from nsprov.api.provisioner import Provisioner
-from nsprov.core.errors import ProvisioningFailed, TooManyNamespaces, Unprocessable
+from nsprov.core.errors import Conflict, ProvisioningFailed, TooManyNamespaces, Unprocessable
 from nsprov.core.kube import Kube, KubeError
 from nsprov.core.namespacecache import ReadYourWrites
 from nsprov.core.settings import Settings
@@ -361,3 +361,18 @@ def test_the_keys_earlier_namespace_extended_meanwhile_still_wins(caps: str) -> 
     )
     assert (answer.name, answer.replayed) == (claimed, True)
     assert _live(server) == [claimed], "one namespace for the key"
+
+
+def test_a_post_that_loses_its_key_to_an_expired_claim_is_409_not_its_kubeconfig() -> None:
+    # The key's claim expired a moment ago and the controller has not deleted it yet: a
+    # replay is 409 (use a new key), and so is a POST that lost its key to it.
+    server, profile = _Server(), _profile()
+    _, digest = bundle.idempotent_name("np", "alice", "job-1")
+    claimed = _claimed_earlier(server, profile, digest, ttl=600.0)
+    labels = server.namespaces[claimed]["metadata"]["labels"]
+    labels[bundle.EXPIRES_AT_LABEL] = str(int(NOW - 1))
+    with pytest.raises(Conflict, match="expired"):
+        asyncio.run(
+            _provisioner(server).provision("alice", 600.0, profile, idempotency_key="job-1")
+        )
+    assert _live(server) == [claimed], "this POST's create is rolled back"
