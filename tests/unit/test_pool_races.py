@@ -376,3 +376,26 @@ def test_a_post_that_loses_its_key_to_an_expired_claim_is_409_not_its_kubeconfig
             _provisioner(server).provision("alice", 600.0, profile, idempotency_key="job-1")
         )
     assert _live(server) == [claimed], "this POST's create is rolled back"
+
+
+def test_a_later_claim_for_the_key_does_not_push_the_keys_first_write_over_the_cap() -> None:
+    # This POST created under the key's name first; a concurrent one claimed a pooled
+    # namespace made an hour ago just after. The claim's older creationTimestamp would
+    # rank it ahead in the caps; it is the key's later write, rolled back by its own check.
+    server, profile = _Server(), _profile(max_namespaces_per_owner=1)
+    name, digest = bundle.idempotent_name("np", "alice", "job-1")
+    ours = server.add(bundle.namespace(
+        name, selector=SELECTOR, owner="alice", template=profile.template,
+        expires_at=int(NOW + 600), idempotency=digest, requested_ttl=600.0,
+    ))  # fmt: skip
+    later = bundle.namespace(
+        "np-claimed", selector=SELECTOR, owner="alice", template=profile.template,
+        expires_at=int(NOW + 600), idempotency=digest, requested_ttl=600.0,
+    )  # fmt: skip
+    later["metadata"]["creationTimestamp"] = "1970-01-12T12:46:40Z"
+    server.add(later)
+    provisioner = _provisioner(server)
+    caps = provisioner._caps("alice", profile)
+    passed = asyncio.run(provisioner._hold_caps(ours, caps))
+    assert name in _live(server), "within the cap"
+    assert asyncio.run(provisioner._earlier_with_key(ours, "alice", None, digest, passed)) is None

@@ -413,7 +413,7 @@ class Provisioner:
                 return pooled
         try:
             if caps:
-                await self._check_caps(caps)  # from the cache: turns most excess away
+                await self._check_caps(caps, owner, tenant, idempotency)  # from the cache
             created = await self._call(self.kube.post, bundle.NAMESPACES_PATH, manifest)
             self._remember(created)
         except KubeError as exc:
@@ -480,7 +480,7 @@ class Provisioner:
         """
         tenant = profile.tenant
         if caps:
-            await self._check_caps(caps)
+            await self._check_caps(caps, owner, tenant, idempotency)
         won = await self._claim(
             owner, ttl, profile, expires_at=expires_at, idempotency=idempotency,
             requested_by=requested_by,
@@ -904,14 +904,26 @@ class Provisioner:
             )
         return caps
 
-    async def _check_caps(self, caps: Sequence[_Cap]) -> None:
+    async def _check_caps(
+        self,
+        caps: Sequence[_Cap],
+        owner: str = "",
+        tenant: str | None = None,
+        idempotency: str | None = None,
+    ) -> None:
         """429 when a cap is full; a namespace being deleted fills its slot until it is gone.
 
         Were the slot free when deletion begins, a tenant that fills each namespace with
         objects whose finalizers nobody removes could hold any number of them, Terminating
-        for good, however small its cap.
+        for good, however small its cap. The caller's live namespace for this
+        Idempotency-Key is not counted: the request is its replay (``_same_key``).
         """
-        managed = [obj for obj in await self._managed() if not bundle.is_rolled_back(obj)]
+        managed = [
+            obj
+            for obj in await self._managed()
+            if not bundle.is_rolled_back(obj)
+            and not (idempotency and _with_key([obj], owner, tenant, idempotency))
+        ]
         for cap in caps:
             counted = [obj for obj in managed if cap.counts(obj["metadata"])]
             if len(counted) >= cap.limit:
@@ -953,7 +965,8 @@ class Provisioner:
                     if not cap.counts(obj["metadata"]) or bundle.is_rolled_back(obj):
                         continue
                     if _same_key(obj, created):
-                        passed.add(obj["metadata"]["name"])
+                        if _revision(obj) < _revision(created):
+                            passed.add(obj["metadata"]["name"])
                     else:
                         listed.append(obj)
                 ahead = _ahead_of(created, listed)
@@ -1277,17 +1290,16 @@ def _same_key(obj: dict[str, Any], created: dict[str, Any]) -> bool:
     """Whether ``obj`` is a live namespace of ``created``'s caller for the same
     Idempotency-Key. It holds no cap slot against ``created``: with a pool, the first of
     the key's writes keeps its namespace and every later one is rolled back and answered
-    it (``_earlier_with_key``, after the caps, told which were passed over), so one key
-    never holds two slots, and a request at its cap is answered its key's namespace, as
-    a replay is, not refused. One written after ``created`` or being deleted holds its
-    slot as any other."""
+    it (``_earlier_with_key``, after the caps, told which written before ``created`` were
+    passed over), so one key never holds two slots, and a request at its cap is answered
+    its key's namespace, as a replay is, not refused. One written after ``created`` is
+    rolled back by its own check, though a claim's older creationTimestamp would rank it
+    ahead. One being deleted holds its slot as any other."""
     metadata = created["metadata"]
     digest = (metadata.get("labels") or {}).get(bundle.IDEMPOTENCY_LABEL)
     owner = bundle.owner_of(metadata)
     if not digest or owner is None or obj["metadata"]["name"] == metadata["name"]:
         return False
-    if _revision(obj) >= _revision(created):
-        return False  # written later, or changed since: it holds its slot as any other
     return bool(_with_key([obj], owner, bundle.tenant_of(metadata), digest))
 
 
