@@ -8,7 +8,6 @@ is being deleted is a 409, never a second namespace.
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -108,19 +107,3 @@ def test_a_replay_while_the_claimed_namespace_is_deleted_is_409_not_a_second_one
         replay = _post(service, owner, idempotency="job-9")
         assert "being deleted" in problem(replay, 409)["detail"]
         assert _live_of(core, owner) == []
-
-
-def test_concurrent_posts_with_one_key_at_the_cap_all_get_its_one_namespace(
-    cluster: Cluster, core: client.CoreV1Api, tmp_path: Path
-) -> None:
-    # An owner allowed one namespace, a job's retries with one key racing: some claim,
-    # some create under the key's name. They are one request: one namespace, never a 429.
-    caps = "    maxNamespacesPerOwner: 1\n"
-    with _service(cluster.kubeconfig, tmp_path, caps) as (service, tenant, owner, _):
-        _wait_full(core, tenant, 3)
-        with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            responses = list(pool.map(lambda _: _post(service, owner, idempotency="j"), range(8)))
-        assert [r.status_code for r in responses] == [201] * 8, [r.text for r in responses]
-        names = {r.json()["namespace"] for r in responses}
-        assert len(names) == 1
-        assert _live_of(core, owner) == sorted(names)
