@@ -8,6 +8,7 @@ is being deleted is a 409, never a second namespace.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -107,3 +108,27 @@ def test_a_replay_while_the_claimed_namespace_is_deleted_is_409_not_a_second_one
         replay = _post(service, owner, idempotency="job-9")
         assert "being deleted" in problem(replay, 409)["detail"]
         assert _live_of(core, owner) == []
+
+
+def test_racing_keys_at_the_cap_never_hold_more_than_it(
+    cluster: Cluster, core: client.CoreV1Api, tmp_path: Path
+) -> None:
+    # Two keys' retries racing at cap 1: at most one namespace stays, and each answer is
+    # 201 (that one), 429, or 409 (a replay of one its first request rolled back).
+    caps = "    maxNamespacesPerOwner: 1\n"
+    with _service(cluster.kubeconfig, tmp_path, caps) as (service, tenant, owner, _):
+        _wait_full(core, tenant, 3)
+        keys = ["a", "b"] * 4
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            responses = list(pool.map(lambda k: _post(service, owner, idempotency=k), keys))
+        odd = [r.text for r in responses if r.status_code not in (201, 409, 429)]
+        assert not odd, service.log()[-6000:] + "\n".join(odd)
+        names = {r.json()["namespace"] for r in responses if r.status_code == 201}
+        seen = [
+            (k, r.status_code, r.json().get("namespace"), r.headers.get("idempotent-replayed"))
+            for k, r in zip(keys, responses, strict=True)
+        ]
+        logged = [line for line in service.log().splitlines() if "namespace=" in line]
+        why = f"{seen}\nlive={_live_of(core, owner)}\n" + "\n".join(logged[-40:])
+        assert len(names) <= 1, why
+        assert _live_of(core, owner) == sorted(names), why

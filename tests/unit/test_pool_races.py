@@ -267,3 +267,49 @@ def test_a_post_that_loses_its_key_to_an_expired_claim_is_409_not_its_kubeconfig
             _provisioner(server).provision("alice", 600.0, profile, idempotency_key="job-1")
         )
     assert _live(server) == [claimed], "this POST's create is rolled back"
+
+
+class _RolledBackMeanwhile(_Server):
+    """The first request for the key is refused by a cap and rolls its namespace back while
+    a replay of it is minting its token (the replay found it a moment before): just after
+    the TokenRequest, or just before it, which the API server then refuses (403: no new
+    content in a namespace being terminated)."""
+
+    def __init__(self, before_token: bool) -> None:
+        super().__init__()
+        self.before_token = before_token
+
+    def post(self, path: str, body: dict[str, Any], **kw: Any) -> dict[str, Any]:
+        if not path.endswith("/token"):
+            return super().post(path, body, **kw)
+        if self.before_token:
+            self._roll_back(path)
+            raise KubeError(403, "Forbidden", path)
+        answer = super().post(path, body, **kw)
+        self._roll_back(path)
+        return answer
+
+    def _roll_back(self, path: str) -> None:
+        for name, ns in self.namespaces.items():
+            if path.startswith(bundle.namespace_path(name) + "/"):
+                ns["metadata"]["annotations"][bundle.ROLLED_BACK_ANNOTATION] = "true"
+                ns["metadata"]["deletionTimestamp"] = "1970-01-12T13:46:40Z"
+
+
+@pytest.mark.parametrize("before_token", [False, True], ids=["after-its-token", "before"])
+@pytest.mark.parametrize("pool", [0, 3])
+def test_a_replay_never_hands_out_a_namespace_rolled_back_while_it_was_answered(
+    pool: int, before_token: bool
+) -> None:
+    # 409 as for any replay of a namespace going, not 201 (a kubeconfig for it) nor 500.
+    server = _RolledBackMeanwhile(before_token)
+    profile = flags_profile(Settings(tokens={"x": "y"}, pool_size=pool))
+    name, digest = bundle.idempotent_name("np", "alice", "job-1")
+    server.add(bundle.namespace(
+        name, selector=SELECTOR, owner="alice", template=profile.template,
+        expires_at=int(NOW + 600), idempotency=digest, requested_ttl=600.0,
+    ))  # fmt: skip
+    with pytest.raises(Conflict, match="being deleted"):
+        asyncio.run(
+            _provisioner(server).provision("alice", 600.0, profile, idempotency_key="job-1")
+        )

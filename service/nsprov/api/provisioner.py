@@ -990,23 +990,32 @@ class Provisioner:
             metadata, profile.cluster_roles[0]
         )
         self._require_grants(template.cluster_roles)
-        await asyncio.gather(
-            self._create(
-                bundle.service_accounts_path(name),
-                bundle.service_account(name, self.selector),
-                "create the ServiceAccount",
-            ),
-            *(
-                self._create_quota(wanted)
-                if wanted.kind == "resourcequota"
-                else self._create(wanted.collection, wanted.body, _what(wanted))
-                for wanted in bundle.wanted_objects(name, self.selector, template)
-            ),
-        )
-        (token, token_expires_at), _ = await asyncio.gather(
-            self._token(name, expires_at),
-            self._first_call_ready(name, template.cluster_roles),
-        )
+        try:
+            await asyncio.gather(
+                self._create(
+                    bundle.service_accounts_path(name),
+                    bundle.service_account(name, self.selector),
+                    "create the ServiceAccount",
+                ),
+                *(
+                    self._create_quota(wanted)
+                    if wanted.kind == "resourcequota"
+                    else self._create(wanted.collection, wanted.body, _what(wanted))
+                    for wanted in bundle.wanted_objects(name, self.selector, template)
+                ),
+            )
+            (token, token_expires_at), _ = await asyncio.gather(
+                self._token(name, expires_at),
+                self._first_call_ready(name, template.cluster_roles),
+            )
+        except ProvisioningFailed:
+            if replayed:
+                await self._refuse_if_going(name)  # refused for it: no new content
+            raise
+        if replayed:
+            # The first request may still be judging it (its caps, its key) and roll it
+            # back while this answer is made: never a kubeconfig for a namespace going.
+            await self._refuse_if_going(name)
         config = kubeconfig_.build(
             server=server or self.default_server, ca_data=self.ca_data, namespace=name, token=token
         )
@@ -1023,6 +1032,12 @@ class Provisioner:
             replayed=replayed,
             token_expires_at=token_expires_at,
         )
+
+    async def _refuse_if_going(self, name: str) -> None:
+        """409 when the replayed namespace ``name`` is gone, being deleted or rolled back."""
+        now = await self._read(name)
+        if now is None or bundle.is_terminating(now) or bundle.is_marked_rolled_back(now):
+            raise Conflict("the namespace for this Idempotency-Key is being deleted")
 
     async def _first_call_ready(self, name: str, roles: Sequence[str]) -> None:
         """Return once the authorizer allows the ServiceAccount its grants (firstcall.py), or
