@@ -313,3 +313,20 @@ def test_a_replay_never_hands_out_a_namespace_rolled_back_while_it_was_answered(
         asyncio.run(
             _provisioner(server).provision("alice", 600.0, profile, idempotency_key="job-1")
         )
+
+
+def test_a_retry_after_a_rolled_back_claim_is_not_409() -> None:
+    # The first POST claimed, was refused by a cap (429) and rolled its claim back; the
+    # Action (wait-for-slot) retries with the same key while that one is still going. It
+    # was handed to nobody: not the key's namespace being deleted, so no 409.
+    server, profile = _Server(), _profile()
+    _, digest = bundle.idempotent_name("np", "alice", "job-1")
+    claimed = _claimed_earlier(server, profile, digest, ttl=600.0)
+    metadata = server.namespaces[claimed]["metadata"]
+    metadata["annotations"][bundle.ROLLED_BACK_ANNOTATION] = "true"
+    metadata["deletionTimestamp"] = "1970-01-12T13:46:40Z"
+    provisioner = _provisioner(server)
+    provisioner.cache = ReadYourWrites(_Lagging([_copy(server.namespaces[claimed])]))
+    answer = asyncio.run(provisioner.provision("alice", 600.0, profile, idempotency_key="job-1"))
+    assert answer.name != claimed
+    assert not answer.replayed

@@ -660,17 +660,21 @@ class Provisioner:
         first = _first_made(_with_key(listed, owner, tenant, idempotency))
         if first is None:
             # None live: one being deleted (a claim keeps the pool's name) is the 409 it is
-            # without a pool, never a second namespace for the key.
-            first = next((ns for ns in listed if bundle.is_terminating(ns)), None)
+            # without a pool, never a second namespace for the key; one rolled back was
+            # handed to nobody (a retry after a 429) and is not the key's.
+            going = (ns for ns in listed if bundle.is_terminating(ns))
+            first = next((ns for ns in going if not bundle.is_rolled_back(ns)), None)
         found = name if first is None else first["metadata"]["name"]
         return await self._replayable(owner, found, idempotency, ttl, tenant)
 
     def _cached_with_key(self, owner: str, tenant: str | None, idempotency: str) -> bool:
         """Whether the cache holds a namespace of the caller's with this key's digest, live
-        or being deleted (a claimed one keeps its pooled name, so only its label finds it)."""
+        or being deleted but not rolled back (a claimed one keeps its pooled name, so only its
+        label finds it)."""
         cache = self._synced_cache()
         return cache is not None and any(
-            self._made_with_key(ns, owner, tenant, idempotency) for ns in cache.items()
+            self._made_with_key(ns, owner, tenant, idempotency) and not bundle.is_rolled_back(ns)
+            for ns in cache.items()
         )
 
     async def _claimed_by_key(
