@@ -132,3 +132,20 @@ def test_racing_keys_at_the_cap_never_hold_more_than_it(
         why = f"{seen}\nlive={_live_of(core, owner)}\n" + "\n".join(logged[-40:])
         assert len(names) <= 1, why
         assert _live_of(core, owner) == sorted(names), why
+
+
+def test_concurrent_posts_with_one_key_at_the_cap_all_get_its_one_namespace(
+    cluster: Cluster, core: client.CoreV1Api, tmp_path: Path
+) -> None:
+    # An owner allowed one namespace, a job's retries with one key racing: some claim,
+    # some create under the key's name. They are one request: one namespace, never a 429.
+    caps = "    maxNamespacesPerOwner: 1\n"
+    with _service(cluster.kubeconfig, tmp_path, caps) as (service, tenant, owner, _):
+        _wait_full(core, tenant, 3)
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            responses = list(pool.map(lambda _: _post(service, owner, idempotency="j"), range(8)))
+        odd = [r.text for r in responses if r.status_code != 201]
+        assert not odd, "\n".join(odd) + service.log()[-4000:]
+        names = {r.json()["namespace"] for r in responses}
+        assert len(names) == 1
+        assert _live_of(core, owner) == sorted(names)

@@ -4,7 +4,7 @@ in-memory API server (resourceVersions, preconditions, label selectors, deletion
 A keyed POST that finds the pool empty creates under the key's name; when a concurrent
 POST with the key claimed a pooled namespace first (another name), the create is rolled
 back and the claim is answered. That answer must be the one a replay gets without a
-pool: 422 for another ttl.
+pool: 422 for another ttl, and never 429 for the caller's own key's namespace.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any, cast
 import pytest
 
 from nsprov.api.provisioner import Provisioner
-from nsprov.core.errors import Conflict, ProvisioningFailed, Unprocessable
+from nsprov.core.errors import Conflict, ProvisioningFailed, TooManyNamespaces, Unprocessable
 from nsprov.core.kube import Kube, KubeError
 from nsprov.core.namespacecache import ReadYourWrites
 from nsprov.core.settings import Settings
@@ -221,6 +221,70 @@ def test_a_create_whose_key_check_fails_is_rolled_back_as_a_claim_is() -> None:
     assert _live(server) == [claimed]
 
 
+@pytest.mark.parametrize("how", ["create", "claim"])
+@pytest.mark.parametrize("cap", ["maxNamespacesPerOwner", "maxNamespaces"])
+def test_a_post_at_its_cap_that_loses_its_key_to_a_claim_answers_the_claim_not_429(
+    cap: str, how: str
+) -> None:
+    # The owner's one namespace is the key's (claimed by a concurrent POST with the key);
+    # this POST with the same key is the same request: it is answered that namespace, as a
+    # replay is, not refused for holding it.
+    server = _Server()
+    profile = _profile(
+        **({"max_namespaces_per_owner": 1} if cap == "maxNamespacesPerOwner" else {})
+    )
+    _, digest = bundle.idempotent_name("np", "alice", "job-1")
+    claimed = _claimed_earlier(server, profile, digest, ttl=600.0)
+    provisioner = _provisioner(server)
+    if cap == "maxNamespaces":
+        provisioner.max_namespaces = 1
+    if how == "claim":
+        _with_a_ready_one(server, provisioner, profile)
+    try:
+        answer = asyncio.run(
+            provisioner.provision("alice", 600.0, profile, idempotency_key="job-1")
+        )
+    except TooManyNamespaces as exc:
+        pytest.fail(f"429 for the key's own namespace: {exc}")
+    assert answer.name == claimed
+    assert answer.replayed
+    assert _live(server) == [claimed]
+
+
+def _another_of_alices(server: _Server, profile: Profile, name: str) -> None:
+    server.add(bundle.namespace(
+        name, selector=SELECTOR, owner="alice", template=profile.template,
+        expires_at=int(NOW + 600),
+    ))  # fmt: skip
+
+
+def test_only_the_keys_live_namespace_is_passed_over_by_the_cap() -> None:
+    server, profile = _Server(), _profile(max_namespaces_per_owner=2)
+    _, digest = bundle.idempotent_name("np", "alice", "job-1")
+    claimed = _claimed_earlier(server, profile, digest, ttl=600.0)
+    _another_of_alices(server, profile, "np-other")
+    answer = asyncio.run(
+        _provisioner(server).provision("alice", 600.0, profile, idempotency_key="job-1")
+    )
+    assert answer.name == claimed
+    assert _live(server) == sorted([claimed, "np-other"])
+
+
+def test_the_keys_namespace_being_deleted_still_holds_its_slot() -> None:
+    # A tenant must not outgrow its cap by deleting and POSTing again with the same key
+    # while the old namespace is held Terminating (by finalizers of its own).
+    server, profile = _Server(), _profile(max_namespaces_per_owner=2)
+    _, digest = bundle.idempotent_name("np", "alice", "job-1")
+    claimed = _claimed_earlier(server, profile, digest, ttl=600.0)
+    server.namespaces[claimed]["metadata"]["deletionTimestamp"] = "1970-01-12T13:46:40Z"
+    _another_of_alices(server, profile, "np-other")
+    with pytest.raises(TooManyNamespaces):
+        asyncio.run(
+            _provisioner(server).provision("alice", 600.0, profile, idempotency_key="job-1")
+        )
+    assert _live(server) == ["np-other"]
+
+
 def test_a_post_is_not_answered_a_claim_being_rolled_back() -> None:
     # The earlier claim's POST failed after its write (its token, say) and is rolling it
     # back: marked, its DELETE not yet landed. It was handed to nobody and is about to go,
@@ -252,6 +316,51 @@ def test_a_replay_is_not_answered_a_claim_being_rolled_back() -> None:
         _provisioner(server).provision("alice", 600.0, profile, idempotency_key="job-1")
     )
     assert (answer.name, answer.replayed) == (name, True)
+
+
+class _ExtendedMeanwhile(_Server):
+    """The key's earlier namespace is extended (PATCH ?ttl=) after this POST's write, just
+    before its LIST by the key's label: its resourceVersion is now above this POST's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.extend: str | None = None
+
+    def get(self, path: str, query: dict[str, str] | None = None, **kw: Any) -> dict[str, Any]:
+        if self.extend and bundle.IDEMPOTENCY_LABEL in (query or {}).get("labelSelector", ""):
+            name, self.extend = self.extend, None
+            labels = {bundle.EXPIRES_AT_LABEL: str(int(NOW + 1200))}
+            self.merge_patch(bundle.namespace_path(name), {"metadata": {"labels": labels}})
+        return super().get(path, query, **kw)
+
+
+@pytest.mark.parametrize(
+    "caps",
+    [
+        "maxNamespacesPerOwner",
+        pytest.param(
+            "none",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="without a cap's LIST before it, the key's check sees only the earlier "
+                "namespace's resourceVersion after the extend: both writes stay (open)",
+            ),
+        ),
+    ],
+)
+def test_the_keys_earlier_namespace_extended_meanwhile_still_wins(caps: str) -> None:
+    server, profile = (
+        _ExtendedMeanwhile(),
+        _profile(**({"max_namespaces_per_owner": 5} if caps != "none" else {})),
+    )
+    _, digest = bundle.idempotent_name("np", "alice", "job-1")
+    claimed = _claimed_earlier(server, profile, digest, ttl=600.0)
+    server.extend = claimed
+    answer = asyncio.run(
+        _provisioner(server).provision("alice", 600.0, profile, idempotency_key="job-1")
+    )
+    assert (answer.name, answer.replayed) == (claimed, True)
+    assert _live(server) == [claimed], "one namespace for the key"
 
 
 def test_a_post_that_loses_its_key_to_an_expired_claim_is_409_not_its_kubeconfig() -> None:
@@ -330,3 +439,26 @@ def test_a_retry_after_a_rolled_back_claim_is_not_409() -> None:
     answer = asyncio.run(provisioner.provision("alice", 600.0, profile, idempotency_key="job-1"))
     assert answer.name != claimed
     assert not answer.replayed
+
+
+def test_a_later_claim_for_the_key_does_not_push_the_keys_first_write_over_the_cap() -> None:
+    # This POST created under the key's name first; a concurrent one claimed a pooled
+    # namespace made an hour ago just after. The claim's older creationTimestamp would
+    # rank it ahead in the caps; it is the key's later write, rolled back by its own check.
+    server, profile = _Server(), _profile(max_namespaces_per_owner=1)
+    name, digest = bundle.idempotent_name("np", "alice", "job-1")
+    ours = server.add(bundle.namespace(
+        name, selector=SELECTOR, owner="alice", template=profile.template,
+        expires_at=int(NOW + 600), idempotency=digest, requested_ttl=600.0,
+    ))  # fmt: skip
+    later = bundle.namespace(
+        "np-claimed", selector=SELECTOR, owner="alice", template=profile.template,
+        expires_at=int(NOW + 600), idempotency=digest, requested_ttl=600.0,
+    )  # fmt: skip
+    later["metadata"]["creationTimestamp"] = "1970-01-12T12:46:40Z"
+    server.add(later)
+    provisioner = _provisioner(server)
+    caps = provisioner._caps("alice", profile)
+    passed = asyncio.run(provisioner._hold_caps(ours, caps))
+    assert name in _live(server), "within the cap"
+    assert asyncio.run(provisioner._earlier_with_key(ours, "alice", None, digest, passed)) is None

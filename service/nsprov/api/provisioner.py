@@ -413,7 +413,7 @@ class Provisioner:
                 return pooled
         try:
             if caps:
-                await self._check_caps(caps)  # from the cache: turns most excess away
+                await self._check_caps(caps, owner, tenant, idempotency)  # from the cache
             created = await self._call(self.kube.post, bundle.NAMESPACES_PATH, manifest)
             self._remember(created)
         except KubeError as exc:
@@ -425,12 +425,11 @@ class Provisioner:
             if exc.status == 409 and keyed:
                 raise _KeyTaken from None
             raise _failed("create the namespace", exc) from exc
-        if caps:
-            await self._hold_caps(created, caps)
+        passed = await self._hold_caps(created, caps) if caps else frozenset()
         if idempotency and profile.pool_size:
             # A concurrent POST with this key may have claimed a pooled namespace instead.
             try:
-                earlier = await self._earlier_with_key(created, owner, tenant, idempotency)
+                earlier = await self._earlier_with_key(created, owner, tenant, idempotency, passed)
             except BaseException:
                 await self._roll_back(created)  # cannot tell whether it is the key's one
                 raise
@@ -481,7 +480,7 @@ class Provisioner:
         """
         tenant = profile.tenant
         if caps:
-            await self._check_caps(caps)
+            await self._check_caps(caps, owner, tenant, idempotency)
         won = await self._claim(
             owner, ttl, profile, expires_at=expires_at, idempotency=idempotency,
             requested_by=requested_by,
@@ -491,11 +490,10 @@ class Provisioner:
             return None
         claimed, (token, token_expires_at) = won
         name = claimed["metadata"]["name"]
-        if caps:
-            await self._hold_caps(claimed, caps)
+        passed = await self._hold_caps(claimed, caps) if caps else frozenset()
         if idempotency:
             try:
-                earlier = await self._earlier_with_key(claimed, owner, tenant, idempotency)
+                earlier = await self._earlier_with_key(claimed, owner, tenant, idempotency, passed)
             except BaseException:
                 await self._roll_back(claimed)  # cannot tell whether it is the key's one
                 raise
@@ -696,7 +694,12 @@ class Provisioner:
         ]
 
     async def _earlier_with_key(
-        self, ours: dict[str, Any], owner: str, tenant: str | None, idempotency: str
+        self,
+        ours: dict[str, Any],
+        owner: str,
+        tenant: str | None,
+        idempotency: str,
+        passed: frozenset[str] = frozenset(),
     ) -> dict[str, Any] | None:
         """Another namespace for the same Idempotency-Key written before ``ours``, else None.
 
@@ -704,7 +707,9 @@ class Provisioner:
         the pool's, or a create under the key's name), so the name alone no longer makes
         the API server the lock. A consistent LIST by the key's label does: the earliest
         write (lowest resourceVersion) keeps its namespace, every later one is rolled back
-        and replays it.
+        and replays it. ``passed``: names the caps' LIST saw written before ``ours``
+        (_hold_caps), earlier still if their revision moved since (an extend). One changed
+        before any LIST of ours ranks after it: a window of milliseconds left open.
         """
         selector = f"{self.selector},{bundle.IDEMPOTENCY_LABEL}={idempotency}"
         mine = ours["metadata"]["name"]
@@ -715,7 +720,7 @@ class Provisioner:
             and not bundle.is_terminating(obj)
             and not bundle.is_marked_rolled_back(obj)
             and bundle.belongs_to(obj["metadata"], owner, tenant)
-            and _revision(obj) < _revision(ours)
+            and (_revision(obj) < _revision(ours) or obj["metadata"]["name"] in passed)
         ]
         return min(others, key=_revision) if others else None
 
@@ -903,14 +908,26 @@ class Provisioner:
             )
         return caps
 
-    async def _check_caps(self, caps: Sequence[_Cap]) -> None:
+    async def _check_caps(
+        self,
+        caps: Sequence[_Cap],
+        owner: str = "",
+        tenant: str | None = None,
+        idempotency: str | None = None,
+    ) -> None:
         """429 when a cap is full; a namespace being deleted fills its slot until it is gone.
 
         Were the slot free when deletion begins, a tenant that fills each namespace with
         objects whose finalizers nobody removes could hold any number of them, Terminating
-        for good, however small its cap.
+        for good, however small its cap. The caller's live namespace for this
+        Idempotency-Key is not counted: the request is its replay (``_same_key``).
         """
-        managed = [obj for obj in await self._managed() if not bundle.is_rolled_back(obj)]
+        managed = [
+            obj
+            for obj in await self._managed()
+            if not bundle.is_rolled_back(obj)
+            and not (idempotency and _with_key([obj], owner, tenant, idempotency))
+        ]
         for cap in caps:
             counted = [obj for obj in managed if cap.counts(obj["metadata"])]
             if len(counted) >= cap.limit:
@@ -920,8 +937,10 @@ class Provisioner:
         self.metrics.refused_by_cap.labels(tenant=cap.tenant or "", cap=cap.kind).inc()
         raise TooManyNamespaces(cap.detail + _going(counted))
 
-    async def _hold_caps(self, created: dict[str, Any], caps: Sequence[_Cap]) -> None:
+    async def _hold_caps(self, created: dict[str, Any], caps: Sequence[_Cap]) -> frozenset[str]:
         """Keep ``created`` only if it is within the caps by a consistent read; else 429.
+        The names of the key's earlier namespaces it passed over (``_same_key``), which the
+        key's check then hands over even if changed since (extended: a newer revision).
 
         The check before creating reads a cache, and requests on other replicas (or
         on this one, concurrently) pass it together. So, once created, the namespace
@@ -942,13 +961,18 @@ class Provisioner:
         the caps accept. The cost (one LIST per cap) falls on capped requests only.
         """
         name = created["metadata"]["name"]
+        passed: set[str] = set()
         try:
             for cap in caps:
-                listed = [
-                    obj
-                    for obj in await self._list_consistently(cap.label_selector)
-                    if cap.counts(obj["metadata"]) and not bundle.is_rolled_back(obj)
-                ]
+                listed = []
+                for obj in await self._list_consistently(cap.label_selector):
+                    if not cap.counts(obj["metadata"]) or bundle.is_rolled_back(obj):
+                        continue
+                    if _same_key(obj, created):
+                        if _revision(obj) < _revision(created):
+                            passed.add(obj["metadata"]["name"])
+                    else:
+                        listed.append(obj)
                 ahead = _ahead_of(created, listed)
                 if len(ahead) >= cap.limit:
                     self._refused(cap, ahead)
@@ -958,6 +982,7 @@ class Provisioner:
             await self._roll_back(created)
             raise
         log.debug("namespace=%s is within the caps", name)
+        return frozenset(passed)
 
     async def _list_consistently(self, label_selector: str) -> _Objects:
         query = {"labelSelector": label_selector}
@@ -1278,6 +1303,23 @@ def _with_key(namespaces: _Objects, owner: str, tenant: str | None, idempotency:
         and not bundle.is_marked_rolled_back(ns)
         and bundle.belongs_to(ns["metadata"], owner, tenant)
     ]
+
+
+def _same_key(obj: dict[str, Any], created: dict[str, Any]) -> bool:
+    """Whether ``obj`` is a live namespace of ``created``'s caller for the same
+    Idempotency-Key. It holds no cap slot against ``created``: with a pool, the first of
+    the key's writes keeps its namespace and every later one is rolled back and answered
+    it (``_earlier_with_key``, after the caps, told which written before ``created`` were
+    passed over), so one key never holds two slots, and a request at its cap is answered
+    its key's namespace, as a replay is, not refused. One written after ``created`` is
+    rolled back by its own check, though a claim's older creationTimestamp would rank it
+    ahead. One being deleted holds its slot as any other."""
+    metadata = created["metadata"]
+    digest = (metadata.get("labels") or {}).get(bundle.IDEMPOTENCY_LABEL)
+    owner = bundle.owner_of(metadata)
+    if not digest or owner is None or obj["metadata"]["name"] == metadata["name"]:
+        return False
+    return bool(_with_key([obj], owner, bundle.tenant_of(metadata), digest))
 
 
 def _first_made(namespaces: _Objects) -> dict[str, Any] | None:
