@@ -389,7 +389,9 @@ class Provisioner:
                 f"{format_duration(profile.max_lifetime)} by {over}"
             )
         caps = self._caps(owner, profile)
-        if profile.pool_size:
+        if profile.pool_size and not keyed:
+            # A preview key's namespace is found by its name, the key's (provision_keyed):
+            # a claimed one keeps the pool's name, and the next push would claim another.
             pooled = await self._provision_pooled(
                 owner, ttl, profile, caps,
                 expires_at=expires_at, server=server, idempotency=idempotency,
@@ -413,7 +415,7 @@ class Provisioner:
         )
         try:
             if caps:
-                await self._check_caps(caps)  # from the cache: turns most excess away
+                await self._check_caps(caps, owner, tenant, idempotency)  # from the cache
             created = await self._call(self.kube.post, bundle.NAMESPACES_PATH, manifest)
             self._remember(created)
         except KubeError as exc:
@@ -425,13 +427,17 @@ class Provisioner:
             if exc.status == 409 and keyed:
                 raise _KeyTaken from None
             raise _failed("create the namespace", exc) from exc
-        if caps:
-            await self._hold_caps(created, caps)
+        passed = await self._hold_caps(created, caps) if caps else frozenset()
         if idempotency and profile.pool_size:
             # A concurrent POST with this key may have claimed a pooled namespace instead.
-            earlier = await self._earlier_with_key(created, owner, tenant, idempotency)
+            try:
+                earlier = await self._earlier_with_key(created, owner, tenant, idempotency, passed)
+            except BaseException:
+                await self._roll_back(created)  # cannot tell whether it is the key's one
+                raise
             if earlier is not None:
                 await self._roll_back(created)
+                earlier = self._replay_of(earlier, owner, idempotency, ttl, tenant)
                 return await self._complete(earlier, server, replayed=True, profile=profile)
         try:
             result = await self._complete(created, server, replayed=False, profile=profile)
@@ -476,7 +482,7 @@ class Provisioner:
         """
         tenant = profile.tenant
         if caps:
-            await self._check_caps(caps)
+            await self._check_caps(caps, owner, tenant, idempotency)
         won = await self._claim(
             owner, ttl, profile, expires_at=expires_at, idempotency=idempotency,
             requested_by=requested_by,
@@ -486,16 +492,16 @@ class Provisioner:
             return None
         claimed, (token, token_expires_at) = won
         name = claimed["metadata"]["name"]
-        if caps:
-            await self._hold_caps(claimed, caps)
+        passed = await self._hold_caps(claimed, caps) if caps else frozenset()
         if idempotency:
             try:
-                earlier = await self._earlier_with_key(claimed, owner, tenant, idempotency)
+                earlier = await self._earlier_with_key(claimed, owner, tenant, idempotency, passed)
             except BaseException:
                 await self._roll_back(claimed)  # cannot tell whether it is the key's one
                 raise
             if earlier is not None:
                 await self._roll_back(claimed)
+                earlier = self._replay_of(earlier, owner, idempotency, ttl, tenant)
                 return await self._complete(earlier, server, replayed=True, profile=profile)
         self.metrics.provision_duration.observe(time.perf_counter() - started)
         self.metrics.provisioned.labels(tenant=tenant or "").inc()
@@ -654,27 +660,52 @@ class Provisioner:
                     return None
             except Conflict:
                 pass  # a create under the key's name that lost to a claim and is going
-        first = await self._claimed_by_key(owner, tenant, idempotency)
+        listed = await self._listed_with_key(owner, tenant, idempotency)
+        first = _first_made(_with_key(listed, owner, tenant, idempotency))
+        if first is None:
+            # None live: one being deleted (a claim keeps the pool's name) is the 409 it is
+            # without a pool, never a second namespace for the key; one rolled back was
+            # handed to nobody (a retry after a 429) and is not the key's.
+            going = (ns for ns in listed if bundle.is_terminating(ns))
+            first = next((ns for ns in going if not bundle.is_rolled_back(ns)), None)
         found = name if first is None else first["metadata"]["name"]
         return await self._replayable(owner, found, idempotency, ttl, tenant)
 
     def _cached_with_key(self, owner: str, tenant: str | None, idempotency: str) -> bool:
-        """Whether the cache holds a live namespace of the caller's with this key's digest
-        (a claimed one keeps its pooled name, so only its label finds it)."""
+        """Whether the cache holds a namespace of the caller's with this key's digest, live
+        or being deleted but not rolled back (a claimed one keeps its pooled name, so only its
+        label finds it)."""
         cache = self._synced_cache()
-        return cache is not None and bool(_with_key(cache.items(), owner, tenant, idempotency))
+        return cache is not None and any(
+            self._made_with_key(ns, owner, tenant, idempotency) and not bundle.is_rolled_back(ns)
+            for ns in cache.items()
+        )
 
     async def _claimed_by_key(
         self, owner: str, tenant: str | None, idempotency: str
     ) -> dict[str, Any] | None:
         """The caller's live namespace claimed from a pool with this key's digest (it has the
         pool's name, not the key's): one consistent LIST by the key's label."""
-        selector = f"{self.selector},{bundle.IDEMPOTENCY_LABEL}={idempotency}"
-        listed = await self._list_consistently(selector)
+        listed = await self._listed_with_key(owner, tenant, idempotency)
         return _first_made(_with_key(listed, owner, tenant, idempotency))
 
+    async def _listed_with_key(self, owner: str, tenant: str | None, idempotency: str) -> _Objects:
+        """The caller's namespaces with this key's digest, live or being deleted: one
+        consistent LIST by the key's label."""
+        selector = f"{self.selector},{bundle.IDEMPOTENCY_LABEL}={idempotency}"
+        return [
+            ns
+            for ns in await self._list_consistently(selector)
+            if self._made_with_key(ns, owner, tenant, idempotency)
+        ]
+
     async def _earlier_with_key(
-        self, ours: dict[str, Any], owner: str, tenant: str | None, idempotency: str
+        self,
+        ours: dict[str, Any],
+        owner: str,
+        tenant: str | None,
+        idempotency: str,
+        passed: frozenset[str] = frozenset(),
     ) -> dict[str, Any] | None:
         """Another namespace for the same Idempotency-Key written before ``ours``, else None.
 
@@ -682,7 +713,9 @@ class Provisioner:
         the pool's, or a create under the key's name), so the name alone no longer makes
         the API server the lock. A consistent LIST by the key's label does: the earliest
         write (lowest resourceVersion) keeps its namespace, every later one is rolled back
-        and replays it.
+        and replays it. ``passed``: names the caps' LIST saw written before ``ours``
+        (_hold_caps), earlier still if their revision moved since (an extend). One changed
+        before any LIST of ours ranks after it: a window of milliseconds left open.
         """
         selector = f"{self.selector},{bundle.IDEMPOTENCY_LABEL}={idempotency}"
         mine = ours["metadata"]["name"]
@@ -691,8 +724,9 @@ class Provisioner:
             for obj in await self._list_consistently(selector)
             if obj["metadata"]["name"] != mine
             and not bundle.is_terminating(obj)
+            and not bundle.is_marked_rolled_back(obj)
             and bundle.belongs_to(obj["metadata"], owner, tenant)
-            and _revision(obj) < _revision(ours)
+            and (_revision(obj) < _revision(ours) or obj["metadata"]["name"] in passed)
         ]
         return min(others, key=_revision) if others else None
 
@@ -707,6 +741,13 @@ class Provisioner:
         obj = await self._read(name)
         if obj is None:
             return None
+        return self._replay_of(obj, owner, idempotency, ttl, tenant)
+
+    def _replay_of(
+        self, obj: dict[str, Any], owner: str, idempotency: str, ttl: float, tenant: str | None
+    ) -> dict[str, Any]:
+        """``obj`` if a replayed request may be answered it; else 409 or 422 (_replayable).
+        Also for a POST that lost its key to an earlier write: it is a replay too."""
         if not self._made_with_key(obj, owner, tenant, idempotency):
             raise Conflict("Idempotency-Key clashes with a namespace nsprov cannot reuse")
         metadata = obj["metadata"]
@@ -873,14 +914,26 @@ class Provisioner:
             )
         return caps
 
-    async def _check_caps(self, caps: Sequence[_Cap]) -> None:
+    async def _check_caps(
+        self,
+        caps: Sequence[_Cap],
+        owner: str = "",
+        tenant: str | None = None,
+        idempotency: str | None = None,
+    ) -> None:
         """429 when a cap is full; a namespace being deleted fills its slot until it is gone.
 
         Were the slot free when deletion begins, a tenant that fills each namespace with
         objects whose finalizers nobody removes could hold any number of them, Terminating
-        for good, however small its cap.
+        for good, however small its cap. The caller's live namespace for this
+        Idempotency-Key is not counted: the request is its replay (``_same_key``).
         """
-        managed = [obj for obj in await self._managed() if not bundle.is_rolled_back(obj)]
+        managed = [
+            obj
+            for obj in await self._managed()
+            if not bundle.is_rolled_back(obj)
+            and not (idempotency and _with_key([obj], owner, tenant, idempotency))
+        ]
         for cap in caps:
             counted = [obj for obj in managed if cap.counts(obj["metadata"])]
             if len(counted) >= cap.limit:
@@ -890,8 +943,10 @@ class Provisioner:
         self.metrics.refused_by_cap.labels(tenant=cap.tenant or "", cap=cap.kind).inc()
         raise TooManyNamespaces(cap.detail + _going(counted))
 
-    async def _hold_caps(self, created: dict[str, Any], caps: Sequence[_Cap]) -> None:
+    async def _hold_caps(self, created: dict[str, Any], caps: Sequence[_Cap]) -> frozenset[str]:
         """Keep ``created`` only if it is within the caps by a consistent read; else 429.
+        The names of the key's earlier namespaces it passed over (``_same_key``), which the
+        key's check then hands over even if changed since (extended: a newer revision).
 
         The check before creating reads a cache, and requests on other replicas (or
         on this one, concurrently) pass it together. So, once created, the namespace
@@ -912,13 +967,18 @@ class Provisioner:
         the caps accept. The cost (one LIST per cap) falls on capped requests only.
         """
         name = created["metadata"]["name"]
+        passed: set[str] = set()
         try:
             for cap in caps:
-                listed = [
-                    obj
-                    for obj in await self._list_consistently(cap.label_selector)
-                    if cap.counts(obj["metadata"]) and not bundle.is_rolled_back(obj)
-                ]
+                listed = []
+                for obj in await self._list_consistently(cap.label_selector):
+                    if not cap.counts(obj["metadata"]) or bundle.is_rolled_back(obj):
+                        continue
+                    if _same_key(obj, created):
+                        if _revision(obj) < _revision(created):
+                            passed.add(obj["metadata"]["name"])
+                    else:
+                        listed.append(obj)
                 ahead = _ahead_of(created, listed)
                 if len(ahead) >= cap.limit:
                     self._refused(cap, ahead)
@@ -928,6 +988,7 @@ class Provisioner:
             await self._roll_back(created)
             raise
         log.debug("namespace=%s is within the caps", name)
+        return frozenset(passed)
 
     async def _list_consistently(self, label_selector: str) -> _Objects:
         query = {"labelSelector": label_selector}
@@ -964,23 +1025,32 @@ class Provisioner:
             metadata, profile.cluster_roles[0]
         )
         self._require_grants(template.cluster_roles)
-        await asyncio.gather(
-            self._create(
-                bundle.service_accounts_path(name),
-                bundle.service_account(name, self.selector),
-                "create the ServiceAccount",
-            ),
-            *(
-                self._create_quota(wanted)
-                if wanted.kind == "resourcequota"
-                else self._create(wanted.collection, wanted.body, _what(wanted))
-                for wanted in bundle.wanted_objects(name, self.selector, template)
-            ),
-        )
-        (token, token_expires_at), _ = await asyncio.gather(
-            self._token(name, expires_at),
-            self._first_call_ready(name, template.cluster_roles),
-        )
+        try:
+            await asyncio.gather(
+                self._create(
+                    bundle.service_accounts_path(name),
+                    bundle.service_account(name, self.selector),
+                    "create the ServiceAccount",
+                ),
+                *(
+                    self._create_quota(wanted)
+                    if wanted.kind == "resourcequota"
+                    else self._create(wanted.collection, wanted.body, _what(wanted))
+                    for wanted in bundle.wanted_objects(name, self.selector, template)
+                ),
+            )
+            (token, token_expires_at), _ = await asyncio.gather(
+                self._token(name, expires_at),
+                self._first_call_ready(name, template.cluster_roles),
+            )
+        except ProvisioningFailed:
+            if replayed:
+                await self._refuse_if_going(name)  # refused for it: no new content
+            raise
+        if replayed:
+            # The first request may still be judging it (its caps, its key) and roll it
+            # back while this answer is made: never a kubeconfig for a namespace going.
+            await self._refuse_if_going(name)
         config = kubeconfig_.build(
             server=server or self.default_server, ca_data=self.ca_data, namespace=name, token=token
         )
@@ -997,6 +1067,12 @@ class Provisioner:
             replayed=replayed,
             token_expires_at=token_expires_at,
         )
+
+    async def _refuse_if_going(self, name: str) -> None:
+        """409 when the replayed namespace ``name`` is gone, being deleted or rolled back."""
+        now = await self._read(name)
+        if now is None or bundle.is_terminating(now) or bundle.is_marked_rolled_back(now):
+            raise Conflict("the namespace for this Idempotency-Key is being deleted")
 
     async def _first_call_ready(self, name: str, roles: Sequence[str]) -> None:
         """Return once the authorizer allows the ServiceAccount its grants (firstcall.py), or
@@ -1224,14 +1300,32 @@ def _revision(obj: dict[str, Any]) -> int:
 
 def _with_key(namespaces: _Objects, owner: str, tenant: str | None, idempotency: str) -> _Objects:
     """The caller's live namespaces made or claimed with this Idempotency-Key's digest (one
-    being deleted lost a race for the key and was rolled back)."""
+    being deleted, or marked for a rollback, lost a race for the key or failed)."""
     return [
         ns
         for ns in namespaces
         if (ns["metadata"].get("labels") or {}).get(bundle.IDEMPOTENCY_LABEL) == idempotency
         and not bundle.is_terminating(ns)
+        and not bundle.is_marked_rolled_back(ns)
         and bundle.belongs_to(ns["metadata"], owner, tenant)
     ]
+
+
+def _same_key(obj: dict[str, Any], created: dict[str, Any]) -> bool:
+    """Whether ``obj`` is a live namespace of ``created``'s caller for the same
+    Idempotency-Key. It holds no cap slot against ``created``: with a pool, the first of
+    the key's writes keeps its namespace and every later one is rolled back and answered
+    it (``_earlier_with_key``, after the caps, told which written before ``created`` were
+    passed over), so one key never holds two slots, and a request at its cap is answered
+    its key's namespace, as a replay is, not refused. One written after ``created`` is
+    rolled back by its own check, though a claim's older creationTimestamp would rank it
+    ahead. One being deleted holds its slot as any other."""
+    metadata = created["metadata"]
+    digest = (metadata.get("labels") or {}).get(bundle.IDEMPOTENCY_LABEL)
+    owner = bundle.owner_of(metadata)
+    if not digest or owner is None or obj["metadata"]["name"] == metadata["name"]:
+        return False
+    return bool(_with_key([obj], owner, bundle.tenant_of(metadata), digest))
 
 
 def _first_made(namespaces: _Objects) -> dict[str, Any] | None:

@@ -849,9 +849,13 @@ def is_terminating(obj: dict[str, Any]) -> bool:
 
 def is_rolled_back(obj: dict[str, Any]) -> bool:
     """Being deleted by nsprov before anyone was handed it (ROLLED_BACK_ANNOTATION)."""
-    metadata = obj.get("metadata", {})
-    annotations = metadata.get("annotations") or {}
-    return is_terminating(obj) and annotations.get(ROLLED_BACK_ANNOTATION) == "true"
+    return is_terminating(obj) and is_marked_rolled_back(obj)
+
+
+def is_marked_rolled_back(obj: dict[str, Any]) -> bool:
+    """Marked by a rollback, which was handed to nobody; its DELETE may not have landed yet."""
+    annotations = obj.get("metadata", {}).get("annotations") or {}
+    return annotations.get(ROLLED_BACK_ANNOTATION) == "true"
 
 
 def delete_exactly(uid: str, resource_version: str | None = None) -> dict[str, Any]:
