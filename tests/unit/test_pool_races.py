@@ -23,6 +23,7 @@ from nsprov.core.settings import Settings
 from nsprov.policy.model import Profile, flags_profile
 from nsprov.provision import bundle
 from nsprov.provision.metrics import Metrics
+from tests.unit.test_pool import _Namespaces
 
 SELECTOR = bundle.Selector.parse("controller.observatorium.io=namespace-provisioner")
 NOW = 1_000_000.0
@@ -153,24 +154,9 @@ def _live(server: _Server) -> list[str]:
     )
 
 
-class _Lagging:
+class _Lagging(_Namespaces):
     """A synced NamespaceSource that shows ``items`` only: the replica's informer has not
     seen the concurrent POST's write yet."""
-
-    def __init__(self, items: list[dict[str, Any]]) -> None:
-        self._items = {i["metadata"]["name"]: i for i in items}
-
-    def synced(self) -> bool:
-        return True
-
-    def get(self, name: str) -> dict[str, Any] | None:
-        return self._items.get(name)
-
-    def items(self) -> list[dict[str, Any]]:
-        return list(self._items.values())
-
-    def version(self) -> int | None:
-        return None
 
 
 def _with_a_ready_one(server: _Server, provisioner: Provisioner, profile: Profile) -> None:
