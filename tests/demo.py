@@ -57,13 +57,14 @@ def show(
     return result
 
 
-def _port(preferred: int) -> int:
-    """``preferred`` if it is free (the README's URLs then work as written), else any."""
+def _port(preferred: int, taken: int | None = None) -> int:
+    """``preferred`` if it is free (the README's URLs then work as written), else any but
+    ``taken`` (the other listener's)."""
     with socket.socket() as sock:
         try:
             sock.bind(("127.0.0.1", preferred))
         except OSError:
-            return controlplane.free_port()
+            return next(p for p in controlplane.free_ports(2) if p != taken)
     return preferred
 
 
@@ -254,7 +255,8 @@ def main() -> int:
         client_token = workdir / "token"
         client_token.write_text(token + "\n")
         client_token.chmod(0o600)
-        port, internal = _port(8080), _port(9090)
+        port = _port(8080)
+        internal = _port(9090, taken=port)
         url = f"http://127.0.0.1:{port}"
 
         step(f"Starting nsprov on {url} (metrics on :{internal})")

@@ -268,8 +268,23 @@ def _check(settings: Settings, *, serving: bool = True) -> None:
         )
     if settings.ca_file is not None:
         _check_ca_file(settings.ca_file)
-    split_address(settings.listen)
-    split_address(settings.listen_internal)
+    _check_listeners(split_address(settings.listen), split_address(settings.listen_internal))
+
+
+_EVERY_INTERFACE = ("0.0.0.0", "::")  # noqa: S104 - names, compared against; nothing binds here
+
+
+def _check_listeners(public: tuple[str, int], internal: tuple[str, int]) -> None:
+    """The two listeners need ports of their own: on one, whichever binds first takes it,
+    and the other exits only after the probes may have passed (and POSTs met the probes'
+    app: 404)."""
+    (host, port), (other_host, other_port) = public, internal
+    overlap = host == other_host or host in _EVERY_INTERFACE or other_host in _EVERY_INTERFACE
+    if port == other_port and port != 0 and overlap:
+        raise ConfigError(
+            f"--listen-internal must not be --listen's port ({port}) on the same interface: "
+            "the probes and metrics need a listener of their own"
+        )
 
 
 def _check_ca_file(path: Path) -> None:

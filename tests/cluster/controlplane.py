@@ -75,9 +75,19 @@ class ControlPlaneError(RuntimeError):
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` different free ports: all held open at once while they are picked (two
+    calls of ``free_port`` in a row can give the same port, and once did in CI)."""
+    with contextlib.ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind(("127.0.0.1", 0))
+            ports.append(int(sock.getsockname()[1]))
+        return ports
 
 
 def pid_alive(pid: int) -> bool:
@@ -230,7 +240,7 @@ def _tcp_open(port: int) -> bool:
 
 
 def _etcd(bins: build.Binaries, workdir: Path) -> tuple[Component, int]:
-    client_port, peer_port = free_port(), free_port()
+    client_port, peer_port = free_ports(2)
     peer = f"http://127.0.0.1:{peer_port}"
     client = f"http://127.0.0.1:{client_port}"
     argv = [

@@ -24,7 +24,7 @@ import httpx
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tests.cluster.controlplane import free_port
+from tests.cluster.controlplane import free_ports
 from tests.support import wait_until
 
 OWNERS = ("alice", "bob")
@@ -104,7 +104,7 @@ def start_service(
     token_file = workdir / "tokens"
     token_file.write_text("".join(f"{o}: {t}\n" for o, t in tokens.items()))
     token_file.chmod(0o600)
-    port, internal = free_port(), free_port()
+    port, internal = free_ports(2)
     argv = [
         sys.executable,
         "-m",

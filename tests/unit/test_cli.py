@@ -71,6 +71,20 @@ def test_env_fallback_and_flag_precedence(monkeypatch: pytest.MonkeyPatch) -> No
         (["--token=x" * 3, "--max-requests-in-flight=0"], "--max-requests-in-flight must be"),
         (["--token=x" * 3, "--request-read-timeout=0s"], "--request-read-timeout must be"),
         (["--token=x" * 3, "--access-log=maybe"], "--access-log must be true or false"),
+        # One port for both: whichever binds first takes it, and the other exits after the
+        # probes may already have passed (a CI run's nsprov answered POSTs 404 from /readyz's app).
+        (
+            ["--token=x" * 3, "--listen=127.0.0.1:8080", "--listen-internal=127.0.0.1:8080"],
+            "--listen-internal must not be --listen's port",
+        ),
+        (
+            ["--token=x" * 3, "--listen=:8080", "--listen-internal=127.0.0.1:8080"],
+            "--listen-internal must not be --listen's port",
+        ),
+        (
+            ["--token=x" * 3, "--listen=[::1]:9", "--listen-internal=[::]:9"],
+            "--listen-internal must not be --listen's port",
+        ),
     ],
 )
 def test_bad_configuration_names_the_flag(
@@ -98,6 +112,13 @@ def test_refuses_to_start_without_a_token(
 )
 def test_split_address(address: str, split: tuple[str, int]) -> None:
     assert cli.split_address(address) == split
+
+
+def test_the_same_port_on_two_addresses_is_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = _settings(
+        monkeypatch, "--token=xxx", "--listen=127.0.0.1:8080", "--listen-internal=127.0.0.2:8080"
+    )
+    assert settings.listen_internal == "127.0.0.2:8080"
 
 
 @pytest.mark.parametrize("address", ["8080", "host:", "host:http"])
