@@ -542,7 +542,7 @@ class Provisioner:
             metadata = ns["metadata"]
             if metadata["name"] in self._claiming:
                 continue
-            if bundle.pool_of(metadata) != pool or not bundle.is_pool_ready(metadata):
+            if bundle.ready_pool_of(ns) != pool:
                 continue  # claimed by our own write, which the cache has not caught up with
             if bundle.is_terminating(ns) or (bundle.expires_at_of(metadata) or 0) <= now + 5:
                 continue  # about to expire: the controller may be deleting it
@@ -717,18 +717,15 @@ class Provisioner:
         (_hold_caps), earlier still if their revision moved since (an extend). One changed
         before any LIST of ours ranks after it: a window of milliseconds left open.
         """
-        selector = f"{self.selector},{bundle.IDEMPOTENCY_LABEL}={idempotency}"
         mine = ours["metadata"]["name"]
+        listed = await self._listed_with_key(owner, tenant, idempotency)
         others = [
             obj
-            for obj in await self._list_consistently(selector)
+            for obj in _with_key(listed, owner, tenant, idempotency)
             if obj["metadata"]["name"] != mine
-            and not bundle.is_terminating(obj)
-            and not bundle.is_marked_rolled_back(obj)
-            and bundle.belongs_to(obj["metadata"], owner, tenant)
             and (_revision(obj) < _revision(ours) or obj["metadata"]["name"] in passed)
         ]
-        return min(others, key=_revision) if others else None
+        return _first_made(others)
 
     async def _replayable(
         self, owner: str, name: str, idempotency: str, ttl: float, tenant: str | None
@@ -932,7 +929,7 @@ class Provisioner:
             obj
             for obj in await self._managed()
             if not bundle.is_rolled_back(obj)
-            and not (idempotency and _with_key([obj], owner, tenant, idempotency))
+            and not (idempotency and _is_keys(obj, owner, tenant, idempotency))
         ]
         for cap in caps:
             counted = [obj for obj in managed if cap.counts(obj["metadata"])]
@@ -1299,16 +1296,20 @@ def _revision(obj: dict[str, Any]) -> int:
 
 
 def _with_key(namespaces: _Objects, owner: str, tenant: str | None, idempotency: str) -> _Objects:
-    """The caller's live namespaces made or claimed with this Idempotency-Key's digest (one
-    being deleted, or marked for a rollback, lost a race for the key or failed)."""
-    return [
-        ns
-        for ns in namespaces
-        if (ns["metadata"].get("labels") or {}).get(bundle.IDEMPOTENCY_LABEL) == idempotency
+    """The caller's live namespaces made or claimed with this Idempotency-Key's digest."""
+    return [ns for ns in namespaces if _is_keys(ns, owner, tenant, idempotency)]
+
+
+def _is_keys(ns: dict[str, Any], owner: str, tenant: str | None, idempotency: str) -> bool:
+    """Whether ``ns`` is a live namespace of the caller's made or claimed with this
+    Idempotency-Key's digest (one being deleted, or marked for a rollback, lost a race for
+    the key or failed)."""
+    return (
+        (ns["metadata"].get("labels") or {}).get(bundle.IDEMPOTENCY_LABEL) == idempotency
         and not bundle.is_terminating(ns)
         and not bundle.is_marked_rolled_back(ns)
         and bundle.belongs_to(ns["metadata"], owner, tenant)
-    ]
+    )
 
 
 def _same_key(obj: dict[str, Any], created: dict[str, Any]) -> bool:
@@ -1325,7 +1326,7 @@ def _same_key(obj: dict[str, Any], created: dict[str, Any]) -> bool:
     owner = bundle.owner_of(metadata)
     if not digest or owner is None or obj["metadata"]["name"] == metadata["name"]:
         return False
-    return bool(_with_key([obj], owner, bundle.tenant_of(metadata), digest))
+    return _is_keys(obj, owner, bundle.tenant_of(metadata), digest)
 
 
 def _first_made(namespaces: _Objects) -> dict[str, Any] | None:
