@@ -49,6 +49,20 @@ def _post(service: RunningService, owner: str, **params: str) -> httpx.Response:
         return http.post("/api/v1/namespaces", params={"ttl": "10m", **params}, headers=headers)
 
 
+@contextlib.contextmanager
+def _racing_at_cap_one(
+    cluster: Cluster, core: client.CoreV1Api, tmp_path: Path, keys: list[str]
+) -> Iterator[tuple[RunningService, str, list[httpx.Response]]]:
+    """nsprov with a full pool of 3 and an owner allowed one namespace, and one POST per
+    entry of ``keys`` (its Idempotency-Key), all at once: the service, the owner, the answers."""
+    caps = "    maxNamespacesPerOwner: 1\n"
+    with _service(cluster.kubeconfig, tmp_path, caps) as (service, tenant, owner, _):
+        _wait_full(core, tenant, 3)
+        with concurrent.futures.ThreadPoolExecutor(len(keys)) as pool:
+            responses = list(pool.map(lambda k: _post(service, owner, idempotency=k), keys))
+        yield service, owner, responses
+
+
 def _live_of(core: client.CoreV1Api, owner: str) -> list[str]:
     return sorted(
         ns.metadata.name
@@ -115,12 +129,8 @@ def test_racing_keys_at_the_cap_never_hold_more_than_it(
 ) -> None:
     # Two keys' retries racing at cap 1: at most one namespace stays, and each answer is
     # 201 (that one), 429, or 409 (a replay of one its first request rolled back).
-    caps = "    maxNamespacesPerOwner: 1\n"
-    with _service(cluster.kubeconfig, tmp_path, caps) as (service, tenant, owner, _):
-        _wait_full(core, tenant, 3)
-        keys = ["a", "b"] * 4
-        with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            responses = list(pool.map(lambda k: _post(service, owner, idempotency=k), keys))
+    keys = ["a", "b"] * 4
+    with _racing_at_cap_one(cluster, core, tmp_path, keys) as (service, owner, responses):
         odd = [r.text for r in responses if r.status_code not in (201, 409, 429)]
         assert not odd, service.log()[-6000:] + "\n".join(odd)
         names = {r.json()["namespace"] for r in responses if r.status_code == 201}
@@ -139,11 +149,7 @@ def test_concurrent_posts_with_one_key_at_the_cap_all_get_its_one_namespace(
 ) -> None:
     # An owner allowed one namespace, a job's retries with one key racing: some claim,
     # some create under the key's name. They are one request: one namespace, never a 429.
-    caps = "    maxNamespacesPerOwner: 1\n"
-    with _service(cluster.kubeconfig, tmp_path, caps) as (service, tenant, owner, _):
-        _wait_full(core, tenant, 3)
-        with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            responses = list(pool.map(lambda _: _post(service, owner, idempotency="j"), range(8)))
+    with _racing_at_cap_one(cluster, core, tmp_path, ["j"] * 8) as (service, owner, responses):
         odd = [r.text for r in responses if r.status_code != 201]
         assert not odd, "\n".join(odd) + service.log()[-4000:]
         names = {r.json()["namespace"] for r in responses}
