@@ -136,10 +136,11 @@ class ReadYourWrites:
         caller, which checks what it gets, passes it over). Only the source makes pooled
         namespaces ready, so our writes can take one out of a pool, never add one."""
         found = []
-        for cached in self.source.ready_pooled(pool):
-            with self._lock:
+        ready = self.source.ready_pooled(pool)
+        with self._lock:  # once for them all, as items() does
+            for cached in ready:
                 written = self._pending(cached["metadata"]["name"], cached)
-            found.append(written if written is not None else cached)
+                found.append(written if written is not None else cached)
         return found
 
     def _pending(self, name: str, cached: dict[str, Any] | None) -> dict[str, Any] | None:
