@@ -33,7 +33,7 @@ from nsprov.control.controller import Controller
 from nsprov.control.leader import LeaderElector, identity_for
 from nsprov.control.pool import PoolKeeper
 from nsprov.control.watch import Informer
-from nsprov.core import kube
+from nsprov.core import kube, kubeasync
 from nsprov.core.errors import ClusterUnavailable, NsprovError
 from nsprov.core.kube import KubeError
 from nsprov.core.namespacecache import ReadYourWrites
@@ -229,6 +229,7 @@ def create_service(settings: Settings) -> Service:
         authenticator.verifier  # noqa: B018
     provisioner = Provisioner(
         kube=client,
+        api=kubeasync.for_client(client, pool_size=settings.concurrency),
         selector=selector,
         prefix=settings.prefix,
         default_server=settings.server or client.host,
@@ -452,6 +453,7 @@ def public_app(service: Service) -> Starlette:
         try:
             yield
         finally:
+            await service.provisioner.aclose()
             service.close()
 
     app = Starlette(

@@ -39,6 +39,7 @@ from nsprov.core.errors import (
     Unprocessable,
 )
 from nsprov.core.kube import Kube, KubeError
+from nsprov.core.kubeasync import KubeCalls, ThreadedKube
 from nsprov.core.namespacecache import QuotaSource, ReadYourWrites
 from nsprov.core.ttl import format_duration
 from nsprov.policy.model import Profile
@@ -204,9 +205,24 @@ class Provisioner:
     """Wait until the authorizer allows a new ServiceAccount its grant (firstcall.py)."""
     pool_tokens: PoolTokens | None = None
     """Tokens minted ahead for ready pooled namespaces (pooltokens.py); None: a claim mints."""
+    api: KubeCalls | None = None
+    """``kube``'s API server on the event loop (kubeasync.py); None: ``kube`` on threads."""
     _claiming: set[str] = field(default_factory=set, init=False, repr=False)
     """Pooled namespaces this replica's requests are claiming right now: its other requests
     pass them over instead of losing a race (and a TokenRequest) to each other."""
+
+    def __post_init__(self) -> None:
+        if self.api is None:
+            self.api = ThreadedKube(self.kube)
+
+    @property
+    def _api(self) -> KubeCalls:
+        assert self.api is not None  # set in __post_init__
+        return self.api
+
+    async def aclose(self) -> None:
+        """End the event loop's connections to the API server."""
+        await self._api.aclose()
 
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
@@ -229,7 +245,7 @@ class Provisioner:
             return cache.items()
         query = {"labelSelector": str(self.selector)}
         try:
-            listing = await self._call(self.kube.get, bundle.NAMESPACES_PATH, query=query)
+            listing = await self._api.get(bundle.NAMESPACES_PATH, query=query)
         except KubeError as exc:
             raise _failed("list namespaces", exc) from exc
         items: list[dict[str, Any]] = listing.get("items", [])
@@ -238,7 +254,7 @@ class Provisioner:
     async def _read(self, name: str) -> dict[str, Any] | None:
         """The namespace ``name`` as the API has it now, or None when there is none."""
         try:
-            return await self._call(self.kube.get, bundle.namespace_path(name))
+            return await self._api.get(bundle.namespace_path(name))
         except KubeError as exc:
             if exc.status == 404:
                 return None
@@ -344,7 +360,7 @@ class Provisioner:
         if quota is None:
             path = f"{bundle.resource_quotas_path(name)}/{bundle.BOUNDS_NAME}"
             try:
-                quota = await self._call(self.kube.get, path)
+                quota = await self._api.get(path)
             except KubeError as exc:
                 if exc.status == 404:
                     return None
@@ -416,7 +432,7 @@ class Provisioner:
         try:
             if caps:
                 await self._check_caps(caps, owner, tenant, idempotency)  # from the cache
-            created = await self._call(self.kube.post, bundle.NAMESPACES_PATH, manifest)
+            created = await self._api.post(bundle.NAMESPACES_PATH, manifest)
             self._remember(created)
         except KubeError as exc:
             if exc.status == 409 and idempotency:
@@ -611,7 +627,7 @@ class Provisioner:
     async def _claimed(self, name: str, patch: dict[str, Any]) -> dict[str, Any] | BaseException:
         """The claim's write: the namespace as written, or what it raised."""
         try:
-            return await self._call(self.kube.merge_patch, bundle.namespace_path(name), patch)
+            return await self._api.merge_patch(bundle.namespace_path(name), patch)
         except Exception as exc:
             return exc
 
@@ -633,7 +649,7 @@ class Provisioner:
 
     async def _mint(self, path: str, body: dict[str, Any]) -> dict[str, Any] | BaseException:
         try:
-            return await self._call(self.kube.post, path, body)
+            return await self._api.post(path, body)
         except Exception as exc:
             return exc
 
@@ -854,7 +870,7 @@ class Provisioner:
                 }
             }
             try:
-                obj = await self._call(self.kube.merge_patch, bundle.namespace_path(name), patch)
+                obj = await self._api.merge_patch(bundle.namespace_path(name), patch)
             except KubeError as exc:
                 if exc.status == 409:
                     return None
@@ -990,7 +1006,7 @@ class Provisioner:
     async def _list_consistently(self, label_selector: str) -> _Objects:
         query = {"labelSelector": label_selector}
         try:
-            listing = await self._call(self.kube.get, bundle.NAMESPACES_PATH, query=query)
+            listing = await self._api.get(bundle.NAMESPACES_PATH, query=query)
         except KubeError as exc:
             raise _failed("list namespaces", exc) from exc
         items: _Objects = listing.get("items", [])
@@ -1088,7 +1104,7 @@ class Provisioner:
 
     async def _create(self, path: str, body: dict[str, Any], what: str) -> None:
         try:
-            await self._call(self.kube.create, path, body)
+            await self._api.create(path, body)
         except KubeError as exc:
             raise _failed(what, exc) from exc
 
@@ -1104,21 +1120,19 @@ class Provisioner:
         """
         path = f"{wanted.collection}/{wanted.name}"
         try:
-            quota = await self._call(self.kube.post, wanted.collection, wanted.body)
+            quota = await self._api.post(wanted.collection, wanted.body)
         except KubeError as exc:
             if exc.status != 409:
                 raise _failed(_what(wanted), exc) from exc
             try:  # a replayed request: it exists (and may still need its status)
-                quota = await self._call(self.kube.get, path)
+                quota = await self._api.get(path)
             except KubeError as exc:
                 raise _failed("read the ResourceQuota", exc) from exc
         body = bundle.quota_in_force(quota)
         if body is not None:
             try:
-                quota = await self._call(
-                    self.kube.replace,
-                    bundle.resource_quota_status_path(wanted.body["metadata"]["namespace"]),
-                    body,
+                quota = await self._api.replace(
+                    bundle.resource_quota_status_path(wanted.body["metadata"]["namespace"]), body
                 )
             except KubeError as exc:
                 if exc.status != 409:  # 409: the quota controller wrote it first
@@ -1134,7 +1148,7 @@ class Provisioner:
                 return
             await anyio.sleep(QUOTA_POLL_SECONDS)
             try:
-                quota = await self._call(self.kube.get, path)
+                quota = await self._api.get(path)
             except KubeError as exc:
                 # The quota is in force already; the wait only spares the job a refusal.
                 log.warning("namespace=%s could not read its quota (%s); not waiting for "
@@ -1149,7 +1163,7 @@ class Provisioner:
         seconds = bundle.token_seconds(expires_at - self.clock())
         path = bundle.token_path(name)
         try:
-            response = await self._call(self.kube.post, path, bundle.token_request(seconds))
+            response = await self._api.post(path, bundle.token_request(seconds))
         except KubeError as exc:
             raise _failed("request a token", exc) from exc
         status = response["status"]
@@ -1162,7 +1176,7 @@ class Provisioner:
             # Shielded: a client that hangs up mid-request must not cancel the cleanup.
             with anyio.CancelScope(shield=True):
                 namespace = await self._mark_rolled_back(namespace)
-                self._remember(await self._call(self._delete_namespace, namespace))
+                self._remember(await self._delete_namespace(namespace))
         except Exception:
             log.exception("rollback of namespace=%s failed; its TTL will remove it", name)
         else:
@@ -1183,18 +1197,18 @@ class Provisioner:
             }
         }
         try:
-            patched: dict[str, Any] = await self._call(
-                self.kube.merge_patch, bundle.namespace_path(metadata["name"]), patch
+            patched: dict[str, Any] = await self._api.merge_patch(
+                bundle.namespace_path(metadata["name"]), patch
             )
         except Exception as exc:  # never in the way of the delete
             log.warning("namespace=%s not marked rolled back (%s)", metadata["name"], exc)
             return namespace
         return patched
 
-    def _delete_namespace(self, namespace: dict[str, Any]) -> dict[str, Any]:
+    async def _delete_namespace(self, namespace: dict[str, Any]) -> dict[str, Any]:
         """Delete exactly this namespace; the API answers with it, now terminating."""
         metadata = namespace["metadata"]
-        return self.kube.delete(
+        return await self._api.delete(
             bundle.namespace_path(metadata["name"]), bundle.delete_exactly(metadata["uid"])
         )
 
@@ -1205,7 +1219,7 @@ class Provisioner:
         if bundle.is_terminating(obj):
             return  # already on its way out: the caller's wish is granted
         try:
-            self._remember(await self._call(self._delete_namespace, obj))
+            self._remember(await self._delete_namespace(obj))
         except KubeError as exc:
             if exc.status in (404, 409):  # gone, or replaced by another object since the read
                 raise NotFound(f"namespace {name!r} not found") from None
@@ -1235,7 +1249,7 @@ class Provisioner:
             }
         }
         try:
-            patched = await self._call(self.kube.merge_patch, bundle.namespace_path(name), patch)
+            patched = await self._api.merge_patch(bundle.namespace_path(name), patch)
         except KubeError as exc:
             if exc.status == 409:
                 raise Conflict(f"namespace {name!r} changed meanwhile; retry") from None

@@ -87,6 +87,21 @@ def ca_data(api: client.ApiClient, ca_file: Path | None) -> str | None:
     return base64.b64encode(Path(path).read_bytes()).decode()
 
 
+def _decoded(status: int, data: bytes) -> dict[str, Any]:
+    """The JSON body of a finished response, or KubeError / ClusterUnavailable."""
+    if status >= 500 or status == 429:
+        # 429: API Priority and Fairness is shedding load; a retry later will do.
+        log.warning("Kubernetes API answered %d", status)
+        raise ClusterUnavailable(f"Kubernetes API answered {status}")
+    try:
+        decoded: dict[str, Any] = json.loads(data) if data else {}
+    except ValueError:
+        decoded = {"message": data[:200].decode(errors="replace")}
+    if not 200 <= status <= 299:
+        raise KubeError(status, str(decoded.get("reason", "")), str(decoded.get("message", "")))
+    return decoded
+
+
 @dataclass
 class Kube:
     """Thin JSON-in, JSON-out access to the API server through one shared ApiClient."""
@@ -126,19 +141,7 @@ class Kube:
     @staticmethod
     def _decode(response: urllib3.BaseHTTPResponse, data: bytes) -> dict[str, Any]:
         """The JSON body of a finished response, or KubeError / ClusterUnavailable."""
-        if response.status >= 500 or response.status == 429:
-            # 429: API Priority and Fairness is shedding load; a retry later will do.
-            log.warning("Kubernetes API answered %d", response.status)
-            raise ClusterUnavailable(f"Kubernetes API answered {response.status}")
-        try:
-            decoded: dict[str, Any] = json.loads(data) if data else {}
-        except ValueError:
-            decoded = {"message": data[:200].decode(errors="replace")}
-        if not 200 <= response.status <= 299:
-            raise KubeError(
-                response.status, str(decoded.get("reason", "")), str(decoded.get("message", ""))
-            )
-        return decoded
+        return _decoded(response.status, data)
 
     def request(
         self,

@@ -1,0 +1,265 @@
+"""The event loop's client answers as the threads' client does (kubeasync.py).
+
+Both are pointed at one small HTTP server on 127.0.0.1 that plays the API server's
+answers (statuses, Status bodies, /readyz, a slow answer), and every case asserts that
+the two clients agree: the API wing may switch between them without a caller noticing.
+The real API server's side (TLS, client certificates, bearer tokens) is in
+tests/integration/test_kubeasync.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from aiohttp import web
+from kubernetes import client
+
+from nsprov.core.errors import ClusterUnavailable
+from nsprov.core.kube import Kube, KubeError
+from nsprov.core.kubeasync import AsyncKube, KubeCalls, ThreadedKube, for_client
+
+SLOW_SECONDS = 2.0
+
+
+@dataclass
+class _ApiServer:
+    """Answers by path; remembers every request it saw."""
+
+    readyz: int = 200
+    seen: list[dict[str, Any]] = field(default_factory=list)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        self.seen.append({
+            "method": request.method,
+            "path": request.path_qs,
+            "body": json.loads(body) if body else None,
+            "content_type": request.headers.get("Content-Type"),
+            "accept": request.headers.get("Accept"),
+            "authorization": request.headers.get("Authorization"),
+        })  # fmt: skip
+        name = request.path.rsplit("/", 1)[-1]
+        if request.path == "/readyz":
+            return web.Response(status=self.readyz, text="ok")
+        if name == "slow":
+            await asyncio.sleep(SLOW_SECONDS)
+        if name.startswith("status-"):
+            status = int(name.removeprefix("status-"))
+            return web.json_response(
+                {"kind": "Status", "reason": f"Reason{status}", "message": f"said {status}"},
+                status=status,
+            )
+        if name == "not-json":
+            return web.Response(status=418, text="<html>teapot</html>")
+        return web.json_response({"kind": "Namespace", "metadata": {"name": name}})
+
+
+@dataclass
+class _Rig:
+    server: _ApiServer
+    configuration: client.Configuration
+    port: int
+
+
+@pytest.fixture
+async def rig() -> AsyncIterator[_Rig]:
+    server = _ApiServer()
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", server.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    configuration = client.Configuration(host=f"http://127.0.0.1:{port}")
+    configuration.api_key = {"authorization": "token-1"}
+    configuration.api_key_prefix = {"authorization": "Bearer"}
+    configuration.retries = False
+    try:
+        yield _Rig(server, configuration, port)
+    finally:
+        await runner.cleanup()
+
+
+def _threads(configuration: client.Configuration, timeout: float = 30.0) -> KubeCalls:
+    return ThreadedKube(Kube(client.ApiClient(configuration), timeout=timeout))
+
+
+def _loop(configuration: client.Configuration, timeout: float = 30.0) -> KubeCalls:
+    return AsyncKube(configuration, pool_size=4, timeout=timeout)
+
+
+Make = Callable[..., KubeCalls]
+CLIENTS = pytest.mark.parametrize("make", [_threads, _loop], ids=["threads", "loop"])
+
+
+async def _outcome(call: Awaitable[Any]) -> Any:
+    """What a call came to: its answer, or its error's class and fields."""
+    try:
+        return await call
+    except KubeError as exc:
+        return ("KubeError", exc.status, exc.reason, exc.message)
+    except ClusterUnavailable as exc:
+        return ("ClusterUnavailable", exc.status, exc.detail)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_both_clients_send_the_same_requests(rig: _Rig) -> None:
+    for make in (_threads, _loop):
+        kube = make(rig.configuration)
+        try:
+            assert await kube.get("/api/v1/namespaces/a", query={"labelSelector": "x=y,z"}) == {
+                "kind": "Namespace", "metadata": {"name": "a"}
+            }  # fmt: skip
+            await kube.post("/api/v1/namespaces", {"metadata": {"name": "b"}})
+            await kube.merge_patch("/api/v1/namespaces/c", {"metadata": {"labels": {"k": "v"}}})
+            await kube.replace("/api/v1/namespaces/d", {"metadata": {"name": "d"}})
+            await kube.delete("/api/v1/namespaces/e", {"preconditions": {"uid": "u"}})
+        finally:
+            await kube.aclose()
+    threads, loop = rig.server.seen[:5], rig.server.seen[5:]
+    assert loop == threads
+    assert [(s["method"], s["content_type"]) for s in loop] == [
+        ("GET", None),
+        ("POST", "application/json"),
+        ("PATCH", "application/merge-patch+json"),
+        ("PUT", "application/json"),
+        ("DELETE", "application/json"),
+    ]
+    assert loop[0]["path"] == "/api/v1/namespaces/a?labelSelector=x%3Dy%2Cz"
+    assert {s["authorization"] for s in loop} == {"Bearer token-1"}
+    assert {s["accept"] for s in loop} == {"application/json"}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("path", "readyz"),
+    [
+        ("status-404", 200),
+        ("status-409", 200),
+        ("status-401", 500),  # not a 403: /readyz is not asked
+        ("status-403", 200),  # refused by a ready API server
+        ("status-403", 500),  # not ready yet: unavailable
+        ("status-403", 403),
+        ("status-429", 200),
+        ("status-500", 200),
+        ("status-503", 200),
+        ("not-json", 200),
+    ],
+)
+async def test_both_clients_come_to_the_same_outcome(rig: _Rig, path: str, readyz: int) -> None:
+    rig.server.readyz = readyz
+    outcomes = []
+    for make in (_threads, _loop):
+        kube = make(rig.configuration)
+        try:
+            outcomes.append(await _outcome(kube.get(f"/api/v1/namespaces/{path}")))
+        finally:
+            await kube.aclose()
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[0][0] in ("KubeError", "ClusterUnavailable")
+    asked = [s["path"] for s in rig.server.seen].count("/readyz")
+    assert asked == (2 if path == "status-403" else 0)
+
+
+@pytest.mark.anyio
+@CLIENTS
+async def test_create_tolerates_only_a_conflict(rig: _Rig, make: Make) -> None:
+    kube = make(rig.configuration)
+    try:
+        assert await kube.create("/api/v1/namespaces/status-409", {}) is False
+        assert await kube.create("/api/v1/namespaces/fresh", {}) is True
+        with pytest.raises(KubeError) as raised:
+            await kube.create("/api/v1/namespaces/status-422", {})
+        assert (raised.value.status, raised.value.reason) == (422, "Reason422")
+    finally:
+        await kube.aclose()
+
+
+@pytest.mark.anyio
+@CLIENTS
+async def test_an_unreachable_api_server_is_unavailable(rig: _Rig, make: Make) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]  # bound, never listening: connections are refused
+        rig.configuration.host = f"http://127.0.0.1:{closed}"
+        kube = make(rig.configuration)
+        try:
+            with pytest.raises(ClusterUnavailable) as raised:
+                await kube.get("/api/v1/namespaces/a")
+        finally:
+            await kube.aclose()
+    assert (raised.value.status, raised.value.detail) == (503, "Kubernetes API unreachable")
+
+
+@pytest.mark.anyio
+@CLIENTS
+async def test_a_call_past_its_timeout_is_unavailable(rig: _Rig, make: Make) -> None:
+    kube = make(rig.configuration, timeout=0.3)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        with pytest.raises(ClusterUnavailable):
+            await kube.get("/api/v1/namespaces/slow")
+    finally:
+        await kube.aclose()
+    assert loop.time() - started < SLOW_SECONDS  # it did not wait for the answer
+
+
+@pytest.mark.anyio
+@CLIENTS
+async def test_a_refreshed_token_is_sent_from_then_on(rig: _Rig, make: Make) -> None:
+    # As load_incluster_config's hook does once the token file is a minute old.
+    tokens = iter(["token-2", "token-3"])
+
+    def refresh(configuration: client.Configuration) -> None:
+        configuration.api_key["authorization"] = next(tokens)
+
+    rig.configuration.refresh_api_key_hook = refresh  # type: ignore[assignment]
+    kube = make(rig.configuration)
+    try:
+        await kube.get("/api/v1/namespaces/a")
+        await kube.get("/api/v1/namespaces/b")
+    finally:
+        await kube.aclose()
+    assert [s["authorization"] for s in rig.server.seen] == ["Bearer token-2", "Bearer token-3"]
+
+
+def test_a_proxy_or_a_hostname_assertion_keeps_the_threads() -> None:
+    plain = client.Configuration(host="https://10.0.0.1:6443")
+    kube = Kube(client.ApiClient(plain))
+    assert isinstance(for_client(kube, pool_size=4), AsyncKube)
+    proxied = client.Configuration(host="https://10.0.0.1:6443")
+    proxied.proxy = "http://proxy.example:3128"
+    assert isinstance(for_client(Kube(client.ApiClient(proxied)), pool_size=4), ThreadedKube)
+    asserting = client.Configuration(host="https://10.0.0.1:6443")
+    asserting.assert_hostname = "api.example"  # type: ignore[assignment]
+    assert isinstance(for_client(Kube(client.ApiClient(asserting)), pool_size=4), ThreadedKube)
+
+
+@pytest.mark.anyio
+async def test_one_event_loop_owns_the_connections(rig: _Rig) -> None:
+    """A call from another loop is refused plainly, not sent on the first loop's transports."""
+    kube = AsyncKube(rig.configuration, pool_size=2)
+
+    def in_another_loop() -> dict[str, Any]:
+        return asyncio.run(kube.get("/api/v1/namespaces/other"))
+
+    try:
+        assert (await kube.get("/api/v1/namespaces/here"))["metadata"]["name"] == "here"
+        with pytest.raises(RuntimeError, match="one event loop"):
+            await asyncio.get_running_loop().run_in_executor(None, in_another_loop)
+        assert (await kube.get("/api/v1/namespaces/again"))["metadata"]["name"] == "again"
+    finally:
+        await kube.aclose()
