@@ -7,14 +7,17 @@
         something to ask); once with tokens minted alongside each claim (the default),
         once with ``--pool-tokens-ahead=true``:
         - the raw floor (the four calls a create makes), one at a time, back to back,
-          through the typed client and through nsprov's JSON client, beside that nsprov;
+          through the typed client, through nsprov's JSON client on a thread (kube.Kube)
+          and through its event-loop client (kubeasync.AsyncKube, what nsprov's requests
+          use), beside that nsprov;
         - pooled POST p50/p95, one at a time (each after the refill) and back to back
           (every POST a hit), against both floors;
         - --bursts times: the raw API making --pool provisionings at concurrency 16 (one
-          reused connection per thread), then a burst of --pool POSTs from a full pool
-          at the same concurrency; the ratio, and the ratios' median, quartiles and
-          range. Both sides start warm (an untimed burst each first: every connection
-          open) and with the pool full (no refill loading either side);
+          reused connection per thread, and the event-loop client with 16 at a time), then
+          a burst of --pool POSTs from a full pool at the same concurrency; the ratios,
+          and their median, quartiles and range. All sides start warm (an untimed burst
+          each first: every connection open) and with the pool full (no refill loading
+          either side);
         then, with tokens ahead only:
         - POST without a pool, and a cached GET (nsprov's own cost per request);
         - refill: claims per second the keeper makes good after a burst emptied the pool;
@@ -31,6 +34,7 @@ Prints figures; asserts nothing but that every POST answers 201.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import concurrent.futures
 import contextlib
@@ -41,22 +45,24 @@ import ssl
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import yaml
 from kubernetes import client, config
 
 from nsprov.core.kube import Kube, load_api_client
+from nsprov.core.kubeasync import AsyncKube
 from tests import bench
 from tests.integration.service import RunningService, metric, running_service
 from tests.support import wait_until
 
 GRANT = "nsprov-bench-configmaps"
 CONCURRENCY = 16
+T = TypeVar("T")
 
 
 def _grant(kubeconfig: Path) -> None:
@@ -228,6 +234,88 @@ def _raw_json_calls(kubeconfig: Path, n: int) -> list[float]:
         kube.api.close()
 
 
+class _LoopClient:
+    """nsprov's event-loop client (kubeasync.AsyncKube) on one event loop of the bench's
+    own, kept between runs so its connections stay open as nsprov's do."""
+
+    def __init__(self, kubeconfig: Path) -> None:
+        configuration = load_api_client(str(kubeconfig), CONCURRENCY).configuration
+        self.kube = AsyncKube(configuration, pool_size=CONCURRENCY)
+        self.loop = asyncio.new_event_loop()
+
+    def run(self, work: Coroutine[Any, Any, T]) -> T:
+        return self.loop.run_until_complete(work)
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.kube.aclose())
+        self.loop.close()
+
+
+async def _raw_provision_loop(kube: AsyncKube, name: str) -> None:
+    """The same four calls as _raw_provision_json, through the event-loop client."""
+    await kube.post("/api/v1/namespaces", {"metadata": {"name": name}})
+    await kube.post(f"/api/v1/namespaces/{name}/serviceaccounts", {"metadata": {"name": "sa"}})
+    await kube.post(
+        f"/apis/rbac.authorization.k8s.io/v1/namespaces/{name}/rolebindings",
+        {
+            "metadata": {"name": "rb"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                        "name": "view"},
+            "subjects": [{"kind": "ServiceAccount", "name": "sa", "namespace": name}],
+        },
+    )  # fmt: skip
+    await kube.post(f"/api/v1/namespaces/{name}/serviceaccounts/sa/token",
+                    {"spec": {"expirationSeconds": 600}})  # fmt: skip
+
+
+def _raw_loop_calls(kubeconfig: Path, n: int) -> list[float]:
+    """The raw floor through the event-loop client, one provisioning at a time."""
+    loop = _LoopClient(kubeconfig)
+    stamp = f"{int(time.time())}-{secrets.token_hex(2)}"
+    names = [f"bench-pl-{stamp}-{i}" for i in range(n)]
+
+    async def timed(name: str) -> float:
+        started = time.perf_counter()
+        await _raw_provision_loop(loop.kube, name)
+        return time.perf_counter() - started
+
+    try:
+        return [loop.run(timed(name)) for name in names]
+    finally:
+        for name in names:
+            with contextlib.suppress(Exception):
+                loop.run(loop.kube.delete(f"/api/v1/namespaces/{name}"))
+        loop.close()
+
+
+def _raw_many_loop(loop: _LoopClient, core: client.CoreV1Api, n: int) -> tuple[float, float]:
+    """_raw_many through the event-loop client: n provisionings, 16 at a time."""
+    stamp = f"{int(time.time())}-{secrets.token_hex(2)}"
+    names = [f"bench-pb-{stamp}-{i}" for i in range(n)]
+
+    async def burst() -> float:
+        gate = asyncio.Semaphore(CONCURRENCY)
+
+        async def one(name: str) -> None:
+            async with gate:
+                await _raw_provision_loop(loop.kube, name)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one(name) for name in names))
+        return time.perf_counter() - started
+
+    cpu = _own_cpu()
+    try:
+        wall = loop.run(burst())
+        cpu = _own_cpu() - cpu
+    finally:
+        for name in names:
+            with contextlib.suppress(Exception):
+                loop.run(loop.kube.delete(f"/api/v1/namespaces/{name}"))
+        bench._wait_raw_gone(core)
+    return wall, cpu
+
+
 def _held(service: RunningService) -> float:
     return _metric(service, "nsprov_pool_tokens_held")
 
@@ -286,9 +374,12 @@ def _bursts(
     full (the keeper's refill after a burst, and tokens minted ahead, would otherwise
     load the raw API's run), and the raw API's namespaces are gone before nsprov's.
     """
-    ratios = []
+    ratios: list[float] = []
+    loop_ratios: list[float] = []
     limits = httpx.Limits(max_connections=CONCURRENCY)
     api = _raw_api(kubeconfig)
+    loop = _LoopClient(kubeconfig)
+    core = client.CoreV1Api(api)
     with httpx.Client(base_url=service.url, timeout=120, limits=limits) as shared:
 
         def pooled_burst() -> _Timed:
@@ -301,21 +392,32 @@ def _bursts(
             _full(service, args.pool, ahead)  # no refill under way
             return _Timed(*_raw_many(api, args.pool, typed=typed))
 
+        def raw_loop_burst() -> _Timed:
+            _full(service, args.pool, ahead)
+            return _Timed(*_raw_many_loop(loop, core, args.pool))
+
         raw_burst(typed=False)  # the warm-ups
+        raw_loop_burst()
         pooled_burst()
         for _ in range(args.bursts):
             typed, raw = raw_burst(typed=True), raw_burst(typed=False)
+            on_loop = raw_loop_burst()
             hits = _metric(service, "nsprov_pool_claims_total", 'result="hit"')
             pooled = pooled_burst()
             hits = _metric(service, "nsprov_pool_claims_total", 'result="hit"') - hits
             ratios.append(raw.seconds / pooled.seconds)
+            loop_ratios.append(on_loop.seconds / pooled.seconds)
             print(f"  burst of {args.pool} at concurrency {CONCURRENCY}: pooled "
                   f"{pooled.seconds:.3f}s ({hits:.0f} hits, bench client CPU "
                   f"{pooled.client_cpu:.2f}s); raw API, JSON client {raw.seconds:.3f}s "
                   f"(client CPU {raw.client_cpu:.2f}s): {raw.seconds / pooled.seconds:.2f}x as "
-                  f"fast (typed client {typed.seconds:.3f}s: "
-                  f"{typed.seconds / pooled.seconds:.2f}x)")  # fmt: skip
+                  f"fast; event-loop client {on_loop.seconds:.3f}s (client CPU "
+                  f"{on_loop.client_cpu:.2f}s): {on_loop.seconds / pooled.seconds:.2f}x; "
+                  f"typed client {typed.seconds:.3f}s: "
+                  f"{typed.seconds / pooled.seconds:.2f}x")  # fmt: skip
     api.close()
+    loop.close()
+    print(f"burst ratio, pooled vs the raw API (event-loop client), {_spread(loop_ratios)}")
     return ratios
 
 
@@ -345,14 +447,18 @@ def pool(args: argparse.Namespace) -> None:
                 bench._wait_raw_gone(core)
                 plain_json = _raw_json_calls(kubeconfig, args.requests)
                 bench._wait_raw_gone(core)
+                on_loop = _raw_loop_calls(kubeconfig, args.requests)
+                bench._wait_raw_gone(core)
                 print(f"raw floor, 4 calls, typed client:  {bench.percentiles(typed)}")
                 print(f"raw floor, 4 calls, JSON client:   {bench.percentiles(plain_json)}")
+                print(f"raw floor, 4 calls, event loop:    {bench.percentiles(on_loop)}")
                 quiet, racing = _sequential(service, http, args, ahead)
                 tokens = _metric(service, "nsprov_pool_tokens_total", 'minted="ahead"')
                 for label, samples in (("one at a time", quiet), ("back to back", racing)):
                     print(f"nsprov POST, pooled, {label + ':':<14} {bench.percentiles(samples)} "
                           f"({_ratio(samples, typed)} the typed floor, "
-                          f"{_ratio(samples, plain_json)} the JSON floor)")  # fmt: skip
+                          f"{_ratio(samples, plain_json)} the JSON floor, "
+                          f"{_ratio(samples, on_loop)} the event-loop floor)")  # fmt: skip
                 print(f"  of them claimed with a token minted ahead: {tokens:.0f}")
                 ratios = _bursts(service, kubeconfig, args, ahead)
                 print(f"burst ratio, pooled vs the raw API (JSON client), {_spread(ratios)}")
