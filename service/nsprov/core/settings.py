@@ -184,7 +184,9 @@ class Settings:
     request_timeout: float = flag(30.0, "timeout of each Kubernetes call", kind="duration")
     """Seconds any single Kubernetes call may take."""
 
-    concurrency: int = flag(40, "worker threads and Kubernetes connections", kind="count")
+    concurrency: int = flag(
+        40, "Kubernetes connections for requests, and worker threads", kind="count"
+    )
     """Worker threads for Kubernetes calls; the client's connection pool has the same size."""
 
     allow_unsafe_grant: bool = flag(
