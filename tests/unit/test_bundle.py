@@ -1,8 +1,13 @@
 from __future__ import annotations
 
+import calendar
+import datetime
 import re
+import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nsprov.provision import bundle
 from nsprov.provision.template import Template
@@ -117,6 +122,63 @@ def test_unix_time_reads_rfc3339_seconds_only() -> None:
     assert bundle.unix_time("1970-01-01T01:00:00Z") == 3600
     assert bundle.unix_time(None) is None
     assert bundle.unix_time("1970-01-01T01:00:00.5Z") is None
+
+
+def _strptime_unix_time(raw: str) -> int | None:
+    """unix_time as it was: what it must go on accepting and refusing."""
+    try:
+        return calendar.timegm(time.strptime(raw, "%Y-%m-%dT%H:%M:%SZ"))
+    except ValueError:
+        return None
+
+
+# Fields as the API server writes them, and as strptime also reads them: one digit, a
+# space-padded day, leap seconds, out of range, non-ASCII digits (strptime's \d is Unicode).
+_ODD_FIELD = st.sampled_from(
+    ["0", "1", "9", " 1", "00", "13", "24", "29", "30", "31", "32", "60", "61", "62", "99",
+     "\u0663", "\uff10\uff11", "1a", "", "-1", "+1"]
+)  # fmt: skip
+
+
+def _field(low: int, high: int) -> st.SearchStrategy[str]:
+    return st.one_of(st.integers(low, high).map("{:02d}".format), _ODD_FIELD)
+
+
+_STAMP_LIKE = st.builds(
+    "{}-{}-{}{}{}:{}:{}{}".format,
+    st.one_of(
+        st.integers(0, 9999).map("{:04d}".format),
+        st.sampled_from(["\u0661\u0669\u0667\u0660", "197", "19700"]),
+    ),
+    _field(1, 12),
+    _field(1, 31),
+    st.one_of(st.just("T"), st.sampled_from(["t", " ", "TT"])),
+    _field(0, 23),
+    _field(0, 59),
+    _field(0, 59),
+    st.one_of(st.just("Z"), st.sampled_from(["z", "", "ZZ", "Z ", ".5Z", "+00:00"])),
+)
+
+
+_STAMP = st.datetimes(datetime.datetime(1, 1, 1)).map(
+    lambda at: f"{at.year:04d}-{at:%m-%dT%H:%M:%S}Z"
+)
+
+
+@settings(derandomize=True, database=None, deadline=None, max_examples=3000)
+@given(st.one_of(_STAMP, _STAMP_LIKE, st.text(max_size=24)))
+def test_unix_time_accepts_and_refuses_what_strptime_does(raw: str) -> None:
+    assert bundle.unix_time(raw) == _strptime_unix_time(raw)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["2024-02-29T23:59:59Z", "2023-02-29T00:00:00Z", "2016-12-31T23:59:60Z", "0001-01-01T00:00:00Z",
+     "0000-01-01T00:00:00Z", "9999-12-31T23:59:59Z", "2026-04-31T00:00:00Z", "2026-1-5T1:2:3Z",
+     "2026-12-06t20:39:05z", "2026-12-06T24:00:00Z", "2026-13-01T00:00:00Z"],
+)  # fmt: skip
+def test_unix_time_edges_as_strptime(raw: str) -> None:
+    assert bundle.unix_time(raw) == _strptime_unix_time(raw)
 
 
 @pytest.mark.parametrize(

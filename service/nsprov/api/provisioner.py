@@ -60,10 +60,17 @@ _CLAIM_ATTEMPTS = 8
 _Objects = list[dict[str, Any]]  # (an alias: inside Provisioner, ``list`` is a method)
 
 
+_ISO = "%Y-%m-%dT%H:%M:%SZ"
+# datetime's first and last second: what it refuses (a year past 9999), _iso still refuses.
+_FIRST_SECOND, _LAST_SECOND = -62135596800, 253402300799
+
+
 def _iso(unix: int | None) -> str | None:
     if unix is None:
         return None
-    return datetime.datetime.fromtimestamp(unix, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if _FIRST_SECOND <= unix <= _LAST_SECOND:  # the same text in half the time: no datetime
+        return time.strftime(_ISO, time.gmtime(unix))
+    return datetime.datetime.fromtimestamp(unix, datetime.UTC).strftime(_ISO)
 
 
 ACTIVE = "ACTIVE"
