@@ -31,7 +31,7 @@ from nsprov.api.provisioner import Provisioner
 from nsprov.control import watch
 from nsprov.control.controller import Controller
 from nsprov.control.leader import LeaderElector, identity_for
-from nsprov.control.pool import PoolKeeper
+from nsprov.control.pool import PoolKeeper, profile_hash
 from nsprov.control.watch import Informer
 from nsprov.core import kube, kubeasync
 from nsprov.core.errors import ClusterUnavailable, NsprovError
@@ -260,11 +260,15 @@ def _add_pool_tokens(
 ) -> None:
     """Tokens minted ahead for the ready pooled namespaces, on a connection of their own."""
     settings = service.settings
+
+    def ttls() -> dict[str, float]:
+        return {profile_hash(p, service.grant): p.ttl for p in pooled()}
+
     pool_tokens = PoolTokens(
         kube.Kube(kube.load_api_client(settings.kubeconfig, pool_size=2),
                   timeout=settings.request_timeout),
         cache,
-        max_ttl=settings.max_ttl,
+        ttls=ttls,
         pooling=lambda: bool(pooled()),
     )  # fmt: skip
     controller.namespace_listeners.append(pool_tokens.wake)

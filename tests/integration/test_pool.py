@@ -9,14 +9,19 @@ job using its kubeconfig the instant it has it.
 
 from __future__ import annotations
 
+import base64
+import calendar
 import concurrent.futures
 import contextlib
+import json
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 from kubernetes import client
 from kubernetes import config as kube_config
 from kubernetes.client.exceptions import ApiException
@@ -93,6 +98,18 @@ def _post(service: RunningService, owner: str, key: str | None = None) -> httpx.
 def _metric(service: RunningService, name: str, *labels: str) -> float:
     """A metric's sum over the samples with ``labels``; 0 when it has none yet."""
     return metric(service, name, *labels) or 0.0
+
+
+def _unix(timestamp: str) -> int:
+    return calendar.timegm(time.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ"))
+
+
+def _token_exp(response: httpx.Response) -> int:
+    """The ``exp`` claim of the token in a create's kubeconfig."""
+    config = yaml.safe_load(response.json()["kubeconfig"])
+    payload = config["users"][0]["user"]["token"].split(".")[1]
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    return int(claims["exp"])
 
 
 def _first_call(response: httpx.Response, path: Path) -> int:
@@ -309,12 +326,15 @@ def test_tokens_minted_ahead_work_at_once_and_leave_with_their_namespace(
     cluster: Cluster, core: client.CoreV1Api, tmp_path: Path
 ) -> None:
     """--pool-tokens-ahead on two replicas: each holds a token for every ready pooled
-    namespace; a claim hands out its own replica's, which works on the first call; a token
-    whose namespace the other replica claimed is dropped (each replica's count of held
-    tokens is the ready pool's size again once it is refilled, never more)."""
+    namespace, minted for the tenant's default ttl; a claim of that ttl hands out its own
+    replica's, which works on the first call and ends within 60 s of the namespace's
+    expiry, as a token minted at the claim would; a claim of another ttl mints its own; a
+    token whose namespace the other replica claimed is dropped (each replica's count of
+    held tokens is the ready pool's size again once it is refilled, never more)."""
     tenant, owner = _names()
     size = 6
-    policy = _policy(tmp_path / "policy.yaml", tenant, owner, size=size)
+    # The tenant's default ttl is what _post asks (10m).
+    policy = _policy(tmp_path / "policy.yaml", tenant, owner, "    ttl: 10m\n", size=size)
     lease = f"--leader-elect-lease-name=pool-{secrets.token_hex(3)}"
     argv = [f"--policy-file={policy}", lease, "--pool-tokens-ahead=true"]
     replicas = [
@@ -342,13 +362,27 @@ def test_tokens_minted_ahead_work_at_once_and_leave_with_their_namespace(
         assert len(names) == 4
         for i, response in enumerate(responses):
             assert _first_call(response, tmp_path / f"kubeconfig-{i}") == 200
+            expires_at = _unix(response.json()["namespaceExpiresAt"])
+            assert expires_at <= _token_exp(response) <= expires_at + 61
         ahead = sum(_metric(r, "nsprov_pool_tokens_total", 'minted="ahead"') for r in replicas)
-        assert ahead >= 1
+        assert ahead == 4
+        # Another ttl than the one the tokens were minted for: minted alongside the claim.
+        with replicas[0].client() as http:
+            other = http.post(
+                "/api/v1/namespaces",
+                params={"ttl": "20m"},
+                headers={**replicas[0].auth(owner), "Accept": "application/json"},
+            )
+        assert other.status_code == 201, other.text
+        alongside = _metric(replicas[0], "nsprov_pool_tokens_total", 'minted="alongside"')
+        assert alongside == 1
+        expires_at = _unix(other.json()["namespaceExpiresAt"])
+        assert expires_at <= _token_exp(other) <= expires_at + 61
+        names.add(other.json()["namespace"])
         wait_until(all_held, timeout=60, message="the claimed ones' tokens dropped, refilled")
         held_names = _pooled(core, tenant)
         assert not names & held_names
-        # Deleting a claimed namespace ends its kubeconfig, though the token's own expiry
-        # is later (it was minted for the pool's life plus --max-ttl).
+        # Deleting a claimed namespace ends its kubeconfig before the token's own expiry.
         gone = responses[0]
         with replicas[0].client() as http:
             name = gone.json()["namespace"]

@@ -5,11 +5,14 @@ runs them against a real API server)."""
 from __future__ import annotations
 
 import asyncio
+import math
+import time
+from collections.abc import Callable
 from typing import Any, cast
 
 import pytest
 
-from nsprov.api.pooltokens import PoolTokens
+from nsprov.api.pooltokens import PoolTokens, fits
 from nsprov.api.provisioner import Provisioner
 from nsprov.control.controller import Controller
 from nsprov.control.pool import PoolKeeper, profile_hash
@@ -361,26 +364,49 @@ def test_a_stale_profiles_pooled_namespace_is_never_claimed() -> None:
 # ---- tokens minted ahead (pooltokens.py) -----------------------------------------------------
 
 
-class _Tokens(_Claims):
-    """A Kube whose TokenRequests answer a token named after its namespace, expiring at
-    ``expires_at``; it records each request's lifetime."""
+NOW = 10**9
+"""The tokens' clock in these tests (unix seconds)."""
 
-    def __init__(self, expires_at: str = "2300-01-01T00:00:00Z") -> None:
+
+def _iso(unix: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(unix))
+
+
+class _Tokens(_Claims):
+    """A Kube whose TokenRequests answer a token named after its namespace, for the lifetime
+    asked from ``now()`` (as the API server does), or until ``expires_at`` when given; it
+    records each request's lifetime."""
+
+    def __init__(
+        self, expires_at: str | None = None, now: Callable[[], float] = lambda: NOW
+    ) -> None:
         super().__init__()
         self.expires_at = expires_at
+        self.now = now
         self.lifetimes: dict[str, int] = {}
 
     def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         self.calls.append(("post", path))
         name = path.split("/")[4]
-        self.lifetimes[name] = body["spec"]["expirationSeconds"]
-        return {"status": {"token": f"token-{name}", "expirationTimestamp": self.expires_at}}
+        seconds = body["spec"]["expirationSeconds"]
+        self.lifetimes[name] = seconds
+        expires_at = self.expires_at or _iso(self.now() + seconds)
+        return {
+            "status": {"token": f"token-{name}@{self.now()}", "expirationTimestamp": expires_at}
+        }
 
 
-def _pool_tokens(kube: _Tokens, items: list[dict[str, Any]], pooling: bool = True) -> PoolTokens:
+def _pool_tokens(
+    kube: _Tokens,
+    items: list[dict[str, Any]],
+    pooling: bool = True,
+    ttls: dict[str, float] | None = None,
+    clock: Callable[[], float] = lambda: NOW,
+) -> PoolTokens:
     return PoolTokens(
-        cast(Kube, kube), ReadYourWrites(_Namespaces(items)), max_ttl=3600.0,
-        pooling=lambda: pooling, clock=lambda: 10**9,
+        cast(Kube, kube), ReadYourWrites(_Namespaces(items)),
+        ttls=lambda: {"h": 3600.0} if ttls is None else ttls,
+        pooling=lambda: pooling, clock=clock,
     )  # fmt: skip
 
 
@@ -389,39 +415,74 @@ def test_a_token_is_minted_ahead_for_each_ready_pooled_namespace_only() -> None:
                                template=Template(("g",)), expires_at=10**10)  # fmt: skip
     going = _pooled("np-going", "h")
     going["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    stale = _pooled("np-stale", "an-old-hash")  # its pool is not kept now
     kube = _Tokens()
     tokens = _pool_tokens(kube, [_pooled("np-a", "h"), _pooled("np-half", "h", ready=False),
-                                 claimed, going])  # fmt: skip
+                                 claimed, going, stale])  # fmt: skip
     tokens.refresh()
     assert kube.calls == [("post", bundle.token_path("np-a"))]
-    # It lasts for the pooled namespace's remaining life plus the longest ttl (and 60 s).
-    assert kube.lifetimes == {"np-a": 10**10 - 10**9 + 3600 + 60}
+    # For the pool's expected ttl (its tenant's default), as a claim asking it would mint:
+    # 60 s past the namespace's expiry.
+    assert kube.lifetimes == {"np-a": 3600 + 60}
     assert tokens.held() == 1
     tokens.refresh()  # held already: not minted again
     assert len(kube.calls) == 1
 
 
-def test_a_token_minted_ahead_is_taken_once_and_only_if_it_lasts() -> None:
-    kube = _Tokens(expires_at="2001-09-09T01:46:40Z")  # unix 10**9 + 0
-    tokens = _pool_tokens(kube, [_pooled("np-a", "h"), _pooled("np-b", "h")])
-    tokens.refresh()
-    last = bundle.unix_time("2001-09-09T01:46:40Z")
-    assert last is not None
-    minted = tokens.take("np-a", last)
+def test_a_token_minted_ahead_goes_out_only_if_a_token_minted_at_the_claim_would_end_as_late() -> (
+    None
+):
+    kube = _Tokens()
+    tokens = _pool_tokens(kube, [_pooled("np-a", "h"), _pooled("np-b", "h"), _pooled("np-c", "h")])
+    tokens.refresh()  # each ends at NOW + 3660
+    minted = tokens.take("np-a", NOW + 3600)  # a claim of the default ttl: it fits
     assert minted is not None
-    assert minted.token == "token-np-a"
-    assert tokens.take("np-a", last) is None
-    assert tokens.take("np-b", last + 1) is None  # would end before the namespace: dropped
+    assert minted.token == f"token-np-a@{NOW}"
+    assert tokens.take("np-a", NOW + 3600) is None  # taken once
+    # A longer ttl: the token would end before the namespace.
+    assert tokens.take("np-b", NOW + 3601 + 60) is None
+    # A shorter one: it would outlive the namespace by more than a fresh token does.
+    assert tokens.take("np-c", NOW + 600) is None
     tokens.refresh()  # a name a claim took a token of is never minted for again
     assert tokens.held() == 0
-    assert len(kube.calls) == 2
+    assert len(kube.calls) == 3
+
+
+def test_held_tokens_are_minted_again_before_they_stop_fitting() -> None:
+    now = [float(NOW)]
+    kube = _Tokens(now=lambda: now[0])
+    tokens = _pool_tokens(kube, [_pooled("np-a", "h")], clock=lambda: now[0])
+    tokens.refresh()
+    now[0] = NOW + 30
+    tokens.refresh()
+    assert len(kube.calls) == 1  # fits a claim for the next 15 s and more: kept
+    now[0] = NOW + 46
+    tokens.refresh()
+    assert len(kube.calls) == 2  # would not fit a claim 15 s from now: minted again
+    now[0] = NOW + 59
+    minted = tokens.take("np-a", math.ceil(now[0] + 3600))
+    assert minted is not None
+    assert minted.token == f"token-np-a@{NOW + 46}"
+    assert fits(minted.expires_at or 0, math.ceil(now[0] + 3600), now[0])
+
+
+def test_fits_is_the_fresh_tokens_bound() -> None:
+    expires_at = NOW + 1800
+    fresh = NOW + bundle.token_seconds(1800)  # what a TokenRequest at NOW would end at
+    assert fits(fresh, expires_at, NOW)
+    assert fits(expires_at, expires_at, NOW)
+    assert not fits(expires_at - 1, expires_at, NOW)  # ends before its namespace
+    assert not fits(fresh + 2, expires_at, NOW)  # outlives it longer than a fresh one
+    # Below the API server's shortest lifetime (10 minutes), a fresh token outlives a
+    # short-lived namespace too, and one minted ahead may as much.
+    assert fits(NOW + 600, NOW + 60, NOW)
 
 
 def test_tokens_of_namespaces_no_longer_ready_are_dropped_and_none_without_a_pool() -> None:
     items = [_pooled("np-a", "h"), _pooled("np-b", "h")]
     namespaces = _Namespaces(items)
-    tokens = PoolTokens(cast(Kube, _Tokens()), ReadYourWrites(namespaces), max_ttl=60.0,
-                        clock=lambda: 10**9)  # fmt: skip
+    tokens = PoolTokens(cast(Kube, _Tokens()), ReadYourWrites(namespaces),
+                        ttls=lambda: {"h": 60.0}, clock=lambda: NOW)  # fmt: skip
     tokens.refresh()
     assert tokens.held() == 2
     del namespaces._items["np-a"]  # claimed by another replica (or gone)
@@ -442,7 +503,7 @@ def _claim_with(kube: _Tokens, tokens: PoolTokens | None, items: list[dict[str, 
     profile = flags_profile(Settings(tokens={"x": "y"}, pool_size=3))
     return asyncio.run(
         provisioner._claim(
-            "alice", 600.0, profile, expires_at=10**9 + 600, idempotency=None, requested_by=None
+            "alice", 600.0, profile, expires_at=NOW + 600, idempotency=None, requested_by=None
         )
     )
 
@@ -451,12 +512,12 @@ def test_a_claim_with_a_token_minted_ahead_is_one_write_and_hands_out_that_token
     current = profile_hash(flags_profile(Settings(tokens={"x": "y"}, pool_size=3)), None)
     items = [_pooled("np-a", current)]
     kube = _Tokens()
-    tokens = _pool_tokens(kube, items)
+    tokens = _pool_tokens(kube, items, ttls={current: 600.0})  # the claim's ttl below
     tokens.refresh()
     kube.calls.clear()
     claimed, (token, _) = _claim_with(kube, tokens, items)
     assert kube.calls == [("patch", bundle.namespace_path("np-a"))]
-    assert (claimed["metadata"]["name"], token) == ("np-a", "token-np-a")
+    assert (claimed["metadata"]["name"], token) == ("np-a", f"token-np-a@{NOW}")
     # Without one, the TokenRequest goes alongside the claim, as before.
     kube.calls.clear()
     _, (token, _) = _claim_with(kube, None, items)
@@ -476,7 +537,7 @@ def test_a_lost_claim_drops_its_token_minted_ahead() -> None:
     current = profile_hash(flags_profile(Settings(tokens={"x": "y"}, pool_size=3)), None)
     items = [_pooled("np-a", current)]
     kube = _Lost()
-    tokens = _pool_tokens(kube, items)
+    tokens = _pool_tokens(kube, items, ttls={current: 600.0})
     tokens.refresh()
     assert _claim_with(kube, tokens, items) is None
     assert tokens.held() == 0

@@ -17,19 +17,24 @@ Why holding them is safe:
 - It is bound to the namespace's ServiceAccount, which nothing but an admin can touch in
   a pooled namespace (k8s/'s admission policies): deleting the namespace, at expiry or on
   DELETE, deletes the ServiceAccount and the token stops working, as every nsprov token.
-- Its lifetime cannot fit a request not yet made: it is minted for the pooled
-  namespace's remaining life plus the longest ttl (--max-ttl), and a claim uses it only
-  if it lasts at least until the claimed namespace's expiry (else mints one, as before).
-  So its ``exp`` is later than the namespace's expiry, which a fresh token passes by
-  only 60 s: what ends it is the namespace's deletion. With the controller down past an
-  expiry, such a kubeconfig works until the controller is back and deletes it.
+- It never outlives its namespace by more than a token minted at the claim would. A
+  token's lifetime is fixed when it is minted, before anyone asks, so it is minted for
+  the ttl claims of its pool are expected to ask (the tenant's default ttl, what a POST
+  without ``?ttl=`` gets) and handed out only if it expires no earlier than the claimed
+  namespace and no later than a token minted at that moment would (``fits``): within
+  60 s of the namespace's expiry, which holds with the controller down too. That is true
+  for about a minute after it is minted, so each held token is minted again every
+  ``REMINT_AFTER_SECONDS``; a claim for another ttl mints its token alongside, as
+  without tokens ahead.
 
-The cost is one TokenRequest per pooled namespace per replica: the pool sizes bound it.
+The cost is one TokenRequest per ready pooled namespace per replica every
+``REMINT_AFTER_SECONDS`` (0.9 a second for a pool of 40), and none once pools are off.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -44,7 +49,20 @@ from nsprov.provision import bundle
 log = logging.getLogger("nsprov.pooltokens")
 
 _TICK_SECONDS = 2.0
-"""A pass without an event: a token that failed to mint is asked for again."""
+"""A pass without an event: a token that failed to mint, or aged, is minted again."""
+FIT_MARGIN_SECONDS = 15.0
+"""A held token is minted again once it would fit claims for less than this much longer,
+so a claim always finds one that fits (a TokenRequest takes milliseconds)."""
+_CLOCK_TOLERANCE_SECONDS = 1
+"""The API server states expiry in whole seconds, from its own clock."""
+
+
+def fits(token_expires_at: int, expires_at: int, now: float) -> bool:
+    """Whether a token minted earlier may go out with a namespace expiring at
+    ``expires_at``: it lasts that long, and it ends no later than a token minted ``now``
+    for that namespace would (bundle.token_seconds)."""
+    fresh = now + bundle.token_seconds(expires_at - now) + _CLOCK_TOLERANCE_SECONDS
+    return expires_at <= token_expires_at <= fresh
 
 
 @dataclass(frozen=True)
@@ -62,7 +80,7 @@ class PoolTokens:
         kube: Kube,
         namespaces: ReadYourWrites,
         *,
-        max_ttl: float,
+        ttls: Callable[[], dict[str, float]],
         pooling: Callable[[], bool] = lambda: True,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -70,7 +88,9 @@ class PoolTokens:
         self.namespaces = namespaces
         self.pooling = pooling
         """Whether any profile keeps a pool now: without one, no pass scans the namespaces."""
-        self.max_ttl = max_ttl
+        self.ttls = ttls
+        """Pool hash -> the ttl its claims are expected to ask (its tenant's default), for
+        the pools kept now: a namespace of another hash (stale) gets no token."""
         self.clock = clock
         self._tokens: dict[str, MintedToken] = {}
         self._taken: set[str] = set()  # names a claim took a token of: never minted again
@@ -99,14 +119,15 @@ class PoolTokens:
             return len(self._tokens)
 
     def take(self, name: str, expires_at: int) -> MintedToken | None:
-        """The token minted ahead for ``name``, if it lasts until ``expires_at``; either way
-        none is held for ``name`` afterwards. Call it before the claim's write."""
+        """The token minted ahead for ``name``, if it ``fits`` a namespace expiring at
+        ``expires_at``; either way none is held for ``name`` afterwards. Call it before the
+        claim's write."""
         with self._lock:
             minted = self._tokens.pop(name, None)
             self._taken.add(name)
-        if minted is None or (minted.expires_at is not None and minted.expires_at < expires_at):
+        if minted is None or minted.expires_at is None:
             return None
-        return minted
+        return minted if fits(minted.expires_at, expires_at, self.clock()) else None
 
     def _run(self) -> None:
         while not self._stopping.is_set():
@@ -120,33 +141,43 @@ class PoolTokens:
                 log.exception("minting tokens ahead failed; again in %.0fs", _TICK_SECONDS)
 
     def refresh(self) -> None:
-        """Drop the tokens of namespaces no longer ready and pooled; mint the missing ones."""
+        """Drop the tokens of namespaces no longer ready and pooled; mint the missing ones,
+        and again those that would soon fit no claim of their pool's ttl."""
         if not self.namespaces.synced():
             return
-        ready: dict[str, int] = {}
-        for ns in self.namespaces.items() if self.pooling() else []:
+        ready: dict[str, float] = {}  # name -> the ttl its token is minted for
+        ttls = self.ttls() if self.pooling() else {}
+        for ns in self.namespaces.items() if ttls else []:
             metadata = ns["metadata"]
-            if (
-                bundle.is_pooled(metadata)
-                and bundle.is_pool_ready(metadata)
-                and not bundle.is_terminating(ns)
-            ):
-                ready[metadata["name"]] = bundle.expires_at_of(metadata) or 0
+            pool = bundle.ready_pool_of(ns)
+            ttl = ttls.get(pool) if pool is not None else None
+            if ttl is not None and not bundle.is_terminating(ns):
+                ready[metadata["name"]] = ttl
+        now = self.clock()
         with self._lock:
             for name in [n for n in self._tokens if n not in ready]:
                 del self._tokens[name]
             self._taken &= set(ready)  # gone from the pool: its name is never seen again
-            missing = [n for n in ready if n not in self._tokens and n not in self._taken]
-        for name in missing:
+            due = [
+                name
+                for name, ttl in ready.items()
+                if name not in self._taken and not self._fresh(self._tokens.get(name), ttl, now)
+            ]
+        for name in due:
             if self._stopping.is_set():
                 return
             self._mint(name, ready[name])
 
-    def _mint(self, name: str, pool_expires_at: int) -> None:
-        now = self.clock()
-        if pool_expires_at <= now:
-            return
-        seconds = bundle.token_seconds(pool_expires_at - now + self.max_ttl)
+    @staticmethod
+    def _fresh(minted: MintedToken | None, ttl: float, now: float) -> bool:
+        """Whether ``minted`` fits a claim of ``ttl`` for FIT_MARGIN_SECONDS more."""
+        if minted is None or minted.expires_at is None:
+            return False
+        later = now + FIT_MARGIN_SECONDS
+        return fits(minted.expires_at, math.ceil(later + ttl), later)
+
+    def _mint(self, name: str, ttl: float) -> None:
+        seconds = bundle.token_seconds(ttl)  # as a claim of ttl now would ask
         try:
             answer = self.kube.post(bundle.token_path(name), bundle.token_request(seconds))
         except (KubeError, NsprovError) as exc:
