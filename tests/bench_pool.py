@@ -17,7 +17,8 @@
           a burst of --pool POSTs from a full pool at the same concurrency; the ratios,
           and their median, quartiles and range. All sides start warm (an untimed burst
           each first: every connection open) and with the pool full (no refill loading
-          either side);
+          either side); where kube-apiserver runs on this machine, the CPU it spent on
+          each side's burst, and nsprov's on the pooled one;
         then, with tokens ahead only:
         - POST without a pool, and a cached GET (nsprov's own cost per request);
         - refill: claims per second the keeper makes good after a burst emptied the pool;
@@ -135,6 +136,29 @@ def _concurrently(work: Callable[[int], Any], n: int) -> tuple[list[Any], float]
     return results, time.perf_counter() - started
 
 
+def _process_cpu(pid: int) -> float:
+    """CPU seconds process ``pid`` has used (user + system), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _apiserver_cpu() -> float | None:
+    """CPU seconds the local kube-apiserver has used (``make cluster``'s, on this machine);
+    None when there is none here."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            command = (entry / "cmdline").read_bytes().split(b"\0")[0]
+            if command.endswith(b"/kube-apiserver"):
+                return _process_cpu(int(entry.name))
+    return None
+
+
+def _since(before: float | None, now: float | None) -> float | None:
+    return None if before is None or now is None else now - before
+
+
 def _own_cpu() -> float:
     """CPU seconds this bench process has used (its 16 client threads share the 2 cores)."""
     times = os.times()
@@ -169,11 +193,14 @@ class _Timed:
     seconds: float
     client_cpu: float
     """CPU seconds the bench process spent meanwhile (its client threads)."""
+    server_cpu: float | None = None
+    """CPU seconds kube-apiserver spent meanwhile, when it runs on this machine."""
+    nsprov_cpu: float | None = None
 
 
 def _raw_many(
     api: client.ApiClient, n: int, *, typed: bool, steady: bool = False
-) -> tuple[float, float]:
+) -> tuple[float, float, float | None]:
     """The raw API making ``n`` provisionings (four calls each) at concurrency 16 through
     ``api`` (one connection per thread, reused: warm it first to keep their set-up out),
     with the typed client or nsprov's JSON one: (seconds, or with ``steady`` completions
@@ -188,17 +215,17 @@ def _raw_many(
         else:
             _raw_provision_json(kube, f"bench-pb-{stamp}-{i}")
 
-    cpu = _own_cpu()
+    cpu, server = _own_cpu(), _apiserver_cpu()
     try:
         figure = _steady(one, n) if steady else _concurrently(one, n)[1]
-        cpu = _own_cpu() - cpu
+        cpu, server = _own_cpu() - cpu, _since(server, _apiserver_cpu())
     finally:
         core = client.CoreV1Api(api)
         for i in range(n):
             with contextlib.suppress(client.exceptions.ApiException):
                 core.delete_namespace(f"bench-pb-{stamp}-{i}")
         bench._wait_raw_gone(core)
-    return figure, cpu
+    return figure, cpu, server
 
 
 def _raw_provision_json(kube: Kube, name: str) -> None:
@@ -289,7 +316,9 @@ def _raw_loop_calls(kubeconfig: Path, n: int) -> list[float]:
         loop.close()
 
 
-def _raw_many_loop(loop: _LoopClient, core: client.CoreV1Api, n: int) -> tuple[float, float]:
+def _raw_many_loop(
+    loop: _LoopClient, core: client.CoreV1Api, n: int
+) -> tuple[float, float, float | None]:
     """_raw_many through the event-loop client: n provisionings, 16 at a time."""
     stamp = f"{int(time.time())}-{secrets.token_hex(2)}"
     names = [f"bench-pb-{stamp}-{i}" for i in range(n)]
@@ -305,16 +334,16 @@ def _raw_many_loop(loop: _LoopClient, core: client.CoreV1Api, n: int) -> tuple[f
         await asyncio.gather(*(one(name) for name in names))
         return time.perf_counter() - started
 
-    cpu = _own_cpu()
+    cpu, server = _own_cpu(), _apiserver_cpu()
     try:
         wall = loop.run(burst())
-        cpu = _own_cpu() - cpu
+        cpu, server = _own_cpu() - cpu, _since(server, _apiserver_cpu())
     finally:
         for name in names:
             with contextlib.suppress(Exception):
                 loop.run(loop.kube.delete(f"/api/v1/namespaces/{name}"))
         bench._wait_raw_gone(core)
-    return wall, cpu
+    return wall, cpu, server
 
 
 def _held(service: RunningService) -> float:
@@ -385,9 +414,11 @@ def _bursts(
 
         def pooled_burst() -> _Timed:
             _full(service, args.pool, ahead)
-            cpu = _own_cpu()
+            cpu, server = _own_cpu(), _apiserver_cpu()
+            nsprov = _process_cpu(service.process.pid)
             _, wall = _concurrently(lambda _: _post(shared, service, "alice"), args.pool)
-            return _Timed(wall, _own_cpu() - cpu)
+            return _Timed(wall, _own_cpu() - cpu, _since(server, _apiserver_cpu()),
+                          _process_cpu(service.process.pid) - nsprov)  # fmt: skip
 
         def raw_burst(typed: bool) -> _Timed:
             _full(service, args.pool, ahead)  # no refill under way
@@ -416,6 +447,10 @@ def _bursts(
                   f"{on_loop.client_cpu:.2f}s): {on_loop.seconds / pooled.seconds:.2f}x; "
                   f"typed client {typed.seconds:.3f}s: "
                   f"{typed.seconds / pooled.seconds:.2f}x")  # fmt: skip
+            if pooled.server_cpu is not None and on_loop.server_cpu is not None:
+                print(f"    CPU: kube-apiserver {pooled.server_cpu:.2f}s pooled, "
+                      f"{on_loop.server_cpu:.2f}s raw (event-loop client); nsprov "
+                      f"{pooled.nsprov_cpu:.2f}s")  # fmt: skip
     api.close()
     loop.close()
     print(f"burst ratio, pooled vs the raw API (event-loop client), {_spread(loop_ratios)}")
@@ -533,7 +568,7 @@ def _rest(
         # refills, and creates for the rest), against the raw API the same way.
         steady = 6 * args.pool
         api = _raw_api(kubeconfig)
-        raw_rate, _ = _raw_many(api, steady, typed=False, steady=True)
+        raw_rate, _, _ = _raw_many(api, steady, typed=False, steady=True)
         api.close()
         _full(service, args.pool, True)
         hits = _metric(service, "nsprov_pool_claims_total", 'result="hit"')
