@@ -64,6 +64,7 @@ from tests.support import wait_until
 GRANT = "nsprov-bench-configmaps"
 CONCURRENCY = 16
 T = TypeVar("T")
+SETTLE_SECONDS = 1.0
 
 
 def _grant(kubeconfig: Path) -> None:
@@ -346,6 +347,14 @@ def _raw_many_loop(
     return wall, cpu, server
 
 
+def _settle() -> None:
+    """Let the cluster finish what the last refill set off before a timed burst: each new
+    namespace has kube-controller-manager make its ``default`` ServiceAccount and
+    ``kube-root-ca.crt`` ConfigMap a moment later, which would otherwise land in the next
+    burst's timing, on either side. Not a wait for a condition: there is none to watch."""
+    time.sleep(SETTLE_SECONDS)
+
+
 def _held(service: RunningService) -> float:
     return _metric(service, "nsprov_pool_tokens_held")
 
@@ -414,6 +423,7 @@ def _bursts(
 
         def pooled_burst() -> _Timed:
             _full(service, args.pool, ahead)
+            _settle()
             cpu, server = _own_cpu(), _apiserver_cpu()
             nsprov = _process_cpu(service.process.pid)
             _, wall = _concurrently(lambda _: _post(shared, service, "alice"), args.pool)
@@ -422,10 +432,12 @@ def _bursts(
 
         def raw_burst(typed: bool) -> _Timed:
             _full(service, args.pool, ahead)  # no refill under way
+            _settle()
             return _Timed(*_raw_many(api, args.pool, typed=typed))
 
         def raw_loop_burst() -> _Timed:
             _full(service, args.pool, ahead)
+            _settle()
             return _Timed(*_raw_many_loop(loop, core, args.pool))
 
         raw_burst(typed=False)  # the warm-ups
