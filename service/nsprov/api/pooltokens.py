@@ -147,12 +147,12 @@ class PoolTokens:
             return
         ready: dict[str, float] = {}  # name -> the ttl its token is minted for
         ttls = self.ttls() if self.pooling() else {}
-        for ns in self.namespaces.items() if ttls else []:
-            metadata = ns["metadata"]
-            pool = bundle.ready_pool_of(ns)
-            ttl = ttls.get(pool) if pool is not None else None
-            if ttl is not None and not bundle.is_terminating(ns):
-                ready[metadata["name"]] = ttl
+        for pool, ttl in ttls.items():
+            # From the informer's index of each pool (the pool's size at most), not a pass
+            # over every cached namespace: this runs on each namespace event, a claim's too.
+            for ns in self.namespaces.ready_pooled(pool):
+                if bundle.ready_pool_of(ns) == pool and not bundle.is_terminating(ns):
+                    ready[ns["metadata"]["name"]] = ttl
         now = self.clock()
         with self._lock:
             for name in [n for n in self._tokens if n not in ready]:
