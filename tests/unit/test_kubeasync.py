@@ -43,10 +43,18 @@ class _ApiServer:
             "content_type": request.headers.get("Content-Type"),
             "accept": request.headers.get("Accept"),
             "authorization": request.headers.get("Authorization"),
+            "cookie": request.headers.get("Cookie"),
         })  # fmt: skip
         name = request.path.rsplit("/", 1)[-1]
         if request.path == "/readyz":
             return web.Response(status=self.readyz, text="ok")
+        if name.startswith("redirect-"):  # a proxy or load balancer in front of it
+            status = int(name.removeprefix("redirect-"))
+            return web.Response(status=status, headers={"Location": "/api/v1/namespaces/there"})
+        if name == "cookie":  # a load balancer's affinity cookie, say
+            response = web.json_response({"kind": "Namespace", "metadata": {"name": name}})
+            response.set_cookie("affinity", "replica-2")
+            return response
         if name == "slow":
             await asyncio.sleep(SLOW_SECONDS)
         if name.startswith("status-"):
@@ -171,6 +179,29 @@ async def test_both_clients_come_to_the_same_outcome(rig: _Rig, path: str, ready
     assert outcomes[0][0] in ("KubeError", "ClusterUnavailable")
     asked = [s["path"] for s in rig.server.seen].count("/readyz")
     assert asked == (2 if path == "status-403" else 0)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+@pytest.mark.parametrize("method", ["GET", "POST", "PATCH"])
+async def test_a_redirect_is_an_answer_not_followed(rig: _Rig, status: int, method: str) -> None:
+    """urllib3 without retries (load_api_client) hands back a 3xx; the loop's client must
+    not follow it elsewhere, re-sending the body and answering with another's object."""
+    outcomes = []
+    for make in (_threads, _loop):
+        kube = make(rig.configuration)
+        body = None if method == "GET" else {"metadata": {"name": "x"}}
+        try:
+            outcomes.append(
+                await _outcome(
+                    kube.request(method, f"/api/v1/namespaces/redirect-{status}", body=body)
+                )
+            )
+        finally:
+            await kube.aclose()
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[0][:2] == ("KubeError", status)
+    assert [s["path"] for s in rig.server.seen] == [f"/api/v1/namespaces/redirect-{status}"] * 2
 
 
 @pytest.mark.anyio

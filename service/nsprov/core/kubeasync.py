@@ -256,6 +256,11 @@ class AsyncKube(_Verbs):
                 headers=headers,
                 timeout=aiohttp.ClientTimeout(total=timeout or self.timeout),
                 server_hostname=self._server_hostname,
+                # urllib3 without retries (kube.load_api_client) hands a 3xx back as it
+                # is, a KubeError; aiohttp would follow it, re-sending the body (a 307's)
+                # to wherever a proxy in front of the API server points, and answer with
+                # whatever is there as if the API server had.
+                allow_redirects=False,
             ) as response:
                 return response.status, await response.read()
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
