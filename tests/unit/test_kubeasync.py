@@ -205,6 +205,21 @@ async def test_a_redirect_is_an_answer_not_followed(rig: _Rig, status: int, meth
 
 
 @pytest.mark.anyio
+async def test_cookies_are_neither_kept_nor_sent(rig: _Rig) -> None:
+    """urllib3 keeps no cookies; the loop's client must not either. A host name, not an
+    IP address: aiohttp's jar ignores cookies from IP addresses."""
+    rig.configuration.host = f"http://localhost:{rig.port}"
+    for make in (_threads, _loop):
+        kube = make(rig.configuration)
+        try:
+            await kube.get("/api/v1/namespaces/cookie")
+            await kube.get("/api/v1/namespaces/after")
+        finally:
+            await kube.aclose()
+    assert [s["cookie"] for s in rig.server.seen] == [None] * 4
+
+
+@pytest.mark.anyio
 @CLIENTS
 async def test_create_tolerates_only_a_conflict(rig: _Rig, make: Make) -> None:
     kube = make(rig.configuration)

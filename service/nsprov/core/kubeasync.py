@@ -201,6 +201,9 @@ class AsyncKube(_Verbs):
                 # ask for them unencoded (gzip would cost CPU on both ends).
                 headers={"Accept-Encoding": "identity"},
                 auto_decompress=False,
+                # urllib3 keeps no cookies: a Set-Cookie from a proxy or load balancer in
+                # front of the API server must not be stored and sent back on every call.
+                cookie_jar=aiohttp.DummyCookieJar(),
             )
         return self._session
 
