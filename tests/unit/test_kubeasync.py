@@ -10,10 +10,14 @@ tests/integration/test_kubeasync.py.
 from __future__ import annotations
 
 import asyncio
+import datetime
+import ipaddress
 import json
 import socket
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -309,3 +313,105 @@ async def test_one_event_loop_owns_the_connections(rig: _Rig) -> None:
         assert (await kube.get("/api/v1/namespaces/again"))["metadata"]["name"] == "again"
     finally:
         await kube.aclose()
+
+
+def _pki(directory: Path) -> dict[str, Path]:
+    """A CA, a server certificate for 127.0.0.1 and "api.internal", and a client's."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def issue(
+        cn: str, issuer: tuple[x509.Name, ec.EllipticCurvePrivateKey] | None, **kw: Any
+    ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+        name, signer = issuer if issuer else (subject, key)
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=1))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), True)
+        )
+        if "san" in kw:
+            builder = builder.add_extension(x509.SubjectAlternativeName(kw["san"]), False)
+        return builder.sign(signer, hashes.SHA256()), key
+
+    ca, ca_key = issue("test-ca", None)
+    server = issue("api", (ca.subject, ca_key), san=[
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("api.internal")
+    ])  # fmt: skip
+    user = issue("nsprov-user", (ca.subject, ca_key))
+    paths = {}
+    for label, (certificate, key) in {"ca": (ca, ca_key), "server": server, "user": user}.items():
+        paths[label] = directory / f"{label}.crt"
+        paths[label].write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+        paths[f"{label}-key"] = directory / f"{label}.key"
+        paths[f"{label}-key"].write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+    return paths
+
+
+@pytest.fixture
+async def tls_rig(tmp_path: Path) -> AsyncIterator[tuple[dict[str, Path], int]]:
+    """An API server on TLS that asks for a client certificate and answers with whom it
+    saw (an API server takes a request without one as anonymous)."""
+    pki = _pki(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=pki["ca"])
+    context.load_cert_chain(pki["server"], pki["server-key"])
+    context.verify_mode = ssl.CERT_OPTIONAL
+
+    async def whoami(request: web.Request) -> web.Response:
+        peer = request.transport.get_extra_info("peercert") if request.transport else None
+        subject = dict(pair[0] for pair in peer["subject"]) if peer else {}
+        return web.json_response({"user": subject.get("commonName", "system:anonymous")})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", whoami)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
+    await site.start()
+    try:
+        yield pki, runner.addresses[0][1]
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.anyio
+@pytest.mark.filterwarnings("ignore:Unverified HTTPS request")  # urllib3, of verify=False
+@pytest.mark.parametrize(
+    ("verify", "server_name"), [(True, None), (True, "api.internal"), (False, None)]
+)
+async def test_both_clients_present_the_client_certificate(
+    tls_rig: tuple[dict[str, Path], int], verify: bool, server_name: str | None
+) -> None:
+    """insecure-skip-tls-verify does not drop the client certificate: urllib3 still
+    presents it (cert_reqs=CERT_NONE with cert_file), so the identity stays the same."""
+    pki, port = tls_rig
+    configuration = client.Configuration(host=f"https://127.0.0.1:{port}")
+    configuration.retries = False
+    configuration.verify_ssl = verify
+    configuration.ssl_ca_cert = str(pki["ca"]) if verify else None
+    configuration.cert_file, configuration.key_file = str(pki["user"]), str(pki["user-key"])
+    configuration.tls_server_name = server_name
+    outcomes = []
+    for make in (_threads, _loop):
+        kube = make(configuration)
+        try:
+            outcomes.append(await _outcome(kube.get("/api/v1/namespaces")))
+        finally:
+            await kube.aclose()
+    assert outcomes == [{"user": "nsprov-user"}] * 2

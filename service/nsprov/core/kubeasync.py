@@ -293,10 +293,17 @@ class AsyncKube(_Verbs):
 def _tls(configuration: client.Configuration) -> ssl.SSLContext | bool:
     """The TLS settings ApiClient's urllib3 pool would use, as one SSLContext."""
     if not configuration.verify_ssl:
-        return False
-    context = ssl.create_default_context(
-        cafile=configuration.ssl_ca_cert, cadata=configuration.ca_cert_data
-    )
+        # insecure-skip-tls-verify: the server goes unchecked, but urllib3 still presents
+        # the client certificate (cert_reqs=CERT_NONE with cert_file), the identity.
+        if not configuration.cert_file:
+            return False
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    else:
+        context = ssl.create_default_context(
+            cafile=configuration.ssl_ca_cert, cadata=configuration.ca_cert_data
+        )
     if configuration.cert_file:
         context.load_cert_chain(configuration.cert_file, keyfile=configuration.key_file)
     return context
