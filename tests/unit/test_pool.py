@@ -391,8 +391,9 @@ class _Tokens(_Claims):
         seconds = body["spec"]["expirationSeconds"]
         self.lifetimes[name] = seconds
         expires_at = self.expires_at or _iso(self.now() + seconds)
-        return {
-            "status": {"token": f"token-{name}@{self.now()}", "expirationTimestamp": expires_at}
+        return {  # as the API server answers: the request, and its status
+            "spec": body["spec"],
+            "status": {"token": f"token-{name}@{self.now()}", "expirationTimestamp": expires_at},
         }
 
 
@@ -463,19 +464,53 @@ def test_held_tokens_are_minted_again_before_they_stop_fitting() -> None:
     minted = tokens.take("np-a", math.ceil(now[0] + 3600))
     assert minted is not None
     assert minted.token == f"token-np-a@{NOW + 46}"
-    assert fits(minted.expires_at or 0, math.ceil(now[0] + 3600), now[0])
+    assert minted.ends is not None
+    assert fits(minted.ends, math.ceil(now[0] + 3600), now[0])
+
+
+@pytest.mark.parametrize("skew", [-50, 50])
+def test_a_token_minted_ahead_is_judged_by_this_clock_not_the_api_servers(skew: int) -> None:
+    """The API server's clock ``skew`` seconds off this one's: its expirationTimestamp is
+    in its own clock, but the namespace is deleted by this one's. A token handed out ends,
+    by this clock, no earlier than the namespace and no later than a token minted at the
+    claim (which lives its lifetime from the claim whatever the clocks say)."""
+    handed_out = []
+    for expires_at in range(NOW + 600, NOW + 3600 + 200):  # claims of every ttl, at NOW
+        kube = _Tokens(now=lambda: NOW + skew)  # the API server's clock
+        tokens = _pool_tokens(kube, [_pooled("np-a", "h")])  # this one's: NOW
+        tokens.refresh()
+        ends = NOW + kube.lifetimes["np-a"]  # when it stops working, by this clock
+        if tokens.take("np-a", expires_at) is not None:
+            handed_out.append(expires_at)
+            fresh_ends = NOW + bundle.token_seconds(expires_at - NOW)
+            assert expires_at <= ends <= fresh_ends + 1, (expires_at, ends, fresh_ends)
+    assert NOW + 3600 in handed_out  # a claim of the default ttl still gets it
 
 
 def test_fits_is_the_fresh_tokens_bound() -> None:
     expires_at = NOW + 1800
     fresh = NOW + bundle.token_seconds(1800)  # what a TokenRequest at NOW would end at
-    assert fits(fresh, expires_at, NOW)
-    assert fits(expires_at, expires_at, NOW)
-    assert not fits(expires_at - 1, expires_at, NOW)  # ends before its namespace
-    assert not fits(fresh + 2, expires_at, NOW)  # outlives it longer than a fresh one
+    assert fits((fresh, fresh), expires_at, NOW)
+    assert fits((expires_at, expires_at), expires_at, NOW)
+    assert not fits((expires_at - 1, expires_at), expires_at, NOW)  # may end before it
+    assert not fits((fresh, fresh + 2), expires_at, NOW)  # may outlive it longer than fresh
     # Below the API server's shortest lifetime (10 minutes), a fresh token outlives a
     # short-lived namespace too, and one minted ahead may as much.
-    assert fits(NOW + 600, NOW + 60, NOW)
+    assert fits((NOW + 600, NOW + 600), NOW + 60, NOW)
+
+
+def test_a_token_whose_lifetime_was_not_said_is_not_handed_out() -> None:
+    """Without the answer's spec.expirationSeconds its end by this clock is unknown."""
+
+    class _Unsaid(_Tokens):
+        def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+            answer = super().post(path, body)
+            del answer["spec"]
+            return answer
+
+    tokens = _pool_tokens(_Unsaid(), [_pooled("np-a", "h")])
+    tokens.refresh()
+    assert tokens.take("np-a", NOW + 3600) is None
 
 
 def test_tokens_of_namespaces_no_longer_ready_are_dropped_and_none_without_a_pool() -> None:

@@ -25,7 +25,12 @@ Why holding them is safe:
   60 s of the namespace's expiry, which holds with the controller down too. That is true
   for about a minute after it is minted, so each held token is minted again every
   ``REMINT_AFTER_SECONDS``; a claim for another ttl mints its token alongside, as
-  without tokens ahead.
+  without tokens ahead. Its end is judged by this process's clock, the one the
+  namespace's expiry is kept by: the lifetime the API server gave it, counted from when
+  it was asked for (``MintedToken.ends``). The API server's expirationTimestamp is in the
+  API server's clock; a few seconds of skew between the two would move it past either
+  bound, where a token minted at the claim lives its lifetime from the claim whatever
+  the clocks say.
 
 The cost is one TokenRequest per ready pooled namespace per replica every
 ``REMINT_AFTER_SECONDS`` (0.9 a second for a pool of 40), and none once pools are off.
@@ -57,19 +62,26 @@ _CLOCK_TOLERANCE_SECONDS = 1
 """The API server states expiry in whole seconds, from its own clock."""
 
 
-def fits(token_expires_at: int, expires_at: int, now: float) -> bool:
+def fits(ends: tuple[float, float], expires_at: int, now: float) -> bool:
     """Whether a token minted earlier may go out with a namespace expiring at
     ``expires_at``: it lasts that long, and it ends no later than a token minted ``now``
-    for that namespace would (bundle.token_seconds)."""
+    for that namespace would (bundle.token_seconds). ``ends``: the earliest and the
+    latest it may stop working, by the clock ``expires_at`` and ``now`` are read from."""
+    earliest, latest = ends
     fresh = now + bundle.token_seconds(expires_at - now) + _CLOCK_TOLERANCE_SECONDS
-    return expires_at <= token_expires_at <= fresh
+    return expires_at <= earliest and latest <= fresh
 
 
 @dataclass(frozen=True)
 class MintedToken:
     token: str
     expires_at: int | None
-    """When it expires, as the API server said (None: not said)."""
+    """When it expires, as the API server said, by its clock (None: not said)."""
+    ends: tuple[float, float] | None = None
+    """When it stops working by this process's clock, earliest and latest: its lifetime
+    (the TokenRequest answer's spec.expirationSeconds, capped or not) from when it was
+    asked for to when the answer came, less the second the token's exp is truncated to.
+    None: not known (then it is not handed out)."""
 
 
 class PoolTokens:
@@ -125,9 +137,9 @@ class PoolTokens:
         with self._lock:
             minted = self._tokens.pop(name, None)
             self._taken.add(name)
-        if minted is None or minted.expires_at is None:
+        if minted is None or minted.ends is None:
             return None
-        return minted if fits(minted.expires_at, expires_at, self.clock()) else None
+        return minted if fits(minted.ends, expires_at, self.clock()) else None
 
     def _run(self) -> None:
         while not self._stopping.is_set():
@@ -171,21 +183,29 @@ class PoolTokens:
     @staticmethod
     def _fresh(minted: MintedToken | None, ttl: float, now: float) -> bool:
         """Whether ``minted`` fits a claim of ``ttl`` for FIT_MARGIN_SECONDS more."""
-        if minted is None or minted.expires_at is None:
+        if minted is None or minted.ends is None:
             return False
         later = now + FIT_MARGIN_SECONDS
-        return fits(minted.expires_at, math.ceil(later + ttl), later)
+        return fits(minted.ends, math.ceil(later + ttl), later)
 
     def _mint(self, name: str, ttl: float) -> None:
         seconds = bundle.token_seconds(ttl)  # as a claim of ttl now would ask
+        asked = self.clock()
         try:
             answer = self.kube.post(bundle.token_path(name), bundle.token_request(seconds))
         except (KubeError, NsprovError) as exc:
             log.debug("namespace=%s no token minted ahead: %s", name, exc)
             return
+        answered = self.clock()
         status = answer.get("status") or {}
+        # The lifetime it was given: the API server answers with the request, its
+        # expirationSeconds shortened if it caps them (--service-account-max-token-expiration).
+        lifetime = (answer.get("spec") or {}).get("expirationSeconds")
+        ends = None
+        if isinstance(lifetime, int) and not isinstance(lifetime, bool) and lifetime > 0:
+            ends = (asked + lifetime - _CLOCK_TOLERANCE_SECONDS, answered + lifetime)
         minted = MintedToken(
-            str(status["token"]), bundle.unix_time(status.get("expirationTimestamp"))
+            str(status["token"]), bundle.unix_time(status.get("expirationTimestamp")), ends
         )
         with self._lock:
             if name not in self._taken:  # claimed while the token was being minted
