@@ -298,6 +298,21 @@ def test_a_proxy_or_a_hostname_assertion_keeps_the_threads() -> None:
     assert isinstance(for_client(Kube(client.ApiClient(asserting)), pool_size=4), ThreadedKube)
 
 
+def test_a_proxy_the_host_bypasses_keeps_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """HTTPS_PROXY for egress with the API server in NO_PROXY (as in many clusters):
+    urllib3 goes direct (rest.should_bypass_proxies), so the loop's client may too; a
+    host the proxy does apply to stays on the threads."""
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("NO_PROXY", "10.0.0.1,.cluster.local")
+    bypassed = client.Configuration(host="https://10.0.0.1:6443")
+    assert bypassed.proxy == "http://proxy.example:3128"  # read from the environment
+    assert isinstance(for_client(Kube(client.ApiClient(bypassed)), pool_size=4), AsyncKube)
+    named = client.Configuration(host="https://api.cluster.local:6443")
+    assert isinstance(for_client(Kube(client.ApiClient(named)), pool_size=4), AsyncKube)
+    proxied = client.Configuration(host="https://api.example:6443")
+    assert isinstance(for_client(Kube(client.ApiClient(proxied)), pool_size=4), ThreadedKube)
+
+
 @pytest.mark.anyio
 async def test_one_event_loop_owns_the_connections(rig: _Rig) -> None:
     """A call from another loop is refused plainly, not sent on the first loop's transports."""

@@ -31,6 +31,7 @@ import aiohttp
 import anyio
 import yarl
 from kubernetes import client
+from kubernetes.client.rest import should_bypass_proxies
 
 from nsprov.core.errors import ClusterUnavailable
 from nsprov.core.kube import JSON, MERGE_PATCH, Kube, KubeError, _decoded, _unreachable
@@ -185,8 +186,15 @@ class AsyncKube(_Verbs):
     @classmethod
     def supports(cls, configuration: client.Configuration) -> bool:
         """Whether this client speaks to the API server exactly as ApiClient would: not
-        through a proxy, and without a hostname check other than the usual one."""
-        return not configuration.proxy and configuration.assert_hostname is None
+        through a proxy, and without a hostname check other than the usual one.
+
+        The kubernetes Configuration takes its proxy from HTTPS_PROXY too, and ApiClient
+        goes direct to a host NO_PROXY names; so does this client (it never reads the
+        environment: aiohttp's trust_env is off)."""
+        proxied = bool(configuration.proxy) and not should_bypass_proxies(
+            configuration.host, configuration.no_proxy or ""
+        )
+        return not proxied and configuration.assert_hostname is None
 
     def _open(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
