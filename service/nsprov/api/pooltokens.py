@@ -23,17 +23,17 @@ Why holding them is safe:
   without ``?ttl=`` gets) and handed out only if it expires no earlier than the claimed
   namespace and no later than a token minted at that moment would (``fits``): within
   60 s of the namespace's expiry, which holds with the controller down too. That is true
-  for about a minute after it is minted, so each held token is minted again every
-  ``REMINT_AFTER_SECONDS``; a claim for another ttl mints its token alongside, as
-  without tokens ahead. Its end is judged by this process's clock, the one the
-  namespace's expiry is kept by: the lifetime the API server gave it, counted from when
-  it was asked for (``MintedToken.ends``). The API server's expirationTimestamp is in the
-  API server's clock; a few seconds of skew between the two would move it past either
-  bound, where a token minted at the claim lives its lifetime from the claim whatever
-  the clocks say.
+  for about a minute after it is minted, so each held token is minted again about every
+  45 s (``FIT_MARGIN_SECONDS`` before it would stop fitting); a claim for another ttl
+  mints its token alongside, as without tokens ahead. Its end is judged by this
+  process's clock, the one the namespace's expiry is kept by: the lifetime the API
+  server gave it, counted from when it was asked for (``MintedToken.ends``). The API
+  server's expirationTimestamp is in the API server's clock; a few seconds of skew
+  between the two would move it past either bound, where a token minted at the claim
+  lives its lifetime from the claim whatever the clocks say.
 
-The cost is one TokenRequest per ready pooled namespace per replica every
-``REMINT_AFTER_SECONDS`` (0.9 a second for a pool of 40), and none once pools are off.
+The cost is one TokenRequest per ready pooled namespace per replica about every 45 s
+(0.9 a second for a pool of 40), and none once pools are off.
 """
 
 from __future__ import annotations
