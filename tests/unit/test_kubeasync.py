@@ -15,15 +15,18 @@ import ipaddress
 import json
 import socket
 import ssl
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from aiohttp import web
 from kubernetes import client
 
+from nsprov.core import kubeasync
 from nsprov.core.errors import ClusterUnavailable
 from nsprov.core.kube import Kube, KubeError
 from nsprov.core.kubeasync import AsyncKube, KubeCalls, ThreadedKube, for_client
@@ -284,6 +287,72 @@ async def test_a_refreshed_token_is_sent_from_then_on(rig: _Rig, make: Make) -> 
     finally:
         await kube.aclose()
     assert [s["authorization"] for s in rig.server.seen] == ["Bearer token-2", "Bearer token-3"]
+
+
+@pytest.mark.anyio
+@CLIENTS
+async def test_a_slow_token_refresh_never_holds_up_the_event_loop(rig: _Rig, make: Make) -> None:
+    """A kubeconfig's exec plugin (or OIDC refresh) runs in the refresh hook, blocking, for
+    as long as the plugin takes; it must not stop every other request (and /healthz, on
+    the same loop) meanwhile, as it never did on the threads."""
+
+    def refresh(configuration: client.Configuration) -> None:
+        time.sleep(0.5)  # an exec plugin fetching a token
+        configuration.api_key["authorization"] = "token-2"
+
+    rig.configuration.refresh_api_key_hook = refresh  # type: ignore[assignment]
+    kube = make(rig.configuration)
+    loop = asyncio.get_running_loop()
+    gaps: list[float] = []
+
+    async def ticker() -> None:
+        last = loop.time()
+        while True:
+            await asyncio.sleep(0.01)
+            gaps.append(loop.time() - last)
+            last = loop.time()
+
+    ticking = asyncio.create_task(ticker())
+    try:
+        await kube.get("/api/v1/namespaces/a")
+    finally:
+        ticking.cancel()
+        await kube.aclose()
+    assert rig.server.seen[0]["authorization"] == "Bearer token-2"
+    assert gaps, "the event loop never ran while the call was made"
+    assert max(gaps) < 0.25
+
+
+@pytest.mark.anyio
+async def test_the_in_cluster_token_is_read_on_the_loop(rig: _Rig, tmp_path: Path) -> None:
+    """load_incluster_config's hook (a small file read once a minute) is recognised, so
+    nsprov in a pod pays no thread hop a call; and the token it reads is sent."""
+    from kubernetes.config.incluster_config import InClusterConfigLoader
+
+    (tmp_path / "token").write_text("pod-token")
+    (tmp_path / "ca.crt").write_text("not read here")
+    configuration = client.Configuration()
+    environ = {"KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": "1"}
+    InClusterConfigLoader(str(tmp_path / "token"), str(tmp_path / "ca.crt"),
+                          environ=environ).load_and_set(configuration)  # fmt: skip
+    hook = configuration.refresh_api_key_hook
+    assert hook is not None
+    assert hook.__module__ == kubeasync._IN_CLUSTER_HOOK
+    rig.configuration.api_key = {"BearerToken": "the hook's to replace"}
+    rig.configuration.api_key_prefix = {}  # the token file's text carries its "bearer "
+    rig.configuration.refresh_api_key_hook = hook
+
+    def no_thread(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a thread for the in-cluster token")
+
+    kube = AsyncKube(rig.configuration, pool_size=1)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(anyio.to_thread, "run_sync", no_thread)
+        try:
+            await kube.get("/api/v1/namespaces/a")
+        finally:
+            await kube.aclose()
+    assert rig.server.seen[0]["authorization"] == "bearer pod-token"
 
 
 def test_a_proxy_or_a_hostname_assertion_keeps_the_threads() -> None:

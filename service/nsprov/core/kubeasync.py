@@ -38,6 +38,10 @@ from nsprov.core.kube import JSON, MERGE_PATCH, Kube, KubeError, _decoded, _unre
 
 log = logging.getLogger("nsprov.kube")
 
+# load_incluster_config's hook re-reads the mounted token file once it is a minute old:
+# a small local read, cheap enough for the event loop, unlike a kubeconfig's (_headers).
+_IN_CLUSTER_HOOK = "kubernetes.config.incluster_config"
+
 T = TypeVar("T")
 
 
@@ -215,14 +219,21 @@ class AsyncKube(_Verbs):
             )
         return self._session
 
-    def _headers(self, accept: str, content_type: str | None) -> dict[str, str]:
+    async def _headers(self, accept: str, content_type: str | None) -> dict[str, str]:
         headers = {"Accept": accept}
         if content_type is not None:
             headers["Content-Type"] = content_type
-        # The bearer token, refreshed by the configuration's hook as ApiClient's would be
-        # (the in-cluster token file is re-read once it is a minute old).
+        # The bearer token, refreshed by the configuration's hook as ApiClient's would be.
         # The one scheme its configuration has (client certificates are in the TLS context).
-        bearer = self.configuration.auth_settings().get("BearerToken")
+        hook = self.configuration.refresh_api_key_hook
+        if hook is None or getattr(hook, "__module__", None) == _IN_CLUSTER_HOOK:
+            auth = self.configuration.auth_settings()
+        else:
+            # A kubeconfig's hook may run an exec plugin or an OIDC refresh, blocking for
+            # as long as that takes (an interactive login: for good). On the threads it
+            # held up one call; on the loop it would hold up every request and /healthz.
+            auth = await anyio.to_thread.run_sync(self.configuration.auth_settings)
+        bearer = auth.get("BearerToken")
         if bearer and bearer["value"]:
             headers[bearer["key"]] = bearer["value"]
         return headers
@@ -257,7 +268,7 @@ class AsyncKube(_Verbs):
         accept: str = JSON,
     ) -> tuple[int, bytes]:
         data = None if body is None else json.dumps(body).encode()
-        headers = self._headers(accept, content_type if data is not None else None)
+        headers = await self._headers(accept, content_type if data is not None else None)
         try:
             async with self._open().request(
                 method,
