@@ -210,9 +210,10 @@ class AsyncKube(_Verbs):
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(ssl=self._ssl, limit=self._pool_size),
                 # The API server's answers are read whole; as the threads' client does,
-                # ask for them unencoded (gzip would cost CPU on both ends).
+                # ask for them unencoded (gzip would cost CPU on both ends), and, as it
+                # does, decode one that comes encoded anyway (a proxy in front of it):
+                # never hand compressed bytes on as the answer.
                 headers={"Accept-Encoding": "identity"},
-                auto_decompress=False,
                 # urllib3 keeps no cookies: a Set-Cookie from a proxy or load balancer in
                 # front of the API server must not be stored and sent back on every call.
                 cookie_jar=aiohttp.DummyCookieJar(),
