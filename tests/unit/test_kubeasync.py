@@ -77,6 +77,8 @@ class _ApiServer:
                 body=gzip.compress(data),
                 headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
             )
+        if name == "big-header":  # 20 kB: within http.client's 64 kB a header line
+            return web.json_response({"kind": "Namespace"}, headers={"X-Big": "a" * 20_000})
         if name == "not-json":
             return web.Response(status=418, text="<html>teapot</html>")
         return web.json_response({"kind": "Namespace", "metadata": {"name": name}})
@@ -245,6 +247,18 @@ async def test_a_body_compressed_unasked_is_read_decompressed(rig: _Rig, make: M
     finally:
         await kube.aclose()
     assert answer == {"kind": "Namespace", "metadata": {"name": "gzipped"}}
+
+
+@pytest.mark.anyio
+@CLIENTS
+async def test_a_long_header_line_is_read(rig: _Rig, make: Make) -> None:
+    """http.client reads header lines of up to 64 kB (a proxy's long Set-Cookie, say);
+    aiohttp's default stops at 8 kB, which would turn the answer into an outage."""
+    kube = make(rig.configuration)
+    try:
+        assert await kube.get("/api/v1/namespaces/big-header") == {"kind": "Namespace"}
+    finally:
+        await kube.aclose()
 
 
 @pytest.mark.anyio

@@ -41,6 +41,7 @@ log = logging.getLogger("nsprov.kube")
 # load_incluster_config's hook re-reads the mounted token file once it is a minute old:
 # a small local read, cheap enough for the event loop, unlike a kubeconfig's (_headers).
 _IN_CLUSTER_HOOK = "kubernetes.config.incluster_config"
+_MAX_HEADER_LINE = 65536
 
 T = TypeVar("T")
 
@@ -217,6 +218,10 @@ class AsyncKube(_Verbs):
                 # urllib3 keeps no cookies: a Set-Cookie from a proxy or load balancer in
                 # front of the API server must not be stored and sent back on every call.
                 cookie_jar=aiohttp.DummyCookieJar(),
+                # http.client's limit for a header line (_MAXLINE), not aiohttp's 8 kB:
+                # a longer one would make an answer the threads read an outage.
+                max_line_size=_MAX_HEADER_LINE,
+                max_field_size=_MAX_HEADER_LINE,
             )
         return self._session
 
