@@ -487,6 +487,40 @@ def test_a_token_minted_ahead_is_judged_by_this_clock_not_the_api_servers(skew: 
     assert NOW + 3600 in handed_out  # a claim of the default ttl still gets it
 
 
+class _Capping(_Tokens):
+    """An API server with --service-account-max-token-expiration: it shortens longer
+    lifetimes to ``cap``, and answers with the lifetime it gave."""
+
+    def __init__(self, cap: int, now: Callable[[], float] = lambda: NOW) -> None:
+        super().__init__(now=now)
+        self.cap = cap
+
+    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        spec = {"expirationSeconds": min(self.cap, body["spec"]["expirationSeconds"])}
+        return super().post(path, {"spec": spec})
+
+
+def test_a_token_the_api_server_shortened_is_not_minted_again_and_again() -> None:
+    """A tenant's default ttl past the API server's cap: every token comes back too short
+    to fit a claim, and one minted again would too. Minting again each pass (every 2 s and
+    on every namespace event) would be a TokenRequest stream per ready pooled namespace for
+    nothing; claims mint alongside, as without tokens ahead."""
+    now = [float(NOW)]
+    kube = _Capping(3600, now=lambda: now[0])
+    tokens = _pool_tokens(kube, [_pooled("np-a", "h"), _pooled("np-b", "h")],
+                          ttls={"h": 7200.0}, clock=lambda: now[0])  # fmt: skip
+    for _ in range(30):  # a minute of passes
+        tokens.refresh()
+        now[0] += 2
+    assert len(kube.calls) == 2  # one each
+    assert tokens.take("np-b", math.ceil(now[0] + 7200)) is None  # too short to fit
+    # The tenant's ttl changes (a policy reload) to one the cap allows: minted again.
+    tokens.ttls = lambda: {"h": 1800.0}
+    tokens.refresh()
+    assert len(kube.calls) == 3
+    assert tokens.take("np-a", math.ceil(now[0] + 1800)) is not None
+
+
 def test_fits_is_the_fresh_tokens_bound() -> None:
     expires_at = NOW + 1800
     fresh = NOW + bundle.token_seconds(1800)  # what a TokenRequest at NOW would end at

@@ -82,6 +82,16 @@ class MintedToken:
     (the TokenRequest answer's spec.expirationSeconds, capped or not) from when it was
     asked for to when the answer came, less the second the token's exp is truncated to.
     None: not known (then it is not handed out)."""
+    asked: int | None = None
+    """The lifetime asked for, in seconds (None: minted at a claim)."""
+    given: int | None = None
+    """The lifetime the API server gave: less than ``asked`` where it caps lifetimes
+    (--service-account-max-token-expiration). None: not said."""
+
+    def no_better_again(self, asked: int) -> bool:
+        """Whether a token minted again, asking ``asked``, would be no better: this one was
+        asked the same and given less, or its lifetime was not said."""
+        return self.asked == asked and (self.given is None or self.given < asked)
 
 
 class PoolTokens:
@@ -173,12 +183,23 @@ class PoolTokens:
             due = [
                 name
                 for name, ttl in ready.items()
-                if name not in self._taken and not self._fresh(self._tokens.get(name), ttl, now)
+                if name not in self._taken and self._due(self._tokens.get(name), ttl, now)
             ]
         for name in due:
             if self._stopping.is_set():
                 return
             self._mint(name, ready[name])
+
+    @classmethod
+    def _due(cls, minted: MintedToken | None, ttl: float, now: float) -> bool:
+        """Whether a token is to be minted (again) for a namespace of ``ttl``'s pool. Not
+        when the API server shortened the one held and would the next: each pass (every
+        2 s, and on every namespace event) would mint one more for nothing."""
+        if minted is None:
+            return True
+        if minted.no_better_again(bundle.token_seconds(ttl)):
+            return False
+        return not cls._fresh(minted, ttl, now)
 
     @staticmethod
     def _fresh(minted: MintedToken | None, ttl: float, now: float) -> bool:
@@ -201,11 +222,17 @@ class PoolTokens:
         # The lifetime it was given: the API server answers with the request, its
         # expirationSeconds shortened if it caps them (--service-account-max-token-expiration).
         lifetime = (answer.get("spec") or {}).get("expirationSeconds")
-        ends = None
+        given = None
         if isinstance(lifetime, int) and not isinstance(lifetime, bool) and lifetime > 0:
-            ends = (asked + lifetime - _CLOCK_TOLERANCE_SECONDS, answered + lifetime)
+            given = lifetime
+        ends = None if given is None else (asked + given - _CLOCK_TOLERANCE_SECONDS,
+                                           answered + given)  # fmt: skip
         minted = MintedToken(
-            str(status["token"]), bundle.unix_time(status.get("expirationTimestamp")), ends
+            str(status["token"]),
+            bundle.unix_time(status.get("expirationTimestamp")),
+            ends,
+            asked=seconds,
+            given=given,
         )
         with self._lock:
             if name not in self._taken:  # claimed while the token was being minted
