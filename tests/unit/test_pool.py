@@ -563,10 +563,15 @@ def test_tokens_of_namespaces_no_longer_ready_are_dropped_and_none_without_a_poo
     assert tokens.held() == 0
 
 
-def _claim_with(kube: _Tokens, tokens: PoolTokens | None, items: list[dict[str, Any]]) -> Any:
+def _claim_with(
+    kube: _Tokens,
+    tokens: PoolTokens | None,
+    items: list[dict[str, Any]],
+    metrics: Metrics | None = None,
+) -> Any:
     provisioner = Provisioner(
         kube=cast(Kube, kube), selector=SELECTOR, prefix="np", default_server="https://k",
-        ca_data=None, metrics=Metrics(), cache=ReadYourWrites(_Namespaces(items)),
+        ca_data=None, metrics=metrics or Metrics(), cache=ReadYourWrites(_Namespaces(items)),
         pool_tokens=tokens,
     )  # fmt: skip
     profile = flags_profile(Settings(tokens={"x": "y"}, pool_size=3))
@@ -612,6 +617,21 @@ def test_a_lost_claim_drops_its_token_minted_ahead() -> None:
     assert tokens.held() == 0
     tokens.refresh()  # the cache still shows it ready: still not minted again, nor handed out
     assert tokens.held() == 0
+
+
+def test_only_a_won_claim_counts_where_its_token_came_from() -> None:
+    """nsprov_pool_tokens_total counts claims by where their token came from; a claim lost
+    to another replica handed out no token (two replicas at once counted 5 of 4 POSTs)."""
+    current = profile_hash(flags_profile(Settings(tokens={"x": "y"}, pool_size=3)), None)
+    items = [_pooled("np-a", current)]
+    kube = _Lost()
+    tokens = _pool_tokens(kube, items, ttls={current: 600.0})
+    tokens.refresh()
+    metrics = Metrics()
+    assert _claim_with(kube, tokens, items, metrics) is None
+    assert _claim_with(_Lost(), None, items, metrics) is None  # alongside, lost too
+    for minted in ("ahead", "alongside"):
+        assert metrics.pool_tokens.labels(minted=minted)._value.get() == 0
 
 
 # ---- replaying an Idempotency-Key with a pool ---------------------------------------------
