@@ -17,6 +17,7 @@ from nsprov.api.provisioner import Provisioner
 from nsprov.control.controller import Controller
 from nsprov.control.pool import PoolKeeper, profile_hash
 from nsprov.control.watch import Informer
+from nsprov.core.errors import ClusterUnavailable
 from nsprov.core.kube import Kube, KubeError
 from nsprov.core.namespacecache import ReadYourWrites
 from nsprov.core.settings import Settings
@@ -519,6 +520,28 @@ def test_a_token_the_api_server_shortened_is_not_minted_again_and_again() -> Non
     tokens.refresh()
     assert len(kube.calls) == 3
     assert tokens.take("np-a", math.ceil(now[0] + 1800)) is not None
+
+
+class _Shedding(_Tokens):
+    """An API server shedding load (API Priority and Fairness: 429) or away."""
+
+    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append(("post", path))
+        raise ClusterUnavailable("Kubernetes API answered 429")
+
+
+def test_a_failed_mint_is_not_retried_on_every_pass() -> None:
+    """A TokenRequest refused for load (or an outage) is tried again after a pause, not on
+    the next pass (2 s, or the next namespace event): a pool's worth of retries each pass
+    would add to the load the API server is shedding."""
+    now = [float(NOW)]
+    kube = _Shedding(now=lambda: now[0])
+    tokens = _pool_tokens(kube, [_pooled("np-a", "h")], clock=lambda: now[0])
+    for _ in range(15):  # 30 s of passes
+        tokens.refresh()
+        now[0] += 2
+    assert 1 <= len(kube.calls) <= 3
+    assert tokens.held() == 0
 
 
 def test_fits_is_the_fresh_tokens_bound() -> None:

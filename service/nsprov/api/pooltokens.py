@@ -58,6 +58,9 @@ _TICK_SECONDS = 2.0
 FIT_MARGIN_SECONDS = 15.0
 """A held token is minted again once it would fit claims for less than this much longer,
 so a claim always finds one that fits (a TokenRequest takes milliseconds)."""
+_RETRY_SECONDS = 15.0
+"""A TokenRequest that failed (an outage, load shed with 429) is tried again after this
+long, not on the next pass: retries of a whole pool every pass would add to the load."""
 _CLOCK_TOLERANCE_SECONDS = 1
 """The API server states expiry in whole seconds, from its own clock."""
 
@@ -116,6 +119,7 @@ class PoolTokens:
         self.clock = clock
         self._tokens: dict[str, MintedToken] = {}
         self._taken: set[str] = set()  # names a claim took a token of: never minted again
+        self._retry_at: dict[str, float] = {}  # names whose last mint failed: not before
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -180,10 +184,13 @@ class PoolTokens:
             for name in [n for n in self._tokens if n not in ready]:
                 del self._tokens[name]
             self._taken &= set(ready)  # gone from the pool: its name is never seen again
+            self._retry_at = {n: t for n, t in self._retry_at.items() if n in ready and t > now}
             due = [
                 name
                 for name, ttl in ready.items()
-                if name not in self._taken and self._due(self._tokens.get(name), ttl, now)
+                if name not in self._taken
+                and name not in self._retry_at
+                and self._due(self._tokens.get(name), ttl, now)
             ]
         for name in due:
             if self._stopping.is_set():
@@ -216,6 +223,8 @@ class PoolTokens:
             answer = self.kube.post(bundle.token_path(name), bundle.token_request(seconds))
         except (KubeError, NsprovError) as exc:
             log.debug("namespace=%s no token minted ahead: %s", name, exc)
+            with self._lock:
+                self._retry_at[name] = self.clock() + _RETRY_SECONDS
             return
         answered = self.clock()
         status = answer.get("status") or {}
