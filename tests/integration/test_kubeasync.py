@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import secrets
+import time
 from pathlib import Path
 from typing import Any
 
@@ -151,3 +152,60 @@ def test_a_server_it_does_not_trust_is_unavailable(cluster: Cluster, tmp_path: P
         assert raised.value.detail == "Kubernetes API unreachable"
 
     _run(configuration, call)
+
+
+@pytest.mark.filterwarnings("ignore:Unverified HTTPS request")  # urllib3, of verify_ssl off
+def test_without_verifying_the_server_it_is_still_the_same_identity(cluster: Cluster) -> None:
+    """insecure-skip-tls-verify with a client certificate (kubeconfigs of dev clusters):
+    the threads' client still presents the certificate, so the loop's must, or it would
+    speak as system:anonymous and every call would be refused."""
+    threads = Kube(load_api_client(str(cluster.kubeconfig), 1))
+    configuration = threads.api.configuration
+    assert configuration.cert_file  # the admin kubeconfig authenticates by certificate
+    configuration.verify_ssl = False
+    threads = Kube(client.ApiClient(configuration))
+    try:
+        expected = threads.get("/api/v1/namespaces/default")["metadata"]["uid"]
+        seen = _run(configuration, lambda kube: kube.get("/api/v1/namespaces/default"))
+        assert seen["metadata"]["uid"] == expected
+    finally:
+        threads.api.close()
+
+
+def test_a_token_request_answers_with_the_lifetime_it_gave(
+    cluster: Cluster, make_namespace: Any
+) -> None:
+    """pooltokens judges a token minted ahead by the lifetime in the answer's spec (what
+    the API server gave it, shortened if it caps lifetimes), counted by nsprov's clock:
+    the API server answers with the request, its expirationSeconds as granted."""
+    from nsprov.api.pooltokens import PoolTokens
+    from nsprov.core.namespacecache import ReadYourWrites
+
+    namespace = make_namespace()
+    core = client.CoreV1Api(cluster.api)
+    core.create_namespaced_service_account(
+        namespace, {"metadata": {"name": "namespace-provisioner"}}
+    )
+    kube = Kube(load_api_client(str(cluster.kubeconfig), 1))
+
+    class _Nothing:
+        def synced(self) -> bool:
+            return True
+
+        def items(self) -> list[dict[str, Any]]:
+            return []
+
+        def get(self, name: str) -> None:
+            return None
+
+    tokens = PoolTokens(kube, ReadYourWrites(_Nothing()), ttls=dict)  # type: ignore[arg-type]
+    try:
+        before = time.time()
+        tokens._mint(namespace, 1800.0)
+        after = time.time()
+        minted = tokens._tokens[namespace]
+        assert (minted.asked, minted.given) == (1860, 1860)
+        assert minted.ends is not None
+        assert before + 1860 - 1 <= minted.ends[0] <= minted.ends[1] <= after + 1860
+    finally:
+        kube.api.close()

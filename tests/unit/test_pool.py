@@ -17,6 +17,7 @@ from nsprov.api.provisioner import Provisioner
 from nsprov.control.controller import Controller
 from nsprov.control.pool import PoolKeeper, profile_hash
 from nsprov.control.watch import Informer
+from nsprov.core.errors import ClusterUnavailable
 from nsprov.core.kube import Kube, KubeError
 from nsprov.core.namespacecache import ReadYourWrites
 from nsprov.core.settings import Settings
@@ -391,8 +392,9 @@ class _Tokens(_Claims):
         seconds = body["spec"]["expirationSeconds"]
         self.lifetimes[name] = seconds
         expires_at = self.expires_at or _iso(self.now() + seconds)
-        return {
-            "status": {"token": f"token-{name}@{self.now()}", "expirationTimestamp": expires_at}
+        return {  # as the API server answers: the request, and its status
+            "spec": body["spec"],
+            "status": {"token": f"token-{name}@{self.now()}", "expirationTimestamp": expires_at},
         }
 
 
@@ -463,19 +465,109 @@ def test_held_tokens_are_minted_again_before_they_stop_fitting() -> None:
     minted = tokens.take("np-a", math.ceil(now[0] + 3600))
     assert minted is not None
     assert minted.token == f"token-np-a@{NOW + 46}"
-    assert fits(minted.expires_at or 0, math.ceil(now[0] + 3600), now[0])
+    assert minted.ends is not None
+    assert fits(minted.ends, math.ceil(now[0] + 3600), now[0])
+
+
+@pytest.mark.parametrize("skew", [-50, 50])
+def test_a_token_minted_ahead_is_judged_by_this_clock_not_the_api_servers(skew: int) -> None:
+    """The API server's clock ``skew`` seconds off this one's: its expirationTimestamp is
+    in its own clock, but the namespace is deleted by this one's. A token handed out ends,
+    by this clock, no earlier than the namespace and no later than a token minted at the
+    claim (which lives its lifetime from the claim whatever the clocks say)."""
+    handed_out = []
+    for expires_at in range(NOW + 600, NOW + 3600 + 200):  # claims of every ttl, at NOW
+        kube = _Tokens(now=lambda: NOW + skew)  # the API server's clock
+        tokens = _pool_tokens(kube, [_pooled("np-a", "h")])  # this one's: NOW
+        tokens.refresh()
+        ends = NOW + kube.lifetimes["np-a"]  # when it stops working, by this clock
+        if tokens.take("np-a", expires_at) is not None:
+            handed_out.append(expires_at)
+            fresh_ends = NOW + bundle.token_seconds(expires_at - NOW)
+            assert expires_at <= ends <= fresh_ends + 1, (expires_at, ends, fresh_ends)
+    assert NOW + 3600 in handed_out  # a claim of the default ttl still gets it
+
+
+class _Capping(_Tokens):
+    """An API server with --service-account-max-token-expiration: it shortens longer
+    lifetimes to ``cap``, and answers with the lifetime it gave."""
+
+    def __init__(self, cap: int, now: Callable[[], float] = lambda: NOW) -> None:
+        super().__init__(now=now)
+        self.cap = cap
+
+    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        spec = {"expirationSeconds": min(self.cap, body["spec"]["expirationSeconds"])}
+        return super().post(path, {"spec": spec})
+
+
+def test_a_token_the_api_server_shortened_is_not_minted_again_and_again() -> None:
+    """A tenant's default ttl past the API server's cap: every token comes back too short
+    to fit a claim, and one minted again would too. Minting again each pass (every 2 s and
+    on every namespace event) would be a TokenRequest stream per ready pooled namespace for
+    nothing; claims mint alongside, as without tokens ahead."""
+    now = [float(NOW)]
+    kube = _Capping(3600, now=lambda: now[0])
+    tokens = _pool_tokens(kube, [_pooled("np-a", "h"), _pooled("np-b", "h")],
+                          ttls={"h": 7200.0}, clock=lambda: now[0])  # fmt: skip
+    for _ in range(30):  # a minute of passes
+        tokens.refresh()
+        now[0] += 2
+    assert len(kube.calls) == 2  # one each
+    assert tokens.take("np-b", math.ceil(now[0] + 7200)) is None  # too short to fit
+    # The tenant's ttl changes (a policy reload) to one the cap allows: minted again.
+    tokens.ttls = lambda: {"h": 1800.0}
+    tokens.refresh()
+    assert len(kube.calls) == 3
+    assert tokens.take("np-a", math.ceil(now[0] + 1800)) is not None
+
+
+class _Shedding(_Tokens):
+    """An API server shedding load (API Priority and Fairness: 429) or away."""
+
+    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append(("post", path))
+        raise ClusterUnavailable("Kubernetes API answered 429")
+
+
+def test_a_failed_mint_is_not_retried_on_every_pass() -> None:
+    """A TokenRequest refused for load (or an outage) is tried again after a pause, not on
+    the next pass (2 s, or the next namespace event): a pool's worth of retries each pass
+    would add to the load the API server is shedding."""
+    now = [float(NOW)]
+    kube = _Shedding(now=lambda: now[0])
+    tokens = _pool_tokens(kube, [_pooled("np-a", "h")], clock=lambda: now[0])
+    for _ in range(15):  # 30 s of passes
+        tokens.refresh()
+        now[0] += 2
+    assert 1 <= len(kube.calls) <= 3
+    assert tokens.held() == 0
 
 
 def test_fits_is_the_fresh_tokens_bound() -> None:
     expires_at = NOW + 1800
     fresh = NOW + bundle.token_seconds(1800)  # what a TokenRequest at NOW would end at
-    assert fits(fresh, expires_at, NOW)
-    assert fits(expires_at, expires_at, NOW)
-    assert not fits(expires_at - 1, expires_at, NOW)  # ends before its namespace
-    assert not fits(fresh + 2, expires_at, NOW)  # outlives it longer than a fresh one
+    assert fits((fresh, fresh), expires_at, NOW)
+    assert fits((expires_at, expires_at), expires_at, NOW)
+    assert not fits((expires_at - 1, expires_at), expires_at, NOW)  # may end before it
+    assert not fits((fresh, fresh + 2), expires_at, NOW)  # may outlive it longer than fresh
     # Below the API server's shortest lifetime (10 minutes), a fresh token outlives a
     # short-lived namespace too, and one minted ahead may as much.
-    assert fits(NOW + 600, NOW + 60, NOW)
+    assert fits((NOW + 600, NOW + 600), NOW + 60, NOW)
+
+
+def test_a_token_whose_lifetime_was_not_said_is_not_handed_out() -> None:
+    """Without the answer's spec.expirationSeconds its end by this clock is unknown."""
+
+    class _Unsaid(_Tokens):
+        def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+            answer = super().post(path, body)
+            del answer["spec"]
+            return answer
+
+    tokens = _pool_tokens(_Unsaid(), [_pooled("np-a", "h")])
+    tokens.refresh()
+    assert tokens.take("np-a", NOW + 3600) is None
 
 
 def test_tokens_of_namespaces_no_longer_ready_are_dropped_and_none_without_a_pool() -> None:
@@ -494,10 +586,15 @@ def test_tokens_of_namespaces_no_longer_ready_are_dropped_and_none_without_a_poo
     assert tokens.held() == 0
 
 
-def _claim_with(kube: _Tokens, tokens: PoolTokens | None, items: list[dict[str, Any]]) -> Any:
+def _claim_with(
+    kube: _Tokens,
+    tokens: PoolTokens | None,
+    items: list[dict[str, Any]],
+    metrics: Metrics | None = None,
+) -> Any:
     provisioner = Provisioner(
         kube=cast(Kube, kube), selector=SELECTOR, prefix="np", default_server="https://k",
-        ca_data=None, metrics=Metrics(), cache=ReadYourWrites(_Namespaces(items)),
+        ca_data=None, metrics=metrics or Metrics(), cache=ReadYourWrites(_Namespaces(items)),
         pool_tokens=tokens,
     )  # fmt: skip
     profile = flags_profile(Settings(tokens={"x": "y"}, pool_size=3))
@@ -543,6 +640,21 @@ def test_a_lost_claim_drops_its_token_minted_ahead() -> None:
     assert tokens.held() == 0
     tokens.refresh()  # the cache still shows it ready: still not minted again, nor handed out
     assert tokens.held() == 0
+
+
+def test_only_a_won_claim_counts_where_its_token_came_from() -> None:
+    """nsprov_pool_tokens_total counts claims by where their token came from; a claim lost
+    to another replica handed out no token (two replicas at once counted 5 of 4 POSTs)."""
+    current = profile_hash(flags_profile(Settings(tokens={"x": "y"}, pool_size=3)), None)
+    items = [_pooled("np-a", current)]
+    kube = _Lost()
+    tokens = _pool_tokens(kube, items, ttls={current: 600.0})
+    tokens.refresh()
+    metrics = Metrics()
+    assert _claim_with(kube, tokens, items, metrics) is None
+    assert _claim_with(_Lost(), None, items, metrics) is None  # alongside, lost too
+    for minted in ("ahead", "alongside"):
+        assert metrics.pool_tokens.labels(minted=minted)._value.get() == 0
 
 
 # ---- replaying an Idempotency-Key with a pool ---------------------------------------------

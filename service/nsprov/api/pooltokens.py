@@ -23,12 +23,17 @@ Why holding them is safe:
   without ``?ttl=`` gets) and handed out only if it expires no earlier than the claimed
   namespace and no later than a token minted at that moment would (``fits``): within
   60 s of the namespace's expiry, which holds with the controller down too. That is true
-  for about a minute after it is minted, so each held token is minted again every
-  ``REMINT_AFTER_SECONDS``; a claim for another ttl mints its token alongside, as
-  without tokens ahead.
+  for about a minute after it is minted, so each held token is minted again about every
+  45 s (``FIT_MARGIN_SECONDS`` before it would stop fitting); a claim for another ttl
+  mints its token alongside, as without tokens ahead. Its end is judged by this
+  process's clock, the one the namespace's expiry is kept by: the lifetime the API
+  server gave it, counted from when it was asked for (``MintedToken.ends``). The API
+  server's expirationTimestamp is in the API server's clock; a few seconds of skew
+  between the two would move it past either bound, where a token minted at the claim
+  lives its lifetime from the claim whatever the clocks say.
 
-The cost is one TokenRequest per ready pooled namespace per replica every
-``REMINT_AFTER_SECONDS`` (0.9 a second for a pool of 40), and none once pools are off.
+The cost is one TokenRequest per ready pooled namespace per replica about every 45 s
+(0.9 a second for a pool of 40), and none once pools are off.
 """
 
 from __future__ import annotations
@@ -53,23 +58,43 @@ _TICK_SECONDS = 2.0
 FIT_MARGIN_SECONDS = 15.0
 """A held token is minted again once it would fit claims for less than this much longer,
 so a claim always finds one that fits (a TokenRequest takes milliseconds)."""
+_RETRY_SECONDS = 15.0
+"""A TokenRequest that failed (an outage, load shed with 429) is tried again after this
+long, not on the next pass: retries of a whole pool every pass would add to the load."""
 _CLOCK_TOLERANCE_SECONDS = 1
 """The API server states expiry in whole seconds, from its own clock."""
 
 
-def fits(token_expires_at: int, expires_at: int, now: float) -> bool:
+def fits(ends: tuple[float, float], expires_at: int, now: float) -> bool:
     """Whether a token minted earlier may go out with a namespace expiring at
     ``expires_at``: it lasts that long, and it ends no later than a token minted ``now``
-    for that namespace would (bundle.token_seconds)."""
+    for that namespace would (bundle.token_seconds). ``ends``: the earliest and the
+    latest it may stop working, by the clock ``expires_at`` and ``now`` are read from."""
+    earliest, latest = ends
     fresh = now + bundle.token_seconds(expires_at - now) + _CLOCK_TOLERANCE_SECONDS
-    return expires_at <= token_expires_at <= fresh
+    return expires_at <= earliest and latest <= fresh
 
 
 @dataclass(frozen=True)
 class MintedToken:
     token: str
     expires_at: int | None
-    """When it expires, as the API server said (None: not said)."""
+    """When it expires, as the API server said, by its clock (None: not said)."""
+    ends: tuple[float, float] | None = None
+    """When it stops working by this process's clock, earliest and latest: its lifetime
+    (the TokenRequest answer's spec.expirationSeconds, capped or not) from when it was
+    asked for to when the answer came, less the second the token's exp is truncated to.
+    None: not known (then it is not handed out)."""
+    asked: int | None = None
+    """The lifetime asked for, in seconds (None: minted at a claim)."""
+    given: int | None = None
+    """The lifetime the API server gave: less than ``asked`` where it caps lifetimes
+    (--service-account-max-token-expiration). None: not said."""
+
+    def no_better_again(self, asked: int) -> bool:
+        """Whether a token minted again, asking ``asked``, would be no better: this one was
+        asked the same and given less, or its lifetime was not said."""
+        return self.asked == asked and (self.given is None or self.given < asked)
 
 
 class PoolTokens:
@@ -94,6 +119,7 @@ class PoolTokens:
         self.clock = clock
         self._tokens: dict[str, MintedToken] = {}
         self._taken: set[str] = set()  # names a claim took a token of: never minted again
+        self._retry_at: dict[str, float] = {}  # names whose last mint failed: not before
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -125,9 +151,9 @@ class PoolTokens:
         with self._lock:
             minted = self._tokens.pop(name, None)
             self._taken.add(name)
-        if minted is None or minted.expires_at is None:
+        if minted is None or minted.ends is None:
             return None
-        return minted if fits(minted.expires_at, expires_at, self.clock()) else None
+        return minted if fits(minted.ends, expires_at, self.clock()) else None
 
     def _run(self) -> None:
         while not self._stopping.is_set():
@@ -158,34 +184,64 @@ class PoolTokens:
             for name in [n for n in self._tokens if n not in ready]:
                 del self._tokens[name]
             self._taken &= set(ready)  # gone from the pool: its name is never seen again
+            self._retry_at = {n: t for n, t in self._retry_at.items() if n in ready and t > now}
             due = [
                 name
                 for name, ttl in ready.items()
-                if name not in self._taken and not self._fresh(self._tokens.get(name), ttl, now)
+                if name not in self._taken
+                and name not in self._retry_at
+                and self._due(self._tokens.get(name), ttl, now)
             ]
         for name in due:
             if self._stopping.is_set():
                 return
             self._mint(name, ready[name])
 
+    @classmethod
+    def _due(cls, minted: MintedToken | None, ttl: float, now: float) -> bool:
+        """Whether a token is to be minted (again) for a namespace of ``ttl``'s pool. Not
+        when the API server shortened the one held and would the next: each pass (every
+        2 s, and on every namespace event) would mint one more for nothing."""
+        if minted is None:
+            return True
+        if minted.no_better_again(bundle.token_seconds(ttl)):
+            return False
+        return not cls._fresh(minted, ttl, now)
+
     @staticmethod
     def _fresh(minted: MintedToken | None, ttl: float, now: float) -> bool:
         """Whether ``minted`` fits a claim of ``ttl`` for FIT_MARGIN_SECONDS more."""
-        if minted is None or minted.expires_at is None:
+        if minted is None or minted.ends is None:
             return False
         later = now + FIT_MARGIN_SECONDS
-        return fits(minted.expires_at, math.ceil(later + ttl), later)
+        return fits(minted.ends, math.ceil(later + ttl), later)
 
     def _mint(self, name: str, ttl: float) -> None:
         seconds = bundle.token_seconds(ttl)  # as a claim of ttl now would ask
+        asked = self.clock()
         try:
             answer = self.kube.post(bundle.token_path(name), bundle.token_request(seconds))
         except (KubeError, NsprovError) as exc:
             log.debug("namespace=%s no token minted ahead: %s", name, exc)
+            with self._lock:
+                self._retry_at[name] = self.clock() + _RETRY_SECONDS
             return
+        answered = self.clock()
         status = answer.get("status") or {}
+        # The lifetime it was given: the API server answers with the request, its
+        # expirationSeconds shortened if it caps them (--service-account-max-token-expiration).
+        lifetime = (answer.get("spec") or {}).get("expirationSeconds")
+        given = None
+        if isinstance(lifetime, int) and not isinstance(lifetime, bool) and lifetime > 0:
+            given = lifetime
+        ends = None if given is None else (asked + given - _CLOCK_TOLERANCE_SECONDS,
+                                           answered + given)  # fmt: skip
         minted = MintedToken(
-            str(status["token"]), bundle.unix_time(status.get("expirationTimestamp"))
+            str(status["token"]),
+            bundle.unix_time(status.get("expirationTimestamp")),
+            ends,
+            asked=seconds,
+            given=given,
         )
         with self._lock:
             if name not in self._taken:  # claimed while the token was being minted

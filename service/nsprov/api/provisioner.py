@@ -614,7 +614,6 @@ class Provisioner:
                     claimed, minted = await self._claim_and_mint(name, patch, expires_at)
             finally:
                 self._claiming.discard(name)
-            self.metrics.pool_tokens.labels(minted="ahead" if ahead else "alongside").inc()
             if isinstance(claimed, KubeError) and claimed.status in (404, 409):
                 continue
             if isinstance(claimed, KubeError):
@@ -628,6 +627,8 @@ class Provisioner:
                 if isinstance(minted, KubeError):
                     raise _failed("request a token", minted) from minted
                 raise minted
+            # A won claim only: a lost one handed out no token.
+            self.metrics.pool_tokens.labels(minted="ahead" if ahead else "alongside").inc()
             return claimed, (minted.token, minted.expires_at)
         return None
 

@@ -31,11 +31,17 @@ import aiohttp
 import anyio
 import yarl
 from kubernetes import client
+from kubernetes.client.rest import should_bypass_proxies
 
 from nsprov.core.errors import ClusterUnavailable
 from nsprov.core.kube import JSON, MERGE_PATCH, Kube, KubeError, _decoded, _unreachable
 
 log = logging.getLogger("nsprov.kube")
+
+# load_incluster_config's hook re-reads the mounted token file once it is a minute old:
+# a small local read, cheap enough for the event loop, unlike a kubeconfig's (_headers).
+_IN_CLUSTER_HOOK = "kubernetes.config.incluster_config"
+_MAX_HEADER_LINE = 65536
 
 T = TypeVar("T")
 
@@ -185,8 +191,15 @@ class AsyncKube(_Verbs):
     @classmethod
     def supports(cls, configuration: client.Configuration) -> bool:
         """Whether this client speaks to the API server exactly as ApiClient would: not
-        through a proxy, and without a hostname check other than the usual one."""
-        return not configuration.proxy and configuration.assert_hostname is None
+        through a proxy, and without a hostname check other than the usual one.
+
+        The kubernetes Configuration takes its proxy from HTTPS_PROXY too, and ApiClient
+        goes direct to a host NO_PROXY names; so does this client (it never reads the
+        environment: aiohttp's trust_env is off)."""
+        proxied = bool(configuration.proxy) and not should_bypass_proxies(
+            configuration.host, configuration.no_proxy or ""
+        )
+        return not proxied and configuration.assert_hostname is None
 
     def _open(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
@@ -198,20 +211,35 @@ class AsyncKube(_Verbs):
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(ssl=self._ssl, limit=self._pool_size),
                 # The API server's answers are read whole; as the threads' client does,
-                # ask for them unencoded (gzip would cost CPU on both ends).
+                # ask for them unencoded (gzip would cost CPU on both ends), and, as it
+                # does, decode one that comes encoded anyway (a proxy in front of it):
+                # never hand compressed bytes on as the answer.
                 headers={"Accept-Encoding": "identity"},
-                auto_decompress=False,
+                # urllib3 keeps no cookies: a Set-Cookie from a proxy or load balancer in
+                # front of the API server must not be stored and sent back on every call.
+                cookie_jar=aiohttp.DummyCookieJar(),
+                # http.client's limit for a header line (_MAXLINE), not aiohttp's 8 kB:
+                # a longer one would make an answer the threads read an outage.
+                max_line_size=_MAX_HEADER_LINE,
+                max_field_size=_MAX_HEADER_LINE,
             )
         return self._session
 
-    def _headers(self, accept: str, content_type: str | None) -> dict[str, str]:
+    async def _headers(self, accept: str, content_type: str | None) -> dict[str, str]:
         headers = {"Accept": accept}
         if content_type is not None:
             headers["Content-Type"] = content_type
-        # The bearer token, refreshed by the configuration's hook as ApiClient's would be
-        # (the in-cluster token file is re-read once it is a minute old).
+        # The bearer token, refreshed by the configuration's hook as ApiClient's would be.
         # The one scheme its configuration has (client certificates are in the TLS context).
-        bearer = self.configuration.auth_settings().get("BearerToken")
+        hook = self.configuration.refresh_api_key_hook
+        if hook is None or getattr(hook, "__module__", None) == _IN_CLUSTER_HOOK:
+            auth = self.configuration.auth_settings()
+        else:
+            # A kubeconfig's hook may run an exec plugin or an OIDC refresh, blocking for
+            # as long as that takes (an interactive login: for good). On the threads it
+            # held up one call; on the loop it would hold up every request and /healthz.
+            auth = await anyio.to_thread.run_sync(self.configuration.auth_settings)
+        bearer = auth.get("BearerToken")
         if bearer and bearer["value"]:
             headers[bearer["key"]] = bearer["value"]
         return headers
@@ -246,7 +274,7 @@ class AsyncKube(_Verbs):
         accept: str = JSON,
     ) -> tuple[int, bytes]:
         data = None if body is None else json.dumps(body).encode()
-        headers = self._headers(accept, content_type if data is not None else None)
+        headers = await self._headers(accept, content_type if data is not None else None)
         try:
             async with self._open().request(
                 method,
@@ -256,6 +284,11 @@ class AsyncKube(_Verbs):
                 headers=headers,
                 timeout=aiohttp.ClientTimeout(total=timeout or self.timeout),
                 server_hostname=self._server_hostname,
+                # urllib3 without retries (kube.load_api_client) hands a 3xx back as it
+                # is, a KubeError; aiohttp would follow it, re-sending the body (a 307's)
+                # to wherever a proxy in front of the API server points, and answer with
+                # whatever is there as if the API server had.
+                allow_redirects=False,
             ) as response:
                 return response.status, await response.read()
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
@@ -285,10 +318,17 @@ class AsyncKube(_Verbs):
 def _tls(configuration: client.Configuration) -> ssl.SSLContext | bool:
     """The TLS settings ApiClient's urllib3 pool would use, as one SSLContext."""
     if not configuration.verify_ssl:
-        return False
-    context = ssl.create_default_context(
-        cafile=configuration.ssl_ca_cert, cadata=configuration.ca_cert_data
-    )
+        # insecure-skip-tls-verify: the server goes unchecked, but urllib3 still presents
+        # the client certificate (cert_reqs=CERT_NONE with cert_file), the identity.
+        if not configuration.cert_file:
+            return False
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    else:
+        context = ssl.create_default_context(
+            cafile=configuration.ssl_ca_cert, cadata=configuration.ca_cert_data
+        )
     if configuration.cert_file:
         context.load_cert_chain(configuration.cert_file, keyfile=configuration.key_file)
     return context
