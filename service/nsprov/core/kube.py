@@ -102,6 +102,12 @@ def _decoded(status: int, data: bytes) -> dict[str, Any]:
     return decoded
 
 
+def _not_ready(error: KubeError) -> ClusterUnavailable:
+    """What a 403 from an API server that says it is not ready is (the module docstring)."""
+    log.warning("Kubernetes API refused a call while not ready (restarting?): %s", error)
+    return ClusterUnavailable("Kubernetes API server not ready")
+
+
 @dataclass
 class Kube:
     """Thin JSON-in, JSON-out access to the API server through one shared ApiClient."""
@@ -138,11 +144,6 @@ class Kube:
             raise _unreachable(exc) from exc
         return response
 
-    @staticmethod
-    def _decode(response: urllib3.BaseHTTPResponse, data: bytes) -> dict[str, Any]:
-        """The JSON body of a finished response, or KubeError / ClusterUnavailable."""
-        return _decoded(response.status, data)
-
     def request(
         self,
         method: str,
@@ -163,7 +164,7 @@ class Kube:
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise _unreachable(exc) from exc
         try:
-            return self._decode(response, data)
+            return _decoded(response.status, data)
         except KubeError as exc:
             raise self._refusal_or_not_ready(exc) from None
 
@@ -176,7 +177,7 @@ class Kube:
         )
         if response.status != 200:
             try:
-                self._decode(response, response.data)
+                _decoded(response.status, response.data)
             except KubeError as exc:
                 raise self._refusal_or_not_ready(exc) from None
             finally:
@@ -186,10 +187,7 @@ class Kube:
 
     def _refusal_or_not_ready(self, error: KubeError) -> Exception:
         """``error``, unless it is a 403 from an API server that is not ready (see above)."""
-        if error.status != 403 or self.ready():
-            return error
-        log.warning("Kubernetes API refused a call while not ready (restarting?): %s", error)
-        return ClusterUnavailable("Kubernetes API server not ready")
+        return error if error.status != 403 or self.ready() else _not_ready(error)
 
     def ready(self) -> bool:
         """Whether the API server says it is ready (``GET /readyz``, a few seconds at most)."""

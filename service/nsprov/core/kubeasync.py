@@ -34,7 +34,15 @@ from kubernetes import client
 from kubernetes.client.rest import should_bypass_proxies
 
 from nsprov.core.errors import ClusterUnavailable
-from nsprov.core.kube import JSON, MERGE_PATCH, Kube, KubeError, _decoded, _unreachable
+from nsprov.core.kube import (
+    JSON,
+    MERGE_PATCH,
+    Kube,
+    KubeError,
+    _decoded,
+    _not_ready,
+    _unreachable,
+)
 
 log = logging.getLogger("nsprov.kube")
 
@@ -296,10 +304,7 @@ class AsyncKube(_Verbs):
 
     async def _refusal_or_not_ready(self, error: KubeError) -> Exception:
         """``error``, unless it is a 403 from an API server that is not ready (kube.py)."""
-        if error.status != 403 or await self.ready():
-            return error
-        log.warning("Kubernetes API refused a call while not ready (restarting?): %s", error)
-        return ClusterUnavailable("Kubernetes API server not ready")
+        return error if error.status != 403 or await self.ready() else _not_ready(error)
 
     async def ready(self) -> bool:
         """Whether the API server says it is ready (``GET /readyz``, a few seconds at most)."""
