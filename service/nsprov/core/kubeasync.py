@@ -129,7 +129,7 @@ class _Verbs:
         return await self.request("PUT", path, body=body, **kw)
 
 
-class ThreadedKube(_Verbs):
+class ThreadedKube:
     """A ``kube.Kube`` (or a test's fake of one), each call on a worker thread."""
 
     def __init__(self, kube: Kube) -> None:
@@ -145,9 +145,8 @@ class ThreadedKube(_Verbs):
         content_type: str = JSON,
         timeout: float | None = None,
     ) -> dict[str, Any]:
-        call = functools.partial(self.kube.request, method, path, body=body, query=query,
-                                 content_type=content_type, timeout=timeout)  # fmt: skip
-        return await anyio.to_thread.run_sync(call)
+        return await self._run(self.kube.request, method, path, body=body, query=query,
+                               content_type=content_type, timeout=timeout)  # fmt: skip
 
     # Each verb goes to the sync client's own verb: tests' fakes implement those.
     async def get(self, path: str, **kw: Any) -> dict[str, Any]:
