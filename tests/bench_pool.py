@@ -229,22 +229,30 @@ def _raw_many(
     return figure, cpu, server
 
 
+def _raw_calls(name: str) -> list[tuple[str, dict[str, Any]]]:
+    """The four POSTs of one provisioning (namespace, ServiceAccount, RoleBinding, token)."""
+    return [
+        ("/api/v1/namespaces", {"metadata": {"name": name}}),
+        (f"/api/v1/namespaces/{name}/serviceaccounts", {"metadata": {"name": "sa"}}),
+        (
+            f"/apis/rbac.authorization.k8s.io/v1/namespaces/{name}/rolebindings",
+            {
+                "metadata": {"name": "rb"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                            "name": "view"},
+                "subjects": [{"kind": "ServiceAccount", "name": "sa", "namespace": name}],
+            },
+        ),
+        (f"/api/v1/namespaces/{name}/serviceaccounts/sa/token",
+         {"spec": {"expirationSeconds": 600}}),
+    ]  # fmt: skip
+
+
 def _raw_provision_json(kube: Kube, name: str) -> None:
     """The four calls of one provisioning through nsprov's own JSON client (kube.Kube: no
     typed models), so the floor is the API server's work and not the bench client's."""
-    kube.post("/api/v1/namespaces", {"metadata": {"name": name}})
-    kube.post(f"/api/v1/namespaces/{name}/serviceaccounts", {"metadata": {"name": "sa"}})
-    kube.post(
-        f"/apis/rbac.authorization.k8s.io/v1/namespaces/{name}/rolebindings",
-        {
-            "metadata": {"name": "rb"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                        "name": "view"},
-            "subjects": [{"kind": "ServiceAccount", "name": "sa", "namespace": name}],
-        },
-    )  # fmt: skip
-    kube.post(f"/api/v1/namespaces/{name}/serviceaccounts/sa/token",
-              {"spec": {"expirationSeconds": 600}})  # fmt: skip
+    for path, body in _raw_calls(name):
+        kube.post(path, body)
 
 
 def _raw_json_calls(kubeconfig: Path, n: int) -> list[float]:
@@ -282,19 +290,8 @@ class _LoopClient:
 
 async def _raw_provision_loop(kube: AsyncKube, name: str) -> None:
     """The same four calls as _raw_provision_json, through the event-loop client."""
-    await kube.post("/api/v1/namespaces", {"metadata": {"name": name}})
-    await kube.post(f"/api/v1/namespaces/{name}/serviceaccounts", {"metadata": {"name": "sa"}})
-    await kube.post(
-        f"/apis/rbac.authorization.k8s.io/v1/namespaces/{name}/rolebindings",
-        {
-            "metadata": {"name": "rb"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                        "name": "view"},
-            "subjects": [{"kind": "ServiceAccount", "name": "sa", "namespace": name}],
-        },
-    )  # fmt: skip
-    await kube.post(f"/api/v1/namespaces/{name}/serviceaccounts/sa/token",
-                    {"spec": {"expirationSeconds": 600}})  # fmt: skip
+    for path, body in _raw_calls(name):
+        await kube.post(path, body)
 
 
 def _raw_loop_calls(kubeconfig: Path, n: int) -> list[float]:
