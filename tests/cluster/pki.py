@@ -41,14 +41,14 @@ class Pki:
     sa_private_key: Path
 
 
-def _name(common_name: str, organization: str | None = None) -> x509.Name:
+def subject_name(common_name: str, organization: str | None = None) -> x509.Name:
     attributes = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
     if organization:
         attributes.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
     return x509.Name(attributes)
 
 
-def _key_pem(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
+def key_pem(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -62,7 +62,7 @@ def _write(path: Path, data: bytes) -> Path:
     return path
 
 
-def _issue(
+def issue(
     subject: x509.Name,
     key: ec.EllipticCurvePrivateKey,
     issuer: x509.Name,
@@ -113,16 +113,16 @@ def generate(directory: Path, extra_ips: tuple[str, ...] = ()) -> Pki:
     pem = serialization.Encoding.PEM
 
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = _name("nsprov-test-ca")
-    ca = _issue(ca_name, ca_key, ca_name, ca_key, is_ca=True)
+    ca_name = subject_name("nsprov-test-ca")
+    ca = issue(ca_name, ca_key, ca_name, ca_key, is_ca=True)
 
     serving_key = ec.generate_private_key(ec.SECP256R1())
     sans: list[x509.GeneralName] = [x509.DNSName(n) for n in _SERVING_DNS_NAMES]
     sans += [
         x509.IPAddress(ipaddress.ip_address(ip)) for ip in ("127.0.0.1", "10.0.0.1", *extra_ips)
     ]
-    serving = _issue(
-        _name("kube-apiserver"),
+    serving = issue(
+        subject_name("kube-apiserver"),
         serving_key,
         ca_name,
         ca_key,
@@ -131,8 +131,8 @@ def generate(directory: Path, extra_ips: tuple[str, ...] = ()) -> Pki:
     )
 
     admin_key = ec.generate_private_key(ec.SECP256R1())
-    admin = _issue(
-        _name("nsprov-test-admin", "system:masters"),
+    admin = issue(
+        subject_name("nsprov-test-admin", "system:masters"),
         admin_key,
         ca_name,
         ca_key,
@@ -147,13 +147,13 @@ def generate(directory: Path, extra_ips: tuple[str, ...] = ()) -> Pki:
 
     return Pki(
         ca_cert=_write(directory / "ca.crt", ca.public_bytes(pem)),
-        ca_key=_write(directory / "ca.key", _key_pem(ca_key)),
+        ca_key=_write(directory / "ca.key", key_pem(ca_key)),
         serving_cert=_write(directory / "apiserver.crt", serving.public_bytes(pem)),
-        serving_key=_write(directory / "apiserver.key", _key_pem(serving_key)),
+        serving_key=_write(directory / "apiserver.key", key_pem(serving_key)),
         admin_cert=_write(directory / "admin.crt", admin.public_bytes(pem)),
-        admin_key=_write(directory / "admin.key", _key_pem(admin_key)),
+        admin_key=_write(directory / "admin.key", key_pem(admin_key)),
         sa_public_key=_write(directory / "sa.pub", sa_public),
-        sa_private_key=_write(directory / "sa.key", _key_pem(sa_key)),
+        sa_private_key=_write(directory / "sa.key", key_pem(sa_key)),
     )
 
 
@@ -181,16 +181,16 @@ def issue_node(keys: Pki, directory: Path, node_name: str, node_ip: str) -> Node
     if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
         raise TypeError("the test CA key is an EC key")
     client_key = ec.generate_private_key(ec.SECP256R1())
-    client = _issue(
-        _name(f"system:node:{node_name}", "system:nodes"),
+    client = issue(
+        subject_name(f"system:node:{node_name}", "system:nodes"),
         client_key,
         ca.subject,
         ca_key,
         usage=ExtendedKeyUsageOID.CLIENT_AUTH,
     )
     serving_key = ec.generate_private_key(ec.SECP256R1())
-    serving = _issue(
-        _name(node_name),
+    serving = issue(
+        subject_name(node_name),
         serving_key,
         ca.subject,
         ca_key,
@@ -199,9 +199,9 @@ def issue_node(keys: Pki, directory: Path, node_name: str, node_ip: str) -> Node
     )
     return NodeCerts(
         client_cert=_write(directory / "kubelet-client.crt", client.public_bytes(pem)),
-        client_key=_write(directory / "kubelet-client.key", _key_pem(client_key)),
+        client_key=_write(directory / "kubelet-client.key", key_pem(client_key)),
         serving_cert=_write(directory / "kubelet.crt", serving.public_bytes(pem)),
-        serving_key=_write(directory / "kubelet.key", _key_pem(serving_key)),
+        serving_key=_write(directory / "kubelet.key", key_pem(serving_key)),
     )
 
 
@@ -225,9 +225,9 @@ def issue_client(keys: Pki, directory: Path, user: str) -> ClientCert:
     if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
         raise TypeError("the test CA key is an EC key")
     key = ec.generate_private_key(ec.SECP256R1())
-    cert = _issue(_name(user), key, ca.subject, ca_key, usage=ExtendedKeyUsageOID.CLIENT_AUTH)
+    cert = issue(subject_name(user), key, ca.subject, ca_key, usage=ExtendedKeyUsageOID.CLIENT_AUTH)
     stem = user.replace(":", "-")
     return ClientCert(
         cert=_write(directory / f"{stem}.crt", cert.public_bytes(serialization.Encoding.PEM)),
-        key=_write(directory / f"{stem}.key", _key_pem(key)),
+        key=_write(directory / f"{stem}.key", key_pem(key)),
     )

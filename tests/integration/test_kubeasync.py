@@ -5,22 +5,20 @@ tokens), and nothing sent to a server whose certificate it does not trust."""
 from __future__ import annotations
 
 import asyncio
-import datetime
 import secrets
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from kubernetes import client
 
 from nsprov.core.errors import ClusterUnavailable
 from nsprov.core.kube import Kube, KubeError, load_api_client
 from nsprov.core.kubeasync import AsyncKube
+from tests.cluster import pki
 from tests.integration.conftest import Cluster, delete_namespaces
 from tests.support import wait_until
 
@@ -128,19 +126,8 @@ def test_a_server_it_does_not_trust_is_unavailable(cluster: Cluster, tmp_path: P
     """Another CA than the one that signed the API server's certificate: the handshake
     fails, and the call is an outage (503 to callers), not an answer."""
     key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "not-the-cluster-ca")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
+    subject = pki.subject_name("not-the-cluster-ca")
+    certificate = pki.issue(subject, key, subject, key, is_ca=True)
     ca = tmp_path / "other-ca.crt"
     ca.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
     configuration = Kube(load_api_client(str(cluster.kubeconfig), 1)).api.configuration

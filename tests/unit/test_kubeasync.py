@@ -10,7 +10,6 @@ tests/integration/test_kubeasync.py.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import gzip
 import ipaddress
 import json
@@ -25,12 +24,17 @@ from typing import Any
 import anyio
 import pytest
 from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID
 from kubernetes import client
 
 from nsprov.core import kubeasync
 from nsprov.core.errors import ClusterUnavailable
 from nsprov.core.kube import Kube, KubeError
 from nsprov.core.kubeasync import AsyncKube, KubeCalls, ThreadedKube, for_client
+from tests.cluster import pki
 
 SLOW_SECONDS = 2.0
 
@@ -435,51 +439,29 @@ async def test_one_event_loop_owns_the_connections(rig: _Rig) -> None:
 
 
 def _pki(directory: Path) -> dict[str, Path]:
-    """A CA, a server certificate for 127.0.0.1 and "api.internal", and a client's."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = datetime.datetime.now(datetime.UTC)
-
-    def issue(
-        cn: str, issuer: tuple[x509.Name, ec.EllipticCurvePrivateKey] | None, **kw: Any
-    ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-        key = ec.generate_private_key(ec.SECP256R1())
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-        name, signer = issuer if issuer else (subject, key)
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=1))
-            .not_valid_after(now + datetime.timedelta(hours=1))
-            .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), True)
-        )
-        if "san" in kw:
-            builder = builder.add_extension(x509.SubjectAlternativeName(kw["san"]), False)
-        return builder.sign(signer, hashes.SHA256()), key
-
-    ca, ca_key = issue("test-ca", None)
-    server = issue("api", (ca.subject, ca_key), san=[
-        x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("api.internal")
-    ])  # fmt: skip
-    user = issue("nsprov-user", (ca.subject, ca_key))
+    """A CA, a server certificate for 127.0.0.1 and "api.internal", and a client's (the
+    control plane's own certificate helpers, tests/cluster/pki.py)."""
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = pki.subject_name("test-ca")
+    ca = pki.issue(ca_name, ca_key, ca_name, ca_key, is_ca=True)
+    server_key, user_key = (
+        ec.generate_private_key(ec.SECP256R1()),
+        ec.generate_private_key(ec.SECP256R1()),
+    )
+    sans: list[x509.GeneralName] = [
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+        x509.DNSName("api.internal"),
+    ]
+    server = pki.issue(pki.subject_name("api"), server_key, ca_name, ca_key, sans=sans)
+    user = pki.issue(pki.subject_name("nsprov-user"), user_key, ca_name, ca_key,
+                     usage=ExtendedKeyUsageOID.CLIENT_AUTH)  # fmt: skip
     paths = {}
-    for label, (certificate, key) in {"ca": (ca, ca_key), "server": server, "user": user}.items():
+    issued = {"ca": (ca, ca_key), "server": (server, server_key), "user": (user, user_key)}
+    for label, (certificate, key) in issued.items():
         paths[label] = directory / f"{label}.crt"
         paths[label].write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
         paths[f"{label}-key"] = directory / f"{label}.key"
-        paths[f"{label}-key"].write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
+        paths[f"{label}-key"].write_bytes(pki.key_pem(key))
     return paths
 
 
